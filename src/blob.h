@@ -1,0 +1,55 @@
+/* blob.h: the image store contract (filesystem or S3). Workers never hold storage credentials:
+ * the server hands each one an upload target per job. */
+#ifndef PINGVAS_BLOB_H
+#define PINGVAS_BLOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct blob blob_t;
+
+typedef struct upload_target {
+    char method[8];   /* "PUT" */
+    char url[2048];   /* where the worker sends the PNG body */
+    int needs_lease;  /* 1: send the lease in X-Pingvas-Lease (server-hosted upload) */
+} upload_target_t;
+
+/* Opens "file:///dir" (or a bare dir) or "s3://bucket/prefix". public_base: the prefix for
+ * image URLs (PUBLIC_IMAGE_BASE_URL), or NULL. server_url: this server's external URL, used for
+ * server-hosted uploads and /images/ URLs. NULL on error with message in err. */
+blob_t *blob_open(const char *url, const char *public_base, const char *server_url, char *err,
+                  size_t errlen);
+void blob_close(blob_t *b);
+/* Stores data under key. 0 or -1. */
+int blob_put(blob_t *b, const char *key, const void *data, size_t len);
+/* 1 if the key exists, 0 if not, -1 on error. */
+int blob_exists(blob_t *b, const char *key);
+/* Where a worker uploads the image for key (job_id given for server-hosted uploads). 0 or -1. */
+int blob_upload_target(blob_t *b, const char *key, const char *job_id, int64_t ttl_s,
+                       upload_target_t *out);
+/* The URL clients fetch the image from. malloc'd; caller frees. */
+char *blob_public_url(blob_t *b, const char *key);
+/* Filesystem store only: the local path of key under the root, or -1 if this store is not a
+ * filesystem store or the key is unsafe (.., absolute, NUL). */
+int blob_local_path(blob_t *b, const char *key, char *buf, size_t size);
+
+struct blob_ops {
+    const char *name;
+    void (*close)(blob_t *b);
+    int (*put)(blob_t *b, const char *key, const void *data, size_t len);
+    int (*exists)(blob_t *b, const char *key);
+    int (*upload_target)(blob_t *b, const char *key, const char *job_id, int64_t ttl_s,
+                         upload_target_t *out);
+    char *(*public_url)(blob_t *b, const char *key);
+    int (*local_path)(blob_t *b, const char *key, char *buf, size_t size);
+};
+
+struct blob {
+    const struct blob_ops *ops;
+};
+
+blob_t *blob_fs_open(const char *dir, const char *public_base, const char *server_url, char *err,
+                     size_t errlen);
+blob_t *blob_s3_open(const char *url, const char *public_base, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,74 @@
+/* job.h: a generation job, its parameters and its JSON form. */
+#ifndef PINGVAS_JOB_H
+#define PINGVAS_JOB_H
+
+#include <stdint.h>
+#include <jansson.h>
+
+#define JOB_ID_SIZE 40     /* UUID text plus NUL */
+#define USER_NAME_MAX 64   /* bytes, [A-Za-z0-9_.-] */
+#define MODEL_NAME_MAX 64
+#define PROMPT_MAX_CHARS 2000
+
+typedef enum job_status {
+    JOB_QUEUED = 0,
+    JOB_IN_PROGRESS,
+    JOB_COMPLETED,
+    JOB_FAILED,
+    JOB_CANCELED,
+} job_status_t;
+
+/* The request fields of a job. Strings are owned by the struct: job_params_clear() frees them. */
+typedef struct job_params {
+    char *prompt;          /* never NULL once valid */
+    char *negative_prompt; /* "" when absent */
+    char model[MODEL_NAME_MAX + 1];
+    int width;
+    int height;
+    int steps;
+    double cfg_scale;
+    int64_t seed; /* 0..4294967295 */
+} job_params_t;
+
+typedef struct job {
+    char id[JOB_ID_SIZE];
+    char user[USER_NAME_MAX + 1];
+    char tier[16];
+    job_status_t status;
+    job_params_t params;
+    int64_t seq;          /* insertion order; the list cursor */
+    int64_t created_at;   /* ms since epoch; 0 = null */
+    int64_t started_at;   /* first claim */
+    int64_t completed_at; /* completed, failed or canceled */
+    int attempts;         /* claims that ended other than by a release */
+    int releases;         /* graceful releases (not failures) */
+    char *image_key;      /* owned; NULL until completed */
+    char *error_message;  /* owned; NULL unless failed */
+    double gpu_seconds;
+    int64_t credits_reserved;
+    int64_t credits_charged;
+    char lease_id[JOB_ID_SIZE]; /* "" when not leased */
+    char worker_id[128];
+    int64_t lease_expires_at;
+} job_t;
+
+const char *job_status_name(job_status_t s);
+/* Returns the status for a name, or -1. */
+int job_status_parse(const char *name);
+int job_status_is_final(job_status_t s);
+
+/* Frees the owned strings and zeroes the struct. Safe on a zeroed struct. */
+void job_params_clear(job_params_t *p);
+void job_clear(job_t *j);
+/* Deep copy; returns 0, or -1 on allocation failure (dst then cleared). */
+int job_params_copy(job_params_t *dst, const job_params_t *src);
+
+/* Builds the public job JSON (DESIGN section 3). image_url may be NULL. Caller owns the result. */
+json_t *job_to_json(const job_t *j, const char *image_url);
+
+/* Fills buf (JOB_ID_SIZE) with a random UUIDv4. */
+void job_new_id(char *buf);
+/* Random hex token of 2*nbytes chars into buf (size >= 2*nbytes+1). */
+void random_hex(char *buf, int nbytes);
+
+#endif

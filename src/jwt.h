@@ -1,0 +1,37 @@
+/* jwt.h: HS256 JSON Web Tokens, and nothing else. */
+#ifndef PINGVAS_JWT_H
+#define PINGVAS_JWT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define JWT_LEEWAY_S 60
+#define JWT_MAX_LEN 8192
+
+enum jwt_rc {
+    JWT_OK = 0,
+    JWT_MALFORMED = -1,   /* not three base64url parts of JSON objects, too long, ... */
+    JWT_BAD_ALG = -2,     /* header alg is not exactly "HS256" (none, RS256, ...) */
+    JWT_BAD_SIG = -3,     /* signature does not match */
+    JWT_EXPIRED = -4,     /* exp missing, not a number, or exp + leeway < now */
+    JWT_NOT_YET = -5,     /* nbf or iat more than leeway in the future */
+    JWT_NO_SUBJECT = -6,  /* sub missing, not a string, or empty */
+};
+
+/* Mints "header.payload.signature" with sub, iat = now_s, exp = now_s + ttl_s. Returns a
+ * malloc'd string (caller frees) or NULL. */
+char *jwt_sign_hs256(const char *secret, size_t secret_len, const char *sub, int64_t now_s,
+                     int64_t ttl_s);
+/* Verifies token against secret at now_s with JWT_LEEWAY_S leeway. On JWT_OK copies sub into
+ * sub_out (truncation is an error: JWT_NO_SUBJECT). Constant-time signature compare. */
+int jwt_verify_hs256(const char *token, size_t token_len, const char *secret, size_t secret_len,
+                     int64_t now_s, char *sub_out, size_t sub_size);
+/* A short human reason for a rc ("token expired", ...). */
+const char *jwt_strerror(int rc);
+
+/* base64url without padding. Encode returns a malloc'd NUL-terminated string. Decode returns
+ * a malloc'd buffer (NUL-terminated, *out_len excludes it) or NULL for invalid input. */
+char *b64url_encode(const unsigned char *data, size_t len);
+unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len);
+
+#endif

@@ -1,0 +1,30 @@
+/* t_main.h: include last, after defining TESTS(X). Runs every test, prints the tally. */
+#ifndef TESTS
+#error "define TESTS(X) before including t_main.h"
+#endif
+
+#define T_ENTRY(fn) {#fn, fn},
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} t_tests[] = {TESTS(T_ENTRY)};
+
+int main(int argc, char **argv)
+{
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof t_tests / sizeof t_tests[0]; i++) {
+        if (argc > 1 && strstr(t_tests[i].name, argv[1]) == NULL)
+            continue;
+        int before = t_failed_checks;
+        t_tests[i].fn();
+        if (t_failed_checks == before) {
+            passed++;
+            printf("ok   %s\n", t_tests[i].name);
+        } else {
+            failed++;
+            printf("FAIL %s\n", t_tests[i].name);
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
