@@ -47,5 +47,7 @@ struct backend {
 backend_t *backend_create(const backend_config_t *cfg, char *err, size_t errlen);
 
 backend_t *backend_synthetic_create(const backend_config_t *cfg, char *err, size_t errlen);
+/* The synthetic backend's GPU profile names (static strings, for --help); returns their count. */
+int backend_synthetic_profile_names(const char *const **names);
 
 #endif
