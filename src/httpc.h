@@ -1,0 +1,34 @@
+/* httpc.h: a small blocking HTTP client on libcurl for workers and the CLI. */
+#ifndef PINGVAS_HTTPC_H
+#define PINGVAS_HTTPC_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#define HTTPC_RESPONSE_MAX (4 * 1024 * 1024) /* cap on a response body */
+
+typedef struct httpc_resp {
+    long status; /* 0 when the request did not complete (network error) */
+    char *body;  /* malloc'd, NUL-terminated (may be NULL when empty); caller frees */
+    size_t len;
+    char error[256]; /* transport error text when status == 0 */
+} httpc_resp_t;
+
+typedef struct httpc_req {
+    const char *method; /* "GET", "POST", "PUT" */
+    const char *url;
+    const char *bearer;       /* Authorization: Bearer ..., or NULL */
+    const char *extra_header; /* one "Name: value" header, or NULL */
+    const void *body;
+    size_t body_len;
+    const char *content_type; /* default application/json when a body is given */
+    long timeout_ms;
+    atomic_int *abort_flag; /* when nonzero the transfer is aborted (status 0) */
+} httpc_req_t;
+
+/* Performs req on handle h (a CURL easy handle reused for keep-alive). Returns 0 when a
+ * response arrived (any status), -1 on a transport error. Always fills out; free out->body. */
+int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out);
+void httpc_resp_free(httpc_resp_t *r);
+
+#endif

@@ -1,0 +1,23 @@
+/* imds.h: watches the EC2 instance metadata service (IMDSv2) for a spot interruption notice or
+ * a rebalance recommendation, and asks the worker to stop gracefully when one appears. */
+#ifndef PINGVAS_IMDS_H
+#define PINGVAS_IMDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct imds_watch imds_watch_t;
+
+/* Called with the drain window in ms (-1: the worker's configured window). */
+typedef void (*imds_stop_fn)(int64_t drain_ms);
+
+/* Probes base_url (e.g. "http://169.254.169.254") once; if it does not answer, returns NULL and
+ * logs that spot notices are off. Otherwise polls every poll_ms in a thread. */
+imds_watch_t *imds_watch_start(const char *base_url, int64_t poll_ms, imds_stop_fn on_notice);
+void imds_watch_stop(imds_watch_t *w);
+
+/* Parses an instance-action document ({"action":"terminate","time":"2017-09-18T08:22:00Z"}).
+ * Returns 0 and the action time in ms since the epoch, or -1. */
+int imds_parse_instance_action(const char *body, size_t len, int64_t *time_ms);
+
+#endif

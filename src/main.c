@@ -1,0 +1,878 @@
+/* main.c: the pingvas command line. Each command is an option table (config.h) and a function. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "cmd.h"
+#include "config.h"
+#include "job.h"
+#include "jwt.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+#include "supervisor.h"
+#include "validate.h"
+#include "worker.h"
+
+#define EXIT_USAGE 2
+
+/* Every option of every command lives here; each command's table picks its rows. */
+typedef struct app_config {
+    int port;
+    const char *bind;
+    const char *data;
+    const char *database_url;
+    const char *storage_url;
+    const char *public_image_base_url;
+    const char *public_url;
+    const char *jwt_secret;
+    const char *worker_token;
+    const char *models;
+    int64_t lease_ms;
+    int64_t heartbeat_ms;
+    int64_t reaper_ms;
+    int64_t worker_ttl_ms;
+    int max_attempts;
+    double credit_rate;
+    int max_queued;
+    double rate_limit;
+    int rate_burst;
+    int max_connections;
+    int workers;
+    int enterprise_workers;
+    int64_t demo_credits;
+    const char *log_level;
+    /* worker */
+    const char *server;
+    const char *tier;
+    const char *worker_id;
+    const char *backend;
+    const char *gpu_profile;
+    double time_scale;
+    const char *a1111_url;
+    const char *model_dir;
+    int64_t drain_ms;
+    int64_t claim_wait_ms;
+    int max_jobs;
+    const char *imds_url;
+    int64_t imds_poll_ms;
+    /* user / token */
+    int credits;
+    int64_t ttl_ms;
+} app_config_t;
+
+#define O(field) offsetof(app_config_t, field)
+#define DAY_MS 86400000.0
+
+#define OPT_PORT                                                                                   \
+    {"port", "PINGVAS_PORT", OPT_INT, "8080", 0, 65535, O(port), "TCP port to listen on (0: any free port)"}
+#define OPT_BIND                                                                                   \
+    {"bind", "PINGVAS_BIND", OPT_STR, "127.0.0.1", 0, 0, O(bind), "IPv4 address to listen on"}
+#define OPT_DATA                                                                                   \
+    {"data", "PINGVAS_DATA", OPT_STR, "./data", 0, 0, O(data),                                     \
+     "data directory (SQLite database, images, generated secrets)"}
+#define OPT_DB                                                                                     \
+    {"database-url", "DATABASE_URL", OPT_STR, NULL, 0, 0, O(database_url),                         \
+     "store: sqlite:///path or postgresql://... [default: sqlite://DATA/pingvas.db]"}
+#define OPT_STORAGE                                                                                \
+    {"storage-url", "STORAGE_URL", OPT_STR, NULL, 0, 0, O(storage_url),                            \
+     "images: file:///dir or s3://bucket/prefix [default: file://DATA/images]"}
+#define OPT_PUBLIC_IMG                                                                             \
+    {"public-image-base-url", "PUBLIC_IMAGE_BASE_URL", OPT_STR, NULL, 0, 0,                        \
+     O(public_image_base_url), "CDN prefix for image_url"}
+#define OPT_PUBLIC_URL                                                                             \
+    {"public-url", "PINGVAS_PUBLIC_URL", OPT_STR, NULL, 0, 0, O(public_url),                       \
+     "external URL of this server (for image and upload URLs)"}
+#define OPT_JWT                                                                                    \
+    {"jwt-secret", "JWT_SECRET", OPT_STR, NULL, 0, 0, O(jwt_secret),                               \
+     "HS256 secret [default: generated once into DATA/jwt_secret]"}
+#define OPT_WTOKEN                                                                                 \
+    {"worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),                 \
+     "shared secret of the worker protocol [server default: generated into DATA/worker_token]"}
+#define OPT_MODELS                                                                                 \
+    {"models", "PINGVAS_MODELS", OPT_STR, "sd15,sdxl", 0, 0, O(models),                            \
+     "allowed models, comma-separated; the first is the default"}
+#define OPT_LEASE                                                                                  \
+    {"lease", "PINGVAS_LEASE", OPT_DURATION, "15s", 100, DAY_MS, O(lease_ms),                      \
+     "how long a claim holds a job without a heartbeat"}
+#define OPT_HEARTBEAT                                                                              \
+    {"heartbeat", "PINGVAS_HEARTBEAT", OPT_DURATION, "3s", 10, DAY_MS, O(heartbeat_ms),            \
+     "how often workers heartbeat (sent to workers with each claim)"}
+#define OPT_REAPER                                                                                 \
+    {"reaper-interval", "PINGVAS_REAPER_INTERVAL", OPT_DURATION, "1s", 10, 3600000,                \
+     O(reaper_ms), "how often expired leases are put back in the queue"}
+#define OPT_WORKER_TTL                                                                             \
+    {"worker-ttl", "PINGVAS_WORKER_TTL", OPT_DURATION, "30s", 1000, DAY_MS, O(worker_ttl_ms),      \
+     "a worker not heard from for this long is no longer counted"}
+#define OPT_ATTEMPTS                                                                               \
+    {"max-attempts", "PINGVAS_MAX_ATTEMPTS", OPT_INT, "3", 1, 100, O(max_attempts),                \
+     "attempts before a job is failed (releases do not count)"}
+#define OPT_RATE                                                                                   \
+    {"credit-rate", "PINGVAS_CREDIT_RATE", OPT_DOUBLE, "1", 0, 1e6, O(credit_rate),                \
+     "credits charged per GPU-second (rounded up per job)"}
+#define OPT_MAXQ                                                                                   \
+    {"max-queued-per-user", "PINGVAS_MAX_QUEUED_PER_USER", OPT_INT, "10000", 0, 100000000,         \
+     O(max_queued), "cap on a user's queued jobs (0: none)"}
+#define OPT_RL                                                                                     \
+    {"rate-limit", "PINGVAS_RATE_LIMIT", OPT_DOUBLE, "0", 0, 1e9, O(rate_limit),                   \
+     "job submissions per second per user (token bucket; 0: off)"}
+#define OPT_RB                                                                                     \
+    {"rate-burst", "PINGVAS_RATE_BURST", OPT_INT, "100", 1, 1000000, O(rate_burst),                \
+     "burst size of the per-user rate limit"}
+#define OPT_MAXCONN                                                                                \
+    {"max-connections", "PINGVAS_MAX_CONNECTIONS", OPT_INT, "4096", 16, 100000,                    \
+     O(max_connections), "concurrent HTTP connections"}
+#define OPT_LOG                                                                                    \
+    {"log-level", "PINGVAS_LOG_LEVEL", OPT_STR, "info", 0, 0, O(log_level),                        \
+     "debug, info, warn, error or off"}
+#define OPT_BACKEND                                                                                \
+    {"backend", "PINGVAS_BACKEND", OPT_STR, "synthetic", 0, 0, O(backend),                         \
+     "generation backend: synthetic (test/load workload, not Stable Diffusion), a1111, sdcpp"}
+#define OPT_PROFILE                                                                                \
+    {"gpu-profile", "PINGVAS_GPU_PROFILE", OPT_STR, "t4", 0, 0, O(gpu_profile),                    \
+     "synthetic backend: GPU to imitate (t4, a10g, l4, a100, h100)"}
+#define OPT_TSCALE                                                                                 \
+    {"time-scale", "PINGVAS_TIME_SCALE", OPT_DOUBLE, "1", 0, 1000, O(time_scale),                  \
+     "synthetic backend: multiplies simulated GPU time (0: instant)"}
+#define OPT_A1111                                                                                  \
+    {"a1111-url", "PINGVAS_A1111_URL", OPT_STR, NULL, 0, 0, O(a1111_url),                          \
+     "a1111 backend: base URL of a server with /sdapi/v1/txt2img"}
+#define OPT_MODELDIR                                                                               \
+    {"model-dir", "MODEL_DIR", OPT_STR, NULL, 0, 0, O(model_dir), "directory with model weights"}
+#define OPT_DRAIN                                                                                  \
+    {"drain-timeout", "PINGVAS_DRAIN_TIMEOUT", OPT_DURATION, "90s", 0, DAY_MS, O(drain_ms),        \
+     "on SIGTERM: finish the running job only if it ends within this window, else release it"}
+
+static const opt_t server_opts[] = {
+    OPT_PORT,   OPT_BIND,      OPT_DATA,    OPT_DB,         OPT_STORAGE, OPT_PUBLIC_IMG,
+    OPT_PUBLIC_URL, OPT_JWT,   OPT_WTOKEN,  OPT_MODELS,     OPT_LEASE,   OPT_HEARTBEAT,
+    OPT_REAPER, OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,     OPT_MAXQ,    OPT_RL,
+    OPT_RB,     OPT_MAXCONN,   OPT_LOG,
+};
+
+static const opt_t up_opts[] = {
+    OPT_PORT,   OPT_BIND,      OPT_DATA,    OPT_DB,         OPT_STORAGE, OPT_PUBLIC_IMG,
+    OPT_PUBLIC_URL, OPT_JWT,   OPT_WTOKEN,  OPT_MODELS,     OPT_LEASE,   OPT_HEARTBEAT,
+    OPT_REAPER, OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,     OPT_MAXQ,    OPT_RL,
+    OPT_RB,     OPT_MAXCONN,   OPT_LOG,     OPT_BACKEND,    OPT_PROFILE, OPT_TSCALE,
+    OPT_A1111,  OPT_MODELDIR,  OPT_DRAIN,
+    {"workers", "PINGVAS_WORKERS", OPT_INT, "2", 0, SUP_MAX_SLOTS, O(workers),
+     "standard-tier worker processes to keep running"},
+    {"enterprise-workers", "PINGVAS_ENTERPRISE_WORKERS", OPT_INT, "1", 0, SUP_MAX_SLOTS,
+     O(enterprise_workers), "enterprise-tier worker processes to keep running"},
+    {"demo-credits", NULL, OPT_DURATION, "10000ms", 0, 1e15, O(demo_credits),
+     "credits of the demo user created on first start"},
+};
+
+static const opt_t worker_opts[] = {
+    {"server", "PINGVAS_SERVER_URL", OPT_STR, "http://127.0.0.1:8080", 0, 0, O(server),
+     "URL of the pingvas server"},
+    {"tier", "PINGVAS_TIER", OPT_STR, "standard", 0, 0, O(tier),
+     "queue to serve: standard or enterprise"},
+    {"worker-id", "PINGVAS_WORKER_ID", OPT_STR, NULL, 0, 0, O(worker_id),
+     "name of this worker [default: hostname-pid-random]"},
+    {"worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),
+     "shared secret of the worker protocol (required)"},
+    OPT_BACKEND, OPT_PROFILE, OPT_TSCALE, OPT_A1111, OPT_MODELDIR, OPT_DRAIN,
+    {"claim-wait", "PINGVAS_CLAIM_WAIT", OPT_DURATION, "20s", 0, 60000, O(claim_wait_ms),
+     "long-poll length of a claim"},
+    {"max-jobs", NULL, OPT_INT, "0", 0, 1000000000, O(max_jobs),
+     "exit after this many jobs (0: never)"},
+    {"imds-url", "PINGVAS_IMDS_URL", OPT_STR, "auto", 0, 0, O(imds_url),
+     "EC2 instance metadata URL for spot notices; auto: http://169.254.169.254 when on EC2; "
+     "off: none"},
+    {"imds-poll", NULL, OPT_DURATION, "5s", 100, 3600000, O(imds_poll_ms),
+     "how often to poll for spot notices"},
+    OPT_LOG,
+};
+
+static const opt_t admin_opts[] = {OPT_DATA, OPT_DB, OPT_LOG};
+
+static const opt_t user_add_opts[] = {
+    OPT_DATA, OPT_DB, OPT_LOG,
+    {"credits", NULL, OPT_INT, "0", 0, 2000000000, O(credits), "starting balance"},
+    {"tier", NULL, OPT_STR, "standard", 0, 0, O(tier), "standard or enterprise"},
+};
+
+static const opt_t token_opts[] = {
+    OPT_DATA, OPT_JWT, OPT_LOG,
+    {"ttl", NULL, OPT_DURATION, "24h", 1000, 3650 * DAY_MS, O(ttl_ms), "token lifetime"},
+};
+
+#define NOPTS(t) (sizeof(t) / sizeof((t)[0]))
+
+/* ---------- shared helpers ---------- */
+
+static int parse_or_usage(const char *cmd, const char *synopsis, const char *about,
+                          const opt_t *opts, size_t n, app_config_t *cfg, int argc, char **argv,
+                          char **pos, int max_pos, int *npos)
+{
+    char err[512];
+    int rc = config_parse(opts, n, cfg, argc, argv, 2, pos, max_pos, npos, err, sizeof err);
+    if (rc == 1) {
+        printf("usage: pingvas %s %s\n\n%s\n\n", cmd, synopsis, about);
+        config_usage(stdout, opts, n);
+        return 1;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "pingvas %s: %s\n", cmd, err);
+        return -1;
+    }
+    int lvl = log_level_parse(cfg->log_level ? cfg->log_level : "info");
+    if (lvl < 0) {
+        fprintf(stderr, "pingvas %s: --log-level: '%s' is not one of debug, info, warn, error, off\n",
+                cmd, cfg->log_level);
+        return -1;
+    }
+    log_threshold = lvl;
+    return 0;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* Reads DATA/name, or generates a random secret there (mode 0600). Returns a malloc'd string. */
+static char *secret_from_file(const char *data, const char *name, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", data, name);
+    char buf[256];
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+            buf[--n] = '\0';
+        if (n >= 16)
+            return strdup(buf);
+        snprintf(err, errlen, "%s is shorter than 16 characters; delete it to regenerate", path);
+        return NULL;
+    }
+    if (mkdir_p(data) != 0) {
+        snprintf(err, errlen, "cannot create data directory %s: %s", data, strerror(errno));
+        return NULL;
+    }
+    random_hex(buf, 32);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return secret_from_file(data, name, err, errlen); /* lost a race: read theirs */
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t len = strlen(buf);
+    int ok = write(fd, buf, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    close(fd);
+    if (!ok) {
+        snprintf(err, errlen, "cannot write %s", path);
+        return NULL;
+    }
+    return strdup(buf);
+}
+
+/* Fills in the defaults that depend on the data directory. Strings returned in *owned must be
+ * freed by the caller. */
+typedef struct derived {
+    char db[PATH_MAX + 16];
+    char storage[PATH_MAX + 16];
+    char *jwt;
+    char *wtoken;
+} derived_t;
+
+static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char *cmd)
+{
+    memset(d, 0, sizeof *d);
+    char err[512];
+    if (!cfg->database_url || !*cfg->database_url) {
+        if (mkdir_p(cfg->data) != 0) {
+            fprintf(stderr, "pingvas %s: cannot create data directory %s: %s\n", cmd, cfg->data,
+                    strerror(errno));
+            return -1;
+        }
+        snprintf(d->db, sizeof d->db, "sqlite://%s/pingvas.db", cfg->data);
+        cfg->database_url = d->db;
+    }
+    if (!cfg->storage_url || !*cfg->storage_url) {
+        snprintf(d->storage, sizeof d->storage, "file://%s/images", cfg->data);
+        cfg->storage_url = d->storage;
+    }
+    if (need_secrets & 1) {
+        if (!cfg->jwt_secret || !*cfg->jwt_secret) {
+            d->jwt = secret_from_file(cfg->data, "jwt_secret", err, sizeof err);
+            if (!d->jwt) {
+                fprintf(stderr, "pingvas %s: JWT secret: %s\n", cmd, err);
+                return -1;
+            }
+            cfg->jwt_secret = d->jwt;
+        } else if (strlen(cfg->jwt_secret) < 16) {
+            fprintf(stderr, "pingvas %s: JWT_SECRET must be at least 16 characters\n", cmd);
+            return -1;
+        }
+    }
+    if (need_secrets & 2) {
+        if (!cfg->worker_token || !*cfg->worker_token) {
+            d->wtoken = secret_from_file(cfg->data, "worker_token", err, sizeof err);
+            if (!d->wtoken) {
+                fprintf(stderr, "pingvas %s: worker token: %s\n", cmd, err);
+                return -1;
+            }
+            cfg->worker_token = d->wtoken;
+        } else if (strlen(cfg->worker_token) < 16) {
+            fprintf(stderr, "pingvas %s: PINGVAS_WORKER_TOKEN must be at least 16 characters\n",
+                    cmd);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void derived_free(derived_t *d)
+{
+    free(d->jwt);
+    free(d->wtoken);
+}
+
+static void server_config_from(const app_config_t *cfg, server_config_t *sc)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->bind = cfg->bind;
+    sc->port = cfg->port;
+    sc->database_url = cfg->database_url;
+    sc->storage_url = cfg->storage_url;
+    sc->public_image_base_url = cfg->public_image_base_url;
+    sc->public_url = cfg->public_url;
+    sc->jwt_secret = cfg->jwt_secret;
+    sc->worker_token = cfg->worker_token;
+    sc->models = cfg->models;
+    sc->lease_ms = cfg->lease_ms;
+    sc->heartbeat_ms = cfg->heartbeat_ms;
+    sc->reaper_ms = cfg->reaper_ms;
+    sc->worker_ttl_ms = cfg->worker_ttl_ms;
+    sc->max_attempts = cfg->max_attempts;
+    sc->credit_rate = cfg->credit_rate;
+    sc->max_queued_per_user = cfg->max_queued;
+    sc->rate_limit = cfg->rate_limit;
+    sc->rate_burst = cfg->rate_burst;
+    sc->max_connections = cfg->max_connections;
+}
+
+static volatile sig_atomic_t got_stop;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    got_stop = 1;
+}
+
+static void install_stop_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static int write_url_file(const char *data, const char *url)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/pingvas.url", data);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%s\n", url);
+    fclose(f);
+    return rename(tmp, path);
+}
+
+/* ---------- commands ---------- */
+
+static int cmd_server(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    int rc = parse_or_usage("server", "[options]",
+                            "Runs the public API and the worker-protocol server alone (no local "
+                            "workers); scale workers separately (pingvas worker, KEDA).",
+                            server_opts, NOPTS(server_opts), &cfg, argc, argv, pos, 0, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    log_set_component("server");
+    derived_t d;
+    if (derive(&cfg, &d, 3, "server") != 0)
+        return EXIT_USAGE;
+    server_config_t sc;
+    server_config_from(&cfg, &sc);
+    char err[512];
+    install_stop_handlers();
+    server_t *s = server_start(&sc, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "pingvas server: %s\n", err);
+        derived_free(&d);
+        return 1;
+    }
+    printf("pingvas server listening on %s\n", server_url(s));
+    fflush(stdout);
+    write_url_file(cfg.data, server_url(s));
+    log_info("event=server_started url=%s store=%s", server_url(s), cfg.database_url);
+    while (!got_stop)
+        pause();
+    log_info("event=server_stopping");
+    server_stop(s);
+    derived_free(&d);
+    return 0;
+}
+
+static int ensure_demo_user(store_t *st, int64_t credits)
+{
+    int rc = store_user_add(st, "demo", "standard", credits, clock_now_ms());
+    return rc == STORE_OK ? 1 : rc == STORE_EXISTS ? 0 : -1;
+}
+
+static int cmd_up(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    int rc = parse_or_usage(
+        "up", "[options]",
+        "Runs everything on this host: the server, and local worker processes (synthetic backend "
+        "by default: a test and load workload, not Stable Diffusion). SQLite and the filesystem "
+        "under --data. Creates a user 'demo' on first start and prints how to submit a job.",
+        up_opts, NOPTS(up_opts), &cfg, argc, argv, pos, 0, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    log_set_component("up");
+    derived_t d;
+    if (derive(&cfg, &d, 3, "up") != 0)
+        return EXIT_USAGE;
+    /* Check the backend settings before starting anything. */
+    backend_config_t bc = {.name = cfg.backend,
+                           .gpu_profile = cfg.gpu_profile,
+                           .time_scale = cfg.time_scale,
+                           .url = cfg.a1111_url,
+                           .model_dir = cfg.model_dir};
+    char err[512];
+    backend_t *probe = backend_create(&bc, err, sizeof err);
+    if (!probe) {
+        fprintf(stderr, "pingvas up: %s\n", err);
+        derived_free(&d);
+        return EXIT_USAGE;
+    }
+    probe->ops->destroy(probe);
+
+    server_config_t sc;
+    server_config_from(&cfg, &sc);
+    install_stop_handlers();
+    server_t *s = server_start(&sc, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "pingvas up: %s\n", err);
+        derived_free(&d);
+        return 1;
+    }
+    int created = ensure_demo_user(server_store(s), cfg.demo_credits);
+    if (created < 0)
+        log_error("event=demo_user_failed err=\"%s\"", store_last_error(server_store(s)));
+
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        fprintf(stderr, "pingvas up: cannot find my own executable\n");
+        server_stop(s);
+        derived_free(&d);
+        return 1;
+    }
+    exe[n] = '\0';
+    char ts[32], drain[32];
+    snprintf(ts, sizeof ts, "%g", cfg.time_scale);
+    snprintf(drain, sizeof drain, "%lldms", (long long)cfg.drain_ms);
+    const char *wargs[24];
+    int na = 0;
+    wargs[na++] = "--backend";
+    wargs[na++] = cfg.backend;
+    wargs[na++] = "--gpu-profile";
+    wargs[na++] = cfg.gpu_profile;
+    wargs[na++] = "--time-scale";
+    wargs[na++] = ts;
+    wargs[na++] = "--drain-timeout";
+    wargs[na++] = drain;
+    wargs[na++] = "--log-level";
+    wargs[na++] = cfg.log_level;
+    if (cfg.a1111_url) {
+        wargs[na++] = "--a1111-url";
+        wargs[na++] = cfg.a1111_url;
+    }
+    if (cfg.model_dir) {
+        wargs[na++] = "--model-dir";
+        wargs[na++] = cfg.model_dir;
+    }
+    wargs[na] = NULL;
+    supervisor_t *sup = supervisor_new(exe, server_url(s), cfg.worker_token, wargs, NULL, 0);
+    supervisor_set_target(sup, "standard", cfg.workers);
+    supervisor_set_target(sup, "enterprise", cfg.enterprise_workers);
+    supervisor_tick(sup);
+
+    write_url_file(cfg.data, server_url(s));
+    char *token = jwt_sign_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), "demo",
+                                 clock_now_ms() / 1000, 86400);
+    printf("pingvas is up: listening on %s\n", server_url(s));
+    printf("  data: %s   store: %s   workers: %d standard + %d enterprise (%s backend%s)\n",
+           cfg.data, cfg.database_url, cfg.workers, cfg.enterprise_workers, cfg.backend,
+           strcmp(cfg.backend, "synthetic") == 0 ? ": test workload, not Stable Diffusion" : "");
+    printf("\nSubmit a job as user 'demo' (token valid 24 h; new ones: pingvas token demo --data "
+           "%s):\n",
+           cfg.data);
+    printf("  curl -s -X POST %s/api/v1/generation/create \\\n"
+           "    -H 'Authorization: Bearer %s' \\\n"
+           "    -H 'Content-Type: application/json' -d '{\"prompt\":\"a lighthouse at dawn\"}'\n",
+           server_url(s), token ? token : "TOKEN");
+    printf("Then fetch it with the id from the answer:\n");
+    printf("  curl -s %s/api/v1/generation/JOB_ID -H 'Authorization: Bearer %s'\n\n",
+           server_url(s), token ? token : "TOKEN");
+    fflush(stdout);
+    free(token);
+
+    while (!got_stop) {
+        supervisor_tick(sup);
+        clock_sleep_ms(100);
+    }
+    log_info("event=up_stopping msg=\"stopping workers (they finish or release their jobs)\"");
+    supervisor_stop_all(sup, cfg.drain_ms + 10000);
+    supervisor_free(sup);
+    server_stop(s);
+    derived_free(&d);
+    return 0;
+}
+
+static int on_ec2(void)
+{
+    char buf[64] = "";
+    FILE *f = fopen("/sys/devices/virtual/dmi/id/sys_vendor", "r");
+    if (f) {
+        if (!fgets(buf, sizeof buf, f))
+            buf[0] = '\0';
+        fclose(f);
+    }
+    if (strstr(buf, "Amazon"))
+        return 1;
+    f = fopen("/sys/devices/virtual/dmi/id/board_asset_tag", "r");
+    if (f) {
+        if (!fgets(buf, sizeof buf, f))
+            buf[0] = '\0';
+        fclose(f);
+        if (strncmp(buf, "i-", 2) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int cmd_worker(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    int rc = parse_or_usage(
+        "worker", "[options]",
+        "Runs one worker (concurrency 1, one GPU) against a pingvas server. On SIGTERM or a spot "
+        "interruption notice it stops claiming, finishes the running job if it ends inside the "
+        "drain window, and otherwise releases it at once so another worker runs it.",
+        worker_opts, NOPTS(worker_opts), &cfg, argc, argv, pos, 0, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    log_set_component("worker");
+    if (!cfg.worker_token || strlen(cfg.worker_token) < 16) {
+        fprintf(stderr, "pingvas worker: PINGVAS_WORKER_TOKEN (or --worker-token) is required: "
+                        "the server's worker token, at least 16 characters\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(cfg.tier, "standard") != 0 && strcmp(cfg.tier, "enterprise") != 0) {
+        fprintf(stderr, "pingvas worker: --tier: '%s' is not standard or enterprise\n", cfg.tier);
+        return EXIT_USAGE;
+    }
+    if (strncmp(cfg.server, "http://", 7) != 0 && strncmp(cfg.server, "https://", 8) != 0) {
+        fprintf(stderr, "pingvas worker: --server: '%s' is not an http(s) URL\n", cfg.server);
+        return EXIT_USAGE;
+    }
+    char server[1024];
+    snprintf(server, sizeof server, "%s", cfg.server);
+    size_t sl = strlen(server);
+    while (sl && server[sl - 1] == '/')
+        server[--sl] = '\0';
+    const char *imds = cfg.imds_url;
+    if (!imds || strcmp(imds, "off") == 0 || !*imds)
+        imds = NULL;
+    else if (strcmp(imds, "auto") == 0)
+        imds = on_ec2() ? "http://169.254.169.254" : NULL;
+    worker_config_t wc = {.server_url = server,
+                          .token = cfg.worker_token,
+                          .tier = cfg.tier,
+                          .worker_id = cfg.worker_id,
+                          .backend = {.name = cfg.backend,
+                                      .gpu_profile = cfg.gpu_profile,
+                                      .time_scale = cfg.time_scale,
+                                      .url = cfg.a1111_url,
+                                      .model_dir = cfg.model_dir},
+                          .drain_ms = cfg.drain_ms,
+                          .claim_wait_ms = cfg.claim_wait_ms,
+                          .max_jobs = cfg.max_jobs,
+                          .imds_url = imds,
+                          .imds_poll_ms = cfg.imds_poll_ms};
+    char err[512];
+    backend_t *probe = backend_create(&wc.backend, err, sizeof err);
+    if (!probe) {
+        fprintf(stderr, "pingvas worker: %s\n", err);
+        return EXIT_USAGE;
+    }
+    probe->ops->destroy(probe);
+    return worker_run(&wc);
+}
+
+static store_t *open_admin_store(app_config_t *cfg, derived_t *d, const char *cmd)
+{
+    if (derive(cfg, d, 0, cmd) != 0)
+        return NULL;
+    char err[512];
+    store_t *st = store_open(cfg->database_url, err, sizeof err);
+    if (!st) {
+        fprintf(stderr, "pingvas %s: %s\n", cmd, err);
+        return NULL;
+    }
+    if (store_migrate(st) != STORE_OK) {
+        fprintf(stderr, "pingvas %s: migrating %s: %s\n", cmd, cfg->database_url,
+                store_last_error(st));
+        store_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    int rc = parse_or_usage("migrate", "[options]",
+                            "Creates the schema, or upgrades it to this version. Safe to run "
+                            "again and from several replicas.",
+                            admin_opts, NOPTS(admin_opts), &cfg, argc, argv, pos, 0, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    derived_t d;
+    store_t *st = open_admin_store(&cfg, &d, "migrate");
+    if (!st)
+        return 1;
+    printf("schema up to date in %s\n", cfg.database_url);
+    store_close(st);
+    derived_free(&d);
+    return 0;
+}
+
+static int cmd_user(int argc, char **argv)
+{
+    const char *sub = argc > 2 ? argv[2] : "";
+    app_config_t cfg;
+    char *pos[3];
+    int npos;
+    if (strcmp(sub, "add") == 0) {
+        int rc = parse_or_usage("user add", "NAME [--credits N] [--tier standard|enterprise]",
+                                "Creates a user with a starting balance.", user_add_opts,
+                                NOPTS(user_add_opts), &cfg, argc - 1, argv + 1, pos, 1, &npos);
+        if (rc)
+            return rc > 0 ? 0 : EXIT_USAGE;
+        if (npos != 1 || !validate_user_name(pos[0])) {
+            fprintf(stderr, "pingvas user add: NAME is required: 1 to 64 of A-Z a-z 0-9 _ . -\n");
+            return EXIT_USAGE;
+        }
+        if (strcmp(cfg.tier, "standard") != 0 && strcmp(cfg.tier, "enterprise") != 0) {
+            fprintf(stderr, "pingvas user add: --tier: '%s' is not standard or enterprise\n",
+                    cfg.tier);
+            return EXIT_USAGE;
+        }
+        derived_t d;
+        store_t *st = open_admin_store(&cfg, &d, "user add");
+        if (!st)
+            return 1;
+        rc = store_user_add(st, pos[0], cfg.tier, cfg.credits, clock_now_ms());
+        int status = 0;
+        if (rc == STORE_OK) {
+            printf("user %s added (tier %s, %d credits)\n", pos[0], cfg.tier, cfg.credits);
+        } else if (rc == STORE_EXISTS) {
+            fprintf(stderr, "pingvas user add: user '%s' already exists\n", pos[0]);
+            status = 1;
+        } else {
+            fprintf(stderr, "pingvas user add: %s\n", store_last_error(st));
+            status = 1;
+        }
+        store_close(st);
+        derived_free(&d);
+        return status;
+    }
+    if (strcmp(sub, "credits") == 0) {
+        int rc = parse_or_usage("user credits", "NAME +N|-N",
+                                "Adds (or with -N removes) credits; the balance never goes below "
+                                "zero.",
+                                admin_opts, NOPTS(admin_opts), &cfg, argc - 1, argv + 1, pos, 2,
+                                &npos);
+        if (rc)
+            return rc > 0 ? 0 : EXIT_USAGE;
+        char *end;
+        long long delta = 0;
+        if (npos == 2) {
+            errno = 0;
+            delta = strtoll(pos[1], &end, 10);
+        }
+        if (npos != 2 || errno || *end || (pos[1][0] != '+' && pos[1][0] != '-') ||
+            delta > 1000000000000LL || delta < -1000000000000LL) {
+            fprintf(stderr, "pingvas user credits: usage: pingvas user credits NAME +N (or -N)\n");
+            return EXIT_USAGE;
+        }
+        derived_t d;
+        store_t *st = open_admin_store(&cfg, &d, "user credits");
+        if (!st)
+            return 1;
+        int64_t bal = 0;
+        rc = store_user_credit(st, pos[0], delta, clock_now_ms(), &bal);
+        int status = 0;
+        if (rc == STORE_OK) {
+            printf("user %s: balance %lld\n", pos[0], (long long)bal);
+        } else if (rc == STORE_NOT_FOUND) {
+            fprintf(stderr, "pingvas user credits: no user '%s'\n", pos[0]);
+            status = 1;
+        } else if (rc == STORE_CONFLICT) {
+            fprintf(stderr, "pingvas user credits: the balance cannot go below zero\n");
+            status = 1;
+        } else {
+            fprintf(stderr, "pingvas user credits: %s\n", store_last_error(st));
+            status = 1;
+        }
+        store_close(st);
+        derived_free(&d);
+        return status;
+    }
+    fprintf(stderr, "usage: pingvas user add NAME [--credits N] [--tier standard|enterprise]\n"
+                    "       pingvas user credits NAME +N\n");
+    return strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 ? 0 : EXIT_USAGE;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    int rc = parse_or_usage("token", "NAME [--ttl 24h]",
+                            "Prints an HS256 JWT for user NAME, signed with JWT_SECRET (or the "
+                            "secret generated in the data directory).",
+                            token_opts, NOPTS(token_opts), &cfg, argc, argv, pos, 1, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    if (npos != 1 || !validate_user_name(pos[0])) {
+        fprintf(stderr, "pingvas token: NAME is required: 1 to 64 of A-Z a-z 0-9 _ . -\n");
+        return EXIT_USAGE;
+    }
+    derived_t d;
+    cfg.database_url = "unused";
+    cfg.storage_url = "unused";
+    if (derive(&cfg, &d, 1, "token") != 0)
+        return EXIT_USAGE;
+    char *tok = jwt_sign_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), pos[0],
+                               clock_now_ms() / 1000, cfg.ttl_ms / 1000);
+    derived_free(&d);
+    if (!tok) {
+        fprintf(stderr, "pingvas token: could not sign\n");
+        return 1;
+    }
+    printf("%s\n", tok);
+    free(tok);
+    return 0;
+}
+
+static const struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"up", cmd_up, "server + local workers on embedded defaults (SQLite, filesystem)"},
+    {"server", cmd_server, "the API and worker-protocol server alone"},
+    {"worker", cmd_worker, "one worker (one GPU) for a server"},
+    {"autoscale", cmd_autoscale, "run local workers scaled by the backlog of a server"},
+    {"loadtest", cmd_loadtest, "submit N jobs at concurrency C, wait, report latencies"},
+    {"user", cmd_user, "user add NAME [--credits N] [--tier T] | user credits NAME +N"},
+    {"token", cmd_token, "mint an HS256 JWT for a user"},
+    {"migrate", cmd_migrate, "create or upgrade the schema"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: pingvas COMMAND [options]   (pingvas help COMMAND, pingvas COMMAND --help)\n\n"
+               "pingvas runs text-to-image jobs on GPU workers that scale with the backlog.\n\n"
+               "Commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-10s %s\n", "help", "this text, or help for one command");
+}
+
+int main(int argc, char **argv)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int status;
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        if (argc > 2 && strcmp(argv[1], "help") == 0) {
+            for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+                if (strcmp(commands[i].name, argv[2]) == 0) {
+                    char *hargv[] = {argv[0], argv[2], "--help", NULL};
+                    if (strcmp(argv[2], "user") == 0) {
+                        char *uargv[] = {argv[0], "user", "add", "--help", NULL};
+                        commands[i].fn(4, uargv);
+                        char *cargv[] = {argv[0], "user", "credits", "--help", NULL};
+                        return commands[i].fn(4, cargv);
+                    }
+                    return commands[i].fn(3, hargv);
+                }
+            fprintf(stderr, "pingvas help: no command '%s'\n", argv[2]);
+            return EXIT_USAGE;
+        }
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, argv[1]) == 0) {
+            status = commands[i].fn(argc, argv);
+            curl_global_cleanup();
+            return status;
+        }
+    fprintf(stderr, "pingvas: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return EXIT_USAGE;
+}
