@@ -1,0 +1,230 @@
+"""pv.py: helpers for integration tests that run the real pingvas binary.
+
+Every test starts its own server on an ephemeral port (--port 0) in a fresh temporary data
+directory and talks HTTP to it. Nothing here mocks the server; time-dependent behaviour is made
+fast with the server's own flags (short leases), never by patching.
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+BIN = os.environ.get("PINGVAS_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "pingvas")
+WORKER_TOKEN = "test-worker-token-0123456789abcdef"
+JWT_SECRET = "test-jwt-secret-0123456789abcdef"
+
+
+def run_cli(*args, data=None, env=None, check=True):
+    """Runs `pingvas ARGS` and returns CompletedProcess (text)."""
+    cmd = [BIN] + list(args)
+    if data is not None:
+        cmd += ["--data", data]
+    e = dict(os.environ)
+    e.setdefault("JWT_SECRET", JWT_SECRET)
+    if env:
+        e.update(env)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=60)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+class Response:
+    def __init__(self, status, body, headers):
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    def json(self):
+        return json.loads(self.body.decode()) if self.body else None
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:300]!r}>"
+
+
+def http(method, url, body=None, token=None, headers=None, timeout=30, raw=False):
+    """One HTTP request; returns Response (never raises on HTTP status)."""
+    h = dict(headers or {})
+    data = None
+    if body is not None:
+        if raw:
+            data = body if isinstance(body, bytes) else body.encode()
+        else:
+            data = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+    if token:
+        h["Authorization"] = "Bearer " + token
+    req = urllib.request.Request(url, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Response(r.status, r.read(), dict(r.headers))
+    except urllib.error.HTTPError as e:
+        return Response(e.code, e.read(), dict(e.headers))
+
+
+def wait_for(cond, timeout=60, interval=0.05, what="condition"):
+    """Polls cond() until it returns a truthy value; returns it or raises."""
+    end = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def png_size(data):
+    """(width, height) of a PNG, or raises."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+class Env:
+    """A temp data dir plus the processes a test started; cleaned up by close()."""
+
+    def __init__(self, name="pv"):
+        self.dir = tempfile.mkdtemp(prefix=f"pingvas-{name}-")
+        self.data = os.path.join(self.dir, "data")
+        self.procs = []
+        self.url = None
+        self.server = None
+        self.extra_env = {}
+
+    def env(self):
+        e = dict(os.environ)
+        e["JWT_SECRET"] = JWT_SECRET
+        e["PINGVAS_WORKER_TOKEN"] = WORKER_TOKEN
+        e.update(self.extra_env)
+        return e
+
+    def _spawn(self, args, logname):
+        log = open(os.path.join(self.dir, logname), "ab")
+        p = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=log, env=self.env(),
+                             start_new_session=True)
+        p.logname = logname
+        self.procs.append(p)
+        return p
+
+    def _await_url(self, p):
+        line = b""
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            line = p.stdout.readline()
+            if not line:
+                break
+            if b"listening on " in line:
+                return line.decode().split("listening on ", 1)[1].strip()
+        raise AssertionError(f"server did not start: {self.log(p.logname)}")
+
+    def start_server(self, *args, cmd="server"):
+        """Starts `pingvas server` (or up) on an ephemeral port; returns the process."""
+        p = self._spawn([cmd, "--port", "0", "--data", self.data] + list(args),
+                        f"{cmd}.log")
+        self.url = self._await_url(p)
+        self.server = p
+        # Drain stdout in the background so the server never blocks on a full pipe.
+        import threading
+        threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
+        wait_for(lambda: http("GET", self.url + "/healthz").status == 200, what="healthz")
+        return p
+
+    def start_worker(self, *args, name=None):
+        n = len([p for p in self.procs if p.logname.startswith("worker")])
+        wid = name or f"w{n}"
+        p = self._spawn(["worker", "--server", self.url, "--worker-id", wid, "--claim-wait", "2s"]
+                        + list(args), f"worker-{wid}.log")
+        p.worker_id = wid
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=60):
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def kill9(self, p):
+        p.kill()
+        p.wait()
+
+    def add_user(self, name, credits=100000, tier="standard"):
+        run_cli("user", "add", name, "--credits", str(credits), "--tier", tier, data=self.data,
+                env=self.env())
+        return run_cli("token", name, data=self.data, env=self.env()).stdout.strip()
+
+    def api(self, method, path, body=None, token=None, **kw):
+        return http(method, self.url + path, body, token, **kw)
+
+    def create(self, token, body=None, **kw):
+        return self.api("POST", "/api/v1/generation/create", body if body is not None else {"prompt": "test"}, token,
+                        **kw)
+
+    def job(self, token, jid):
+        return self.api("GET", f"/api/v1/generation/{jid}", token=token).json()
+
+    def wait_status(self, token, jid, statuses, timeout=60):
+        if isinstance(statuses, str):
+            statuses = (statuses,)
+        return wait_for(lambda: (lambda j: j if j and j.get("status") in statuses else None)(
+            self.job(token, jid)), timeout=timeout, what=f"job {jid} to be {statuses}")
+
+    def log(self, name):
+        try:
+            with open(os.path.join(self.dir, name), "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main(tests):
+    """Runs test functions (each gets a fresh Env); prints 'N passed, N failed'."""
+    only = sys.argv[1] if len(sys.argv) > 1 else None
+    passed = failed = 0
+    for t in tests:
+        if only and only not in t.__name__:
+            continue
+        env = Env(t.__name__)
+        start = time.monotonic()
+        try:
+            t(env)
+            passed += 1
+            print(f"ok   {t.__name__} ({time.monotonic() - start:.1f}s)", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {t.__name__}", flush=True)
+            traceback.print_exc()
+            for p in env.procs:
+                print(f"--- {p.logname} (tail) ---\n{env.log(p.logname)}")
+        finally:
+            env.close()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)

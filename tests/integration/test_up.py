@@ -1,0 +1,59 @@
+"""`pingvas up` end to end: the README's first experience."""
+import os
+
+import pv
+
+
+def test_submit_wait_fetch_png(env):
+    env.start_server("--workers", "2", "--enterprise-workers", "1", "--time-scale", "0.05",
+                     cmd="up")
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    r = env.create(tok, {"prompt": "a lighthouse at dawn", "width": 256, "height": 384,
+                         "seed": 42})
+    assert r.status == 201, r
+    job = r.json()
+    assert job["status"] == "queued" and job["seed"] == 42 and job["tier"] == "standard"
+    done = env.wait_status(tok, job["id"], "completed")
+    assert done["attempts"] == 1 and done["releases"] == 0
+    assert done["gpu_seconds"] > 0 and done["credits_charged"] >= 1
+    assert done["started_at"] and done["completed_at"]
+    img = pv.http("GET", done["image_url"])
+    assert img.status == 200 and img.headers.get("Content-Type") == "image/png"
+    assert pv.png_size(img.body) == (256, 384)
+    # The same parameters give the same picture; another prompt a different one.
+    j2 = env.wait_status(tok, env.create(tok, {"prompt": "a lighthouse at dawn", "width": 256,
+                                               "height": 384, "seed": 42}).json()["id"],
+                         "completed")
+    j3 = env.wait_status(tok, env.create(tok, {"prompt": "a forest at night", "width": 256,
+                                               "height": 384, "seed": 42}).json()["id"],
+                         "completed")
+    assert pv.http("GET", j2["image_url"]).body == img.body
+    assert pv.http("GET", j3["image_url"]).body != img.body
+    # Credits: charged once per job, recorded in the ledger.
+    c = env.api("GET", "/api/v1/credits", token=tok).json()
+    charges = [e for e in c["ledger"] if e["kind"] == "charge"]
+    assert len(charges) == 3
+    assert c["reserved"] == 0
+    assert c["balance"] == 10000 - sum(-e["amount"] for e in charges)
+    # The image lives under DATA/images.
+    assert os.path.exists(os.path.join(env.data, "images", "jobs", job["id"] + ".png"))
+    q = env.api("GET", "/api/v1/queue", token=tok).json()
+    assert q["tiers"]["standard"]["workers"] == 2
+    assert q["tiers"]["enterprise"]["workers"] == 1
+
+
+def test_restart_keeps_demo_and_secrets(env):
+    p = env.start_server("--workers", "0", "--enterprise-workers", "0", cmd="up")
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    jid = env.create(tok).json()["id"]
+    env.stop(p)
+    env.start_server("--workers", "1", "--enterprise-workers", "0", "--time-scale", "0.01",
+                     cmd="up")
+    # The same token still works (same secret) and the job is still there and now runs.
+    env.wait_status(tok, jid, "completed")
+    c = env.api("GET", "/api/v1/credits", token=tok).json()
+    assert len([e for e in c["ledger"] if e["kind"] == "grant"]) == 1  # demo created once
+
+
+if __name__ == "__main__":
+    pv.main([test_submit_wait_fetch_png, test_restart_keeps_demo_and_secrets])
