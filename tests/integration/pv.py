@@ -100,6 +100,20 @@ class Env:
         self.url = None
         self.server = None
         self.extra_env = {}
+        self.cleanups = []
+        # The stack under test: "embedded" (SQLite + filesystem, the default) or "production"
+        # (PostgreSQL + S3 on loopback; pv_pg.py and pv_s3.py provision a fresh database and
+        # bucket per test and return the environment that points pingvas at them).
+        self.stack = os.environ.get("PINGVAS_TEST_STACK", "embedded")
+        if self.stack == "production":
+            import pv_pg
+            import pv_s3
+            env_pg, drop_pg = pv_pg.provision(name)
+            self.extra_env.update(env_pg)
+            self.cleanups.append(drop_pg)
+            env_s3, drop_s3 = pv_s3.provision(name)
+            self.extra_env.update(env_s3)
+            self.cleanups.append(drop_s3)
 
     def env(self):
         e = dict(os.environ)
@@ -202,6 +216,11 @@ class Env:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+        for c in self.cleanups:
+            try:
+                c()
+            except Exception:
+                traceback.print_exc()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
