@@ -1,0 +1,1052 @@
+/* test_store.c: the SQLite store on a temporary database file. The lease state machine is driven
+ * by explicit `now` values: nothing sleeps. */
+#include "t.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define T0 INT64_C(1700000000000)
+#define LEASE 15000
+
+static char t_dir[64];
+static char t_path[128];
+
+/* A fresh, migrated store in a new temporary directory. */
+static store_t *open_fresh(void)
+{
+    char err[256] = "";
+    snprintf(t_dir, sizeof t_dir, "/tmp/pingvas-store-XXXXXX");
+    if (!mkdtemp(t_dir)) {
+        perror("mkdtemp");
+        return NULL;
+    }
+    snprintf(t_path, sizeof t_path, "%s/pingvas.db", t_dir);
+    store_t *s = store_open(t_path, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "store_open: %s\n", err);
+        return NULL;
+    }
+    if (store_migrate(s) != STORE_OK) {
+        fprintf(stderr, "migrate: %s\n", store_last_error(s));
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void remove_db(void)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    char p[160];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s%s", t_path, suffixes[i]);
+        unlink(p);
+    }
+    rmdir(t_dir);
+}
+
+/* The values the triggers keep (users.reserved and queued, job_totals) must equal the sums
+ * over the jobs: checked through a second connection. */
+static void check_derived(void)
+{
+    static const char sql[] =
+        "SELECT (SELECT COUNT(*) FROM users u WHERE u.reserved != (SELECT"
+        "   COALESCE(SUM(credits_reserved), 0) FROM generation_jobs j WHERE j.user_id = u.name"
+        "   AND j.status IN ('queued','in_progress')) OR u.queued != (SELECT COUNT(*) FROM"
+        "   generation_jobs j WHERE j.user_id = u.name AND j.status = 'queued'))"
+        " + (SELECT COUNT(*) FROM job_totals t WHERE t.jobs != (SELECT COUNT(*) FROM"
+        "   generation_jobs j WHERE j.status = t.status) OR t.credits_charged != (SELECT"
+        "   COALESCE(SUM(credits_charged), 0) FROM generation_jobs j WHERE j.status = t.status)"
+        "   OR abs(t.gpu_seconds - (SELECT COALESCE(SUM(gpu_seconds), 0) FROM generation_jobs j"
+        "   WHERE j.status = t.status)) > 1e-6)";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int bad = -1;
+    if (sqlite3_open_v2(t_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+        bad = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    CHECK_INT(bad, 0);
+}
+
+static void close_fresh(store_t *s)
+{
+    check_derived();
+    store_close(s);
+    remove_db();
+}
+
+static job_params_t params(int64_t seed)
+{
+    static char prompt[] = "a lighthouse at dusk";
+    static char negative[] = "blurry";
+    job_params_t p;
+    memset(&p, 0, sizeof p);
+    p.prompt = prompt;
+    p.negative_prompt = negative;
+    snprintf(p.model, sizeof p.model, "sd15");
+    p.width = 512;
+    p.height = 768;
+    p.steps = 20;
+    p.cfg_scale = 7.5;
+    p.seed = seed;
+    return p;
+}
+
+/* Creates a job for user at time now with reserve; returns the rc and copies the id. */
+static int create(store_t *s, const char *user, int64_t reserve, int64_t now, char *id)
+{
+    job_params_t p = params(42);
+    job_t j;
+    int rc = store_job_create(s, user, &p, NULL, reserve, 0, now, &j);
+    if (id)
+        snprintf(id, JOB_ID_SIZE, "%s", rc == STORE_OK ? j.id : "");
+    job_clear(&j);
+    return rc;
+}
+
+static size_t count_jobs(store_t *s, const char *user, int status)
+{
+    job_t *v = NULL;
+    size_t n = 0;
+    if (store_job_list(s, user, status, 100000, 0, &v, &n) != STORE_OK)
+        return (size_t)-1;
+    for (size_t i = 0; i < n; i++)
+        job_clear(&v[i]);
+    free(v);
+    return n;
+}
+
+static size_t ledger_rows(store_t *s, const char *user, const char *kind)
+{
+    ledger_entry_t *e = NULL;
+    size_t n = 0, k = 0;
+    if (store_ledger(s, user, 1000, &e, &n) != STORE_OK)
+        return (size_t)-1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(e[i].kind, kind) == 0)
+            k++;
+    free(e);
+    return k;
+}
+
+static int64_t balance(store_t *s, const char *user)
+{
+    user_t u;
+    if (store_user_get(s, user, &u) != STORE_OK)
+        return -1;
+    return u.balance;
+}
+
+static int64_t reserved(store_t *s, const char *user)
+{
+    user_t u;
+    if (store_user_get(s, user, &u) != STORE_OK)
+        return -1;
+    return u.reserved;
+}
+
+static void test_open_and_migrate(void)
+{
+    char err[256] = "";
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_migrate(s), STORE_OK); /* idempotent */
+    CHECK_INT(store_ping(s), STORE_OK);
+    store_close(s);
+
+    /* reopen with the durable option and with the URL form */
+    char url[200];
+    snprintf(url, sizeof url, "sqlite://%s?synchronous=full", t_path);
+    s = store_open(url, err, sizeof err);
+    CHECK(s != NULL);
+    if (s) {
+        CHECK_INT(store_migrate(s), STORE_OK);
+        CHECK_INT(store_ping(s), STORE_OK);
+        store_close(s);
+    }
+    snprintf(url, sizeof url, "%s?journal=off", t_path);
+    CHECK(store_open(url, err, sizeof err) == NULL);
+    CHECK(strstr(err, "journal=off") != NULL);
+    remove_db();
+
+    s = store_open("/nonexistent-pingvas-dir/x/pingvas.db", err, sizeof err);
+    CHECK(s == NULL);
+    CHECK(strstr(err, "/nonexistent-pingvas-dir/x/pingvas.db") != NULL);
+}
+
+static void test_users_and_ledger(void)
+{
+    store_t *s = open_fresh();
+    int64_t bal = 0;
+    user_t u;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "alice", "standard", 100, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "alice", "standard", 5, T0), STORE_EXISTS);
+    CHECK_INT(store_user_add(s, "bob", "enterprise", 0, T0), STORE_OK);
+    CHECK_INT(store_user_get(s, "alice", &u), STORE_OK);
+    CHECK_STR(u.name, "alice");
+    CHECK_STR(u.tier, "standard");
+    CHECK_INT(u.balance, 100);
+    CHECK_INT(u.reserved, 0);
+    CHECK_INT(u.created_at, T0);
+    CHECK_INT(store_user_get(s, "nobody", &u), STORE_NOT_FOUND);
+
+    CHECK_INT(store_user_credit(s, "alice", 50, T0 + 1, &bal), STORE_OK);
+    CHECK_INT(bal, 150);
+    CHECK_INT(store_user_credit(s, "alice", -150, T0 + 2, &bal), STORE_OK);
+    CHECK_INT(bal, 0);
+    CHECK_INT(store_user_credit(s, "alice", -1, T0 + 3, &bal), STORE_CONFLICT);
+    CHECK_INT(balance(s, "alice"), 0);
+    CHECK_INT(store_user_credit(s, "nobody", 1, T0, &bal), STORE_NOT_FOUND);
+
+    ledger_entry_t *e = NULL;
+    size_t n = 0;
+    CHECK_INT(store_ledger(s, "alice", 10, &e, &n), STORE_OK);
+    CHECK_INT(n, 3);
+    if (n == 3) {
+        CHECK_STR(e[0].kind, "grant"); /* newest first */
+        CHECK_INT(e[0].amount, -150);
+        CHECK_INT(e[0].balance_after, 0);
+        CHECK_INT(e[1].amount, 50);
+        CHECK_INT(e[2].amount, 100);
+        CHECK_INT(e[2].balance_after, 100);
+        CHECK_STR(e[2].job_id, "");
+    }
+    free(e);
+    CHECK_INT(store_ledger(s, "alice", 2, &e, &n), STORE_OK);
+    CHECK_INT(n, 2);
+    free(e);
+    CHECK_INT(ledger_rows(s, "bob", "grant"), 0); /* no grant row for zero credits */
+    close_fresh(s);
+}
+
+static void test_create_fields_and_seed(void)
+{
+    store_t *s = open_fresh();
+    job_t j, g;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ent", "enterprise", 0, T0), STORE_OK);
+    job_params_t p = params(-1);
+    CHECK_INT(store_job_create(s, "nobody", &p, NULL, 0, 0, T0, &j), STORE_NOT_FOUND);
+    CHECK_INT(store_job_create(s, "ent", &p, NULL, 0, 0, T0, &j), STORE_OK);
+    CHECK_INT(strlen(j.id), 36);
+    CHECK_STR(j.user, "ent");
+    CHECK_STR(j.tier, "enterprise");
+    CHECK_INT(j.status, JOB_QUEUED);
+    CHECK_STR(j.params.prompt, "a lighthouse at dusk");
+    CHECK_STR(j.params.negative_prompt, "blurry");
+    CHECK_STR(j.params.model, "sd15");
+    CHECK_INT(j.params.width, 512);
+    CHECK_INT(j.params.height, 768);
+    CHECK_INT(j.params.steps, 20);
+    CHECK_NEAR(j.params.cfg_scale, 7.5, 1e-12);
+    CHECK(j.params.seed >= 0 && j.params.seed <= INT64_C(4294967295));
+    CHECK_INT(j.created_at, T0);
+    CHECK_INT(j.started_at, 0);
+    CHECK_INT(j.completed_at, 0);
+    CHECK_INT(j.attempts, 0);
+    CHECK(j.image_key == NULL);
+    CHECK(j.error_message == NULL);
+    CHECK_STR(j.lease_id, "");
+    CHECK(j.seq > 0);
+    CHECK_INT(store_job_get(s, j.id, &g), STORE_OK);
+    CHECK_INT(g.params.seed, j.params.seed); /* the picked seed is stored */
+    CHECK_INT(g.seq, j.seq);
+    job_clear(&g);
+    CHECK_INT(store_job_get(s, "no-such-id", &g), STORE_NOT_FOUND);
+
+    p = params(INT64_C(4294967295));
+    job_t k;
+    CHECK_INT(store_job_create(s, "ent", &p, NULL, 0, 0, T0 + 1, &k), STORE_OK);
+    CHECK_INT(k.params.seed, INT64_C(4294967295));
+    CHECK(k.seq > j.seq);
+    job_clear(&k);
+    job_clear(&j);
+    close_fresh(s);
+}
+
+static void test_reservations(void)
+{
+    store_t *s = open_fresh();
+    char a[JOB_ID_SIZE], b[JOB_ID_SIZE], c[JOB_ID_SIZE];
+    job_t j;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
+    CHECK_INT(create(s, "u", 4, T0, a), STORE_OK);
+    CHECK_INT(create(s, "u", 4, T0, b), STORE_OK);
+    CHECK_INT(reserved(s, "u"), 8);
+    CHECK_INT(create(s, "u", 4, T0, c), STORE_NO_CREDITS);
+    CHECK_INT(count_jobs(s, "u", -1), 2); /* no row for the refused one */
+    CHECK_INT(balance(s, "u"), 10);       /* reserving does not debit */
+
+    /* a running job keeps its reservation; a canceled one frees it */
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0, &j), STORE_OK);
+    job_clear(&j);
+    CHECK_INT(reserved(s, "u"), 8);
+    CHECK_INT(store_job_cancel(s, "u", b, T0, &j), STORE_OK);
+    job_clear(&j);
+    CHECK_INT(reserved(s, "u"), 4);
+    CHECK_INT(create(s, "u", 4, T0, c), STORE_OK);
+    CHECK_INT(create(s, "u", 3, T0, NULL), STORE_NO_CREDITS);
+    CHECK_INT(create(s, "u", 2, T0, NULL), STORE_OK);
+    CHECK_INT(reserved(s, "u"), 10);
+    close_fresh(s);
+}
+
+static void test_idempotency_key(void)
+{
+    store_t *s = open_fresh();
+    job_t j1, j2, j3;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "v", "standard", 10, T0), STORE_OK);
+    job_params_t p = params(7);
+    CHECK_INT(store_job_create(s, "u", &p, "key-1", 4, 0, T0, &j1), STORE_OK);
+    p.seed = 8; /* a replay returns the original, whatever the body */
+    CHECK_INT(store_job_create(s, "u", &p, "key-1", 4, 0, T0 + 5, &j2), STORE_EXISTS);
+    CHECK_STR(j2.id, j1.id);
+    CHECK_INT(j2.params.seed, 7);
+    CHECK_INT(reserved(s, "u"), 4);
+    CHECK_INT(count_jobs(s, "u", -1), 1);
+    CHECK_INT(store_job_create(s, "v", &p, "key-1", 4, 0, T0, &j3), STORE_OK);
+    CHECK(strcmp(j3.id, j1.id) != 0);
+    job_clear(&j1);
+    job_clear(&j2);
+    job_clear(&j3);
+    /* a replay is answered even when a new job would be refused */
+    CHECK_INT(store_job_create(s, "u", &p, "key-1", 100, 1, T0, &j2), STORE_EXISTS);
+    job_clear(&j2);
+    close_fresh(s);
+}
+
+static void test_max_queued(void)
+{
+    store_t *s = open_fresh();
+    job_params_t p = params(1);
+    job_t j;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 0, T0), STORE_OK);
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, T0, &j), STORE_OK);
+        job_clear(&j);
+    }
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, T0, &j), STORE_LIMIT);
+    CHECK_INT(count_jobs(s, "u", -1), 3);
+    /* a claimed job no longer counts as queued */
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0, &j), STORE_OK);
+    job_clear(&j);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, T0, &j), STORE_OK);
+    job_clear(&j);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 0, T0, &j), STORE_OK); /* 0: no cap */
+    job_clear(&j);
+    close_fresh(s);
+}
+
+static void test_lease_state_machine(void)
+{
+    store_t *s = open_fresh();
+    char first[JOB_ID_SIZE], older[JOB_ID_SIZE];
+    job_t j, k;
+    int req = -1, fl = -1;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 100, T0), STORE_OK);
+    CHECK_INT(create(s, "u", 1, T0, first), STORE_OK);
+    CHECK_INT(create(s, "u", 1, T0 + 1, older), STORE_OK);
+    CHECK_INT(store_job_claim(s, "enterprise", "w1", LEASE, T0, &j), STORE_EMPTY);
+
+    int64_t now = T0 + 100;
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, now, &j), STORE_OK);
+    CHECK_STR(j.id, first);
+    CHECK_INT(j.status, JOB_IN_PROGRESS);
+    CHECK_INT(j.attempts, 1);
+    CHECK_INT(j.started_at, now);
+    CHECK_INT(j.lease_expires_at, now + LEASE);
+    CHECK_STR(j.worker_id, "w1");
+    CHECK_INT(strlen(j.lease_id), 32);
+    char lease1[JOB_ID_SIZE];
+    snprintf(lease1, sizeof lease1, "%s", j.lease_id);
+    job_clear(&j);
+
+    /* heartbeats extend the lease past its first expiry */
+    CHECK_INT(store_job_heartbeat(s, first, lease1, LEASE, now + 10000), STORE_OK);
+    CHECK_INT(store_job_heartbeat(s, first, lease1, LEASE, now + 20000), STORE_OK);
+    CHECK_INT(store_job_heartbeat(s, first, "not-the-lease", LEASE, now + 20000), STORE_LEASE_LOST);
+    CHECK_INT(store_job_heartbeat(s, "no-such-job", lease1, LEASE, now), STORE_NOT_FOUND);
+    CHECK_INT(store_job_get(s, first, &j), STORE_OK);
+    CHECK_INT(j.lease_expires_at, now + 20000 + LEASE);
+    job_clear(&j);
+    /* the reaper leaves a live lease alone */
+    CHECK_INT(store_reap(s, 3, 60000, now + 20000 + LEASE, &req, &fl), STORE_OK);
+    CHECK_INT(req, 0);
+    CHECK_INT(fl, 0);
+
+    /* expired: a heartbeat is refused even before the reaper runs */
+    now = now + 20000 + LEASE + 1;
+    CHECK_INT(store_job_heartbeat(s, first, lease1, LEASE, now), STORE_LEASE_LOST);
+    CHECK_INT(store_reap(s, 3, 60000, now, &req, &fl), STORE_OK);
+    CHECK_INT(req, 1);
+    CHECK_INT(fl, 0);
+    CHECK_INT(store_job_get(s, first, &j), STORE_OK);
+    CHECK_INT(j.status, JOB_QUEUED);
+    CHECK_STR(j.lease_id, "");
+    CHECK_INT(j.attempts, 1);
+    CHECK_INT(j.started_at, T0 + 100); /* first claim kept */
+    job_clear(&j);
+    /* a later job arrives; the requeued one is still at the front, ahead of older ones */
+    CHECK_INT(create(s, "u", 1, now, NULL), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w2", LEASE, now, &j), STORE_OK);
+    CHECK_STR(j.id, first);
+    CHECK_INT(j.attempts, 2);
+    CHECK(strcmp(j.lease_id, lease1) != 0);
+    CHECK_STR(j.worker_id, "w2");
+
+    /* the old lease holder's heartbeat and late reports change nothing */
+    CHECK_INT(store_job_heartbeat(s, first, lease1, LEASE, now), STORE_LEASE_LOST);
+    CHECK_INT(store_job_complete(s, first, lease1, 3.0, "img/old.png", 1.0, now, &k),
+              STORE_LEASE_LOST);
+    CHECK_INT(store_job_fail(s, first, lease1, "boom", false, 3, now, &k), STORE_LEASE_LOST);
+    CHECK_INT(store_job_release(s, first, lease1, now, &k), STORE_LEASE_LOST);
+    CHECK_INT(balance(s, "u"), 100);
+    CHECK_INT(ledger_rows(s, "u", "charge"), 0);
+    CHECK_INT(store_job_get(s, first, &k), STORE_OK);
+    CHECK_INT(k.status, JOB_IN_PROGRESS);
+    CHECK_STR(k.lease_id, j.lease_id);
+    CHECK(k.image_key == NULL);
+    job_clear(&k);
+    job_clear(&j);
+
+    /* attempt 2 and 3 expire; the third expiry fails the job */
+    now += LEASE + 1;
+    CHECK_INT(store_reap(s, 3, 0, now, &req, &fl), STORE_OK);
+    CHECK_INT(req, 1);
+    CHECK_INT(store_job_claim(s, "standard", "w3", LEASE, now, &j), STORE_OK);
+    CHECK_STR(j.id, first);
+    CHECK_INT(j.attempts, 3);
+    job_clear(&j);
+    now += LEASE + 1;
+    CHECK_INT(store_reap(s, 3, 0, now, &req, &fl), STORE_OK);
+    CHECK_INT(req, 0);
+    CHECK_INT(fl, 1);
+    CHECK_INT(store_job_get(s, first, &j), STORE_OK);
+    CHECK_INT(j.status, JOB_FAILED);
+    CHECK_STR(j.error_message, "lease expired 3 times (worker lost)");
+    CHECK_INT(j.completed_at, now);
+    CHECK_INT(j.credits_charged, 0);
+    CHECK_INT(j.credits_reserved, 0);
+    job_clear(&j);
+    CHECK_INT(balance(s, "u"), 100);
+    CHECK_INT(reserved(s, "u"), 2); /* the two queued ones */
+    close_fresh(s);
+}
+
+static void test_requeue_order_several(void)
+{
+    store_t *s = open_fresh();
+    char id[4][JOB_ID_SIZE];
+    job_t j;
+    int req = 0, fl = 0;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 0, T0), STORE_OK);
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(create(s, "u", 0, T0 + i, id[i]), STORE_OK);
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0, &j), STORE_OK);
+        job_clear(&j);
+    }
+    /* both leases expire together: they come back first, in their original order */
+    CHECK_INT(store_reap(s, 3, 0, T0 + LEASE + 1, &req, &fl), STORE_OK);
+    CHECK_INT(req, 2);
+    for (int i = 0; i < 4; i++) {
+        CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + LEASE + 2, &j), STORE_OK);
+        CHECK_STR(j.id, id[i]);
+        job_clear(&j);
+    }
+    close_fresh(s);
+}
+
+static void test_complete_and_idempotent(void)
+{
+    store_t *s = open_fresh();
+    char id[JOB_ID_SIZE], lease[JOB_ID_SIZE];
+    job_t j, k;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 100, T0), STORE_OK);
+    CHECK_INT(create(s, "u", 5, T0, id), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 10, &j), STORE_OK);
+    snprintf(lease, sizeof lease, "%s", j.lease_id);
+    job_clear(&j);
+    CHECK_INT(store_job_complete(s, id, "other", 2.5, "k.png", 1.0, T0 + 20, &k), STORE_LEASE_LOST);
+    CHECK_INT(store_job_complete(s, id, lease, 2.5, "images/x.png", 2.0, T0 + 20, &j), STORE_OK);
+    CHECK_INT(j.status, JOB_COMPLETED);
+    CHECK_STR(j.image_key, "images/x.png");
+    CHECK_NEAR(j.gpu_seconds, 2.5, 1e-12);
+    CHECK_INT(j.credits_charged, 5);
+    CHECK_INT(j.credits_reserved, 0);
+    CHECK_INT(j.completed_at, T0 + 20);
+    CHECK_STR(j.lease_id, "");
+    job_clear(&j);
+    CHECK_INT(balance(s, "u"), 95);
+    CHECK_INT(reserved(s, "u"), 0);
+
+    /* the worker retries: same answer, nothing charged twice */
+    CHECK_INT(store_job_complete(s, id, lease, 9.0, "images/y.png", 2.0, T0 + 30, &j), STORE_OK);
+    CHECK_INT(j.status, JOB_COMPLETED);
+    CHECK_STR(j.image_key, "images/x.png");
+    CHECK_INT(j.credits_charged, 5);
+    job_clear(&j);
+    CHECK_INT(balance(s, "u"), 95);
+    CHECK_INT(ledger_rows(s, "u", "charge"), 1);
+    ledger_entry_t *e = NULL;
+    size_t n = 0;
+    CHECK_INT(store_ledger(s, "u", 1, &e, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    if (n == 1) {
+        CHECK_STR(e[0].kind, "charge");
+        CHECK_STR(e[0].job_id, id);
+        CHECK_INT(e[0].amount, -5);
+        CHECK_INT(e[0].balance_after, 95);
+    }
+    free(e);
+    /* other reports on a completed job are refused */
+    CHECK_INT(store_job_complete(s, id, "other", 1.0, "z", 1.0, T0 + 40, &j), STORE_LEASE_LOST);
+    CHECK_INT(store_job_fail(s, id, lease, "late", false, 3, T0 + 40, &j), STORE_LEASE_LOST);
+    CHECK_INT(store_job_release(s, id, lease, T0 + 40, &j), STORE_LEASE_LOST);
+    CHECK_INT(store_job_heartbeat(s, id, lease, LEASE, T0 + 40), STORE_LEASE_LOST);
+    CHECK_INT(store_job_cancel(s, "u", id, T0 + 40, &j), STORE_CONFLICT);
+    CHECK_INT(j.status, JOB_COMPLETED);
+    job_clear(&j);
+
+    store_job_counts_t c;
+    CHECK_INT(store_job_counts(s, &c), STORE_OK);
+    CHECK_INT(c.completed, 1);
+    CHECK_INT(c.failed, 0);
+    CHECK_NEAR(c.gpu_seconds, 2.5, 1e-9);
+    CHECK_INT(c.credits_charged, 5);
+    close_fresh(s);
+}
+
+/* Completes one fresh job of user u with gpu seconds at rate; returns the charge. */
+static int64_t charge_of(store_t *s, double gpu, double rate, int64_t now)
+{
+    char id[JOB_ID_SIZE];
+    job_t j;
+    int64_t charged = -1;
+    if (create(s, "u", 0, now, id) != STORE_OK)
+        return -1;
+    if (store_job_claim(s, "standard", "w", LEASE, now, &j) != STORE_OK)
+        return -1;
+    job_t c;
+    if (store_job_complete(s, j.id, j.lease_id, gpu, "i.png", rate, now, &c) == STORE_OK)
+        charged = c.credits_charged;
+    job_clear(&c);
+    job_clear(&j);
+    return charged;
+}
+
+static void test_charge_rounding_and_cap(void)
+{
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
+    CHECK_INT(charge_of(s, 2.0, 1.0, T0), 2);
+    CHECK_INT(charge_of(s, 2.01, 1.0, T0), 3);
+    CHECK_INT(charge_of(s, 0.0, 1.0, T0), 0);
+    CHECK_INT(charge_of(s, 0.1 * 3, 10.0, T0), 3); /* 0.30000000000000004 * 10 */
+    CHECK_INT(balance(s, "u"), 2);
+    CHECK_INT(charge_of(s, 100.0, 1.0, T0), 2); /* capped at the balance */
+    CHECK_INT(balance(s, "u"), 0);
+    CHECK_INT(charge_of(s, 5.0, 1.0, T0), 0);
+    CHECK_INT(balance(s, "u"), 0);
+    CHECK_INT(ledger_rows(s, "u", "charge"), 6);
+    close_fresh(s);
+}
+
+static void test_release(void)
+{
+    store_t *s = open_fresh();
+    char a[JOB_ID_SIZE], b[JOB_ID_SIZE];
+    job_t j, r;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
+    CHECK_INT(create(s, "u", 2, T0, a), STORE_OK);
+    CHECK_INT(create(s, "u", 2, T0, b), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0, &j), STORE_OK);
+    CHECK_STR(j.id, a);
+    CHECK_INT(store_job_release(s, a, j.lease_id, T0 + 5, &r), STORE_OK);
+    CHECK_INT(r.status, JOB_QUEUED);
+    CHECK_INT(r.attempts, 0);
+    CHECK_INT(r.releases, 1);
+    CHECK_STR(r.lease_id, "");
+    CHECK_INT(r.credits_reserved, 2);
+    job_clear(&r);
+    CHECK_INT(store_job_release(s, a, j.lease_id, T0 + 5, &r), STORE_LEASE_LOST);
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 6, &j), STORE_OK);
+    CHECK_STR(j.id, a); /* front of the queue */
+    CHECK_INT(j.attempts, 1);
+    CHECK_INT(j.releases, 1);
+    job_clear(&j);
+    CHECK_INT(balance(s, "u"), 10);
+    close_fresh(s);
+}
+
+static void test_fail(void)
+{
+    store_t *s = open_fresh();
+    char a[JOB_ID_SIZE], b[JOB_ID_SIZE];
+    job_t j, r;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
+    CHECK_INT(create(s, "u", 3, T0, a), STORE_OK);
+    CHECK_INT(create(s, "u", 3, T0, b), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0, &j), STORE_OK);
+    CHECK_INT(store_job_fail(s, a, j.lease_id, "CUDA out of memory", true, 2, T0 + 1, &r),
+              STORE_OK);
+    CHECK_INT(r.status, JOB_QUEUED);
+    CHECK_STR(r.error_message, "CUDA out of memory");
+    CHECK_INT(r.attempts, 1);
+    job_clear(&r);
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 2, &j), STORE_OK);
+    CHECK_STR(j.id, a);
+    CHECK_INT(j.attempts, 2);
+    /* retryable, but attempts are used up */
+    CHECK_INT(store_job_fail(s, a, j.lease_id, "CUDA out of memory", true, 2, T0 + 3, &r),
+              STORE_OK);
+    CHECK_INT(r.status, JOB_FAILED);
+    CHECK_INT(r.completed_at, T0 + 3);
+    CHECK_INT(r.credits_reserved, 0);
+    CHECK_INT(r.credits_charged, 0);
+    job_clear(&r);
+    /* a replay of the same report is answered the same way */
+    CHECK_INT(store_job_fail(s, a, j.lease_id, "again", true, 2, T0 + 4, &r), STORE_OK);
+    CHECK_INT(r.status, JOB_FAILED);
+    CHECK_STR(r.error_message, "CUDA out of memory");
+    job_clear(&r);
+    CHECK_INT(store_job_complete(s, a, j.lease_id, 1.0, "x", 1.0, T0 + 4, &r), STORE_LEASE_LOST);
+    job_clear(&j);
+    /* not retryable: failed at once */
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 5, &j), STORE_OK);
+    CHECK_STR(j.id, b);
+    CHECK_INT(store_job_fail(s, b, j.lease_id, "bad model", false, 3, T0 + 6, &r), STORE_OK);
+    CHECK_INT(r.status, JOB_FAILED);
+    CHECK_INT(r.attempts, 1);
+    job_clear(&r);
+    job_clear(&j);
+    CHECK_INT(balance(s, "u"), 10);
+    CHECK_INT(reserved(s, "u"), 0);
+    CHECK_INT(ledger_rows(s, "u", "charge"), 0);
+    store_job_counts_t c;
+    CHECK_INT(store_job_counts(s, &c), STORE_OK);
+    CHECK_INT(c.failed, 2);
+    close_fresh(s);
+}
+
+static void test_cancel(void)
+{
+    store_t *s = open_fresh();
+    char a[JOB_ID_SIZE], b[JOB_ID_SIZE];
+    job_t j, r;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "v", "standard", 10, T0), STORE_OK);
+    CHECK_INT(create(s, "u", 3, T0, a), STORE_OK);
+    CHECK_INT(create(s, "u", 3, T0, b), STORE_OK);
+
+    /* queued */
+    CHECK_INT(store_job_cancel(s, "v", a, T0 + 1, &r), STORE_NOT_FOUND);
+    CHECK_INT(store_job_cancel(s, "u", "no-such", T0 + 1, &r), STORE_NOT_FOUND);
+    CHECK_INT(store_job_cancel(s, "u", a, T0 + 1, &r), STORE_OK);
+    CHECK_INT(r.status, JOB_CANCELED);
+    CHECK_INT(r.completed_at, T0 + 1);
+    job_clear(&r);
+    CHECK_INT(store_job_cancel(s, "u", a, T0 + 2, &r), STORE_CONFLICT);
+    CHECK_INT(r.status, JOB_CANCELED);
+    CHECK_STR(r.id, a);
+    job_clear(&r);
+    CHECK_INT(reserved(s, "u"), 3);
+
+    /* in progress: the worker learns it at its next heartbeat; nothing is charged */
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 3, &j), STORE_OK);
+    CHECK_STR(j.id, b);
+    CHECK_INT(store_job_cancel(s, "u", b, T0 + 4, &r), STORE_OK);
+    CHECK_INT(r.status, JOB_CANCELED);
+    CHECK_STR(r.lease_id, "");
+    job_clear(&r);
+    CHECK_INT(store_job_heartbeat(s, b, j.lease_id, LEASE, T0 + 5), STORE_CANCELED);
+    CHECK_INT(store_job_complete(s, b, j.lease_id, 4.0, "x.png", 1.0, T0 + 6, &r), STORE_CANCELED);
+    CHECK_INT(store_job_fail(s, b, j.lease_id, "x", true, 3, T0 + 6, &r), STORE_CANCELED);
+    CHECK_INT(store_job_release(s, b, j.lease_id, T0 + 6, &r), STORE_CANCELED);
+    job_clear(&j);
+    CHECK_INT(store_job_get(s, b, &r), STORE_OK);
+    CHECK_INT(r.status, JOB_CANCELED);
+    CHECK(r.image_key == NULL);
+    CHECK_INT(r.credits_charged, 0);
+    job_clear(&r);
+    CHECK_INT(balance(s, "u"), 10);
+    CHECK_INT(reserved(s, "u"), 0);
+    CHECK_INT(ledger_rows(s, "u", "charge"), 0);
+    int req = -1, fl = -1;
+    CHECK_INT(store_reap(s, 3, 0, T0 + 10 * LEASE, &req, &fl), STORE_OK);
+    CHECK_INT(req + fl, 0);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 7, &j), STORE_EMPTY);
+    store_job_counts_t c;
+    CHECK_INT(store_job_counts(s, &c), STORE_OK);
+    CHECK_INT(c.canceled, 2);
+    close_fresh(s);
+}
+
+static void test_fair_share(void)
+{
+    store_t *s = open_fresh();
+    char b_first[JOB_ID_SIZE];
+    job_t j;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "a", "standard", 0, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "b", "standard", 0, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "e", "enterprise", 0, T0), STORE_OK);
+    for (int i = 0; i < 10; i++)
+        CHECK_INT(create(s, "a", 0, T0 + i, NULL), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 20, &j), STORE_OK);
+    CHECK_STR(j.user, "a"); /* FIFO while A is alone */
+    job_clear(&j);
+    CHECK_INT(create(s, "b", 0, T0 + 30, b_first), STORE_OK);
+    CHECK_INT(create(s, "b", 0, T0 + 31, NULL), STORE_OK);
+    CHECK_INT(create(s, "e", 0, T0 + 32, NULL), STORE_OK);
+    /* A holds one running slot, B none: B goes next although A's jobs are older */
+    CHECK_INT(store_job_claim(s, "standard", "w2", LEASE, T0 + 40, &j), STORE_OK);
+    CHECK_STR(j.user, "b");
+    CHECK_STR(j.id, b_first);
+    job_clear(&j);
+    /* one each running: tie goes to the oldest head, A's */
+    CHECK_INT(store_job_claim(s, "standard", "w3", LEASE, T0 + 41, &j), STORE_OK);
+    CHECK_STR(j.user, "a");
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "standard", "w4", LEASE, T0 + 42, &j), STORE_OK);
+    CHECK_STR(j.user, "b");
+    job_clear(&j);
+    /* B has nothing queued: A gets the rest */
+    CHECK_INT(store_job_claim(s, "standard", "w5", LEASE, T0 + 43, &j), STORE_OK);
+    CHECK_STR(j.user, "a");
+    job_clear(&j);
+    /* the enterprise queue is separate */
+    CHECK_INT(store_job_claim(s, "enterprise", "we", LEASE, T0 + 44, &j), STORE_OK);
+    CHECK_STR(j.user, "e");
+    CHECK_STR(j.tier, "enterprise");
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "enterprise", "we", LEASE, T0 + 45, &j), STORE_EMPTY);
+
+    queue_stats_t q;
+    CHECK_INT(store_queue_stats(s, "standard", 60000, T0 + 50, &q), STORE_OK);
+    CHECK_INT(q.queued, 7);
+    CHECK_INT(q.running, 5);
+    CHECK_INT(q.workers, 5); /* claims mark their workers busy */
+    CHECK_INT(q.idle_workers, 0);
+    close_fresh(s);
+}
+
+static void test_list_pagination(void)
+{
+    store_t *s = open_fresh();
+    char ids[25][JOB_ID_SIZE];
+    job_t *v = NULL, j;
+    size_t n = 0;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 0, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "v", "standard", 0, T0), STORE_OK);
+    for (int i = 0; i < 25; i++) {
+        CHECK_INT(create(s, "u", 0, T0 + i, ids[i]), STORE_OK);
+        CHECK_INT(create(s, "v", 0, T0 + i, NULL), STORE_OK);
+    }
+    CHECK_INT(store_job_cancel(s, "u", ids[3], T0 + 100, &j), STORE_OK);
+    job_clear(&j);
+
+    int seen = 0;
+    int64_t cursor = 0;
+    for (int page = 0; page < 5; page++) {
+        CHECK_INT(store_job_list(s, "u", -1, 10, cursor, &v, &n), STORE_OK);
+        for (size_t i = 0; i < n; i++) {
+            CHECK_STR(v[i].user, "u");
+            CHECK_STR(v[i].id, ids[24 - seen]); /* newest first */
+            seen++;
+            cursor = v[i].seq;
+            job_clear(&v[i]);
+        }
+        free(v);
+        if (n < 10)
+            break;
+    }
+    CHECK_INT(seen, 25);
+    CHECK_INT(store_job_list(s, "u", JOB_CANCELED, 10, 0, &v, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    if (n == 1)
+        CHECK_STR(v[0].id, ids[3]);
+    for (size_t i = 0; i < n; i++)
+        job_clear(&v[i]);
+    free(v);
+    CHECK_INT(count_jobs(s, "u", JOB_QUEUED), 24);
+    CHECK_INT(count_jobs(s, "nobody", -1), 0);
+    CHECK_INT(store_job_list(s, "u", -1, 0, 0, &v, &n), STORE_OK);
+    CHECK_INT(n, 0);
+    free(v);
+    close_fresh(s);
+}
+
+static void test_reopen_keeps_jobs(void)
+{
+    store_t *s = open_fresh();
+    char ids[50][JOB_ID_SIZE];
+    char err[256];
+    job_t j;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 1000, T0), STORE_OK);
+    for (int i = 0; i < 50; i++)
+        CHECK_INT(create(s, "u", 1, T0 + i, ids[i]), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 60, &j), STORE_OK);
+    CHECK_INT(store_job_complete(s, j.id, j.lease_id, 3.0, "img/0.png", 1.0, T0 + 61, NULL),
+              STORE_OK);
+    job_clear(&j);
+    store_close(s);
+
+    s = store_open(t_path, err, sizeof err);
+    CHECK(s != NULL);
+    if (!s) {
+        remove_db();
+        return;
+    }
+    CHECK_INT(store_migrate(s), STORE_OK);
+    for (int i = 0; i < 50; i++) {
+        CHECK_INT(store_job_get(s, ids[i], &j), STORE_OK);
+        CHECK_INT(j.status, i == 0 ? JOB_COMPLETED : JOB_QUEUED);
+        job_clear(&j);
+    }
+    CHECK_INT(store_job_get(s, ids[0], &j), STORE_OK);
+    CHECK_STR(j.image_key, "img/0.png");
+    job_clear(&j);
+    CHECK_INT(balance(s, "u"), 997);
+    CHECK_INT(reserved(s, "u"), 49);
+    /* seq keeps growing after a reopen */
+    char next[JOB_ID_SIZE];
+    CHECK_INT(create(s, "u", 1, T0 + 100, next), STORE_OK);
+    job_t *v = NULL;
+    size_t n = 0;
+    CHECK_INT(store_job_list(s, "u", -1, 1, 0, &v, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    if (n == 1)
+        CHECK_STR(v[0].id, next);
+    for (size_t i = 0; i < n; i++)
+        job_clear(&v[i]);
+    free(v);
+    close_fresh(s);
+}
+
+#define CLAIM_THREADS 2
+#define CLAIMS_PER_THREAD 200
+
+struct claim_arg {
+    store_t *s;
+    int index;
+    char ids[CLAIMS_PER_THREAD][JOB_ID_SIZE];
+    int got;
+};
+
+static void *claim_thread(void *p)
+{
+    struct claim_arg *a = p;
+    char worker[32];
+    snprintf(worker, sizeof worker, "w%d", a->index);
+    for (int i = 0; i < CLAIMS_PER_THREAD; i++) {
+        job_t j;
+        if (store_job_claim(a->s, "standard", worker, LEASE, T0 + 1000 + i, &j) != STORE_OK)
+            break;
+        snprintf(a->ids[a->got++], JOB_ID_SIZE, "%s", j.id);
+        job_clear(&j);
+    }
+    return NULL;
+}
+
+static int cmp_id(const void *x, const void *y)
+{
+    return strcmp(x, y);
+}
+
+static void test_concurrent_claims(void)
+{
+    store_t *s = open_fresh();
+    static struct claim_arg args[CLAIM_THREADS];
+    pthread_t th[CLAIM_THREADS];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    const char *users[] = {"a", "b", "c", "d"};
+    for (int u = 0; u < 4; u++)
+        CHECK_INT(store_user_add(s, users[u], "standard", 0, T0), STORE_OK);
+    for (int i = 0; i < CLAIM_THREADS * CLAIMS_PER_THREAD; i++)
+        CHECK_INT(create(s, users[i % 4], 0, T0 + i, NULL), STORE_OK);
+    for (int t = 0; t < CLAIM_THREADS; t++) {
+        memset(&args[t], 0, sizeof args[t]);
+        args[t].s = s;
+        args[t].index = t;
+        pthread_create(&th[t], NULL, claim_thread, &args[t]);
+    }
+    for (int t = 0; t < CLAIM_THREADS; t++)
+        pthread_join(th[t], NULL);
+    static char all[CLAIM_THREADS * CLAIMS_PER_THREAD][JOB_ID_SIZE];
+    size_t total = 0;
+    for (int t = 0; t < CLAIM_THREADS; t++) {
+        CHECK_INT(args[t].got, CLAIMS_PER_THREAD);
+        for (int i = 0; i < args[t].got; i++)
+            memcpy(all[total++], args[t].ids[i], JOB_ID_SIZE);
+    }
+    CHECK_INT(total, CLAIM_THREADS * CLAIMS_PER_THREAD);
+    qsort(all, total, JOB_ID_SIZE, cmp_id);
+    size_t dups = 0;
+    for (size_t i = 1; i < total; i++)
+        if (strcmp(all[i - 1], all[i]) == 0)
+            dups++;
+    CHECK_INT(dups, 0);
+    job_t j;
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 5000, &j), STORE_EMPTY);
+    queue_stats_t q;
+    CHECK_INT(store_queue_stats(s, "standard", 0, T0 + 5000, &q), STORE_OK);
+    CHECK_INT(q.running, total);
+    CHECK_INT(q.queued, 0);
+    close_fresh(s);
+}
+
+static void test_workers_and_stats(void)
+{
+    store_t *s = open_fresh();
+    queue_stats_t q;
+    int req, fl;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_worker_seen(s, "w1", "standard", "idle", T0), STORE_OK);
+    CHECK_INT(store_worker_seen(s, "w2", "standard", "busy", T0), STORE_OK);
+    CHECK_INT(store_worker_seen(s, "w3", "enterprise", "idle", T0), STORE_OK);
+    CHECK_INT(store_worker_seen(s, "w1", "standard", "idle", T0 + 20000), STORE_OK); /* upsert */
+    CHECK_INT(store_queue_stats(s, "standard", 30000, T0 + 20000, &q), STORE_OK);
+    CHECK_INT(q.workers, 2);
+    CHECK_INT(q.idle_workers, 1);
+    CHECK_INT(q.queued, 0);
+    /* w2 is past the TTL for the stats, and the reaper forgets it */
+    CHECK_INT(store_queue_stats(s, "standard", 30000, T0 + 40000, &q), STORE_OK);
+    CHECK_INT(q.workers, 1);
+    CHECK_INT(store_reap(s, 3, 30000, T0 + 40000, &req, &fl), STORE_OK);
+    CHECK_INT(store_queue_stats(s, "standard", 0, T0 + 40000, &q), STORE_OK);
+    CHECK_INT(q.workers, 1); /* ttl 0: every worker still recorded */
+    CHECK_INT(store_worker_gone(s, "w1"), STORE_OK);
+    CHECK_INT(store_queue_stats(s, "standard", 30000, T0 + 40000, &q), STORE_OK);
+    CHECK_INT(q.workers, 0);
+    CHECK_INT(store_queue_stats(s, "enterprise", 0, T0 + 40000, &q), STORE_OK);
+    CHECK_INT(q.workers, 0); /* forgotten by the reaper */
+
+    store_job_counts_t c;
+    CHECK_INT(store_job_counts(s, &c), STORE_OK);
+    CHECK_INT(c.completed + c.failed + c.canceled, 0);
+    close_fresh(s);
+}
+
+/* Not an assertion (DESIGN 9: speed lives in bench/): prints rough rates for the record. */
+static void test_throughput_report(void)
+{
+    enum { N = 5000 };
+    store_t *s = open_fresh();
+    struct timespec t0, t1;
+    job_params_t p = params(1);
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 1000000, T0), STORE_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < N; i++) {
+        job_t j;
+        CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, T0 + i, &j), STORE_OK);
+        job_clear(&j);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    /* claim and complete alternate, as with workers: few jobs run at a time */
+    double claim_s = 0, complete_s = 0;
+    for (int i = 0; i < N; i++) {
+        job_t j;
+        struct timespec a, b, c;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + N, &j), STORE_OK);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        CHECK_INT(store_job_complete(s, j.id, j.lease_id, 1.5, "i.png", 1.0, T0 + N, NULL),
+                  STORE_OK);
+        clock_gettime(CLOCK_MONOTONIC, &c);
+        job_clear(&j);
+        claim_s += (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+        complete_s += (double)(c.tv_sec - b.tv_sec) + (c.tv_nsec - b.tv_nsec) / 1e9;
+    }
+#define SECS(a, b) ((double)((b).tv_sec - (a).tv_sec) + ((b).tv_nsec - (a).tv_nsec) / 1e9)
+    printf("     throughput (this build, %d jobs): create %.0f/s, claim %.0f/s, complete %.0f/s\n",
+           N, N / SECS(t0, t1), N / claim_s, N / complete_s);
+#undef SECS
+    CHECK_INT(balance(s, "u"), 1000000 - 2 * N);
+    close_fresh(s);
+}
+
+#define TESTS(X)                                                                                   \
+    X(test_open_and_migrate)                                                                       \
+    X(test_users_and_ledger)                                                                       \
+    X(test_create_fields_and_seed)                                                                 \
+    X(test_reservations)                                                                           \
+    X(test_idempotency_key)                                                                        \
+    X(test_max_queued)                                                                             \
+    X(test_lease_state_machine)                                                                    \
+    X(test_requeue_order_several)                                                                  \
+    X(test_complete_and_idempotent)                                                                \
+    X(test_charge_rounding_and_cap)                                                                \
+    X(test_release)                                                                                \
+    X(test_fail)                                                                                   \
+    X(test_cancel)                                                                                 \
+    X(test_fair_share)                                                                             \
+    X(test_list_pagination)                                                                        \
+    X(test_reopen_keeps_jobs)                                                                      \
+    X(test_concurrent_claims)                                                                      \
+    X(test_workers_and_stats)                                                                      \
+    X(test_throughput_report)
+#include "t_main.h"
