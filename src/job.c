@@ -1,5 +1,6 @@
 #include "job.h"
 
+#include <math.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,4 +123,12 @@ void job_new_id(char *buf)
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1],
              r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
              r[15]);
+}
+
+int64_t job_estimate_credits(const job_params_t *p, double rate)
+{
+    double pixels = (double)p->width * (double)p->height / (512.0 * 512.0);
+    double seconds = (double)p->steps / 6.9 * pixels + 0.35;
+    double credits = ceil(seconds * rate - 1e-9);
+    return credits < 0 ? 0 : (int64_t)credits;
 }

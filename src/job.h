@@ -66,6 +66,16 @@ int job_params_copy(job_params_t *dst, const job_params_t *src);
 /* Builds the public job JSON (DESIGN section 3). image_url may be NULL. Caller owns the result. */
 json_t *job_to_json(const job_t *j, const char *image_url);
 
+/* Parameter defaults (DESIGN section 3). */
+#define JOB_DEFAULT_MODEL "sd15"
+#define JOB_DEFAULT_SIZE 512
+#define JOB_DEFAULT_STEPS 20
+#define JOB_DEFAULT_CFG 7.0
+
+/* Credits to reserve for a job: ceil(estimated GPU-seconds on the reference GPU, a T4 at 6.9
+ * steps/s for 512x512 scaled by pixel count, plus 0.35 s decode, x rate). */
+int64_t job_estimate_credits(const job_params_t *p, double rate);
+
 /* Fills buf (JOB_ID_SIZE) with a random UUIDv4. */
 void job_new_id(char *buf);
 /* Random hex token of 2*nbytes chars into buf (size >= 2*nbytes+1). */

@@ -165,11 +165,7 @@ void server_notify_work(server_t *s)
 
 int64_t server_estimate_credits(const job_params_t *p, double rate)
 {
-    /* Reference GPU: T4 at 6.9 steps/s for 512x512, plus 0.35 s of decode. */
-    double pixels = (double)p->width * (double)p->height / (512.0 * 512.0);
-    double seconds = (double)p->steps / 6.9 * pixels + 0.35;
-    double credits = ceil(seconds * rate - 1e-9);
-    return credits < 0 ? 0 : (int64_t)credits;
+    return job_estimate_credits(p, rate);
 }
 
 /* ---------- authentication ---------- */

@@ -137,3 +137,17 @@ int store_job_counts(store_t *s, store_job_counts_t *out)
 {
     return s->ops->job_counts(s, out);
 }
+
+int store_job_adopt(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out)
+{
+    if (!s->ops->job_adopt)
+        return STORE_NOT_FOUND;
+    return s->ops->job_adopt(s, id, credit_rate, now, out);
+}
+
+int store_listen(store_t *s, void (*cb)(void *arg), void *arg)
+{
+    if (!s->ops->listen)
+        return STORE_NOT_FOUND;
+    return s->ops->listen(s, cb, arg);
+}

@@ -117,6 +117,19 @@ int store_job_release(store_t *s, const char *id, const char *lease_id, int64_t 
 int store_reap(store_t *s, int max_attempts, int64_t worker_ttl_ms, int64_t now, int *requeued,
                int *failed);
 
+/* Celery bridge (DESIGN section 8): a generation_jobs row written by the seed's API (seed
+ * columns only, status "pending" or "queued", pingvas columns NULL) becomes a queued pingvas job
+ * of its user_id's tier: next queue position, reservation job_estimate_credits(params, rate),
+ * defaults for absent parameters (job.h), a seed picked when NULL. STORE_NOT_FOUND when there is
+ * no such row or no such user; STORE_EXISTS when it already is a pingvas job (out filled);
+ * STORE_NO_CREDITS as for create (nothing changes). */
+int store_job_adopt(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out);
+
+/* Optional: calls cb(arg) from a store thread whenever another process may have made work
+ * available (PostgreSQL LISTEN/NOTIFY). STORE_OK when listening, STORE_NOT_FOUND when this
+ * store has no such channel (SQLite: one process, the server's own wakeups suffice). */
+int store_listen(store_t *s, void (*cb)(void *arg), void *arg);
+
 /* Worker presence for /api/v1/queue: state is "idle" or "busy". */
 int store_worker_seen(store_t *s, const char *worker_id, const char *tier, const char *state,
                       int64_t now);
@@ -159,6 +172,9 @@ struct store_ops {
     int (*queue_stats)(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
                        queue_stats_t *out);
     int (*job_counts)(store_t *s, store_job_counts_t *out);
+    /* optional (NULL: unsupported) */
+    int (*job_adopt)(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out);
+    int (*listen)(store_t *s, void (*cb)(void *arg), void *arg);
 };
 
 struct store {
