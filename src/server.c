@@ -163,6 +163,12 @@ void server_notify_work(server_t *s)
     pthread_mutex_unlock(&s->wake_mu);
 }
 
+/* The store's cross-process wakeup (PostgreSQL LISTEN/NOTIFY), called from a store thread. */
+static void store_work_cb(void *arg)
+{
+    server_notify_work(arg);
+}
+
 int64_t server_estimate_credits(const job_params_t *p, double rate)
 {
     return job_estimate_credits(p, rate);
@@ -1091,6 +1097,8 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "migrating %s: %s", cfg->database_url, store_last_error(s->store));
         goto fail;
     }
+    /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
+    store_listen(s->store, store_work_cb, s);
 
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG | MHD_USE_POLL;
