@@ -11,8 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autoscaler.h"
 #include "clock.h"
 #include "cmd.h"
+#include "gpu.h"
 #include "config.h"
 #include "job.h"
 #include "jwt.h"
@@ -49,6 +51,13 @@ typedef struct app_config {
     int max_connections;
     int workers;
     int enterprise_workers;
+    int min_workers;
+    int max_workers;
+    int max_enterprise_workers;
+    double target_per_worker;
+    int64_t cooldown_ms;
+    const char *gpus;
+    const char *autoscale_mode;
     int64_t demo_credits;
     const char *log_level;
     /* worker */
@@ -152,6 +161,29 @@ typedef struct app_config {
     {"drain-timeout", "PINGVAS_DRAIN_TIMEOUT", OPT_DURATION, "90s", 0, DAY_MS, O(drain_ms),        \
      "on SIGTERM: finish the running job only if it ends within this window, else release it"}
 
+#define OPT_MINW                                                                                   \
+    {"min-workers", "PINGVAS_MIN_WORKERS", OPT_INT, "0", 0, SUP_MAX_SLOTS, O(min_workers),         \
+     "autoscaling: workers kept per tier even when idle"}
+#define OPT_MAXW                                                                                   \
+    {"max-workers", "PINGVAS_MAX_WORKERS", OPT_INT, "4", 0, SUP_MAX_SLOTS, O(max_workers),         \
+     "autoscaling: most standard-tier workers (one per GPU; synthetic backend: slots)"}
+#define OPT_MAXEW                                                                                  \
+    {"max-enterprise-workers", "PINGVAS_MAX_ENTERPRISE_WORKERS", OPT_INT, "1", 0, SUP_MAX_SLOTS,   \
+     O(max_enterprise_workers), "autoscaling: most enterprise-tier workers"}
+#define OPT_TARGET                                                                                 \
+    {"target-per-worker", "PINGVAS_TARGET_PER_WORKER", OPT_DOUBLE, "1", 0.01, 1e6,                 \
+     O(target_per_worker),                                                                         \
+     "autoscaling: backlog (queued + running jobs) per worker; KEDA's listLength is 5"}
+#define OPT_COOLDOWN                                                                               \
+    {"cooldown", "PINGVAS_COOLDOWN", OPT_DURATION, "30s", 0, DAY_MS, O(cooldown_ms),               \
+     "autoscaling: how long idle workers stay before they are stopped"}
+#define OPT_GPUS                                                                                   \
+    {"gpus", "PINGVAS_GPUS", OPT_STR, NULL, 0, 0, O(gpus),                                         \
+     "GPU indexes to use, e.g. 0,1 (one worker each) [default: discovered with NVML]"}
+#define OPT_AMODE                                                                                  \
+    {"autoscale-mode", "PINGVAS_AUTOSCALE_MODE", OPT_STR, "local", 0, 0, O(autoscale_mode),        \
+     "local (event-driven, fast) or keda (reproduces KEDA + HPA timing)"}
+
 static const opt_t server_opts[] = {
     OPT_PORT,   OPT_BIND,      OPT_DATA,    OPT_DB,         OPT_STORAGE, OPT_PUBLIC_IMG,
     OPT_PUBLIC_URL, OPT_JWT,   OPT_WTOKEN,  OPT_MODELS,     OPT_LEASE,   OPT_HEARTBEAT,
@@ -165,10 +197,11 @@ static const opt_t up_opts[] = {
     OPT_REAPER, OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,     OPT_MAXQ,    OPT_RL,
     OPT_RB,     OPT_MAXCONN,   OPT_LOG,     OPT_BACKEND,    OPT_PROFILE, OPT_TSCALE,
     OPT_A1111,  OPT_MODELDIR,  OPT_DRAIN,
-    {"workers", "PINGVAS_WORKERS", OPT_INT, "2", 0, SUP_MAX_SLOTS, O(workers),
-     "standard-tier worker processes to keep running"},
-    {"enterprise-workers", "PINGVAS_ENTERPRISE_WORKERS", OPT_INT, "1", 0, SUP_MAX_SLOTS,
-     O(enterprise_workers), "enterprise-tier worker processes to keep running"},
+    {"workers", "PINGVAS_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS, O(workers),
+     "a fixed number of standard-tier workers instead of autoscaling (-1: autoscale)"},
+    {"enterprise-workers", "PINGVAS_ENTERPRISE_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS,
+     O(enterprise_workers), "a fixed number of enterprise-tier workers (-1: autoscale)"},
+    OPT_MINW, OPT_MAXW, OPT_MAXEW, OPT_TARGET, OPT_COOLDOWN, OPT_GPUS, OPT_AMODE,
     {"demo-credits", NULL, OPT_DURATION, "10000ms", 0, 1e15, O(demo_credits),
      "credits of the demo user created on first start"},
 };
@@ -450,6 +483,77 @@ static int cmd_server(int argc, char **argv)
     return 0;
 }
 
+/* The autoscaling policies of both tiers from the options. 0, or -1 with a message. */
+static int build_policies(const app_config_t *cfg, autoscale_policy_t pol[2], const char *cmd)
+{
+    autoscale_mode_t mode;
+    if (strcmp(cfg->autoscale_mode, "local") == 0) {
+        mode = AUTOSCALE_LOCAL;
+    } else if (strcmp(cfg->autoscale_mode, "keda") == 0) {
+        mode = AUTOSCALE_KEDA;
+    } else {
+        fprintf(stderr, "pingvas %s: --autoscale-mode: '%s' is not local or keda\n", cmd,
+                cfg->autoscale_mode);
+        return -1;
+    }
+    int maxes[2] = {cfg->max_workers, cfg->max_enterprise_workers};
+    for (int t = 0; t < 2; t++) {
+        pol[t] = autoscale_policy_defaults(mode);
+        pol[t].target = cfg->target_per_worker;
+        pol[t].min_replicas = cfg->min_workers < maxes[t] ? cfg->min_workers : maxes[t];
+        pol[t].max_replicas = maxes[t];
+        pol[t].cooldown_ms = cfg->cooldown_ms;
+        char err[256];
+        if (maxes[t] > 0 && autoscale_policy_validate(&pol[t], err, sizeof err) != 0) {
+            fprintf(stderr, "pingvas %s: autoscaling policy: %s\n", cmd, err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* GPUs to pin workers to: --gpus, else NVML discovery. -1 on a malformed --gpus. */
+static int resolve_gpus(const app_config_t *cfg, int *gpus, const char *cmd)
+{
+    if (cfg->gpus && *cfg->gpus) {
+        int n = gpu_parse_list(cfg->gpus, gpus, SUP_MAX_SLOTS);
+        if (n <= 0) {
+            fprintf(stderr, "pingvas %s: --gpus: '%s' is not a list of distinct GPU indexes like 0,1\n",
+                    cmd, cfg->gpus);
+            return -1;
+        }
+        return n;
+    }
+    int n = gpu_discover(gpus, SUP_MAX_SLOTS);
+    if (n == 0 && strcmp(cfg->backend, "synthetic") != 0)
+        log_warn("event=no_gpus msg=\"no GPU found with NVML; workers of the %s backend run "
+                 "without CUDA_VISIBLE_DEVICES\"",
+                 cfg->backend);
+    return n;
+}
+
+static int up_stats(void *arg, const char *tier, int64_t *queued, int64_t *running)
+{
+    server_t *s = arg;
+    queue_stats_t q;
+    if (store_queue_stats(server_store(s), tier, 30000, clock_now_ms(), &q) != STORE_OK)
+        return -1;
+    *queued = q.queued;
+    *running = q.running;
+    return 0;
+}
+
+static void up_event(void *arg, const char *tier, int from, int to, const char *reason)
+{
+    server_record_scaling_event(arg, clock_now_ms(), tier, from, to, reason);
+}
+
+static void up_poke(void *arg, const char *tier)
+{
+    (void)tier;
+    autoscaler_poke(arg);
+}
+
 static int ensure_demo_user(store_t *st, int64_t credits)
 {
     int rc = store_user_add(st, "demo", "standard", credits, clock_now_ms());
@@ -523,6 +627,8 @@ static int cmd_up(int argc, char **argv)
     wargs[na++] = ts;
     wargs[na++] = "--drain-timeout";
     wargs[na++] = drain;
+    wargs[na++] = "--claim-wait"; /* short polls: a retired worker leaves within 2 s */
+    wargs[na++] = "2s";
     wargs[na++] = "--log-level";
     wargs[na++] = cfg.log_level;
     if (cfg.a1111_url) {
@@ -534,17 +640,54 @@ static int cmd_up(int argc, char **argv)
         wargs[na++] = cfg.model_dir;
     }
     wargs[na] = NULL;
-    supervisor_t *sup = supervisor_new(exe, server_url(s), cfg.worker_token, wargs, NULL, 0);
-    supervisor_set_target(sup, "standard", cfg.workers);
-    supervisor_set_target(sup, "enterprise", cfg.enterprise_workers);
+    int gpus[SUP_MAX_SLOTS];
+    int ngpus = resolve_gpus(&cfg, gpus, "up");
+    autoscale_policy_t pol[2];
+    if (ngpus < 0 || build_policies(&cfg, pol, "up") != 0) {
+        server_stop(s);
+        derived_free(&d);
+        return EXIT_USAGE;
+    }
+    supervisor_t *sup =
+        supervisor_new(exe, server_url(s), cfg.worker_token, wargs, gpus, ngpus > 0 ? ngpus : 0);
+    /* A fixed count for a tier turns its autoscaling off. */
+    if (cfg.workers >= 0) {
+        supervisor_set_target(sup, "standard", cfg.workers);
+        pol[0].max_replicas = 0;
+    }
+    if (cfg.enterprise_workers >= 0) {
+        supervisor_set_target(sup, "enterprise", cfg.enterprise_workers);
+        pol[1].max_replicas = 0;
+    }
+    autoscaler_io_t io = {.stats = up_stats, .event = up_event, .arg = s};
+    autoscaler_t *as = autoscaler_new(sup, pol, io, err, sizeof err);
+    if (!as) {
+        fprintf(stderr, "pingvas up: %s\n", err);
+        supervisor_free(sup);
+        server_stop(s);
+        derived_free(&d);
+        return EXIT_USAGE;
+    }
+    server_set_submit_hook(s, up_poke, as);
     supervisor_tick(sup);
+    char wdesc[160];
+    if (cfg.workers >= 0 && cfg.enterprise_workers >= 0)
+        snprintf(wdesc, sizeof wdesc, "%d standard + %d enterprise", cfg.workers,
+                 cfg.enterprise_workers);
+    else
+        snprintf(wdesc, sizeof wdesc,
+                 "autoscaled (%s): standard %d..%d, enterprise %d..%d, %g jobs per worker%s",
+                 cfg.autoscale_mode, pol[0].min_replicas,
+                 cfg.workers >= 0 ? cfg.workers : pol[0].max_replicas, pol[1].min_replicas,
+                 cfg.enterprise_workers >= 0 ? cfg.enterprise_workers : pol[1].max_replicas,
+                 cfg.target_per_worker, ngpus > 0 ? ", one per GPU" : "");
 
     write_url_file(cfg.data, server_url(s));
     char *token = jwt_sign_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), "demo",
                                  clock_now_ms() / 1000, 86400);
     printf("pingvas is up: listening on %s\n", server_url(s));
-    printf("  data: %s   store: %s   workers: %d standard + %d enterprise (%s backend%s)\n",
-           cfg.data, cfg.database_url, cfg.workers, cfg.enterprise_workers, cfg.backend,
+    printf("  data: %s   store: %s\n  workers: %s, %s backend%s\n", cfg.data,
+           cfg.database_url, wdesc, cfg.backend,
            strcmp(cfg.backend, "synthetic") == 0 ? ": test workload, not Stable Diffusion" : "");
     printf("\nSubmit a job as user 'demo' (token valid 24 h; new ones: pingvas token demo --data "
            "%s):\n",
@@ -561,12 +704,15 @@ static int cmd_up(int argc, char **argv)
 
     while (!got_stop) {
         supervisor_tick(sup);
-        clock_sleep_ms(100);
+        autoscaler_step(as, clock_now_ms());
+        autoscaler_wait(as, 100);
     }
     log_info("event=up_stopping msg=\"stopping workers (they finish or release their jobs)\"");
+    server_set_submit_hook(s, NULL, NULL);
     supervisor_stop_all(sup, cfg.drain_ms + 10000);
-    supervisor_free(sup);
     server_stop(s);
+    autoscaler_free(as);
+    supervisor_free(sup);
     derived_free(&d);
     return 0;
 }

@@ -52,8 +52,14 @@ struct server {
     atomic_int stopping;
     int reaper_started;
 
-    server_events_fn events_fn;
-    void *events_arg;
+    pthread_mutex_t events_mu;
+    struct scaling_event {
+        int64_t at_ms;
+        char tier[16];
+        int from, to;
+        char reason[200];
+    } events[SERVER_EVENTS_MAX];
+    int64_t nevents; /* total recorded; the ring holds the newest SERVER_EVENTS_MAX */
     server_submit_fn submit_fn;
     void *submit_arg;
 };
@@ -503,6 +509,22 @@ static enum MHD_Result api_queue(server_t *s, struct MHD_Connection *c)
     return send_json(c, 200, o);
 }
 
+void server_record_scaling_event(server_t *s, int64_t at_ms, const char *tier, int from, int to,
+                                 const char *reason)
+{
+    pthread_mutex_lock(&s->events_mu);
+    struct scaling_event *e = &s->events[s->nevents % SERVER_EVENTS_MAX];
+    e->at_ms = at_ms;
+    snprintf(e->tier, sizeof e->tier, "%s", tier);
+    e->from = from;
+    e->to = to;
+    snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
+    s->nevents++;
+    pthread_mutex_unlock(&s->events_mu);
+    log_info("event=scaling tier=%s from=%d to=%d reason=\"%s\"", tier, from, to,
+             reason ? reason : "");
+}
+
 static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
 {
     enum MHD_Result ret;
@@ -512,12 +534,21 @@ static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
         if (auth_user(s, c, &u, &ret) != 0)
             return ret;
     }
-    char *text = s->events_fn ? s->events_fn(s->events_arg) : NULL;
-    if (!text)
-        return send_text(c, 200, "application/json", "{\"events\":[]}", 13);
-    ret = send_text(c, 200, "application/json", text, strlen(text));
-    free(text);
-    return ret;
+    json_t *arr = json_array();
+    pthread_mutex_lock(&s->events_mu);
+    int64_t first = s->nevents > SERVER_EVENTS_MAX ? s->nevents - SERVER_EVENTS_MAX : 0;
+    for (int64_t i = first; i < s->nevents; i++) {
+        const struct scaling_event *e = &s->events[i % SERVER_EVENTS_MAX];
+        char ts[40];
+        clock_format_rfc3339(e->at_ms, ts, sizeof ts);
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:i, s:s}", "time", ts, "tier",
+                                             e->tier, "from", e->from, "to", e->to, "reason",
+                                             e->reason));
+    }
+    pthread_mutex_unlock(&s->events_mu);
+    json_t *o = json_object();
+    json_object_set_new(o, "events", arr);
+    return send_json(c, 200, o);
 }
 
 static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
@@ -885,6 +916,28 @@ static enum MHD_Result internal_bye(server_t *s, struct MHD_Connection *c, req_t
     return send_text(c, 200, "application/json", "{}", 2);
 }
 
+static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret;
+    json_t *o = internal_body(c, r, &ret);
+    if (!o)
+        return ret;
+    const char *tier = json_string_value(json_object_get(o, "tier"));
+    json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
+    const char *reason = json_string_value(json_object_get(o, "reason"));
+    if (!valid_tier(tier) || !json_is_integer(from) || !json_is_integer(to) ||
+        json_integer_value(from) < 0 || json_integer_value(to) < 0 ||
+        json_integer_value(from) > 100000 || json_integer_value(to) > 100000) {
+        json_decref(o);
+        return fail(c, 400, "invalid_argument", NULL,
+                    "a scaling event needs tier, from and to (0..100000) and a reason");
+    }
+    server_record_scaling_event(s, clock_now_ms(), tier, (int)json_integer_value(from),
+                                (int)json_integer_value(to), reason ? reason : "");
+    json_decref(o);
+    return send_text(c, 200, "application/json", "{}", 2);
+}
+
 /* ---------- routing ---------- */
 
 /* Splits "/api/v1/generation/ID/cancel" style paths: if url starts with prefix, copies the next
@@ -957,6 +1010,8 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
             return internal_claim(s, c, r);
         if (strcmp(url, "/internal/v1/bye") == 0 && post)
             return internal_bye(s, c, r);
+        if (strcmp(url, "/internal/v1/scaling/events") == 0 && post)
+            return internal_scaling_event(s, c, r);
         if ((rest = take_segment(url, "/internal/v1/jobs/", id, JOB_ID_SIZE))) {
             if (strcmp(rest, "/image") == 0 && strcmp(method, "PUT") == 0)
                 return internal_image(s, c, r, id);
@@ -1070,6 +1125,7 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     s->cfg = *cfg;
     pthread_mutex_init(&s->wake_mu, NULL);
     pthread_cond_init(&s->wake_cv, NULL);
+    pthread_mutex_init(&s->events_mu, NULL);
 
     s->models_buf = strdup(cfg->models && *cfg->models ? cfg->models : "sd15");
     int nm = 0;
@@ -1165,12 +1221,6 @@ store_t *server_store(server_t *s)
     return s->store;
 }
 
-void server_set_events_provider(server_t *s, server_events_fn fn, void *arg)
-{
-    s->events_fn = fn;
-    s->events_arg = arg;
-}
-
 void server_set_submit_hook(server_t *s, server_submit_fn fn, void *arg)
 {
     s->submit_fn = fn;
@@ -1193,5 +1243,6 @@ void server_stop(server_t *s)
     free(s->models_buf);
     pthread_cond_destroy(&s->wake_cv);
     pthread_mutex_destroy(&s->wake_mu);
+    pthread_mutex_destroy(&s->events_mu);
     free(s);
 }

@@ -41,9 +41,11 @@ const char *server_url(const server_t *s);
 store_t *server_store(server_t *s);
 /* Wakes every long-polling claim (new work may be there). */
 void server_notify_work(server_t *s);
-/* Hook for the scaling-events endpoint and /metrics worker gauges (set by the autoscaler). */
-typedef char *(*server_events_fn)(void *arg); /* returns malloc'd JSON text */
-void server_set_events_provider(server_t *s, server_events_fn fn, void *arg);
+/* Keeps a scaling decision for GET /api/v1/scaling/events (the newest SERVER_EVENTS_MAX). An
+ * autoscaler in another process posts them to /internal/v1/scaling/events instead. */
+#define SERVER_EVENTS_MAX 1024
+void server_record_scaling_event(server_t *s, int64_t at_ms, const char *tier, int from, int to,
+                                 const char *reason);
 /* Called after every create (e.g. to let an event-driven autoscaler react). */
 typedef void (*server_submit_fn)(void *arg, const char *tier);
 void server_set_submit_hook(server_t *s, server_submit_fn fn, void *arg);

@@ -1,6 +1,7 @@
 #include "supervisor.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 
 typedef struct slot {
     int used;
+    int status_fd; /* read end of the worker's status pipe, or -1 */
     char tier[16];
     sup_worker_info_t info;
     int restarts;
@@ -34,6 +36,8 @@ struct supervisor {
     int gpus[SUP_MAX_SLOTS];
     int ngpus;
     int target[2]; /* standard, enterprise; -1 unmanaged */
+    sup_cold_start_fn cold_fn;
+    void *cold_arg;
     slot_t slots[SUP_MAX_SLOTS];
     int seq;
 };
@@ -96,18 +100,29 @@ static int spawn(supervisor_t *s, slot_t *sl)
     for (int i = 0; i < s->nargs; i++)
         argv[n++] = s->args[i];
     argv[n] = NULL;
-    char gpu_env[32];
+    char gpu_env[32], fd_env[16];
     snprintf(gpu_env, sizeof gpu_env, "%d", sl->info.gpu);
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0) {
+        log_error("event=spawn_failed err=\"pipe: %s\"", strerror(errno));
+        return -1;
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         log_error("event=spawn_failed err=\"%s\"", strerror(errno));
+        close(pfd[0]);
+        close(pfd[1]);
         return -1;
     }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
             _exit(1);
+        /* The write end survives exec; the worker reports its state through it. */
+        int wfd = fcntl(pfd[1], F_DUPFD, 10);
+        snprintf(fd_env, sizeof fd_env, "%d", wfd);
+        setenv("PINGVAS_STATUS_FD", fd_env, 1);
         setenv("PINGVAS_WORKER_TOKEN", s->token, 1);
         if (sl->info.gpu >= 0)
             setenv("CUDA_VISIBLE_DEVICES", gpu_env, 1);
@@ -117,10 +132,18 @@ static int spawn(supervisor_t *s, slot_t *sl)
         execv(s->exe, argv);
         _exit(127);
     }
+    close(pfd[1]);
+    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    if (sl->status_fd >= 0)
+        close(sl->status_fd);
+    sl->status_fd = pfd[0];
     sl->info.pid = pid;
     sl->info.started_ms = clock_mono_ms();
+    sl->info.ready_ms = 0;
     sl->info.first_claim_ms = 0;
+    sl->info.state = 'S';
     sl->info.stopping = 0;
+    sl->info.retiring = 0;
     log_info("event=worker_spawned worker=%s pid=%d tier=%s gpu=%d", sl->info.worker_id, (int)pid,
              sl->tier, sl->info.gpu);
     return 0;
@@ -130,7 +153,8 @@ static int live_count(supervisor_t *s, const char *tier)
 {
     int n = 0;
     for (int i = 0; i < SUP_MAX_SLOTS; i++)
-        if (s->slots[i].used && !s->slots[i].info.stopping && strcmp(s->slots[i].tier, tier) == 0)
+        if (s->slots[i].used && !s->slots[i].info.stopping && !s->slots[i].info.retiring &&
+            strcmp(s->slots[i].tier, tier) == 0)
             n++;
     return n;
 }
@@ -153,6 +177,7 @@ static int scale_up_locked(supervisor_t *s, const char *tier, int n)
         if (!sl)
             break;
         memset(sl, 0, sizeof *sl);
+        sl->status_fd = -1;
         sl->used = 1;
         snprintf(sl->tier, sizeof sl->tier, "%s", tier);
         sl->info.gpu = gpu;
@@ -196,6 +221,74 @@ int supervisor_stop_worker(supervisor_t *s, const char *worker_id)
     return rc;
 }
 
+int supervisor_retire_worker(supervisor_t *s, const char *worker_id)
+{
+    int rc = -1;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < SUP_MAX_SLOTS; i++) {
+        slot_t *sl = &s->slots[i];
+        if (sl->used && !sl->info.stopping && strcmp(sl->info.worker_id, worker_id) == 0) {
+            sl->info.retiring = 1;
+            if (sl->info.pid > 0)
+                kill(sl->info.pid, SIGUSR1);
+            else
+                sl->used = 0;
+            log_info("event=worker_retire worker=%s pid=%d", worker_id, (int)sl->info.pid);
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void supervisor_set_cold_start_hook(supervisor_t *s, sup_cold_start_fn fn, void *arg)
+{
+    pthread_mutex_lock(&s->mu);
+    s->cold_fn = fn;
+    s->cold_arg = arg;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Reads state bytes from every worker's status pipe. Caller holds mu. */
+static void read_status(supervisor_t *s)
+{
+    for (int i = 0; i < SUP_MAX_SLOTS; i++) {
+        slot_t *sl = &s->slots[i];
+        if (!sl->used || sl->status_fd < 0)
+            continue;
+        char buf[64];
+        ssize_t n;
+        while ((n = read(sl->status_fd, buf, sizeof buf)) > 0) {
+            for (ssize_t k = 0; k < n; k++) {
+                char c = buf[k];
+                if (c != 'R' && c != 'I' && c != 'B')
+                    continue;
+                int64_t now = clock_mono_ms();
+                if (c == 'R' && !sl->info.ready_ms)
+                    sl->info.ready_ms = now;
+                if (c == 'I' && !sl->info.first_claim_ms) {
+                    sl->info.first_claim_ms = now;
+                    if (!sl->info.ready_ms)
+                        sl->info.ready_ms = now;
+                    log_info("event=worker_cold_start worker=%s spawn_to_ready_ms=%lld "
+                             "spawn_to_first_claim_ms=%lld",
+                             sl->info.worker_id, (long long)(sl->info.ready_ms - sl->info.started_ms),
+                             (long long)(now - sl->info.started_ms));
+                    if (s->cold_fn)
+                        s->cold_fn(s->cold_arg, sl->tier, sl->info.worker_id,
+                                   sl->info.ready_ms - sl->info.started_ms,
+                                   now - sl->info.started_ms);
+                }
+                sl->info.state = c;
+            }
+        }
+        if (n == 0) { /* the worker closed its end: it is exiting */
+            close(sl->status_fd);
+            sl->status_fd = -1;
+        }
+    }
+}
+
 int supervisor_count(supervisor_t *s, const char *tier)
 {
     pthread_mutex_lock(&s->mu);
@@ -209,7 +302,8 @@ int supervisor_list(supervisor_t *s, const char *tier, sup_worker_info_t *out, i
     int n = 0;
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < SUP_MAX_SLOTS && n < max; i++)
-        if (s->slots[i].used && !s->slots[i].info.stopping && strcmp(s->slots[i].tier, tier) == 0)
+        if (s->slots[i].used && !s->slots[i].info.stopping && !s->slots[i].info.retiring &&
+            strcmp(s->slots[i].tier, tier) == 0)
             out[n++] = s->slots[i].info;
     pthread_mutex_unlock(&s->mu);
     return n;
@@ -233,6 +327,7 @@ int supervisor_target(supervisor_t *s, const char *tier)
 void supervisor_tick(supervisor_t *s)
 {
     pthread_mutex_lock(&s->mu);
+    read_status(s);
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -241,7 +336,11 @@ void supervisor_tick(supervisor_t *s)
             if (!sl->used || sl->info.pid != pid)
                 continue;
             sl->info.pid = 0;
-            if (sl->info.stopping) {
+            if (sl->status_fd >= 0) {
+                close(sl->status_fd);
+                sl->status_fd = -1;
+            }
+            if (sl->info.stopping || sl->info.retiring) {
                 log_info("event=worker_exited worker=%s pid=%d (stopped)", sl->info.worker_id,
                          (int)pid);
                 sl->used = 0;

@@ -43,6 +43,26 @@ static void on_signal(int sig)
     worker_request_stop(-1);
 }
 
+/* Retire request (SIGUSR1, from the local autoscaler): exit at the next idle moment. The
+ * running job, and a claim already in flight, are never interrupted. */
+static atomic_int retire_requested;
+
+static void on_retire(int sig)
+{
+    (void)sig;
+    atomic_store(&retire_requested, 1);
+}
+
+/* Reports state changes to a local supervisor through the fd in PINGVAS_STATUS_FD:
+ * one byte each, 'R' model loaded, 'I' idle (claiming), 'B' busy (running a job). */
+static int status_fd = -1;
+
+static void report(char state)
+{
+    if (status_fd >= 0 && write(status_fd, &state, 1) != 1)
+        status_fd = -1;
+}
+
 typedef struct running {
     const worker_config_t *cfg;
     char id[64];
@@ -300,7 +320,16 @@ int worker_run(const worker_config_t *cfg)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_retire;
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    const char *sfd = getenv("PINGVAS_STATUS_FD");
+    if (sfd && *sfd) {
+        char *end;
+        long v = strtol(sfd, &end, 10);
+        if (*end == '\0' && v > 2 && v < 65536)
+            status_fd = (int)v;
+    }
 
     char wid[160];
     if (cfg->worker_id && *cfg->worker_id) {
@@ -326,6 +355,7 @@ int worker_run(const worker_config_t *cfg)
     log_info("event=worker_ready worker=%s tier=%s backend=%s model_load_ms=%lld server=%s", wid,
              cfg->tier, cfg->backend.name, (long long)(clock_mono_ms() - t0), cfg->server_url);
 
+    report('R');
     imds_watch_t *imds = NULL;
     if (cfg->imds_url && *cfg->imds_url)
         imds = imds_watch_start(cfg->imds_url, cfg->imds_poll_ms, worker_request_stop);
@@ -342,6 +372,12 @@ int worker_run(const worker_config_t *cfg)
     while (!atomic_load(&stop_requested)) {
         if (cfg->max_jobs > 0 && jobs >= cfg->max_jobs)
             break;
+        if (atomic_load(&retire_requested)) {
+            log_info("event=worker_retire worker=%s msg=\"idle; leaving as the autoscaler asked\"",
+                     wid);
+            break;
+        }
+        report('I');
         httpc_req_t req = {.method = "POST",
                            .url = url,
                            .bearer = cfg->token,
@@ -361,6 +397,7 @@ int worker_run(const worker_config_t *cfg)
                 json_decref(claim);
                 continue;
             }
+            report('B');
             run_job(cfg, be, h, claim);
             json_decref(claim);
             jobs++;
