@@ -40,7 +40,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define ERR_MAX 512
 #define CHARGE_EPSILON 1e-9 /* ceil(2.0000000000000004) must stay 2 */
 
@@ -162,8 +162,96 @@ static const char schema_v1[] =
     "  last_seen INTEGER NOT NULL);"
     "CREATE INDEX workers_tier ON workers(tier, last_seen);";
 
+/* Version 2: the Celery bridge (DESIGN section 8). The seed's API inserts generation_jobs rows
+ * with its own columns only and status 'pending'; store_job_adopt turns such a row into a queued
+ * job. So the pingvas columns without a default (seq, created_at, queue_pos) and the request
+ * columns the seed may write as NULL become nullable, and 'pending' is a status. SQLite cannot
+ * alter a column's constraints: the table is rebuilt (sqlite_migrate runs this with foreign keys
+ * off and checks them before COMMIT), and its indexes and triggers are created again as in v1.
+ * A 'pending' row has seq NULL: no listing, claim or statistic sees it. */
+static const char schema_v2[] =
+    "CREATE TABLE generation_jobs_v2 ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users(name),"
+    "  status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN "
+    "    ('pending','queued','in_progress','completed','failed','canceled')),"
+    "  prompt TEXT NOT NULL,"
+    "  negative_prompt TEXT DEFAULT '',"
+    "  width INTEGER DEFAULT 512,"
+    "  height INTEGER DEFAULT 512,"
+    "  steps INTEGER DEFAULT 20,"
+    "  cfg_scale REAL DEFAULT 7.0,"
+    "  seed INTEGER,"
+    "  started_at INTEGER,"
+    "  completed_at INTEGER,"
+    "  image_url TEXT,"
+    "  error_message TEXT,"
+    "  seq INTEGER UNIQUE,"
+    "  model TEXT NOT NULL DEFAULT 'sd15',"
+    "  tier TEXT NOT NULL DEFAULT 'standard',"
+    "  created_at INTEGER,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  releases INTEGER NOT NULL DEFAULT 0,"
+    "  gpu_seconds REAL NOT NULL DEFAULT 0,"
+    "  credits_reserved INTEGER NOT NULL DEFAULT 0,"
+    "  credits_charged INTEGER NOT NULL DEFAULT 0,"
+    "  lease_id TEXT,"
+    "  worker_id TEXT,"
+    "  lease_expires_at INTEGER,"
+    "  queue_pos INTEGER,"
+    "  idem_key TEXT);"
+    "INSERT INTO generation_jobs_v2 SELECT id, user_id, status, prompt, negative_prompt, width,"
+    "  height, steps, cfg_scale, seed, started_at, completed_at, image_url, error_message, seq,"
+    "  model, tier, created_at, attempts, releases, gpu_seconds, credits_reserved,"
+    "  credits_charged, lease_id, worker_id, lease_expires_at, queue_pos, idem_key"
+    "  FROM generation_jobs;"
+    "DROP TABLE generation_jobs;"
+    "ALTER TABLE generation_jobs_v2 RENAME TO generation_jobs;"
+    "CREATE UNIQUE INDEX generation_jobs_idem ON generation_jobs(user_id, idem_key)"
+    "  WHERE idem_key IS NOT NULL;"
+    "CREATE INDEX generation_jobs_claim ON generation_jobs(tier, status, queue_pos)"
+    "  WHERE status IN ('queued','in_progress');"
+    "CREATE INDEX generation_jobs_user ON generation_jobs(user_id, seq);"
+    "CREATE INDEX generation_jobs_reap ON generation_jobs(status, lease_expires_at)"
+    "  WHERE status = 'in_progress';"
+    "CREATE INDEX generation_jobs_fair ON generation_jobs(tier, user_id, queue_pos)"
+    "  WHERE status = 'queued';"
+    "CREATE INDEX generation_jobs_running ON generation_jobs(tier, user_id)"
+    "  WHERE status = 'in_progress';"
+    "CREATE TRIGGER generation_jobs_ai AFTER INSERT ON generation_jobs BEGIN"
+    "  UPDATE users SET"
+    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"
+    "      NEW.credits_reserved, 0),"
+    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"
+    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"
+    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"
+    "END;"
+    "CREATE TRIGGER generation_jobs_au AFTER UPDATE OF status, user_id, credits_reserved,"
+    "  gpu_seconds, credits_charged ON generation_jobs BEGIN"
+    "  UPDATE users SET"
+    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"
+    "      OLD.credits_reserved, 0),"
+    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"
+    "  UPDATE users SET"
+    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"
+    "      NEW.credits_reserved, 0),"
+    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"
+    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"
+    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"
+    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"
+    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"
+    "END;"
+    "CREATE TRIGGER generation_jobs_ad AFTER DELETE ON generation_jobs BEGIN"
+    "  UPDATE users SET"
+    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"
+    "      OLD.credits_reserved, 0),"
+    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"
+    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"
+    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"
+    "END;";
+
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -210,6 +298,8 @@ enum stmt_id {
     S_STATS_JOBS,
     S_STATS_WORKERS,
     S_COUNTS,
+    S_ADOPT_READ,
+    S_ADOPT,
     S_COUNT
 };
 
@@ -289,6 +379,19 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_STATS_WORKERS] = "SELECT COUNT(*), COALESCE(SUM(state = 'idle'), 0) FROM workers"
                         " WHERE tier = ?1 AND last_seen >= ?2",
     [S_COUNTS] = "SELECT status, jobs, gpu_seconds, credits_charged FROM job_totals",
+    /* a seed row: its request columns with the defaults of job.h; seq NULL until adopted */
+    [S_ADOPT_READ] = "SELECT user_id, seq IS NOT NULL OR status NOT IN ('pending','queued'),"
+                     " COALESCE(width, 512),"
+                     " COALESCE(height, 512), COALESCE(steps, 20), COALESCE(cfg_scale, 7.0),"
+                     " COALESCE(model, 'sd15') FROM generation_jobs WHERE id = ?1",
+    [S_ADOPT] = "UPDATE generation_jobs SET status = 'queued',"
+                " negative_prompt = COALESCE(negative_prompt, ''), width = COALESCE(width, 512),"
+                " height = COALESCE(height, 512), steps = COALESCE(steps, 20),"
+                " cfg_scale = COALESCE(cfg_scale, 7.0), seed = COALESCE(seed, ?2), seq = ?3,"
+                " queue_pos = ?3, model = COALESCE(model, 'sd15'), tier = ?4, created_at = ?5,"
+                " credits_reserved = ?6, attempts = 0, releases = 0, started_at = NULL,"
+                " completed_at = NULL, lease_id = NULL, worker_id = NULL,"
+                " lease_expires_at = NULL WHERE id = ?1 AND seq IS NULL",
 };
 
 typedef struct sqlite_store {
@@ -411,9 +514,9 @@ static int commit(sqlite_store_t *s)
 }
 
 /* Ends an operation: an open transaction is committed when rc is STORE_OK and rolled back
- * otherwise (nothing is written on a refusal); statements are reset and the lock released.
- * Returns rc, or STORE_ERR when the commit failed. */
-static int finish(sqlite_store_t *s, int rc)
+ * otherwise (nothing is written on a refusal); statements are reset. finish() also releases the
+ * lock. Returns rc, or STORE_ERR when the commit failed. */
+static int end_tx(sqlite_store_t *s, int rc)
 {
     if (s->in_tx && rc == STORE_OK && commit(s) != STORE_OK)
         rc = STORE_ERR;
@@ -424,6 +527,12 @@ static int finish(sqlite_store_t *s, int rc)
         s->in_tx = false;
     }
     reset_all(s);
+    return rc;
+}
+
+static int finish(sqlite_store_t *s, int rc)
+{
+    rc = end_tx(s, rc);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -604,13 +713,19 @@ static const char *sqlite_last_error(store_t *base)
     return tl_err;
 }
 
-/* Creates the schema or upgrades it to SCHEMA_VERSION, in one transaction. Idempotent. */
+/* Creates the schema or upgrades it to SCHEMA_VERSION, in one transaction. Idempotent.
+ * Foreign keys are off during the migration (a table rebuild must not check or cascade half-way;
+ * the pragma is a no-op inside a transaction, so it is set before BEGIN), checked with
+ * foreign_key_check before COMMIT, and on again after it. */
 static int sqlite_migrate(store_t *base)
 {
     sqlite_store_t *s = sq(base);
     sqlite3_stmt *stmt = NULL;
     int rc, version = 0;
     lock(s);
+    rc = exec_sql(s, "PRAGMA foreign_keys = OFF", "migrating");
+    if (rc != STORE_OK)
+        goto out;
     rc = begin(s);
     if (rc != STORE_OK)
         goto out;
@@ -648,10 +763,26 @@ static int sqlite_migrate(store_t *base)
         rc = exec_sql(s, "DELETE FROM schema_version", "recording schema_version");
         if (rc == STORE_OK)
             rc = run(s, stmt, "recording schema_version");
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+        if (rc != STORE_OK)
+            goto out;
+        if (sqlite3_prepare_v2(s->db, "PRAGMA foreign_key_check", -1, &stmt, NULL) != SQLITE_OK) {
+            rc = fail_db(s, "checking foreign keys");
+            goto out;
+        }
+        rc = step_row(s, stmt, "checking foreign keys");
+        if (rc == 1)
+            rc = fail_msg("sqlite %s: migration left a foreign key violation in %s", s->path,
+                          (const char *)sqlite3_column_text(stmt, 0));
     }
 out:
     sqlite3_finalize(stmt);
-    return finish(s, rc);
+    rc = end_tx(s, rc);
+    if (exec_sql(s, "PRAGMA foreign_keys = ON", "migrating") != STORE_OK)
+        rc = STORE_ERR;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 static int sqlite_ping(store_t *base)
@@ -1043,6 +1174,91 @@ static int sqlite_job_cancel(store_t *base, const char *user, const char *id, in
 out:
     rc = finish(s, rc);
     if ((rc != STORE_OK && rc != STORE_CONFLICT) || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* A seed row (seq NULL, status 'pending' or 'queued') becomes a queued job: see store.h. Any
+ * other row is already a job (or was run by a seed worker): STORE_EXISTS with out filled. */
+static int sqlite_job_adopt(store_t *base, const char *id, double credit_rate, int64_t now,
+                            job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    user_t u;
+    job_params_t p;
+    char user[USER_NAME_MAX + 1];
+    int64_t seq, reserve;
+    int rc;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    memset(&p, 0, sizeof p);
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_ADOPT_READ);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    rc = step_row(s, stmt, "reading a seed job");
+    if (rc != 1) {
+        rc = rc == 0 ? STORE_NOT_FOUND : rc;
+        goto out;
+    }
+    if (sqlite3_column_int(stmt, 1)) {
+        sqlite3_reset(stmt);
+        rc = load_job(s, id, out, NULL);
+        rc = rc == STORE_OK ? STORE_EXISTS : rc;
+        goto out;
+    }
+    col_copy(stmt, 0, user, sizeof user);
+    p.width = sqlite3_column_int(stmt, 2);
+    p.height = sqlite3_column_int(stmt, 3);
+    p.steps = sqlite3_column_int(stmt, 4);
+    p.cfg_scale = sqlite3_column_double(stmt, 5);
+    col_copy(stmt, 6, p.model, sizeof p.model);
+    sqlite3_reset(stmt);
+    rc = read_user(s, user, &u, NULL);
+    if (rc != STORE_OK)
+        goto out;
+    reserve = job_estimate_credits(&p, credit_rate);
+    if (reserve > 0 && u.balance - u.reserved < reserve) {
+        rc = STORE_NO_CREDITS;
+        goto out;
+    }
+    stmt = st(s, S_JOB_NEXT_SEQ);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    rc = step_row(s, stmt, "next seq");
+    if (rc != 1) {
+        rc = rc == 0 ? fail_db(s, "next seq") : rc;
+        goto out;
+    }
+    seq = sqlite3_column_int64(stmt, 0);
+    sqlite3_reset(stmt);
+    stmt = st(s, S_ADOPT);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    sqlite3_bind_int64(stmt, 2, random_seed());
+    sqlite3_bind_int64(stmt, 3, seq);
+    bind_text(stmt, 4, u.tier);
+    sqlite3_bind_int64(stmt, 5, now);
+    sqlite3_bind_int64(stmt, 6, reserve > 0 ? reserve : 0);
+    rc = run(s, stmt, "adopting a seed job");
+    if (rc == STORE_OK)
+        rc = load_job(s, id, out, NULL);
+out:
+    rc = finish(s, rc);
+    if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
         job_clear(out);
     return rc;
 }
@@ -1560,4 +1776,5 @@ static const struct store_ops sqlite_ops = {
     .worker_gone = sqlite_worker_gone,
     .queue_stats = sqlite_queue_stats,
     .job_counts = sqlite_job_counts,
+    .job_adopt = sqlite_job_adopt,
 };
