@@ -1,5 +1,6 @@
 /* main.c: the pingvas command line. Each command is an option table (config.h) and a function. */
 #include <curl/curl.h>
+#include <jansson.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 #include "clock.h"
 #include "cmd.h"
 #include "gpu.h"
+#include "httpc.h"
 #include "config.h"
 #include "job.h"
 #include "jwt.h"
@@ -74,6 +76,7 @@ typedef struct app_config {
     int max_jobs;
     const char *imds_url;
     int64_t imds_poll_ms;
+    int64_t poll_ms;
     /* user / token */
     int credits;
     int64_t ttl_ms;
@@ -554,6 +557,40 @@ static void up_poke(void *arg, const char *tier)
     autoscaler_poke(arg);
 }
 
+/* The arguments every supervised worker gets (backend settings, short claim polls). */
+typedef struct worker_args {
+    char ts[32], drain[32];
+    const char *argv[24];
+} worker_args_t;
+
+static void worker_args_build(const app_config_t *cfg, worker_args_t *wa)
+{
+    snprintf(wa->ts, sizeof wa->ts, "%g", cfg->time_scale);
+    snprintf(wa->drain, sizeof wa->drain, "%lldms", (long long)cfg->drain_ms);
+    int na = 0;
+    wa->argv[na++] = "--backend";
+    wa->argv[na++] = cfg->backend;
+    wa->argv[na++] = "--gpu-profile";
+    wa->argv[na++] = cfg->gpu_profile;
+    wa->argv[na++] = "--time-scale";
+    wa->argv[na++] = wa->ts;
+    wa->argv[na++] = "--drain-timeout";
+    wa->argv[na++] = wa->drain;
+    wa->argv[na++] = "--claim-wait"; /* short polls: a retired worker leaves within 2 s */
+    wa->argv[na++] = "2s";
+    wa->argv[na++] = "--log-level";
+    wa->argv[na++] = cfg->log_level;
+    if (cfg->a1111_url) {
+        wa->argv[na++] = "--a1111-url";
+        wa->argv[na++] = cfg->a1111_url;
+    }
+    if (cfg->model_dir) {
+        wa->argv[na++] = "--model-dir";
+        wa->argv[na++] = cfg->model_dir;
+    }
+    wa->argv[na] = NULL;
+}
+
 static int ensure_demo_user(store_t *st, int64_t credits)
 {
     int rc = store_user_add(st, "demo", "standard", credits, clock_now_ms());
@@ -614,32 +651,9 @@ static int cmd_up(int argc, char **argv)
         return 1;
     }
     exe[n] = '\0';
-    char ts[32], drain[32];
-    snprintf(ts, sizeof ts, "%g", cfg.time_scale);
-    snprintf(drain, sizeof drain, "%lldms", (long long)cfg.drain_ms);
-    const char *wargs[24];
-    int na = 0;
-    wargs[na++] = "--backend";
-    wargs[na++] = cfg.backend;
-    wargs[na++] = "--gpu-profile";
-    wargs[na++] = cfg.gpu_profile;
-    wargs[na++] = "--time-scale";
-    wargs[na++] = ts;
-    wargs[na++] = "--drain-timeout";
-    wargs[na++] = drain;
-    wargs[na++] = "--claim-wait"; /* short polls: a retired worker leaves within 2 s */
-    wargs[na++] = "2s";
-    wargs[na++] = "--log-level";
-    wargs[na++] = cfg.log_level;
-    if (cfg.a1111_url) {
-        wargs[na++] = "--a1111-url";
-        wargs[na++] = cfg.a1111_url;
-    }
-    if (cfg.model_dir) {
-        wargs[na++] = "--model-dir";
-        wargs[na++] = cfg.model_dir;
-    }
-    wargs[na] = NULL;
+    worker_args_t wa;
+    worker_args_build(&cfg, &wa);
+    const char *const *wargs = wa.argv;
     int gpus[SUP_MAX_SLOTS];
     int ngpus = resolve_gpus(&cfg, gpus, "up");
     autoscale_policy_t pol[2];
@@ -714,6 +728,155 @@ static int cmd_up(int argc, char **argv)
     autoscaler_free(as);
     supervisor_free(sup);
     derived_free(&d);
+    return 0;
+}
+
+static const opt_t autoscale_opts[] = {
+    {"server", "PINGVAS_SERVER_URL", OPT_STR, "http://127.0.0.1:8080", 0, 0, O(server),
+     "URL of the pingvas server"},
+    {"worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),
+     "shared secret of the worker protocol (required)"},
+    OPT_MINW, OPT_MAXW, OPT_MAXEW, OPT_TARGET, OPT_COOLDOWN, OPT_GPUS, OPT_AMODE,
+    OPT_BACKEND, OPT_PROFILE, OPT_TSCALE, OPT_A1111, OPT_MODELDIR, OPT_DRAIN, OPT_LOG,
+    {"poll", "PINGVAS_AUTOSCALE_POLL", OPT_DURATION, "250ms", 10, 60000, O(poll_ms),
+     "how often to read the server's backlog"},
+};
+
+typedef struct remote {
+    CURL *h;
+    char queue_url[1100];
+    char events_url[1100];
+    const char *token;
+} remote_t;
+
+static int remote_stats(void *arg, const char *tier, int64_t *queued, int64_t *running)
+{
+    remote_t *r = arg;
+    httpc_req_t req = {.method = "GET", .url = r->queue_url, .bearer = r->token, .timeout_ms = 5000};
+    httpc_resp_t resp;
+    httpc_do(r->h, &req, &resp);
+    int rc = -1;
+    if (resp.status == 200) {
+        json_error_t je;
+        json_t *o = json_loadb(resp.body, resp.len, 0, &je);
+        json_t *t = json_object_get(json_object_get(o, "tiers"), tier);
+        if (json_is_integer(json_object_get(t, "queued")) &&
+            json_is_integer(json_object_get(t, "running"))) {
+            *queued = json_integer_value(json_object_get(t, "queued"));
+            *running = json_integer_value(json_object_get(t, "running"));
+            rc = 0;
+        }
+        json_decref(o);
+    } else {
+        log_warn("event=backlog_unreadable status=%ld err=\"%s\"", resp.status, resp.error);
+    }
+    httpc_resp_free(&resp);
+    return rc;
+}
+
+static void remote_event(void *arg, const char *tier, int from, int to, const char *reason)
+{
+    remote_t *r = arg;
+    log_info("event=scaling tier=%s from=%d to=%d reason=\"%s\"", tier, from, to, reason);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:s}", "tier", tier, "from", from, "to", to, "reason",
+                          reason);
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!body)
+        return;
+    httpc_req_t req = {.method = "POST",
+                       .url = r->events_url,
+                       .bearer = r->token,
+                       .body = body,
+                       .body_len = strlen(body),
+                       .timeout_ms = 5000};
+    httpc_resp_t resp;
+    httpc_do(r->h, &req, &resp);
+    httpc_resp_free(&resp);
+    free(body);
+}
+
+int cmd_autoscale(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    int rc = parse_or_usage(
+        "autoscale", "[options]",
+        "Runs local worker processes for a pingvas server, as many as its backlog needs (one per "
+        "GPU; --max-workers slots with the synthetic backend), reading GET /api/v1/queue every "
+        "--poll. Stops only idle workers; restarts crashed ones with backoff.",
+        autoscale_opts, NOPTS(autoscale_opts), &cfg, argc, argv, pos, 0, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    log_set_component("autoscale");
+    if (!cfg.worker_token || strlen(cfg.worker_token) < 16) {
+        fprintf(stderr, "pingvas autoscale: PINGVAS_WORKER_TOKEN (or --worker-token) is required: "
+                        "the server's worker token, at least 16 characters\n");
+        return EXIT_USAGE;
+    }
+    if (strncmp(cfg.server, "http://", 7) != 0 && strncmp(cfg.server, "https://", 8) != 0) {
+        fprintf(stderr, "pingvas autoscale: --server: '%s' is not an http(s) URL\n", cfg.server);
+        return EXIT_USAGE;
+    }
+    backend_config_t bc = {.name = cfg.backend,
+                           .gpu_profile = cfg.gpu_profile,
+                           .time_scale = cfg.time_scale,
+                           .url = cfg.a1111_url,
+                           .model_dir = cfg.model_dir};
+    char err[512];
+    backend_t *probe = backend_create(&bc, err, sizeof err);
+    if (!probe) {
+        fprintf(stderr, "pingvas autoscale: %s\n", err);
+        return EXIT_USAGE;
+    }
+    probe->ops->destroy(probe);
+    int gpus[SUP_MAX_SLOTS];
+    int ngpus = resolve_gpus(&cfg, gpus, "autoscale");
+    autoscale_policy_t pol[2];
+    if (ngpus < 0 || build_policies(&cfg, pol, "autoscale") != 0)
+        return EXIT_USAGE;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        fprintf(stderr, "pingvas autoscale: cannot find my own executable\n");
+        return 1;
+    }
+    exe[n] = '\0';
+    char server[1024];
+    snprintf(server, sizeof server, "%s", cfg.server);
+    size_t sl = strlen(server);
+    while (sl && server[sl - 1] == '/')
+        server[--sl] = '\0';
+    remote_t r = {.h = curl_easy_init(), .token = cfg.worker_token};
+    snprintf(r.queue_url, sizeof r.queue_url, "%s/api/v1/queue", server);
+    snprintf(r.events_url, sizeof r.events_url, "%s/internal/v1/scaling/events", server);
+    worker_args_t wa;
+    worker_args_build(&cfg, &wa);
+    supervisor_t *sup =
+        supervisor_new(exe, server, cfg.worker_token, wa.argv, gpus, ngpus > 0 ? ngpus : 0);
+    autoscaler_io_t io = {.stats = remote_stats, .event = remote_event, .arg = &r};
+    autoscaler_t *as = autoscaler_new(sup, pol, io, err, sizeof err);
+    if (!as) {
+        fprintf(stderr, "pingvas autoscale: %s\n", err);
+        supervisor_free(sup);
+        curl_easy_cleanup(r.h);
+        return EXIT_USAGE;
+    }
+    install_stop_handlers();
+    printf("pingvas autoscale: workers for %s, standard %d..%d, enterprise %d..%d (%s)\n", server,
+           pol[0].min_replicas, pol[0].max_replicas, pol[1].min_replicas, pol[1].max_replicas,
+           cfg.autoscale_mode);
+    fflush(stdout);
+    while (!got_stop) {
+        supervisor_tick(sup);
+        autoscaler_step(as, clock_now_ms());
+        autoscaler_wait(as, cfg.poll_ms);
+    }
+    supervisor_stop_all(sup, cfg.drain_ms + 10000);
+    autoscaler_free(as);
+    supervisor_free(sup);
+    curl_easy_cleanup(r.h);
     return 0;
 }
 

@@ -1,0 +1,78 @@
+"""Autoscaling from zero and back, against the real binary: `pingvas up` (event-driven local
+autoscaler in the server process) and `pingvas autoscale` (a separate process reading the
+server's backlog). Cooldowns are set short with flags; the policy is the same."""
+import os
+import signal
+import subprocess
+
+import pv
+
+
+def events(env, tok):
+    return env.api("GET", "/api/v1/scaling/events", token=tok).json()["events"]
+
+
+def workers(env, tok, tier="standard"):
+    return env.api("GET", "/api/v1/queue", token=tok).json()["tiers"][tier]["workers"]
+
+
+def burst_then_zero(env, tok):
+    # 40 jobs of about 0.5 s each: the backlog needs ceil(40 / 5) = 8 workers (max is 10).
+    ids = [env.create(tok, {"prompt": f"burst {i}"}).json()["id"] for i in range(40)]
+    for jid in ids:
+        env.wait_status(tok, jid, "completed", timeout=120)
+    ev = [e for e in events(env, tok) if e["tier"] == "standard"]
+    assert ev and ev[0]["from"] == 0, ev
+    peak = max(e["to"] for e in ev)
+    assert peak == 8, ev
+    # After the cooldown every worker is gone again.
+    pv.wait_for(lambda: any(e["to"] == 0 for e in events(env, tok)[len(ev) - 1:]) and
+                workers(env, tok) == 0, timeout=60, what="scale to zero")
+    n = len(events(env, tok))
+    # The next job starts a worker again.
+    jid = env.create(tok, {"prompt": "after zero"}).json()["id"]
+    env.wait_status(tok, jid, "completed", timeout=60)
+    again = events(env, tok)[n:]
+    assert again and again[0]["from"] == 0 and again[0]["to"] == 1, again
+    for e in ev + again:
+        assert e["reason"] and e["time"].endswith("Z")
+
+
+def test_up_scales_from_zero_and_back(env):
+    env.start_server("--max-workers", "10", "--target-per-worker", "5", "--cooldown", "2s",
+                     "--max-enterprise-workers", "0", "--time-scale", "0.15", cmd="up")
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    assert workers(env, tok) == 0
+    burst_then_zero(env, tok)
+
+
+def test_autoscale_process_against_server(env):
+    env.start_server()
+    tok = env.add_user("scaler", credits=100000)
+    p = env._spawn(["autoscale", "--server", env.url, "--max-workers", "10",
+                    "--target-per-worker", "5", "--cooldown", "2s", "--max-enterprise-workers",
+                    "0", "--time-scale", "0.15", "--poll", "100ms"], "autoscale.log")
+    burst_then_zero(env, tok)
+    assert env.stop(p) == 0
+
+
+def test_crashed_worker_is_restarted(env):
+    env.start_server("--workers", "2", "--enterprise-workers", "0", "--time-scale", "0.01",
+                     cmd="up")
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    pv.wait_for(lambda: workers(env, tok) == 2, what="two workers")
+    kids = subprocess.run(["pgrep", "-P", str(env.server.pid)], capture_output=True,
+                          text=True).stdout.split()
+    assert len(kids) == 2, kids
+    os.kill(int(kids[0]), signal.SIGKILL)
+    pv.wait_for(lambda: "worker_crashed" in env.log("up.log"), what="crash noticed")
+    pv.wait_for(lambda: len(subprocess.run(["pgrep", "-P", str(env.server.pid)],
+                                           capture_output=True, text=True).stdout.split()) == 2,
+                timeout=30, what="restart")
+    jid = env.create(tok).json()["id"]
+    env.wait_status(tok, jid, "completed")
+
+
+if __name__ == "__main__":
+    pv.main([test_up_scales_from_zero_and_back, test_autoscale_process_against_server,
+             test_crashed_worker_is_restarted])
