@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* "file:///dir", "file://localhost/dir" or a bare path open the filesystem store; "s3://" is
- * the S3 store, which issue 5 adds (until then opening it is a clear error). */
+/* "file:///dir", "file://localhost/dir" or a bare path open the filesystem store; "s3://" the S3
+ * store (blob_s3.c, credentials from the environment). */
 blob_t *blob_open(const char *url, const char *public_base, const char *server_url, char *err,
                   size_t errlen)
 {
@@ -24,13 +24,8 @@ blob_t *blob_open(const char *url, const char *public_base, const char *server_u
         }
         return blob_fs_open(path, public_base, server_url, err, errlen);
     }
-    if (strncmp(url, "s3://", 5) == 0) {
-        snprintf(err, errlen,
-                 "storage URL \"%s\": S3 storage is not available in this build yet "
-                 "(use file:///dir)",
-                 url);
-        return NULL;
-    }
+    if (strncmp(url, "s3://", 5) == 0)
+        return blob_s3_open(url, public_base, err, errlen);
     if (strstr(url, "://")) {
         snprintf(err, errlen,
                  "storage URL \"%s\": unsupported scheme (use file:///dir, a directory path, or "
