@@ -60,7 +60,7 @@ typedef struct app_config {
     int64_t cooldown_ms;
     const char *gpus;
     const char *autoscale_mode;
-    int64_t demo_credits;
+    int demo_credits;
     const char *log_level;
     /* worker */
     const char *server;
@@ -205,7 +205,7 @@ static const opt_t up_opts[] = {
     {"enterprise-workers", "PINGVAS_ENTERPRISE_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS,
      O(enterprise_workers), "a fixed number of enterprise-tier workers (-1: autoscale)"},
     OPT_MINW, OPT_MAXW, OPT_MAXEW, OPT_TARGET, OPT_COOLDOWN, OPT_GPUS, OPT_AMODE,
-    {"demo-credits", NULL, OPT_DURATION, "10000ms", 0, 1e15, O(demo_credits),
+    {"demo-credits", NULL, OPT_INT, "10000", 0, 2000000000, O(demo_credits),
      "credits of the demo user created on first start"},
 };
 
