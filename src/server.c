@@ -18,6 +18,7 @@
 
 #include "apierr.h"
 #include "blob.h"
+#include "celery.h"
 #include "clock.h"
 #include "jwt.h"
 #include "log.h"
@@ -62,6 +63,7 @@ struct server {
     int64_t nevents; /* total recorded; the ring holds the newest SERVER_EVENTS_MAX */
     server_submit_fn submit_fn;
     void *submit_arg;
+    celery_bridge_t *celery; /* NULL without REDIS_URL */
 };
 
 /* Per-request state: the body, accumulated up to a cap. */
@@ -151,6 +153,23 @@ static char *image_url_for(server_t *s, const job_t *j)
     if (!j->image_key || !*j->image_key)
         return NULL;
     return blob_public_url(s->blob, j->image_key);
+}
+
+/* The Celery bridge's view of the server: image URLs, new work, and jobs that ended. */
+static char *celery_image_url(void *arg, const job_t *j)
+{
+    return image_url_for(arg, j);
+}
+
+static void celery_work(void *arg)
+{
+    server_notify_work(arg);
+}
+
+static void job_ended(server_t *s, const job_t *j)
+{
+    if (s->celery && job_status_is_final(j->status))
+        celery_bridge_job_ended(s->celery, j->id);
 }
 
 static json_t *job_json(server_t *s, const job_t *j)
@@ -364,6 +383,7 @@ static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const c
     int rc = store_job_cancel(s->store, u.name, id, clock_now_ms(), &j);
     if (rc == STORE_OK) {
         log_info("event=job_canceled job=%s user=%s", id, u.name);
+        job_ended(s, &j);
         ret = send_json(c, 200, job_json(s, &j));
     } else if (rc == STORE_CONFLICT) {
         api_error_t e;
@@ -837,6 +857,7 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
             log_info("event=job_completed job=%s gpu_seconds=%.3f charged=%lld", id, gpu,
                      (long long)j.credits_charged);
         }
+        job_ended(s, &j);
     } else if (strcmp(op, "fail") == 0) {
         const char *msg = str_field(o, "error", 1000);
         json_t *rv = json_object_get(o, "retryable");
@@ -849,6 +870,7 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
             return lease_error(c, rc, s);
         log_warn("event=job_attempt_failed job=%s status=%s err=\"%s\"", id,
                  job_status_name(j.status), mbuf);
+        job_ended(s, &j);
         if (j.status == JOB_QUEUED)
             server_notify_work(s);
     } else if (strcmp(op, "release") == 0) {
@@ -1200,6 +1222,16 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
         goto fail;
     }
     s->reaper_started = 1;
+    if (cfg->redis_url && *cfg->redis_url) {
+        celery_config_t cc = {.redis_url = cfg->redis_url,
+                              .queue = cfg->celery_queue,
+                              .visibility_timeout_ms = cfg->celery_visibility_ms,
+                              .credit_rate = cfg->credit_rate};
+        s->celery =
+            celery_bridge_start(&cc, s->store, celery_image_url, celery_work, s, err, errlen);
+        if (!s->celery)
+            goto fail;
+    }
     return s;
 fail:
     server_stop(s);
@@ -1237,6 +1269,7 @@ void server_stop(server_t *s)
         MHD_stop_daemon(s->mhd);
     if (s->reaper_started)
         pthread_join(s->reaper, NULL);
+    celery_bridge_stop(s->celery);
     blob_close(s->blob);
     store_close(s->store);
     ratelimit_free(s->rl);

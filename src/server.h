@@ -27,6 +27,9 @@ typedef struct server_config {
     double rate_limit;                /* creates per second per user; 0 = off */
     int rate_burst;
     int max_connections;
+    const char *redis_url;            /* Celery bridge (celery.h) when set, else NULL */
+    const char *celery_queue;         /* NULL: "celery" */
+    int64_t celery_visibility_ms;     /* 0: kombu's 3600 s */
 } server_config_t;
 
 typedef struct server server_t;
