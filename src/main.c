@@ -21,6 +21,7 @@
 #include "job.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "store.h"
 #include "supervisor.h"
@@ -551,6 +552,12 @@ static void up_event(void *arg, const char *tier, int from, int to, const char *
     server_record_scaling_event(arg, clock_now_ms(), tier, from, to, reason);
 }
 
+static void on_cold_start(void *arg, const char *tier, const char *worker_id,
+                          int64_t spawn_to_ready_ms, int64_t spawn_to_claim_ms)
+{
+    histogram_observe(&metrics.cold_start, (double)spawn_to_claim_ms / 1000.0);
+}
+
 static void up_poke(void *arg, const char *tier)
 {
     (void)tier;
@@ -683,6 +690,7 @@ static int cmd_up(int argc, char **argv)
         return EXIT_USAGE;
     }
     server_set_submit_hook(s, up_poke, as);
+    supervisor_set_cold_start_hook(sup, on_cold_start, NULL);
     supervisor_tick(sup);
     char wdesc[160];
     if (cfg.workers >= 0 && cfg.enterprise_workers >= 0)

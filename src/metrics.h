@@ -29,6 +29,7 @@ typedef struct metrics {
     histogram_t http_latency;
     histogram_t queue_wait;
     histogram_t run_time;
+    histogram_t cold_start; /* local workers: spawn to first claim */
 } metrics_t;
 
 extern metrics_t metrics;

@@ -630,6 +630,7 @@ static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
     len = histogram_render(&metrics.http_latency, buf, len, size);
     len = histogram_render(&metrics.queue_wait, buf, len, size);
     len = histogram_render(&metrics.run_time, buf, len, size);
+    len = histogram_render(&metrics.cold_start, buf, len, size);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4");
     enum MHD_Result ret = MHD_queue_response(c, 200, r);

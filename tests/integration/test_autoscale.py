@@ -73,6 +73,27 @@ def test_crashed_worker_is_restarted(env):
     env.wait_status(tok, jid, "completed")
 
 
+def test_gpus_pinned_one_worker_each(env):
+    # Two GPUs named: at most two workers whatever the backlog, each on its own device.
+    env.start_server("--gpus", "0,1", "--max-workers", "8", "--max-enterprise-workers", "0",
+                     "--time-scale", "0.3", cmd="up")
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    for i in range(6):
+        env.create(tok, {"prompt": f"gpu {i}"})
+    pv.wait_for(lambda: workers(env, tok) == 2, what="two workers")
+    kids = subprocess.run(["pgrep", "-P", str(env.server.pid)], capture_output=True,
+                          text=True).stdout.split()
+    devs = []
+    for k in kids:
+        with open(f"/proc/{k}/environ", "rb") as f:
+            envs = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+        devs.append(envs.get(b"CUDA_VISIBLE_DEVICES"))
+    assert sorted(devs) == [b"0", b"1"], devs
+    assert max(e["to"] for e in events(env, tok)) == 2
+    m = env.api("GET", "/metrics").body.decode()
+    assert "pingvas_worker_cold_start_seconds_count 2" in m, m[-800:]
+
+
 if __name__ == "__main__":
     pv.main([test_up_scales_from_zero_and_back, test_autoscale_process_against_server,
-             test_crashed_worker_is_restarted])
+             test_crashed_worker_is_restarted, test_gpus_pinned_one_worker_each])
