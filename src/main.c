@@ -52,6 +52,9 @@ typedef struct app_config {
     double rate_limit;
     int rate_burst;
     int max_connections;
+    const char *redis_url;
+    const char *celery_queue;
+    int64_t celery_visibility_ms;
     int workers;
     int enterprise_workers;
     int min_workers;
@@ -144,6 +147,18 @@ typedef struct app_config {
 #define OPT_MAXCONN                                                                                \
     {"max-connections", "PINGVAS_MAX_CONNECTIONS", OPT_INT, "4096", 16, 100000,                    \
      O(max_connections), "concurrent HTTP connections"}
+#define OPT_REDIS                                                                                  \
+    {"redis-url", "REDIS_URL", OPT_STR, NULL, 0, 0, O(redis_url),                                  \
+     "Celery bridge: consume the seed's tasks.generate_image messages from this Redis "            \
+     "(redis://[:password@]host:port/db) and write their results [default: off]"}
+#define OPT_CQUEUE                                                                                 \
+    {"celery-queue", "CELERY_QUEUE", OPT_STR, "celery", 0, 0, O(celery_queue),                     \
+     "Celery bridge: the kombu queue (its list and priority lists) to consume"}
+#define OPT_CVIS                                                                                   \
+    {"celery-visibility-timeout", "CELERY_VISIBILITY_TIMEOUT", OPT_DURATION, "3600s", 100,         \
+     7 * DAY_MS, O(celery_visibility_ms),                                                          \
+     "Celery bridge: unacked messages older than this go back to their queue (kombu's "            \
+     "visibility_timeout)"}
 #define OPT_LOG                                                                                    \
     {"log-level", "PINGVAS_LOG_LEVEL", OPT_STR, "info", 0, 0, O(log_level),                        \
      "debug, info, warn, error or off"}
@@ -192,7 +207,7 @@ static const opt_t server_opts[] = {
     OPT_PORT,   OPT_BIND,      OPT_DATA,    OPT_DB,         OPT_STORAGE, OPT_PUBLIC_IMG,
     OPT_PUBLIC_URL, OPT_JWT,   OPT_WTOKEN,  OPT_MODELS,     OPT_LEASE,   OPT_HEARTBEAT,
     OPT_REAPER, OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,     OPT_MAXQ,    OPT_RL,
-    OPT_RB,     OPT_MAXCONN,   OPT_LOG,
+    OPT_RB,     OPT_MAXCONN,   OPT_LOG,     OPT_REDIS,      OPT_CQUEUE,  OPT_CVIS,
 };
 
 static const opt_t up_opts[] = {
@@ -200,7 +215,7 @@ static const opt_t up_opts[] = {
     OPT_PUBLIC_URL, OPT_JWT,   OPT_WTOKEN,  OPT_MODELS,     OPT_LEASE,   OPT_HEARTBEAT,
     OPT_REAPER, OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,     OPT_MAXQ,    OPT_RL,
     OPT_RB,     OPT_MAXCONN,   OPT_LOG,     OPT_BACKEND,    OPT_PROFILE, OPT_TSCALE,
-    OPT_A1111,  OPT_MODELDIR,  OPT_DRAIN,
+    OPT_A1111,  OPT_MODELDIR,  OPT_DRAIN,   OPT_REDIS,      OPT_CQUEUE,  OPT_CVIS,
     {"workers", "PINGVAS_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS, O(workers),
      "a fixed number of standard-tier workers instead of autoscaling (-1: autoscale)"},
     {"enterprise-workers", "PINGVAS_ENTERPRISE_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS,
@@ -415,6 +430,9 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->rate_limit = cfg->rate_limit;
     sc->rate_burst = cfg->rate_burst;
     sc->max_connections = cfg->max_connections;
+    sc->redis_url = cfg->redis_url;
+    sc->celery_queue = cfg->celery_queue;
+    sc->celery_visibility_ms = cfg->celery_visibility_ms;
 }
 
 static volatile sig_atomic_t got_stop;
