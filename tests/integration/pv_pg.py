@@ -48,3 +48,98 @@ def provision(name="pv"):
         psql(base, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
     return {"DATABASE_URL": with_db(base, db)}, drop
+
+
+def _bindir():
+    import glob
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                  key=lambda d: [int(x) for x in d.split("/")[-2].split(".") if x.isdigit()])
+    for d in reversed(dirs):
+        if os.path.exists(os.path.join(d, "initdb")):
+            return d
+    raise AssertionError("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: "
+                         "install them (apt-get install postgresql, or scripts/deps.sh --test)")
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A private throwaway PostgreSQL cluster (initdb in a temp dir, loopback, a free port) that
+    a test may stop and start without disturbing tests running in parallel. initdb and pg_ctl
+    refuse to run as root, so as root they run as the `postgres` user."""
+
+    def __init__(self):
+        import pwd
+        import tempfile
+        self.bin = _bindir()
+        self.dir = tempfile.mkdtemp(prefix="pingvas-pgc-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = _free_port()
+        self.prefix = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        os.chmod(self.dir, 0o700)
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--locale=C.UTF-8")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def _run(self, tool, *args, check=True):
+        p = subprocess.run(self.prefix + [os.path.join(self.bin, tool)] + list(args),
+                           capture_output=True, text=True, timeout=120, cwd=self.dir)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{tool} failed ({p.returncode}): {p.stderr.strip()}\n"
+                                 f"{self.log()}")
+        return p
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "server.log")) as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    def start(self):
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w",
+                  "-t", "60", "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+                  " -c fsync=off -c synchronous_commit=off -c max_connections=100", "start")
+
+    def stop(self, mode="fast"):
+        self._run("pg_ctl", "-D", self.data, "-w", "-t", "60", "-m", mode, "stop")
+
+    def close(self):
+        import shutil
+        self._run("pg_ctl", "-D", self.data, "-w", "-t", "60", "-m", "immediate", "stop",
+                  check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def provision(self):
+        """A fresh database on this cluster: (env, drop) like provision()."""
+        db = "pv_" + secrets.token_hex(6)
+        psql(self.url, f'CREATE DATABASE "{db}"')
+        return {"DATABASE_URL": with_db(self.url, db)}, (lambda: None)
+
+
+def provision_for(env):
+    """The PostgreSQL database for a test that needs PostgreSQL on any stack: the production
+    stack's own database; else a fresh one on PINGVAS_TEST_PG_URL when set; else a private
+    cluster started for this test. Registers the cleanup on env; returns the URL."""
+    url = env.extra_env.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        return url
+    if os.environ.get("PINGVAS_TEST_PG_URL"):
+        e, drop = provision("pv")
+    else:
+        c = Cluster()
+        env.cleanups.append(c.close)
+        e, drop = c.provision()
+    env.extra_env.update(e)
+    env.cleanups.append(drop)
+    return e["DATABASE_URL"]
