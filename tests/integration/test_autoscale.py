@@ -81,8 +81,9 @@ def test_gpus_pinned_one_worker_each(env):
     for i in range(6):
         env.create(tok, {"prompt": f"gpu {i}"})
     pv.wait_for(lambda: workers(env, tok) == 2, what="two workers")
-    kids = subprocess.run(["pgrep", "-P", str(env.server.pid)], capture_output=True,
-                          text=True).stdout.split()
+    kids = pv.wait_for(lambda: (lambda k: k if len(k) == 2 else None)(
+        subprocess.run(["pgrep", "-P", str(env.server.pid)], capture_output=True,
+                       text=True).stdout.split()), what="two worker processes")
     devs = []
     for k in kids:
         with open(f"/proc/{k}/environ", "rb") as f:
@@ -90,8 +91,8 @@ def test_gpus_pinned_one_worker_each(env):
         devs.append(envs.get(b"CUDA_VISIBLE_DEVICES"))
     assert sorted(devs) == [b"0", b"1"], devs
     assert max(e["to"] for e in events(env, tok)) == 2
-    m = env.api("GET", "/metrics").body.decode()
-    assert "pingvas_worker_cold_start_seconds_count 2" in m, m[-800:]
+    pv.wait_for(lambda: "pingvas_worker_cold_start_seconds_count 2" in
+                env.api("GET", "/metrics").body.decode(), what="two cold starts measured")
 
 
 if __name__ == "__main__":
