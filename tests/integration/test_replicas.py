@@ -88,6 +88,32 @@ def test_two_replicas_complete_each_job_once(env):
         assert "event=job_claimed" in open_full(env, name), name
 
 
+def test_concurrent_creates_never_overspend(env):
+    """Credits for exactly N jobs, 3N creates at once through both replicas: exactly N are
+    accepted (the user row lock makes the reservation check exact across replicas)."""
+    pv_pg.provision_for(env)
+    a = start_replica(env, "server-a")
+    b = start_replica(env, "server-b")
+    probe = env.add_user("probe", credits=1_000_000)
+    body = {"prompt": "priced", "steps": 10}
+    jid = pv.http("POST", a + "/api/v1/generation/create", body, token=probe).json()["id"]
+    cost = pv.http("GET", a + "/api/v1/credits", token=probe).json()["reserved"]
+    assert cost > 0
+    assert pv.http("POST", a + f"/api/v1/generation/{jid}/cancel", token=probe).status == 200
+    n = 12
+    tok = env.add_user("frank", credits=n * cost)
+
+    def submit(i):
+        return pv.http("POST", (a, b)[i % 2] + "/api/v1/generation/create", body,
+                       token=tok).status
+
+    with ThreadPoolExecutor(16) as ex:
+        statuses = list(ex.map(submit, range(3 * n)))
+    assert statuses.count(201) == n and statuses.count(402) == 2 * n, statuses
+    c = pv.http("GET", b + "/api/v1/credits", token=tok).json()
+    assert c["balance"] == n * cost and c["reserved"] == n * cost, c
+
+
 def open_full(env, name):
     with open(os.path.join(env.dir, name), errors="replace") as f:
         return f.read()
@@ -128,4 +154,5 @@ def iso_ms(s):
 
 
 if __name__ == "__main__":
-    pv.main([test_two_replicas_complete_each_job_once, test_idle_worker_on_other_replica_is_woken])
+    pv.main([test_two_replicas_complete_each_job_once, test_idle_worker_on_other_replica_is_woken,
+             test_concurrent_creates_never_overspend])
