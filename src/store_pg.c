@@ -303,6 +303,16 @@ static void get_copy(const PGresult *r, int row, int col, char *dst, size_t size
 
 /* ---- pool ---- */
 
+/* Server notices ("relation already exists, skipping") go to the debug log, not stderr. */
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        n--;
+    log_debug("event=store_notice msg=\"%.*s\"", (int)n, msg);
+}
+
 /* A new connection, or NULL with the message set. Caller owns it (PQfinish). */
 static PGconn *connect_new(pg_store_t *s)
 {
@@ -319,6 +329,7 @@ static PGconn *connect_new(pg_store_t *s)
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c, on_notice, NULL);
     return c;
 }
 
