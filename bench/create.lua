@@ -1,0 +1,22 @@
+-- wrk script for bench/run.sh (a): every request creates one job, the seed's create body at
+-- 64x64 and 1 step. The token comes from the environment (PINGVAS_TOKEN).
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("PINGVAS_TOKEN")
+wrk.body = '{"prompt":"Test image","model":"sd15","width":64,"height":64,"steps":1}'
+
+local statuses = {}
+
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+done = function(summary, latency, requests)
+  -- one machine-readable line; the per-thread status counts are not shared in wrk, so the
+  -- non-2xx figure comes from summary.errors.status
+  io.write(string.format("WRK_JSON {\"requests\":%d,\"seconds\":%.3f,\"non2xx\":%d," ..
+    "\"socket_errors\":%d,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
+    summary.requests, summary.duration / 1e6, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end

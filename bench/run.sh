@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# bench/run.sh: pingvas's benchmarks beside BullMQ, in one run on this machine (~4 minutes).
+#
+#   bench/run.sh            build Release (build-bench/), install the peer, measure, print the
+#                           table and update bench/RESULTS.md between its bench markers
+#   BENCH_QUICK=1 bench/run.sh   shorter runs, for working on the script itself
+#
+# Needs (Debian 12): cmake, a C compiler and pingvas's -dev packages (scripts/deps.sh), wrk,
+# redis-server, nodejs + npm, python3. Missing wrk/redis-server/npm are installed with apt-get
+# when running as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CMDLINE="bench/run.sh${*:+ $*}"
+[ "${BENCH_QUICK:-}" = 1 ] && CMDLINE="BENCH_QUICK=1 $CMDLINE"
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v npm >/dev/null || need+=(nodejs npm)
+command -v pgrep >/dev/null || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "bench: installing ${need[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "bench: please install: ${need[*]} (apt-get install ${need[*]})" >&2
+    exit 2
+  fi
+fi
+
+# Release build in its own directory. -Werror is off here only: GCC's -O2 format-truncation
+# analysis warns where the Debug build does not, and a benchmark should not stop on a warning.
+echo "bench: building Release in build-bench/" >&2
+mkdir -p build-bench
+if ! { cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DPINGVAS_WERROR=OFF &&
+       cmake --build build-bench -j"$(nproc)" --target pingvas; } >build-bench/build.log 2>&1; then
+  tail -30 build-bench/build.log >&2
+  echo "bench: the Release build failed; full log in build-bench/build.log" >&2
+  exit 1
+fi
+
+echo "bench: installing the peer (npm ci in bench/peer)" >&2
+(cd bench/peer && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+
+exec python3 bench/bench.py "$ROOT/build-bench/pingvas" "$ROOT/bench/peer" \
+  "$ROOT/bench/RESULTS.md" "$CMDLINE"
