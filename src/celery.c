@@ -1025,10 +1025,11 @@ static void handle_message(celery_bridge_t *b, const char *list, const char *raw
     case STORE_OK:
         log_info("event=celery_adopted job_id=%s task_id=%s queue=%.*s tier=%s user=%s", m.job_id,
                  m.task_id, queue_len, list, j.tier, j.user);
-        if (settle(b, tag, m.job_id, m.task_id, NULL) == 0 && b->work_fn)
+        /* committed: the job runs even if the ack fails (then the message is redelivered and
+         * adopt answers STORE_EXISTS) */
+        settle(b, tag, m.job_id, m.task_id, NULL);
+        if (b->work_fn)
             b->work_fn(b->arg);
-        else if (b->work_fn)
-            b->work_fn(b->arg); /* committed: the job runs; the message is redelivered later */
         break;
     case STORE_EXISTS:
         if (job_status_is_final(j.status)) {
