@@ -218,6 +218,28 @@ static int is_worker_token(server_t *s, const char *tok)
     return a == b && CRYPTO_memcmp(tok, s->cfg.worker_token, a) == 0;
 }
 
+/* Verifies the bearer JWT only; copies its subject into sub (USER_NAME_MAX + 1 bytes) and
+ * returns 0, or sends 401 and returns -1. The caller checks that the user exists. */
+static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, enum MHD_Result *ret)
+{
+    const char *tok = bearer(c);
+    if (!tok) {
+        *ret = fail(c, 401, "unauthenticated", NULL,
+                    "missing bearer token: send 'Authorization: Bearer <JWT>' (mint one with "
+                    "'pingvas token NAME')");
+        return -1;
+    }
+    int rc = jwt_verify_hs256(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
+                              clock_now_ms() / 1000, sub, USER_NAME_MAX + 1);
+    if (rc != JWT_OK) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "invalid token: %s", jwt_strerror(rc));
+        *ret = fail(c, 401, "unauthenticated", NULL, msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* Authenticates a user; fills user and returns 0, or sends 401 and returns -1. */
 static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_Result *ret)
 {
@@ -265,8 +287,11 @@ static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *r
 static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
+    /* The token is checked here; the user's existence by the create itself (one store round
+     * trip per submission). */
     user_t u;
-    if (auth_user(s, c, &u, &ret) != 0)
+    memset(&u, 0, sizeof u);
+    if (auth_token(s, c, u.name, &ret) != 0)
         return ret;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     if (ct && strncmp(ct, "application/json", 16) != 0)
@@ -331,6 +356,7 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
         break;
     case STORE_NO_CREDITS:
         atomic_fetch_add(&metrics.jobs_rejected_credits, 1);
+        store_user_get(s->store, u.name, &u);
         api_error_set(&e, 402, "insufficient_credits", NULL,
                       "this job needs %lld credits but only %lld are available (balance %lld, "
                       "reserved %lld); add credits with 'pingvas user credits %s +N'",
