@@ -582,6 +582,52 @@ static void up_poke(void *arg, const char *tier)
     autoscaler_poke(arg);
 }
 
+/* The backend settings from the options. */
+static backend_config_t backend_config_from(const app_config_t *cfg)
+{
+    backend_config_t bc = {.name = cfg->backend,
+                           .gpu_profile = cfg->gpu_profile,
+                           .time_scale = cfg->time_scale,
+                           .url = cfg->a1111_url,
+                           .model_dir = cfg->model_dir};
+    return bc;
+}
+
+/* Checks the backend settings before anything starts. 0, or -1 with a message. */
+static int check_backend(const app_config_t *cfg, const char *cmd)
+{
+    backend_config_t bc = backend_config_from(cfg);
+    char err[512];
+    backend_t *probe = backend_create(&bc, err, sizeof err);
+    if (!probe) {
+        fprintf(stderr, "pingvas %s: %s\n", cmd, err);
+        return -1;
+    }
+    probe->ops->destroy(probe);
+    return 0;
+}
+
+/* Checks the worker token and --server of a worker-side command and copies the server URL
+ * without trailing slashes into server. 0, or -1 with a message. */
+static int check_worker_side(const app_config_t *cfg, const char *cmd, char *server, size_t size)
+{
+    if (!cfg->worker_token || strlen(cfg->worker_token) < 16) {
+        fprintf(stderr, "pingvas %s: PINGVAS_WORKER_TOKEN (or --worker-token) is required: the "
+                        "server's worker token, at least 16 characters\n",
+                cmd);
+        return -1;
+    }
+    if (strncmp(cfg->server, "http://", 7) != 0 && strncmp(cfg->server, "https://", 8) != 0) {
+        fprintf(stderr, "pingvas %s: --server: '%s' is not an http(s) URL\n", cmd, cfg->server);
+        return -1;
+    }
+    snprintf(server, size, "%s", cfg->server);
+    size_t sl = strlen(server);
+    while (sl && server[sl - 1] == '/')
+        server[--sl] = '\0';
+    return 0;
+}
+
 /* The arguments every supervised worker gets (backend settings, short claim polls). */
 typedef struct worker_args {
     char ts[32], drain[32];
@@ -639,20 +685,11 @@ static int cmd_up(int argc, char **argv)
     derived_t d;
     if (derive(&cfg, &d, 3, "up") != 0)
         return EXIT_USAGE;
-    /* Check the backend settings before starting anything. */
-    backend_config_t bc = {.name = cfg.backend,
-                           .gpu_profile = cfg.gpu_profile,
-                           .time_scale = cfg.time_scale,
-                           .url = cfg.a1111_url,
-                           .model_dir = cfg.model_dir};
     char err[512];
-    backend_t *probe = backend_create(&bc, err, sizeof err);
-    if (!probe) {
-        fprintf(stderr, "pingvas up: %s\n", err);
+    if (check_backend(&cfg, "up") != 0) {
         derived_free(&d);
         return EXIT_USAGE;
     }
-    probe->ops->destroy(probe);
 
     server_config_t sc;
     server_config_from(&cfg, &sc);
@@ -836,27 +873,10 @@ int cmd_autoscale(int argc, char **argv)
     if (rc)
         return rc > 0 ? 0 : EXIT_USAGE;
     log_set_component("autoscale");
-    if (!cfg.worker_token || strlen(cfg.worker_token) < 16) {
-        fprintf(stderr, "pingvas autoscale: PINGVAS_WORKER_TOKEN (or --worker-token) is required: "
-                        "the server's worker token, at least 16 characters\n");
+    char server[1024], err[512];
+    if (check_worker_side(&cfg, "autoscale", server, sizeof server) != 0 ||
+        check_backend(&cfg, "autoscale") != 0)
         return EXIT_USAGE;
-    }
-    if (strncmp(cfg.server, "http://", 7) != 0 && strncmp(cfg.server, "https://", 8) != 0) {
-        fprintf(stderr, "pingvas autoscale: --server: '%s' is not an http(s) URL\n", cfg.server);
-        return EXIT_USAGE;
-    }
-    backend_config_t bc = {.name = cfg.backend,
-                           .gpu_profile = cfg.gpu_profile,
-                           .time_scale = cfg.time_scale,
-                           .url = cfg.a1111_url,
-                           .model_dir = cfg.model_dir};
-    char err[512];
-    backend_t *probe = backend_create(&bc, err, sizeof err);
-    if (!probe) {
-        fprintf(stderr, "pingvas autoscale: %s\n", err);
-        return EXIT_USAGE;
-    }
-    probe->ops->destroy(probe);
     int gpus[SUP_MAX_SLOTS];
     int ngpus = resolve_gpus(&cfg, gpus, "autoscale");
     autoscale_policy_t pol[2];
@@ -869,11 +889,6 @@ int cmd_autoscale(int argc, char **argv)
         return 1;
     }
     exe[n] = '\0';
-    char server[1024];
-    snprintf(server, sizeof server, "%s", cfg.server);
-    size_t sl = strlen(server);
-    while (sl && server[sl - 1] == '/')
-        server[--sl] = '\0';
     remote_t r = {.h = curl_easy_init(), .token = cfg.worker_token};
     snprintf(r.queue_url, sizeof r.queue_url, "%s/api/v1/queue", server);
     snprintf(r.events_url, sizeof r.events_url, "%s/internal/v1/scaling/events", server);
@@ -942,24 +957,14 @@ static int cmd_worker(int argc, char **argv)
     if (rc)
         return rc > 0 ? 0 : EXIT_USAGE;
     log_set_component("worker");
-    if (!cfg.worker_token || strlen(cfg.worker_token) < 16) {
-        fprintf(stderr, "pingvas worker: PINGVAS_WORKER_TOKEN (or --worker-token) is required: "
-                        "the server's worker token, at least 16 characters\n");
-        return EXIT_USAGE;
-    }
     if (strcmp(cfg.tier, "standard") != 0 && strcmp(cfg.tier, "enterprise") != 0) {
         fprintf(stderr, "pingvas worker: --tier: '%s' is not standard or enterprise\n", cfg.tier);
         return EXIT_USAGE;
     }
-    if (strncmp(cfg.server, "http://", 7) != 0 && strncmp(cfg.server, "https://", 8) != 0) {
-        fprintf(stderr, "pingvas worker: --server: '%s' is not an http(s) URL\n", cfg.server);
-        return EXIT_USAGE;
-    }
     char server[1024];
-    snprintf(server, sizeof server, "%s", cfg.server);
-    size_t sl = strlen(server);
-    while (sl && server[sl - 1] == '/')
-        server[--sl] = '\0';
+    if (check_worker_side(&cfg, "worker", server, sizeof server) != 0 ||
+        check_backend(&cfg, "worker") != 0)
+        return EXIT_USAGE;
     const char *imds = cfg.imds_url;
     if (!imds || strcmp(imds, "off") == 0 || !*imds)
         imds = NULL;
@@ -969,23 +974,12 @@ static int cmd_worker(int argc, char **argv)
                           .token = cfg.worker_token,
                           .tier = cfg.tier,
                           .worker_id = cfg.worker_id,
-                          .backend = {.name = cfg.backend,
-                                      .gpu_profile = cfg.gpu_profile,
-                                      .time_scale = cfg.time_scale,
-                                      .url = cfg.a1111_url,
-                                      .model_dir = cfg.model_dir},
+                          .backend = backend_config_from(&cfg),
                           .drain_ms = cfg.drain_ms,
                           .claim_wait_ms = cfg.claim_wait_ms,
                           .max_jobs = cfg.max_jobs,
                           .imds_url = imds,
                           .imds_poll_ms = cfg.imds_poll_ms};
-    char err[512];
-    backend_t *probe = backend_create(&wc.backend, err, sizeof err);
-    if (!probe) {
-        fprintf(stderr, "pingvas worker: %s\n", err);
-        return EXIT_USAGE;
-    }
-    probe->ops->destroy(probe);
     return worker_run(&wc);
 }
 

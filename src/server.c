@@ -271,6 +271,16 @@ static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_
     return 0;
 }
 
+/* Accepts the worker token (KEDA's metrics-api, the autoscaler) or a user's JWT. */
+static int auth_user_or_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    const char *tok = bearer(c);
+    if (tok && is_worker_token(s, tok))
+        return 0;
+    user_t u;
+    return auth_user(s, c, &u, ret);
+}
+
 static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *ret)
 {
     const char *tok = bearer(c);
@@ -540,12 +550,8 @@ static json_t *queue_json(server_t *s, int *err)
 static enum MHD_Result api_queue(server_t *s, struct MHD_Connection *c)
 {
     enum MHD_Result ret;
-    const char *tok = bearer(c);
-    if (!tok || !is_worker_token(s, tok)) {
-        user_t u;
-        if (auth_user(s, c, &u, &ret) != 0)
-            return ret;
-    }
+    if (auth_user_or_worker(s, c, &ret) != 0)
+        return ret;
     int err;
     json_t *o = queue_json(s, &err);
     if (err) {
@@ -574,12 +580,8 @@ void server_record_scaling_event(server_t *s, int64_t at_ms, const char *tier, i
 static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
 {
     enum MHD_Result ret;
-    const char *tok = bearer(c);
-    if (!tok || !is_worker_token(s, tok)) {
-        user_t u;
-        if (auth_user(s, c, &u, &ret) != 0)
-            return ret;
-    }
+    if (auth_user_or_worker(s, c, &ret) != 0)
+        return ret;
     json_t *arr = json_array();
     pthread_mutex_lock(&s->events_mu);
     int64_t first = s->nevents > SERVER_EVENTS_MAX ? s->nevents - SERVER_EVENTS_MAX : 0;
