@@ -114,6 +114,40 @@ def test_concurrent_creates_never_overspend(env):
     assert c["balance"] == n * cost and c["reserved"] == n * cost, c
 
 
+def metric(url, name):
+    for line in pv.http("GET", url + "/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {url}/metrics")
+
+
+def test_lost_worker_reaped_once_by_two_reapers(env):
+    """Both replicas run their reaper on short leases; a worker killed mid-job has its lease
+    taken back exactly once, and the job completes once on the other replica."""
+    pv_pg.provision_for(env)
+    fast = ["--lease", "1s", "--heartbeat", "200ms", "--reaper-interval", "50ms"]
+    a = start_replica(env, "server-a", *fast)
+    b = start_replica(env, "server-b", *fast)
+    tok = env.add_user("gina", credits=1_000_000)
+    env.url = a
+    wa = env.start_worker("--time-scale", "0.2", name="wa")
+    jid = pv.http("POST", a + "/api/v1/generation/create", {"prompt": "lost", "steps": 150},
+                  token=tok).json()["id"]
+    pv.wait_for(lambda: pv.http("GET", a + f"/api/v1/generation/{jid}", token=tok).json()
+                ["status"] == "in_progress", what="the job to start on A's worker")
+    env.kill9(wa)
+    env.url = b
+    env.start_worker("--time-scale", "0.2", name="wb")
+    j = pv.wait_for(lambda: (lambda x: x if x["status"] == "completed" else None)(
+        pv.http("GET", b + f"/api/v1/generation/{jid}", token=tok).json()), timeout=90,
+        what="the job to complete on B's worker")
+    assert j["attempts"] == 2 and j["releases"] == 0, j
+    assert metric(a, "pingvas_leases_expired_total") + \
+        metric(b, "pingvas_leases_expired_total") == 1
+    assert pv_pg.psql(env.extra_env["DATABASE_URL"],
+                      "SELECT COUNT(*) FROM credit_ledger WHERE kind = 'charge'").strip() == "1"
+
+
 def open_full(env, name):
     with open(os.path.join(env.dir, name), errors="replace") as f:
         return f.read()
@@ -155,4 +189,4 @@ def iso_ms(s):
 
 if __name__ == "__main__":
     pv.main([test_two_replicas_complete_each_job_once, test_idle_worker_on_other_replica_is_woken,
-             test_concurrent_creates_never_overspend])
+             test_concurrent_creates_never_overspend, test_lost_worker_reaped_once_by_two_reapers])
