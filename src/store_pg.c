@@ -198,6 +198,10 @@ static const char *const migrations[SCHEMA_VERSION] = {schema_v1};
     "lease_expires_at"
 #define COL_LEASE 23
 
+/* An extra result column that wakes idle workers of the row's tier on every replica: the
+ * notification is sent when the transaction commits (store_listen receives it). */
+#define NOTIFY_COL ", pg_notify('" CHANNEL "', COALESCE(tier, 'standard'))"
+
 /* One before the smallest queued position of the job's tier, or its own position. */
 #define FRONT_POS                                                                                  \
     "COALESCE((SELECT MIN(q.queue_pos) FROM generation_jobs q WHERE q.tier = "                     \
@@ -555,13 +559,6 @@ static int load_job(op_t *op, const char *id, bool lock_row, job_t *out, char *l
 out:
     PQclear(r);
     return rc;
-}
-
-static int notify_work(op_t *op, const char *tier)
-{
-    params_t p = {0};
-    p_text(&p, tier && *tier ? tier : "standard");
-    return exec(op, "notifying workers", "SELECT pg_notify('" CHANNEL "', $1)", &p);
 }
 
 /* ---- open, close, schema ---- */
@@ -1101,11 +1098,9 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
                    " SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"
                    " $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, $11, $12::BIGINT, $13::BIGINT,"
                    " n.v, $14 FROM (SELECT nextval('generation_jobs_seq') AS v) n"
-                   " RETURNING " JOB_COLS,
+                   " RETURNING " JOB_COLS NOTIFY_COL,
                    &p),
                  "inserting job", out);
-    if (rc == STORE_OK)
-        rc = notify_work(&op, u.tier);
 out:
     rc = op_end(&op, rc);
     if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
@@ -1475,8 +1470,8 @@ out:
 }
 
 /* Puts a job back at the front of its tier's queue, lease cleared, and wakes idle workers. */
-static int requeue(op_t *op, const char *id, const char *tier, int attempts_delta,
-                   int releases_delta, const char *message)
+static int requeue(op_t *op, const char *id, int attempts_delta, int releases_delta,
+                   const char *message)
 {
     params_t p = {0};
     p_text(&p, id);
@@ -1488,10 +1483,9 @@ static int requeue(op_t *op, const char *id, const char *tier, int attempts_delt
                   " lease_id = NULL, worker_id = NULL, lease_expires_at = NULL,"
                   " attempts = GREATEST(attempts + $2::INTEGER, 0),"
                   " releases = releases + $3::INTEGER,"
-                  " error_message = COALESCE($4, error_message) WHERE id = $1",
+                  " error_message = COALESCE($4, error_message) WHERE id = $1"
+                  " RETURNING 1" NOTIFY_COL,
                   &p);
-    if (rc == STORE_OK)
-        rc = notify_work(op, tier);
     return rc;
 }
 
@@ -1525,7 +1519,7 @@ static int pg_job_fail(store_t *base, const char *id, const char *lease_id, cons
     if (rc != STORE_OK || replay)
         goto out;
     if (retryable && out->attempts < max_attempts)
-        rc = requeue(&op, id, out->tier, 0, 0, message ? message : "failed");
+        rc = requeue(&op, id, 0, 0, message ? message : "failed");
     else
         rc = mark_failed(&op, id, message, now);
     if (rc == STORE_OK) {
@@ -1557,7 +1551,7 @@ static int pg_job_release(store_t *base, const char *id, const char *lease_id, i
     rc = leased_job(&op, id, lease_id, JOB_QUEUED, out, &replay);
     if (rc != STORE_OK)
         goto out;
-    rc = requeue(&op, id, out->tier, -1, 1, NULL);
+    rc = requeue(&op, id, -1, 1, NULL);
     if (rc == STORE_OK) {
         job_clear(out);
         rc = load_job(&op, id, false, out, NULL);
@@ -1587,12 +1581,11 @@ static int pg_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64
         }
         params_t p = {0};
         p_i64(&p, now);
-        PGresult *r =
-            q(&op, "finding expired leases",
-              "SELECT id, attempts, tier FROM generation_jobs WHERE status = 'in_progress'"
-              " AND lease_expires_at < $1 ORDER BY queue_pos DESC LIMIT 1"
-              " FOR UPDATE SKIP LOCKED",
-              &p);
+        PGresult *r = q(&op, "finding expired leases",
+                        "SELECT id, attempts FROM generation_jobs WHERE status = 'in_progress'"
+                        " AND lease_expires_at < $1 ORDER BY queue_pos DESC LIMIT 1"
+                        " FOR UPDATE SKIP LOCKED",
+                        &p);
         if (!r) {
             rc = op_end(&op, STORE_ERR);
             break;
@@ -1602,10 +1595,9 @@ static int pg_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64
             op_end(&op, STORE_OK);
             break;
         }
-        char id[JOB_ID_SIZE], tier[16];
+        char id[JOB_ID_SIZE];
         get_copy(r, 0, 0, id, sizeof id);
         int attempts = (int)get_i64(r, 0, 1, 0);
-        get_copy(r, 0, 2, tier, sizeof tier);
         PQclear(r);
         bool fail_it = attempts >= max_attempts;
         if (fail_it) {
@@ -1613,7 +1605,7 @@ static int pg_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64
             snprintf(msg, sizeof msg, "lease expired %d times (worker lost)", attempts);
             rc = mark_failed(&op, id, msg, now);
         } else {
-            rc = requeue(&op, id, tier, 0, 0, NULL);
+            rc = requeue(&op, id, 0, 0, NULL);
         }
         rc = op_end(&op, rc);
         if (rc == STORE_OK) {
@@ -1711,11 +1703,9 @@ static int pg_job_adopt(store_t *base, const char *id, double credit_rate, int64
                    " releases = 0, started_at = NULL, completed_at = NULL, lease_id = NULL,"
                    " worker_id = NULL, lease_expires_at = NULL"
                    " FROM (SELECT nextval('generation_jobs_seq') AS v) n"
-                   " WHERE id = $1 AND seq IS NULL RETURNING " JOB_COLS,
+                   " WHERE id = $1 AND seq IS NULL RETURNING " JOB_COLS NOTIFY_COL,
                    &p),
                  "adopting job", out);
-    if (rc == STORE_OK)
-        rc = notify_work(&op, u.tier);
 out:
     PQclear(r);
     rc = op_end(&op, rc);
