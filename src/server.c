@@ -24,12 +24,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "route.h"
 #include "validate.h"
+#include "wire.h"
 
 #define IMAGE_MAX (64 * 1024 * 1024) /* cap on an uploaded PNG */
 #define INTERNAL_BODY_MAX (16 * 1024)
 #define MAX_MODELS 32
-#define CLAIM_WAIT_MAX_MS 60000
 #define LIST_LIMIT_DEFAULT 20
 #define LIST_LIMIT_MAX 100
 
@@ -712,16 +713,14 @@ static json_t *internal_body(struct MHD_Connection *c, req_t *r, enum MHD_Result
     return o;
 }
 
-static const char *str_field(json_t *o, const char *name, size_t maxlen)
+/* Checks the size cap of a worker-protocol body; sends 413 and returns -1 when over it. */
+static int internal_size_ok(struct MHD_Connection *c, req_t *r, enum MHD_Result *ret)
 {
-    json_t *v = json_object_get(o, name);
-    if (!json_is_string(v))
-        return NULL;
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (n == 0 || n > maxlen || strlen(s) != n)
-        return NULL;
-    return s;
+    if (r->too_big) {
+        *ret = fail(c, 413, "payload_too_large", NULL, "worker request body too large");
+        return -1;
+    }
+    return 0;
 }
 
 static int valid_tier(const char *t)
@@ -746,25 +745,14 @@ static enum MHD_Result lease_error(struct MHD_Connection *c, int rc, server_t *s
 static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
-    json_t *o = internal_body(c, r, &ret);
-    if (!o)
+    if (internal_size_ok(c, r, &ret) != 0)
         return ret;
-    const char *wid = str_field(o, "worker_id", 127);
-    json_t *tv = json_object_get(o, "tier");
-    const char *tier = tv ? json_string_value(tv) : "standard";
-    json_t *wv = json_object_get(o, "wait_ms");
-    int64_t wait_ms = json_is_integer(wv) ? json_integer_value(wv) : 0;
-    if (!wid || !valid_tier(tier) || wait_ms < 0 || wait_ms > CLAIM_WAIT_MAX_MS ||
-        (wv && !json_is_integer(wv))) {
-        json_decref(o);
-        return fail(c, 400, "invalid_argument", NULL,
-                    "claim needs worker_id (1..127 chars), tier (standard|enterprise) and "
-                    "wait_ms (0..60000)");
-    }
-    char worker_id[128], tier_buf[16];
-    snprintf(worker_id, sizeof worker_id, "%s", wid);
-    snprintf(tier_buf, sizeof tier_buf, "%s", tier);
-    json_decref(o);
+    wire_claim_t cl;
+    api_error_t e;
+    if (wire_parse_claim(r->body, r->len, &cl, &e) != 0)
+        return send_error(c, &e);
+    const char *worker_id = cl.worker_id, *tier_buf = cl.tier;
+    int64_t wait_ms = cl.wait_ms;
 
     int64_t deadline = clock_mono_ms() + wait_ms;
     int64_t last_seen = 0;
@@ -836,32 +824,24 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
                                        const char *id, const char *op)
 {
     enum MHD_Result ret;
-    json_t *o = internal_body(c, r, &ret);
-    if (!o)
+    if (internal_size_ok(c, r, &ret) != 0)
         return ret;
-    const char *lease = str_field(o, "lease_id", JOB_ID_SIZE - 1);
-    if (!lease) {
-        json_decref(o);
-        return fail(c, 400, "invalid_argument", "lease_id", "lease_id is required");
-    }
+    wire_report_t w;
+    api_error_t e;
+    if (wire_parse_report(op, r->body, r->len, &w, &e) != 0)
+        return send_error(c, &e);
+    const char *lease = w.lease_id;
     int64_t now = clock_now_ms();
     job_t j = {0};
     int rc;
     if (strcmp(op, "heartbeat") == 0) {
         rc = store_job_heartbeat(s->store, id, lease, s->cfg.lease_ms, now);
-        json_decref(o);
         if (rc != STORE_OK)
             return lease_error(c, rc, s);
         return send_json(c, 200, json_pack("{s:I}", "lease_ms", (json_int_t)s->cfg.lease_ms));
     }
     if (strcmp(op, "complete") == 0) {
-        json_t *g = json_object_get(o, "gpu_seconds");
-        double gpu = json_is_number(g) ? json_number_value(g) : -1;
-        if (!(gpu >= 0 && gpu < 1e7)) {
-            json_decref(o);
-            return fail(c, 400, "invalid_argument", "gpu_seconds",
-                        "gpu_seconds must be a number from 0 to 1e7");
-        }
+        double gpu = w.gpu_seconds;
         char key[128];
         snprintf(key, sizeof key, "jobs/%s.png", id);
         /* The image must be in the blob store before the job can say completed. */
@@ -870,12 +850,10 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
         int replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
         job_clear(&cur);
         if (rc == STORE_OK && !replay && blob_exists(s->blob, key) != 1) {
-            json_decref(o);
             return fail(c, 409, "image_missing", NULL,
                         "upload the image before completing the job");
         }
         rc = store_job_complete(s->store, id, lease, gpu, key, s->cfg.credit_rate, now, &j);
-        json_decref(o);
         if (rc != STORE_OK) {
             if (rc == STORE_LEASE_LOST)
                 log_warn("event=late_complete_refused job=%s", id);
@@ -888,13 +866,8 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
         }
         job_ended(s, &j);
     } else if (strcmp(op, "fail") == 0) {
-        const char *msg = str_field(o, "error", 1000);
-        json_t *rv = json_object_get(o, "retryable");
-        int retryable = rv ? json_is_true(rv) : 1;
-        char mbuf[1001];
-        snprintf(mbuf, sizeof mbuf, "%s", msg ? msg : "worker reported an error");
-        rc = store_job_fail(s->store, id, lease, mbuf, retryable, s->cfg.max_attempts, now, &j);
-        json_decref(o);
+        const char *mbuf = w.error;
+        rc = store_job_fail(s->store, id, lease, mbuf, w.retryable, s->cfg.max_attempts, now, &j);
         if (rc != STORE_OK)
             return lease_error(c, rc, s);
         log_warn("event=job_attempt_failed job=%s status=%s err=\"%s\"", id,
@@ -904,14 +877,12 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
             server_notify_work(s);
     } else if (strcmp(op, "release") == 0) {
         rc = store_job_release(s->store, id, lease, now, &j);
-        json_decref(o);
         if (rc != STORE_OK)
             return lease_error(c, rc, s);
         atomic_fetch_add(&metrics.releases, 1);
         log_info("event=job_released job=%s", id);
         server_notify_work(s);
     } else {
-        json_decref(o);
         return fail(c, 404, "not_found", NULL, "unknown worker operation");
     }
     ret = send_json(c, 200, job_to_json(&j, NULL));
@@ -957,13 +928,14 @@ static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req
 static enum MHD_Result internal_bye(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
-    json_t *o = internal_body(c, r, &ret);
-    if (!o)
+    if (internal_size_ok(c, r, &ret) != 0)
         return ret;
-    const char *wid = str_field(o, "worker_id", 127);
-    if (wid)
-        store_worker_gone(s->store, wid);
-    json_decref(o);
+    wire_bye_t b;
+    api_error_t e;
+    if (wire_parse_bye(r->body, r->len, &b, &e) != 0)
+        return send_error(c, &e);
+    if (b.worker_id[0])
+        store_worker_gone(s->store, b.worker_id);
     return send_text(c, 200, "application/json", "{}", 2);
 }
 
@@ -991,85 +963,60 @@ static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection
 
 /* ---------- routing ---------- */
 
-/* Splits "/api/v1/generation/ID/cancel" style paths: if url starts with prefix, copies the next
- * segment into id (rejecting empty or overlong ones) and returns the rest after it. */
-static const char *take_segment(const char *url, const char *prefix, char *id, size_t idsize)
-{
-    size_t pl = strlen(prefix);
-    if (strncmp(url, prefix, pl) != 0)
-        return NULL;
-    const char *seg = url + pl;
-    const char *end = strchr(seg, '/');
-    size_t n = end ? (size_t)(end - seg) : strlen(seg);
-    if (n == 0 || n >= idsize)
-        return NULL;
-    memcpy(id, seg, n);
-    id[n] = '\0';
-    return end ? end : "";
-}
-
 static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *url,
                              const char *method, req_t *r)
 {
-    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    int post = strcmp(method, "POST") == 0;
-    char id[JOB_ID_SIZE + 8];
-    const char *rest;
+    route_t rt;
     enum MHD_Result ret;
-
-    if (strcmp(url, "/healthz") == 0 && get)
+    user_t u;
+    route_parse(method, url, &rt);
+    if (route_is_worker(rt.id) && auth_worker(s, c, &ret) != 0)
+        return ret;
+    switch (rt.id) {
+    case ROUTE_HEALTHZ:
         return send_text(c, 200, "application/json", "{\"status\":\"ok\"}", 15);
-    if (strcmp(url, "/readyz") == 0 && get) {
+    case ROUTE_READYZ:
         if (store_ping(s->store) != STORE_OK)
             return fail(c, 503, "unavailable", NULL, "the job store is not reachable");
         return send_text(c, 200, "application/json", "{\"status\":\"ready\"}", 18);
-    }
-    if (strcmp(url, "/metrics") == 0 && get)
+    case ROUTE_METRICS:
         return api_metrics(s, c);
-    if (strncmp(url, "/images/", 8) == 0 && get)
-        return serve_image(s, c, url + 8);
-
-    if (strncmp(url, "/api/", 5) == 0) {
-        if (strcmp(url, "/api/v1/generation/create") == 0) {
-            if (!post)
-                return fail(c, 405, "method_not_allowed", NULL, "use POST");
-            return api_create(s, c, r);
-        }
-        if (strcmp(url, "/api/v1/generation") == 0 && get)
-            return api_list(s, c);
-        if (strcmp(url, "/api/v1/credits") == 0 && get)
-            return api_credits(s, c);
-        if (strcmp(url, "/api/v1/queue") == 0 && get)
-            return api_queue(s, c);
-        if (strcmp(url, "/api/v1/scaling/events") == 0 && get)
-            return api_scaling_events(s, c);
-        if ((rest = take_segment(url, "/api/v1/generation/", id, JOB_ID_SIZE))) {
-            if (*rest == '\0' && get)
-                return api_get(s, c, id);
-            if (strcmp(rest, "/cancel") == 0 && post)
-                return api_cancel(s, c, id);
-        }
-        user_t u;
+    case ROUTE_IMAGE:
+        return serve_image(s, c, rt.arg);
+    case ROUTE_CREATE_METHOD:
+        return fail(c, 405, "method_not_allowed", NULL, "use POST");
+    case ROUTE_CREATE:
+        return api_create(s, c, r);
+    case ROUTE_LIST:
+        return api_list(s, c);
+    case ROUTE_CREDITS:
+        return api_credits(s, c);
+    case ROUTE_QUEUE:
+        return api_queue(s, c);
+    case ROUTE_SCALING_EVENTS:
+        return api_scaling_events(s, c);
+    case ROUTE_JOB_GET:
+        return api_get(s, c, rt.job_id);
+    case ROUTE_JOB_CANCEL:
+        return api_cancel(s, c, rt.job_id);
+    case ROUTE_API_NOT_FOUND:
         if (auth_user(s, c, &u, &ret) != 0)
             return ret;
         return fail(c, 404, "not_found", NULL, "no such API endpoint");
-    }
-    if (strncmp(url, "/internal/", 10) == 0) {
-        if (auth_worker(s, c, &ret) != 0)
-            return ret;
-        if (strcmp(url, "/internal/v1/claim") == 0 && post)
-            return internal_claim(s, c, r);
-        if (strcmp(url, "/internal/v1/bye") == 0 && post)
-            return internal_bye(s, c, r);
-        if (strcmp(url, "/internal/v1/scaling/events") == 0 && post)
-            return internal_scaling_event(s, c, r);
-        if ((rest = take_segment(url, "/internal/v1/jobs/", id, JOB_ID_SIZE))) {
-            if (strcmp(rest, "/image") == 0 && strcmp(method, "PUT") == 0)
-                return internal_image(s, c, r, id);
-            if (post && rest[0] == '/')
-                return internal_job_op(s, c, r, id, rest + 1);
-        }
+    case ROUTE_WORKER_CLAIM:
+        return internal_claim(s, c, r);
+    case ROUTE_WORKER_BYE:
+        return internal_bye(s, c, r);
+    case ROUTE_WORKER_SCALING_EVENT:
+        return internal_scaling_event(s, c, r);
+    case ROUTE_WORKER_IMAGE:
+        return internal_image(s, c, r, rt.job_id);
+    case ROUTE_WORKER_OP:
+        return internal_job_op(s, c, r, rt.job_id, rt.arg);
+    case ROUTE_WORKER_NOT_FOUND:
         return fail(c, 404, "not_found", NULL, "no such worker protocol endpoint");
+    case ROUTE_NOT_FOUND:
+        break;
     }
     return fail(c, 404, "not_found", NULL, "no such endpoint");
 }
