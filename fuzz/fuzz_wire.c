@@ -1,0 +1,79 @@
+/* fuzz_wire.c: libFuzzer target for the worker-protocol bodies (src/wire.c): claim, heartbeat,
+ * complete, fail, release and bye. The first input byte picks the operation, the rest is the
+ * body. Built by scripts/fuzz.sh (see fuzz/README.md):
+ *
+ *   clang -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc fuzz/fuzz_wire.c \
+ *       src/wire.c src/apierr.c -ljansson -o fuzz_wire
+ *
+ * Invariants: no crash, no leak; an accepted body yields fields inside their documented bounds
+ * (worker_id 1..127 bytes without NUL, tier standard|enterprise, wait_ms 0..60000, lease_id
+ * 1..39 bytes without NUL, gpu_seconds in [0, 1e7), an error message); a refused one is a 400
+ * with a code and a message that can be sent as JSON. */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire.h"
+
+static const char *const ops[] = {"heartbeat", "complete", "fail", "release", "frobnicate"};
+
+static void check_error(const api_error_t *e)
+{
+    if (e->status != 400 || e->code[0] == '\0' || e->message[0] == '\0')
+        abort();
+    json_t *m = json_string(e->message);
+    if (!m)
+        abort();
+    json_decref(m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size == 0)
+        return 0;
+    unsigned sel = data[0] % 7;
+    const char *body = (const char *)data + 1;
+    size_t len = size - 1;
+    api_error_t e;
+    if (sel == 0) {
+        wire_claim_t c;
+        if (wire_parse_claim(body, len, &c, &e) == 0) {
+            size_t n = strnlen(c.worker_id, sizeof c.worker_id);
+            if (n == 0 || n > WIRE_WORKER_ID_MAX)
+                abort();
+            if (strcmp(c.tier, "standard") != 0 && strcmp(c.tier, "enterprise") != 0)
+                abort();
+            if (c.wait_ms < 0 || c.wait_ms > WIRE_CLAIM_WAIT_MAX_MS)
+                abort();
+        } else {
+            check_error(&e);
+        }
+    } else if (sel == 6) {
+        wire_bye_t b;
+        if (wire_parse_bye(body, len, &b, &e) == 0) {
+            if (strnlen(b.worker_id, sizeof b.worker_id) > WIRE_WORKER_ID_MAX)
+                abort();
+        } else {
+            check_error(&e);
+        }
+    } else {
+        const char *op = ops[sel - 1];
+        wire_report_t r;
+        if (wire_parse_report(op, body, len, &r, &e) == 0) {
+            size_t n = strnlen(r.lease_id, sizeof r.lease_id);
+            if (n == 0 || n >= JOB_ID_SIZE)
+                abort();
+            if (strcmp(op, "complete") == 0 && !(r.gpu_seconds >= 0 && r.gpu_seconds < 1e7))
+                abort();
+            if (strcmp(op, "fail") == 0 &&
+                (r.error[0] == '\0' || strnlen(r.error, sizeof r.error) > WIRE_ERROR_MAX))
+                abort();
+            if (r.retryable != 0 && r.retryable != 1)
+                abort();
+        } else {
+            check_error(&e);
+        }
+    }
+    return 0;
+}
