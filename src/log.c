@@ -23,6 +23,26 @@ int log_level_parse(const char *s)
     return -1;
 }
 
+const char *log_redact_url(const char *url, char *buf, unsigned long size)
+{
+    snprintf(buf, size, "%s", url ? url : "");
+    char *scheme = strstr(buf, "://");
+    if (!scheme)
+        return buf;
+    char *auth = scheme + 3;
+    char *at = strchr(auth, '@');
+    char *slash = strchr(auth, '/');
+    if (!at || (slash && slash < at))
+        return buf;
+    char *colon = memchr(auth, ':', (size_t)(at - auth));
+    if (!colon)
+        return buf;
+    char rest[1024];
+    snprintf(rest, sizeof rest, "%s", at);
+    snprintf(colon, size - (size_t)(colon - buf), ":***%s", rest);
+    return buf;
+}
+
 void log_write(int level, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error", "off"};

@@ -11,6 +11,9 @@ extern int log_threshold;
 void log_set_component(const char *name);
 /* Parses "debug|info|warn|error|off"; returns -1 for anything else. */
 int log_level_parse(const char *s);
+/* Copies url into buf with any password ("scheme://user:secret@host") replaced by "***", for
+ * logs and messages. Returns buf. */
+const char *log_redact_url(const char *url, char *buf, unsigned long size);
 void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LOG(level, ...)                                                                            \

@@ -496,7 +496,9 @@ static int cmd_server(int argc, char **argv)
     printf("pingvas server listening on %s\n", server_url(s));
     fflush(stdout);
     write_url_file(cfg.data, server_url(s));
-    log_info("event=server_started url=%s store=%s", server_url(s), cfg.database_url);
+    char redacted[1024];
+    log_info("event=server_started url=%s store=%s", server_url(s),
+             log_redact_url(cfg.database_url, redacted, sizeof redacted));
     while (!got_stop)
         pause();
     log_info("event=server_stopping");
@@ -762,9 +764,10 @@ static int cmd_up(int argc, char **argv)
     write_url_file(cfg.data, server_url(s));
     char *token = jwt_sign_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), "demo",
                                  clock_now_ms() / 1000, 86400);
+    char redacted[1024];
     printf("pingvas is up: listening on %s\n", server_url(s));
     printf("  data: %s   store: %s\n  workers: %s, %s backend%s\n", cfg.data,
-           cfg.database_url, wdesc, cfg.backend,
+           log_redact_url(cfg.database_url, redacted, sizeof redacted), wdesc, cfg.backend,
            strcmp(cfg.backend, "synthetic") == 0 ? ": test workload, not Stable Diffusion" : "");
     printf("\nSubmit a job as user 'demo' (token valid 24 h; new ones: pingvas token demo --data "
            "%s):\n",
@@ -994,7 +997,9 @@ static store_t *open_admin_store(app_config_t *cfg, derived_t *d, const char *cm
         return NULL;
     }
     if (store_migrate(st) != STORE_OK) {
-        fprintf(stderr, "pingvas %s: migrating %s: %s\n", cmd, cfg->database_url,
+        char redacted[1024];
+        fprintf(stderr, "pingvas %s: migrating %s: %s\n", cmd,
+                log_redact_url(cfg->database_url, redacted, sizeof redacted),
                 store_last_error(st));
         store_close(st);
         return NULL;
@@ -1017,7 +1022,8 @@ static int cmd_migrate(int argc, char **argv)
     store_t *st = open_admin_store(&cfg, &d, "migrate");
     if (!st)
         return 1;
-    printf("schema up to date in %s\n", cfg.database_url);
+    char redacted[1024];
+    printf("schema up to date in %s\n", log_redact_url(cfg.database_url, redacted, sizeof redacted));
     store_close(st);
     derived_free(&d);
     return 0;

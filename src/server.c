@@ -51,6 +51,7 @@ struct server {
     uint64_t wake_gen;
 
     pthread_t reaper;
+    atomic_int ready; /* set once every part is open: requests before that get 503 */
     atomic_int stopping;
     int reaper_started;
 
@@ -1065,6 +1066,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->body[r->len] = '\0';
         return MHD_YES;
     }
+    if (!atomic_load(&s->ready))
+        return fail(c, 503, "unavailable", NULL, "the server is starting; retry shortly");
     if (r->too_big && strncmp(url, "/api/v1/generation/create", 25) != 0 &&
         strncmp(url, "/internal/", 10) != 0)
         return fail(c, 413, "payload_too_large", NULL, "request body too large");
@@ -1148,7 +1151,10 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     if (!s->store)
         goto fail;
     if (store_migrate(s->store) != STORE_OK) {
-        snprintf(err, errlen, "migrating %s: %s", cfg->database_url, store_last_error(s->store));
+        char redacted[1024];
+        snprintf(err, errlen, "migrating %s: %s",
+                 log_redact_url(cfg->database_url, redacted, sizeof redacted),
+                 store_last_error(s->store));
         goto fail;
     }
     /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
