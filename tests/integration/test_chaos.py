@@ -267,7 +267,9 @@ def test_chaos(env):
     assert more <= 2 * chaos.counts["server_kill9"], (more, chaos.counts)
 
     # The ledger itself (embedded stack: read the database after the server is stopped).
-    # A clean stop of the last server (under ASan, a leak makes this exit non-zero).
+    # Clean stops, workers first (under ASan, a leak or any report makes the exit non-zero).
+    for w in [p for p in env.procs if p.logname.startswith("worker") and p.poll() is None]:
+        assert env.stop(w) == 0, f"{w.logname} did not exit cleanly on SIGTERM"
     assert env.stop(env.server) == 0, "server did not exit cleanly on SIGTERM"
     ledger_rows = None
     if env.stack == "embedded":

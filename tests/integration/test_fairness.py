@@ -3,6 +3,7 @@ Retry-After), the cap on a user's queued jobs (429 too_many_queued), both config
 refusing without creating a job or moving a credit; and fair share within a tier: when user A
 has 500 jobs queued and user B then submits 5, B's jobs start long before A's backlog drains."""
 import concurrent.futures
+import signal
 import time
 
 import pv
@@ -111,5 +112,25 @@ def test_fair_share_within_tier(env):
     assert starts == sorted(starts), starts
 
 
+def clean_exit(test):
+    """Runs test, then stops the workers and the server: each must exit 0 (under ASan, a leak or any sanitizer
+    report makes it exit non-zero)."""
+    def run(env):
+        test(env)
+        workers = [p for p in env.procs if p.logname.startswith("worker") and p.poll() is None]
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            assert w.wait(timeout=60) == 0, f"{w.logname} did not exit cleanly"
+        if env.server is not None:
+            assert env.stop(env.server) == 0, "server did not exit cleanly (sanitizer report?)"
+    run.__name__ = test.__name__
+    return run
+
+
 if __name__ == "__main__":
-    pv.main([test_rate_limit_token_bucket, test_queued_cap_per_user, test_fair_share_within_tier])
+    pv.main([
+        clean_exit(test_rate_limit_token_bucket),
+        clean_exit(test_queued_cap_per_user),
+        clean_exit(test_fair_share_within_tier),
+    ])
