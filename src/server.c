@@ -1214,6 +1214,7 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
         if (!s->celery)
             goto fail;
     }
+    atomic_store(&s->ready, 1);
     return s;
 fail:
     server_stop(s);
