@@ -240,7 +240,9 @@ def test_python_celery5_envelope_and_publish(env):
     sub.cmd("SUBSCRIBE", f"celery-task-meta-{tid}")
     r.cmd("LPUSH", "celery", raw)
     # Adopted as a queued job of alice's tier; the list is drained and the message acked.
-    j = env.wait_status(tok, jid, "queued", timeout=20)
+    j = pv.wait_for(lambda: (lambda x: x if x and x.get("status") == "queued" and
+                             x.get("seed") is not None else None)(env.job(tok, jid)),
+                    timeout=20, what="the seed row to be adopted")
     assert j["prompt"] == "a lighthouse at dawn" and j["tier"] == "standard" and j["seed"] >= 0
     assert_drained(r)
     assert r.cmd("HGET", "pingvas-celery-tasks", jid) == tid.encode()
