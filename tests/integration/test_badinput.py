@@ -53,9 +53,14 @@ def raw_request(env, method, path, headers=None, body=None, timeout=30):
             c.putheader(k, v)
         if body is not None and "Transfer-Encoding" not in (headers or {}):
             c.putheader("Content-Length", str(len(body)))
-        c.endheaders()
-        if body is not None:
-            c.send(body)
+        try:
+            c.endheaders()
+            if body is not None:
+                c.send(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may answer and close before reading everything we send (an oversized
+            # header, say): its answer is still there to read.
+            pass
         r = c.getresponse()
         return r.status, dict(r.getheaders()), r.read()
     finally:
