@@ -42,15 +42,24 @@ def log(msg):
 class Stack:
     """Processes of one measurement in one temporary directory."""
 
-    def __init__(self, name):
+    def __init__(self, name, pg=False):
         self.dir = tempfile.mkdtemp(prefix=f"pingvas-bench-{name}-")
         self.data = os.path.join(self.dir, "data")
         self.procs = []
         self.url = None
+        self.env = dict(ENV)
+        self.pgdb = None
+        if pg:
+            # A fresh database on the loopback PostgreSQL of scripts/services/postgres.sh.
+            base = os.environ["PINGVAS_TEST_PG_URL"]
+            self.pgdb = "bench_" + name.replace("-", "_") + "_" + str(os.getpid())
+            subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {self.pgdb}"], check=True,
+                           capture_output=True)
+            self.env["DATABASE_URL"] = base.rsplit("/", 1)[0] + "/" + self.pgdb
 
     def spawn(self, args, log_name, stdout=subprocess.DEVNULL):
         f = open(os.path.join(self.dir, log_name), "ab")
-        p = subprocess.Popen(args, stdout=stdout, stderr=f, env=ENV, start_new_session=True)
+        p = subprocess.Popen(args, stdout=stdout, stderr=f, env=self.env, start_new_session=True)
         self.procs.append(p)
         return p
 
@@ -79,8 +88,8 @@ class Stack:
 
     def user(self, name="bench", credits=2000000000):
         subprocess.run([BIN, "user", "add", name, "--credits", str(credits), "--data", self.data],
-                       env=ENV, check=True, capture_output=True)
-        return subprocess.run([BIN, "token", name, "--data", self.data], env=ENV, check=True,
+                       env=self.env, check=True, capture_output=True)
+        return subprocess.run([BIN, "token", name, "--data", self.data], env=self.env, check=True,
                               capture_output=True, text=True).stdout.strip()
 
     def close(self):
@@ -97,6 +106,10 @@ class Stack:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.pgdb:
+            subprocess.run(["psql", os.environ["PINGVAS_TEST_PG_URL"], "-qc",
+                            f"DROP DATABASE IF EXISTS {self.pgdb} WITH (FORCE)"],
+                           capture_output=True)
 
 
 def api(url, path, token, body=None):
@@ -149,8 +162,8 @@ JOB = {"prompt": "Test image", "model": "sd15", "width": 64, "height": 64, "step
 
 # ---------- (a) submissions/s at 64 connections ----------
 
-def bench_submit():
-    st = Stack("submit")
+def bench_submit(pg=False):
+    st = Stack("submit-pg" if pg else "submit", pg=pg)
     try:
         srv = st.start("server")
         token = st.user()
@@ -164,11 +177,13 @@ def bench_submit():
         m = re.search(r"WRK_JSON (\{.*\})", out)
         w = json.loads(m.group(1))
         w["per_second"] = (w["requests"] - w["non2xx"]) / w["seconds"]
-        results["a_pingvas"] = w
-        results["server_hwm_kb_submit"] = hwm_kb(srv.pid)
+        key = "a_pg" if pg else "a_pingvas"
+        results[key] = w
+        if not pg:
+            results["server_hwm_kb_submit"] = hwm_kb(srv.pid)
         # count what the server really holds: every 201 must be a queued job
         q = api(st.url, "/api/v1/queue", token)["tiers"]["standard"]["queued"]
-        results["a_pingvas"]["queued_after"] = q
+        results[key]["queued_after"] = q
     finally:
         st.close()
 
@@ -183,8 +198,8 @@ def bench_submit_bullmq(port):
 
 # ---------- (b) end-to-end jobs/s, 64x64, zero GPU time, 4 workers ----------
 
-def bench_e2e():
-    st = Stack("e2e")
+def bench_e2e(pg=False):
+    st = Stack("e2e-pg" if pg else "e2e", pg=pg)
     try:
         srv = st.start("server")
         token = st.user()
@@ -194,13 +209,14 @@ def bench_e2e():
         out = subprocess.run([BIN, "loadtest", "--server", st.url, "--token", token, "--jobs",
                               str(E2E_JOBS), "--concurrency", "64", "--width", "64", "--height",
                               "64", "--steps", "1", "--poll", "1s", "--json"],
-                             env=ENV, capture_output=True, text=True, timeout=600)
+                             env=st.env, capture_output=True, text=True, timeout=600)
         rep = json.loads(out.stdout)
-        results["b_pingvas"] = {k: rep[k] for k in ("completed", "jobs", "jobs_per_second",
-                                                   "submits_per_second", "queue_wait_ms",
-                                                   "end_to_end_ms", "failures_by_status")}
-        results["server_hwm_kb_e2e"] = hwm_kb(srv.pid)
-        results["worker_hwm_kb"] = max(hwm_kb(w.pid) or 0 for w in ws)
+        results["b_pg" if pg else "b_pingvas"] = {
+            k: rep[k] for k in ("completed", "jobs", "jobs_per_second", "submits_per_second",
+                                "queue_wait_ms", "end_to_end_ms", "failures_by_status")}
+        if not pg:
+            results["server_hwm_kb_e2e"] = hwm_kb(srv.pid)
+            results["worker_hwm_kb"] = max(hwm_kb(w.pid) or 0 for w in ws)
     finally:
         st.close()
 
@@ -355,6 +371,12 @@ def table():
         (f"(b) end-to-end jobs/s, 64x64, 0 GPU time, 4 workers ({b['jobs']:,} jobs)",
          fmt(b["jobs_per_second"], "/s"), fmt(bb["jobs_per_second"], "/s"), ">= 5,000/s",
          (b["jobs_per_second"] or 0) >= 5000 and b["completed"] == b["jobs"]),
+        ("(a) on the PostgreSQL store", fmt(r["a_pg"]["per_second"], "/s"), "-", ">= 20,000/s",
+         r["a_pg"]["per_second"] >= 20000),
+        (f"(b) on the PostgreSQL store ({r['b_pg']['jobs']:,} jobs)",
+         fmt(r["b_pg"]["jobs_per_second"], "/s"), "-", ">= 5,000/s",
+         (r["b_pg"]["jobs_per_second"] or 0) >= 5000 and r["b_pg"]["completed"] ==
+         r["b_pg"]["jobs"]),
         ("(c) idle-worker pickup p50 / p99 (submit to claim)",
          f"{fmt(c['p50'], ' ms')} / {fmt(c['p99'], ' ms')}", "-", "p99 < 5 ms", c["p99"] < 5),
         ("(d) scale from zero (submit to first claim, model load excluded), median of "
@@ -386,6 +408,11 @@ def write_results(m, tbl):
         f"{b['submits_per_second']:,.0f}/s, queue wait p50 {b['queue_wait_ms']['p50']:.0f} ms, "
         f"failures {b['failures_by_status'] or 'none'}. BullMQ: {bb['jobs']:,} jobs in "
         f"{bb['seconds']:.2f} s (adds done after {bb['submit_seconds']:.2f} s).",
+        f"- PostgreSQL rows: the same (a) and (b) against `pingvas server` with "
+        f"DATABASE_URL on the loopback PostgreSQL 15 of scripts/services/postgres.sh (fsync off, "
+        f"as a throwaway test cluster); (a) {r['a_pg']['requests']:,} requests, p50 "
+        f"{r['a_pg']['p50_ms']:.2f} ms / p99 {r['a_pg']['p99_ms']:.2f} ms; (b) "
+        f"{r['b_pg']['completed']:,} of {r['b_pg']['jobs']:,} completed.",
         f"- (c) {r['c_pickup_ms']['n']} samples, mean {r['c_pickup_ms']['mean']:.2f} ms, max "
         f"{r['c_pickup_ms']['max']} ms (server timestamps, 1 ms resolution).",
         f"- (d) `pingvas up --min-workers 0 --cooldown 300ms --time-scale 0`: before each "
@@ -435,6 +462,8 @@ def main():
         bench_submit_bullmq(port)
         bench_e2e()
         bench_e2e_bullmq(port)
+        bench_submit(pg=True)
+        bench_e2e(pg=True)
     finally:
         os.killpg(redis.pid, signal.SIGTERM)
         redis.wait()

@@ -29,8 +29,12 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# Release build in its own directory. -Werror is off here only: GCC's -O2 format-truncation
-# analysis warns where the Debug build does not, and a benchmark should not stop on a warning.
+# PostgreSQL for the (a) and (b) rows on the PostgreSQL store: the same throwaway loopback
+# cluster the tests use (scripts/services/postgres.sh prints PINGVAS_TEST_PG_URL).
+eval "$(bash scripts/services/postgres.sh)"
+export PINGVAS_TEST_PG_URL
+
+# Release build in its own directory.
 echo "bench: building Release in build-bench/" >&2
 mkdir -p build-bench
 if ! { cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DPINGVAS_WERROR=OFF &&
