@@ -755,7 +755,8 @@ static int cmd_up(int argc, char **argv)
                  cfg.enterprise_workers);
     else
         snprintf(wdesc, sizeof wdesc,
-                 "autoscaled (%s): standard %d..%d, enterprise %d..%d, %g jobs per worker%s",
+                 "autoscaled (%s): standard %d..%d, enterprise %d..%d, target backlog %g per "
+                 "worker%s",
                  cfg.autoscale_mode, pol[0].min_replicas,
                  cfg.workers >= 0 ? cfg.workers : pol[0].max_replicas, pol[1].min_replicas,
                  cfg.enterprise_workers >= 0 ? cfg.enterprise_workers : pol[1].max_replicas,
@@ -769,9 +770,9 @@ static int cmd_up(int argc, char **argv)
     printf("  data: %s   store: %s\n  workers: %s, %s backend%s\n", cfg.data,
            log_redact_url(cfg.database_url, redacted, sizeof redacted), wdesc, cfg.backend,
            strcmp(cfg.backend, "synthetic") == 0 ? ": test workload, not Stable Diffusion" : "");
-    printf("\nSubmit a job as user 'demo' (token valid 24 h; new ones: pingvas token demo --data "
+    printf("\nSubmit a job as user 'demo' (token valid 24 h; new ones: %s token demo --data "
            "%s):\n",
-           cfg.data);
+           exe, cfg.data);
     printf("  curl -s -X POST %s/api/v1/generation/create \\\n"
            "    -H 'Authorization: Bearer %s' \\\n"
            "    -H 'Content-Type: application/json' -d '{\"prompt\":\"a lighthouse at dawn\"}'\n",
