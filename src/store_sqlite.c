@@ -46,6 +46,12 @@
 
 static _Thread_local char tl_err[ERR_MAX];
 
+/* The message of this thread's last STORE_ERR. */
+static const char *store_sqlite_error(void)
+{
+    return tl_err;
+}
+
 /* Version 1 of the schema. Column names of generation_jobs follow the seed's table. */
 static const char schema_v1[] =
     "CREATE TABLE users ("
@@ -394,6 +400,21 @@ static const char *const stmt_sql[S_COUNT] = {
                 " lease_expires_at = NULL WHERE id = ?1 AND seq IS NULL",
 };
 
+/* One job creation waiting for the group commit (see sqlite_job_create). */
+typedef struct create_req {
+    const char *user;
+    const job_params_t *p;
+    const char *idem_key;
+    int64_t reserve;
+    int max_queued;
+    int64_t now;
+    job_t *out;
+    int rc;
+    bool done;
+    char err[256]; /* the message of a STORE_ERR, for the waiting thread */
+    struct create_req *next;
+} create_req_t;
+
 typedef struct sqlite_store {
     store_t base; /* first: a store_t * is a sqlite_store_t * */
     sqlite3 *db;
@@ -401,6 +422,11 @@ typedef struct sqlite_store {
     char *path;
     sqlite3_stmt *stmt[S_COUNT];
     bool in_tx;
+    /* Group commit of creates: concurrent submissions share one transaction. */
+    pthread_mutex_t gc_mu;
+    pthread_cond_t gc_cv;
+    create_req_t *gc_head, *gc_tail;
+    bool gc_leader;
 } sqlite_store_t;
 
 static const struct store_ops sqlite_ops;
@@ -643,6 +669,8 @@ static void sqlite_close(store_t *base)
         sqlite3_finalize(s->stmt[i]);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->gc_mu);
+    pthread_cond_destroy(&s->gc_cv);
     free(s->path);
     free(s);
 }
@@ -682,6 +710,8 @@ store_t *store_sqlite_open(const char *path, char *err, size_t errlen)
     }
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->gc_mu, NULL);
+    pthread_cond_init(&s->gc_cv, NULL);
     int orc = sqlite3_open_v2(
         s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (orc != SQLITE_OK) {
@@ -989,45 +1019,41 @@ static int64_t random_seed(void)
     return (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]);
 }
 
-static int sqlite_job_create(store_t *base, const char *user, const job_params_t *p,
-                             const char *idem_key, int64_t reserve, int max_queued, int64_t now,
-                             job_t *out)
+/* Creates one job inside the open transaction, under a savepoint so that a refusal or an error
+ * undoes only this job's writes. Returns a STORE_* code; out is filled on OK and EXISTS. */
+static int create_one(sqlite_store_t *s, create_req_t *q)
 {
-    sqlite_store_t *s = sq(base);
-    job_t tmp;
+    const job_params_t *p = q->p;
+    job_t *out = q->out;
     user_t u;
     int64_t queued = 0, seq = 0;
     char id[JOB_ID_SIZE];
     int rc;
-    if (!out)
-        out = &tmp;
-    memset(out, 0, sizeof *out);
-    lock(s);
-    rc = begin(s);
+    if (sqlite3_exec(s->db, "SAVEPOINT create_one", NULL, NULL, NULL) != SQLITE_OK)
+        return fail_db(s, "savepoint");
+    rc = read_user(s, q->user, &u, &queued);
     if (rc != STORE_OK)
         goto out;
-    rc = read_user(s, user, &u, &queued);
-    if (rc != STORE_OK)
-        goto out;
-    if (idem_key) {
+    if (q->idem_key) {
         sqlite3_stmt *stmt = st(s, S_JOB_BY_IDEM);
         if (!stmt) {
             rc = STORE_ERR;
             goto out;
         }
-        bind_text(stmt, 1, user);
-        bind_text(stmt, 2, idem_key);
+        bind_text(stmt, 1, q->user);
+        bind_text(stmt, 2, q->idem_key);
         rc = step_row(s, stmt, "idempotency lookup");
         if (rc == 1)
             rc = row_to_job(stmt, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
+        sqlite3_reset(stmt);
         if (rc != 0)
             goto out;
     }
-    if (max_queued > 0 && queued >= max_queued) {
+    if (q->max_queued > 0 && queued >= q->max_queued) {
         rc = STORE_LIMIT;
         goto out;
     }
-    if (reserve > 0 && u.balance - u.reserved < reserve) {
+    if (q->reserve > 0 && u.balance - u.reserved < q->reserve) {
         rc = STORE_NO_CREDITS;
         goto out;
     }
@@ -1050,7 +1076,7 @@ static int sqlite_job_create(store_t *base, const char *user, const job_params_t
         goto out;
     }
     bind_text(stmt, 1, id);
-    bind_text(stmt, 2, user);
+    bind_text(stmt, 2, q->user);
     bind_text(stmt, 3, p->prompt ? p->prompt : "");
     bind_text(stmt, 4, p->negative_prompt ? p->negative_prompt : "");
     sqlite3_bind_int(stmt, 5, p->width);
@@ -1061,17 +1087,104 @@ static int sqlite_job_create(store_t *base, const char *user, const job_params_t
     sqlite3_bind_int64(stmt, 10, seq);
     bind_text(stmt, 11, p->model[0] ? p->model : "sd15");
     bind_text(stmt, 12, u.tier);
-    sqlite3_bind_int64(stmt, 13, now);
-    sqlite3_bind_int64(stmt, 14, reserve > 0 ? reserve : 0);
-    bind_text(stmt, 15, idem_key);
+    sqlite3_bind_int64(stmt, 13, q->now);
+    sqlite3_bind_int64(stmt, 14, q->reserve > 0 ? q->reserve : 0);
+    bind_text(stmt, 15, q->idem_key);
     rc = run(s, stmt, "inserting job");
+    sqlite3_reset(stmt);
     if (rc == STORE_OK)
         rc = load_job(s, id, out, NULL);
 out:
-    rc = finish(s, rc);
-    if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
+    reset_all(s);
+    if (rc != STORE_OK)
+        sqlite3_exec(s->db, "ROLLBACK TO create_one", NULL, NULL, NULL);
+    sqlite3_exec(s->db, "RELEASE create_one", NULL, NULL, NULL);
+    if (rc != STORE_OK && rc != STORE_EXISTS)
         job_clear(out);
     return rc;
+}
+
+/* Runs a batch of creates in one transaction: one commit (one WAL append) for all of them.
+ * Called by the leader with no lock held. */
+static void create_batch(sqlite_store_t *s, create_req_t *batch)
+{
+    lock(s);
+    int rc = begin(s);
+    for (create_req_t *q = batch; q; q = q->next) {
+        q->rc = rc == STORE_OK ? create_one(s, q) : STORE_ERR;
+        if (q->rc == STORE_ERR)
+            snprintf(q->err, sizeof q->err, "%s", store_sqlite_error());
+        if (rc == STORE_OK && sqlite3_get_autocommit(s->db)) {
+            /* SQLite rolled the whole transaction back (I/O error, disk full): nothing of the
+             * batch was written. */
+            rc = fail_msg("sqlite %s: the transaction was rolled back", s->path);
+            s->in_tx = false;
+        }
+    }
+    if (rc != STORE_OK || commit(s) != STORE_OK) {
+        const char *msg = store_sqlite_error();
+        for (create_req_t *q = batch; q; q = q->next) {
+            if (q->rc == STORE_OK || q->rc == STORE_EXISTS)
+                job_clear(q->out);
+            q->rc = STORE_ERR;
+            snprintf(q->err, sizeof q->err, "%s", msg);
+        }
+    }
+    finish(s, STORE_ERR); /* rolls back whatever is still open after a failure; unlocks */
+}
+
+/* Group commit: the first caller becomes the leader and runs every create queued meanwhile in
+ * one transaction, then hands over to whoever queued during that; the others wait for their
+ * result. Each create keeps its own outcome (a savepoint each). Under load this turns N commits
+ * and N hand-offs of the store lock into one. */
+static int sqlite_job_create(store_t *base, const char *user, const job_params_t *p,
+                             const char *idem_key, int64_t reserve, int max_queued, int64_t now,
+                             job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    create_req_t q = {.user = user,
+                      .p = p,
+                      .idem_key = idem_key,
+                      .reserve = reserve,
+                      .max_queued = max_queued,
+                      .now = now,
+                      .out = out};
+    pthread_mutex_lock(&s->gc_mu);
+    if (s->gc_tail)
+        s->gc_tail->next = &q;
+    else
+        s->gc_head = &q;
+    s->gc_tail = &q;
+    while (!q.done && s->gc_leader)
+        pthread_cond_wait(&s->gc_cv, &s->gc_mu);
+    while (!q.done) {
+        /* Lead: take everything queued, run it, publish the results. */
+        s->gc_leader = true;
+        create_req_t *batch = s->gc_head;
+        s->gc_head = s->gc_tail = NULL;
+        pthread_mutex_unlock(&s->gc_mu);
+        create_batch(s, batch);
+        pthread_mutex_lock(&s->gc_mu);
+        for (create_req_t *r = batch; r;) {
+            create_req_t *next = r->next;
+            r->done = true;
+            r = next;
+        }
+        s->gc_leader = false;
+        pthread_cond_broadcast(&s->gc_cv);
+        while (!q.done && s->gc_leader)
+            pthread_cond_wait(&s->gc_cv, &s->gc_mu);
+    }
+    pthread_mutex_unlock(&s->gc_mu);
+    if (q.rc == STORE_ERR)
+        fail_msg("%s", q.err);
+    if (out == &tmp)
+        job_clear(out);
+    return q.rc;
 }
 
 static int sqlite_job_get(store_t *base, const char *id, job_t *out)

@@ -954,6 +954,82 @@ static void test_concurrent_claims(void)
     close_fresh(s);
 }
 
+/* Concurrent creates share transactions (group commit); each keeps its own outcome. */
+#define CREATE_THREADS 8
+#define CREATES_PER_THREAD 150
+
+struct create_arg {
+    store_t *s;
+    int index;
+    int ok, no_credits, exists, other;
+    char idem_id[JOB_ID_SIZE];
+    int idem_rc;
+};
+
+static void *create_thread(void *arg)
+{
+    struct create_arg *a = arg;
+    for (int i = 0; i < CREATES_PER_THREAD; i++) {
+        /* Two users: "rich" can pay for everything, "poor" for exactly 500 reservations of 1. */
+        const char *user = i % 2 ? "poor" : "rich";
+        int rc = create(a->s, user, 1, T0 + i, NULL);
+        if (rc == STORE_OK)
+            a->ok++;
+        else if (rc == STORE_NO_CREDITS)
+            a->no_credits++;
+        else
+            a->other++;
+    }
+    job_params_t p = params(9);
+    job_t j;
+    a->idem_rc = store_job_create(a->s, "rich", &p, "same-key", 1, 0, T0, &j);
+    snprintf(a->idem_id, sizeof a->idem_id, "%s", j.id);
+    job_clear(&j);
+    return NULL;
+}
+
+static void test_concurrent_creates(void)
+{
+    store_t *s = open_fresh();
+    static struct create_arg args[CREATE_THREADS];
+    pthread_t th[CREATE_THREADS];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "rich", "standard", 1000000, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "poor", "standard", 500, T0), STORE_OK);
+    for (int t = 0; t < CREATE_THREADS; t++) {
+        memset(&args[t], 0, sizeof args[t]);
+        args[t].s = s;
+        args[t].index = t;
+        pthread_create(&th[t], NULL, create_thread, &args[t]);
+    }
+    for (int t = 0; t < CREATE_THREADS; t++)
+        pthread_join(th[t], NULL);
+    int ok = 0, no_credits = 0, other = 0, idem_ok = 0, idem_exists = 0;
+    for (int t = 0; t < CREATE_THREADS; t++) {
+        ok += args[t].ok;
+        no_credits += args[t].no_credits;
+        other += args[t].other;
+        idem_ok += args[t].idem_rc == STORE_OK;
+        idem_exists += args[t].idem_rc == STORE_EXISTS;
+        CHECK_STR(args[t].idem_id, args[0].idem_id);
+    }
+    int half = CREATE_THREADS * CREATES_PER_THREAD / 2;
+    CHECK_INT(other, 0);
+    CHECK_INT(ok, half + 500);         /* every "rich" create, exactly 500 "poor" ones */
+    CHECK_INT(no_credits, half - 500); /* the rest of "poor", refused with nothing written */
+    CHECK_INT(idem_ok, 1);
+    CHECK_INT(idem_exists, CREATE_THREADS - 1);
+    CHECK_INT(count_jobs(s, "poor", -1), 500);
+    CHECK_INT(count_jobs(s, "rich", -1), half + 1);
+    user_t u;
+    CHECK_INT(store_user_get(s, "poor", &u), STORE_OK);
+    CHECK_INT(u.reserved, 500);
+    check_derived();
+    close_fresh(s);
+}
+
 static void test_workers_and_stats(void)
 {
     store_t *s = open_fresh();
@@ -1047,6 +1123,7 @@ static void test_throughput_report(void)
     X(test_list_pagination)                                                                        \
     X(test_reopen_keeps_jobs)                                                                      \
     X(test_concurrent_claims)                                                                      \
+    X(test_concurrent_creates)                                                                     \
     X(test_workers_and_stats)                                                                      \
     X(test_throughput_report)
 #include "t_main.h"
