@@ -8,11 +8,13 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -743,6 +745,25 @@ static enum MHD_Result lease_error(struct MHD_Connection *c, int rc, server_t *s
     return store_unavailable(s, c);
 }
 
+/* 1 if the client of c has closed its end (checked without blocking). */
+static int client_gone(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return 0;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
+        return 1;
+    if (p.revents & POLLIN) {
+        char b;
+        return recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    }
+    return 0;
+}
+
 static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
@@ -766,6 +787,12 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
         pthread_mutex_lock(&s->wake_mu);
         uint64_t gen = s->wake_gen;
         pthread_mutex_unlock(&s->wake_mu);
+        /* A worker that gave up waiting (stopped, killed) must not be handed a job it will never
+         * see: that job would sit leased until its lease expired, and lose an attempt. */
+        if (client_gone(c)) {
+            log_debug("event=claim_abandoned worker=%s", worker_id);
+            return MHD_NO;
+        }
         int rc =
             store_job_claim(s->store, tier_buf, worker_id, s->cfg.lease_ms, clock_now_ms(), &j);
         if (rc == STORE_OK)

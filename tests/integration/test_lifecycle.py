@@ -101,6 +101,22 @@ def test_stopped_worker_late_complete_refused(env):
     assert j["status"] == "completed" and len(charges_for(env, tok, jid)) == 1
 
 
+def test_stopped_idle_worker_is_not_handed_a_job(env):
+    # A worker stopped while it waits in a long-poll claim must not be given the next job: the
+    # job would sit leased to nobody until the lease expired, and lose an attempt.
+    env.start_server(*FAST)
+    tok = env.add_user("u7")
+    a = env.start_worker("--claim-wait", "30s")
+    pv.wait_for(lambda: env.api("GET", "/api/v1/queue", token=tok).json()["tiers"]["standard"]
+                ["idle_workers"] == 1, what="an idle worker")
+    time.sleep(0.3)  # it is parked in its claim now
+    assert env.stop(a, signal.SIGTERM) == 0
+    jid = env.create(tok, {"prompt": "after the stop", "steps": 1}).json()["id"]
+    env.start_worker("--time-scale", "0")
+    j = env.wait_status(tok, jid, "completed")
+    assert j["attempts"] == 1, j
+
+
 def test_server_restart_keeps_jobs(env):
     p = env.start_server(*FAST)
     tok = env.add_user("u6")
@@ -117,4 +133,5 @@ def test_server_restart_keeps_jobs(env):
 if __name__ == "__main__":
     pv.main([test_cancel_running_job_stops_worker, test_kill9_worker_midjob_completes_once,
              test_sigterm_short_drain_releases, test_sigterm_long_drain_finishes,
-             test_stopped_worker_late_complete_refused, test_server_restart_keeps_jobs])
+             test_stopped_worker_late_complete_refused, test_stopped_idle_worker_is_not_handed_a_job,
+             test_server_restart_keeps_jobs])
