@@ -39,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (a.id != b.id || strcmp(a.job_id, b.job_id) != 0 || a.arg != b.arg)
         abort();
     size_t ulen = strlen(url);
-    int carries = a.id == ROUTE_JOB_GET || a.id == ROUTE_JOB_CANCEL ||
-                  a.id == ROUTE_WORKER_IMAGE || a.id == ROUTE_WORKER_OP;
+    int carries = a.id == ROUTE_JOB_GET || a.id == ROUTE_JOB_CANCEL || a.id == ROUTE_WORKER_IMAGE ||
+                  a.id == ROUTE_WORKER_OP;
     if (carries) {
         size_t n = strnlen(a.job_id, sizeof a.job_id);
         if (n == 0 || n >= JOB_ID_SIZE || strchr(a.job_id, '/') || !strstr(url, a.job_id))

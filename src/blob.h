@@ -9,9 +9,9 @@
 typedef struct blob blob_t;
 
 typedef struct upload_target {
-    char method[8];   /* "PUT" */
-    char url[2048];   /* where the worker sends the PNG body */
-    int needs_lease;  /* 1: send the lease in X-Pingvas-Lease (server-hosted upload) */
+    char method[8];  /* "PUT" */
+    char url[2048];  /* where the worker sends the PNG body */
+    int needs_lease; /* 1: send the lease in X-Pingvas-Lease (server-hosted upload) */
 } upload_target_t;
 
 /* Opens "file:///dir" (or a bare dir) or "s3://bucket/prefix". public_base: the prefix for

@@ -20,9 +20,9 @@ typedef struct opt {
     const char *name; /* flag without dashes */
     const char *env;  /* environment variable or NULL */
     opt_type_t type;
-    const char *def;  /* default as text, or NULL (string NULL / number 0) */
-    double min, max;  /* numeric bounds (durations in ms) */
-    size_t offset;    /* into the config struct */
+    const char *def; /* default as text, or NULL (string NULL / number 0) */
+    double min, max; /* numeric bounds (durations in ms) */
+    size_t offset;   /* into the config struct */
     const char *help;
 } opt_t;
 

@@ -5,8 +5,8 @@
 #include <stdint.h>
 #include <jansson.h>
 
-#define JOB_ID_SIZE 40     /* UUID text plus NUL */
-#define USER_NAME_MAX 64   /* bytes, [A-Za-z0-9_.-] */
+#define JOB_ID_SIZE 40   /* UUID text plus NUL */
+#define USER_NAME_MAX 64 /* bytes, [A-Za-z0-9_.-] */
 #define MODEL_NAME_MAX 64
 #define PROMPT_MAX_CHARS 2000
 

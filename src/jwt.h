@@ -10,12 +10,12 @@
 
 enum jwt_rc {
     JWT_OK = 0,
-    JWT_MALFORMED = -1,   /* not three base64url parts of JSON objects, too long, ... */
-    JWT_BAD_ALG = -2,     /* header alg is not exactly "HS256" (none, RS256, ...) */
-    JWT_BAD_SIG = -3,     /* signature does not match */
-    JWT_EXPIRED = -4,     /* exp missing, not a number, or exp + leeway < now */
-    JWT_NOT_YET = -5,     /* nbf or iat more than leeway in the future */
-    JWT_NO_SUBJECT = -6,  /* sub missing, not a string, or empty */
+    JWT_MALFORMED = -1,  /* not three base64url parts of JSON objects, too long, ... */
+    JWT_BAD_ALG = -2,    /* header alg is not exactly "HS256" (none, RS256, ...) */
+    JWT_BAD_SIG = -3,    /* signature does not match */
+    JWT_EXPIRED = -4,    /* exp missing, not a number, or exp + leeway < now */
+    JWT_NOT_YET = -5,    /* nbf or iat more than leeway in the future */
+    JWT_NO_SUBJECT = -6, /* sub missing, not a string, or empty */
 };
 
 /* Mints "header.payload.signature" with sub, iat = now_s, exp = now_s + ttl_s. Returns a

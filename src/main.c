@@ -90,137 +90,247 @@ typedef struct app_config {
 #define DAY_MS 86400000.0
 
 #define OPT_PORT                                                                                   \
-    {"port", "PINGVAS_PORT", OPT_INT, "8080", 0, 65535, O(port), "TCP port to listen on (0: any free port)"}
+    {                                                                                              \
+        "port", "PINGVAS_PORT", OPT_INT, "8080", 0, 65535, O(port),                                \
+            "TCP port to listen on (0: any free port)"                                             \
+    }
 #define OPT_BIND                                                                                   \
-    {"bind", "PINGVAS_BIND", OPT_STR, "127.0.0.1", 0, 0, O(bind), "IPv4 address to listen on"}
+    {                                                                                              \
+        "bind", "PINGVAS_BIND", OPT_STR, "127.0.0.1", 0, 0, O(bind), "IPv4 address to listen on"   \
+    }
 #define OPT_DATA                                                                                   \
-    {"data", "PINGVAS_DATA", OPT_STR, "./data", 0, 0, O(data),                                     \
-     "data directory (SQLite database, images, generated secrets)"}
+    {                                                                                              \
+        "data", "PINGVAS_DATA", OPT_STR, "./data", 0, 0, O(data),                                  \
+            "data directory (SQLite database, images, generated secrets)"                          \
+    }
 #define OPT_DB                                                                                     \
-    {"database-url", "DATABASE_URL", OPT_STR, NULL, 0, 0, O(database_url),                         \
-     "store: sqlite:///path or postgresql://... [default: sqlite://DATA/pingvas.db]"}
+    {                                                                                              \
+        "database-url", "DATABASE_URL", OPT_STR, NULL, 0, 0, O(database_url),                      \
+            "store: sqlite:///path or postgresql://... [default: sqlite://DATA/pingvas.db]"        \
+    }
 #define OPT_STORAGE                                                                                \
-    {"storage-url", "STORAGE_URL", OPT_STR, NULL, 0, 0, O(storage_url),                            \
-     "images: file:///dir or s3://bucket/prefix [default: file://DATA/images]"}
+    {                                                                                              \
+        "storage-url", "STORAGE_URL", OPT_STR, NULL, 0, 0, O(storage_url),                         \
+            "images: file:///dir or s3://bucket/prefix [default: file://DATA/images]"              \
+    }
 #define OPT_PUBLIC_IMG                                                                             \
-    {"public-image-base-url", "PUBLIC_IMAGE_BASE_URL", OPT_STR, NULL, 0, 0,                        \
-     O(public_image_base_url), "CDN prefix for image_url"}
+    {                                                                                              \
+        "public-image-base-url", "PUBLIC_IMAGE_BASE_URL", OPT_STR, NULL, 0, 0,                     \
+            O(public_image_base_url), "CDN prefix for image_url"                                   \
+    }
 #define OPT_PUBLIC_URL                                                                             \
-    {"public-url", "PINGVAS_PUBLIC_URL", OPT_STR, NULL, 0, 0, O(public_url),                       \
-     "external URL of this server (for image and upload URLs)"}
+    {                                                                                              \
+        "public-url", "PINGVAS_PUBLIC_URL", OPT_STR, NULL, 0, 0, O(public_url),                    \
+            "external URL of this server (for image and upload URLs)"                              \
+    }
 #define OPT_JWT                                                                                    \
-    {"jwt-secret", "JWT_SECRET", OPT_STR, NULL, 0, 0, O(jwt_secret),                               \
-     "HS256 secret [default: generated once into DATA/jwt_secret]"}
+    {                                                                                              \
+        "jwt-secret", "JWT_SECRET", OPT_STR, NULL, 0, 0, O(jwt_secret),                            \
+            "HS256 secret [default: generated once into DATA/jwt_secret]"                          \
+    }
 #define OPT_WTOKEN                                                                                 \
-    {"worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),                 \
-     "shared secret of the worker protocol [server default: generated into DATA/worker_token]"}
+    {                                                                                              \
+        "worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),              \
+            "shared secret of the worker protocol [server default: generated into "                \
+            "DATA/worker_token]"                                                                   \
+    }
 #define OPT_MODELS                                                                                 \
-    {"models", "PINGVAS_MODELS", OPT_STR, "sd15,sdxl", 0, 0, O(models),                            \
-     "allowed models, comma-separated; the first is the default"}
+    {                                                                                              \
+        "models", "PINGVAS_MODELS", OPT_STR, "sd15,sdxl", 0, 0, O(models),                         \
+            "allowed models, comma-separated; the first is the default"                            \
+    }
 #define OPT_LEASE                                                                                  \
-    {"lease", "PINGVAS_LEASE", OPT_DURATION, "15s", 100, DAY_MS, O(lease_ms),                      \
-     "how long a claim holds a job without a heartbeat"}
+    {                                                                                              \
+        "lease", "PINGVAS_LEASE", OPT_DURATION, "15s", 100, DAY_MS, O(lease_ms),                   \
+            "how long a claim holds a job without a heartbeat"                                     \
+    }
 #define OPT_HEARTBEAT                                                                              \
-    {"heartbeat", "PINGVAS_HEARTBEAT", OPT_DURATION, "3s", 10, DAY_MS, O(heartbeat_ms),            \
-     "how often workers heartbeat (sent to workers with each claim)"}
+    {                                                                                              \
+        "heartbeat", "PINGVAS_HEARTBEAT", OPT_DURATION, "3s", 10, DAY_MS, O(heartbeat_ms),         \
+            "how often workers heartbeat (sent to workers with each claim)"                        \
+    }
 #define OPT_REAPER                                                                                 \
-    {"reaper-interval", "PINGVAS_REAPER_INTERVAL", OPT_DURATION, "1s", 10, 3600000,                \
-     O(reaper_ms), "how often expired leases are put back in the queue"}
+    {                                                                                              \
+        "reaper-interval", "PINGVAS_REAPER_INTERVAL", OPT_DURATION, "1s", 10, 3600000,             \
+            O(reaper_ms), "how often expired leases are put back in the queue"                     \
+    }
 #define OPT_WORKER_TTL                                                                             \
-    {"worker-ttl", "PINGVAS_WORKER_TTL", OPT_DURATION, "30s", 1000, DAY_MS, O(worker_ttl_ms),      \
-     "a worker not heard from for this long is no longer counted"}
+    {                                                                                              \
+        "worker-ttl", "PINGVAS_WORKER_TTL", OPT_DURATION, "30s", 1000, DAY_MS, O(worker_ttl_ms),   \
+            "a worker not heard from for this long is no longer counted"                           \
+    }
 #define OPT_ATTEMPTS                                                                               \
-    {"max-attempts", "PINGVAS_MAX_ATTEMPTS", OPT_INT, "3", 1, 100, O(max_attempts),                \
-     "attempts before a job is failed (releases do not count)"}
+    {                                                                                              \
+        "max-attempts", "PINGVAS_MAX_ATTEMPTS", OPT_INT, "3", 1, 100, O(max_attempts),             \
+            "attempts before a job is failed (releases do not count)"                              \
+    }
 #define OPT_RATE                                                                                   \
-    {"credit-rate", "PINGVAS_CREDIT_RATE", OPT_DOUBLE, "1", 0, 1e6, O(credit_rate),                \
-     "credits charged per GPU-second (rounded up per job)"}
+    {                                                                                              \
+        "credit-rate", "PINGVAS_CREDIT_RATE", OPT_DOUBLE, "1", 0, 1e6, O(credit_rate),             \
+            "credits charged per GPU-second (rounded up per job)"                                  \
+    }
 #define OPT_MAXQ                                                                                   \
-    {"max-queued-per-user", "PINGVAS_MAX_QUEUED_PER_USER", OPT_INT, "10000", 0, 100000000,         \
-     O(max_queued), "cap on a user's queued jobs (0: none)"}
+    {                                                                                              \
+        "max-queued-per-user", "PINGVAS_MAX_QUEUED_PER_USER", OPT_INT, "10000", 0, 100000000,      \
+            O(max_queued), "cap on a user's queued jobs (0: none)"                                 \
+    }
 #define OPT_RL                                                                                     \
-    {"rate-limit", "PINGVAS_RATE_LIMIT", OPT_DOUBLE, "0", 0, 1e9, O(rate_limit),                   \
-     "job submissions per second per user (token bucket; 0: off)"}
+    {                                                                                              \
+        "rate-limit", "PINGVAS_RATE_LIMIT", OPT_DOUBLE, "0", 0, 1e9, O(rate_limit),                \
+            "job submissions per second per user (token bucket; 0: off)"                           \
+    }
 #define OPT_RB                                                                                     \
-    {"rate-burst", "PINGVAS_RATE_BURST", OPT_INT, "100", 1, 1000000, O(rate_burst),                \
-     "burst size of the per-user rate limit"}
+    {                                                                                              \
+        "rate-burst", "PINGVAS_RATE_BURST", OPT_INT, "100", 1, 1000000, O(rate_burst),             \
+            "burst size of the per-user rate limit"                                                \
+    }
 #define OPT_MAXCONN                                                                                \
-    {"max-connections", "PINGVAS_MAX_CONNECTIONS", OPT_INT, "4096", 16, 100000,                    \
-     O(max_connections), "concurrent HTTP connections"}
+    {                                                                                              \
+        "max-connections", "PINGVAS_MAX_CONNECTIONS", OPT_INT, "4096", 16, 100000,                 \
+            O(max_connections), "concurrent HTTP connections"                                      \
+    }
 #define OPT_REDIS                                                                                  \
-    {"redis-url", "REDIS_URL", OPT_STR, NULL, 0, 0, O(redis_url),                                  \
-     "Celery bridge: consume the seed's tasks.generate_image messages from this Redis "            \
-     "(redis://[:password@]host:port/db) and write their results [default: off]"}
+    {                                                                                              \
+        "redis-url", "REDIS_URL", OPT_STR, NULL, 0, 0, O(redis_url),                               \
+            "Celery bridge: consume the seed's tasks.generate_image messages from this Redis "     \
+            "(redis://[:password@]host:port/db) and write their results [default: off]"            \
+    }
 #define OPT_CQUEUE                                                                                 \
-    {"celery-queue", "CELERY_QUEUE", OPT_STR, "celery", 0, 0, O(celery_queue),                     \
-     "Celery bridge: the kombu queue (its list and priority lists) to consume"}
+    {                                                                                              \
+        "celery-queue", "CELERY_QUEUE", OPT_STR, "celery", 0, 0, O(celery_queue),                  \
+            "Celery bridge: the kombu queue (its list and priority lists) to consume"              \
+    }
 #define OPT_CVIS                                                                                   \
-    {"celery-visibility-timeout", "CELERY_VISIBILITY_TIMEOUT", OPT_DURATION, "3600s", 100,         \
-     7 * DAY_MS, O(celery_visibility_ms),                                                          \
-     "Celery bridge: unacked messages older than this go back to their queue (kombu's "            \
-     "visibility_timeout)"}
+    {                                                                                              \
+        "celery-visibility-timeout", "CELERY_VISIBILITY_TIMEOUT", OPT_DURATION, "3600s", 100,      \
+            7 * DAY_MS, O(celery_visibility_ms),                                                   \
+            "Celery bridge: unacked messages older than this go back to their queue (kombu's "     \
+            "visibility_timeout)"                                                                  \
+    }
 #define OPT_LOG                                                                                    \
-    {"log-level", "PINGVAS_LOG_LEVEL", OPT_STR, "info", 0, 0, O(log_level),                        \
-     "debug, info, warn, error or off"}
+    {                                                                                              \
+        "log-level", "PINGVAS_LOG_LEVEL", OPT_STR, "info", 0, 0, O(log_level),                     \
+            "debug, info, warn, error or off"                                                      \
+    }
 #define OPT_BACKEND                                                                                \
-    {"backend", "PINGVAS_BACKEND", OPT_STR, "synthetic", 0, 0, O(backend),                         \
-     "generation backend: synthetic (test/load workload, not Stable Diffusion), a1111, sdcpp"}
+    {                                                                                              \
+        "backend", "PINGVAS_BACKEND", OPT_STR, "synthetic", 0, 0, O(backend),                      \
+            "generation backend: synthetic (test/load workload, not Stable Diffusion), a1111, "    \
+            "sdcpp"                                                                                \
+    }
 #define OPT_PROFILE                                                                                \
-    {"gpu-profile", "PINGVAS_GPU_PROFILE", OPT_STR, "t4", 0, 0, O(gpu_profile),                    \
-     "synthetic backend: GPU to imitate (t4, a10g, l4, a100, h100)"}
+    {                                                                                              \
+        "gpu-profile", "PINGVAS_GPU_PROFILE", OPT_STR, "t4", 0, 0, O(gpu_profile),                 \
+            "synthetic backend: GPU to imitate (t4, a10g, l4, a100, h100)"                         \
+    }
 #define OPT_TSCALE                                                                                 \
-    {"time-scale", "PINGVAS_TIME_SCALE", OPT_DOUBLE, "1", 0, 1000, O(time_scale),                  \
-     "synthetic backend: multiplies simulated GPU time (0: instant)"}
+    {                                                                                              \
+        "time-scale", "PINGVAS_TIME_SCALE", OPT_DOUBLE, "1", 0, 1000, O(time_scale),               \
+            "synthetic backend: multiplies simulated GPU time (0: instant)"                        \
+    }
 #define OPT_A1111                                                                                  \
-    {"a1111-url", "PINGVAS_A1111_URL", OPT_STR, NULL, 0, 0, O(a1111_url),                          \
-     "a1111 backend: base URL of a server with /sdapi/v1/txt2img"}
+    {                                                                                              \
+        "a1111-url", "PINGVAS_A1111_URL", OPT_STR, NULL, 0, 0, O(a1111_url),                       \
+            "a1111 backend: base URL of a server with /sdapi/v1/txt2img"                           \
+    }
 #define OPT_MODELDIR                                                                               \
-    {"model-dir", "MODEL_DIR", OPT_STR, NULL, 0, 0, O(model_dir), "directory with model weights"}
+    {                                                                                              \
+        "model-dir", "MODEL_DIR", OPT_STR, NULL, 0, 0, O(model_dir),                               \
+            "directory with model weights"                                                         \
+    }
 #define OPT_DRAIN                                                                                  \
-    {"drain-timeout", "PINGVAS_DRAIN_TIMEOUT", OPT_DURATION, "90s", 0, DAY_MS, O(drain_ms),        \
-     "on SIGTERM: finish the running job only if it ends within this window, else release it"}
+    {                                                                                              \
+        "drain-timeout", "PINGVAS_DRAIN_TIMEOUT", OPT_DURATION, "90s", 0, DAY_MS, O(drain_ms),     \
+            "on SIGTERM: finish the running job only if it ends within this window, else release " \
+            "it"                                                                                   \
+    }
 
 #define OPT_MINW                                                                                   \
-    {"min-workers", "PINGVAS_MIN_WORKERS", OPT_INT, "0", 0, SUP_MAX_SLOTS, O(min_workers),         \
-     "autoscaling: workers kept per tier even when idle"}
+    {                                                                                              \
+        "min-workers", "PINGVAS_MIN_WORKERS", OPT_INT, "0", 0, SUP_MAX_SLOTS, O(min_workers),      \
+            "autoscaling: workers kept per tier even when idle"                                    \
+    }
 #define OPT_MAXW                                                                                   \
-    {"max-workers", "PINGVAS_MAX_WORKERS", OPT_INT, "4", 0, SUP_MAX_SLOTS, O(max_workers),         \
-     "autoscaling: most standard-tier workers (one per GPU; synthetic backend: slots)"}
+    {                                                                                              \
+        "max-workers", "PINGVAS_MAX_WORKERS", OPT_INT, "4", 0, SUP_MAX_SLOTS, O(max_workers),      \
+            "autoscaling: most standard-tier workers (one per GPU; synthetic backend: slots)"      \
+    }
 #define OPT_MAXEW                                                                                  \
-    {"max-enterprise-workers", "PINGVAS_MAX_ENTERPRISE_WORKERS", OPT_INT, "1", 0, SUP_MAX_SLOTS,   \
-     O(max_enterprise_workers), "autoscaling: most enterprise-tier workers"}
+    {                                                                                              \
+        "max-enterprise-workers", "PINGVAS_MAX_ENTERPRISE_WORKERS", OPT_INT, "1", 0,               \
+            SUP_MAX_SLOTS, O(max_enterprise_workers), "autoscaling: most enterprise-tier workers"  \
+    }
 #define OPT_TARGET                                                                                 \
-    {"target-per-worker", "PINGVAS_TARGET_PER_WORKER", OPT_DOUBLE, "1", 0.01, 1e6,                 \
-     O(target_per_worker),                                                                         \
-     "autoscaling: backlog (queued + running jobs) per worker; KEDA's listLength is 5"}
+    {                                                                                              \
+        "target-per-worker", "PINGVAS_TARGET_PER_WORKER", OPT_DOUBLE, "1", 0.01, 1e6,              \
+            O(target_per_worker),                                                                  \
+            "autoscaling: backlog (queued + running jobs) per worker; KEDA's listLength is 5"      \
+    }
 #define OPT_COOLDOWN                                                                               \
-    {"cooldown", "PINGVAS_COOLDOWN", OPT_DURATION, "30s", 0, DAY_MS, O(cooldown_ms),               \
-     "autoscaling: how long idle workers stay before they are stopped"}
+    {                                                                                              \
+        "cooldown", "PINGVAS_COOLDOWN", OPT_DURATION, "30s", 0, DAY_MS, O(cooldown_ms),            \
+            "autoscaling: how long idle workers stay before they are stopped"                      \
+    }
 #define OPT_GPUS                                                                                   \
-    {"gpus", "PINGVAS_GPUS", OPT_STR, NULL, 0, 0, O(gpus),                                         \
-     "GPU indexes to use, e.g. 0,1 (one worker each) [default: discovered with NVML]"}
+    {                                                                                              \
+        "gpus", "PINGVAS_GPUS", OPT_STR, NULL, 0, 0, O(gpus),                                      \
+            "GPU indexes to use, e.g. 0,1 (one worker each) [default: discovered with NVML]"       \
+    }
 #define OPT_AMODE                                                                                  \
-    {"autoscale-mode", "PINGVAS_AUTOSCALE_MODE", OPT_STR, "local", 0, 0, O(autoscale_mode),        \
-     "local (event-driven, fast) or keda (reproduces KEDA + HPA timing)"}
+    {                                                                                              \
+        "autoscale-mode", "PINGVAS_AUTOSCALE_MODE", OPT_STR, "local", 0, 0, O(autoscale_mode),     \
+            "local (event-driven, fast) or keda (reproduces KEDA + HPA timing)"                    \
+    }
 
 static const opt_t server_opts[] = {
-    OPT_PORT,   OPT_BIND,      OPT_DATA,    OPT_DB,         OPT_STORAGE, OPT_PUBLIC_IMG,
-    OPT_PUBLIC_URL, OPT_JWT,   OPT_WTOKEN,  OPT_MODELS,     OPT_LEASE,   OPT_HEARTBEAT,
-    OPT_REAPER, OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,     OPT_MAXQ,    OPT_RL,
-    OPT_RB,     OPT_MAXCONN,   OPT_LOG,     OPT_REDIS,      OPT_CQUEUE,  OPT_CVIS,
+    OPT_PORT,       OPT_BIND,       OPT_DATA,     OPT_DB,     OPT_STORAGE, OPT_PUBLIC_IMG,
+    OPT_PUBLIC_URL, OPT_JWT,        OPT_WTOKEN,   OPT_MODELS, OPT_LEASE,   OPT_HEARTBEAT,
+    OPT_REAPER,     OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,   OPT_MAXQ,    OPT_RL,
+    OPT_RB,         OPT_MAXCONN,    OPT_LOG,      OPT_REDIS,  OPT_CQUEUE,  OPT_CVIS,
 };
 
 static const opt_t up_opts[] = {
-    OPT_PORT,   OPT_BIND,      OPT_DATA,    OPT_DB,         OPT_STORAGE, OPT_PUBLIC_IMG,
-    OPT_PUBLIC_URL, OPT_JWT,   OPT_WTOKEN,  OPT_MODELS,     OPT_LEASE,   OPT_HEARTBEAT,
-    OPT_REAPER, OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,     OPT_MAXQ,    OPT_RL,
-    OPT_RB,     OPT_MAXCONN,   OPT_LOG,     OPT_BACKEND,    OPT_PROFILE, OPT_TSCALE,
-    OPT_A1111,  OPT_MODELDIR,  OPT_DRAIN,   OPT_REDIS,      OPT_CQUEUE,  OPT_CVIS,
+    OPT_PORT,
+    OPT_BIND,
+    OPT_DATA,
+    OPT_DB,
+    OPT_STORAGE,
+    OPT_PUBLIC_IMG,
+    OPT_PUBLIC_URL,
+    OPT_JWT,
+    OPT_WTOKEN,
+    OPT_MODELS,
+    OPT_LEASE,
+    OPT_HEARTBEAT,
+    OPT_REAPER,
+    OPT_WORKER_TTL,
+    OPT_ATTEMPTS,
+    OPT_RATE,
+    OPT_MAXQ,
+    OPT_RL,
+    OPT_RB,
+    OPT_MAXCONN,
+    OPT_LOG,
+    OPT_BACKEND,
+    OPT_PROFILE,
+    OPT_TSCALE,
+    OPT_A1111,
+    OPT_MODELDIR,
+    OPT_DRAIN,
+    OPT_REDIS,
+    OPT_CQUEUE,
+    OPT_CVIS,
     {"workers", "PINGVAS_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS, O(workers),
      "a fixed number of standard-tier workers instead of autoscaling (-1: autoscale)"},
     {"enterprise-workers", "PINGVAS_ENTERPRISE_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS,
      O(enterprise_workers), "a fixed number of enterprise-tier workers (-1: autoscale)"},
-    OPT_MINW, OPT_MAXW, OPT_MAXEW, OPT_TARGET, OPT_COOLDOWN, OPT_GPUS, OPT_AMODE,
+    OPT_MINW,
+    OPT_MAXW,
+    OPT_MAXEW,
+    OPT_TARGET,
+    OPT_COOLDOWN,
+    OPT_GPUS,
+    OPT_AMODE,
     {"demo-credits", NULL, OPT_INT, "10000", 0, 2000000000, O(demo_credits),
      "credits of the demo user created on first start"},
 };
@@ -234,7 +344,12 @@ static const opt_t worker_opts[] = {
      "name of this worker [default: hostname-pid-random]"},
     {"worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),
      "shared secret of the worker protocol (required)"},
-    OPT_BACKEND, OPT_PROFILE, OPT_TSCALE, OPT_A1111, OPT_MODELDIR, OPT_DRAIN,
+    OPT_BACKEND,
+    OPT_PROFILE,
+    OPT_TSCALE,
+    OPT_A1111,
+    OPT_MODELDIR,
+    OPT_DRAIN,
     {"claim-wait", "PINGVAS_CLAIM_WAIT", OPT_DURATION, "20s", 0, 60000, O(claim_wait_ms),
      "long-poll length of a claim"},
     {"max-jobs", NULL, OPT_INT, "0", 0, 1000000000, O(max_jobs),
@@ -250,13 +365,17 @@ static const opt_t worker_opts[] = {
 static const opt_t admin_opts[] = {OPT_DATA, OPT_DB, OPT_LOG};
 
 static const opt_t user_add_opts[] = {
-    OPT_DATA, OPT_DB, OPT_LOG,
+    OPT_DATA,
+    OPT_DB,
+    OPT_LOG,
     {"credits", NULL, OPT_INT, "0", 0, 2000000000, O(credits), "starting balance"},
     {"tier", NULL, OPT_STR, "standard", 0, 0, O(tier), "standard or enterprise"},
 };
 
 static const opt_t token_opts[] = {
-    OPT_DATA, OPT_JWT, OPT_LOG,
+    OPT_DATA,
+    OPT_JWT,
+    OPT_LOG,
     {"ttl", NULL, OPT_DURATION, "24h", 1000, 3650 * DAY_MS, O(ttl_ms), "token lifetime"},
 };
 
@@ -281,8 +400,9 @@ static int parse_or_usage(const char *cmd, const char *synopsis, const char *abo
     }
     int lvl = log_level_parse(cfg->log_level ? cfg->log_level : "info");
     if (lvl < 0) {
-        fprintf(stderr, "pingvas %s: --log-level: '%s' is not one of debug, info, warn, error, off\n",
-                cmd, cfg->log_level);
+        fprintf(stderr,
+                "pingvas %s: --log-level: '%s' is not one of debug, info, warn, error, off\n", cmd,
+                cfg->log_level);
         return -1;
     }
     log_threshold = lvl;
@@ -542,7 +662,8 @@ static int resolve_gpus(const app_config_t *cfg, int *gpus, const char *cmd)
     if (cfg->gpus && *cfg->gpus) {
         int n = gpu_parse_list(cfg->gpus, gpus, SUP_MAX_SLOTS);
         if (n <= 0) {
-            fprintf(stderr, "pingvas %s: --gpus: '%s' is not a list of distinct GPU indexes like 0,1\n",
+            fprintf(stderr,
+                    "pingvas %s: --gpus: '%s' is not a list of distinct GPU indexes like 0,1\n",
                     cmd, cfg->gpus);
             return -1;
         }
@@ -614,8 +735,9 @@ static int check_backend(const app_config_t *cfg, const char *cmd)
 static int check_worker_side(const app_config_t *cfg, const char *cmd, char *server, size_t size)
 {
     if (!cfg->worker_token || strlen(cfg->worker_token) < 16) {
-        fprintf(stderr, "pingvas %s: PINGVAS_WORKER_TOKEN (or --worker-token) is required: the "
-                        "server's worker token, at least 16 characters\n",
+        fprintf(stderr,
+                "pingvas %s: PINGVAS_WORKER_TOKEN (or --worker-token) is required: the "
+                "server's worker token, at least 16 characters\n",
                 cmd);
         return -1;
     }
@@ -778,8 +900,8 @@ static int cmd_up(int argc, char **argv)
            "    -H 'Content-Type: application/json' -d '{\"prompt\":\"a lighthouse at dawn\"}'\n",
            server_url(s), token ? token : "TOKEN");
     printf("Then fetch it with the id from the answer:\n");
-    printf("  curl -s %s/api/v1/generation/JOB_ID -H 'Authorization: Bearer %s'\n\n",
-           server_url(s), token ? token : "TOKEN");
+    printf("  curl -s %s/api/v1/generation/JOB_ID -H 'Authorization: Bearer %s'\n\n", server_url(s),
+           token ? token : "TOKEN");
     fflush(stdout);
     free(token);
 
@@ -803,8 +925,20 @@ static const opt_t autoscale_opts[] = {
      "URL of the pingvas server"},
     {"worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),
      "shared secret of the worker protocol (required)"},
-    OPT_MINW, OPT_MAXW, OPT_MAXEW, OPT_TARGET, OPT_COOLDOWN, OPT_GPUS, OPT_AMODE,
-    OPT_BACKEND, OPT_PROFILE, OPT_TSCALE, OPT_A1111, OPT_MODELDIR, OPT_DRAIN, OPT_LOG,
+    OPT_MINW,
+    OPT_MAXW,
+    OPT_MAXEW,
+    OPT_TARGET,
+    OPT_COOLDOWN,
+    OPT_GPUS,
+    OPT_AMODE,
+    OPT_BACKEND,
+    OPT_PROFILE,
+    OPT_TSCALE,
+    OPT_A1111,
+    OPT_MODELDIR,
+    OPT_DRAIN,
+    OPT_LOG,
     {"poll", "PINGVAS_AUTOSCALE_POLL", OPT_DURATION, "250ms", 10, 60000, O(poll_ms),
      "how often to read the server's backlog"},
 };
@@ -819,7 +953,8 @@ typedef struct remote {
 static int remote_stats(void *arg, const char *tier, int64_t *queued, int64_t *running)
 {
     remote_t *r = arg;
-    httpc_req_t req = {.method = "GET", .url = r->queue_url, .bearer = r->token, .timeout_ms = 5000};
+    httpc_req_t req = {
+        .method = "GET", .url = r->queue_url, .bearer = r->token, .timeout_ms = 5000};
     httpc_resp_t resp;
     httpc_do(r->h, &req, &resp);
     int rc = -1;
@@ -845,8 +980,8 @@ static void remote_event(void *arg, const char *tier, int from, int to, const ch
 {
     remote_t *r = arg;
     log_info("event=scaling tier=%s from=%d to=%d reason=\"%s\"", tier, from, to, reason);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:s}", "tier", tier, "from", from, "to", to, "reason",
-                          reason);
+    json_t *o =
+        json_pack("{s:s, s:i, s:i, s:s}", "tier", tier, "from", from, "to", to, "reason", reason);
     char *body = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!body)
@@ -1000,8 +1135,7 @@ static store_t *open_admin_store(app_config_t *cfg, derived_t *d, const char *cm
     if (store_migrate(st) != STORE_OK) {
         char redacted[1024];
         fprintf(stderr, "pingvas %s: migrating %s: %s\n", cmd,
-                log_redact_url(cfg->database_url, redacted, sizeof redacted),
-                store_last_error(st));
+                log_redact_url(cfg->database_url, redacted, sizeof redacted), store_last_error(st));
         store_close(st);
         return NULL;
     }
@@ -1024,7 +1158,8 @@ static int cmd_migrate(int argc, char **argv)
     if (!st)
         return 1;
     char redacted[1024];
-    printf("schema up to date in %s\n", log_redact_url(cfg.database_url, redacted, sizeof redacted));
+    printf("schema up to date in %s\n",
+           log_redact_url(cfg.database_url, redacted, sizeof redacted));
     store_close(st);
     derived_free(&d);
     return 0;
@@ -1071,11 +1206,11 @@ static int cmd_user(int argc, char **argv)
         return status;
     }
     if (strcmp(sub, "credits") == 0) {
-        int rc = parse_or_usage("user credits", "NAME +N|-N",
-                                "Adds (or with -N removes) credits; the balance never goes below "
-                                "zero.",
-                                admin_opts, NOPTS(admin_opts), &cfg, argc - 1, argv + 1, pos, 2,
-                                &npos);
+        int rc =
+            parse_or_usage("user credits", "NAME +N|-N",
+                           "Adds (or with -N removes) credits; the balance never goes below "
+                           "zero.",
+                           admin_opts, NOPTS(admin_opts), &cfg, argc - 1, argv + 1, pos, 2, &npos);
         if (rc)
             return rc > 0 ? 0 : EXIT_USAGE;
         char *end;
@@ -1166,9 +1301,10 @@ static const struct command {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: pingvas COMMAND [options]   (pingvas help COMMAND, pingvas COMMAND --help)\n\n"
-               "pingvas runs text-to-image jobs on GPU workers that scale with the backlog.\n\n"
-               "Commands:\n");
+    fprintf(f,
+            "usage: pingvas COMMAND [options]   (pingvas help COMMAND, pingvas COMMAND --help)\n\n"
+            "pingvas runs text-to-image jobs on GPU workers that scale with the backlog.\n\n"
+            "Commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "  %-10s %s\n", "help", "this text, or help for one command");

@@ -7,25 +7,25 @@
 #include "job.h"
 
 typedef enum route_id {
-    ROUTE_NOT_FOUND = 0,     /* 404, no authentication */
+    ROUTE_NOT_FOUND = 0, /* 404, no authentication */
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
     ROUTE_METRICS,
-    ROUTE_IMAGE,             /* GET /images/KEY: arg = KEY (may be empty or hostile) */
-    ROUTE_CREATE,            /* POST /api/v1/generation/create */
-    ROUTE_CREATE_METHOD,     /* /api/v1/generation/create with another method: 405 */
+    ROUTE_IMAGE,         /* GET /images/KEY: arg = KEY (may be empty or hostile) */
+    ROUTE_CREATE,        /* POST /api/v1/generation/create */
+    ROUTE_CREATE_METHOD, /* /api/v1/generation/create with another method: 405 */
     ROUTE_LIST,
     ROUTE_CREDITS,
     ROUTE_QUEUE,
     ROUTE_SCALING_EVENTS,
-    ROUTE_JOB_GET,           /* id */
-    ROUTE_JOB_CANCEL,        /* id */
-    ROUTE_API_NOT_FOUND,     /* under /api/: authenticate, then 404 */
-    ROUTE_WORKER_CLAIM,      /* everything ROUTE_WORKER_* needs the worker token first */
+    ROUTE_JOB_GET,       /* id */
+    ROUTE_JOB_CANCEL,    /* id */
+    ROUTE_API_NOT_FOUND, /* under /api/: authenticate, then 404 */
+    ROUTE_WORKER_CLAIM,  /* everything ROUTE_WORKER_* needs the worker token first */
     ROUTE_WORKER_BYE,
     ROUTE_WORKER_SCALING_EVENT, /* POST /internal/v1/scaling/events */
-    ROUTE_WORKER_IMAGE,      /* PUT: id */
-    ROUTE_WORKER_OP,         /* POST: id, arg = operation ("complete", ...; may be unknown) */
+    ROUTE_WORKER_IMAGE,         /* PUT: id */
+    ROUTE_WORKER_OP,            /* POST: id, arg = operation ("complete", ...; may be unknown) */
     ROUTE_WORKER_NOT_FOUND,
 } route_id_t;
 

@@ -593,9 +593,9 @@ static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
         const struct scaling_event *e = &s->events[i % SERVER_EVENTS_MAX];
         char ts[40];
         clock_format_rfc3339(e->at_ms, ts, sizeof ts);
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:i, s:s}", "time", ts, "tier",
-                                             e->tier, "from", e->from, "to", e->to, "reason",
-                                             e->reason));
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:s, s:i, s:i, s:s}", "time", ts, "tier", e->tier,
+                                        "from", e->from, "to", e->to, "reason", e->reason));
     }
     pthread_mutex_unlock(&s->events_mu);
     json_t *o = json_object();

@@ -8,28 +8,28 @@
 #include "store.h"
 
 typedef struct server_config {
-    const char *bind;                 /* address to listen on */
-    int port;                         /* 0 = ephemeral */
-    const char *database_url;         /* store URL */
-    const char *storage_url;          /* blob store URL */
-    const char *public_image_base_url;/* CDN prefix for image_url, or NULL */
-    const char *public_url;           /* this server's external URL, or NULL (derived) */
+    const char *bind;                  /* address to listen on */
+    int port;                          /* 0 = ephemeral */
+    const char *database_url;          /* store URL */
+    const char *storage_url;           /* blob store URL */
+    const char *public_image_base_url; /* CDN prefix for image_url, or NULL */
+    const char *public_url;            /* this server's external URL, or NULL (derived) */
     const char *jwt_secret;
     const char *worker_token;
-    const char *models;               /* comma-separated allowed models; first is the default */
+    const char *models; /* comma-separated allowed models; first is the default */
     int64_t lease_ms;
     int64_t heartbeat_ms;
     int64_t reaper_ms;
     int64_t worker_ttl_ms;
     int max_attempts;
-    double credit_rate;               /* credits per GPU-second */
-    int max_queued_per_user;          /* 0 = no cap */
-    double rate_limit;                /* creates per second per user; 0 = off */
+    double credit_rate;      /* credits per GPU-second */
+    int max_queued_per_user; /* 0 = no cap */
+    double rate_limit;       /* creates per second per user; 0 = off */
     int rate_burst;
     int max_connections;
-    const char *redis_url;            /* Celery bridge (celery.h) when set, else NULL */
-    const char *celery_queue;         /* NULL: "celery" */
-    int64_t celery_visibility_ms;     /* 0: kombu's 3600 s */
+    const char *redis_url;        /* Celery bridge (celery.h) when set, else NULL */
+    const char *celery_queue;     /* NULL: "celery" */
+    int64_t celery_visibility_ms; /* 0: kombu's 3600 s */
 } server_config_t;
 
 typedef struct server server_t;
@@ -54,7 +54,8 @@ typedef void (*server_submit_fn)(void *arg, const char *tier);
 void server_set_submit_hook(server_t *s, server_submit_fn fn, void *arg);
 void server_stop(server_t *s);
 
-/* The credit reservation for a job: ceil(estimated GPU-seconds on the reference GPU (t4) x rate). */
+/* The credit reservation for a job: ceil(estimated GPU-seconds on the reference GPU (t4) x rate).
+ */
 int64_t server_estimate_credits(const job_params_t *p, double rate);
 
 #endif

@@ -17,15 +17,15 @@
 
 enum store_rc {
     STORE_OK = 0,
-    STORE_ERR = -1,        /* internal or unavailable; message via store_last_error() */
-    STORE_NOT_FOUND = 1,   /* no such row (or not the caller's) */
-    STORE_CONFLICT = 2,    /* state does not allow it (e.g. cancel of a completed job) */
-    STORE_NO_CREDITS = 3,  /* balance minus reservations cannot cover the reservation */
-    STORE_EXISTS = 4,      /* already there: user add, or idempotent replay (job filled) */
-    STORE_EMPTY = 5,       /* nothing to claim */
-    STORE_LEASE_LOST = 6,  /* lease expired or belongs to another claim */
-    STORE_CANCELED = 7,    /* job was canceled while leased */
-    STORE_LIMIT = 8,       /* the user's queued-job cap is reached */
+    STORE_ERR = -1,       /* internal or unavailable; message via store_last_error() */
+    STORE_NOT_FOUND = 1,  /* no such row (or not the caller's) */
+    STORE_CONFLICT = 2,   /* state does not allow it (e.g. cancel of a completed job) */
+    STORE_NO_CREDITS = 3, /* balance minus reservations cannot cover the reservation */
+    STORE_EXISTS = 4,     /* already there: user add, or idempotent replay (job filled) */
+    STORE_EMPTY = 5,      /* nothing to claim */
+    STORE_LEASE_LOST = 6, /* lease expired or belongs to another claim */
+    STORE_CANCELED = 7,   /* job was canceled while leased */
+    STORE_LIMIT = 8,      /* the user's queued-job cap is reached */
 };
 
 typedef struct user {
@@ -72,8 +72,10 @@ int store_ping(store_t *s);
 
 int store_user_add(store_t *s, const char *name, const char *tier, int64_t credits, int64_t now);
 int store_user_get(store_t *s, const char *name, user_t *out);
-/* Adds delta (may be negative, never below zero: STORE_CONFLICT) and writes a "grant" ledger row. */
-int store_user_credit(store_t *s, const char *name, int64_t delta, int64_t now, int64_t *balance_out);
+/* Adds delta (may be negative, never below zero: STORE_CONFLICT) and writes a "grant" ledger row.
+ */
+int store_user_credit(store_t *s, const char *name, int64_t delta, int64_t now,
+                      int64_t *balance_out);
 /* Newest first, at most limit entries. *out is malloc'd (caller frees). */
 int store_ledger(store_t *s, const char *name, int limit, ledger_entry_t **out, size_t *n);
 

@@ -272,7 +272,8 @@ static void read_status(supervisor_t *s)
                         sl->info.ready_ms = now;
                     log_info("event=worker_cold_start worker=%s spawn_to_ready_ms=%lld "
                              "spawn_to_first_claim_ms=%lld",
-                             sl->info.worker_id, (long long)(sl->info.ready_ms - sl->info.started_ms),
+                             sl->info.worker_id,
+                             (long long)(sl->info.ready_ms - sl->info.started_ms),
                              (long long)(now - sl->info.started_ms));
                     if (s->cold_fn)
                         s->cold_fn(s->cold_arg, sl->tier, sl->info.worker_id,

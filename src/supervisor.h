@@ -13,9 +13,9 @@ typedef struct supervisor supervisor_t;
 
 typedef struct sup_worker_info {
     char worker_id[64];
-    pid_t pid;          /* 0 when not running */
-    int gpu;            /* GPU index or -1 */
-    int64_t started_ms; /* mono */
+    pid_t pid;              /* 0 when not running */
+    int gpu;                /* GPU index or -1 */
+    int64_t started_ms;     /* mono */
     int64_t ready_ms;       /* model loaded (mono), 0 until known */
     int64_t first_claim_ms; /* cold start end: first claim request (mono), 0 until known */
     char state;             /* 'S' starting, 'R' loaded, 'I' idle, 'B' busy */

@@ -24,9 +24,9 @@ typedef struct wire_claim {
 /* What a lease holder reports. Which fields are read depends on the operation. */
 typedef struct wire_report {
     char lease_id[JOB_ID_SIZE];
-    double gpu_seconds;               /* complete: 0 <= x < 1e7 */
-    char error[WIRE_ERROR_MAX + 1];   /* fail: the message ("worker reported an error") */
-    int retryable;                    /* fail: default 1 */
+    double gpu_seconds;             /* complete: 0 <= x < 1e7 */
+    char error[WIRE_ERROR_MAX + 1]; /* fail: the message ("worker reported an error") */
+    int retryable;                  /* fail: default 1 */
 } wire_report_t;
 
 typedef struct wire_bye {

@@ -37,7 +37,7 @@ static int t_failed_checks;
     do {                                                                                           \
         const char *t_a_ = (a), *t_b_ = (b);                                                       \
         if (!t_a_ || !t_b_ || strcmp(t_a_, t_b_) != 0) {                                           \
-            fprintf(stderr, "%s:%d: CHECK_STR failed: %s == \"%s\", expected \"%s\"\n", __FILE__, \
+            fprintf(stderr, "%s:%d: CHECK_STR failed: %s == \"%s\", expected \"%s\"\n", __FILE__,  \
                     __LINE__, #a, t_a_ ? t_a_ : "(null)", t_b_ ? t_b_ : "(null)");                 \
             t_failed_checks++;                                                                     \
         }                                                                                          \
