@@ -411,7 +411,9 @@ typedef struct create_req {
     job_t *out;
     int rc;
     bool done;
-    char err[256]; /* the message of a STORE_ERR, for the waiting thread */
+    bool lead;         /* this request's thread runs the next batch */
+    pthread_cond_t cv; /* signalled when done or lead turns true */
+    char err[256];     /* the message of a STORE_ERR, for the waiting thread */
     struct create_req *next;
 } create_req_t;
 
@@ -424,7 +426,6 @@ typedef struct sqlite_store {
     bool in_tx;
     /* Group commit of creates: concurrent submissions share one transaction. */
     pthread_mutex_t gc_mu;
-    pthread_cond_t gc_cv;
     create_req_t *gc_head, *gc_tail;
     bool gc_leader;
 } sqlite_store_t;
@@ -670,7 +671,6 @@ static void sqlite_close(store_t *base)
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->gc_mu);
-    pthread_cond_destroy(&s->gc_cv);
     free(s->path);
     free(s);
 }
@@ -711,7 +711,6 @@ store_t *store_sqlite_open(const char *path, char *err, size_t errlen)
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gc_mu, NULL);
-    pthread_cond_init(&s->gc_cv, NULL);
     int orc = sqlite3_open_v2(
         s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (orc != SQLITE_OK) {
@@ -1153,17 +1152,24 @@ static int sqlite_job_create(store_t *base, const char *user, const job_params_t
                       .max_queued = max_queued,
                       .now = now,
                       .out = out};
+    pthread_cond_init(&q.cv, NULL);
     pthread_mutex_lock(&s->gc_mu);
     if (s->gc_tail)
         s->gc_tail->next = &q;
     else
         s->gc_head = &q;
     s->gc_tail = &q;
-    while (!q.done && s->gc_leader)
-        pthread_cond_wait(&s->gc_cv, &s->gc_mu);
-    while (!q.done) {
-        /* Lead: take everything queued, run it, publish the results. */
+    if (!s->gc_leader) {
         s->gc_leader = true;
+        q.lead = true;
+    }
+    /* Each waiter sleeps on its own condition: it is woken once, when its result is in or
+     * when it becomes the leader, never by other waiters' results. */
+    while (!q.done && !q.lead)
+        pthread_cond_wait(&q.cv, &s->gc_mu);
+    if (!q.done) {
+        /* Lead: take everything queued (this request included), run it, publish the results,
+         * then hand the lead to the first request queued meanwhile. */
         create_req_t *batch = s->gc_head;
         s->gc_head = s->gc_tail = NULL;
         pthread_mutex_unlock(&s->gc_mu);
@@ -1172,14 +1178,19 @@ static int sqlite_job_create(store_t *base, const char *user, const job_params_t
         for (create_req_t *r = batch; r;) {
             create_req_t *next = r->next;
             r->done = true;
-            r = next;
+            if (r != &q)
+                pthread_cond_signal(&r->cv);
+            r = next; /* r may be gone once signalled: read next first */
         }
-        s->gc_leader = false;
-        pthread_cond_broadcast(&s->gc_cv);
-        while (!q.done && s->gc_leader)
-            pthread_cond_wait(&s->gc_cv, &s->gc_mu);
+        if (s->gc_head) {
+            s->gc_head->lead = true;
+            pthread_cond_signal(&s->gc_head->cv);
+        } else {
+            s->gc_leader = false;
+        }
     }
     pthread_mutex_unlock(&s->gc_mu);
+    pthread_cond_destroy(&q.cv);
     if (q.rc == STORE_ERR)
         fail_msg("%s", q.err);
     if (out == &tmp)
