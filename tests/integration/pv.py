@@ -224,6 +224,22 @@ class Env:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def clean_exit(test):
+    """Runs test, then stops the workers and the server: each must exit 0 (under ASan, a leak or any sanitizer
+    report makes it exit non-zero)."""
+    def run(env):
+        test(env)
+        workers = [p for p in env.procs if p.logname.startswith("worker") and p.poll() is None]
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            assert w.wait(timeout=60) == 0, f"{w.logname} did not exit cleanly"
+        if env.server is not None:
+            assert env.stop(env.server) == 0, "server did not exit cleanly (sanitizer report?)"
+    run.__name__ = test.__name__
+    return run
+
+
 def main(tests):
     """Runs test functions (each gets a fresh Env); prints 'N passed, N failed'."""
     only = sys.argv[1] if len(sys.argv) > 1 else None

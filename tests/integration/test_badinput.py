@@ -552,27 +552,11 @@ def test_trickle_and_idle_connections(env):
             s.close()
 
 
-def clean_exit(test):
-    """Runs test, then stops the workers and the server: each must exit 0 (under ASan, a leak or any sanitizer
-    report makes it exit non-zero)."""
-    def run(env):
-        test(env)
-        workers = [p for p in env.procs if p.logname.startswith("worker") and p.poll() is None]
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            assert w.wait(timeout=60) == 0, f"{w.logname} did not exit cleanly"
-        if env.server is not None:
-            assert env.stop(env.server) == 0, "server did not exit cleanly (sanitizer report?)"
-    run.__name__ = test.__name__
-    return run
-
-
 if __name__ == "__main__":
     pv.main([
-        clean_exit(test_create_body_table),
-        clean_exit(test_tokens_table),
-        clean_exit(test_foreign_jobs_paths_and_queries),
-        clean_exit(test_forged_worker_protocol),
-        clean_exit(test_trickle_and_idle_connections),
+        pv.clean_exit(test_create_body_table),
+        pv.clean_exit(test_tokens_table),
+        pv.clean_exit(test_foreign_jobs_paths_and_queries),
+        pv.clean_exit(test_forged_worker_protocol),
+        pv.clean_exit(test_trickle_and_idle_connections),
     ])

@@ -112,25 +112,9 @@ def test_fair_share_within_tier(env):
     assert starts == sorted(starts), starts
 
 
-def clean_exit(test):
-    """Runs test, then stops the workers and the server: each must exit 0 (under ASan, a leak or any sanitizer
-    report makes it exit non-zero)."""
-    def run(env):
-        test(env)
-        workers = [p for p in env.procs if p.logname.startswith("worker") and p.poll() is None]
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            assert w.wait(timeout=60) == 0, f"{w.logname} did not exit cleanly"
-        if env.server is not None:
-            assert env.stop(env.server) == 0, "server did not exit cleanly (sanitizer report?)"
-    run.__name__ = test.__name__
-    return run
-
-
 if __name__ == "__main__":
     pv.main([
-        clean_exit(test_rate_limit_token_bucket),
-        clean_exit(test_queued_cap_per_user),
-        clean_exit(test_fair_share_within_tier),
+        pv.clean_exit(test_rate_limit_token_bucket),
+        pv.clean_exit(test_queued_cap_per_user),
+        pv.clean_exit(test_fair_share_within_tier),
     ])

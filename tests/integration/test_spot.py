@@ -197,28 +197,12 @@ def test_imds_flags_documented(env):
     assert "5s" in out.split("--imds-poll", 1)[1].split("\n", 2)[0] + out.split("--imds-poll", 1)[1][:200]
 
 
-def clean_exit(test):
-    """Runs test, then stops the workers and the server: each must exit 0 (under ASan, a leak or any sanitizer
-    report makes it exit non-zero)."""
-    def run(env):
-        test(env)
-        workers = [p for p in env.procs if p.logname.startswith("worker") and p.poll() is None]
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            assert w.wait(timeout=60) == 0, f"{w.logname} did not exit cleanly"
-        if env.server is not None:
-            assert env.stop(env.server) == 0, "server did not exit cleanly (sanitizer report?)"
-    run.__name__ = test.__name__
-    return run
-
-
 if __name__ == "__main__":
     pv.main([
-        clean_exit(test_watcher_speaks_imdsv2),
-        clean_exit(test_notice_short_window_releases),
-        clean_exit(test_notice_long_window_finishes),
-        clean_exit(test_rebalance_recommendation_stops),
-        clean_exit(test_unreachable_imds_is_off),
-        clean_exit(test_imds_flags_documented),
+        pv.clean_exit(test_watcher_speaks_imdsv2),
+        pv.clean_exit(test_notice_short_window_releases),
+        pv.clean_exit(test_notice_long_window_finishes),
+        pv.clean_exit(test_rebalance_recommendation_stops),
+        pv.clean_exit(test_unreachable_imds_is_off),
+        pv.clean_exit(test_imds_flags_documented),
     ])
