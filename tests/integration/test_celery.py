@@ -240,10 +240,11 @@ def test_python_celery5_envelope_and_publish(env):
     sub.cmd("SUBSCRIBE", f"celery-task-meta-{tid}")
     r.cmd("LPUSH", "celery", raw)
     # Adopted as a queued job of alice's tier; the list is drained and the message acked.
-    j = pv.wait_for(lambda: (lambda x: x if x and x.get("status") == "queued" and
-                             x.get("seed") is not None else None)(env.job(tok, jid)),
+    # Until the bridge adopts it, the seed's row has no tier and no created_at.
+    j = pv.wait_for(lambda: (lambda x: x if x and x.get("status") == "queued" and x.get("tier")
+                             and x.get("created_at") else None)(env.job(tok, jid)),
                     timeout=20, what="the seed row to be adopted")
-    assert j["prompt"] == "a lighthouse at dawn" and j["tier"] == "standard" and j["seed"] >= 0
+    assert j["prompt"] == "a lighthouse at dawn" and j["tier"] == "standard" and j["seed"] >= 0, j
     assert_drained(r)
     assert r.cmd("HGET", "pingvas-celery-tasks", jid) == tid.encode()
     assert "event=celery_adopted" in env.log("server.log")
