@@ -17,9 +17,12 @@ backend_t *backend_create(const backend_config_t *cfg, char *err, size_t errlen)
     const char *name = cfg->name && cfg->name[0] ? cfg->name : "synthetic";
     if (strcmp(name, "synthetic") == 0)
         return backend_synthetic_create(cfg, err, errlen);
-    if (strcmp(name, "a1111") == 0 || strcmp(name, "sdcpp") == 0) {
+    if (strcmp(name, "a1111") == 0)
+        return backend_a1111_create(cfg, err, errlen);
+    if (strcmp(name, "sdcpp") == 0) {
         snprintf(err, errlen,
-                 "backend \"%s\" is not available in this build yet (available: synthetic)", name);
+                 "backend \"%s\" is not available in this build yet (available: synthetic, a1111)",
+                 name);
         return NULL;
     }
     snprintf(err, errlen, "unknown backend \"%s\" (valid: " VALID_BACKENDS ")", name);

@@ -46,6 +46,8 @@ struct backend {
 /* Creates the backend named in cfg (not yet loaded). NULL with a message on error. */
 backend_t *backend_create(const backend_config_t *cfg, char *err, size_t errlen);
 
+/* The a1111 backend: cfg->url is the base URL of a server with the /sdapi/v1/txt2img API. */
+backend_t *backend_a1111_create(const backend_config_t *cfg, char *err, size_t errlen);
 backend_t *backend_synthetic_create(const backend_config_t *cfg, char *err, size_t errlen);
 /* The synthetic backend's GPU profile names (static strings, for --help); returns their count. */
 int backend_synthetic_profile_names(const char *const **names);
