@@ -1,0 +1,152 @@
+"""The a1111 backend against a fake AUTOMATIC1111 server (tests/peers/a1111/fake_a1111.py, run
+in-process on 127.0.0.1:0): the job gets the server's image, the request carries the job's
+parameters, a cancel reaches /sdapi/v1/interrupt, server errors fail the attempt with the
+server's message, and a worker that cannot reach (or does not recognise) the server exits
+non-zero with a clear message. Uses only the public API, so it also runs with
+PINGVAS_TEST_STACK=production."""
+import os
+import socket
+import sys
+import time
+
+import pv
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "peers", "a1111"))
+import fake_a1111  # noqa: E402
+
+FAST = ["--lease", "1s", "--heartbeat", "200ms", "--reaper-interval", "100ms"]
+
+
+def fake(env, **kw):
+    f = fake_a1111.FakeA1111(**kw).start()
+    env.cleanups.append(f.stop)
+    return f
+
+
+def a1111_worker(env, url, *args):
+    return env.start_worker("--backend", "a1111", "--a1111-url", url, *args)
+
+
+def fetch_image(env, tok, url):
+    if url.startswith("http://") or url.startswith("https://"):
+        r = pv.http("GET", url)  # a presigned URL carries its own authorisation
+    else:
+        r = env.api("GET", url, token=tok)
+    assert r.status == 200, (r.status, url)
+    return r.body
+
+
+def charges_for(env, tok, jid):
+    led = env.api("GET", "/api/v1/credits", token=tok).json()["ledger"]
+    return [e for e in led if e["kind"] == "charge" and e["job_id"] == jid]
+
+
+@pv.clean_exit
+def test_job_gets_server_image_and_parameters(env):
+    png = fake_a1111.make_png(16, 8, (10, 120, 250))
+    f = fake(env, delay=0.3, png=png)
+    env.start_server(*FAST)
+    tok = env.add_user("a1")
+    a1111_worker(env, f.url)
+    body = {"prompt": "a red fox in snow", "negative_prompt": "blurry, text", "width": 576,
+            "height": 448, "steps": 12, "cfg_scale": 5.5, "seed": 4294967295, "model": "sdxl"}
+    jid = env.create(tok, body).json()["id"]
+    j = env.wait_status(tok, jid, ("completed", "failed"), timeout=60)
+    assert j["status"] == "completed", j
+    assert fetch_image(env, tok, j["image_url"]) == png
+    assert len(f.txt2img) == 1, f.txt2img
+    req = f.txt2img[0]
+    for k in ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "seed"):
+        assert req[k] == body[k], (k, req)
+    assert req["batch_size"] == 1 and req["n_iter"] == 1, req
+    # "sdxl" is not in any title; "sd15" neither: the model rule sends no override then.
+    assert "override_settings" not in req, req
+    # gpu_seconds is the measured request time: at least the fake's delay.
+    assert j["gpu_seconds"] >= 0.3, j
+    assert ("GET", "/sdapi/v1/sd-models", None) in f.requests
+
+
+@pv.clean_exit
+def test_model_name_maps_to_checkpoint(env):
+    f = fake(env, models=[{"title": "other.ckpt [1]", "model_name": "other"},
+                          {"title": "my-SD15-finetune.safetensors [abc]",
+                           "model_name": "my-SD15-finetune"}])
+    env.start_server(*FAST)
+    tok = env.add_user("a2")
+    a1111_worker(env, f.url)
+    jid = env.create(tok, {"prompt": "x", "model": "sd15", "steps": 2}).json()["id"]
+    assert env.wait_status(tok, jid, ("completed", "failed"))["status"] == "completed"
+    assert f.txt2img[0]["override_settings"] == {
+        "sd_model_checkpoint": "my-SD15-finetune.safetensors [abc]"}, f.txt2img[0]
+
+
+@pv.clean_exit
+def test_cancel_interrupts_server(env):
+    f = fake(env, delay=60)
+    env.start_server(*FAST)
+    tok = env.add_user("a3")
+    w = a1111_worker(env, f.url)
+    jid = env.create(tok, {"prompt": "a long one", "steps": 50}).json()["id"]
+    env.wait_status(tok, jid, "in_progress")
+    pv.wait_for(lambda: len(f.txt2img) == 1, timeout=20, what="txt2img to reach the fake")
+    r = env.api("POST", f"/api/v1/generation/{jid}/cancel", token=tok)
+    assert r.status == 200 and r.json()["status"] == "canceled"
+    pv.wait_for(lambda: f.interrupts >= 1, timeout=20, what="the worker to POST /interrupt")
+    pv.wait_for(lambda: "job_abandoned" in env.log("worker-w0.log"), timeout=20,
+                what="worker to drop the canceled job")
+    time.sleep(0.5)
+    j = env.job(tok, jid)
+    assert j["status"] == "canceled" and j["credits_charged"] == 0 and not j["image_url"], j
+    assert charges_for(env, tok, jid) == []
+    # The worker is free again: the next job completes.
+    f.delay = 0
+    j2 = env.create(tok, {"prompt": "next", "steps": 1}).json()["id"]
+    assert env.wait_status(tok, j2, ("completed", "failed"), timeout=30)["status"] == "completed"
+    assert w.poll() is None
+
+
+@pv.clean_exit
+def test_server_error_fails_attempts(env):
+    f = fake(env)
+    f.fail_status = 500
+    env.start_server(*FAST, "--max-attempts", "2")
+    tok = env.add_user("a4")
+    a1111_worker(env, f.url)
+    jid = env.create(tok, {"prompt": "doomed", "steps": 3}).json()["id"]
+    j = env.wait_status(tok, jid, "failed", timeout=60)
+    assert len(f.txt2img) == 2, len(f.txt2img)  # retried once: back in the queue after the first
+    assert j["attempts"] == 2 and j["credits_charged"] == 0, j
+    msg = j["error_message"] or ""
+    assert "500" in msg and "CUDA out of memory (fake)" in msg, msg
+    assert charges_for(env, tok, jid) == []
+
+
+def test_unreachable_url_exits_nonzero(env):
+    env.start_server(*FAST)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    url = f"http://127.0.0.1:{port}"
+    w = a1111_worker(env, url)
+    t0 = time.monotonic()
+    rc = w.wait(timeout=60)
+    assert rc != 0, rc
+    assert time.monotonic() - t0 < 30
+    log = env.log("worker-w0.log")
+    assert url in log and "not reachable" in log, log
+
+
+def test_not_an_a1111_server_exits_nonzero(env):
+    env.start_server(*FAST)
+    w = a1111_worker(env, env.url)  # pingvas itself: no /sdapi/v1/sd-models
+    rc = w.wait(timeout=30)
+    assert rc != 0, rc
+    log = env.log("worker-w0.log")
+    assert env.url in log and "not an A1111-compatible server" in log and "404" in log, log
+
+
+if __name__ == "__main__":
+    pv.main([test_job_gets_server_image_and_parameters, test_model_name_maps_to_checkpoint,
+             test_cancel_interrupts_server, test_server_error_fails_attempts,
+             test_unreachable_url_exits_nonzero, test_not_an_a1111_server_exits_nonzero])
