@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "b64.h"
+#include "httpc.h"
 #include "clock.h"
 
 #define A1_URL_MAX 1024
@@ -44,98 +46,27 @@ typedef struct a1111 {
     double done_step_mp;
 } a1111_t;
 
-typedef struct a1_resp {
-    long status; /* 0: no response */
-    char *body;  /* malloc'd, NUL-terminated, or NULL */
-    size_t len;
-    size_t cap;
-    int too_big;
-    char error[CURL_ERROR_SIZE];
-} a1_resp_t;
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    a1_resp_t *r = userdata;
-    size_t n = size * nmemb;
-    if (n > r->cap || r->len > r->cap - n) {
-        r->too_big = 1;
-        return 0;
-    }
-    char *nb = realloc(r->body, r->len + n + 1);
-    if (!nb)
-        return 0;
-    r->body = nb;
-    memcpy(r->body + r->len, ptr, n);
-    r->len += n;
-    r->body[r->len] = '\0';
-    return n;
-}
-
-static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
-{
-    atomic_int *flag = p;
-    return flag && atomic_load(flag) ? 1 : 0;
-}
-
 /* One request on the backend's handle. body may be NULL (GET) or JSON. cancel may be NULL.
  * Returns 0 when a response arrived (any status), -1 otherwise (out->error says why). The
  * caller frees out->body. */
 static int a1_request(a1111_t *a, const char *method, const char *path, const char *body,
-                      long timeout_ms, size_t cap, atomic_int *cancel, a1_resp_t *out)
+                      long timeout_ms, size_t cap, atomic_int *cancel, httpc_resp_t *out)
 {
-    memset(out, 0, sizeof *out);
-    out->cap = cap;
     char url[A1_URL_MAX + 64];
     snprintf(url, sizeof url, "%s%s", a->url, path);
-    CURL *c = a->h;
-    curl_easy_reset(c);
-    struct curl_slist *hdrs = NULL;
-    hdrs = curl_slist_append(hdrs, "Expect:");
-    if (body)
-        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, out->error);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? strlen(body) : 0));
-    }
-    if (cancel) {
-        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl_easy_setopt(c, CURLOPT_XFERINFODATA, cancel);
-    }
-    CURLcode rc = curl_easy_perform(c);
-    curl_slist_free_all(hdrs);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
-    if (rc != CURLE_OK) {
-        if (out->too_big)
-            snprintf(out->error, sizeof out->error, "response larger than %zu bytes", cap);
-        else if (!out->error[0])
-            snprintf(out->error, sizeof out->error, "%s", curl_easy_strerror(rc));
-        out->status = 0;
-        return -1;
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    return 0;
-}
-
-static void a1_resp_free(a1_resp_t *r)
-{
-    free(r->body);
-    r->body = NULL;
-    r->len = 0;
+    httpc_req_t req = {.method = method,
+                       .url = url,
+                       .body = body,
+                       .body_len = body ? strlen(body) : 0,
+                       .timeout_ms = timeout_ms,
+                       .abort_flag = cancel,
+                       .max_response = cap};
+    return httpc_do(a->h, &req, out);
 }
 
 /* Writes the server's own error text ("detail", "error" or "message" of a JSON body, else the
  * start of the body) into buf, at most A1_DETAIL_MAX bytes; "" when there is none. */
-static void error_detail(const a1_resp_t *r, char *buf, size_t buflen)
+static void error_detail(const httpc_resp_t *r, char *buf, size_t buflen)
 {
     buf[0] = '\0';
     if (!r->body || !r->len)
@@ -167,27 +98,11 @@ static void error_detail(const a1_resp_t *r, char *buf, size_t buflen)
 
 /* ---- base64 ---- */
 
-static int b64_value(unsigned char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+' || ch == '-')
-        return 62;
-    if (ch == '/' || ch == '_')
-        return 63;
-    return -1;
-}
-
-/* Decodes standard or URL-safe base64, ignoring whitespace, with or without '=' padding, and
- * skips a leading "data:...;base64," prefix. Returns a malloc'd buffer (caller frees) and its
- * length in *outlen, or NULL with err set when the text is malformed or decodes to more than max
- * bytes. */
-static unsigned char *b64_decode(const char *s, size_t len, size_t max, size_t *outlen, char *err,
-                                 size_t errlen)
+/* Decodes the image text: standard or URL-safe base64, white space and padding optional, after
+ * an optional "data:...;base64," prefix. Returns a malloc'd buffer (caller frees) and its length
+ * in *outlen, or NULL with err set. */
+static unsigned char *image_decode(const char *s, size_t len, size_t max, size_t *outlen, char *err,
+                                   size_t errlen)
 {
     if (len > 5 && strncmp(s, "data:", 5) == 0) {
         const char *comma = memchr(s, ',', len);
@@ -198,52 +113,10 @@ static unsigned char *b64_decode(const char *s, size_t len, size_t max, size_t *
         len -= (size_t)(comma + 1 - s);
         s = comma + 1;
     }
-    if (len / 4 * 3 > max + 3) {
-        snprintf(err, errlen, "a1111 backend: image larger than %zu bytes", max);
-        return NULL;
-    }
-    unsigned char *out = malloc(len / 4 * 3 + 3);
-    if (!out) {
-        snprintf(err, errlen, "a1111 backend: out of memory");
-        return NULL;
-    }
-    size_t n = 0;
-    uint32_t acc = 0;
-    int bits = 0, pad = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (isspace(ch))
-            continue;
-        if (ch == '=') {
-            pad++;
-            continue;
-        }
-        int v = b64_value(ch);
-        if (v < 0 || pad) {
-            snprintf(err, errlen, "a1111 backend: the image is not valid base64");
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    /* Leftover bits: 0 (complete), 2 or 4 (a padded or unpadded tail); 6 is impossible. */
-    if (bits >= 6 || pad > 2) {
-        snprintf(err, errlen, "a1111 backend: the image is not valid base64");
-        free(out);
-        return NULL;
-    }
-    if (n > max) {
-        snprintf(err, errlen, "a1111 backend: image larger than %zu bytes", max);
-        free(out);
-        return NULL;
-    }
-    *outlen = n;
+    unsigned char *out = b64_decode(s, len, B64_LENIENT, max, outlen);
+    if (!out)
+        snprintf(err, errlen,
+                 "a1111 backend: the image is not valid base64, or larger than %zu bytes", max);
     return out;
 }
 
@@ -271,7 +144,7 @@ static const char *checkpoint_for(const a1111_t *a, const char *model)
 }
 
 /* Parses the sd-models answer (a JSON array of objects). 0, or -1 when it is not that shape. */
-static int parse_models(a1111_t *a, const a1_resp_t *r)
+static int parse_models(a1111_t *a, const httpc_resp_t *r)
 {
     json_t *arr = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
     if (!json_is_array(arr)) {
@@ -314,10 +187,10 @@ static int a1_load(backend_t *b, char *err, size_t errlen)
             clock_sleep_ms(sleep_ms);
             sleep_ms *= 2;
         }
-        a1_resp_t r;
+        httpc_resp_t r;
         a1_request(a, "GET", "/sdapi/v1/sd-models", NULL, 10000L, A1_SMALL_RESP_MAX, NULL, &r);
         if (r.status == 200 && parse_models(a, &r) == 0) {
-            a1_resp_free(&r);
+            httpc_resp_free(&r);
             a->loaded = 1;
             return BACKEND_OK;
         }
@@ -336,7 +209,7 @@ static int a1_load(backend_t *b, char *err, size_t errlen)
                 r.status, detail[0] ? ": " : "", detail);
         }
         long st = r.status;
-        a1_resp_free(&r);
+        httpc_resp_free(&r);
         if (st != 0 && st < 500)
             break; /* a definite answer: retrying will not change it */
     }
@@ -347,9 +220,9 @@ static int a1_load(backend_t *b, char *err, size_t errlen)
 /* Best effort: asks the server to stop the generation in progress. */
 static void a1_interrupt(a1111_t *a)
 {
-    a1_resp_t r;
+    httpc_resp_t r;
     a1_request(a, "POST", "/sdapi/v1/interrupt", NULL, 5000L, A1_SMALL_RESP_MAX, NULL, &r);
-    a1_resp_free(&r);
+    httpc_resp_free(&r);
 }
 
 static char *txt2img_body(const a1111_t *a, const job_params_t *p)
@@ -394,7 +267,7 @@ static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
     json_t *doc = NULL;
     unsigned char *png = NULL;
     int64_t t0 = clock_mono_ms();
-    a1_resp_t r;
+    httpc_resp_t r;
     a1_request(a, "POST", "/sdapi/v1/txt2img", body, A1_GENERATE_TIMEOUT_MS, A1_RESP_MAX, cancel,
                &r);
     double seconds = (double)(clock_mono_ms() - t0) / 1000.0;
@@ -423,8 +296,8 @@ static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
         goto out;
     }
     size_t len = 0;
-    png = b64_decode(json_string_value(first), json_string_length(first), A1_PNG_MAX, &len, err,
-                     errlen);
+    png = image_decode(json_string_value(first), json_string_length(first), A1_PNG_MAX, &len, err,
+                       errlen);
     if (!png)
         goto out;
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
@@ -442,7 +315,7 @@ static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
 out:
     free(png);
     json_decref(doc);
-    a1_resp_free(&r);
+    httpc_resp_free(&r);
     return rc;
 }
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "b64.h"
 #include "clock.h"
 #include "log.h"
 
@@ -56,53 +57,6 @@ static bool valid_job_id(const char *s)
             return false;
     }
     return true;
-}
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Decodes standard base64 (padding optional, no whitespace) into a malloc'd buffer of *outlen
- * bytes (NUL-terminated). NULL on bad input or allocation failure. */
-static unsigned char *b64_decode(const char *in, size_t len, size_t *outlen)
-{
-    while (len > 0 && in[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return NULL;
-    unsigned char *out = malloc(len / 4 * 3 + 3);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_value((unsigned char)in[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)((acc >> bits) & 0xff);
-        }
-    }
-    out[o] = '\0';
-    *outlen = o;
-    return out;
 }
 
 /* ---- envelope parsing ---- */
@@ -145,7 +99,7 @@ static json_t *load_body(json_t *env, json_t *props, celery_reject_t *rej)
     size_t tlen = json_string_length(body);
     unsigned char *decoded = NULL;
     if (enc && strcmp(enc, "base64") == 0) {
-        decoded = b64_decode(text, tlen, &tlen);
+        decoded = b64_decode(text, tlen, 0, CELERY_MESSAGE_MAX, &tlen);
         if (!decoded) {
             reject(rej, "bad_body", "ValueError", "builtins", "the body is not valid base64");
             return NULL;

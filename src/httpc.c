@@ -5,12 +5,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct sink {
+    httpc_resp_t *r;
+    size_t cap;
+    int too_big;
+} sink_t;
+
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    httpc_resp_t *r = userdata;
+    sink_t *k = userdata;
+    httpc_resp_t *r = k->r;
     size_t n = size * nmemb;
-    if (r->len + n > HTTPC_RESPONSE_MAX)
+    if (n > k->cap || r->len > k->cap - n) {
+        k->too_big = 1;
         return 0; /* over the cap: abort the transfer */
+    }
     char *nb = realloc(r->body, r->len + n + 1);
     if (!nb)
         return 0;
@@ -53,8 +62,9 @@ int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 30000L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    sink_t sink = {.r = out, .cap = req->max_response ? req->max_response : HTTPC_RESPONSE_MAX};
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
     if (req->body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
@@ -70,7 +80,10 @@ int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
     CURLcode rc = curl_easy_perform(c);
     curl_slist_free_all(hdrs);
     if (rc != CURLE_OK) {
-        snprintf(out->error, sizeof out->error, "%s", curl_easy_strerror(rc));
+        if (sink.too_big)
+            snprintf(out->error, sizeof out->error, "response larger than %zu bytes", sink.cap);
+        else
+            snprintf(out->error, sizeof out->error, "%s", curl_easy_strerror(rc));
         out->status = 0;
         return -1;
     }

@@ -24,6 +24,7 @@ typedef struct httpc_req {
     const char *content_type; /* default application/json when a body is given */
     long timeout_ms;
     atomic_int *abort_flag; /* when nonzero the transfer is aborted (status 0) */
+    size_t max_response;    /* cap on the response body; 0 = HTTPC_RESPONSE_MAX */
 } httpc_req_t;
 
 /* Performs req on handle h (a CURL easy handle reused for keep-alive). Returns 0 when a
