@@ -53,6 +53,41 @@ static const char *store_sqlite_error(void)
 }
 
 /* Version 1 of the schema. Column names of generation_jobs follow the seed's table. */
+/* Triggers that keep users.reserved, users.queued and job_totals equal to sums over the jobs,
+ * whoever writes the rows (schema v1 and its v2 rebuild create the same ones). */
+#define JOB_TRIGGERS_SQL                                                                           \
+    "CREATE TRIGGER generation_jobs_ai AFTER INSERT ON generation_jobs BEGIN"                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"                        \
+    "      NEW.credits_reserved, 0),"                                                              \
+    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"                      \
+    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"        \
+    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"       \
+    "END;"                                                                                         \
+    "CREATE TRIGGER generation_jobs_au AFTER UPDATE OF status, user_id, credits_reserved,"         \
+    "  gpu_seconds, credits_charged ON generation_jobs BEGIN"                                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"                        \
+    "      OLD.credits_reserved, 0),"                                                              \
+    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"                        \
+    "      NEW.credits_reserved, 0),"                                                              \
+    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"                      \
+    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"        \
+    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"       \
+    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"        \
+    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"       \
+    "END;"                                                                                         \
+    "CREATE TRIGGER generation_jobs_ad AFTER DELETE ON generation_jobs BEGIN"                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"                        \
+    "      OLD.credits_reserved, 0),"                                                              \
+    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"                      \
+    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"        \
+    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"       \
+    "END;"
+
 static const char schema_v1[] =
     "CREATE TABLE users ("
     "  name TEXT PRIMARY KEY NOT NULL,"
@@ -119,39 +154,8 @@ static const char schema_v1[] =
     "  jobs INTEGER NOT NULL DEFAULT 0,"
     "  gpu_seconds REAL NOT NULL DEFAULT 0,"
     "  credits_charged INTEGER NOT NULL DEFAULT 0);"
-    "INSERT INTO job_totals(status) VALUES ('completed'), ('failed'), ('canceled');"
-    "CREATE TRIGGER generation_jobs_ai AFTER INSERT ON generation_jobs BEGIN"
-    "  UPDATE users SET"
-    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"
-    "      NEW.credits_reserved, 0),"
-    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"
-    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"
-    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"
-    "END;"
-    "CREATE TRIGGER generation_jobs_au AFTER UPDATE OF status, user_id, credits_reserved,"
-    "  gpu_seconds, credits_charged ON generation_jobs BEGIN"
-    "  UPDATE users SET"
-    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"
-    "      OLD.credits_reserved, 0),"
-    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"
-    "  UPDATE users SET"
-    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"
-    "      NEW.credits_reserved, 0),"
-    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"
-    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"
-    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"
-    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"
-    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"
-    "END;"
-    "CREATE TRIGGER generation_jobs_ad AFTER DELETE ON generation_jobs BEGIN"
-    "  UPDATE users SET"
-    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"
-    "      OLD.credits_reserved, 0),"
-    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"
-    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"
-    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"
-    "END;"
-    "CREATE TABLE credit_ledger ("
+    "INSERT INTO job_totals(status) VALUES ('completed'), ('failed'), "
+    "('canceled');" JOB_TRIGGERS_SQL "CREATE TABLE credit_ledger ("
     "  id INTEGER PRIMARY KEY,"
     "  user_id TEXT NOT NULL REFERENCES users(name),"
     "  job_id TEXT REFERENCES generation_jobs(id),"
@@ -223,38 +227,7 @@ static const char schema_v2[] =
     "CREATE INDEX generation_jobs_fair ON generation_jobs(tier, user_id, queue_pos)"
     "  WHERE status = 'queued';"
     "CREATE INDEX generation_jobs_running ON generation_jobs(tier, user_id)"
-    "  WHERE status = 'in_progress';"
-    "CREATE TRIGGER generation_jobs_ai AFTER INSERT ON generation_jobs BEGIN"
-    "  UPDATE users SET"
-    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"
-    "      NEW.credits_reserved, 0),"
-    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"
-    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"
-    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"
-    "END;"
-    "CREATE TRIGGER generation_jobs_au AFTER UPDATE OF status, user_id, credits_reserved,"
-    "  gpu_seconds, credits_charged ON generation_jobs BEGIN"
-    "  UPDATE users SET"
-    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"
-    "      OLD.credits_reserved, 0),"
-    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"
-    "  UPDATE users SET"
-    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"
-    "      NEW.credits_reserved, 0),"
-    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"
-    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"
-    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"
-    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"
-    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"
-    "END;"
-    "CREATE TRIGGER generation_jobs_ad AFTER DELETE ON generation_jobs BEGIN"
-    "  UPDATE users SET"
-    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"
-    "      OLD.credits_reserved, 0),"
-    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"
-    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"
-    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"
-    "END;";
+    "  WHERE status = 'in_progress';" JOB_TRIGGERS_SQL;
 
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
 static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
