@@ -991,6 +991,21 @@ static int64_t random_seed(void)
     return (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]);
 }
 
+/* The next job sequence number (insertion order and first queue position), inside the open
+ * write transaction. STORE_OK or STORE_ERR. */
+static int next_seq(sqlite_store_t *s, int64_t *seq)
+{
+    sqlite3_stmt *stmt = st(s, S_JOB_NEXT_SEQ);
+    if (!stmt)
+        return STORE_ERR;
+    int rc = step_row(s, stmt, "next seq");
+    if (rc != 1)
+        return rc == 0 ? fail_db(s, "next seq") : rc;
+    *seq = sqlite3_column_int64(stmt, 0);
+    sqlite3_reset(stmt);
+    return STORE_OK;
+}
+
 /* Creates one job inside the open transaction, under a savepoint so that a refusal or an error
  * undoes only this job's writes. Returns a STORE_* code; out is filled on OK and EXISTS. */
 static int create_one(sqlite_store_t *s, create_req_t *q)
@@ -1029,20 +1044,11 @@ static int create_one(sqlite_store_t *s, create_req_t *q)
         rc = STORE_NO_CREDITS;
         goto out;
     }
-    sqlite3_stmt *stmt = st(s, S_JOB_NEXT_SEQ);
-    if (!stmt) {
-        rc = STORE_ERR;
+    rc = next_seq(s, &seq);
+    if (rc != STORE_OK)
         goto out;
-    }
-    rc = step_row(s, stmt, "next seq");
-    if (rc != 1) {
-        rc = rc == 0 ? fail_db(s, "next seq") : rc;
-        goto out;
-    }
-    seq = sqlite3_column_int64(stmt, 0);
-    sqlite3_reset(stmt);
     job_new_id(id);
-    stmt = st(s, S_JOB_INSERT);
+    sqlite3_stmt *stmt = st(s, S_JOB_INSERT);
     if (!stmt) {
         rc = STORE_ERR;
         goto out;
@@ -1327,18 +1333,9 @@ static int sqlite_job_adopt(store_t *base, const char *id, double credit_rate, i
         rc = STORE_NO_CREDITS;
         goto out;
     }
-    stmt = st(s, S_JOB_NEXT_SEQ);
-    if (!stmt) {
-        rc = STORE_ERR;
+    rc = next_seq(s, &seq);
+    if (rc != STORE_OK)
         goto out;
-    }
-    rc = step_row(s, stmt, "next seq");
-    if (rc != 1) {
-        rc = rc == 0 ? fail_db(s, "next seq") : rc;
-        goto out;
-    }
-    seq = sqlite3_column_int64(stmt, 0);
-    sqlite3_reset(stmt);
     stmt = st(s, S_ADOPT);
     if (!stmt) {
         rc = STORE_ERR;
