@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jwt.h"
+#include "lib/jwt.h"
 
 static const char key[] = "fuzz-secret";
 

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "route.h"
+#include "api/route.h"
 
 #define MAX_INPUT 8192
 

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire.h"
+#include "core/wire.h"
 
 static const char *const ops[] = {"heartbeat", "complete", "fail", "release", "frobnicate"};
 

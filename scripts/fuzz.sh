@@ -36,10 +36,10 @@ FLAGS=(-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
 
 # target: sources and libraries it links (beside fuzz/fuzz_<target>.c)
 declare -A SRCS=(
-  [create_body]="src/validate.c src/apierr.c src/job.c src/clock.c src/log.c"
-  [jwt]="src/jwt.c"
-  [wire]="src/wire.c src/apierr.c"
-  [route]="src/route.c"
+  [create_body]="src/core/validate.c src/core/apierr.c src/core/job.c src/lib/clock.c src/lib/log.c"
+  [jwt]="src/lib/jwt.c"
+  [wire]="src/core/wire.c src/core/apierr.c"
+  [route]="src/api/route.c"
 )
 declare -A LIBS=(
   [create_body]="-ljansson -lcrypto -lm"

@@ -25,7 +25,7 @@ import pv
 
 FAST = ["--lease", "2s", "--heartbeat", "200ms", "--reaper-interval", "100ms"]
 IDLE_SOCKETS = int(os.environ.get("PINGVAS_TEST_IDLE_SOCKETS", "2000"))
-CONN_TIMEOUT_S = 30  # the server's per-connection idle timeout (server.c)
+CONN_TIMEOUT_S = 30  # the server's per-connection idle timeout (api/server.c)
 
 
 # ---------- helpers ----------

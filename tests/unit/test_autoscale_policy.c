@@ -3,7 +3,7 @@
  * Each row of the replay table is a policy, a starting replica count and a sequence of metric
  * samples (time, queued, running) with the replica count expected after each; the decision is
  * applied as the new current count before the next sample, as the autoscaler would. */
-#include "autoscale_policy.h"
+#include "scale/autoscale_policy.h"
 
 #include "t.h"
 

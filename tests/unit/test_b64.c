@@ -1,7 +1,7 @@
 /* test_b64.c: the standard base64 decoder shared by the Celery bridge and the a1111 backend. */
 #include <stdlib.h>
 
-#include "b64.h"
+#include "lib/b64.h"
 #include "t.h"
 
 static void check_decode(const char *in, int flags, size_t max, const char *want)

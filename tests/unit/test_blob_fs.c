@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "blob.h"
+#include "blob/blob.h"
 #include "t.h"
 
 static char tmpdir[256];

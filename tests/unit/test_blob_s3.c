@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blob.h"
+#include "blob/blob.h"
 #include "t.h"
 
 static char err[1024];

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "celery.h"
-#include "store.h"
+#include "bridge/celery.h"
+#include "store/store.h"
 
 #define JOB "5f0c2a8e-3b7d-4c1e-9a6f-0d2b4e8c1a37"
 #define TASK "d9b8c7a6-1234-4f5e-8a9b-0c1d2e3f4a5b"

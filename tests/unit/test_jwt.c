@@ -3,7 +3,7 @@
 #include <openssl/hmac.h>
 #include <stdlib.h>
 
-#include "jwt.h"
+#include "lib/jwt.h"
 #include "t.h"
 
 #define SECRET "correct horse battery staple"

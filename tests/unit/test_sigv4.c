@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sigv4.h"
+#include "blob/sigv4.h"
 #include "t.h"
 
 #define AK "AKIAIOSFODNN7EXAMPLE"

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "store/store.h"
 
 #define T0 INT64_C(1700000000000)
 #define LEASE 15000

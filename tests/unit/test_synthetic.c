@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "clock.h"
+#include "backend/backend.h"
+#include "lib/clock.h"
 #include "t.h"
 
 static backend_t *make(const char *profile, double scale)

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "t.h"
-#include "validate.h"
+#include "core/validate.h"
 
 typedef struct row {
     const char *body;

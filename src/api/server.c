@@ -1,0 +1,1291 @@
+/* server.c: HTTP front of pingvas on libmicrohttpd (one thread per connection, so a long-poll
+ * claim simply blocks its own thread). Every state change goes through the store. */
+#include "api/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/apierr.h"
+#include "blob/blob.h"
+#include "bridge/celery.h"
+#include "lib/clock.h"
+#include "lib/jwt.h"
+#include "lib/log.h"
+#include "api/metrics.h"
+#include "api/ratelimit.h"
+#include "api/route.h"
+#include "core/validate.h"
+#include "core/wire.h"
+
+#define IMAGE_MAX (64 * 1024 * 1024) /* cap on an uploaded PNG */
+#define INTERNAL_BODY_MAX (16 * 1024)
+#define MAX_MODELS 32
+#define LIST_LIMIT_DEFAULT 20
+#define LIST_LIMIT_MAX 100
+
+struct server {
+    server_config_t cfg;
+    struct MHD_Daemon *mhd;
+    store_t *store;
+    blob_t *blob;
+    int port;
+    char url[256];
+    char *models_buf;
+    const char *models[MAX_MODELS + 1];
+    validate_config_t vcfg;
+    ratelimit_t *rl;
+
+    pthread_mutex_t wake_mu;
+    pthread_cond_t wake_cv;
+    uint64_t wake_gen;
+
+    pthread_t reaper;
+    atomic_int ready; /* set once every part is open: requests before that get 503 */
+    atomic_int stopping;
+    int reaper_started;
+
+    pthread_mutex_t events_mu;
+    struct scaling_event {
+        int64_t at_ms;
+        char tier[16];
+        int from, to;
+        char reason[200];
+    } events[SERVER_EVENTS_MAX];
+    int64_t nevents; /* total recorded; the ring holds the newest SERVER_EVENTS_MAX */
+    server_submit_fn submit_fn;
+    void *submit_arg;
+    celery_bridge_t *celery; /* NULL without REDIS_URL */
+};
+
+/* Per-request state: the body, accumulated up to a cap. */
+typedef struct req {
+    char *body;
+    size_t len;
+    size_t cap;
+    size_t limit;
+    int too_big;
+    int64_t start_us;
+} req_t;
+
+/* ---------- helpers ---------- */
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *ctype,
+                                 const char *text, size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", ctype);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    if (status >= 100 && status < 600)
+        atomic_fetch_add(&metrics.http_requests[status / 100], 1);
+    return ret;
+}
+
+/* Sends j (takes ownership). */
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return send_text(c, 500, "application/json",
+                         "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}", 57);
+    size_t len = strlen(text);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    atomic_fetch_add(&metrics.http_requests[status / 100], 1);
+    return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, const api_error_t *e)
+{
+    json_t *err = json_object();
+    json_object_set_new(err, "code", json_string(e->code));
+    json_object_set_new(err, "message", json_string(e->message));
+    if (e->field[0])
+        json_object_set_new(err, "field", json_string(e->field));
+    json_t *o = json_object();
+    json_object_set_new(o, "error", err);
+    return send_json(c, e->status, o);
+}
+
+static enum MHD_Result fail(struct MHD_Connection *c, int status, const char *code,
+                            const char *field, const char *msg)
+{
+    api_error_t e;
+    api_error_set(&e, status, code, field, "%s", msg);
+    return send_error(c, &e);
+}
+
+static enum MHD_Result store_unavailable(server_t *s, struct MHD_Connection *c)
+{
+    log_error("event=store_error err=\"%s\"", store_last_error(s->store));
+    return fail(c, 503, "unavailable", NULL,
+                "the job store is unavailable; retry shortly (the request changed nothing)");
+}
+
+static char *image_url_for(server_t *s, const job_t *j)
+{
+    if (!j->image_key || !*j->image_key)
+        return NULL;
+    return blob_public_url(s->blob, j->image_key);
+}
+
+/* The Celery bridge's view of the server: image URLs, new work, and jobs that ended. */
+static char *celery_image_url(void *arg, const job_t *j)
+{
+    return image_url_for(arg, j);
+}
+
+static void celery_work(void *arg)
+{
+    server_notify_work(arg);
+}
+
+static void job_ended(server_t *s, const job_t *j)
+{
+    if (s->celery && job_status_is_final(j->status))
+        celery_bridge_job_ended(s->celery, j->id);
+}
+
+static json_t *job_json(server_t *s, const job_t *j)
+{
+    char *url = image_url_for(s, j);
+    json_t *o = job_to_json(j, url);
+    free(url);
+    return o;
+}
+
+void server_notify_work(server_t *s)
+{
+    pthread_mutex_lock(&s->wake_mu);
+    s->wake_gen++;
+    pthread_cond_broadcast(&s->wake_cv);
+    pthread_mutex_unlock(&s->wake_mu);
+}
+
+/* The store's cross-process wakeup (PostgreSQL LISTEN/NOTIFY), called from a store thread. */
+static void store_work_cb(void *arg)
+{
+    server_notify_work(arg);
+}
+
+int64_t server_estimate_credits(const job_params_t *p, double rate)
+{
+    return job_estimate_credits(p, rate);
+}
+
+/* ---------- authentication ---------- */
+
+static const char *bearer(struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return *h ? h : NULL;
+}
+
+static int is_worker_token(server_t *s, const char *tok)
+{
+    size_t a = strlen(tok), b = strlen(s->cfg.worker_token);
+    return a == b && CRYPTO_memcmp(tok, s->cfg.worker_token, a) == 0;
+}
+
+/* Verifies the bearer JWT only; copies its subject into sub (USER_NAME_MAX + 1 bytes) and
+ * returns 0, or sends 401 and returns -1. The caller checks that the user exists. */
+static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, enum MHD_Result *ret)
+{
+    const char *tok = bearer(c);
+    if (!tok) {
+        *ret = fail(c, 401, "unauthenticated", NULL,
+                    "missing bearer token: send 'Authorization: Bearer <JWT>' (mint one with "
+                    "'pingvas token NAME')");
+        return -1;
+    }
+    int rc = jwt_verify_hs256(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
+                              clock_now_ms() / 1000, sub, USER_NAME_MAX + 1);
+    if (rc != JWT_OK) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "invalid token: %s", jwt_strerror(rc));
+        *ret = fail(c, 401, "unauthenticated", NULL, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Authenticates a user; fills user and returns 0, or sends 401 and returns -1. */
+static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_Result *ret)
+{
+    const char *tok = bearer(c);
+    if (!tok) {
+        *ret = fail(c, 401, "unauthenticated", NULL,
+                    "missing bearer token: send 'Authorization: Bearer <JWT>' (mint one with "
+                    "'pingvas token NAME')");
+        return -1;
+    }
+    char sub[USER_NAME_MAX + 1];
+    int rc = jwt_verify_hs256(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
+                              clock_now_ms() / 1000, sub, sizeof sub);
+    if (rc != JWT_OK) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "invalid token: %s", jwt_strerror(rc));
+        *ret = fail(c, 401, "unauthenticated", NULL, msg);
+        return -1;
+    }
+    rc = store_user_get(s->store, sub, u);
+    if (rc == STORE_ERR) {
+        *ret = store_unavailable(s, c);
+        return -1;
+    }
+    if (rc != STORE_OK) {
+        *ret = fail(c, 401, "unauthenticated", NULL, "the token's user does not exist");
+        return -1;
+    }
+    return 0;
+}
+
+/* Accepts the worker token (KEDA's metrics-api, the autoscaler) or a user's JWT. */
+static int auth_user_or_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    const char *tok = bearer(c);
+    if (tok && is_worker_token(s, tok))
+        return 0;
+    user_t u;
+    return auth_user(s, c, &u, ret);
+}
+
+static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    const char *tok = bearer(c);
+    if (!tok || !is_worker_token(s, tok)) {
+        *ret = fail(c, 401, "unauthenticated", NULL,
+                    "worker protocol calls need 'Authorization: Bearer $PINGVAS_WORKER_TOKEN'");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------- public API ---------- */
+
+static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret;
+    /* The token is checked here; the user's existence by the create itself (one store round
+     * trip per submission). */
+    user_t u;
+    memset(&u, 0, sizeof u);
+    if (auth_token(s, c, u.name, &ret) != 0)
+        return ret;
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (ct && strncmp(ct, "application/json", 16) != 0)
+        return fail(c, 415, "unsupported_media_type", NULL,
+                    "send the body as JSON with 'Content-Type: application/json'");
+    if (r->too_big)
+        return fail(c, 413, "payload_too_large", NULL, "the request body is over 64 KiB");
+    if (s->rl) {
+        double retry_after = 0;
+        if (!ratelimit_take(s->rl, u.name, clock_mono_ms(), &retry_after)) {
+            api_error_t e;
+            api_error_set(&e, 429, "rate_limited", NULL,
+                          "too many requests for user '%s'; retry in %.1f s", u.name, retry_after);
+            char ra[32];
+            snprintf(ra, sizeof ra, "%d", (int)ceil(retry_after));
+            json_t *err = json_object();
+            json_object_set_new(err, "code", json_string(e.code));
+            json_object_set_new(err, "message", json_string(e.message));
+            json_t *o = json_object();
+            json_object_set_new(o, "error", err);
+            char *text = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+            if (!text)
+                return MHD_NO;
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+            MHD_add_response_header(resp, "Content-Type", "application/json");
+            MHD_add_response_header(resp, "Retry-After", ra);
+            ret = MHD_queue_response(c, 429, resp);
+            MHD_destroy_response(resp);
+            atomic_fetch_add(&metrics.http_requests[4], 1);
+            return ret;
+        }
+    }
+    job_params_t p = {0};
+    api_error_t e;
+    if (validate_create_body(r->body ? r->body : "", r->len, &s->vcfg, &p, &e) != 0)
+        return send_error(c, &e);
+    const char *idem = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    if (idem && (strlen(idem) == 0 || strlen(idem) > 255)) {
+        job_params_clear(&p);
+        return fail(c, 400, "invalid_argument", "Idempotency-Key",
+                    "Idempotency-Key must be 1 to 255 characters");
+    }
+    int64_t reserve = server_estimate_credits(&p, s->cfg.credit_rate);
+    job_t j = {0};
+    int rc = store_job_create(s->store, u.name, &p, idem, reserve, s->cfg.max_queued_per_user,
+                              clock_now_ms(), &j);
+    job_params_clear(&p);
+    switch (rc) {
+    case STORE_OK:
+        atomic_fetch_add(&metrics.jobs_created, 1);
+        log_info("event=job_created job=%s user=%s tier=%s reserve=%lld", j.id, u.name, j.tier,
+                 (long long)reserve);
+        server_notify_work(s);
+        if (s->submit_fn)
+            s->submit_fn(s->submit_arg, j.tier);
+        ret = send_json(c, 201, job_json(s, &j));
+        break;
+    case STORE_EXISTS:
+        ret = send_json(c, 200, job_json(s, &j));
+        break;
+    case STORE_NO_CREDITS:
+        atomic_fetch_add(&metrics.jobs_rejected_credits, 1);
+        store_user_get(s->store, u.name, &u);
+        api_error_set(&e, 402, "insufficient_credits", NULL,
+                      "this job needs %lld credits but only %lld are available (balance %lld, "
+                      "reserved %lld); add credits with 'pingvas user credits %s +N'",
+                      (long long)reserve, (long long)(u.balance - u.reserved), (long long)u.balance,
+                      (long long)u.reserved, u.name);
+        ret = send_error(c, &e);
+        break;
+    case STORE_LIMIT:
+        api_error_set(&e, 429, "too_many_queued", NULL,
+                      "user '%s' already has %d queued jobs; wait for some to finish", u.name,
+                      s->cfg.max_queued_per_user);
+        ret = send_error(c, &e);
+        break;
+    case STORE_NOT_FOUND:
+        ret = fail(c, 401, "unauthenticated", NULL, "the token's user does not exist");
+        break;
+    default:
+        ret = store_unavailable(s, c);
+    }
+    job_clear(&j);
+    return ret;
+}
+
+static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, const char *id)
+{
+    enum MHD_Result ret;
+    user_t u;
+    if (auth_user(s, c, &u, &ret) != 0)
+        return ret;
+    job_t j = {0};
+    int rc = store_job_get(s->store, id, &j);
+    if (rc == STORE_ERR)
+        return store_unavailable(s, c);
+    if (rc != STORE_OK || strcmp(j.user, u.name) != 0) {
+        job_clear(&j);
+        return fail(c, 404, "not_found", NULL, "no such job for this user");
+    }
+    ret = send_json(c, 200, job_json(s, &j));
+    job_clear(&j);
+    return ret;
+}
+
+static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const char *id)
+{
+    enum MHD_Result ret;
+    user_t u;
+    if (auth_user(s, c, &u, &ret) != 0)
+        return ret;
+    job_t j = {0};
+    int rc = store_job_cancel(s->store, u.name, id, clock_now_ms(), &j);
+    if (rc == STORE_OK) {
+        log_info("event=job_canceled job=%s user=%s", id, u.name);
+        job_ended(s, &j);
+        ret = send_json(c, 200, job_json(s, &j));
+    } else if (rc == STORE_CONFLICT) {
+        api_error_t e;
+        api_error_set(&e, 409, "conflict", NULL, "job is already %s and cannot be canceled",
+                      job_status_name(j.status));
+        ret = send_error(c, &e);
+    } else if (rc == STORE_NOT_FOUND) {
+        ret = fail(c, 404, "not_found", NULL, "no such job for this user");
+    } else {
+        ret = store_unavailable(s, c);
+    }
+    job_clear(&j);
+    return ret;
+}
+
+static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end != '\0' || errno != 0 || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static enum MHD_Result api_list(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    user_t u;
+    if (auth_user(s, c, &u, &ret) != 0)
+        return ret;
+    const char *st = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "status");
+    const char *lim = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+    const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
+    int status = -1;
+    if (st && *st) {
+        status = job_status_parse(st);
+        if (status < 0)
+            return fail(c, 400, "invalid_argument", "status",
+                        "status must be one of queued, in_progress, completed, failed, canceled");
+    }
+    int64_t limit = LIST_LIMIT_DEFAULT;
+    if (lim && parse_i64(lim, 1, LIST_LIMIT_MAX, &limit) != 0)
+        return fail(c, 400, "invalid_argument", "limit", "limit must be an integer from 1 to 100");
+    int64_t cursor = 0;
+    if (cur && *cur && parse_i64(cur, 1, INT64_MAX, &cursor) != 0)
+        return fail(c, 400, "invalid_argument", "cursor",
+                    "cursor must be the next_cursor value of a previous page");
+    job_t *jobs = NULL;
+    size_t n = 0;
+    int rc = store_job_list(s->store, u.name, status, (int)limit + 1, cursor, &jobs, &n);
+    if (rc != STORE_OK)
+        return store_unavailable(s, c);
+    json_t *arr = json_array();
+    size_t shown = n > (size_t)limit ? (size_t)limit : n;
+    for (size_t i = 0; i < shown; i++)
+        json_array_append_new(arr, job_json(s, &jobs[i]));
+    json_t *o = json_object();
+    json_object_set_new(o, "jobs", arr);
+    if (n > (size_t)limit) {
+        char nc[32];
+        snprintf(nc, sizeof nc, "%lld", (long long)jobs[shown - 1].seq);
+        json_object_set_new(o, "next_cursor", json_string(nc));
+    } else {
+        json_object_set_new(o, "next_cursor", json_null());
+    }
+    for (size_t i = 0; i < n; i++)
+        job_clear(&jobs[i]);
+    free(jobs);
+    return send_json(c, 200, o);
+}
+
+static enum MHD_Result api_credits(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    user_t u;
+    if (auth_user(s, c, &u, &ret) != 0)
+        return ret;
+    ledger_entry_t *le = NULL;
+    size_t n = 0;
+    if (store_ledger(s->store, u.name, 20, &le, &n) != STORE_OK)
+        return store_unavailable(s, c);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char ts[40];
+        clock_format_rfc3339(le[i].created_at, ts, sizeof ts);
+        json_t *e = json_pack("{s:s, s:I, s:I, s:s}", "kind", le[i].kind, "amount",
+                              (json_int_t)le[i].amount, "balance_after",
+                              (json_int_t)le[i].balance_after, "created_at", ts);
+        json_object_set_new(e, "job_id", le[i].job_id[0] ? json_string(le[i].job_id) : json_null());
+        json_array_append_new(arr, e);
+    }
+    free(le);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:o}", "user", u.name, "tier", u.tier,
+                          "balance", (json_int_t)u.balance, "reserved", (json_int_t)u.reserved,
+                          "available", (json_int_t)(u.balance - u.reserved), "rate_per_gpu_second",
+                          s->cfg.credit_rate, "ledger", arr);
+    return send_json(c, 200, o);
+}
+
+static json_t *queue_json(server_t *s, int *err)
+{
+    static const char *tiers[] = {"standard", "enterprise"};
+    json_t *t = json_object();
+    *err = 0;
+    for (int i = 0; i < 2; i++) {
+        queue_stats_t q;
+        if (store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_now_ms(), &q) !=
+            STORE_OK) {
+            *err = 1;
+            break;
+        }
+        json_object_set_new(t, tiers[i],
+                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t)q.queued,
+                                      "running", (json_int_t)q.running, "backlog",
+                                      (json_int_t)(q.queued + q.running), "workers",
+                                      (json_int_t)q.workers, "idle_workers",
+                                      (json_int_t)q.idle_workers));
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "tiers", t);
+    return o;
+}
+
+static enum MHD_Result api_queue(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    if (auth_user_or_worker(s, c, &ret) != 0)
+        return ret;
+    int err;
+    json_t *o = queue_json(s, &err);
+    if (err) {
+        json_decref(o);
+        return store_unavailable(s, c);
+    }
+    return send_json(c, 200, o);
+}
+
+void server_record_scaling_event(server_t *s, int64_t at_ms, const char *tier, int from, int to,
+                                 const char *reason)
+{
+    pthread_mutex_lock(&s->events_mu);
+    struct scaling_event *e = &s->events[s->nevents % SERVER_EVENTS_MAX];
+    e->at_ms = at_ms;
+    snprintf(e->tier, sizeof e->tier, "%s", tier);
+    e->from = from;
+    e->to = to;
+    snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
+    s->nevents++;
+    pthread_mutex_unlock(&s->events_mu);
+    log_info("event=scaling tier=%s from=%d to=%d reason=\"%s\"", tier, from, to,
+             reason ? reason : "");
+}
+
+static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    if (auth_user_or_worker(s, c, &ret) != 0)
+        return ret;
+    json_t *arr = json_array();
+    pthread_mutex_lock(&s->events_mu);
+    int64_t first = s->nevents > SERVER_EVENTS_MAX ? s->nevents - SERVER_EVENTS_MAX : 0;
+    for (int64_t i = first; i < s->nevents; i++) {
+        const struct scaling_event *e = &s->events[i % SERVER_EVENTS_MAX];
+        char ts[40];
+        clock_format_rfc3339(e->at_ms, ts, sizeof ts);
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:s, s:i, s:i, s:s}", "time", ts, "tier", e->tier,
+                                        "from", e->from, "to", e->to, "reason", e->reason));
+    }
+    pthread_mutex_unlock(&s->events_mu);
+    json_t *o = json_object();
+    json_object_set_new(o, "events", arr);
+    return send_json(c, 200, o);
+}
+
+static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
+{
+    size_t size = 16384, len = 0;
+    char *buf = malloc(size);
+    if (!buf)
+        return MHD_NO;
+    int n;
+#define APPEND(...)                                                                                \
+    do {                                                                                           \
+        n = snprintf(buf + len, size - len, __VA_ARGS__);                                          \
+        if (n > 0)                                                                                 \
+            len = len + (size_t)n < size ? len + (size_t)n : size - 1;                             \
+    } while (0)
+    static const char *tiers[] = {"standard", "enterprise"};
+    APPEND("# HELP pingvas_jobs_queued Jobs waiting for a worker\n# TYPE pingvas_jobs_queued "
+           "gauge\n");
+    queue_stats_t q[2] = {{0}};
+    for (int i = 0; i < 2; i++) {
+        store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_now_ms(), &q[i]);
+        APPEND("pingvas_jobs_queued{tier=\"%s\"} %lld\n", tiers[i], (long long)q[i].queued);
+    }
+    APPEND("# HELP pingvas_jobs_running Jobs leased to a worker\n# TYPE pingvas_jobs_running "
+           "gauge\n");
+    for (int i = 0; i < 2; i++)
+        APPEND("pingvas_jobs_running{tier=\"%s\"} %lld\n", tiers[i], (long long)q[i].running);
+    APPEND("# HELP pingvas_workers Workers seen recently\n# TYPE pingvas_workers gauge\n");
+    for (int i = 0; i < 2; i++) {
+        APPEND("pingvas_workers{tier=\"%s\",state=\"busy\"} %lld\n", tiers[i],
+               (long long)(q[i].workers - q[i].idle_workers));
+        APPEND("pingvas_workers{tier=\"%s\",state=\"idle\"} %lld\n", tiers[i],
+               (long long)q[i].idle_workers);
+    }
+    store_job_counts_t jc = {0};
+    store_job_counts(s->store, &jc);
+    APPEND("# HELP pingvas_jobs_total Jobs by final status\n# TYPE pingvas_jobs_total counter\n");
+    APPEND("pingvas_jobs_total{status=\"completed\"} %lld\n", (long long)jc.completed);
+    APPEND("pingvas_jobs_total{status=\"failed\"} %lld\n", (long long)jc.failed);
+    APPEND("pingvas_jobs_total{status=\"canceled\"} %lld\n", (long long)jc.canceled);
+    APPEND("# HELP pingvas_gpu_seconds_total GPU-seconds of completed jobs\n# TYPE "
+           "pingvas_gpu_seconds_total counter\npingvas_gpu_seconds_total %.3f\n",
+           jc.gpu_seconds);
+    APPEND("# HELP pingvas_credits_charged_total Credits charged\n# TYPE "
+           "pingvas_credits_charged_total counter\npingvas_credits_charged_total %lld\n",
+           (long long)jc.credits_charged);
+    APPEND("# HELP pingvas_jobs_created_total Jobs accepted since start\n# TYPE "
+           "pingvas_jobs_created_total counter\npingvas_jobs_created_total %llu\n",
+           (unsigned long long)atomic_load(&metrics.jobs_created));
+    APPEND("# HELP pingvas_leases_expired_total Leases taken back by the reaper\n# TYPE "
+           "pingvas_leases_expired_total counter\npingvas_leases_expired_total %llu\n",
+           (unsigned long long)atomic_load(&metrics.leases_expired));
+    APPEND("# HELP pingvas_http_responses_total HTTP responses by status class\n# TYPE "
+           "pingvas_http_responses_total counter\n");
+    for (int i = 1; i <= 5; i++)
+        APPEND("pingvas_http_responses_total{class=\"%dxx\"} %llu\n", i,
+               (unsigned long long)atomic_load(&metrics.http_requests[i]));
+#undef APPEND
+    len = histogram_render(&metrics.http_latency, buf, len, size);
+    len = histogram_render(&metrics.queue_wait, buf, len, size);
+    len = histogram_render(&metrics.run_time, buf, len, size);
+    len = histogram_render(&metrics.cold_start, buf, len, size);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    atomic_fetch_add(&metrics.http_requests[2], 1);
+    return ret;
+}
+
+static enum MHD_Result serve_image(server_t *s, struct MHD_Connection *c, const char *key)
+{
+    char path[4096];
+    if (blob_local_path(s->blob, key, path, sizeof path) != 0)
+        return fail(c, 404, "not_found", NULL, "no such image");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(c, 404, "not_found", NULL, "no such image");
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(c, 404, "not_found", NULL, "no such image");
+    }
+    struct MHD_Response *r = MHD_create_response_from_fd((size_t)st.st_size, fd);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "image/png");
+    MHD_add_response_header(r, "Cache-Control", "public, max-age=31536000, immutable");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    atomic_fetch_add(&metrics.http_requests[2], 1);
+    return ret;
+}
+
+/* ---------- worker protocol ---------- */
+
+/* Parses an internal JSON body; sends 400 and returns NULL on error. */
+static json_t *internal_body(struct MHD_Connection *c, req_t *r, enum MHD_Result *ret)
+{
+    if (r->too_big) {
+        *ret = fail(c, 413, "payload_too_large", NULL, "worker request body too large");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *o = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &je);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        *ret = fail(c, 400, "invalid_json", NULL, "worker request body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+/* Checks the size cap of a worker-protocol body; sends 413 and returns -1 when over it. */
+static int internal_size_ok(struct MHD_Connection *c, req_t *r, enum MHD_Result *ret)
+{
+    if (r->too_big) {
+        *ret = fail(c, 413, "payload_too_large", NULL, "worker request body too large");
+        return -1;
+    }
+    return 0;
+}
+
+static int valid_tier(const char *t)
+{
+    return t && (strcmp(t, "standard") == 0 || strcmp(t, "enterprise") == 0);
+}
+
+static enum MHD_Result lease_error(struct MHD_Connection *c, int rc, server_t *s)
+{
+    if (rc == STORE_CANCELED)
+        return fail(c, 409, "canceled", NULL, "the job was canceled; stop working on it");
+    if (rc == STORE_LEASE_LOST) {
+        atomic_fetch_add(&metrics.late_completes_refused, 1);
+        return fail(c, 409, "lease_lost", NULL,
+                    "this lease is no longer valid (expired or taken over); stop working on it");
+    }
+    if (rc == STORE_NOT_FOUND)
+        return fail(c, 404, "not_found", NULL, "no such job");
+    return store_unavailable(s, c);
+}
+
+/* 1 if the client of c has closed its end (checked without blocking). */
+static int client_gone(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return 0;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
+        return 1;
+    if (p.revents & POLLIN) {
+        char b;
+        return recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    }
+    return 0;
+}
+
+static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret;
+    if (internal_size_ok(c, r, &ret) != 0)
+        return ret;
+    wire_claim_t cl;
+    api_error_t e;
+    if (wire_parse_claim(r->body, r->len, &cl, &e) != 0)
+        return send_error(c, &e);
+    const char *worker_id = cl.worker_id, *tier_buf = cl.tier;
+    int64_t wait_ms = cl.wait_ms;
+
+    int64_t deadline = clock_mono_ms() + wait_ms;
+    int64_t last_seen = 0;
+    job_t j = {0};
+    for (;;) {
+        if (clock_mono_ms() - last_seen >= 5000) {
+            store_worker_seen(s->store, worker_id, tier_buf, "idle", clock_now_ms());
+            last_seen = clock_mono_ms();
+        }
+        pthread_mutex_lock(&s->wake_mu);
+        uint64_t gen = s->wake_gen;
+        pthread_mutex_unlock(&s->wake_mu);
+        /* A worker that gave up waiting (stopped, killed) must not be handed a job it will never
+         * see: that job would sit leased until its lease expired, and lose an attempt. */
+        if (client_gone(c)) {
+            log_debug("event=claim_abandoned worker=%s", worker_id);
+            return MHD_NO;
+        }
+        int rc =
+            store_job_claim(s->store, tier_buf, worker_id, s->cfg.lease_ms, clock_now_ms(), &j);
+        if (rc == STORE_OK)
+            break;
+        if (rc != STORE_EMPTY)
+            return store_unavailable(s, c);
+        int64_t left = deadline - clock_mono_ms();
+        if (left <= 0 || atomic_load(&s->stopping))
+            return send_text(c, 204, "application/json", "", 0);
+        if (left > 500)
+            left = 500; /* also catch work requeued by another replica's reaper */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&s->wake_mu);
+        while (s->wake_gen == gen && !atomic_load(&s->stopping)) {
+            if (pthread_cond_timedwait(&s->wake_cv, &s->wake_mu, &ts) == ETIMEDOUT)
+                break;
+        }
+        pthread_mutex_unlock(&s->wake_mu);
+    }
+    atomic_fetch_add(&metrics.claims, 1);
+    if (j.attempts == 1 && j.releases == 0 && j.started_at >= j.created_at)
+        histogram_observe(&metrics.queue_wait, (double)(j.started_at - j.created_at) / 1000.0);
+    char key[128];
+    snprintf(key, sizeof key, "jobs/%s.png", j.id);
+    upload_target_t up;
+    if (blob_upload_target(s->blob, key, j.id, s->cfg.lease_ms / 1000 + 3600, &up) != 0) {
+        log_error("event=upload_target_failed job=%s", j.id);
+        /* Give the job back untouched rather than strand it. */
+        job_t tmp = {0};
+        store_job_release(s->store, j.id, j.lease_id, clock_now_ms(), &tmp);
+        job_clear(&tmp);
+        job_clear(&j);
+        return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
+    }
+    log_info("event=job_claimed job=%s worker=%s attempt=%d", j.id, worker_id, j.attempts);
+    json_t *job = job_to_json(&j, NULL);
+    json_t *resp = json_object();
+    json_object_set_new(resp, "job", job);
+    json_object_set_new(resp, "lease_id", json_string(j.lease_id));
+    json_object_set_new(resp, "lease_ms", json_integer(s->cfg.lease_ms));
+    json_object_set_new(resp, "heartbeat_ms", json_integer(s->cfg.heartbeat_ms));
+    json_object_set_new(resp, "upload",
+                        json_pack("{s:s, s:s, s:b}", "method", up.method, "url", up.url,
+                                  "needs_lease", up.needs_lease));
+    job_clear(&j);
+    return send_json(c, 200, resp);
+}
+
+static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, req_t *r,
+                                       const char *id, const char *op)
+{
+    enum MHD_Result ret;
+    if (internal_size_ok(c, r, &ret) != 0)
+        return ret;
+    wire_report_t w;
+    api_error_t e;
+    if (wire_parse_report(op, r->body, r->len, &w, &e) != 0)
+        return send_error(c, &e);
+    const char *lease = w.lease_id;
+    int64_t now = clock_now_ms();
+    job_t j = {0};
+    int rc;
+    if (strcmp(op, "heartbeat") == 0) {
+        rc = store_job_heartbeat(s->store, id, lease, s->cfg.lease_ms, now);
+        if (rc != STORE_OK)
+            return lease_error(c, rc, s);
+        return send_json(c, 200, json_pack("{s:I}", "lease_ms", (json_int_t)s->cfg.lease_ms));
+    }
+    if (strcmp(op, "complete") == 0) {
+        double gpu = w.gpu_seconds;
+        char key[128];
+        snprintf(key, sizeof key, "jobs/%s.png", id);
+        /* The image must be in the blob store before the job can say completed. */
+        job_t cur = {0};
+        rc = store_job_get(s->store, id, &cur);
+        int replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
+        job_clear(&cur);
+        if (rc == STORE_OK && !replay && blob_exists(s->blob, key) != 1) {
+            return fail(c, 409, "image_missing", NULL,
+                        "upload the image before completing the job");
+        }
+        rc = store_job_complete(s->store, id, lease, gpu, key, s->cfg.credit_rate, now, &j);
+        if (rc != STORE_OK) {
+            if (rc == STORE_LEASE_LOST)
+                log_warn("event=late_complete_refused job=%s", id);
+            return lease_error(c, rc, s);
+        }
+        if (!replay) {
+            histogram_observe(&metrics.run_time, gpu);
+            log_info("event=job_completed job=%s gpu_seconds=%.3f charged=%lld", id, gpu,
+                     (long long)j.credits_charged);
+        }
+        job_ended(s, &j);
+    } else if (strcmp(op, "fail") == 0) {
+        const char *mbuf = w.error;
+        rc = store_job_fail(s->store, id, lease, mbuf, w.retryable, s->cfg.max_attempts, now, &j);
+        if (rc != STORE_OK)
+            return lease_error(c, rc, s);
+        log_warn("event=job_attempt_failed job=%s status=%s err=\"%s\"", id,
+                 job_status_name(j.status), mbuf);
+        job_ended(s, &j);
+        if (j.status == JOB_QUEUED)
+            server_notify_work(s);
+    } else if (strcmp(op, "release") == 0) {
+        rc = store_job_release(s->store, id, lease, now, &j);
+        if (rc != STORE_OK)
+            return lease_error(c, rc, s);
+        atomic_fetch_add(&metrics.releases, 1);
+        log_info("event=job_released job=%s", id);
+        server_notify_work(s);
+    } else {
+        return fail(c, 404, "not_found", NULL, "unknown worker operation");
+    }
+    ret = send_json(c, 200, job_to_json(&j, NULL));
+    job_clear(&j);
+    return ret;
+}
+
+static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req_t *r,
+                                      const char *id)
+{
+    const char *lease = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Pingvas-Lease");
+    if (!lease)
+        return fail(c, 400, "invalid_argument", "X-Pingvas-Lease",
+                    "image upload needs the X-Pingvas-Lease header");
+    if (r->too_big)
+        return fail(c, 413, "payload_too_large", NULL, "image larger than 64 MiB");
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (r->len < 8 || memcmp(r->body, sig, 8) != 0)
+        return fail(c, 422, "invalid_argument", NULL, "the upload is not a PNG");
+    job_t j = {0};
+    int rc = store_job_get(s->store, id, &j);
+    if (rc == STORE_ERR)
+        return store_unavailable(s, c);
+    if (rc != STORE_OK) {
+        job_clear(&j);
+        return fail(c, 404, "not_found", NULL, "no such job");
+    }
+    int ok = j.status == JOB_IN_PROGRESS && strcmp(j.lease_id, lease) == 0;
+    int canceled = j.status == JOB_CANCELED;
+    int done_same = j.status == JOB_COMPLETED;
+    job_clear(&j);
+    if (done_same)
+        return send_text(c, 200, "application/json", "{}", 2);
+    if (!ok)
+        return lease_error(c, canceled ? STORE_CANCELED : STORE_LEASE_LOST, s);
+    char key[128];
+    snprintf(key, sizeof key, "jobs/%s.png", id);
+    if (blob_put(s->blob, key, r->body, r->len) != 0)
+        return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
+    return send_text(c, 200, "application/json", "{}", 2);
+}
+
+static enum MHD_Result internal_bye(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret;
+    if (internal_size_ok(c, r, &ret) != 0)
+        return ret;
+    wire_bye_t b;
+    api_error_t e;
+    if (wire_parse_bye(r->body, r->len, &b, &e) != 0)
+        return send_error(c, &e);
+    if (b.worker_id[0])
+        store_worker_gone(s->store, b.worker_id);
+    return send_text(c, 200, "application/json", "{}", 2);
+}
+
+static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret;
+    json_t *o = internal_body(c, r, &ret);
+    if (!o)
+        return ret;
+    const char *tier = json_string_value(json_object_get(o, "tier"));
+    json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
+    const char *reason = json_string_value(json_object_get(o, "reason"));
+    if (!valid_tier(tier) || !json_is_integer(from) || !json_is_integer(to) ||
+        json_integer_value(from) < 0 || json_integer_value(to) < 0 ||
+        json_integer_value(from) > 100000 || json_integer_value(to) > 100000) {
+        json_decref(o);
+        return fail(c, 400, "invalid_argument", NULL,
+                    "a scaling event needs tier, from and to (0..100000) and a reason");
+    }
+    server_record_scaling_event(s, clock_now_ms(), tier, (int)json_integer_value(from),
+                                (int)json_integer_value(to), reason ? reason : "");
+    json_decref(o);
+    return send_text(c, 200, "application/json", "{}", 2);
+}
+
+/* ---------- routing ---------- */
+
+static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *url,
+                             const char *method, req_t *r)
+{
+    route_t rt;
+    enum MHD_Result ret;
+    user_t u;
+    route_parse(method, url, &rt);
+    if (route_is_worker(rt.id) && auth_worker(s, c, &ret) != 0)
+        return ret;
+    switch (rt.id) {
+    case ROUTE_HEALTHZ:
+        return send_text(c, 200, "application/json", "{\"status\":\"ok\"}", 15);
+    case ROUTE_READYZ:
+        if (store_ping(s->store) != STORE_OK)
+            return fail(c, 503, "unavailable", NULL, "the job store is not reachable");
+        return send_text(c, 200, "application/json", "{\"status\":\"ready\"}", 18);
+    case ROUTE_METRICS:
+        return api_metrics(s, c);
+    case ROUTE_IMAGE:
+        return serve_image(s, c, rt.arg);
+    case ROUTE_CREATE_METHOD:
+        return fail(c, 405, "method_not_allowed", NULL, "use POST");
+    case ROUTE_CREATE:
+        return api_create(s, c, r);
+    case ROUTE_LIST:
+        return api_list(s, c);
+    case ROUTE_CREDITS:
+        return api_credits(s, c);
+    case ROUTE_QUEUE:
+        return api_queue(s, c);
+    case ROUTE_SCALING_EVENTS:
+        return api_scaling_events(s, c);
+    case ROUTE_JOB_GET:
+        return api_get(s, c, rt.job_id);
+    case ROUTE_JOB_CANCEL:
+        return api_cancel(s, c, rt.job_id);
+    case ROUTE_API_NOT_FOUND:
+        if (auth_user(s, c, &u, &ret) != 0)
+            return ret;
+        return fail(c, 404, "not_found", NULL, "no such API endpoint");
+    case ROUTE_WORKER_CLAIM:
+        return internal_claim(s, c, r);
+    case ROUTE_WORKER_BYE:
+        return internal_bye(s, c, r);
+    case ROUTE_WORKER_SCALING_EVENT:
+        return internal_scaling_event(s, c, r);
+    case ROUTE_WORKER_IMAGE:
+        return internal_image(s, c, r, rt.job_id);
+    case ROUTE_WORKER_OP:
+        return internal_job_op(s, c, r, rt.job_id, rt.arg);
+    case ROUTE_WORKER_NOT_FOUND:
+        return fail(c, 404, "not_found", NULL, "no such worker protocol endpoint");
+    case ROUTE_NOT_FOUND:
+        break;
+    }
+    return fail(c, 404, "not_found", NULL, "no such endpoint");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    server_t *s = cls;
+    req_t *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->start_us = now_us();
+        r->limit = strncmp(url, "/internal/v1/jobs/", 18) == 0 && strcmp(method, "PUT") == 0
+                       ? IMAGE_MAX
+                   : strncmp(url, "/internal/", 10) == 0 ? INTERNAL_BODY_MAX
+                                                         : CREATE_BODY_MAX;
+        *con_cls = r;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        int64_t clen;
+        if (cl && parse_i64(cl, 0, INT64_MAX, &clen) == 0 && (uint64_t)clen > r->limit)
+            r->too_big = 1;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_big || r->len + n > r->limit) {
+            r->too_big = 1; /* keep reading and dropping, answer 413 at the end */
+            return MHD_YES;
+        }
+        if (r->len + n + 1 > r->cap) {
+            size_t ncap = r->cap ? r->cap : 4096;
+            while (ncap < r->len + n + 1)
+                ncap *= 2;
+            char *nb = realloc(r->body, ncap);
+            if (!nb)
+                return MHD_NO;
+            r->body = nb;
+            r->cap = ncap;
+        }
+        memcpy(r->body + r->len, upload_data, n);
+        r->len += n;
+        r->body[r->len] = '\0';
+        return MHD_YES;
+    }
+    if (!atomic_load(&s->ready))
+        return fail(c, 503, "unavailable", NULL, "the server is starting; retry shortly");
+    if (r->too_big && strncmp(url, "/api/v1/generation/create", 25) != 0 &&
+        strncmp(url, "/internal/", 10) != 0)
+        return fail(c, 413, "payload_too_large", NULL, "request body too large");
+    return route(s, c, url, method, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    req_t *r = *con_cls;
+    if (!r)
+        return;
+    histogram_observe(&metrics.http_latency, (double)(now_us() - r->start_us) / 1e6);
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void *reaper_main(void *arg)
+{
+    server_t *s = arg;
+    while (!atomic_load(&s->stopping)) {
+        int requeued = 0, failed = 0;
+        int rc = store_reap(s->store, s->cfg.max_attempts, s->cfg.worker_ttl_ms, clock_now_ms(),
+                            &requeued, &failed);
+        if (rc != STORE_OK) {
+            log_warn("event=reap_failed err=\"%s\"", store_last_error(s->store));
+        } else if (requeued || failed) {
+            atomic_fetch_add(&metrics.leases_expired, (uint64_t)(requeued + failed));
+            log_warn("event=leases_expired requeued=%d failed=%d", requeued, failed);
+            server_notify_work(s);
+        }
+        for (int64_t slept = 0; slept < s->cfg.reaper_ms && !atomic_load(&s->stopping); slept += 50)
+            clock_sleep_ms(s->cfg.reaper_ms - slept < 50 ? s->cfg.reaper_ms - slept : 50);
+    }
+    return NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    log_debug("event=http_daemon msg=\"%s\"", buf);
+}
+
+server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
+{
+    server_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    pthread_mutex_init(&s->wake_mu, NULL);
+    pthread_cond_init(&s->wake_cv, NULL);
+    pthread_mutex_init(&s->events_mu, NULL);
+
+    s->models_buf = strdup(cfg->models && *cfg->models ? cfg->models : "sd15");
+    int nm = 0;
+    for (char *tok = s->models_buf; tok && nm < MAX_MODELS;) {
+        char *comma = strchr(tok, ',');
+        if (comma)
+            *comma = '\0';
+        if (*tok)
+            s->models[nm++] = tok;
+        tok = comma ? comma + 1 : NULL;
+    }
+    if (nm == 0)
+        s->models[nm++] = "sd15";
+    s->models[nm] = NULL;
+    s->vcfg.models = s->models;
+    s->vcfg.default_model = s->models[0];
+
+    if (cfg->rate_limit > 0)
+        s->rl = ratelimit_new(cfg->rate_limit, cfg->rate_burst > 0 ? cfg->rate_burst : 1);
+
+    s->store = store_open(cfg->database_url, err, errlen);
+    if (!s->store)
+        goto fail;
+    if (store_migrate(s->store) != STORE_OK) {
+        char redacted[1024];
+        snprintf(err, errlen, "migrating %s: %s",
+                 log_redact_url(cfg->database_url, redacted, sizeof redacted),
+                 store_last_error(s->store));
+        goto fail;
+    }
+    /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
+    store_listen(s->store, store_work_cb, s);
+
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->bind ? cfg->bind : "127.0.0.1", &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "--bind: '%s' is not an IPv4 address", cfg->bind);
+        goto fail;
+    }
+    s->mhd =
+        MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
+                         on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 4096),
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
+                         (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s (is another server using the port?)",
+                 cfg->bind ? cfg->bind : "127.0.0.1", cfg->port, strerror(errno));
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : cfg->port;
+    if (cfg->public_url && *cfg->public_url) {
+        snprintf(s->url, sizeof s->url, "%s", cfg->public_url);
+    } else {
+        const char *host = cfg->bind && strcmp(cfg->bind, "0.0.0.0") != 0 ? cfg->bind : "127.0.0.1";
+        snprintf(s->url, sizeof s->url, "http://%s:%d", host, s->port);
+    }
+    size_t ul = strlen(s->url);
+    while (ul > 0 && s->url[ul - 1] == '/')
+        s->url[--ul] = '\0';
+
+    s->blob = blob_open(cfg->storage_url, cfg->public_image_base_url, s->url, err, errlen);
+    if (!s->blob)
+        goto fail;
+
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the reaper thread");
+        goto fail;
+    }
+    s->reaper_started = 1;
+    if (cfg->redis_url && *cfg->redis_url) {
+        celery_config_t cc = {.redis_url = cfg->redis_url,
+                              .queue = cfg->celery_queue,
+                              .visibility_timeout_ms = cfg->celery_visibility_ms,
+                              .credit_rate = cfg->credit_rate};
+        s->celery =
+            celery_bridge_start(&cc, s->store, celery_image_url, celery_work, s, err, errlen);
+        if (!s->celery)
+            goto fail;
+    }
+    atomic_store(&s->ready, 1);
+    return s;
+fail:
+    server_stop(s);
+    return NULL;
+}
+
+int server_port(const server_t *s)
+{
+    return s->port;
+}
+
+const char *server_url(const server_t *s)
+{
+    return s->url;
+}
+
+store_t *server_store(server_t *s)
+{
+    return s->store;
+}
+
+void server_set_submit_hook(server_t *s, server_submit_fn fn, void *arg)
+{
+    s->submit_fn = fn;
+    s->submit_arg = arg;
+}
+
+void server_stop(server_t *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->stopping, 1);
+    server_notify_work(s);
+    if (s->mhd)
+        MHD_stop_daemon(s->mhd);
+    if (s->reaper_started)
+        pthread_join(s->reaper, NULL);
+    celery_bridge_stop(s->celery);
+    blob_close(s->blob);
+    store_close(s->store);
+    ratelimit_free(s->rl);
+    free(s->models_buf);
+    pthread_cond_destroy(&s->wake_cv);
+    pthread_mutex_destroy(&s->wake_mu);
+    pthread_mutex_destroy(&s->events_mu);
+    free(s);
+}

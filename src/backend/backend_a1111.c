@@ -1,0 +1,382 @@
+/* backend_a1111.c: the a1111 backend. It sends each job to a server with the AUTOMATIC1111 web API
+ * (AUTOMATIC1111, Forge, SD.Next, or anything else answering /sdapi/v1/txt2img): load checks the
+ * server and lists its checkpoints (GET /sdapi/v1/sd-models), generate POSTs /sdapi/v1/txt2img
+ * and decodes the first base64 PNG of the answer; a cancel aborts the request and POSTs
+ * /sdapi/v1/interrupt. Rules and limits: docs/backends.md. */
+#include "backend/backend.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/b64.h"
+#include "lib/httpc.h"
+#include "lib/clock.h"
+
+#define A1_URL_MAX 1024
+#define A1_MAX_MODELS 256
+#define A1_NAME_MAX 512
+#define A1_PNG_MAX (64u * 1024u * 1024u)                      /* decoded image cap */
+#define A1_RESP_MAX ((size_t)A1_PNG_MAX / 3 * 4 + (1u << 20)) /* base64 of the cap + JSON */
+#define A1_SMALL_RESP_MAX (4u * 1024u * 1024u)                /* sd-models, errors, interrupt */
+#define A1_GENERATE_TIMEOUT_MS (30L * 60L * 1000L)            /* one txt2img request */
+#define A1_LOAD_TRIES 6 /* sleeps of 0.25, 0.5, 1, 2, 4 s between them: about 8 s in all */
+#define A1_DETAIL_MAX 200
+
+/* The t4 profile of the synthetic backend: 6.9 steps/s at 512x512, as seconds per step x MP. */
+#define A1_START_S_PER_STEP_MP (1.0 / (6.9 * (512.0 * 512.0 / 1e6)))
+
+typedef struct a1111_model {
+    char title[A1_NAME_MAX];
+    char name[A1_NAME_MAX];
+} a1111_model_t;
+
+typedef struct a1111 {
+    backend_t base;       /* first: a backend_t * is an a1111_t * */
+    char url[A1_URL_MAX]; /* base URL without a trailing slash */
+    CURL *h;
+    int loaded;
+    a1111_model_t *models;
+    int nmodels;
+    double done_seconds; /* sums over completed jobs, for estimate_seconds */
+    double done_step_mp;
+} a1111_t;
+
+/* One request on the backend's handle. body may be NULL (GET) or JSON. cancel may be NULL.
+ * Returns 0 when a response arrived (any status), -1 otherwise (out->error says why). The
+ * caller frees out->body. */
+static int a1_request(a1111_t *a, const char *method, const char *path, const char *body,
+                      long timeout_ms, size_t cap, atomic_int *cancel, httpc_resp_t *out)
+{
+    char url[A1_URL_MAX + 64];
+    snprintf(url, sizeof url, "%s%s", a->url, path);
+    httpc_req_t req = {.method = method,
+                       .url = url,
+                       .body = body,
+                       .body_len = body ? strlen(body) : 0,
+                       .timeout_ms = timeout_ms,
+                       .abort_flag = cancel,
+                       .max_response = cap};
+    return httpc_do(a->h, &req, out);
+}
+
+/* Writes the server's own error text ("detail", "error" or "message" of a JSON body, else the
+ * start of the body) into buf, at most A1_DETAIL_MAX bytes; "" when there is none. */
+static void error_detail(const httpc_resp_t *r, char *buf, size_t buflen)
+{
+    buf[0] = '\0';
+    if (!r->body || !r->len)
+        return;
+    size_t n = buflen < A1_DETAIL_MAX + 1 ? buflen : A1_DETAIL_MAX + 1;
+    json_t *o = json_loadb(r->body, r->len, 0, NULL);
+    if (json_is_object(o)) {
+        static const char *const keys[] = {"detail", "error", "message", "errors"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !buf[0]; i++) {
+            json_t *v = json_object_get(o, keys[i]);
+            if (json_is_string(v)) {
+                snprintf(buf, n, "%s", json_string_value(v));
+            } else if (v && !json_is_null(v)) {
+                char *d = json_dumps(v, JSON_COMPACT);
+                if (d)
+                    snprintf(buf, n, "%s", d);
+                free(d);
+            }
+        }
+    }
+    json_decref(o);
+    if (!buf[0] && !o) {
+        snprintf(buf, n, "%.*s", (int)(r->len < A1_DETAIL_MAX ? r->len : A1_DETAIL_MAX), r->body);
+    }
+    for (char *p = buf; *p; p++) /* one log line */
+        if (*p == '\n' || *p == '\r' || *p == '"')
+            *p = *p == '"' ? '\'' : ' ';
+}
+
+/* ---- base64 ---- */
+
+/* Decodes the image text: standard or URL-safe base64, white space and padding optional, after
+ * an optional "data:...;base64," prefix. Returns a malloc'd buffer (caller frees) and its length
+ * in *outlen, or NULL with err set. */
+static unsigned char *image_decode(const char *s, size_t len, size_t max, size_t *outlen, char *err,
+                                   size_t errlen)
+{
+    if (len > 5 && strncmp(s, "data:", 5) == 0) {
+        const char *comma = memchr(s, ',', len);
+        if (!comma) {
+            snprintf(err, errlen, "a1111 backend: malformed data URL in the image");
+            return NULL;
+        }
+        len -= (size_t)(comma + 1 - s);
+        s = comma + 1;
+    }
+    unsigned char *out = b64_decode(s, len, B64_LENIENT, max, outlen);
+    if (!out)
+        snprintf(err, errlen,
+                 "a1111 backend: the image is not valid base64, or larger than %zu bytes", max);
+    return out;
+}
+
+/* ---- models ---- */
+
+static int contains_nocase(const char *hay, const char *needle)
+{
+    size_t nl = strlen(needle);
+    if (!nl)
+        return 0;
+    for (; *hay; hay++)
+        if (strncasecmp(hay, needle, nl) == 0)
+            return 1;
+    return 0;
+}
+
+/* The checkpoint title for a pingvas model name: the first server model whose title or
+ * model_name contains the name, case-insensitively; NULL (no override) otherwise. */
+static const char *checkpoint_for(const a1111_t *a, const char *model)
+{
+    for (int i = 0; i < a->nmodels; i++)
+        if (contains_nocase(a->models[i].title, model) || contains_nocase(a->models[i].name, model))
+            return a->models[i].title[0] ? a->models[i].title : a->models[i].name;
+    return NULL;
+}
+
+/* Parses the sd-models answer (a JSON array of objects). 0, or -1 when it is not that shape. */
+static int parse_models(a1111_t *a, const httpc_resp_t *r)
+{
+    json_t *arr = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return -1;
+    }
+    size_t n = json_array_size(arr);
+    if (n > A1_MAX_MODELS)
+        n = A1_MAX_MODELS;
+    free(a->models);
+    a->models = calloc(n ? n : 1, sizeof *a->models);
+    a->nmodels = 0;
+    if (!a->models) {
+        json_decref(arr);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(arr, i);
+        const char *title = json_string_value(json_object_get(m, "title"));
+        const char *name = json_string_value(json_object_get(m, "model_name"));
+        if (!title && !name)
+            continue;
+        a1111_model_t *dst = &a->models[a->nmodels++];
+        snprintf(dst->title, sizeof dst->title, "%s", title ? title : "");
+        snprintf(dst->name, sizeof dst->name, "%s", name ? name : "");
+    }
+    json_decref(arr);
+    return 0;
+}
+
+/* ---- backend_ops ---- */
+
+static int a1_load(backend_t *b, char *err, size_t errlen)
+{
+    a1111_t *a = (a1111_t *)b;
+    int64_t sleep_ms = 250;
+    char why[300] = "";
+    for (int attempt = 0; attempt < A1_LOAD_TRIES; attempt++) {
+        if (attempt) {
+            clock_sleep_ms(sleep_ms);
+            sleep_ms *= 2;
+        }
+        httpc_resp_t r;
+        a1_request(a, "GET", "/sdapi/v1/sd-models", NULL, 10000L, A1_SMALL_RESP_MAX, NULL, &r);
+        if (r.status == 200 && parse_models(a, &r) == 0) {
+            httpc_resp_free(&r);
+            a->loaded = 1;
+            return BACKEND_OK;
+        }
+        if (r.status == 0) {
+            snprintf(why, sizeof why, "not reachable: %s", r.error);
+        } else if (r.status == 200) {
+            snprintf(why, sizeof why,
+                     "not an A1111-compatible server: GET /sdapi/v1/sd-models did not answer a "
+                     "JSON list of models");
+        } else {
+            char detail[A1_DETAIL_MAX + 1];
+            error_detail(&r, detail, sizeof detail);
+            snprintf(
+                why, sizeof why,
+                "not an A1111-compatible server: GET /sdapi/v1/sd-models answered HTTP %ld%s%s",
+                r.status, detail[0] ? ": " : "", detail);
+        }
+        long st = r.status;
+        httpc_resp_free(&r);
+        if (st != 0 && st < 500)
+            break; /* a definite answer: retrying will not change it */
+    }
+    snprintf(err, errlen, "a1111 backend: server %s %s", a->url, why);
+    return BACKEND_ERR;
+}
+
+/* Best effort: asks the server to stop the generation in progress. */
+static void a1_interrupt(a1111_t *a)
+{
+    httpc_resp_t r;
+    a1_request(a, "POST", "/sdapi/v1/interrupt", NULL, 5000L, A1_SMALL_RESP_MAX, NULL, &r);
+    httpc_resp_free(&r);
+}
+
+static char *txt2img_body(const a1111_t *a, const job_params_t *p)
+{
+    json_t *o =
+        json_pack("{s:s, s:s, s:i, s:i, s:i, s:f, s:I, s:i, s:i, s:b}", "prompt", p->prompt,
+                  "negative_prompt", p->negative_prompt ? p->negative_prompt : "", "width",
+                  p->width, "height", p->height, "steps", p->steps, "cfg_scale", p->cfg_scale,
+                  "seed", (json_int_t)p->seed, "batch_size", 1, "n_iter", 1, "send_images", 1);
+    if (!o)
+        return NULL;
+    const char *ckpt = checkpoint_for(a, p->model);
+    if (ckpt)
+        json_object_set_new(o, "override_settings",
+                            json_pack("{s:s}", "sd_model_checkpoint", ckpt));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
+                       backend_result_t *out, char *err, size_t errlen)
+{
+    a1111_t *a = (a1111_t *)b;
+    memset(out, 0, sizeof *out);
+    if (!a->loaded) {
+        snprintf(err, errlen, "a1111 backend: generate called before load");
+        return BACKEND_ERR;
+    }
+    if (!p->prompt || p->width < 1 || p->height < 1 || p->steps < 1) {
+        snprintf(err, errlen, "a1111 backend: invalid job parameters");
+        return BACKEND_ERR;
+    }
+    if (cancel && atomic_load(cancel))
+        return BACKEND_CANCELED;
+    char *body = txt2img_body(a, p);
+    if (!body) {
+        snprintf(err, errlen, "a1111 backend: out of memory");
+        return BACKEND_ERR;
+    }
+    int rc = BACKEND_ERR;
+    json_t *doc = NULL;
+    unsigned char *png = NULL;
+    int64_t t0 = clock_mono_ms();
+    httpc_resp_t r;
+    a1_request(a, "POST", "/sdapi/v1/txt2img", body, A1_GENERATE_TIMEOUT_MS, A1_RESP_MAX, cancel,
+               &r);
+    double seconds = (double)(clock_mono_ms() - t0) / 1000.0;
+    free(body);
+    if (cancel && atomic_load(cancel)) {
+        a1_interrupt(a);
+        rc = BACKEND_CANCELED;
+        goto out;
+    }
+    if (r.status == 0) {
+        snprintf(err, errlen, "a1111 backend: POST %s/sdapi/v1/txt2img failed: %s", a->url,
+                 r.error);
+        goto out;
+    }
+    if (r.status != 200) {
+        char detail[A1_DETAIL_MAX + 1];
+        error_detail(&r, detail, sizeof detail);
+        snprintf(err, errlen, "a1111 backend: txt2img answered HTTP %ld%s%s", r.status,
+                 detail[0] ? ": " : "", detail);
+        goto out;
+    }
+    doc = json_loadb(r.body ? r.body : "", r.len, 0, NULL);
+    json_t *first = json_array_get(json_object_get(doc, "images"), 0);
+    if (!json_is_string(first)) {
+        snprintf(err, errlen, "a1111 backend: txt2img answer has no image");
+        goto out;
+    }
+    size_t len = 0;
+    png = image_decode(json_string_value(first), json_string_length(first), A1_PNG_MAX, &len, err,
+                       errlen);
+    if (!png)
+        goto out;
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len < sizeof sig || memcmp(png, sig, sizeof sig) != 0) {
+        snprintf(err, errlen, "a1111 backend: the server's image is not a PNG");
+        goto out;
+    }
+    out->png = png;
+    out->png_len = len;
+    out->gpu_seconds = seconds;
+    png = NULL;
+    a->done_seconds += seconds;
+    a->done_step_mp += (double)p->steps * (double)p->width * (double)p->height / 1e6;
+    rc = BACKEND_OK;
+out:
+    free(png);
+    json_decref(doc);
+    httpc_resp_free(&r);
+    return rc;
+}
+
+static double a1_estimate_seconds(backend_t *b, const job_params_t *p)
+{
+    const a1111_t *a = (const a1111_t *)b;
+    double per = a->done_step_mp > 0 ? a->done_seconds / a->done_step_mp : A1_START_S_PER_STEP_MP;
+    return per * (double)p->steps * (double)p->width * (double)p->height / 1e6;
+}
+
+static void a1_destroy(backend_t *b)
+{
+    a1111_t *a = (a1111_t *)b;
+    if (!a)
+        return;
+    if (a->h)
+        curl_easy_cleanup(a->h);
+    free(a->models);
+    free(a);
+}
+
+static const struct backend_ops a1111_ops = {
+    .name = "a1111",
+    .load = a1_load,
+    .generate = a1_generate,
+    .estimate_seconds = a1_estimate_seconds,
+    .destroy = a1_destroy,
+};
+
+/* Returns a new backend the caller destroys with ops->destroy, or NULL with err set when no URL
+ * (http:// or https://) is configured. */
+backend_t *backend_a1111_create(const backend_config_t *cfg, char *err, size_t errlen)
+{
+    const char *url = cfg->url;
+    if (!url || !url[0]) {
+        snprintf(err, errlen,
+                 "a1111 backend: no server URL (set --a1111-url or PINGVAS_A1111_URL)");
+        return NULL;
+    }
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        snprintf(err, errlen,
+                 "a1111 backend: server URL \"%.200s\" must start with http:// or "
+                 "https://",
+                 url);
+        return NULL;
+    }
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    if (n >= A1_URL_MAX) {
+        snprintf(err, errlen, "a1111 backend: server URL longer than %d bytes", A1_URL_MAX - 1);
+        return NULL;
+    }
+    a1111_t *a = calloc(1, sizeof *a);
+    if (!a || !(a->h = curl_easy_init())) {
+        free(a);
+        snprintf(err, errlen, "a1111 backend: out of memory");
+        return NULL;
+    }
+    a->base.ops = &a1111_ops;
+    memcpy(a->url, url, n);
+    a->url[n] = '\0';
+    return &a->base;
+}

@@ -1,0 +1,71 @@
+/* blob.c: opens the image store named by STORAGE_URL and forwards each operation to it. */
+#include "blob/blob.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* "file:///dir", "file://localhost/dir" or a bare path open the filesystem store; "s3://" the S3
+ * store (blob_s3.c, credentials from the environment). */
+blob_t *blob_open(const char *url, const char *public_base, const char *server_url, char *err,
+                  size_t errlen)
+{
+    if (!url || !url[0]) {
+        snprintf(err, errlen, "storage URL is empty (use file:///dir or s3://bucket/prefix)");
+        return NULL;
+    }
+    if (strncmp(url, "file://", 7) == 0) {
+        const char *path = url + 7;
+        if (strncmp(path, "localhost/", 10) == 0)
+            path += 9;
+        if (path[0] != '/') {
+            snprintf(err, errlen,
+                     "storage URL \"%s\": a file URL needs an absolute path (file:///dir)", url);
+            return NULL;
+        }
+        return blob_fs_open(path, public_base, server_url, err, errlen);
+    }
+    if (strncmp(url, "s3://", 5) == 0)
+        return blob_s3_open(url, public_base, err, errlen);
+    if (strstr(url, "://")) {
+        snprintf(err, errlen,
+                 "storage URL \"%s\": unsupported scheme (use file:///dir, a directory path, or "
+                 "s3://bucket/prefix)",
+                 url);
+        return NULL;
+    }
+    return blob_fs_open(url, public_base, server_url, err, errlen);
+}
+
+void blob_close(blob_t *b)
+{
+    if (b)
+        b->ops->close(b);
+}
+
+int blob_put(blob_t *b, const char *key, const void *data, size_t len)
+{
+    return b->ops->put(b, key, data, len);
+}
+
+int blob_exists(blob_t *b, const char *key)
+{
+    return b->ops->exists(b, key);
+}
+
+int blob_upload_target(blob_t *b, const char *key, const char *job_id, int64_t ttl_s,
+                       upload_target_t *out)
+{
+    return b->ops->upload_target(b, key, job_id, ttl_s, out);
+}
+
+char *blob_public_url(blob_t *b, const char *key)
+{
+    return b->ops->public_url(b, key);
+}
+
+int blob_local_path(blob_t *b, const char *key, char *buf, size_t size)
+{
+    if (!b->ops->local_path)
+        return -1;
+    return b->ops->local_path(b, key, buf, size);
+}

@@ -1,0 +1,1246 @@
+/* celery.c: the Celery bridge. See celery.h and docs/celery.md.
+ *
+ * Parsing and result formatting are pure functions on jansson. The bridge is one thread with
+ * one hiredis connection: it pops messages (a Lua script that moves a message from its list into
+ * kombu's `unacked` hash and `unacked_index` sorted set in one step), adopts the row, and
+ * settles the message (a second script: record the task id, or write a FAILURE result, and
+ * remove the message from `unacked`/`unacked_index`, which is kombu's ack). Between polls it
+ * writes the results of jobs that ended, restores unacked messages older than the visibility
+ * timeout to their lists, and reconnects with backoff when Redis goes away. */
+#include "bridge/celery.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/b64.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+
+/* ---- small helpers ---- */
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+/* A string that can be used in a Redis key name and a log line: 1..max printable ASCII
+ * characters, no space, quote or backslash. */
+static bool safe_token(const char *s, size_t max)
+{
+    size_t n = 0;
+    if (!s || !*s)
+        return false;
+    for (; s[n]; n++) {
+        unsigned char c = (unsigned char)s[n];
+        if (n >= max || c <= 0x20 || c >= 0x7f || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+static bool valid_job_id(const char *s)
+{
+    size_t n = 0;
+    if (!s || !*s)
+        return false;
+    for (; s[n]; n++) {
+        unsigned char c = (unsigned char)s[n];
+        if (n >= JOB_ID_SIZE - 1 || !(isalnum(c) || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- envelope parsing ---- */
+
+static int reject(celery_reject_t *rej, const char *reason, const char *exc_type,
+                  const char *exc_module, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int reject(celery_reject_t *rej, const char *reason, const char *exc_type,
+                  const char *exc_module, const char *fmt, ...)
+{
+    va_list ap;
+    rej->reason = reason;
+    rej->exc_type = exc_type;
+    rej->exc_module = exc_module;
+    va_start(ap, fmt);
+    vsnprintf(rej->message, sizeof rej->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *obj_str(json_t *o, const char *key)
+{
+    json_t *v = json_is_object(o) ? json_object_get(o, key) : NULL;
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* The body as JSON: inline JSON, a JSON text in a string, or base64 of a JSON text. New
+ * reference, or NULL (rej set). */
+static json_t *load_body(json_t *env, json_t *props, celery_reject_t *rej)
+{
+    json_t *body = json_object_get(env, "body");
+    const char *enc = obj_str(props, "body_encoding");
+    if (json_is_array(body) || json_is_object(body))
+        return json_incref(body);
+    if (!json_is_string(body)) {
+        reject(rej, "bad_envelope", "ValueError", "builtins", "the envelope has no body");
+        return NULL;
+    }
+    const char *text = json_string_value(body);
+    size_t tlen = json_string_length(body);
+    unsigned char *decoded = NULL;
+    if (enc && strcmp(enc, "base64") == 0) {
+        decoded = b64_decode(text, tlen, 0, CELERY_MESSAGE_MAX, &tlen);
+        if (!decoded) {
+            reject(rej, "bad_body", "ValueError", "builtins", "the body is not valid base64");
+            return NULL;
+        }
+        text = (const char *)decoded;
+    } else if (enc && *enc) {
+        reject(rej, "bad_body", "ValueError", "builtins", "unsupported body_encoding '%.64s'", enc);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(text, tlen, JSON_DECODE_ANY, &jerr);
+    free(decoded);
+    if (!j)
+        reject(rej, "bad_body", "ValueError", "builtins", "the body is not JSON: %.120s",
+               jerr.text);
+    return j;
+}
+
+/* Picks the job id from args and kwargs, as Python would bind generate_image(self, job_id). */
+static int bind_job_id(json_t *args, json_t *kwargs, celery_msg_t *out, celery_reject_t *rej)
+{
+    size_t nargs = json_is_array(args) ? json_array_size(args) : 0;
+    json_t *kw = json_is_object(kwargs) ? json_object_get(kwargs, "job_id") : NULL;
+    size_t nkw = json_is_object(kwargs) ? json_object_size(kwargs) : 0;
+    json_t *v = NULL;
+    if (args && !json_is_array(args))
+        return reject(rej, "bad_args", "TypeError", "builtins", "args must be a list");
+    if (kwargs && !json_is_object(kwargs) && !json_is_null(kwargs))
+        return reject(rej, "bad_args", "TypeError", "builtins", "kwargs must be a dict");
+    if (nargs > 1)
+        return reject(rej, "bad_args", "TypeError", "builtins",
+                      "generate_image() takes 2 positional arguments but %zu were given",
+                      nargs + 1);
+    if (nkw > (kw ? 1u : 0u))
+        return reject(rej, "bad_args", "TypeError", "builtins",
+                      "generate_image() got an unexpected keyword argument");
+    if (nargs == 1 && kw)
+        return reject(rej, "bad_args", "TypeError", "builtins",
+                      "generate_image() got multiple values for argument 'job_id'");
+    v = nargs == 1 ? json_array_get(args, 0) : kw;
+    if (!v)
+        return reject(rej, "missing_args", "TypeError", "builtins",
+                      "generate_image() missing 1 required positional argument: 'job_id'");
+    if (!json_is_string(v))
+        return reject(rej, "bad_job_id", "ValueError", "builtins",
+                      "job_id must be a string (a generation_jobs id)");
+    if (!valid_job_id(json_string_value(v)))
+        return reject(rej, "bad_job_id", "ValueError", "builtins",
+                      "job_id '%.60s' is not a generation_jobs id", json_string_value(v));
+    copy_str(out->job_id, sizeof out->job_id, json_string_value(v));
+    return 0;
+}
+
+int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_t *rej)
+{
+    json_t *env = NULL, *body = NULL;
+    json_error_t jerr;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    memset(rej, 0, sizeof *rej);
+    if (len > CELERY_MESSAGE_MAX) {
+        reject(rej, "too_large", "ValueError", "builtins", "message of %zu bytes (cap %d)", len,
+               CELERY_MESSAGE_MAX);
+        goto out;
+    }
+    env = json_loadb(data, len, 0, &jerr);
+    if (!env) {
+        reject(rej, "bad_json", "ValueError", "builtins", "not JSON: %.120s", jerr.text);
+        goto out;
+    }
+    json_t *headers = json_object_get(env, "headers");
+    json_t *props = json_object_get(env, "properties");
+    if (!json_is_object(headers))
+        headers = NULL;
+    if (!json_is_object(props))
+        props = NULL;
+
+    /* kombu's delivery bookkeeping */
+    const char *tag = obj_str(props, "delivery_tag");
+    if (tag && safe_token(tag, CELERY_ID_MAX))
+        copy_str(out->delivery_tag, sizeof out->delivery_tag, tag);
+    json_t *di = props ? json_object_get(props, "delivery_info") : NULL;
+    copy_str(out->exchange, sizeof out->exchange, obj_str(di, "exchange"));
+    copy_str(out->routing_key, sizeof out->routing_key, obj_str(di, "routing_key"));
+    copy_str(out->reply_to, sizeof out->reply_to, obj_str(props, "reply_to"));
+    json_t *pri = props ? json_object_get(props, "priority") : NULL;
+    if (json_is_integer(pri)) {
+        json_int_t p = json_integer_value(pri);
+        out->priority = p < 0 ? 0 : p > 255 ? 255 : (int)p;
+    }
+
+    /* the task id, as early as possible: a reject can then still be answered with a result */
+    const char *id = obj_str(headers, "id");
+    if (!id)
+        id = obj_str(props, "correlation_id");
+    if (id && safe_token(id, CELERY_ID_MAX))
+        copy_str(out->task_id, sizeof out->task_id, id);
+
+    const char *ctype = obj_str(env, "content-type");
+    if (ctype && strcmp(ctype, "application/json") != 0) {
+        reject(rej, "unsupported_content_type", "ContentDisallowed", "kombu.exceptions",
+               "refusing to deserialize content of type %.64s", ctype);
+        goto out;
+    }
+    body = load_body(env, props, rej);
+    if (!body)
+        goto out;
+
+    const char *task = obj_str(headers, "task");
+    json_t *args, *kwargs;
+    if (task) {
+        out->protocol = 2;
+        if (!json_is_array(body) || json_array_size(body) < 1) {
+            reject(rej, "bad_body", "ValueError", "builtins",
+                   "protocol 2 body must be [args, kwargs, embed]");
+            goto out;
+        }
+        args = json_array_get(body, 0);
+        kwargs = json_array_get(body, 1);
+    } else if (json_is_object(body) && obj_str(body, "task")) {
+        out->protocol = 1;
+        task = obj_str(body, "task");
+        const char *bid = obj_str(body, "id");
+        if (!out->task_id[0] && bid && safe_token(bid, CELERY_ID_MAX))
+            copy_str(out->task_id, sizeof out->task_id, bid);
+        args = json_object_get(body, "args");
+        kwargs = json_object_get(body, "kwargs");
+    } else {
+        reject(rej, "bad_envelope", "ValueError", "builtins",
+               "no task name in headers (protocol 2) or body (protocol 1)");
+        goto out;
+    }
+    copy_str(out->task, sizeof out->task, task);
+    if (!out->task_id[0]) {
+        reject(rej, "bad_envelope", "ValueError", "builtins", "the message has no valid task id");
+        goto out;
+    }
+    if (strcmp(task, CELERY_TASK_NAME) != 0) {
+        reject(rej, "unknown_task", "NotRegistered", "celery.exceptions", "'%.150s'", task);
+        goto out;
+    }
+    rc = bind_job_id(args, kwargs, out, rej);
+out:
+    json_decref(body);
+    json_decref(env);
+    return rc;
+}
+
+/* ---- results ---- */
+
+/* Python's datetime.isoformat() of an aware UTC time: microseconds only when not zero. */
+static void iso_date(int64_t now_ms, char *buf, size_t size)
+{
+    time_t t = (time_t)(now_ms / 1000);
+    int ms = (int)(now_ms % 1000);
+    struct tm tm;
+    char base[32];
+    gmtime_r(&t, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (ms)
+        snprintf(buf, size, "%s.%03d000+00:00", base, ms);
+    else
+        snprintf(buf, size, "%s+00:00", base);
+}
+
+/* Steals result. */
+static char *meta_json(const char *status, const char *task_id, json_t *result,
+                       const char *traceback, int64_t now_ms)
+{
+    char date[48];
+    char *text = NULL;
+    iso_date(now_ms, date, sizeof date);
+    json_t *m = json_object();
+    if (!m || !result)
+        goto out;
+    json_object_set_new(m, "status", json_string(status));
+    json_object_set(m, "result", result);
+    json_object_set_new(m, "traceback", traceback ? json_string(traceback) : json_null());
+    json_object_set_new(m, "children", json_array());
+    json_object_set_new(m, "date_done", json_string(date));
+    json_object_set_new(m, "task_id", json_string(task_id));
+    text = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+out:
+    json_decref(result);
+    json_decref(m);
+    return text;
+}
+
+char *celery_result_success(const char *task_id, const char *image_url, int64_t now_ms)
+{
+    json_t *r = json_object();
+    if (r) {
+        json_object_set_new(r, "success", json_true());
+        json_object_set_new(r, "image_url", image_url ? json_string(image_url) : json_null());
+    }
+    return meta_json("SUCCESS", task_id, r, NULL, now_ms);
+}
+
+char *celery_result_exception(const char *status, const char *task_id, const char *exc_type,
+                              const char *exc_module, const char *message, int64_t now_ms)
+{
+    char tb[600];
+    bool builtin = !exc_module || strcmp(exc_module, "builtins") == 0;
+    json_t *r = json_object();
+    if (r) {
+        json_t *args = json_array();
+        json_array_append_new(args, json_string(message ? message : ""));
+        json_object_set_new(r, "exc_type", json_string(exc_type));
+        json_object_set_new(r, "exc_message", args);
+        json_object_set_new(r, "exc_module", json_string(builtin ? "builtins" : exc_module));
+    }
+    snprintf(tb, sizeof tb,
+             "Traceback (most recent call last):\n"
+             "  File \"pingvas\", line 1, in generate_image\n"
+             "%s%s%s: %s\n",
+             builtin ? "" : exc_module, builtin ? "" : ".", exc_type, message ? message : "");
+    return meta_json(status, task_id, r, strcmp(status, "FAILURE") == 0 ? tb : NULL, now_ms);
+}
+
+char *celery_result_for_job(const job_t *j, const char *task_id, const char *image_url,
+                            int64_t now_ms)
+{
+    switch (j->status) {
+    case JOB_COMPLETED:
+        return celery_result_success(task_id, image_url, now_ms);
+    case JOB_FAILED:
+        return celery_result_exception("FAILURE", task_id, "RuntimeError", "builtins",
+                                       j->error_message ? j->error_message : "failed", now_ms);
+    case JOB_CANCELED:
+        return celery_result_exception("REVOKED", task_id, "TaskRevokedError", "celery.exceptions",
+                                       "canceled", now_ms);
+    default:
+        return NULL;
+    }
+}
+
+/* ---- configuration ---- */
+
+static int pct_decode(const char *in, size_t n, char *out, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '%' && i + 2 < n && isxdigit((unsigned char)in[i + 1]) &&
+            isxdigit((unsigned char)in[i + 2])) {
+            char hex[3] = {in[i + 1], in[i + 2], 0};
+            c = (char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (o + 1 >= size)
+            return -1;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (!url || strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "REDIS_URL: '%s' is not redis://[:password@]host[:port][/db]",
+                 url ? url : "");
+        return -1;
+    }
+    const char *p = url + 8;
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *uend = colon ? colon : at;
+        if (pct_decode(p, (size_t)(uend - p), out->user, sizeof out->user) != 0 ||
+            (colon && pct_decode(colon + 1, (size_t)(at - colon - 1), out->password,
+                                 sizeof out->password) != 0)) {
+            snprintf(err, errlen, "REDIS_URL: user or password too long");
+            return -1;
+        }
+        p = at + 1;
+    }
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    const char *hend = colon ? colon : end;
+    if (hend == p || (size_t)(hend - p) >= sizeof out->host) {
+        snprintf(err, errlen, "REDIS_URL: missing or too long host in '%s'", url);
+        return -1;
+    }
+    memcpy(out->host, p, (size_t)(hend - p));
+    out->host[hend - p] = '\0';
+    if (colon) {
+        char num[8];
+        char *e = NULL;
+        size_t n = (size_t)(end - colon - 1);
+        if (n == 0 || n >= sizeof num) {
+            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", url);
+            return -1;
+        }
+        memcpy(num, colon + 1, n);
+        num[n] = '\0';
+        errno = 0;
+        long port = strtol(num, &e, 10);
+        if (errno || *e || port < 1 || port > 65535) {
+            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", url);
+            return -1;
+        }
+        out->port = (int)port;
+    }
+    if (*end == '/' && end[1] && end[1] != '?' && end[1] != '#') {
+        char *e = NULL;
+        errno = 0;
+        long db = strtol(end + 1, &e, 10);
+        if (errno || (*e && *e != '?' && *e != '#') || db < 0 || db > 100000) {
+            snprintf(err, errlen, "REDIS_URL: bad database number in '%s'", url);
+            return -1;
+        }
+        out->db = (int)db;
+    }
+    return 0;
+}
+
+static const int priority_steps[] = {0, 3, 6, 9};
+#define NSTEPS 4
+#define PRIORITY_SEP "\x06\x16"
+
+int celery_queue_for_priority(const char *queue, int priority, char *buf, size_t size)
+{
+    int step = 0;
+    for (int i = 0; i < NSTEPS; i++) /* steps[bisect(steps, n) - 1] */
+        if (priority >= priority_steps[i])
+            step = priority_steps[i];
+    int n = step ? snprintf(buf, size, "%s" PRIORITY_SEP "%d", queue, step)
+                 : snprintf(buf, size, "%s", queue);
+    return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+/* ---- the bridge ---- */
+
+#ifndef PINGVAS_HAVE_HIREDIS
+
+celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
+                                     celery_image_url_fn url_fn, celery_work_fn work_fn, void *arg,
+                                     char *err, size_t errlen)
+{
+    snprintf(err, errlen,
+             "REDIS_URL is set but this pingvas was built without hiredis "
+             "(install libhiredis-dev and rebuild)");
+    return NULL;
+}
+void celery_bridge_job_ended(celery_bridge_t *b, const char *job_id) {}
+void celery_bridge_stop(celery_bridge_t *b) {}
+
+#else
+
+#include <hiredis/hiredis.h>
+
+#define TASKS_KEY "pingvas-celery-tasks" /* job id -> space-separated Celery task ids */
+#define UNACKED_KEY "unacked"
+#define UNACKED_INDEX_KEY "unacked_index"
+#define UNACKED_MUTEX_KEY "unacked_mutex"
+#define UNACKED_MUTEX_EXPIRE_MS (300 * 1000) /* kombu's unacked_mutex_expire */
+#define META_PREFIX "celery-task-meta-"
+#define ENDED_MAX 1024   /* hints of ended jobs kept between two loop turns */
+#define SWEEP_MS 2000    /* how often the mapping is checked against the store */
+#define RESTORE_MAX 1000 /* unacked messages restored per pass */
+#define WAIT_S "0.25"    /* how long one idle wait blocks */
+#define TASK_IDS_MAX 4096
+
+/* Moves the next message (priority lists in order) into unacked / unacked_index, like kombu's
+ * BRPOP + QoS.append but atomically. KEYS: the lists, then unacked, unacked_index. ARGV: now in
+ * seconds, a delivery tag for a message without one, the queue name (default routing key).
+ * Returns {list, message, tag}; tag "" for a message that is not JSON (not recorded). */
+static const char pop_lua[] =
+    "local n = #KEYS - 2\n"
+    "for i = 1, n do\n"
+    "  local m = redis.call('RPOP', KEYS[i])\n"
+    "  if m then\n"
+    "    local ok, env = pcall(cjson.decode, m)\n"
+    "    if not ok or type(env) ~= 'table' then return {KEYS[i], m, ''} end\n"
+    "    local tag, ex, rk = ARGV[2], '', ARGV[3]\n"
+    "    local p = env['properties']\n"
+    "    if type(p) == 'table' then\n"
+    "      if type(p['delivery_tag']) == 'string' and p['delivery_tag'] ~= '' then\n"
+    "        tag = p['delivery_tag'] end\n"
+    "      local di = p['delivery_info']\n"
+    "      if type(di) == 'table' then\n"
+    "        if type(di['exchange']) == 'string' then ex = di['exchange'] end\n"
+    "        if type(di['routing_key']) == 'string' then rk = di['routing_key'] end\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('HSET', KEYS[n + 1], tag,\n"
+    "      '[' .. m .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')\n"
+    "    redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)\n"
+    "    return {KEYS[i], m, tag}\n"
+    "  end\n"
+    "end\n"
+    "return false\n";
+
+/* Settles a delivered message: records the task id for the job (ARGV[2], ARGV[3]) and/or writes
+ * a result (ARGV[4], expiring after ARGV[5] s), then acks it (kombu: ZREM unacked_index, HDEL
+ * unacked). KEYS: unacked, unacked_index, the tasks hash, the result key. */
+static const char settle_lua[] =
+    "if ARGV[2] ~= '' then\n"
+    "  local cur = redis.call('HGET', KEYS[3], ARGV[2])\n"
+    "  if not cur then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])\n"
+    "  elseif not string.find(' ' .. cur .. ' ', ' ' .. ARGV[3] .. ' ', 1, true) then\n"
+    "    redis.call('HSET', KEYS[3], ARGV[2], cur .. ' ' .. ARGV[3]) end\n"
+    "end\n"
+    "if ARGV[4] ~= '' then\n"
+    "  redis.call('SETEX', KEYS[4], ARGV[5], ARGV[4])\n"
+    "  redis.call('PUBLISH', KEYS[4], ARGV[4])\n"
+    "end\n"
+    "if ARGV[1] ~= '' then\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "  redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "end\n"
+    "return 1\n";
+
+/* Writes the results of an ended job exactly once: only while the tasks hash still holds the
+ * task ids read before (ARGV[2]). KEYS: the tasks hash, then one result key per task. ARGV: job
+ * id, the ids, expiry, then one result per task. */
+static const char finish_lua[] =
+    "if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end\n"
+    "redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "for i = 2, #KEYS do\n"
+    "  redis.call('SETEX', KEYS[i], ARGV[3], ARGV[i + 2])\n"
+    "  redis.call('PUBLISH', KEYS[i], ARGV[i + 2])\n"
+    "end\n"
+    "return 1\n";
+
+/* kombu's restore_by_tag, checked against the value read before. KEYS: unacked, unacked_index,
+ * the destination list. ARGV: tag, the unacked value read, the payload, "1" to push leftmost. */
+static const char restore_lua[] =
+    "if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end\n"
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "if ARGV[4] == '1' then redis.call('LPUSH', KEYS[3], ARGV[3])\n"
+    "else redis.call('RPUSH', KEYS[3], ARGV[3]) end\n"
+    "return 1\n";
+
+static const char unlock_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                 "  return redis.call('DEL', KEYS[1]) end\n"
+                                 "return 0\n";
+
+struct celery_bridge {
+    celery_config_t cfg;
+    char *redis_url;
+    char queue[CELERY_NAME_MAX + 1];
+    char lists[NSTEPS][CELERY_NAME_MAX + 8];
+    celery_redis_addr_t addr;
+    store_t *store;
+    celery_image_url_fn url_fn;
+    celery_work_fn work_fn;
+    void *arg;
+
+    pthread_t thread;
+    atomic_int stopping;
+    redisContext *rc;
+    bool no_blmove;
+
+    pthread_mutex_t mu; /* guards ended */
+    char ended[ENDED_MAX][JOB_ID_SIZE];
+    int nended;
+    bool ended_overflow;
+};
+
+static void drop_conn(celery_bridge_t *b, const char *what)
+{
+    if (b->rc) {
+        log_warn("event=celery_redis_lost what=%s err=\"%s\"", what,
+                 b->rc->errstr[0] ? b->rc->errstr : "unexpected reply");
+        redisFree(b->rc);
+        b->rc = NULL;
+    }
+}
+
+/* Runs a command (argv with lengths). NULL on an I/O error (the connection is dropped); a Redis
+ * error reply is returned as is. Caller frees the reply. */
+static redisReply *cmd(celery_bridge_t *b, int argc, const char **argv, const size_t *lens,
+                       const char *what)
+{
+    if (!b->rc)
+        return NULL;
+    redisReply *r = redisCommandArgv(b->rc, argc, argv, lens);
+    if (!r)
+        drop_conn(b, what);
+    return r;
+}
+
+static redisReply *cmd_simple(celery_bridge_t *b, const char *what, int argc, ...)
+{
+    const char *argv[8];
+    size_t lens[8];
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc && i < 8; i++) {
+        argv[i] = va_arg(ap, const char *);
+        lens[i] = strlen(argv[i]);
+    }
+    va_end(ap);
+    return cmd(b, argc, argv, lens, what);
+}
+
+static bool reply_ok(redisReply *r)
+{
+    return r && r->type != REDIS_REPLY_ERROR;
+}
+
+static int connect_redis(celery_bridge_t *b)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(b->addr.host, b->addr.port, tv);
+    if (!c || c->err) {
+        log_warn("event=celery_redis_unreachable host=%s port=%d err=\"%s\"", b->addr.host,
+                 b->addr.port, c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    struct timeval io = {10, 0};
+    redisSetTimeout(c, io);
+    b->rc = c;
+    redisReply *r = NULL;
+    if (b->addr.password[0]) {
+        r = b->addr.user[0] ? cmd_simple(b, "auth", 3, "AUTH", b->addr.user, b->addr.password)
+                            : cmd_simple(b, "auth", 2, "AUTH", b->addr.password);
+        if (!reply_ok(r)) {
+            log_error("event=celery_redis_auth_failed err=\"%s\"",
+                      r && r->str ? r->str : "connection lost");
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    char db[16];
+    snprintf(db, sizeof db, "%d", b->addr.db);
+    r = cmd_simple(b, "select", 2, "SELECT", db);
+    if (!reply_ok(r)) {
+        log_error("event=celery_redis_select_failed db=%s err=\"%s\"", db,
+                  r && r->str ? r->str : "connection lost");
+        goto fail;
+    }
+    freeReplyObject(r);
+    return 0;
+fail:
+    if (r)
+        freeReplyObject(r);
+    if (b->rc) {
+        redisFree(b->rc);
+        b->rc = NULL;
+    }
+    return -1;
+}
+
+/* Writes a result for one task and/or records a task, and acks the delivery (tag may be ""). */
+static int settle(celery_bridge_t *b, const char *tag, const char *job_id, const char *task_id,
+                  const char *result)
+{
+    char key[sizeof META_PREFIX + CELERY_ID_MAX];
+    char expires[24];
+    snprintf(key, sizeof key, META_PREFIX "%s", task_id ? task_id : "");
+    snprintf(expires, sizeof expires, "%lld", (long long)b->cfg.result_expires_s);
+    const char *argv[] = {"EVAL",
+                          settle_lua,
+                          "4",
+                          UNACKED_KEY,
+                          UNACKED_INDEX_KEY,
+                          TASKS_KEY,
+                          key,
+                          tag ? tag : "",
+                          job_id ? job_id : "",
+                          job_id && task_id ? task_id : "",
+                          result ? result : "",
+                          expires};
+    size_t lens[12];
+    for (int i = 0; i < 12; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *r = cmd(b, 12, argv, lens, "settle");
+    int rc = reply_ok(r) ? 0 : -1;
+    if (r && rc)
+        log_error("event=celery_settle_failed err=\"%s\"", r->str ? r->str : "");
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* The destination list of a restored message: kombu's _lookup (the default exchange routes by
+ * queue name; another exchange through its _kombu.binding.<exchange> table) and the priority
+ * list for properties.priority. */
+static int restore_dest(celery_bridge_t *b, json_t *msg, const char *ex, const char *rk, char *buf,
+                        size_t size)
+{
+    char queue[CELERY_NAME_MAX + 1];
+    copy_str(queue, sizeof queue, rk && *rk ? rk : b->queue);
+    if (ex && *ex) {
+        char key[CELERY_NAME_MAX + 32];
+        snprintf(key, sizeof key, "_kombu.binding.%s", ex);
+        redisReply *r = cmd_simple(b, "smembers", 2, "SMEMBERS", key);
+        if (r && r->type == REDIS_REPLY_ARRAY) {
+            for (size_t i = 0; i < r->elements; i++) {
+                const char *e = r->element[i]->str;
+                const char *s1 = e ? strstr(e, PRIORITY_SEP) : NULL;
+                const char *s2 = s1 ? strstr(s1 + 2, PRIORITY_SEP) : NULL;
+                if (s2 && (size_t)(s1 - e) == strlen(rk ? rk : "") &&
+                    strncmp(e, rk ? rk : "", (size_t)(s1 - e)) == 0) {
+                    copy_str(queue, sizeof queue, s2 + 2);
+                    break;
+                }
+            }
+        }
+        if (r)
+            freeReplyObject(r);
+        if (!b->rc)
+            return -1;
+    }
+    json_t *props = json_object_get(msg, "properties");
+    json_t *pri = json_is_object(props) ? json_object_get(props, "priority") : NULL;
+    int p = json_is_integer(pri) ? (int)(json_integer_value(pri) < 0     ? 0
+                                         : json_integer_value(pri) > 255 ? 255
+                                                                         : json_integer_value(pri))
+                                 : 0;
+    return celery_queue_for_priority(queue, p, buf, size) < 0 ? -1 : 0;
+}
+
+/* kombu's restore_by_tag: the message goes back on its list (the consuming end unless
+ * leftmost), marked redelivered, and leaves unacked. 0 when done or nothing to do, -1 on a
+ * Redis error. */
+static int restore_tag(celery_bridge_t *b, const char *tag, size_t taglen, bool leftmost)
+{
+    const char *hargv[] = {"HGET", UNACKED_KEY, tag};
+    size_t hlens[] = {4, strlen(UNACKED_KEY), taglen};
+    redisReply *r = cmd(b, 3, hargv, hlens, "hget unacked");
+    json_t *triple = NULL;
+    char *payload = NULL;
+    char dest[CELERY_NAME_MAX + 8];
+    int rc = -1;
+    if (!r)
+        return -1;
+    if (r->type != REDIS_REPLY_STRING) { /* gone: only the index entry is left */
+        freeReplyObject(r);
+        const char *zargv[] = {"ZREM", UNACKED_INDEX_KEY, tag};
+        size_t zlens[] = {4, strlen(UNACKED_INDEX_KEY), taglen};
+        r = cmd(b, 3, zargv, zlens, "zrem");
+        rc = r ? 0 : -1;
+        goto out;
+    }
+    json_error_t jerr;
+    triple = json_loadb(r->str, r->len, 0, &jerr);
+    json_t *msg = json_array_get(triple, 0);
+    const char *ex = json_string_value(json_array_get(triple, 1));
+    const char *rk = json_string_value(json_array_get(triple, 2));
+    if (!json_is_object(msg)) {
+        log_error("event=celery_restore_dropped tag=%.*s reason=bad_unacked_entry", (int)taglen,
+                  tag);
+        const char *sargv[] = {"EVAL",    settle_lua,  "4", UNACKED_KEY, UNACKED_INDEX_KEY,
+                               TASKS_KEY, META_PREFIX, tag, "",          "",
+                               "",        "0"};
+        size_t slens[12];
+        for (int i = 0; i < 12; i++)
+            slens[i] = i == 7 ? taglen : strlen(sargv[i]);
+        redisReply *s = cmd(b, 12, sargv, slens, "drop unacked");
+        rc = s ? 0 : -1;
+        if (s)
+            freeReplyObject(s);
+        goto out;
+    }
+    json_t *headers = json_object_get(msg, "headers");
+    json_t *props = json_object_get(msg, "properties");
+    json_t *di = json_is_object(props) ? json_object_get(props, "delivery_info") : NULL;
+    if (json_is_object(headers) && json_is_object(di)) { /* kombu sets both or neither */
+        json_object_set_new(headers, "redelivered", json_true());
+        json_object_set_new(di, "redelivered", json_true());
+    }
+    if (restore_dest(b, msg, ex, rk, dest, sizeof dest) != 0)
+        goto out;
+    payload = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!payload)
+        goto out;
+    const char *argv[] = {"EVAL", restore_lua, "3",    UNACKED_KEY, UNACKED_INDEX_KEY,
+                          dest,   tag,         r->str, payload,     leftmost ? "1" : "0"};
+    size_t lens[10];
+    for (int i = 0; i < 10; i++)
+        lens[i] = strlen(argv[i]);
+    lens[6] = taglen;
+    lens[7] = r->len;
+    redisReply *x = cmd(b, 10, argv, lens, "restore");
+    if (reply_ok(x)) {
+        rc = 0;
+        if (x->type == REDIS_REPLY_INTEGER && x->integer == 1)
+            log_info("event=celery_restored tag=%.*s queue=%.*s", (int)taglen, tag,
+                     (int)strcspn(dest, PRIORITY_SEP), dest);
+    }
+    if (x)
+        freeReplyObject(x);
+out:
+    free(payload);
+    json_decref(triple);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* kombu's QoS.restore_visible: under unacked_mutex, every unacked message older than the
+ * visibility timeout goes back to its list. */
+static void restore_visible(celery_bridge_t *b)
+{
+    char token[33], ceil_s[32], px[24], limit[16];
+    random_hex(token, 16);
+    snprintf(px, sizeof px, "%d", UNACKED_MUTEX_EXPIRE_MS);
+    redisReply *r = cmd_simple(b, "lock", 6, "SET", UNACKED_MUTEX_KEY, token, "NX", "PX", px);
+    if (!r || r->type != REDIS_REPLY_STATUS) { /* held by another consumer */
+        if (r)
+            freeReplyObject(r);
+        return;
+    }
+    freeReplyObject(r);
+    snprintf(ceil_s, sizeof ceil_s, "%.3f",
+             (double)(clock_now_ms() - b->cfg.visibility_timeout_ms) / 1000.0);
+    snprintf(limit, sizeof limit, "%d", RESTORE_MAX);
+    const char *argv[] = {"ZREVRANGEBYSCORE", UNACKED_INDEX_KEY, ceil_s, "0", "LIMIT", "0", limit};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    r = cmd(b, 7, argv, lens, "zrevrangebyscore");
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements && b->rc; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                restore_tag(b, r->element[i]->str, r->element[i]->len, false);
+    }
+    if (r)
+        freeReplyObject(r);
+    r = cmd_simple(b, "unlock", 5, "EVAL", unlock_lua, "1", UNACKED_MUTEX_KEY, token);
+    if (r)
+        freeReplyObject(r);
+}
+
+/* Writes the results of job_id's tasks when the job is final (or gone). */
+static void finish_job(celery_bridge_t *b, const char *job_id)
+{
+    job_t j;
+    char *ids = NULL, *url = NULL;
+    char *results[64] = {0};
+    const char *keys_mem[64];
+    char keys[64][sizeof META_PREFIX + CELERY_ID_MAX];
+    int n = 0;
+    redisReply *r = cmd_simple(b, "hget tasks", 3, "HGET", TASKS_KEY, job_id);
+    memset(&j, 0, sizeof j);
+    if (!r || r->type != REDIS_REPLY_STRING || r->len > TASK_IDS_MAX)
+        goto out;
+    ids = strndup(r->str, r->len);
+    if (!ids)
+        goto out;
+    int rc = store_job_get(b->store, job_id, &j);
+    if (rc == STORE_ERR)
+        goto out;
+    if (rc == STORE_OK && !job_status_is_final(j.status))
+        goto out;
+    if (rc == STORE_OK && j.status == JOB_COMPLETED && b->url_fn)
+        url = b->url_fn(b->arg, &j);
+    int64_t now = clock_now_ms();
+    for (char *p = ids; *p && n < 64;) {
+        size_t len = strcspn(p, " ");
+        if (len > 0 && len <= CELERY_ID_MAX) {
+            char tid[CELERY_ID_MAX + 1];
+            memcpy(tid, p, len);
+            tid[len] = '\0';
+            if (rc == STORE_NOT_FOUND) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "Job %s not found", job_id);
+                results[n] =
+                    celery_result_exception("FAILURE", tid, "ValueError", "builtins", msg, now);
+            } else {
+                results[n] = celery_result_for_job(&j, tid, url, now);
+            }
+            if (!results[n])
+                goto out;
+            snprintf(keys[n], sizeof keys[n], META_PREFIX "%s", tid);
+            keys_mem[n] = keys[n];
+            n++;
+        }
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+    {
+        int argc = 4 + n + 3 + n;
+        const char **argv = calloc((size_t)argc, sizeof *argv);
+        size_t *lens = calloc((size_t)argc, sizeof *lens);
+        char nkeys[16], expires[24];
+        if (!argv || !lens) {
+            free(argv);
+            free(lens);
+            goto out;
+        }
+        snprintf(nkeys, sizeof nkeys, "%d", 1 + n);
+        snprintf(expires, sizeof expires, "%lld", (long long)b->cfg.result_expires_s);
+        int a = 0;
+        argv[a++] = "EVAL";
+        argv[a++] = finish_lua;
+        argv[a++] = nkeys;
+        argv[a++] = TASKS_KEY;
+        for (int i = 0; i < n; i++)
+            argv[a++] = keys_mem[i];
+        argv[a++] = job_id;
+        argv[a++] = ids;
+        argv[a++] = expires;
+        for (int i = 0; i < n; i++)
+            argv[a++] = results[i];
+        for (int i = 0; i < a; i++)
+            lens[i] = strlen(argv[i]);
+        redisReply *x = cmd(b, a, argv, lens, "finish");
+        if (x && x->type == REDIS_REPLY_INTEGER && x->integer == 1)
+            log_info("event=celery_result_written job_id=%s status=%s tasks=%d", job_id,
+                     rc == STORE_NOT_FOUND ? "missing" : job_status_name(j.status), n);
+        else if (x && x->type == REDIS_REPLY_ERROR)
+            log_error("event=celery_result_failed job_id=%s err=\"%s\"", job_id, x->str);
+        if (x)
+            freeReplyObject(x);
+        free(argv);
+        free(lens);
+    }
+out:
+    for (int i = 0; i < n; i++)
+        free(results[i]);
+    free(url);
+    free(ids);
+    job_clear(&j);
+    if (r)
+        freeReplyObject(r);
+}
+
+/* Checks every recorded job against the store (jobs that ended through the reaper, another
+ * server, or while this one was down). */
+static void sweep(celery_bridge_t *b)
+{
+    char cursor[32] = "0";
+    int rounds = 0;
+    do {
+        redisReply *r = cmd_simple(b, "hscan", 5, "HSCAN", TASKS_KEY, cursor, "COUNT", "200");
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING) {
+            if (r)
+                freeReplyObject(r);
+            return;
+        }
+        copy_str(cursor, sizeof cursor, r->element[0]->str);
+        redisReply *kv = r->element[1];
+        for (size_t i = 0; kv->type == REDIS_REPLY_ARRAY && i + 1 < kv->elements && b->rc; i += 2) {
+            if (kv->element[i]->type == REDIS_REPLY_STRING && valid_job_id(kv->element[i]->str))
+                finish_job(b, kv->element[i]->str);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0 && b->rc && ++rounds < 100 && !atomic_load(&b->stopping));
+}
+
+static void handle_message(celery_bridge_t *b, const char *list, const char *raw, size_t len,
+                           const char *tag)
+{
+    celery_msg_t m;
+    celery_reject_t rej;
+    job_t j;
+    char *result = NULL;
+    char msg[160];
+    int64_t now = clock_now_ms();
+    memset(&j, 0, sizeof j);
+    int queue_len = (int)strcspn(list, PRIORITY_SEP);
+    if (celery_parse(raw, len, &m, &rej) != 0) {
+        log_warn("event=celery_rejected reason=%s queue=%.*s task_id=%s task=\"%s\" "
+                 "detail=\"%s: %s\"",
+                 rej.reason, queue_len, list, m.task_id[0] ? m.task_id : "-", m.task, rej.exc_type,
+                 rej.message);
+        if (m.task_id[0])
+            result = celery_result_exception("FAILURE", m.task_id, rej.exc_type, rej.exc_module,
+                                             rej.message, now);
+        settle(b, tag, NULL, m.task_id, result);
+        goto out;
+    }
+    int rc = store_job_adopt(b->store, m.job_id, b->cfg.credit_rate, now, &j);
+    switch (rc) {
+    case STORE_OK:
+        log_info("event=celery_adopted job_id=%s task_id=%s queue=%.*s tier=%s user=%s", m.job_id,
+                 m.task_id, queue_len, list, j.tier, j.user);
+        /* committed: the job runs even if the ack fails (then the message is redelivered and
+         * adopt answers STORE_EXISTS) */
+        settle(b, tag, m.job_id, m.task_id, NULL);
+        if (b->work_fn)
+            b->work_fn(b->arg);
+        break;
+    case STORE_EXISTS:
+        if (job_status_is_final(j.status)) {
+            char *url = j.status == JOB_COMPLETED && b->url_fn ? b->url_fn(b->arg, &j) : NULL;
+            result = celery_result_for_job(&j, m.task_id, url, now);
+            free(url);
+            settle(b, tag, NULL, m.task_id, result);
+        } else {
+            settle(b, tag, m.job_id, m.task_id, NULL);
+        }
+        log_info("event=celery_redelivered job_id=%s task_id=%s status=%s", m.job_id, m.task_id,
+                 job_status_name(j.status));
+        break;
+    case STORE_NOT_FOUND:
+    case STORE_NO_CREDITS: {
+        const char *reason = "missing_row";
+        job_clear(&j);
+        if (rc == STORE_NO_CREDITS) {
+            reason = "no_credits";
+            snprintf(msg, sizeof msg, "Job %s: insufficient credits", m.job_id);
+        } else if (store_job_get(b->store, m.job_id, &j) == STORE_OK) {
+            reason = "no_such_user";
+            snprintf(msg, sizeof msg, "Job %s: user %s not found", m.job_id, j.user);
+        } else {
+            snprintf(msg, sizeof msg, "Job %s not found", m.job_id);
+        }
+        log_warn("event=celery_rejected reason=%s queue=%.*s task_id=%s job_id=%s "
+                 "detail=\"ValueError: %s\"",
+                 reason, queue_len, list, m.task_id, m.job_id, msg);
+        result = celery_result_exception("FAILURE", m.task_id, "ValueError", "builtins", msg, now);
+        settle(b, tag, NULL, m.task_id, result);
+        break;
+    }
+    default: /* the store is down: back on the list, try again after a pause */
+        log_error("event=celery_store_error job_id=%s task_id=%s err=\"%s\"", m.job_id, m.task_id,
+                  store_last_error(b->store));
+        if (tag[0])
+            restore_tag(b, tag, strlen(tag), false);
+        for (int i = 0; i < 20 && !atomic_load(&b->stopping); i++)
+            clock_sleep_ms(50);
+        break;
+    }
+out:
+    free(result);
+    job_clear(&j);
+}
+
+/* Pops and handles one message. 1 when there was one, 0 when the lists are empty, -1 on a
+ * connection error. */
+static int poll_once(celery_bridge_t *b)
+{
+    char now_s[32], tag[40];
+    snprintf(now_s, sizeof now_s, "%.3f", (double)clock_now_ms() / 1000.0);
+    job_new_id(tag);
+    const char *argv[4 + NSTEPS + 2 + 3];
+    size_t lens[4 + NSTEPS + 2 + 3];
+    int a = 0;
+    char nkeys[8];
+    snprintf(nkeys, sizeof nkeys, "%d", NSTEPS + 2);
+    argv[a++] = "EVAL";
+    argv[a++] = pop_lua;
+    argv[a++] = nkeys;
+    for (int i = 0; i < NSTEPS; i++)
+        argv[a++] = b->lists[i];
+    argv[a++] = UNACKED_KEY;
+    argv[a++] = UNACKED_INDEX_KEY;
+    argv[a++] = now_s;
+    argv[a++] = tag;
+    argv[a++] = b->queue;
+    for (int i = 0; i < a; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *r = cmd(b, a, argv, lens, "pop");
+    if (!r)
+        return -1;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        char list[CELERY_NAME_MAX + 8];
+        char dtag[CELERY_ID_MAX + 1];
+        copy_str(list, sizeof list, r->element[0]->str);
+        copy_str(dtag, sizeof dtag, r->element[2]->str);
+        handle_message(b, list, r->element[1]->str ? r->element[1]->str : "", r->element[1]->len,
+                       dtag);
+        rc = 1;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        log_error("event=celery_pop_failed err=\"%s\"", r->str);
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Blocks until the main list has a message or WAIT_S passed, without taking it (BLMOVE of the
+ * list onto itself is an atomic rotation of one element: the list is unchanged). The priority
+ * lists are polled at least every WAIT_S. */
+static void wait_for_work(celery_bridge_t *b)
+{
+    if (b->no_blmove) {
+        clock_sleep_ms(100);
+        return;
+    }
+    redisReply *r =
+        cmd_simple(b, "blmove", 6, "BLMOVE", b->queue, b->queue, "RIGHT", "RIGHT", WAIT_S);
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_info("event=celery_no_blmove err=\"%s\" (polling every 100 ms)", r->str);
+        b->no_blmove = true;
+    }
+    if (r)
+        freeReplyObject(r);
+}
+
+static void take_ended(celery_bridge_t *b, char (*out)[JOB_ID_SIZE], int *n, bool *overflow)
+{
+    pthread_mutex_lock(&b->mu);
+    memcpy(out, b->ended, (size_t)b->nended * sizeof b->ended[0]);
+    *n = b->nended;
+    *overflow = b->ended_overflow;
+    b->nended = 0;
+    b->ended_overflow = false;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void *bridge_main(void *arg)
+{
+    celery_bridge_t *b = arg;
+    int64_t backoff = 100, last_sweep = 0, last_restore = 0;
+    int64_t restore_every = b->cfg.visibility_timeout_ms / 2;
+    char(*ended)[JOB_ID_SIZE] = malloc(ENDED_MAX * sizeof *ended);
+    bool was_down = false;
+    if (!ended)
+        return NULL;
+    if (restore_every > 10000)
+        restore_every = 10000; /* kombu: every 10th empty poll of 1 s */
+    if (restore_every < 200)
+        restore_every = 200;
+    while (!atomic_load(&b->stopping)) {
+        if (!b->rc) {
+            if (connect_redis(b) != 0) {
+                was_down = true;
+                for (int64_t t = 0; t < backoff && !atomic_load(&b->stopping); t += 50)
+                    clock_sleep_ms(50);
+                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+                continue;
+            }
+            backoff = 100;
+            log_info("event=celery_%s host=%s port=%d db=%d queue=%s",
+                     was_down ? "reconnected" : "connected", b->addr.host, b->addr.port, b->addr.db,
+                     b->queue);
+            was_down = false;
+            last_restore = 0;
+            last_sweep = 0;
+        }
+        int64_t now = clock_mono_ms();
+        int n = 0;
+        bool overflow = false;
+        take_ended(b, ended, &n, &overflow);
+        for (int i = 0; i < n && b->rc; i++)
+            finish_job(b, ended[i]);
+        if (b->rc && (overflow || now - last_sweep >= SWEEP_MS)) {
+            sweep(b);
+            last_sweep = now;
+        }
+        if (b->rc && (last_restore == 0 || now - last_restore >= restore_every)) {
+            restore_visible(b);
+            last_restore = now;
+        }
+        if (!b->rc)
+            continue;
+        int got = poll_once(b);
+        if (got == 0 && b->rc)
+            wait_for_work(b);
+        if (got < 0 && b->rc) { /* an error reply: do not spin */
+            clock_sleep_ms(500);
+        }
+    }
+    free(ended);
+    if (b->rc) {
+        redisFree(b->rc);
+        b->rc = NULL;
+    }
+    return NULL;
+}
+
+celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
+                                     celery_image_url_fn url_fn, celery_work_fn work_fn, void *arg,
+                                     char *err, size_t errlen)
+{
+    celery_bridge_t *b = NULL;
+    if (!store || !store->ops->job_adopt) {
+        snprintf(err, errlen, "REDIS_URL: the %s store cannot adopt Celery jobs (no job_adopt)",
+                 store ? store->ops->name : "(none)");
+        return NULL;
+    }
+    b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    if (celery_parse_redis_url(cfg->redis_url, &b->addr, err, errlen) != 0)
+        goto fail;
+    const char *q = cfg->queue && *cfg->queue ? cfg->queue : CELERY_DEFAULT_QUEUE;
+    if (!safe_token(q, CELERY_NAME_MAX)) {
+        snprintf(err, errlen,
+                 "--celery-queue: '%s' is not a queue name (1..%d printable "
+                 "characters, no spaces)",
+                 q, CELERY_NAME_MAX);
+        goto fail;
+    }
+    copy_str(b->queue, sizeof b->queue, q);
+    for (int i = 0; i < NSTEPS; i++)
+        celery_queue_for_priority(b->queue, priority_steps[i], b->lists[i], sizeof b->lists[i]);
+    if (b->cfg.visibility_timeout_ms <= 0)
+        b->cfg.visibility_timeout_ms = CELERY_DEFAULT_VISIBILITY_MS;
+    if (b->cfg.result_expires_s <= 0)
+        b->cfg.result_expires_s = CELERY_DEFAULT_RESULT_EXPIRES;
+    b->cfg.redis_url = NULL;
+    b->cfg.queue = NULL;
+    b->store = store;
+    b->url_fn = url_fn;
+    b->work_fn = work_fn;
+    b->arg = arg;
+    pthread_mutex_init(&b->mu, NULL);
+    if (pthread_create(&b->thread, NULL, bridge_main, b) != 0) {
+        pthread_mutex_destroy(&b->mu);
+        snprintf(err, errlen, "cannot start the Celery bridge thread");
+        goto fail;
+    }
+    log_info("event=celery_bridge_started queue=%s task=%s visibility_timeout_s=%lld "
+             "result_expires_s=%lld",
+             b->queue, CELERY_TASK_NAME, (long long)(b->cfg.visibility_timeout_ms / 1000),
+             (long long)b->cfg.result_expires_s);
+    return b;
+fail:
+    free(b);
+    return NULL;
+}
+
+void celery_bridge_job_ended(celery_bridge_t *b, const char *job_id)
+{
+    if (!b || !valid_job_id(job_id))
+        return;
+    pthread_mutex_lock(&b->mu);
+    if (b->nended < ENDED_MAX)
+        copy_str(b->ended[b->nended++], JOB_ID_SIZE, job_id);
+    else
+        b->ended_overflow = true;
+    pthread_mutex_unlock(&b->mu);
+}
+
+void celery_bridge_stop(celery_bridge_t *b)
+{
+    if (!b)
+        return;
+    atomic_store(&b->stopping, 1);
+    pthread_join(b->thread, NULL);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+#endif

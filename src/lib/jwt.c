@@ -1,0 +1,326 @@
+/* jwt.c: HS256 JSON Web Tokens (RFC 7519 / RFC 7515), and nothing else.
+ *
+ * Verification order matters: the token's shape, its three base64url parts and the header
+ * (alg exactly "HS256") are checked first, then the HMAC in constant time, and only after the
+ * signature matches is the payload parsed and any claim looked at. */
+#include "lib/jwt.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HS256_LEN 32
+
+/* The one header we mint. Verification does not depend on its exact bytes. */
+static const char jwt_header_json[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+
+static const char b64url_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Returns a malloc'd NUL-terminated string; the caller frees it. NULL on allocation failure. */
+char *b64url_encode(const unsigned char *data, size_t len)
+{
+    if (!data && len > 0)
+        return NULL;
+    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
+        return NULL;
+    size_t out_len = len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0);
+    char *out = malloc(out_len + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0, i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+        out[o++] = b64url_alphabet[v >> 18 & 63];
+        out[o++] = b64url_alphabet[v >> 12 & 63];
+        out[o++] = b64url_alphabet[v >> 6 & 63];
+        out[o++] = b64url_alphabet[v & 63];
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        out[o++] = b64url_alphabet[v >> 18 & 63];
+        out[o++] = b64url_alphabet[v >> 12 & 63];
+    } else if (len - i == 2) {
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8;
+        out[o++] = b64url_alphabet[v >> 18 & 63];
+        out[o++] = b64url_alphabet[v >> 12 & 63];
+        out[o++] = b64url_alphabet[v >> 6 & 63];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Value of one base64url character, or -1. */
+static int b64url_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+/* Strict decoder: no padding, no whitespace, no characters outside the alphabet, no length
+ * of 1 mod 4, and the unused low bits of the last character must be zero (so every byte
+ * string has exactly one accepted encoding). Returns a malloc'd buffer, NUL-terminated, that
+ * the caller frees; *out_len (when out_len is not NULL) excludes the NUL. NULL when invalid. */
+unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len)
+{
+    if (!s && len > 0)
+        return NULL;
+    if (len % 4 == 1)
+        return NULL;
+    size_t n = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
+    unsigned char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64url_value((unsigned char)s[i]);
+        if (v < 0)
+            goto bad;
+        acc = (acc << 6 | (uint32_t)v) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits & 0xff);
+        }
+    }
+    /* Leftover bits (2 or 4) must be zero for a canonical encoding. */
+    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+        goto bad;
+    out[o] = '\0';
+    if (out_len)
+        *out_len = o;
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+/* HMAC-SHA256 of data into mac (HS256_LEN bytes). Returns 0 or -1. */
+static int hs256(const char *secret, size_t secret_len, const char *data, size_t len,
+                 unsigned char *mac)
+{
+    unsigned int mac_len = 0;
+    if (!HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)data, len, mac,
+              &mac_len))
+        return -1;
+    return mac_len == HS256_LEN ? 0 : -1;
+}
+
+/* Returns a malloc'd token (caller frees) or NULL: NULL also for an empty secret or subject,
+ * a negative ttl or a time that does not fit. */
+char *jwt_sign_hs256(const char *secret, size_t secret_len, const char *sub, int64_t now_s,
+                     int64_t ttl_s)
+{
+    char *token = NULL, *h64 = NULL, *p64 = NULL, *payload = NULL, *s64 = NULL;
+    json_t *claims = NULL;
+    if (!secret || secret_len == 0 || secret_len > INT32_MAX || !sub || !*sub || ttl_s < 0 ||
+        now_s < 0 || now_s > INT64_MAX - ttl_s)
+        goto out;
+    claims = json_pack("{s:s, s:I, s:I}", "sub", sub, "iat", (json_int_t)now_s, "exp",
+                       (json_int_t)(now_s + ttl_s));
+    if (!claims)
+        goto out;
+    payload = json_dumps(claims, JSON_COMPACT);
+    if (!payload)
+        goto out;
+    h64 = b64url_encode((const unsigned char *)jwt_header_json, strlen(jwt_header_json));
+    p64 = b64url_encode((const unsigned char *)payload, strlen(payload));
+    if (!h64 || !p64)
+        goto out;
+    size_t hl = strlen(h64), pl = strlen(p64);
+    size_t signing_len = hl + 1 + pl;
+    /* header "." payload "." signature(43) NUL */
+    char *buf = malloc(signing_len + 1 + 43 + 1);
+    if (!buf)
+        goto out;
+    memcpy(buf, h64, hl);
+    buf[hl] = '.';
+    memcpy(buf + hl + 1, p64, pl);
+    buf[signing_len] = '\0';
+    unsigned char mac[HS256_LEN];
+    if (hs256(secret, secret_len, buf, signing_len, mac) != 0) {
+        free(buf);
+        goto out;
+    }
+    s64 = b64url_encode(mac, sizeof mac);
+    OPENSSL_cleanse(mac, sizeof mac);
+    if (!s64 || strlen(s64) != 43) {
+        free(buf);
+        goto out;
+    }
+    buf[signing_len] = '.';
+    memcpy(buf + signing_len + 1, s64, 44); /* with its NUL */
+    token = buf;
+out:
+    free(h64);
+    free(p64);
+    free(s64);
+    free(payload);
+    json_decref(claims);
+    return token;
+}
+
+/* Reads a NumericDate claim. Returns 1 and fills *v when present and a finite number, 0 when
+ * absent, -1 when present but not a number. Fractional seconds are kept in the double. */
+static int numeric_date(json_t *claims, const char *name, double *v)
+{
+    json_t *x = json_object_get(claims, name);
+    if (!x)
+        return 0;
+    if (!json_is_number(x))
+        return -1;
+    *v = json_number_value(x);
+    return isfinite(*v) ? 1 : -1;
+}
+
+/* Parses a decoded part as a JSON object with no duplicate keys. Returns a new reference or
+ * NULL. */
+static json_t *parse_object(const unsigned char *buf, size_t len)
+{
+    json_t *v = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, NULL);
+    if (v && !json_is_object(v)) {
+        json_decref(v);
+        v = NULL;
+    }
+    return v;
+}
+
+int jwt_verify_hs256(const char *token, size_t token_len, const char *secret, size_t secret_len,
+                     int64_t now_s, char *sub_out, size_t sub_size)
+{
+    int rc = JWT_MALFORMED;
+    unsigned char *hdr = NULL, *pay = NULL, *sig = NULL;
+    size_t hdr_len = 0, pay_len = 0, sig_len = 0;
+    json_t *header = NULL, *claims = NULL;
+
+    if (sub_out && sub_size > 0)
+        sub_out[0] = '\0';
+    if (!token || token_len == 0 || token_len > JWT_MAX_LEN)
+        goto out;
+
+    /* Exactly three parts: two dots. */
+    const char *d1 = memchr(token, '.', token_len);
+    if (!d1)
+        goto out;
+    const char *d2 = memchr(d1 + 1, '.', token_len - (size_t)(d1 + 1 - token));
+    if (!d2 || memchr(d2 + 1, '.', token_len - (size_t)(d2 + 1 - token)))
+        goto out;
+    size_t h_len = (size_t)(d1 - token), p_len = (size_t)(d2 - d1 - 1);
+    size_t s_len = token_len - (size_t)(d2 + 1 - token);
+    if (h_len == 0 || p_len == 0)
+        goto out;
+
+    hdr = b64url_decode(token, h_len, &hdr_len);
+    pay = b64url_decode(d1 + 1, p_len, &pay_len);
+    sig = b64url_decode(d2 + 1, s_len, &sig_len);
+    if (!hdr || !pay || !sig)
+        goto out;
+
+    header = parse_object(hdr, hdr_len);
+    if (!header)
+        goto out;
+    json_t *alg = json_object_get(header, "alg");
+    if (!json_is_string(alg) || json_string_length(alg) != 5 ||
+        strcmp(json_string_value(alg), "HS256") != 0) {
+        rc = JWT_BAD_ALG;
+        goto out;
+    }
+    /* RFC 7515 4.1.11: extensions we do not understand must be refused. */
+    if (json_object_get(header, "crit")) {
+        rc = JWT_MALFORMED;
+        goto out;
+    }
+
+    /* The signature, before anything in the payload is believed. */
+    rc = JWT_BAD_SIG;
+    if (!secret || secret_len == 0 || secret_len > INT32_MAX)
+        goto out;
+    unsigned char mac[HS256_LEN];
+    if (hs256(secret, secret_len, token, (size_t)(d2 - token), mac) != 0)
+        goto out;
+    int same = sig_len == HS256_LEN && CRYPTO_memcmp(mac, sig, HS256_LEN) == 0;
+    OPENSSL_cleanse(mac, sizeof mac);
+    if (!same)
+        goto out;
+
+    rc = JWT_MALFORMED;
+    claims = parse_object(pay, pay_len);
+    if (!claims)
+        goto out;
+
+    double exp = 0, nbf = 0, iat = 0;
+    double now = (double)now_s;
+    int has = numeric_date(claims, "exp", &exp);
+    if (has <= 0 || exp + JWT_LEEWAY_S < now) {
+        rc = JWT_EXPIRED;
+        goto out;
+    }
+    has = numeric_date(claims, "nbf", &nbf);
+    if (has < 0)
+        goto out; /* JWT_MALFORMED */
+    if (has > 0 && nbf > now + JWT_LEEWAY_S) {
+        rc = JWT_NOT_YET;
+        goto out;
+    }
+    has = numeric_date(claims, "iat", &iat);
+    if (has < 0)
+        goto out;
+    if (has > 0 && iat > now + JWT_LEEWAY_S) {
+        rc = JWT_NOT_YET;
+        goto out;
+    }
+
+    rc = JWT_NO_SUBJECT;
+    json_t *sub = json_object_get(claims, "sub");
+    if (!json_is_string(sub) || !sub_out)
+        goto out;
+    size_t n = json_string_length(sub);
+    if (n == 0 || n >= sub_size)
+        goto out;
+    memcpy(sub_out, json_string_value(sub), n + 1);
+    rc = JWT_OK;
+out:
+    free(hdr);
+    free(pay);
+    free(sig);
+    json_decref(header);
+    json_decref(claims);
+    return rc;
+}
+
+const char *jwt_strerror(int rc)
+{
+    switch (rc) {
+    case JWT_OK:
+        return "ok";
+    case JWT_MALFORMED:
+        return "token is malformed (expected three base64url parts of JSON)";
+    case JWT_BAD_ALG:
+        return "token algorithm is not HS256";
+    case JWT_BAD_SIG:
+        return "token signature does not match";
+    case JWT_EXPIRED:
+        return "token expired or has no exp claim";
+    case JWT_NOT_YET:
+        return "token is not valid yet (nbf or iat in the future)";
+    case JWT_NO_SUBJECT:
+        return "token has no usable sub claim";
+    default:
+        return "unknown token error";
+    }
+}

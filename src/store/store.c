@@ -1,0 +1,153 @@
+/* store.c: dispatch from the store contract to the implementation chosen by the URL. */
+#include "store/store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+store_t *store_open(const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "sqlite://", 9) == 0)
+        return store_sqlite_open(url + 9, err, errlen);
+    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+        return store_pg_open(url, err, errlen);
+    if (strstr(url, "://") == NULL)
+        return store_sqlite_open(url, err, errlen);
+    snprintf(err, errlen,
+             "DATABASE_URL: unsupported scheme in '%s' (use sqlite:///path or postgresql://...)",
+             url);
+    return NULL;
+}
+
+void store_close(store_t *s)
+{
+    if (s)
+        s->ops->close(s);
+}
+
+const char *store_last_error(store_t *s)
+{
+    return s->ops->last_error(s);
+}
+
+int store_migrate(store_t *s)
+{
+    return s->ops->migrate(s);
+}
+
+int store_ping(store_t *s)
+{
+    return s->ops->ping(s);
+}
+
+int store_user_add(store_t *s, const char *name, const char *tier, int64_t credits, int64_t now)
+{
+    return s->ops->user_add(s, name, tier, credits, now);
+}
+
+int store_user_get(store_t *s, const char *name, user_t *out)
+{
+    return s->ops->user_get(s, name, out);
+}
+
+int store_user_credit(store_t *s, const char *name, int64_t delta, int64_t now, int64_t *bal)
+{
+    return s->ops->user_credit(s, name, delta, now, bal);
+}
+
+int store_ledger(store_t *s, const char *name, int limit, ledger_entry_t **out, size_t *n)
+{
+    return s->ops->ledger(s, name, limit, out, n);
+}
+
+int store_job_create(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
+                     int64_t reserve, int max_queued, int64_t now, job_t *out)
+{
+    return s->ops->job_create(s, user, p, idem_key, reserve, max_queued, now, out);
+}
+
+int store_job_get(store_t *s, const char *id, job_t *out)
+{
+    return s->ops->job_get(s, id, out);
+}
+
+int store_job_list(store_t *s, const char *user, int status, int limit, int64_t cursor_seq,
+                   job_t **out, size_t *n)
+{
+    return s->ops->job_list(s, user, status, limit, cursor_seq, out, n);
+}
+
+int store_job_cancel(store_t *s, const char *user, const char *id, int64_t now, job_t *out)
+{
+    return s->ops->job_cancel(s, user, id, now, out);
+}
+
+int store_job_claim(store_t *s, const char *tier, const char *worker_id, int64_t lease_ms,
+                    int64_t now, job_t *out)
+{
+    return s->ops->job_claim(s, tier, worker_id, lease_ms, now, out);
+}
+
+int store_job_heartbeat(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
+                        int64_t now)
+{
+    return s->ops->job_heartbeat(s, id, lease_id, lease_ms, now);
+}
+
+int store_job_complete(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
+                       const char *image_key, double credit_rate, int64_t now, job_t *out)
+{
+    return s->ops->job_complete(s, id, lease_id, gpu_seconds, image_key, credit_rate, now, out);
+}
+
+int store_job_fail(store_t *s, const char *id, const char *lease_id, const char *message,
+                   bool retryable, int max_attempts, int64_t now, job_t *out)
+{
+    return s->ops->job_fail(s, id, lease_id, message, retryable, max_attempts, now, out);
+}
+
+int store_job_release(store_t *s, const char *id, const char *lease_id, int64_t now, job_t *out)
+{
+    return s->ops->job_release(s, id, lease_id, now, out);
+}
+
+int store_reap(store_t *s, int max_attempts, int64_t worker_ttl_ms, int64_t now, int *requeued,
+               int *failed)
+{
+    return s->ops->reap(s, max_attempts, worker_ttl_ms, now, requeued, failed);
+}
+
+int store_worker_seen(store_t *s, const char *worker_id, const char *tier, const char *state,
+                      int64_t now)
+{
+    return s->ops->worker_seen(s, worker_id, tier, state, now);
+}
+
+int store_worker_gone(store_t *s, const char *worker_id)
+{
+    return s->ops->worker_gone(s, worker_id);
+}
+
+int store_queue_stats(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
+                      queue_stats_t *out)
+{
+    return s->ops->queue_stats(s, tier, worker_ttl_ms, now, out);
+}
+
+int store_job_counts(store_t *s, store_job_counts_t *out)
+{
+    return s->ops->job_counts(s, out);
+}
+
+int store_job_adopt(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out)
+{
+    if (!s->ops->job_adopt)
+        return STORE_NOT_FOUND;
+    return s->ops->job_adopt(s, id, credit_rate, now, out);
+}
+
+int store_listen(store_t *s, void (*cb)(void *arg), void *arg)
+{
+    if (!s->ops->listen)
+        return STORE_NOT_FOUND;
+    return s->ops->listen(s, cb, arg);
+}

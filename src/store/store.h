@@ -1,0 +1,190 @@
+/* store.h: the store contract. The store is the truth: every job state change is one
+ * transaction. One implementation per file (store_sqlite.c, store_pg.c); the rest of the
+ * code only sees this header.
+ *
+ * Every function returns a STORE_* code. STORE_ERR means the store failed (unreachable,
+ * I/O): callers answer 503. All times are ms since the epoch and are passed in (`now`) so the
+ * lease state machine is driven by the caller's clock. Output jobs must be released with
+ * job_clear(). Functions are safe to call from several threads on one store_t. */
+#ifndef PINGVAS_STORE_H
+#define PINGVAS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/job.h"
+
+enum store_rc {
+    STORE_OK = 0,
+    STORE_ERR = -1,       /* internal or unavailable; message via store_last_error() */
+    STORE_NOT_FOUND = 1,  /* no such row (or not the caller's) */
+    STORE_CONFLICT = 2,   /* state does not allow it (e.g. cancel of a completed job) */
+    STORE_NO_CREDITS = 3, /* balance minus reservations cannot cover the reservation */
+    STORE_EXISTS = 4,     /* already there: user add, or idempotent replay (job filled) */
+    STORE_EMPTY = 5,      /* nothing to claim */
+    STORE_LEASE_LOST = 6, /* lease expired or belongs to another claim */
+    STORE_CANCELED = 7,   /* job was canceled while leased */
+    STORE_LIMIT = 8,      /* the user's queued-job cap is reached */
+};
+
+typedef struct user {
+    char name[USER_NAME_MAX + 1];
+    char tier[16];
+    int64_t balance;  /* never below zero */
+    int64_t reserved; /* sum of credits_reserved of the user's queued and running jobs */
+    int64_t created_at;
+} user_t;
+
+typedef struct ledger_entry {
+    int64_t id;
+    char kind[16]; /* "charge" or "grant" */
+    char job_id[JOB_ID_SIZE];
+    int64_t amount; /* negative for a charge */
+    int64_t balance_after;
+    int64_t created_at;
+} ledger_entry_t;
+
+typedef struct queue_stats {
+    int64_t queued;
+    int64_t running;
+    int64_t workers;      /* seen within the worker TTL */
+    int64_t idle_workers; /* of those, waiting for a job */
+} queue_stats_t;
+
+typedef struct store_job_counts {
+    int64_t completed, failed, canceled;
+    double gpu_seconds;
+    int64_t credits_charged;
+} store_job_counts_t;
+
+typedef struct store store_t;
+
+/* Opens "sqlite:///path" (or a bare path) or "postgresql://...". NULL on error, with a
+ * message in err. Caller owns the result (store_close). */
+store_t *store_open(const char *url, char *err, size_t errlen);
+void store_close(store_t *s);
+/* Message of the last STORE_ERR on this thread. */
+const char *store_last_error(store_t *s);
+
+int store_migrate(store_t *s);
+int store_ping(store_t *s);
+
+int store_user_add(store_t *s, const char *name, const char *tier, int64_t credits, int64_t now);
+int store_user_get(store_t *s, const char *name, user_t *out);
+/* Adds delta (may be negative, never below zero: STORE_CONFLICT) and writes a "grant" ledger row.
+ */
+int store_user_credit(store_t *s, const char *name, int64_t delta, int64_t now,
+                      int64_t *balance_out);
+/* Newest first, at most limit entries. *out is malloc'd (caller frees). */
+int store_ledger(store_t *s, const char *name, int limit, ledger_entry_t **out, size_t *n);
+
+/* Creates a queued job for user in the user's tier, reserving `reserve` credits.
+ * idem_key may be NULL; with a key already used by this user the existing job is returned with
+ * STORE_EXISTS. max_queued <= 0 means no cap. STORE_NO_CREDITS / STORE_LIMIT create nothing. */
+int store_job_create(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
+                     int64_t reserve, int max_queued, int64_t now, job_t *out);
+int store_job_get(store_t *s, const char *id, job_t *out);
+/* The user's jobs, newest first; status < 0 for any; cursor_seq 0 for the first page, else only
+ * jobs with seq < cursor_seq. *out is malloc'd array of n jobs: job_clear each, then free. */
+int store_job_list(store_t *s, const char *user, int status, int limit, int64_t cursor_seq,
+                   job_t **out, size_t *n);
+/* Queued or in_progress job of this user becomes canceled, its reservation freed, no charge.
+ * STORE_NOT_FOUND if not the user's; STORE_CONFLICT if already final (out filled). */
+int store_job_cancel(store_t *s, const char *user, const char *id, int64_t now, job_t *out);
+
+/* Claims the next job of the tier: fair share first (users with the fewest running jobs in the
+ * tier), then queue order (requeued jobs go to the front). Grants a new lease_id until
+ * now + lease_ms; increments attempts; sets started_at on the first claim. STORE_EMPTY if none. */
+int store_job_claim(store_t *s, const char *tier, const char *worker_id, int64_t lease_ms,
+                    int64_t now, job_t *out);
+/* Extends the lease. STORE_CANCELED if canceled, STORE_LEASE_LOST if the lease is not current. */
+int store_job_heartbeat(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
+                        int64_t now);
+/* Completes a leased job: status, image, gpu_seconds, charge = min(ceil(gpu_seconds * rate),
+ * balance), reservation freed, one "charge" ledger row, all in one transaction. Idempotent for
+ * the same lease_id (returns STORE_OK with the job). STORE_LEASE_LOST / STORE_CANCELED change
+ * nothing. */
+int store_job_complete(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
+                       const char *image_key, double credit_rate, int64_t now, job_t *out);
+/* Ends an attempt with an error. Back to the front of the queue when retryable and
+ * attempts < max_attempts; else failed (reservation freed, nothing charged). */
+int store_job_fail(store_t *s, const char *id, const char *lease_id, const char *message,
+                   bool retryable, int max_attempts, int64_t now, job_t *out);
+/* Gives the job back (graceful stop): front of the queue, attempts decremented, releases
+ * incremented. Not a failure. */
+int store_job_release(store_t *s, const char *id, const char *lease_id, int64_t now, job_t *out);
+/* Expired leases: requeue at the front, or fail when attempts >= max_attempts. Also forgets
+ * workers not seen for worker_ttl_ms. Safe to run concurrently on several servers. */
+int store_reap(store_t *s, int max_attempts, int64_t worker_ttl_ms, int64_t now, int *requeued,
+               int *failed);
+
+/* Celery bridge (DESIGN section 8): a generation_jobs row written by the seed's API (seed
+ * columns only, status "pending" or "queued", pingvas columns NULL) becomes a queued pingvas job
+ * of its user_id's tier: next queue position, reservation job_estimate_credits(params, rate),
+ * defaults for absent parameters (job.h), a seed picked when NULL. STORE_NOT_FOUND when there is
+ * no such row or no such user; STORE_EXISTS when it already is a pingvas job (out filled);
+ * STORE_NO_CREDITS as for create (nothing changes). */
+int store_job_adopt(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out);
+
+/* Optional: calls cb(arg) from a store thread whenever another process may have made work
+ * available (PostgreSQL LISTEN/NOTIFY). STORE_OK when listening, STORE_NOT_FOUND when this
+ * store has no such channel (SQLite: one process, the server's own wakeups suffice). */
+int store_listen(store_t *s, void (*cb)(void *arg), void *arg);
+
+/* Worker presence for /api/v1/queue: state is "idle" or "busy". */
+int store_worker_seen(store_t *s, const char *worker_id, const char *tier, const char *state,
+                      int64_t now);
+int store_worker_gone(store_t *s, const char *worker_id);
+int store_queue_stats(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
+                      queue_stats_t *out);
+int store_job_counts(store_t *s, store_job_counts_t *out);
+
+/* Implementation side: each backend fills a vtable. */
+struct store_ops {
+    const char *name;
+    void (*close)(store_t *s);
+    const char *(*last_error)(store_t *s);
+    int (*migrate)(store_t *s);
+    int (*ping)(store_t *s);
+    int (*user_add)(store_t *s, const char *name, const char *tier, int64_t credits, int64_t now);
+    int (*user_get)(store_t *s, const char *name, user_t *out);
+    int (*user_credit)(store_t *s, const char *name, int64_t delta, int64_t now, int64_t *bal);
+    int (*ledger)(store_t *s, const char *name, int limit, ledger_entry_t **out, size_t *n);
+    int (*job_create)(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
+                      int64_t reserve, int max_queued, int64_t now, job_t *out);
+    int (*job_get)(store_t *s, const char *id, job_t *out);
+    int (*job_list)(store_t *s, const char *user, int status, int limit, int64_t cursor_seq,
+                    job_t **out, size_t *n);
+    int (*job_cancel)(store_t *s, const char *user, const char *id, int64_t now, job_t *out);
+    int (*job_claim)(store_t *s, const char *tier, const char *worker_id, int64_t lease_ms,
+                     int64_t now, job_t *out);
+    int (*job_heartbeat)(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
+                         int64_t now);
+    int (*job_complete)(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
+                        const char *image_key, double credit_rate, int64_t now, job_t *out);
+    int (*job_fail)(store_t *s, const char *id, const char *lease_id, const char *message,
+                    bool retryable, int max_attempts, int64_t now, job_t *out);
+    int (*job_release)(store_t *s, const char *id, const char *lease_id, int64_t now, job_t *out);
+    int (*reap)(store_t *s, int max_attempts, int64_t worker_ttl_ms, int64_t now, int *requeued,
+                int *failed);
+    int (*worker_seen)(store_t *s, const char *worker_id, const char *tier, const char *state,
+                       int64_t now);
+    int (*worker_gone)(store_t *s, const char *worker_id);
+    int (*queue_stats)(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
+                       queue_stats_t *out);
+    int (*job_counts)(store_t *s, store_job_counts_t *out);
+    /* optional (NULL: unsupported) */
+    int (*job_adopt)(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out);
+    int (*listen)(store_t *s, void (*cb)(void *arg), void *arg);
+};
+
+struct store {
+    const struct store_ops *ops;
+};
+
+/* Constructors of the implementations (used by store_open). */
+store_t *store_sqlite_open(const char *path, char *err, size_t errlen);
+store_t *store_pg_open(const char *url, char *err, size_t errlen);
+
+#endif

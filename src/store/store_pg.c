@@ -1,0 +1,1944 @@
+/* store_pg.c: the PostgreSQL store (DATABASE_URL=postgresql://...), for several server replicas
+ * on one database.
+ *
+ * Semantics are those of store_sqlite.c (same tables, columns, lease rules, charges, queue
+ * order); what differs is how concurrency is made safe:
+ *
+ * - A fixed pool of connections (default 8; "?pool=N" in the URL, stripped before connecting,
+ *   or PINGVAS_PG_POOL) behind a mutex and condition variable. Each operation takes one
+ *   connection, runs one transaction (READ COMMITTED) and gives it back.
+ * - Row locks instead of a database-wide write lock. Lock order is always job row(s), then the
+ *   user row (also taken by the triggers that keep users.reserved), then job_totals, so two
+ *   transactions never wait for each other in a cycle. A create locks the user row
+ *   (SELECT ... FOR UPDATE) before checking balance - reserved, so concurrent creates and
+ *   charges of one user take turns and the balance never goes negative.
+ * - Claims pick with FOR UPDATE SKIP LOCKED: two replicas never claim the same job and never
+ *   wait on each other's candidate. The reaper takes one expired job per transaction, also
+ *   with SKIP LOCKED, so it can run on every replica at once.
+ * - Operations that make work available (create, release, retryable fail, reaper requeue,
+ *   adopt) run SELECT pg_notify('pingvas_work', tier) in their transaction; store_listen keeps
+ *   one extra connection in LISTEN pingvas_work on its own thread and calls back on each
+ *   notification, reconnecting with backoff.
+ * - Connection loss: an operation on a broken connection fails with STORE_ERR (the server
+ *   answers 503) and the connection is dropped; the next operation reconnects. A connection
+ *   that went bad while idle in the pool (database restarted) is noticed before use. Every
+ *   connection has connect_timeout, TCP keepalives, tcp_user_timeout and a statement_timeout,
+ *   so no operation waits forever.
+ *
+ * Values are always passed as parameters (PQexecParams), never formatted into SQL. */
+#include "store/store.h"
+
+#ifdef PINGVAS_HAVE_PQ
+
+#include "lib/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA_VERSION 1
+#define ERR_MAX 512
+#define CHARGE_EPSILON 1e-9
+#define POOL_DEFAULT 8
+#define POOL_MAX 256
+#define POOL_WAIT_MS 30000
+#define MAX_PARAMS 20
+#define REAP_MAX 1000             /* expired jobs handled per store_reap call */
+#define MIGRATE_LOCK "7450124563" /* pg_advisory_xact_lock key of `pingvas migrate` */
+#define CHANNEL "pingvas_work"
+
+static _Thread_local char tl_err[ERR_MAX];
+
+/* Version 1 of the schema: store_sqlite.c's (its version 2, with the Celery bridge's seed rows)
+ * in PostgreSQL types. Times are BIGINT ms since the epoch like SQLite's INTEGER (started_at and
+ * completed_at included, see docs/store.md). A row inserted by the seed's API (seed columns
+ * only, status 'pending' or 'queued') has seq, queue_pos, created_at and tier NULL until
+ * store_job_adopt fills them: listings need a seq, claims and statistics a tier, so no one sees
+ * it before. Unlike SQLite, user_id has no foreign key (an unknown user is adopt's
+ * STORE_NOT_FOUND rather than the seed's insert failing) and tier has no default. */
+static const char schema_v1[] =
+    "CREATE TABLE users ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  tier TEXT NOT NULL DEFAULT 'standard',"
+    "  balance BIGINT NOT NULL DEFAULT 0 CHECK (balance >= 0),"
+    "  created_at BIGINT NOT NULL,"
+    "  reserved BIGINT NOT NULL DEFAULT 0,"
+    "  queued BIGINT NOT NULL DEFAULT 0);"
+    "CREATE SEQUENCE generation_jobs_seq;"
+    "CREATE TABLE generation_jobs ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL,"
+    "  status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN "
+    "    ('pending','queued','in_progress','completed','failed','canceled')),"
+    "  prompt TEXT NOT NULL,"
+    "  negative_prompt TEXT DEFAULT '',"
+    "  width INTEGER DEFAULT 512,"
+    "  height INTEGER DEFAULT 512,"
+    "  steps INTEGER DEFAULT 20,"
+    "  cfg_scale DOUBLE PRECISION DEFAULT 7.0,"
+    "  seed BIGINT,"
+    "  started_at BIGINT,"
+    "  completed_at BIGINT,"
+    "  image_url TEXT,"
+    "  error_message TEXT,"
+    "  seq BIGINT UNIQUE,"
+    "  model TEXT DEFAULT 'sd15',"
+    "  tier TEXT,"
+    "  created_at BIGINT,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  releases INTEGER NOT NULL DEFAULT 0,"
+    "  gpu_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,"
+    "  credits_reserved BIGINT NOT NULL DEFAULT 0,"
+    "  credits_charged BIGINT NOT NULL DEFAULT 0,"
+    "  lease_id TEXT,"
+    "  worker_id TEXT,"
+    "  lease_expires_at BIGINT,"
+    "  queue_pos BIGINT,"
+    "  idem_key TEXT);"
+    "ALTER SEQUENCE generation_jobs_seq OWNED BY generation_jobs.seq;"
+    "CREATE UNIQUE INDEX generation_jobs_idem ON generation_jobs(user_id, idem_key)"
+    "  WHERE idem_key IS NOT NULL;"
+    "CREATE INDEX generation_jobs_claim ON generation_jobs(tier, status, queue_pos)"
+    "  WHERE status IN ('queued','in_progress');"
+    "CREATE INDEX generation_jobs_user ON generation_jobs(user_id, seq);"
+    "CREATE INDEX generation_jobs_reap ON generation_jobs(lease_expires_at)"
+    "  WHERE status = 'in_progress';"
+    "CREATE INDEX generation_jobs_fair ON generation_jobs(tier, user_id, queue_pos)"
+    "  WHERE status = 'queued';"
+    "CREATE INDEX generation_jobs_running ON generation_jobs(tier, user_id)"
+    "  WHERE status = 'in_progress';"
+    "CREATE TABLE job_totals ("
+    "  status TEXT PRIMARY KEY NOT NULL,"
+    "  jobs BIGINT NOT NULL DEFAULT 0,"
+    "  gpu_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,"
+    "  credits_charged BIGINT NOT NULL DEFAULT 0);"
+    "INSERT INTO job_totals(status) VALUES ('completed'), ('failed'), ('canceled');"
+    /* users.reserved / users.queued and job_totals follow every write of generation_jobs, as
+     * SQLite's triggers do. A user row is only touched when its sums change. */
+    "CREATE FUNCTION generation_jobs_sums() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "DECLARE\n"
+    "  o_res BIGINT := 0; o_q BIGINT := 0; n_res BIGINT := 0; n_q BIGINT := 0;\n"
+    "BEGIN\n"
+    "  IF TG_OP <> 'INSERT' THEN\n"
+    "    IF OLD.status IN ('queued','in_progress') THEN o_res := OLD.credits_reserved; END IF;\n"
+    "    IF OLD.status = 'queued' THEN o_q := 1; END IF;\n"
+    "  END IF;\n"
+    "  IF TG_OP <> 'DELETE' THEN\n"
+    "    IF NEW.status IN ('queued','in_progress') THEN n_res := NEW.credits_reserved; END IF;\n"
+    "    IF NEW.status = 'queued' THEN n_q := 1; END IF;\n"
+    "  END IF;\n"
+    "  IF TG_OP = 'UPDATE' AND OLD.user_id = NEW.user_id THEN\n"
+    "    IF n_res <> o_res OR n_q <> o_q THEN\n"
+    "      UPDATE users SET reserved = reserved + n_res - o_res, queued = queued + n_q - o_q\n"
+    "        WHERE name = NEW.user_id;\n"
+    "    END IF;\n"
+    "  ELSE\n"
+    "    IF TG_OP <> 'INSERT' AND (o_res <> 0 OR o_q <> 0) THEN\n"
+    "      UPDATE users SET reserved = reserved - o_res, queued = queued - o_q\n"
+    "        WHERE name = OLD.user_id;\n"
+    "    END IF;\n"
+    "    IF TG_OP <> 'DELETE' AND (n_res <> 0 OR n_q <> 0) THEN\n"
+    "      UPDATE users SET reserved = reserved + n_res, queued = queued + n_q\n"
+    "        WHERE name = NEW.user_id;\n"
+    "    END IF;\n"
+    "  END IF;\n"
+    "  IF TG_OP = 'UPDATE' AND OLD.status = NEW.status AND OLD.gpu_seconds = NEW.gpu_seconds\n"
+    "     AND OLD.credits_charged = NEW.credits_charged THEN\n"
+    "    RETURN NULL;\n"
+    "  END IF;\n"
+    "  IF TG_OP <> 'INSERT' AND OLD.status IN ('completed','failed','canceled') THEN\n"
+    "    UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,\n"
+    "      credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;\n"
+    "  END IF;\n"
+    "  IF TG_OP <> 'DELETE' AND NEW.status IN ('completed','failed','canceled') THEN\n"
+    "    UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,\n"
+    "      credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;\n"
+    "  END IF;\n"
+    "  RETURN NULL;\n"
+    "END $$;\n"
+    "CREATE TRIGGER generation_jobs_sums AFTER INSERT OR DELETE OR UPDATE OF status, user_id,"
+    "  credits_reserved, gpu_seconds, credits_charged ON generation_jobs"
+    "  FOR EACH ROW EXECUTE FUNCTION generation_jobs_sums();"
+    "CREATE TABLE credit_ledger ("
+    "  id BIGSERIAL PRIMARY KEY,"
+    "  user_id TEXT NOT NULL REFERENCES users(name),"
+    "  job_id TEXT REFERENCES generation_jobs(id),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('charge','grant')),"
+    "  amount BIGINT NOT NULL,"
+    "  balance_after BIGINT NOT NULL,"
+    "  created_at BIGINT NOT NULL,"
+    "  UNIQUE (job_id, kind));"
+    "CREATE INDEX credit_ledger_user ON credit_ledger(user_id, id);"
+    "CREATE TABLE workers ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  tier TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  last_seen BIGINT NOT NULL);"
+    "CREATE INDEX workers_tier ON workers(tier, last_seen);";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1};
+
+/* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
+#define JOB_COLS                                                                                   \
+    "id, user_id, tier, status, prompt, negative_prompt, model, width, height, steps, "            \
+    "cfg_scale, seed, seq, created_at, started_at, completed_at, attempts, releases, image_url, "  \
+    "error_message, gpu_seconds, credits_reserved, credits_charged, lease_id, worker_id, "         \
+    "lease_expires_at"
+#define COL_LEASE 23
+
+/* An extra result column that wakes idle workers of the row's tier on every replica: the
+ * notification is sent when the transaction commits (store_listen receives it). */
+#define NOTIFY_COL ", pg_notify('" CHANNEL "', COALESCE(tier, 'standard'))"
+
+/* One before the smallest queued position of the job's tier, or its own position. */
+#define FRONT_POS                                                                                  \
+    "COALESCE((SELECT MIN(q.queue_pos) FROM generation_jobs q WHERE q.tier = "                     \
+    "generation_jobs.tier AND q.status = 'queued') - 1, queue_pos)"
+
+typedef struct pg_store {
+    store_t base; /* first: a store_t * is a pg_store_t * */
+    char **keys;  /* connection keywords and values, NULL-terminated (owned) */
+    char **vals;
+    char where[256]; /* host:port/db for messages, no password */
+    int pool_size;
+    PGconn **conns; /* pool_size slots; NULL = not connected */
+    int *free_slots;
+    int nfree;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* listener */
+    pthread_t listener;
+    bool listening;
+    atomic_int stop;
+    int wake_pipe[2];
+    void (*cb)(void *arg);
+    void *cb_arg;
+} pg_store_t;
+
+/* One operation's connection. */
+typedef struct op {
+    pg_store_t *s;
+    int slot;
+    PGconn *c;
+    bool tx;
+} op_t;
+
+/* Text parameters of one statement. */
+typedef struct params {
+    const char *v[MAX_PARAMS];
+    char buf[MAX_PARAMS][32];
+    int n;
+} params_t;
+
+static const struct store_ops pg_ops;
+
+static pg_store_t *pgs(store_t *s)
+{
+    return (pg_store_t *)s;
+}
+
+static int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail_msg(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_err, sizeof tl_err, fmt, ap);
+    va_end(ap);
+    return STORE_ERR;
+}
+
+static void p_text(params_t *p, const char *v)
+{
+    p->v[p->n++] = v;
+}
+
+static void p_i64(params_t *p, int64_t v)
+{
+    snprintf(p->buf[p->n], sizeof p->buf[p->n], "%lld", (long long)v);
+    p->v[p->n] = p->buf[p->n];
+    p->n++;
+}
+
+static void p_f64(params_t *p, double v)
+{
+    if (!isfinite(v))
+        v = 0;
+    snprintf(p->buf[p->n], sizeof p->buf[p->n], "%.17g", v);
+    p->v[p->n] = p->buf[p->n];
+    p->n++;
+}
+
+static const char *get_s(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+static int64_t get_i64(const PGresult *r, int row, int col, int64_t dflt)
+{
+    if (PQgetisnull(r, row, col))
+        return dflt;
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static double get_f64(const PGresult *r, int row, int col, double dflt)
+{
+    if (PQgetisnull(r, row, col))
+        return dflt;
+    return strtod(PQgetvalue(r, row, col), NULL);
+}
+
+static void get_copy(const PGresult *r, int row, int col, char *dst, size_t size)
+{
+    const char *v = get_s(r, row, col);
+    snprintf(dst, size, "%s", v ? v : "");
+}
+
+/* ---- pool ---- */
+
+/* Server notices ("relation already exists, skipping") go to the debug log, not stderr. */
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        n--;
+    log_debug("event=store_notice msg=\"%.*s\"", (int)n, msg);
+}
+
+/* A new connection, or NULL with the message set. Caller owns it (PQfinish). */
+static PGconn *connect_new(pg_store_t *s)
+{
+    PGconn *c = PQconnectdbParams((const char *const *)s->keys, (const char *const *)s->vals, 1);
+    if (!c)
+        return fail_msg("postgresql %s: out of memory connecting", s->where), NULL;
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[ERR_MAX];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+        size_t n = strlen(msg);
+        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+            msg[--n] = '\0';
+        fail_msg("postgresql %s: cannot connect: %s", s->where, msg);
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, on_notice, NULL);
+    return c;
+}
+
+/* True when an idle pooled connection still works: reads whatever the server sent while it
+ * sat in the pool (a shutdown notice, EOF) without blocking. */
+static bool conn_alive(PGconn *c)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return false;
+    if (PQconsumeInput(c) == 0)
+        return false;
+    PGnotify *n;
+    while ((n = PQnotifies(c)) != NULL)
+        PQfreemem(n);
+    return PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+}
+
+/* Takes a connection from the pool, connecting it if needed. STORE_OK or STORE_ERR. */
+static int op_open(pg_store_t *s, op_t *op)
+{
+    memset(op, 0, sizeof *op);
+    op->s = s;
+    op->slot = -1;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += POOL_WAIT_MS / 1000;
+    pthread_mutex_lock(&s->mu);
+    while (s->nfree == 0) {
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT && s->nfree == 0) {
+            pthread_mutex_unlock(&s->mu);
+            return fail_msg("postgresql %s: all %d pool connections busy for %d s (raise "
+                            "?pool=N in DATABASE_URL or PINGVAS_PG_POOL)",
+                            s->where, s->pool_size, POOL_WAIT_MS / 1000);
+        }
+    }
+    op->slot = s->free_slots[--s->nfree];
+    op->c = s->conns[op->slot];
+    s->conns[op->slot] = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (op->c && !conn_alive(op->c)) {
+        PQfinish(op->c);
+        op->c = NULL;
+    }
+    if (!op->c)
+        op->c = connect_new(s);
+    return op->c ? STORE_OK : STORE_ERR;
+}
+
+/* Gives the connection back; a broken one (or one left inside a transaction) is closed. */
+static void op_close(op_t *op)
+{
+    pg_store_t *s = op->s;
+    if (op->slot < 0)
+        return;
+    if (op->c && (PQstatus(op->c) != CONNECTION_OK || PQtransactionStatus(op->c) != PQTRANS_IDLE)) {
+        PQfinish(op->c);
+        op->c = NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->conns[op->slot] = op->c;
+    s->free_slots[s->nfree++] = op->slot;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    op->c = NULL;
+    op->slot = -1;
+}
+
+/* Sets the message from a failed result (or the connection) and returns STORE_ERR. */
+static int fail_res(op_t *op, const char *what, const PGresult *r)
+{
+    const char *msg = r ? PQresultErrorMessage(r) : NULL;
+    if (!msg || !*msg)
+        msg = PQerrorMessage(op->c);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    char buf[ERR_MAX];
+    snprintf(buf, sizeof buf, "%s", msg && *msg ? msg : "unknown error");
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    if (state && strcmp(state, "42P01") == 0)
+        return fail_msg("postgresql %s: %s: %s (run `pingvas migrate` to create the schema)",
+                        op->s->where, what, buf);
+    return fail_msg("postgresql %s: %s: %s%s%s%s", op->s->where, what, buf, state ? " [" : "",
+                    state ? state : "", state ? "]" : "");
+}
+
+/* Runs one statement. Returns the result (caller PQclear()s it) when it succeeded, else NULL
+ * with the message set. */
+static PGresult *q(op_t *op, const char *what, const char *sql, const params_t *p)
+{
+    PGresult *r = PQexecParams(op->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL, NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return r;
+    fail_res(op, what, r);
+    PQclear(r);
+    return NULL;
+}
+
+/* Runs a statement whose rows are not needed. */
+static int exec(op_t *op, const char *what, const char *sql, const params_t *p)
+{
+    PGresult *r = q(op, what, sql, p);
+    if (!r)
+        return STORE_ERR;
+    PQclear(r);
+    return STORE_OK;
+}
+
+/* Takes a connection and starts a transaction. A connection that turns out to be broken at
+ * BEGIN (nothing has been done yet) is replaced once. */
+static int op_begin(pg_store_t *s, op_t *op)
+{
+    int rc = op_open(s, op);
+    if (rc != STORE_OK)
+        return rc;
+    rc = exec(op, "begin", "BEGIN", NULL);
+    if (rc != STORE_OK && PQstatus(op->c) != CONNECTION_OK) {
+        PQfinish(op->c);
+        op->c = connect_new(s);
+        rc = op->c ? exec(op, "begin", "BEGIN", NULL) : STORE_ERR;
+    }
+    op->tx = rc == STORE_OK;
+    return rc;
+}
+
+/* Ends an operation: commits when rc is STORE_OK, else rolls back (a refusal writes nothing);
+ * gives the connection back. Returns rc, or STORE_ERR when the commit failed. */
+static int op_end(op_t *op, int rc)
+{
+    if (op->c && op->tx) {
+        if (rc == STORE_OK) {
+            PGresult *r = q(op, "commit", "COMMIT", NULL);
+            if (!r || strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+                if (r)
+                    fail_msg("postgresql %s: commit was rolled back", op->s->where);
+                rc = STORE_ERR;
+            }
+            PQclear(r);
+        }
+        if (PQstatus(op->c) == CONNECTION_OK && PQtransactionStatus(op->c) != PQTRANS_IDLE) {
+            PGresult *r = PQexec(op->c, "ROLLBACK"); /* keeps the first error */
+            PQclear(r);
+        }
+        op->tx = false;
+    }
+    op_close(op);
+    return rc;
+}
+
+/* ---- rows ---- */
+
+/* Fills j (zeroed first) from row `row` of a JOB_COLS result. NULL parameters (a seed row
+ * not adopted yet) read as the defaults. STORE_ERR on allocation failure (j cleared). */
+static int row_to_job(const PGresult *r, int row, job_t *j)
+{
+    memset(j, 0, sizeof *j);
+    get_copy(r, row, 0, j->id, sizeof j->id);
+    get_copy(r, row, 1, j->user, sizeof j->user);
+    get_copy(r, row, 2, j->tier, sizeof j->tier);
+    const char *status = get_s(r, row, 3);
+    int code = status ? job_status_parse(status) : -1;
+    if (code < 0 && status && strcmp(status, "pending") == 0)
+        code = JOB_QUEUED;
+    j->status = code < 0 ? JOB_FAILED : (job_status_t)code;
+    const char *v = get_s(r, row, 4);
+    j->params.prompt = strdup(v ? v : "");
+    v = get_s(r, row, 5);
+    j->params.negative_prompt = strdup(v ? v : "");
+    v = get_s(r, row, 6);
+    snprintf(j->params.model, sizeof j->params.model, "%s", v ? v : JOB_DEFAULT_MODEL);
+    j->params.width = (int)get_i64(r, row, 7, JOB_DEFAULT_SIZE);
+    j->params.height = (int)get_i64(r, row, 8, JOB_DEFAULT_SIZE);
+    j->params.steps = (int)get_i64(r, row, 9, JOB_DEFAULT_STEPS);
+    j->params.cfg_scale = get_f64(r, row, 10, JOB_DEFAULT_CFG);
+    j->params.seed = get_i64(r, row, 11, 0);
+    j->seq = get_i64(r, row, 12, 0);
+    j->created_at = get_i64(r, row, 13, 0);
+    j->started_at = get_i64(r, row, 14, 0);
+    j->completed_at = get_i64(r, row, 15, 0);
+    j->attempts = (int)get_i64(r, row, 16, 0);
+    j->releases = (int)get_i64(r, row, 17, 0);
+    v = get_s(r, row, 18);
+    j->image_key = v ? strdup(v) : NULL;
+    bool oom = v && !j->image_key;
+    v = get_s(r, row, 19);
+    j->error_message = v ? strdup(v) : NULL;
+    oom = oom || (v && !j->error_message) || !j->params.prompt || !j->params.negative_prompt;
+    j->gpu_seconds = get_f64(r, row, 20, 0);
+    j->credits_reserved = get_i64(r, row, 21, 0);
+    j->credits_charged = get_i64(r, row, 22, 0);
+    if (j->status == JOB_IN_PROGRESS)
+        get_copy(r, row, COL_LEASE, j->lease_id, sizeof j->lease_id);
+    get_copy(r, row, 24, j->worker_id, sizeof j->worker_id);
+    j->lease_expires_at = get_i64(r, row, 25, 0);
+    if (oom) {
+        job_clear(j);
+        return fail_msg("postgresql: out of memory reading a job");
+    }
+    return STORE_OK;
+}
+
+/* Loads job id into out (may be NULL), locking the row when lock_row. The raw lease_id goes
+ * to lease if not NULL (JOB_ID_SIZE bytes). STORE_NOT_FOUND if absent. */
+static int load_job(op_t *op, const char *id, bool lock_row, job_t *out, char *lease)
+{
+    params_t p = {0};
+    p_text(&p, id);
+    PGresult *r = q(op, "loading job",
+                    lock_row ? "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1 FOR UPDATE"
+                             : "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1",
+                    &p);
+    int rc;
+    if (!r)
+        return STORE_ERR;
+    if (PQntuples(r) == 0) {
+        rc = STORE_NOT_FOUND;
+        goto out;
+    }
+    if (lease)
+        get_copy(r, 0, COL_LEASE, lease, JOB_ID_SIZE);
+    rc = out ? row_to_job(r, 0, out) : STORE_OK;
+out:
+    PQclear(r);
+    return rc;
+}
+
+/* ---- open, close, schema ---- */
+
+static void free_kv(char **v)
+{
+    if (!v)
+        return;
+    for (char **p = v; *p; p++)
+        free(*p);
+    free(v);
+}
+
+static void stop_listener(pg_store_t *s)
+{
+    if (!s->listening)
+        return;
+    atomic_store(&s->stop, 1);
+    ssize_t w = write(s->wake_pipe[1], "x", 1);
+    (void)w;
+    pthread_join(s->listener, NULL);
+    s->listening = false;
+}
+
+static void pg_close(store_t *base)
+{
+    pg_store_t *s = pgs(base);
+    if (!s)
+        return;
+    stop_listener(s);
+    if (s->wake_pipe[0] >= 0)
+        close(s->wake_pipe[0]);
+    if (s->wake_pipe[1] >= 0)
+        close(s->wake_pipe[1]);
+    for (int i = 0; s->conns && i < s->pool_size; i++)
+        if (s->conns[i])
+            PQfinish(s->conns[i]);
+    free(s->conns);
+    free(s->free_slots);
+    free_kv(s->keys);
+    free_kv(s->vals);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+/* Parses a pool size "1".."256"; -1 if invalid. */
+static int parse_pool(const char *v, size_t len)
+{
+    char buf[16];
+    if (len == 0 || len >= sizeof buf)
+        return -1;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    char *end;
+    errno = 0;
+    long n = strtol(buf, &end, 10);
+    if (errno || *end || n < 1 || n > POOL_MAX)
+        return -1;
+    return (int)n;
+}
+
+/* Copies url without its "pool=N" query parameter into a new string (caller frees) and
+ * stores N in *pool (unchanged when absent). NULL with err set when N is invalid. */
+static char *strip_pool(const char *url, int *pool, char *err, size_t errlen)
+{
+    size_t len = strlen(url);
+    char *out = malloc(len + 1);
+    if (!out) {
+        snprintf(err, errlen, "out of memory opening the PostgreSQL store");
+        return NULL;
+    }
+    const char *qm = strchr(url, '?');
+    size_t base = qm ? (size_t)(qm - url) : len;
+    memcpy(out, url, base);
+    size_t o = base;
+    if (qm) {
+        const char *p = qm + 1;
+        char sep = '?';
+        while (*p) {
+            const char *amp = strchr(p, '&');
+            size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+            if (plen >= 5 && strncmp(p, "pool=", 5) == 0) {
+                int n = parse_pool(p + 5, plen - 5);
+                if (n < 0) {
+                    snprintf(err, errlen,
+                             "DATABASE_URL: pool must be a number from 1 to %d (got '%.*s')",
+                             POOL_MAX, (int)(plen - 5), p + 5);
+                    free(out);
+                    return NULL;
+                }
+                *pool = n;
+            } else if (plen > 0) {
+                out[o++] = sep;
+                memcpy(out + o, p, plen);
+                o += plen;
+                sep = '&';
+            }
+            p = amp ? amp + 1 : p + plen;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Opens "postgresql://..." lazily: connections are made on first use, so the store opens while
+ * the database is down and recovers by itself. The URL is checked here. Caller owns the result
+ * (store_close); NULL with a message in err. */
+store_t *store_pg_open(const char *url, char *err, size_t errlen)
+{
+    pg_store_t *s = NULL;
+    store_t *result = NULL;
+    char *clean = NULL;
+    PQconninfoOption *opts = NULL;
+    int pool = POOL_DEFAULT;
+    const char *env = getenv("PINGVAS_PG_POOL");
+    if (env && *env) {
+        pool = parse_pool(env, strlen(env));
+        if (pool < 0) {
+            snprintf(err, errlen, "PINGVAS_PG_POOL: must be a number from 1 to %d (got '%s')",
+                     POOL_MAX, env);
+            goto out;
+        }
+    }
+    clean = strip_pool(url, &pool, err, errlen);
+    if (!clean)
+        goto out;
+    char *perr = NULL;
+    opts = PQconninfoParse(clean, &perr);
+    if (!opts) {
+        snprintf(err, errlen, "DATABASE_URL: not a valid PostgreSQL URL: %s",
+                 perr ? perr : "out of memory");
+        PQfreemem(perr);
+        goto out;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory opening the PostgreSQL store");
+        goto out;
+    }
+    s->base.ops = &pg_ops;
+    s->wake_pipe[0] = s->wake_pipe[1] = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    const char *host = NULL, *port = NULL, *db = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "host") == 0 || (strcmp(o->keyword, "hostaddr") == 0 && !host))
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            db = o->val;
+    }
+    snprintf(s->where, sizeof s->where, "%s:%s/%s", host ? host : "localhost", port ? port : "5432",
+             db ? db : "");
+    /* Defaults first, then the URL (expanded as dbname), so the URL can override them. */
+    static const char *const defaults[][2] = {
+        {"connect_timeout", "5"},
+        {"keepalives", "1"},
+        {"keepalives_idle", "10"},
+        {"keepalives_interval", "5"},
+        {"keepalives_count", "3"},
+        {"tcp_user_timeout", "15000"},
+        {"application_name", "pingvas"},
+        {"options", "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000"},
+    };
+    size_t nd = sizeof defaults / sizeof defaults[0];
+    s->keys = calloc(nd + 2, sizeof *s->keys);
+    s->vals = calloc(nd + 2, sizeof *s->vals);
+    bool oom = !s->keys || !s->vals;
+    for (size_t i = 0; !oom && i < nd; i++) {
+        s->keys[i] = strdup(defaults[i][0]);
+        s->vals[i] = strdup(defaults[i][1]);
+        oom = !s->keys[i] || !s->vals[i];
+    }
+    if (!oom) {
+        s->keys[nd] = strdup("dbname");
+        s->vals[nd] = clean;
+        clean = NULL;
+        oom = !s->keys[nd];
+    }
+    s->pool_size = pool;
+    s->conns = calloc((size_t)pool, sizeof *s->conns);
+    s->free_slots = calloc((size_t)pool, sizeof *s->free_slots);
+    if (oom || !s->conns || !s->free_slots) {
+        snprintf(err, errlen, "out of memory opening the PostgreSQL store");
+        goto out;
+    }
+    for (int i = 0; i < pool; i++)
+        s->free_slots[s->nfree++] = pool - 1 - i;
+    result = &s->base;
+    s = NULL;
+out:
+    if (s)
+        pg_close(&s->base);
+    PQconninfoFree(opts);
+    free(clean);
+    return result;
+}
+
+static const char *pg_last_error(store_t *base)
+{
+    (void)base;
+    return tl_err;
+}
+
+/* Creates the schema or upgrades it to SCHEMA_VERSION in one transaction, under an advisory
+ * lock, so replicas starting together migrate once and the others wait and find it done. */
+static int pg_migrate(store_t *base)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_begin(s, &op);
+    int version = 0;
+    PGresult *r = NULL;
+    if (rc != STORE_OK)
+        goto out;
+    rc = exec(&op, "locking for migration", "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK ")", NULL);
+    if (rc == STORE_OK)
+        rc = exec(&op, "creating schema_version",
+                  "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", NULL);
+    if (rc != STORE_OK)
+        goto out;
+    r = q(&op, "reading schema_version", "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+          NULL);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    version = (int)get_i64(r, 0, 0, 0);
+    if (version > SCHEMA_VERSION) {
+        rc = fail_msg("postgresql %s: schema version %d is newer than this pingvas (%d); "
+                      "upgrade pingvas",
+                      s->where, version, SCHEMA_VERSION);
+        goto out;
+    }
+    for (int v = version + 1; v <= SCHEMA_VERSION && rc == STORE_OK; v++) {
+        /* several statements: the simple query protocol, no parameters */
+        PGresult *m = PQexec(op.c, migrations[v - 1]);
+        if (PQresultStatus(m) != PGRES_COMMAND_OK && PQresultStatus(m) != PGRES_TUPLES_OK)
+            rc = fail_res(&op, "migrating", m);
+        PQclear(m);
+    }
+    if (rc == STORE_OK && version < SCHEMA_VERSION) {
+        params_t p = {0};
+        p_i64(&p, SCHEMA_VERSION);
+        rc = exec(&op, "recording schema_version", "DELETE FROM schema_version", NULL);
+        if (rc == STORE_OK)
+            rc = exec(&op, "recording schema_version",
+                      "INSERT INTO schema_version(version) VALUES ($1)", &p);
+    }
+out:
+    PQclear(r);
+    return op_end(&op, rc);
+}
+
+static int pg_ping(store_t *base)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK)
+        rc = exec(&op, "ping", "SELECT 1 FROM schema_version LIMIT 1", NULL);
+    return op_end(&op, rc);
+}
+
+/* ---- users and credits ---- */
+
+/* Reads a user's row (locked FOR UPDATE when lock_row). STORE_NOT_FOUND if absent. */
+static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64_t *queued)
+{
+    params_t p = {0};
+    memset(u, 0, sizeof *u);
+    p_text(&p, name);
+    PGresult *r = q(op, "reading user",
+                    lock_row ? "SELECT name, tier, balance, created_at, reserved, queued FROM users"
+                               " WHERE name = $1 FOR UPDATE"
+                             : "SELECT name, tier, balance, created_at, reserved, queued FROM users"
+                               " WHERE name = $1",
+                    &p);
+    int rc = STORE_OK;
+    if (!r)
+        return STORE_ERR;
+    if (PQntuples(r) == 0) {
+        rc = STORE_NOT_FOUND;
+        goto out;
+    }
+    get_copy(r, 0, 0, u->name, sizeof u->name);
+    get_copy(r, 0, 1, u->tier, sizeof u->tier);
+    u->balance = get_i64(r, 0, 2, 0);
+    u->created_at = get_i64(r, 0, 3, 0);
+    u->reserved = get_i64(r, 0, 4, 0);
+    if (queued)
+        *queued = get_i64(r, 0, 5, 0);
+out:
+    PQclear(r);
+    return rc;
+}
+
+static int set_balance(op_t *op, const char *name, int64_t balance)
+{
+    params_t p = {0};
+    p_text(&p, name);
+    p_i64(&p, balance);
+    return exec(op, "updating balance", "UPDATE users SET balance = $2 WHERE name = $1", &p);
+}
+
+static int add_ledger(op_t *op, const char *user, const char *job_id, const char *kind,
+                      int64_t amount, int64_t balance_after, int64_t now)
+{
+    params_t p = {0};
+    p_text(&p, user);
+    p_text(&p, job_id);
+    p_text(&p, kind);
+    p_i64(&p, amount);
+    p_i64(&p, balance_after);
+    p_i64(&p, now);
+    return exec(op, "writing the ledger",
+                "INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after,"
+                " created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &p);
+}
+
+static int pg_user_add(store_t *base, const char *name, const char *tier, int64_t credits,
+                       int64_t now)
+{
+    pg_store_t *s = pgs(base);
+    op_t op = {.slot = -1};
+    PGresult *r = NULL;
+    int rc;
+    if (credits < 0)
+        return STORE_CONFLICT;
+    rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_text(&p, name);
+    p_text(&p, tier && *tier ? tier : "standard");
+    p_i64(&p, credits);
+    p_i64(&p, now);
+    r = q(&op, "adding user",
+          "INSERT INTO users(name, tier, balance, created_at) VALUES ($1, $2, $3, $4)"
+          " ON CONFLICT (name) DO NOTHING",
+          &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    if (strcmp(PQcmdTuples(r), "1") != 0) {
+        rc = STORE_EXISTS;
+        goto out;
+    }
+    if (credits > 0)
+        rc = add_ledger(&op, name, NULL, "grant", credits, credits, now);
+out:
+    PQclear(r);
+    return op_end(&op, rc);
+}
+
+static int pg_user_get(store_t *base, const char *name, user_t *out)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK)
+        rc = read_user(&op, name, false, out, NULL);
+    return op_end(&op, rc);
+}
+
+static int pg_user_credit(store_t *base, const char *name, int64_t delta, int64_t now,
+                          int64_t *balance_out)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    user_t u;
+    int64_t balance;
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    rc = read_user(&op, name, true, &u, NULL);
+    if (rc != STORE_OK)
+        goto out;
+    if (__builtin_add_overflow(u.balance, delta, &balance) || balance < 0) {
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    rc = set_balance(&op, name, balance);
+    if (rc == STORE_OK)
+        rc = add_ledger(&op, name, NULL, "grant", delta, balance, now);
+    if (rc == STORE_OK && balance_out)
+        *balance_out = balance;
+out:
+    return op_end(&op, rc);
+}
+
+static int pg_ledger(store_t *base, const char *name, int limit, ledger_entry_t **out, size_t *n)
+{
+    pg_store_t *s = pgs(base);
+    op_t op = {.slot = -1};
+    PGresult *r = NULL;
+    ledger_entry_t *v = NULL;
+    int rc = STORE_OK;
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0)
+        goto out;
+    rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_text(&p, name);
+    p_i64(&p, limit);
+    r = q(&op, "reading the ledger",
+          "SELECT id, kind, job_id, amount, balance_after, created_at FROM credit_ledger"
+          " WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+          &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    int rows = PQntuples(r);
+    if (rows > 0) {
+        v = calloc((size_t)rows, sizeof *v);
+        if (!v) {
+            rc = fail_msg("postgresql: out of memory reading the ledger");
+            goto out;
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        ledger_entry_t *e = &v[i];
+        e->id = get_i64(r, i, 0, 0);
+        get_copy(r, i, 1, e->kind, sizeof e->kind);
+        get_copy(r, i, 2, e->job_id, sizeof e->job_id);
+        e->amount = get_i64(r, i, 3, 0);
+        e->balance_after = get_i64(r, i, 4, 0);
+        e->created_at = get_i64(r, i, 5, 0);
+    }
+    *out = v;
+    *n = (size_t)rows;
+    v = NULL;
+out:
+    free(v);
+    PQclear(r);
+    return op_end(&op, rc);
+}
+
+/* ---- jobs ---- */
+
+static int64_t random_seed(void)
+{
+    unsigned char b[4];
+    if (RAND_bytes(b, sizeof b) != 1)
+        abort(); /* no entropy: nothing safe to do */
+    return (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]);
+}
+
+/* Reads the single job row of r into out; STORE_ERR when there is none. */
+static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
+{
+    if (!r)
+        return STORE_ERR;
+    int rc = PQntuples(r) == 1 ? row_to_job(r, 0, out)
+                               : fail_msg("postgresql %s: %s: no row", op->s->where, what);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_job_create(store_t *base, const char *user, const job_params_t *prm,
+                         const char *idem_key, int64_t reserve, int max_queued, int64_t now,
+                         job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    user_t u;
+    int64_t queued = 0;
+    char id[JOB_ID_SIZE];
+    op_t op;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    /* the user row lock serializes this user's creates and charges */
+    rc = read_user(&op, user, true, &u, &queued);
+    if (rc != STORE_OK)
+        goto out;
+    if (idem_key) {
+        params_t p = {0};
+        p_text(&p, user);
+        p_text(&p, idem_key);
+        PGresult *r = q(&op, "idempotency lookup",
+                        "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1"
+                        " AND idem_key = $2",
+                        &p);
+        if (!r) {
+            rc = STORE_ERR;
+            goto out;
+        }
+        if (PQntuples(r) > 0)
+            rc = row_to_job(r, 0, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
+        PQclear(r);
+        if (rc != STORE_OK)
+            goto out;
+    }
+    if (max_queued > 0 && queued >= max_queued) {
+        rc = STORE_LIMIT;
+        goto out;
+    }
+    if (reserve > 0 && u.balance - u.reserved < reserve) {
+        rc = STORE_NO_CREDITS;
+        goto out;
+    }
+    job_new_id(id);
+    params_t p = {0};
+    p_text(&p, id);
+    p_text(&p, user);
+    p_text(&p, prm->prompt ? prm->prompt : "");
+    p_text(&p, prm->negative_prompt ? prm->negative_prompt : "");
+    p_i64(&p, prm->width);
+    p_i64(&p, prm->height);
+    p_i64(&p, prm->steps);
+    p_f64(&p, prm->cfg_scale);
+    p_i64(&p, prm->seed < 0 ? random_seed() : prm->seed);
+    p_text(&p, prm->model[0] ? prm->model : JOB_DEFAULT_MODEL);
+    p_text(&p, u.tier);
+    p_i64(&p, now);
+    p_i64(&p, reserve > 0 ? reserve : 0);
+    p_text(&p, idem_key);
+    rc = one_job(&op,
+                 q(&op, "inserting job",
+                   "INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt,"
+                   " width, height, steps, cfg_scale, seed, seq, model, tier, created_at,"
+                   " credits_reserved, queue_pos, idem_key)"
+                   " SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"
+                   " $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, $11, $12::BIGINT, $13::BIGINT,"
+                   " n.v, $14 FROM (SELECT nextval('generation_jobs_seq') AS v) n"
+                   " RETURNING " JOB_COLS NOTIFY_COL,
+                   &p),
+                 "inserting job", out);
+out:
+    rc = op_end(&op, rc);
+    if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+static int pg_job_get(store_t *base, const char *id, job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    memset(out, 0, sizeof *out);
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK)
+        rc = load_job(&op, id, false, out, NULL);
+    return op_end(&op, rc);
+}
+
+static int pg_job_list(store_t *base, const char *user, int status, int limit, int64_t cursor_seq,
+                       job_t **out, size_t *n)
+{
+    pg_store_t *s = pgs(base);
+    op_t op = {.slot = -1};
+    PGresult *r = NULL;
+    job_t *v = NULL;
+    int count = 0;
+    int rc = STORE_OK;
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0)
+        goto out;
+    rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_text(&p, user);
+    p_i64(&p, cursor_seq > 0 ? cursor_seq : INT64_MAX);
+    p_text(&p, status >= 0 ? job_status_name((job_status_t)status) : NULL);
+    p_i64(&p, limit);
+    r = q(&op, "listing jobs",
+          "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND seq < $2"
+          " AND ($3::TEXT IS NULL OR status = $3) ORDER BY seq DESC LIMIT $4",
+          &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    int rows = PQntuples(r);
+    if (rows > 0 && !(v = calloc((size_t)rows, sizeof *v))) {
+        rc = fail_msg("postgresql: out of memory listing jobs");
+        goto out;
+    }
+    for (; count < rows; count++) {
+        rc = row_to_job(r, count, &v[count]);
+        if (rc != STORE_OK)
+            goto out;
+    }
+    *out = v;
+    *n = (size_t)count;
+    v = NULL;
+    count = 0;
+out:
+    for (int i = 0; i < count; i++)
+        job_clear(&v[i]);
+    free(v);
+    PQclear(r);
+    return op_end(&op, rc);
+}
+
+static int pg_job_cancel(store_t *base, const char *user, const char *id, int64_t now, job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    op_t op;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    rc = load_job(&op, id, true, out, NULL);
+    if (rc != STORE_OK)
+        goto out;
+    if (strcmp(out->user, user) != 0) {
+        rc = STORE_NOT_FOUND;
+        goto out;
+    }
+    if (job_status_is_final(out->status)) {
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    job_clear(out);
+    params_t p = {0};
+    p_text(&p, id);
+    p_i64(&p, now);
+    rc = one_job(&op,
+                 q(&op, "canceling job",
+                   "UPDATE generation_jobs SET status = 'canceled', completed_at = $2,"
+                   " lease_id = NULL, lease_expires_at = NULL, credits_reserved = 0"
+                   " WHERE id = $1 RETURNING " JOB_COLS,
+                   &p),
+                 "canceling job", out);
+out:
+    rc = op_end(&op, rc);
+    if ((rc != STORE_OK && rc != STORE_CONFLICT) || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+static int worker_upsert(op_t *op, const char *worker_id, const char *tier, const char *state,
+                         int64_t now)
+{
+    params_t p = {0};
+    p_text(&p, worker_id);
+    p_text(&p, tier);
+    p_text(&p, state);
+    p_i64(&p, now);
+    return exec(op, "recording worker",
+                "INSERT INTO workers(id, tier, state, last_seen) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, state = excluded.state,"
+                " last_seen = excluded.last_seen",
+                &p);
+}
+
+/* Fair share: among users with queued jobs in the tier (walked through the index, one seek a
+ * user), the one with the fewest running jobs there, ties to the earliest head job. */
+#define PICK_USER_SQL                                                                              \
+    "WITH RECURSIVE u(name) AS ("                                                                  \
+    " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = $1 AND status = 'queued')"     \
+    " UNION ALL"                                                                                   \
+    " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = $1 AND status = 'queued'"      \
+    "   AND user_id > u.name) FROM u WHERE u.name IS NOT NULL)"                                    \
+    " SELECT u.name,"                                                                              \
+    "  (SELECT COUNT(*) FROM generation_jobs r WHERE r.tier = $1 AND r.user_id = u.name"           \
+    "    AND r.status = 'in_progress') AS running,"                                                \
+    "  (SELECT MIN(h.queue_pos) FROM generation_jobs h WHERE h.tier = $1"                          \
+    "    AND h.status = 'queued' AND h.user_id = u.name) AS head"                                  \
+    " FROM u WHERE u.name IS NOT NULL ORDER BY running, head LIMIT 1"
+
+/* Locks the job to claim: the fair-share user's first queued job, or, when another replica is
+ * claiming all of that user's jobs right now, the tier's first unlocked queued job. id is
+ * filled; STORE_EMPTY when nothing is claimable. */
+static int pick_job(op_t *op, const char *tier, char *id)
+{
+    params_t p = {0};
+    char user[USER_NAME_MAX + 1] = "";
+    p_text(&p, tier);
+    PGresult *r = q(op, "picking a user", PICK_USER_SQL, &p);
+    if (!r)
+        return STORE_ERR;
+    bool any = PQntuples(r) > 0;
+    if (any)
+        get_copy(r, 0, 0, user, sizeof user);
+    PQclear(r);
+    if (!any)
+        return STORE_EMPTY;
+    p_text(&p, user);
+    r = q(op, "picking a job",
+          "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued' AND user_id = $2"
+          " ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED",
+          &p);
+    if (!r)
+        return STORE_ERR;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        p.n = 1;
+        r = q(op, "picking a job",
+              "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued'"
+              " ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED",
+              &p);
+        if (!r)
+            return STORE_ERR;
+    }
+    int rc = STORE_EMPTY;
+    if (PQntuples(r) > 0) {
+        get_copy(r, 0, 0, id, JOB_ID_SIZE);
+        rc = STORE_OK;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
+                        int64_t now, job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    char id[JOB_ID_SIZE];
+    char lease[JOB_ID_SIZE];
+    op_t op;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    rc = pick_job(&op, tier, id);
+    if (rc != STORE_OK)
+        goto out;
+    random_hex(lease, 16);
+    params_t p = {0};
+    p_text(&p, id);
+    p_text(&p, lease);
+    p_text(&p, worker_id);
+    p_i64(&p, now + lease_ms);
+    p_i64(&p, now);
+    rc = one_job(&op,
+                 q(&op, "claiming job",
+                   "UPDATE generation_jobs SET status = 'in_progress', lease_id = $2,"
+                   " worker_id = $3, lease_expires_at = $4, attempts = attempts + 1,"
+                   " started_at = COALESCE(started_at, $5) WHERE id = $1 AND status = 'queued'"
+                   " RETURNING " JOB_COLS,
+                   &p),
+                 "claiming job", out);
+    if (rc == STORE_OK && worker_id && *worker_id)
+        rc = worker_upsert(&op, worker_id, tier, "busy", now);
+out:
+    rc = op_end(&op, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* Maps a job that failed a lease check to STORE_CANCELED, STORE_NOT_FOUND or LEASE_LOST. */
+static int lease_refusal(op_t *op, const char *id)
+{
+    params_t p = {0};
+    p_text(&p, id);
+    PGresult *r =
+        q(op, "reading job status", "SELECT status FROM generation_jobs WHERE id = $1", &p);
+    if (!r)
+        return STORE_ERR;
+    int rc = STORE_NOT_FOUND;
+    if (PQntuples(r) > 0)
+        rc = strcmp(PQgetvalue(r, 0, 0), "canceled") == 0 ? STORE_CANCELED : STORE_LEASE_LOST;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_job_heartbeat(store_t *base, const char *id, const char *lease_id, int64_t lease_ms,
+                            int64_t now)
+{
+    pg_store_t *s = pgs(base);
+    char worker[128] = "";
+    op_t op;
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_text(&p, id);
+    p_text(&p, lease_id ? lease_id : "");
+    p_i64(&p, now);
+    p_i64(&p, now + lease_ms);
+    PGresult *r = q(&op, "extending lease",
+                    "UPDATE generation_jobs SET lease_expires_at = $4 WHERE id = $1"
+                    " AND status = 'in_progress' AND lease_id = $2 AND lease_expires_at >= $3"
+                    " RETURNING worker_id",
+                    &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bool extended = PQntuples(r) > 0;
+    if (extended)
+        get_copy(r, 0, 0, worker, sizeof worker);
+    PQclear(r);
+    if (!extended) {
+        rc = lease_refusal(&op, id);
+        goto out;
+    }
+    if (worker[0]) {
+        params_t w = {0};
+        p_text(&w, worker);
+        p_i64(&w, now);
+        rc = exec(&op, "touching worker", "UPDATE workers SET last_seen = $2 WHERE id = $1", &w);
+    }
+out:
+    return op_end(&op, rc);
+}
+
+/* Loads and locks the job for a lease holder's report. STORE_OK when it is in_progress under
+ * lease_id (out filled); *replay set when it already reached final status `done` under that
+ * lease; else the refusal code. */
+static int leased_job(op_t *op, const char *id, const char *lease_id, job_status_t done, job_t *out,
+                      bool *replay)
+{
+    char lease[JOB_ID_SIZE] = "";
+    int rc = load_job(op, id, true, out, lease);
+    *replay = false;
+    if (rc != STORE_OK)
+        return rc;
+    bool same = lease_id && lease[0] && strcmp(lease, lease_id) == 0;
+    if (out->status == JOB_CANCELED)
+        return STORE_CANCELED;
+    if (same && out->status == JOB_IN_PROGRESS)
+        return STORE_OK;
+    if (same && out->status == done) {
+        *replay = true;
+        return STORE_OK;
+    }
+    return STORE_LEASE_LOST;
+}
+
+static int64_t charge_for(double gpu_seconds, double rate)
+{
+    double units = gpu_seconds * rate;
+    if (!(units > 0))
+        return 0;
+    if (units >= 9e15)
+        return INT64_C(9000000000000000);
+    return (int64_t)ceil(units - CHARGE_EPSILON);
+}
+
+static int pg_job_complete(store_t *base, const char *id, const char *lease_id, double gpu_seconds,
+                           const char *image_key, double credit_rate, int64_t now, job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    user_t u;
+    bool replay = false;
+    op_t op;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    rc = leased_job(&op, id, lease_id, JOB_COMPLETED, out, &replay);
+    if (rc != STORE_OK || replay)
+        goto out;
+    rc = read_user(&op, out->user, true, &u, NULL);
+    if (rc != STORE_OK) {
+        rc = rc == STORE_NOT_FOUND ? fail_msg("postgresql %s: job %s has no user", s->where, id)
+                                   : rc;
+        goto out;
+    }
+    if (!(gpu_seconds >= 0))
+        gpu_seconds = 0;
+    int64_t charge = charge_for(gpu_seconds, credit_rate);
+    if (charge > u.balance)
+        charge = u.balance;
+    char user[USER_NAME_MAX + 1];
+    snprintf(user, sizeof user, "%s", out->user);
+    job_clear(out);
+    params_t p = {0};
+    p_text(&p, id);
+    p_text(&p, image_key);
+    p_f64(&p, gpu_seconds);
+    p_i64(&p, now);
+    p_i64(&p, charge);
+    rc = exec(&op, "completing job",
+              "UPDATE generation_jobs SET status = 'completed', image_url = $2,"
+              " error_message = NULL, gpu_seconds = $3, completed_at = $4, credits_charged = $5,"
+              " credits_reserved = 0, lease_expires_at = NULL WHERE id = $1",
+              &p);
+    if (rc == STORE_OK)
+        rc = set_balance(&op, user, u.balance - charge);
+    if (rc == STORE_OK)
+        rc = add_ledger(&op, user, id, "charge", -charge, u.balance - charge, now);
+    if (rc == STORE_OK)
+        rc = load_job(&op, id, false, out, NULL);
+out:
+    rc = op_end(&op, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* Puts a job back at the front of its tier's queue, lease cleared, and wakes idle workers. */
+static int requeue(op_t *op, const char *id, int attempts_delta, int releases_delta,
+                   const char *message)
+{
+    params_t p = {0};
+    p_text(&p, id);
+    p_i64(&p, attempts_delta);
+    p_i64(&p, releases_delta);
+    p_text(&p, message);
+    int rc = exec(op, "requeueing job",
+                  "UPDATE generation_jobs SET status = 'queued', queue_pos = " FRONT_POS ","
+                  " lease_id = NULL, worker_id = NULL, lease_expires_at = NULL,"
+                  " attempts = GREATEST(attempts + $2::INTEGER, 0),"
+                  " releases = releases + $3::INTEGER,"
+                  " error_message = COALESCE($4, error_message) WHERE id = $1"
+                  " RETURNING 1" NOTIFY_COL,
+                  &p);
+    return rc;
+}
+
+static int mark_failed(op_t *op, const char *id, const char *message, int64_t now)
+{
+    params_t p = {0};
+    p_text(&p, id);
+    p_text(&p, message ? message : "failed");
+    p_i64(&p, now);
+    return exec(op, "failing job",
+                "UPDATE generation_jobs SET status = 'failed', error_message = $2,"
+                " completed_at = $3, credits_reserved = 0, lease_expires_at = NULL"
+                " WHERE id = $1",
+                &p);
+}
+
+static int pg_job_fail(store_t *base, const char *id, const char *lease_id, const char *message,
+                       bool retryable, int max_attempts, int64_t now, job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    bool replay = false;
+    op_t op;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    rc = leased_job(&op, id, lease_id, JOB_FAILED, out, &replay);
+    if (rc != STORE_OK || replay)
+        goto out;
+    if (retryable && out->attempts < max_attempts)
+        rc = requeue(&op, id, 0, 0, message ? message : "failed");
+    else
+        rc = mark_failed(&op, id, message, now);
+    if (rc == STORE_OK) {
+        job_clear(out);
+        rc = load_job(&op, id, false, out, NULL);
+    }
+out:
+    rc = op_end(&op, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+static int pg_job_release(store_t *base, const char *id, const char *lease_id, int64_t now,
+                          job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    bool replay = false;
+    op_t op;
+    (void)now;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    /* JOB_QUEUED never matches: a released job has no lease left to replay with */
+    rc = leased_job(&op, id, lease_id, JOB_QUEUED, out, &replay);
+    if (rc != STORE_OK)
+        goto out;
+    rc = requeue(&op, id, -1, 1, NULL);
+    if (rc == STORE_OK) {
+        job_clear(out);
+        rc = load_job(&op, id, false, out, NULL);
+    }
+out:
+    rc = op_end(&op, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* One expired lease per transaction, taken with SKIP LOCKED: replicas reaping at the same time
+ * share the work, and no transaction ever holds two jobs' user rows. Newest queue position
+ * first: each requeue goes to the front, so the oldest ends up first (as in SQLite). */
+static int pg_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64_t now,
+                   int *requeued, int *failed)
+{
+    pg_store_t *s = pgs(base);
+    int nreq = 0, nfail = 0;
+    int rc = STORE_OK;
+    op_t op;
+    for (int i = 0; i < REAP_MAX && rc == STORE_OK; i++) {
+        rc = op_begin(s, &op);
+        if (rc != STORE_OK) {
+            op_end(&op, rc);
+            break;
+        }
+        params_t p = {0};
+        p_i64(&p, now);
+        PGresult *r = q(&op, "finding expired leases",
+                        "SELECT id, attempts FROM generation_jobs WHERE status = 'in_progress'"
+                        " AND lease_expires_at < $1 ORDER BY queue_pos DESC LIMIT 1"
+                        " FOR UPDATE SKIP LOCKED",
+                        &p);
+        if (!r) {
+            rc = op_end(&op, STORE_ERR);
+            break;
+        }
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            op_end(&op, STORE_OK);
+            break;
+        }
+        char id[JOB_ID_SIZE];
+        get_copy(r, 0, 0, id, sizeof id);
+        int attempts = (int)get_i64(r, 0, 1, 0);
+        PQclear(r);
+        bool fail_it = attempts >= max_attempts;
+        if (fail_it) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "lease expired %d times (worker lost)", attempts);
+            rc = mark_failed(&op, id, msg, now);
+        } else {
+            rc = requeue(&op, id, 0, 0, NULL);
+        }
+        rc = op_end(&op, rc);
+        if (rc == STORE_OK) {
+            if (fail_it)
+                nfail++;
+            else
+                nreq++;
+        }
+    }
+    if (rc == STORE_OK && worker_ttl_ms > 0) {
+        rc = op_open(s, &op);
+        if (rc == STORE_OK) {
+            params_t p = {0};
+            p_i64(&p, now - worker_ttl_ms);
+            rc = exec(&op, "forgetting lost workers", "DELETE FROM workers WHERE last_seen < $1",
+                      &p);
+        }
+        rc = op_end(&op, rc);
+    }
+    if (requeued)
+        *requeued = nreq;
+    if (failed)
+        *failed = nfail;
+    return rc;
+}
+
+/* ---- Celery bridge ---- */
+
+/* A seed row (seq NULL, status 'pending' or 'queued') becomes a queued job: see store.h. Any
+ * other row is already a job (or was run by a seed worker): STORE_EXISTS with out filled. Lock
+ * order as everywhere: the job row, then the user row. */
+static int pg_job_adopt(store_t *base, const char *id, double credit_rate, int64_t now, job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    user_t u;
+    job_params_t prm;
+    char user[USER_NAME_MAX + 1];
+    PGresult *r = NULL;
+    op_t op;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    memset(&prm, 0, sizeof prm);
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_text(&p, id);
+    r = q(&op, "reading a seed job",
+          "SELECT user_id, seq IS NOT NULL OR status NOT IN ('pending','queued'),"
+          " COALESCE(width, 512), COALESCE(height, 512), COALESCE(steps, 20),"
+          " COALESCE(cfg_scale, 7.0), COALESCE(model, 'sd15')"
+          " FROM generation_jobs WHERE id = $1 FOR UPDATE",
+          &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    if (PQntuples(r) == 0) {
+        rc = STORE_NOT_FOUND;
+        goto out;
+    }
+    if (strcmp(PQgetvalue(r, 0, 1), "t") == 0) {
+        rc = load_job(&op, id, false, out, NULL);
+        rc = rc == STORE_OK ? STORE_EXISTS : rc;
+        goto out;
+    }
+    get_copy(r, 0, 0, user, sizeof user);
+    prm.width = (int)get_i64(r, 0, 2, JOB_DEFAULT_SIZE);
+    prm.height = (int)get_i64(r, 0, 3, JOB_DEFAULT_SIZE);
+    prm.steps = (int)get_i64(r, 0, 4, JOB_DEFAULT_STEPS);
+    prm.cfg_scale = get_f64(r, 0, 5, JOB_DEFAULT_CFG);
+    get_copy(r, 0, 6, prm.model, sizeof prm.model);
+    rc = read_user(&op, user, true, &u, NULL);
+    if (rc != STORE_OK)
+        goto out;
+    int64_t reserve = job_estimate_credits(&prm, credit_rate);
+    if (reserve > 0 && u.balance - u.reserved < reserve) {
+        rc = STORE_NO_CREDITS;
+        goto out;
+    }
+    p_i64(&p, random_seed());
+    p_text(&p, u.tier);
+    p_i64(&p, now);
+    p_i64(&p, reserve > 0 ? reserve : 0);
+    rc = one_job(&op,
+                 q(&op, "adopting job",
+                   "UPDATE generation_jobs SET status = 'queued',"
+                   " negative_prompt = COALESCE(negative_prompt, ''), width = COALESCE(width, 512),"
+                   " height = COALESCE(height, 512), steps = COALESCE(steps, 20),"
+                   " cfg_scale = COALESCE(cfg_scale, 7.0), seed = COALESCE(seed, $2::BIGINT),"
+                   " seq = n.v, queue_pos = n.v, model = COALESCE(model, 'sd15'), tier = $3,"
+                   " created_at = $4::BIGINT, credits_reserved = $5::BIGINT, attempts = 0,"
+                   " releases = 0, started_at = NULL, completed_at = NULL, lease_id = NULL,"
+                   " worker_id = NULL, lease_expires_at = NULL"
+                   " FROM (SELECT nextval('generation_jobs_seq') AS v) n"
+                   " WHERE id = $1 AND seq IS NULL RETURNING " JOB_COLS NOTIFY_COL,
+                   &p),
+                 "adopting job", out);
+out:
+    PQclear(r);
+    rc = op_end(&op, rc);
+    if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* ---- LISTEN/NOTIFY ---- */
+
+/* Waits up to ms for the stop pipe; true when stopping. */
+static bool listener_sleep(pg_store_t *s, int ms)
+{
+    struct pollfd pfd = {.fd = s->wake_pipe[0], .events = POLLIN};
+    poll(&pfd, 1, ms);
+    return atomic_load(&s->stop) != 0;
+}
+
+/* The listener thread: one connection in LISTEN pingvas_work; s->cb on every batch of
+ * notifications, and once after every (re)connect since notifications sent while it was
+ * disconnected are lost. Reconnects with backoff (100 ms doubling to 5 s). */
+static void *listen_main(void *arg)
+{
+    pg_store_t *s = arg;
+    int backoff = 100;
+    bool warned = false;
+    while (!atomic_load(&s->stop)) {
+        PGconn *c = connect_new(s);
+        if (c) {
+            PGresult *r = PQexec(c, "LISTEN " CHANNEL);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                PQfinish(c);
+                c = NULL;
+            }
+            PQclear(r);
+        }
+        if (!c) {
+            if (!warned)
+                log_warn("event=store_listen_down err=\"%s\"", tl_err);
+            warned = true;
+            if (listener_sleep(s, backoff))
+                break;
+            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            continue;
+        }
+        if (warned)
+            log_info("event=store_listen_up");
+        warned = false;
+        backoff = 100;
+        s->cb(s->cb_arg);
+        while (!atomic_load(&s->stop)) {
+            struct pollfd pfd[2] = {{.fd = PQsocket(c), .events = POLLIN},
+                                    {.fd = s->wake_pipe[0], .events = POLLIN}};
+            int n = poll(pfd, 2, 30000);
+            if (n < 0 && errno != EINTR)
+                break;
+            if (pfd[1].revents)
+                break;
+            if (n > 0 && pfd[0].revents) {
+                if (PQconsumeInput(c) == 0)
+                    break;
+            } else if (n == 0) {
+                /* idle: make sure the connection is still there */
+                PGresult *r = PQexec(c, "SELECT 1");
+                bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+                PQclear(r);
+                if (!ok)
+                    break;
+            }
+            bool got = false;
+            PGnotify *note;
+            while ((note = PQnotifies(c)) != NULL) {
+                got = true;
+                PQfreemem(note);
+            }
+            if (got) {
+                log_debug("event=store_notified");
+                s->cb(s->cb_arg);
+            }
+            if (PQstatus(c) != CONNECTION_OK)
+                break;
+        }
+        PQfinish(c);
+    }
+    return NULL;
+}
+
+static int pg_listen(store_t *base, void (*cb)(void *arg), void *arg)
+{
+    pg_store_t *s = pgs(base);
+    if (s->listening)
+        return fail_msg("postgresql %s: already listening", s->where);
+    if (s->wake_pipe[0] < 0 && pipe2(s->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return fail_msg("postgresql: cannot create a pipe: %s", strerror(errno));
+    s->cb = cb;
+    s->cb_arg = arg;
+    atomic_store(&s->stop, 0);
+    if (pthread_create(&s->listener, NULL, listen_main, s) != 0)
+        return fail_msg("postgresql: cannot start the listener thread");
+    s->listening = true;
+    return STORE_OK;
+}
+
+/* ---- workers and statistics ---- */
+
+static int pg_worker_seen(store_t *base, const char *worker_id, const char *tier, const char *state,
+                          int64_t now)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK)
+        rc = worker_upsert(&op, worker_id, tier, state, now);
+    return op_end(&op, rc);
+}
+
+static int pg_worker_gone(store_t *base, const char *worker_id)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK) {
+        params_t p = {0};
+        p_text(&p, worker_id);
+        rc = exec(&op, "forgetting worker", "DELETE FROM workers WHERE id = $1", &p);
+    }
+    return op_end(&op, rc);
+}
+
+static int pg_queue_stats(store_t *base, const char *tier, int64_t worker_ttl_ms, int64_t now,
+                          queue_stats_t *out)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    memset(out, 0, sizeof *out);
+    int rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_text(&p, tier);
+    p_i64(&p, worker_ttl_ms > 0 ? now - worker_ttl_ms : INT64_MIN);
+    PGresult *r = q(&op, "queue stats",
+                    "SELECT"
+                    " (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1 AND status = 'queued'),"
+                    " (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1"
+                    "   AND status = 'in_progress'),"
+                    " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2),"
+                    " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2"
+                    "   AND state = 'idle')",
+                    &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    out->queued = get_i64(r, 0, 0, 0);
+    out->running = get_i64(r, 0, 1, 0);
+    out->workers = get_i64(r, 0, 2, 0);
+    out->idle_workers = get_i64(r, 0, 3, 0);
+    PQclear(r);
+out:
+    return op_end(&op, rc);
+}
+
+static int pg_job_counts(store_t *base, store_job_counts_t *out)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    memset(out, 0, sizeof *out);
+    int rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    PGresult *r = q(&op, "job counts",
+                    "SELECT status, jobs, gpu_seconds, credits_charged FROM job_totals", NULL);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *st = PQgetvalue(r, i, 0);
+        int64_t n = get_i64(r, i, 1, 0);
+        if (strcmp(st, "completed") == 0)
+            out->completed = n;
+        else if (strcmp(st, "failed") == 0)
+            out->failed = n;
+        else if (strcmp(st, "canceled") == 0)
+            out->canceled = n;
+        out->gpu_seconds += get_f64(r, i, 2, 0);
+        out->credits_charged += get_i64(r, i, 3, 0);
+    }
+    PQclear(r);
+out:
+    return op_end(&op, rc);
+}
+
+static const struct store_ops pg_ops = {
+    .name = "postgresql",
+    .close = pg_close,
+    .last_error = pg_last_error,
+    .migrate = pg_migrate,
+    .ping = pg_ping,
+    .user_add = pg_user_add,
+    .user_get = pg_user_get,
+    .user_credit = pg_user_credit,
+    .ledger = pg_ledger,
+    .job_create = pg_job_create,
+    .job_get = pg_job_get,
+    .job_list = pg_job_list,
+    .job_cancel = pg_job_cancel,
+    .job_claim = pg_job_claim,
+    .job_heartbeat = pg_job_heartbeat,
+    .job_complete = pg_job_complete,
+    .job_fail = pg_job_fail,
+    .job_release = pg_job_release,
+    .reap = pg_reap,
+    .worker_seen = pg_worker_seen,
+    .worker_gone = pg_worker_gone,
+    .queue_stats = pg_queue_stats,
+    .job_counts = pg_job_counts,
+    .job_adopt = pg_job_adopt,
+    .listen = pg_listen,
+};
+
+#else /* !PINGVAS_HAVE_PQ */
+
+#include <stdio.h>
+
+store_t *store_pg_open(const char *url, char *err, size_t errlen)
+{
+    (void)url;
+    snprintf(err, errlen,
+             "DATABASE_URL: this pingvas was built without libpq (install libpq-dev and "
+             "rebuild), so PostgreSQL is not available; use sqlite:///path");
+    return NULL;
+}
+
+#endif

@@ -1,0 +1,1874 @@
+/* store_sqlite.c: the SQLite store (the embedded default for `pingvas up`).
+ *
+ * One connection per store_t, guarded by a pthread mutex: every operation holds the mutex for
+ * its whole duration, and every mutating operation is one BEGIN IMMEDIATE ... COMMIT
+ * transaction, rolled back on any error. BEGIN IMMEDIATE takes the database write lock up
+ * front, so several processes on the same file (two servers, `pingvas user add` next to a
+ * running server) serialize through SQLite's busy handler (busy_timeout 5000 ms) instead of
+ * failing half-way.
+ *
+ * Durability: the journal is WAL. With the default synchronous=NORMAL a committed
+ * transaction survives a crash or kill -9 of the process (the WAL is in the OS page cache and
+ * is replayed on the next open); a power loss or kernel crash may lose the last few commits
+ * but never corrupts the database. Append "?synchronous=full" to the path
+ * ("/data/pingvas.db?synchronous=full") to fsync the WAL on every commit, so committed
+ * transactions also survive a power loss, at the cost of one fsync per state change.
+ *
+ * Statements are prepared once (lazily, so a store can be opened before `pingvas migrate`
+ * created the tables) and reset after every operation; values are always bound, never
+ * formatted into SQL.
+ *
+ * Times are INTEGER ms since the epoch, NULL when unset (0 in job_t). The job's image KEY is
+ * kept in the seed's `image_url` column; the public URL is derived from it by the server.
+ * Completed and failed rows keep the lease_id that ended them, so a replayed complete from the
+ * same lease holder is answered idempotently; job_t shows lease_id only while in_progress.
+ *
+ * Lease rules: heartbeat needs the current lease_id and an unexpired lease
+ * (lease_expires_at >= now). complete, fail and release need only the current lease_id: a
+ * lease that expired but was not yet taken back by the reaper is still the job's lease, and
+ * the result it reports is accepted (the work is done; the image is there). Once the reaper
+ * requeued the job the lease_id is gone and the late worker gets STORE_LEASE_LOST. */
+#include "store/store.h"
+
+#include <math.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define SCHEMA_VERSION 2
+#define ERR_MAX 512
+#define CHARGE_EPSILON 1e-9 /* ceil(2.0000000000000004) must stay 2 */
+
+static _Thread_local char tl_err[ERR_MAX];
+
+/* The message of this thread's last STORE_ERR. */
+static const char *store_sqlite_error(void)
+{
+    return tl_err;
+}
+
+/* Version 1 of the schema. Column names of generation_jobs follow the seed's table. */
+/* Triggers that keep users.reserved, users.queued and job_totals equal to sums over the jobs,
+ * whoever writes the rows (schema v1 and its v2 rebuild create the same ones). */
+#define JOB_TRIGGERS_SQL                                                                           \
+    "CREATE TRIGGER generation_jobs_ai AFTER INSERT ON generation_jobs BEGIN"                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"                        \
+    "      NEW.credits_reserved, 0),"                                                              \
+    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"                      \
+    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"        \
+    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"       \
+    "END;"                                                                                         \
+    "CREATE TRIGGER generation_jobs_au AFTER UPDATE OF status, user_id, credits_reserved,"         \
+    "  gpu_seconds, credits_charged ON generation_jobs BEGIN"                                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"                        \
+    "      OLD.credits_reserved, 0),"                                                              \
+    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved + IIF(NEW.status IN ('queued','in_progress'),"                        \
+    "      NEW.credits_reserved, 0),"                                                              \
+    "    queued = queued + (NEW.status = 'queued') WHERE name = NEW.user_id;"                      \
+    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"        \
+    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"       \
+    "  UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = gpu_seconds + NEW.gpu_seconds,"        \
+    "    credits_charged = credits_charged + NEW.credits_charged WHERE status = NEW.status;"       \
+    "END;"                                                                                         \
+    "CREATE TRIGGER generation_jobs_ad AFTER DELETE ON generation_jobs BEGIN"                      \
+    "  UPDATE users SET"                                                                           \
+    "    reserved = reserved - IIF(OLD.status IN ('queued','in_progress'),"                        \
+    "      OLD.credits_reserved, 0),"                                                              \
+    "    queued = queued - (OLD.status = 'queued') WHERE name = OLD.user_id;"                      \
+    "  UPDATE job_totals SET jobs = jobs - 1, gpu_seconds = gpu_seconds - OLD.gpu_seconds,"        \
+    "    credits_charged = credits_charged - OLD.credits_charged WHERE status = OLD.status;"       \
+    "END;"
+
+static const char schema_v1[] =
+    "CREATE TABLE users ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  tier TEXT NOT NULL DEFAULT 'standard',"
+    "  balance INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),"
+    "  created_at INTEGER NOT NULL,"
+    /* kept equal to the sums over the user's jobs by the triggers below */
+    "  reserved INTEGER NOT NULL DEFAULT 0,"
+    "  queued INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE generation_jobs ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users(name),"
+    "  status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN "
+    "    ('queued','in_progress','completed','failed','canceled')),"
+    "  prompt TEXT NOT NULL,"
+    "  negative_prompt TEXT NOT NULL DEFAULT '',"
+    "  width INTEGER NOT NULL DEFAULT 512,"
+    "  height INTEGER NOT NULL DEFAULT 512,"
+    "  steps INTEGER NOT NULL DEFAULT 20,"
+    "  cfg_scale REAL NOT NULL DEFAULT 7.0,"
+    "  seed INTEGER,"
+    "  started_at INTEGER,"
+    "  completed_at INTEGER,"
+    "  image_url TEXT," /* the blob store key */
+    "  error_message TEXT,"
+    "  seq INTEGER NOT NULL UNIQUE,"
+    "  model TEXT NOT NULL DEFAULT 'sd15',"
+    "  tier TEXT NOT NULL DEFAULT 'standard',"
+    "  created_at INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  releases INTEGER NOT NULL DEFAULT 0,"
+    "  gpu_seconds REAL NOT NULL DEFAULT 0,"
+    "  credits_reserved INTEGER NOT NULL DEFAULT 0,"
+    "  credits_charged INTEGER NOT NULL DEFAULT 0,"
+    "  lease_id TEXT,"
+    "  worker_id TEXT,"
+    "  lease_expires_at INTEGER,"
+    "  queue_pos INTEGER NOT NULL,"
+    "  idem_key TEXT);"
+    /* UNIQUE (user_id, idem_key), written only for jobs that have a key */
+    "CREATE UNIQUE INDEX generation_jobs_idem ON generation_jobs(user_id, idem_key)"
+    "  WHERE idem_key IS NOT NULL;"
+    /* Indexes on live jobs only are partial, so finished history does not slow them down
+     * and a create writes as few pages as possible. Claim order, the front of a tier's
+     * queue, and the tier's queued and running counts: */
+    "CREATE INDEX generation_jobs_claim ON generation_jobs(tier, status, queue_pos)"
+    "  WHERE status IN ('queued','in_progress');"
+    /* per-user listing, newest first */
+    "CREATE INDEX generation_jobs_user ON generation_jobs(user_id, seq);"
+    /* the reaper */
+    "CREATE INDEX generation_jobs_reap ON generation_jobs(status, lease_expires_at)"
+    "  WHERE status = 'in_progress';"
+    /* fair share: the users with queued jobs in a tier and each one's head of queue */
+    "CREATE INDEX generation_jobs_fair ON generation_jobs(tier, user_id, queue_pos)"
+    "  WHERE status = 'queued';"
+    /* fair share: each user's running jobs in a tier */
+    "CREATE INDEX generation_jobs_running ON generation_jobs(tier, user_id)"
+    "  WHERE status = 'in_progress';"
+    /* Derived values kept by triggers, so that they hold whoever writes the rows: a user's
+     * reserved credits (credits_reserved of queued and in_progress jobs) and queued count
+     * are O(1) to read on every create, and job_totals answers job_counts. */
+    "CREATE TABLE job_totals ("
+    "  status TEXT PRIMARY KEY NOT NULL,"
+    "  jobs INTEGER NOT NULL DEFAULT 0,"
+    "  gpu_seconds REAL NOT NULL DEFAULT 0,"
+    "  credits_charged INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO job_totals(status) VALUES ('completed'), ('failed'), "
+    "('canceled');" JOB_TRIGGERS_SQL "CREATE TABLE credit_ledger ("
+    "  id INTEGER PRIMARY KEY,"
+    "  user_id TEXT NOT NULL REFERENCES users(name),"
+    "  job_id TEXT REFERENCES generation_jobs(id),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('charge','grant')),"
+    "  amount INTEGER NOT NULL,"
+    "  balance_after INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  UNIQUE (job_id, kind));"
+    "CREATE INDEX credit_ledger_user ON credit_ledger(user_id, id);"
+    "CREATE TABLE workers ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  tier TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  last_seen INTEGER NOT NULL);"
+    "CREATE INDEX workers_tier ON workers(tier, last_seen);";
+
+/* Version 2: the Celery bridge (DESIGN section 8). The seed's API inserts generation_jobs rows
+ * with its own columns only and status 'pending'; store_job_adopt turns such a row into a queued
+ * job. So the pingvas columns without a default (seq, created_at, queue_pos) and the request
+ * columns the seed may write as NULL become nullable, and 'pending' is a status. SQLite cannot
+ * alter a column's constraints: the table is rebuilt (sqlite_migrate runs this with foreign keys
+ * off and checks them before COMMIT), and its indexes and triggers are created again as in v1.
+ * A 'pending' row has seq NULL: no listing, claim or statistic sees it. */
+static const char schema_v2[] =
+    "CREATE TABLE generation_jobs_v2 ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users(name),"
+    "  status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN "
+    "    ('pending','queued','in_progress','completed','failed','canceled')),"
+    "  prompt TEXT NOT NULL,"
+    "  negative_prompt TEXT DEFAULT '',"
+    "  width INTEGER DEFAULT 512,"
+    "  height INTEGER DEFAULT 512,"
+    "  steps INTEGER DEFAULT 20,"
+    "  cfg_scale REAL DEFAULT 7.0,"
+    "  seed INTEGER,"
+    "  started_at INTEGER,"
+    "  completed_at INTEGER,"
+    "  image_url TEXT,"
+    "  error_message TEXT,"
+    "  seq INTEGER UNIQUE,"
+    "  model TEXT NOT NULL DEFAULT 'sd15',"
+    "  tier TEXT NOT NULL DEFAULT 'standard',"
+    "  created_at INTEGER,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  releases INTEGER NOT NULL DEFAULT 0,"
+    "  gpu_seconds REAL NOT NULL DEFAULT 0,"
+    "  credits_reserved INTEGER NOT NULL DEFAULT 0,"
+    "  credits_charged INTEGER NOT NULL DEFAULT 0,"
+    "  lease_id TEXT,"
+    "  worker_id TEXT,"
+    "  lease_expires_at INTEGER,"
+    "  queue_pos INTEGER,"
+    "  idem_key TEXT);"
+    "INSERT INTO generation_jobs_v2 SELECT id, user_id, status, prompt, negative_prompt, width,"
+    "  height, steps, cfg_scale, seed, started_at, completed_at, image_url, error_message, seq,"
+    "  model, tier, created_at, attempts, releases, gpu_seconds, credits_reserved,"
+    "  credits_charged, lease_id, worker_id, lease_expires_at, queue_pos, idem_key"
+    "  FROM generation_jobs;"
+    "DROP TABLE generation_jobs;"
+    "ALTER TABLE generation_jobs_v2 RENAME TO generation_jobs;"
+    "CREATE UNIQUE INDEX generation_jobs_idem ON generation_jobs(user_id, idem_key)"
+    "  WHERE idem_key IS NOT NULL;"
+    "CREATE INDEX generation_jobs_claim ON generation_jobs(tier, status, queue_pos)"
+    "  WHERE status IN ('queued','in_progress');"
+    "CREATE INDEX generation_jobs_user ON generation_jobs(user_id, seq);"
+    "CREATE INDEX generation_jobs_reap ON generation_jobs(status, lease_expires_at)"
+    "  WHERE status = 'in_progress';"
+    "CREATE INDEX generation_jobs_fair ON generation_jobs(tier, user_id, queue_pos)"
+    "  WHERE status = 'queued';"
+    "CREATE INDEX generation_jobs_running ON generation_jobs(tier, user_id)"
+    "  WHERE status = 'in_progress';" JOB_TRIGGERS_SQL;
+
+/* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
+
+/* The job columns read by row_to_job, in this order. */
+#define JOB_COLS                                                                                   \
+    "id, user_id, tier, status, prompt, negative_prompt, model, width, height, steps, "            \
+    "cfg_scale, seed, seq, created_at, started_at, completed_at, attempts, releases, image_url, "  \
+    "error_message, gpu_seconds, credits_reserved, credits_charged, lease_id, worker_id, "         \
+    "lease_expires_at"
+
+/* The front of a job's tier queue, for an UPDATE of generation_jobs: one before the smallest
+ * queued position, or the job's own position when nothing is queued. */
+#define FRONT_POS                                                                                  \
+    "COALESCE((SELECT MIN(q.queue_pos) FROM generation_jobs q WHERE q.tier = "                     \
+    "generation_jobs.tier AND q.status IN ('queued','in_progress') AND q.status = 'queued') - 1, " \
+    "queue_pos)"
+
+enum stmt_id {
+    S_BEGIN,
+    S_COMMIT,
+    S_PING,
+    S_USER_GET,
+    S_USER_INSERT,
+    S_USER_SET_BALANCE,
+    S_LEDGER_INSERT,
+    S_LEDGER_LIST,
+    S_JOB_GET,
+    S_JOB_BY_IDEM,
+    S_JOB_NEXT_SEQ,
+    S_JOB_INSERT,
+    S_JOB_LIST,
+    S_JOB_CANCEL,
+    S_JOB_PICK_USER,
+    S_JOB_HEAD,
+    S_JOB_CLAIM,
+    S_JOB_EXTEND,
+    S_JOB_STATUS,
+    S_JOB_COMPLETE,
+    S_JOB_REQUEUE,
+    S_JOB_FAIL,
+    S_REAP_LIST,
+    S_WORKER_UPSERT,
+    S_WORKER_TOUCH,
+    S_WORKER_DELETE,
+    S_WORKER_EXPIRE,
+    S_STATS_JOBS,
+    S_STATS_WORKERS,
+    S_COUNTS,
+    S_ADOPT_READ,
+    S_ADOPT,
+    S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_PING] = "SELECT COUNT(*) FROM schema_version",
+    [S_USER_GET] = "SELECT name, tier, balance, created_at, reserved, queued FROM users"
+                   " WHERE name = ?1",
+    [S_USER_INSERT] = "INSERT INTO users(name, tier, balance, created_at) VALUES (?1, ?2, ?3, ?4)",
+    [S_USER_SET_BALANCE] = "UPDATE users SET balance = ?2 WHERE name = ?1",
+    [S_LEDGER_INSERT] = "INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after,"
+                        " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_LEDGER_LIST] = "SELECT id, kind, job_id, amount, balance_after, created_at"
+                      " FROM credit_ledger WHERE user_id = ?1 ORDER BY id DESC LIMIT ?2",
+    [S_JOB_GET] = "SELECT " JOB_COLS " FROM generation_jobs WHERE id = ?1",
+    [S_JOB_BY_IDEM] = "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = ?1"
+                      " AND idem_key = ?2 AND idem_key IS NOT NULL",
+    [S_JOB_NEXT_SEQ] = "SELECT COALESCE(MAX(seq), 0) + 1 FROM generation_jobs",
+    [S_JOB_INSERT] = "INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt,"
+                     " width, height, steps, cfg_scale, seed, seq, model, tier, created_at,"
+                     " credits_reserved, queue_pos, idem_key) VALUES (?1, ?2, 'queued', ?3, ?4,"
+                     " ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?10, ?15)",
+    [S_JOB_LIST] = "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = ?1 AND seq < ?2"
+                   " AND (?3 IS NULL OR status = ?3) ORDER BY seq DESC LIMIT ?4",
+    [S_JOB_CANCEL] = "UPDATE generation_jobs SET status = 'canceled', completed_at = ?2,"
+                     " lease_id = NULL, lease_expires_at = NULL, credits_reserved = 0"
+                     " WHERE id = ?1",
+    /* Fair share: walk the distinct users with queued jobs in the tier through the index
+     * (a loose index scan, one seek per user, not one step per job), and pick the one with
+     * the fewest running jobs in the tier, ties to the user whose head job is first. */
+    [S_JOB_PICK_USER] =
+        "WITH RECURSIVE u(name) AS ("
+        " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = ?1 AND status = 'queued')"
+        " UNION ALL"
+        " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = ?1 AND status = 'queued'"
+        "   AND user_id > u.name) FROM u WHERE u.name IS NOT NULL)"
+        " SELECT u.name,"
+        "  (SELECT COUNT(*) FROM generation_jobs r WHERE r.tier = ?1 AND r.user_id = u.name"
+        "    AND r.status = 'in_progress') AS running,"
+        "  (SELECT MIN(h.queue_pos) FROM generation_jobs h WHERE h.tier = ?1"
+        "    AND h.status = 'queued' AND h.user_id = u.name) AS head"
+        " FROM u WHERE u.name IS NOT NULL ORDER BY running, head LIMIT 1",
+    [S_JOB_HEAD] = "SELECT id FROM generation_jobs WHERE tier = ?1 AND status = 'queued'"
+                   " AND user_id = ?2 ORDER BY queue_pos LIMIT 1",
+    [S_JOB_CLAIM] = "UPDATE generation_jobs SET status = 'in_progress', lease_id = ?2,"
+                    " worker_id = ?3, lease_expires_at = ?4, attempts = attempts + 1,"
+                    " started_at = COALESCE(started_at, ?5) WHERE id = ?1 AND status = 'queued'",
+    [S_JOB_EXTEND] = "UPDATE generation_jobs SET lease_expires_at = ?4 WHERE id = ?1"
+                     " AND status = 'in_progress' AND lease_id = ?2 AND lease_expires_at >= ?3"
+                     " RETURNING worker_id",
+    [S_JOB_STATUS] = "SELECT status FROM generation_jobs WHERE id = ?1",
+    [S_JOB_COMPLETE] =
+        "UPDATE generation_jobs SET status = 'completed', image_url = ?2, error_message = NULL,"
+        " gpu_seconds = ?3, completed_at = ?4, credits_charged = ?5,"
+        " credits_reserved = 0, lease_expires_at = NULL WHERE id = ?1",
+    /* ?2 attempts delta, ?3 releases delta, ?4 error message (NULL keeps the old one) */
+    [S_JOB_REQUEUE] = "UPDATE generation_jobs SET status = 'queued', queue_pos = " FRONT_POS ","
+                      " lease_id = NULL, worker_id = NULL, lease_expires_at = NULL,"
+                      " attempts = MAX(attempts + ?2, 0), releases = releases + ?3,"
+                      " error_message = COALESCE(?4, error_message) WHERE id = ?1",
+    [S_JOB_FAIL] = "UPDATE generation_jobs SET status = 'failed', error_message = ?2,"
+                   " completed_at = ?3, credits_reserved = 0, lease_expires_at = NULL"
+                   " WHERE id = ?1",
+    /* newest position first: each requeue goes to the front, so the oldest ends up first */
+    [S_REAP_LIST] = "SELECT id, attempts FROM generation_jobs WHERE status = 'in_progress'"
+                    " AND lease_expires_at < ?1 ORDER BY queue_pos DESC",
+    [S_WORKER_UPSERT] = "INSERT INTO workers(id, tier, state, last_seen) VALUES (?1, ?2, ?3, ?4)"
+                        " ON CONFLICT(id) DO UPDATE SET tier = excluded.tier,"
+                        " state = excluded.state, last_seen = excluded.last_seen",
+    [S_WORKER_TOUCH] = "UPDATE workers SET last_seen = ?2 WHERE id = ?1",
+    [S_WORKER_DELETE] = "DELETE FROM workers WHERE id = ?1",
+    [S_WORKER_EXPIRE] = "DELETE FROM workers WHERE last_seen < ?1",
+    [S_STATS_JOBS] = "SELECT COALESCE(SUM(status = 'queued'), 0),"
+                     " COALESCE(SUM(status = 'in_progress'), 0) FROM generation_jobs"
+                     " WHERE tier = ?1 AND status IN ('queued','in_progress')",
+    [S_STATS_WORKERS] = "SELECT COUNT(*), COALESCE(SUM(state = 'idle'), 0) FROM workers"
+                        " WHERE tier = ?1 AND last_seen >= ?2",
+    [S_COUNTS] = "SELECT status, jobs, gpu_seconds, credits_charged FROM job_totals",
+    /* a seed row: its request columns with the defaults of job.h; seq NULL until adopted */
+    [S_ADOPT_READ] = "SELECT user_id, seq IS NOT NULL OR status NOT IN ('pending','queued'),"
+                     " COALESCE(width, 512),"
+                     " COALESCE(height, 512), COALESCE(steps, 20), COALESCE(cfg_scale, 7.0),"
+                     " COALESCE(model, 'sd15') FROM generation_jobs WHERE id = ?1",
+    [S_ADOPT] = "UPDATE generation_jobs SET status = 'queued',"
+                " negative_prompt = COALESCE(negative_prompt, ''), width = COALESCE(width, 512),"
+                " height = COALESCE(height, 512), steps = COALESCE(steps, 20),"
+                " cfg_scale = COALESCE(cfg_scale, 7.0), seed = COALESCE(seed, ?2), seq = ?3,"
+                " queue_pos = ?3, model = COALESCE(model, 'sd15'), tier = ?4, created_at = ?5,"
+                " credits_reserved = ?6, attempts = 0, releases = 0, started_at = NULL,"
+                " completed_at = NULL, lease_id = NULL, worker_id = NULL,"
+                " lease_expires_at = NULL WHERE id = ?1 AND seq IS NULL",
+};
+
+/* One job creation waiting for the group commit (see sqlite_job_create). */
+typedef struct create_req {
+    const char *user;
+    const job_params_t *p;
+    const char *idem_key;
+    int64_t reserve;
+    int max_queued;
+    int64_t now;
+    job_t *out;
+    int rc;
+    bool done;
+    bool lead;         /* this request's thread runs the next batch */
+    pthread_cond_t cv; /* signalled when done or lead turns true */
+    char err[256];     /* the message of a STORE_ERR, for the waiting thread */
+    struct create_req *next;
+} create_req_t;
+
+typedef struct sqlite_store {
+    store_t base; /* first: a store_t * is a sqlite_store_t * */
+    sqlite3 *db;
+    pthread_mutex_t mu;
+    char *path;
+    sqlite3_stmt *stmt[S_COUNT];
+    bool in_tx;
+    /* Group commit of creates: concurrent submissions share one transaction. */
+    pthread_mutex_t gc_mu;
+    create_req_t *gc_head, *gc_tail;
+    bool gc_leader;
+} sqlite_store_t;
+
+static const struct store_ops sqlite_ops;
+
+static sqlite_store_t *sq(store_t *s)
+{
+    return (sqlite_store_t *)s;
+}
+
+/* Records the message of a STORE_ERR for this thread and returns STORE_ERR. */
+static int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail_msg(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_err, sizeof tl_err, fmt, ap);
+    va_end(ap);
+    return STORE_ERR;
+}
+
+static int fail_db(sqlite_store_t *s, const char *what)
+{
+    return fail_msg("sqlite %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+/* The prepared statement id, reset and with no bindings; NULL on error (message set). */
+static sqlite3_stmt *st(sqlite_store_t *s, enum stmt_id id)
+{
+    sqlite3_stmt *stmt = s->stmt[id];
+    if (stmt) {
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+        return stmt;
+    }
+    if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) !=
+        SQLITE_OK) {
+        const char *msg = sqlite3_errmsg(s->db);
+        fail_msg("sqlite %s: %s%s", s->path, msg,
+                 strstr(msg, "no such") ? " (run `pingvas migrate` to create the schema)" : "");
+        return NULL;
+    }
+    s->stmt[id] = stmt;
+    return stmt;
+}
+
+/* Resets every statement so no read snapshot outlives an operation. */
+static void reset_all(sqlite_store_t *s)
+{
+    for (int i = 0; i < S_COUNT; i++)
+        if (s->stmt[i])
+            sqlite3_reset(s->stmt[i]);
+}
+
+static void bind_text(sqlite3_stmt *stmt, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(stmt, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(stmt, i);
+}
+
+/* Steps a statement that returns no rows (or ignores them) to the end. */
+static int run(sqlite_store_t *s, sqlite3_stmt *stmt, const char *what)
+{
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        ;
+    if (rc != SQLITE_DONE)
+        return fail_db(s, what);
+    sqlite3_reset(stmt);
+    return STORE_OK;
+}
+
+/* One step of a query: 1 for a row, 0 for done, STORE_ERR on error. */
+static int step_row(sqlite_store_t *s, sqlite3_stmt *stmt, const char *what)
+{
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return fail_db(s, what);
+}
+
+static void lock(sqlite_store_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+}
+
+static int begin(sqlite_store_t *s)
+{
+    sqlite3_stmt *stmt = st(s, S_BEGIN);
+    if (!stmt)
+        return STORE_ERR;
+    if (run(s, stmt, "begin") != STORE_OK)
+        return STORE_ERR;
+    s->in_tx = true;
+    return STORE_OK;
+}
+
+static int commit(sqlite_store_t *s)
+{
+    reset_all(s);
+    sqlite3_stmt *stmt = st(s, S_COMMIT);
+    if (!stmt)
+        return STORE_ERR;
+    if (run(s, stmt, "commit") != STORE_OK)
+        return STORE_ERR;
+    s->in_tx = false;
+    return STORE_OK;
+}
+
+/* Ends an operation: an open transaction is committed when rc is STORE_OK and rolled back
+ * otherwise (nothing is written on a refusal); statements are reset. finish() also releases the
+ * lock. Returns rc, or STORE_ERR when the commit failed. */
+static int end_tx(sqlite_store_t *s, int rc)
+{
+    if (s->in_tx && rc == STORE_OK && commit(s) != STORE_OK)
+        rc = STORE_ERR;
+    if (s->in_tx) {
+        reset_all(s);
+        if (!sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* keeps the first error */
+        s->in_tx = false;
+    }
+    reset_all(s);
+    return rc;
+}
+
+static int finish(sqlite_store_t *s, int rc)
+{
+    rc = end_tx(s, rc);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static char *col_strdup(sqlite3_stmt *stmt, int i)
+{
+    const unsigned char *v = sqlite3_column_text(stmt, i);
+    return v ? strdup((const char *)v) : NULL;
+}
+
+static void col_copy(sqlite3_stmt *stmt, int i, char *dst, size_t size)
+{
+    const unsigned char *v = sqlite3_column_text(stmt, i);
+    snprintf(dst, size, "%s", v ? (const char *)v : "");
+}
+
+/* Fills j (zeroed first) from a row of JOB_COLS. STORE_ERR on allocation failure (j cleared). */
+static int row_to_job(sqlite3_stmt *stmt, job_t *j)
+{
+    memset(j, 0, sizeof *j);
+    col_copy(stmt, 0, j->id, sizeof j->id);
+    col_copy(stmt, 1, j->user, sizeof j->user);
+    col_copy(stmt, 2, j->tier, sizeof j->tier);
+    const unsigned char *status = sqlite3_column_text(stmt, 3);
+    int st_code = status ? job_status_parse((const char *)status) : -1;
+    j->status = st_code < 0 ? JOB_FAILED : (job_status_t)st_code;
+    j->params.prompt = col_strdup(stmt, 4);
+    j->params.negative_prompt = col_strdup(stmt, 5);
+    if (!j->params.negative_prompt)
+        j->params.negative_prompt = strdup("");
+    col_copy(stmt, 6, j->params.model, sizeof j->params.model);
+    j->params.width = sqlite3_column_int(stmt, 7);
+    j->params.height = sqlite3_column_int(stmt, 8);
+    j->params.steps = sqlite3_column_int(stmt, 9);
+    j->params.cfg_scale = sqlite3_column_double(stmt, 10);
+    j->params.seed = sqlite3_column_int64(stmt, 11);
+    j->seq = sqlite3_column_int64(stmt, 12);
+    j->created_at = sqlite3_column_int64(stmt, 13);
+    j->started_at = sqlite3_column_int64(stmt, 14);
+    j->completed_at = sqlite3_column_int64(stmt, 15);
+    j->attempts = sqlite3_column_int(stmt, 16);
+    j->releases = sqlite3_column_int(stmt, 17);
+    j->image_key = col_strdup(stmt, 18);
+    j->error_message = col_strdup(stmt, 19);
+    j->gpu_seconds = sqlite3_column_double(stmt, 20);
+    j->credits_reserved = sqlite3_column_int64(stmt, 21);
+    j->credits_charged = sqlite3_column_int64(stmt, 22);
+    if (j->status == JOB_IN_PROGRESS)
+        col_copy(stmt, 23, j->lease_id, sizeof j->lease_id);
+    col_copy(stmt, 24, j->worker_id, sizeof j->worker_id);
+    j->lease_expires_at = sqlite3_column_int64(stmt, 25);
+    bool oom = (sqlite3_column_type(stmt, 4) != SQLITE_NULL && !j->params.prompt) ||
+               !j->params.negative_prompt ||
+               (sqlite3_column_type(stmt, 18) != SQLITE_NULL && !j->image_key) ||
+               (sqlite3_column_type(stmt, 19) != SQLITE_NULL && !j->error_message);
+    if (!j->params.prompt && !oom) {
+        j->params.prompt = strdup("");
+        oom = !j->params.prompt;
+    }
+    if (oom) {
+        job_clear(j);
+        return fail_msg("sqlite: out of memory reading a job");
+    }
+    return STORE_OK;
+}
+
+/* Loads job id into out (may be NULL: only checks it exists). STORE_NOT_FOUND if absent. The
+ * raw lease_id column (also for final jobs) goes to lease if not NULL (JOB_ID_SIZE bytes). */
+static int load_job(sqlite_store_t *s, const char *id, job_t *out, char *lease)
+{
+    int rc;
+    sqlite3_stmt *stmt = st(s, S_JOB_GET);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, id);
+    rc = step_row(s, stmt, "load job");
+    if (rc <= 0) {
+        rc = rc == 0 ? STORE_NOT_FOUND : rc;
+        goto out;
+    }
+    if (lease)
+        col_copy(stmt, 23, lease, JOB_ID_SIZE);
+    rc = out ? row_to_job(stmt, out) : STORE_OK;
+out:
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+/* ---- open, close, schema ---- */
+
+static int exec_sql(sqlite_store_t *s, const char *sql, const char *what)
+{
+    char *msg = NULL;
+    int rc = STORE_OK;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        rc = fail_msg("sqlite %s: %s: %s", s->path, what, msg ? msg : sqlite3_errmsg(s->db));
+    }
+    sqlite3_free(msg);
+    return rc;
+}
+
+static void sqlite_close(store_t *base)
+{
+    sqlite_store_t *s = sq(base);
+    if (!s)
+        return;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(s->stmt[i]);
+    sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->gc_mu);
+    free(s->path);
+    free(s);
+}
+
+/* Opens the database file at path ("file.db" or "file.db?synchronous=full|normal"). The parent
+ * directory must exist. NULL on error with a message naming the path in err. Caller owns the
+ * result (store_close). */
+store_t *store_sqlite_open(const char *path, char *err, size_t errlen)
+{
+    sqlite_store_t *s = NULL;
+    const char *sync = "NORMAL";
+    const char *q = strchr(path, '?');
+    size_t plen = q ? (size_t)(q - path) : strlen(path);
+    store_t *result = NULL;
+
+    if (plen == 0) {
+        snprintf(err, errlen, "DATABASE_URL: empty SQLite path (use sqlite:///path/to/file.db)");
+        goto out;
+    }
+    if (q) {
+        if (strcasecmp(q + 1, "synchronous=full") == 0) {
+            sync = "FULL";
+        } else if (strcasecmp(q + 1, "synchronous=normal") == 0) {
+            sync = "NORMAL";
+        } else {
+            snprintf(err, errlen,
+                     "DATABASE_URL: unknown SQLite option '%s' (supported: synchronous=full, "
+                     "synchronous=normal)",
+                     q + 1);
+            goto out;
+        }
+    }
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->path = strndup(path, plen))) {
+        snprintf(err, errlen, "out of memory opening the SQLite store");
+        goto out;
+    }
+    s->base.ops = &sqlite_ops;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->gc_mu, NULL);
+    int orc = sqlite3_open_v2(
+        s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (orc != SQLITE_OK) {
+        snprintf(err, errlen,
+                 "cannot open SQLite database '%s': %s (does the directory exist and is it "
+                 "writable?)",
+                 s->path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(orc));
+        goto out;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    char pragmas[160];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA foreign_keys = ON;", sync);
+    if (exec_sql(s, pragmas, "setting up") != STORE_OK) {
+        snprintf(err, errlen, "cannot open SQLite database '%s': %s", s->path, tl_err);
+        goto out;
+    }
+    result = &s->base;
+    s = NULL;
+out:
+    if (s)
+        sqlite_close(&s->base);
+    return result;
+}
+
+static const char *sqlite_last_error(store_t *base)
+{
+    (void)base;
+    return tl_err;
+}
+
+/* Creates the schema or upgrades it to SCHEMA_VERSION, in one transaction. Idempotent.
+ * Foreign keys are off during the migration (a table rebuild must not check or cascade half-way;
+ * the pragma is a no-op inside a transaction, so it is set before BEGIN), checked with
+ * foreign_key_check before COMMIT, and on again after it. */
+static int sqlite_migrate(store_t *base)
+{
+    sqlite_store_t *s = sq(base);
+    sqlite3_stmt *stmt = NULL;
+    int rc, version = 0;
+    lock(s);
+    rc = exec_sql(s, "PRAGMA foreign_keys = OFF", "migrating");
+    if (rc != STORE_OK)
+        goto out;
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    rc = exec_sql(s, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                  "creating schema_version");
+    if (rc != STORE_OK)
+        goto out;
+    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", -1, &stmt,
+                           NULL) != SQLITE_OK ||
+        sqlite3_step(stmt) != SQLITE_ROW) {
+        rc = fail_db(s, "reading schema_version");
+        goto out;
+    }
+    version = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    if (version > SCHEMA_VERSION) {
+        rc = fail_msg("sqlite %s: schema version %d is newer than this pingvas (%d); upgrade "
+                      "pingvas",
+                      s->path, version, SCHEMA_VERSION);
+        goto out;
+    }
+    for (int v = version + 1; v <= SCHEMA_VERSION; v++) {
+        rc = exec_sql(s, migrations[v - 1], "migrating");
+        if (rc != STORE_OK)
+            goto out;
+    }
+    if (version < SCHEMA_VERSION) {
+        if (sqlite3_prepare_v2(s->db, "INSERT INTO schema_version(version) VALUES (?1)", -1, &stmt,
+                               NULL) != SQLITE_OK) {
+            rc = fail_db(s, "recording schema_version");
+            goto out;
+        }
+        sqlite3_bind_int(stmt, 1, SCHEMA_VERSION);
+        rc = exec_sql(s, "DELETE FROM schema_version", "recording schema_version");
+        if (rc == STORE_OK)
+            rc = run(s, stmt, "recording schema_version");
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+        if (rc != STORE_OK)
+            goto out;
+        if (sqlite3_prepare_v2(s->db, "PRAGMA foreign_key_check", -1, &stmt, NULL) != SQLITE_OK) {
+            rc = fail_db(s, "checking foreign keys");
+            goto out;
+        }
+        rc = step_row(s, stmt, "checking foreign keys");
+        if (rc == 1)
+            rc = fail_msg("sqlite %s: migration left a foreign key violation in %s", s->path,
+                          (const char *)sqlite3_column_text(stmt, 0));
+    }
+out:
+    sqlite3_finalize(stmt);
+    rc = end_tx(s, rc);
+    if (exec_sql(s, "PRAGMA foreign_keys = ON", "migrating") != STORE_OK)
+        rc = STORE_ERR;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int sqlite_ping(store_t *base)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    lock(s);
+    sqlite3_stmt *stmt = st(s, S_PING);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    rc = step_row(s, stmt, "ping");
+    rc = rc == 1 ? STORE_OK : rc == 0 ? fail_db(s, "ping") : rc;
+out:
+    return finish(s, rc);
+}
+
+/* ---- users and credits ---- */
+
+/* Reads a user's row; reserved and the queued count (queued may be NULL) are the sums over
+ * the user's live jobs, kept by triggers. STORE_NOT_FOUND if absent. */
+static int read_user(sqlite_store_t *s, const char *name, user_t *u, int64_t *queued)
+{
+    int rc;
+    memset(u, 0, sizeof *u);
+    sqlite3_stmt *stmt = st(s, S_USER_GET);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, name);
+    rc = step_row(s, stmt, "reading user");
+    if (rc == 1) {
+        col_copy(stmt, 0, u->name, sizeof u->name);
+        col_copy(stmt, 1, u->tier, sizeof u->tier);
+        u->balance = sqlite3_column_int64(stmt, 2);
+        u->created_at = sqlite3_column_int64(stmt, 3);
+        u->reserved = sqlite3_column_int64(stmt, 4);
+        if (queued)
+            *queued = sqlite3_column_int64(stmt, 5);
+        rc = STORE_OK;
+    } else if (rc == 0) {
+        rc = STORE_NOT_FOUND;
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+static int set_balance(sqlite_store_t *s, const char *name, int64_t balance)
+{
+    sqlite3_stmt *stmt = st(s, S_USER_SET_BALANCE);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, name);
+    sqlite3_bind_int64(stmt, 2, balance);
+    return run(s, stmt, "updating balance");
+}
+
+static int add_ledger(sqlite_store_t *s, const char *user, const char *job_id, const char *kind,
+                      int64_t amount, int64_t balance_after, int64_t now)
+{
+    sqlite3_stmt *stmt = st(s, S_LEDGER_INSERT);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, user);
+    bind_text(stmt, 2, job_id);
+    bind_text(stmt, 3, kind);
+    sqlite3_bind_int64(stmt, 4, amount);
+    sqlite3_bind_int64(stmt, 5, balance_after);
+    sqlite3_bind_int64(stmt, 6, now);
+    return run(s, stmt, "writing the ledger");
+}
+
+static int sqlite_user_add(store_t *base, const char *name, const char *tier, int64_t credits,
+                           int64_t now)
+{
+    sqlite_store_t *s = sq(base);
+    user_t u;
+    int rc;
+    lock(s);
+    if (credits < 0) {
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    rc = read_user(s, name, &u, NULL);
+    if (rc == STORE_OK) {
+        rc = STORE_EXISTS;
+        goto out;
+    }
+    if (rc != STORE_NOT_FOUND)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_USER_INSERT);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, name);
+    bind_text(stmt, 2, tier && *tier ? tier : "standard");
+    sqlite3_bind_int64(stmt, 3, credits);
+    sqlite3_bind_int64(stmt, 4, now);
+    rc = run(s, stmt, "adding user");
+    if (rc == STORE_OK && credits > 0)
+        rc = add_ledger(s, name, NULL, "grant", credits, credits, now);
+out:
+    return finish(s, rc);
+}
+
+static int sqlite_user_get(store_t *base, const char *name, user_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    lock(s);
+    rc = read_user(s, name, out, NULL);
+    return finish(s, rc);
+}
+
+static int sqlite_user_credit(store_t *base, const char *name, int64_t delta, int64_t now,
+                              int64_t *balance_out)
+{
+    sqlite_store_t *s = sq(base);
+    user_t u;
+    int64_t balance;
+    int rc;
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    rc = read_user(s, name, &u, NULL);
+    if (rc != STORE_OK)
+        goto out;
+    if (__builtin_add_overflow(u.balance, delta, &balance) || balance < 0) {
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    rc = set_balance(s, name, balance);
+    if (rc == STORE_OK)
+        rc = add_ledger(s, name, NULL, "grant", delta, balance, now);
+    if (rc == STORE_OK && balance_out)
+        *balance_out = balance;
+out:
+    return finish(s, rc);
+}
+
+static int sqlite_ledger(store_t *base, const char *name, int limit, ledger_entry_t **out,
+                         size_t *n)
+{
+    sqlite_store_t *s = sq(base);
+    ledger_entry_t *v = NULL;
+    size_t count = 0;
+    int rc = STORE_OK;
+    *out = NULL;
+    *n = 0;
+    lock(s);
+    if (limit <= 0)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_LEDGER_LIST);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, name);
+    sqlite3_bind_int(stmt, 2, limit);
+    size_t cap = 0;
+    while ((rc = step_row(s, stmt, "reading the ledger")) == 1) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            ledger_entry_t *nv = realloc(v, ncap * sizeof *nv);
+            if (!nv) {
+                rc = fail_msg("sqlite: out of memory reading the ledger");
+                goto out;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        ledger_entry_t *e = &v[count++];
+        memset(e, 0, sizeof *e);
+        e->id = sqlite3_column_int64(stmt, 0);
+        col_copy(stmt, 1, e->kind, sizeof e->kind);
+        col_copy(stmt, 2, e->job_id, sizeof e->job_id);
+        e->amount = sqlite3_column_int64(stmt, 3);
+        e->balance_after = sqlite3_column_int64(stmt, 4);
+        e->created_at = sqlite3_column_int64(stmt, 5);
+    }
+    if (rc == 0) {
+        rc = STORE_OK;
+        *out = v;
+        *n = count;
+        v = NULL;
+    }
+out:
+    free(v);
+    return finish(s, rc);
+}
+
+/* ---- jobs ---- */
+
+static int64_t random_seed(void)
+{
+    unsigned char b[4];
+    if (RAND_bytes(b, sizeof b) != 1)
+        abort(); /* no entropy: nothing safe to do */
+    return (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]);
+}
+
+/* The next job sequence number (insertion order and first queue position), inside the open
+ * write transaction. STORE_OK or STORE_ERR. */
+static int next_seq(sqlite_store_t *s, int64_t *seq)
+{
+    sqlite3_stmt *stmt = st(s, S_JOB_NEXT_SEQ);
+    if (!stmt)
+        return STORE_ERR;
+    int rc = step_row(s, stmt, "next seq");
+    if (rc != 1)
+        return rc == 0 ? fail_db(s, "next seq") : rc;
+    *seq = sqlite3_column_int64(stmt, 0);
+    sqlite3_reset(stmt);
+    return STORE_OK;
+}
+
+/* Creates one job inside the open transaction, under a savepoint so that a refusal or an error
+ * undoes only this job's writes. Returns a STORE_* code; out is filled on OK and EXISTS. */
+static int create_one(sqlite_store_t *s, create_req_t *q)
+{
+    const job_params_t *p = q->p;
+    job_t *out = q->out;
+    user_t u;
+    int64_t queued = 0, seq = 0;
+    char id[JOB_ID_SIZE];
+    int rc;
+    if (sqlite3_exec(s->db, "SAVEPOINT create_one", NULL, NULL, NULL) != SQLITE_OK)
+        return fail_db(s, "savepoint");
+    rc = read_user(s, q->user, &u, &queued);
+    if (rc != STORE_OK)
+        goto out;
+    if (q->idem_key) {
+        sqlite3_stmt *stmt = st(s, S_JOB_BY_IDEM);
+        if (!stmt) {
+            rc = STORE_ERR;
+            goto out;
+        }
+        bind_text(stmt, 1, q->user);
+        bind_text(stmt, 2, q->idem_key);
+        rc = step_row(s, stmt, "idempotency lookup");
+        if (rc == 1)
+            rc = row_to_job(stmt, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
+        sqlite3_reset(stmt);
+        if (rc != 0)
+            goto out;
+    }
+    if (q->max_queued > 0 && queued >= q->max_queued) {
+        rc = STORE_LIMIT;
+        goto out;
+    }
+    if (q->reserve > 0 && u.balance - u.reserved < q->reserve) {
+        rc = STORE_NO_CREDITS;
+        goto out;
+    }
+    rc = next_seq(s, &seq);
+    if (rc != STORE_OK)
+        goto out;
+    job_new_id(id);
+    sqlite3_stmt *stmt = st(s, S_JOB_INSERT);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    bind_text(stmt, 2, q->user);
+    bind_text(stmt, 3, p->prompt ? p->prompt : "");
+    bind_text(stmt, 4, p->negative_prompt ? p->negative_prompt : "");
+    sqlite3_bind_int(stmt, 5, p->width);
+    sqlite3_bind_int(stmt, 6, p->height);
+    sqlite3_bind_int(stmt, 7, p->steps);
+    sqlite3_bind_double(stmt, 8, p->cfg_scale);
+    sqlite3_bind_int64(stmt, 9, p->seed < 0 ? random_seed() : p->seed);
+    sqlite3_bind_int64(stmt, 10, seq);
+    bind_text(stmt, 11, p->model[0] ? p->model : "sd15");
+    bind_text(stmt, 12, u.tier);
+    sqlite3_bind_int64(stmt, 13, q->now);
+    sqlite3_bind_int64(stmt, 14, q->reserve > 0 ? q->reserve : 0);
+    bind_text(stmt, 15, q->idem_key);
+    rc = run(s, stmt, "inserting job");
+    sqlite3_reset(stmt);
+    if (rc == STORE_OK)
+        rc = load_job(s, id, out, NULL);
+out:
+    reset_all(s);
+    if (rc != STORE_OK)
+        sqlite3_exec(s->db, "ROLLBACK TO create_one", NULL, NULL, NULL);
+    sqlite3_exec(s->db, "RELEASE create_one", NULL, NULL, NULL);
+    if (rc != STORE_OK && rc != STORE_EXISTS)
+        job_clear(out);
+    return rc;
+}
+
+/* Runs a batch of creates in one transaction: one commit (one WAL append) for all of them.
+ * Called by the leader with no lock held. */
+static void create_batch(sqlite_store_t *s, create_req_t *batch)
+{
+    lock(s);
+    int rc = begin(s);
+    for (create_req_t *q = batch; q; q = q->next) {
+        q->rc = rc == STORE_OK ? create_one(s, q) : STORE_ERR;
+        if (q->rc == STORE_ERR)
+            snprintf(q->err, sizeof q->err, "%s", store_sqlite_error());
+        if (rc == STORE_OK && sqlite3_get_autocommit(s->db)) {
+            /* SQLite rolled the whole transaction back (I/O error, disk full): nothing of the
+             * batch was written. */
+            rc = fail_msg("sqlite %s: the transaction was rolled back", s->path);
+            s->in_tx = false;
+        }
+    }
+    if (rc != STORE_OK || commit(s) != STORE_OK) {
+        const char *msg = store_sqlite_error();
+        for (create_req_t *q = batch; q; q = q->next) {
+            if (q->rc == STORE_OK || q->rc == STORE_EXISTS)
+                job_clear(q->out);
+            q->rc = STORE_ERR;
+            snprintf(q->err, sizeof q->err, "%s", msg);
+        }
+    }
+    finish(s, STORE_ERR); /* rolls back whatever is still open after a failure; unlocks */
+}
+
+/* Group commit: the first caller becomes the leader and runs every create queued meanwhile in
+ * one transaction, then hands over to whoever queued during that; the others wait for their
+ * result. Each create keeps its own outcome (a savepoint each). Under load this turns N commits
+ * and N hand-offs of the store lock into one. */
+static int sqlite_job_create(store_t *base, const char *user, const job_params_t *p,
+                             const char *idem_key, int64_t reserve, int max_queued, int64_t now,
+                             job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    create_req_t q = {.user = user,
+                      .p = p,
+                      .idem_key = idem_key,
+                      .reserve = reserve,
+                      .max_queued = max_queued,
+                      .now = now,
+                      .out = out};
+    pthread_cond_init(&q.cv, NULL);
+    pthread_mutex_lock(&s->gc_mu);
+    if (s->gc_tail)
+        s->gc_tail->next = &q;
+    else
+        s->gc_head = &q;
+    s->gc_tail = &q;
+    if (!s->gc_leader) {
+        s->gc_leader = true;
+        q.lead = true;
+    }
+    /* Each waiter sleeps on its own condition: it is woken once, when its result is in or
+     * when it becomes the leader, never by other waiters' results. */
+    while (!q.done && !q.lead)
+        pthread_cond_wait(&q.cv, &s->gc_mu);
+    if (!q.done) {
+        /* Lead: take everything queued (this request included), run it, publish the results,
+         * then hand the lead to the first request queued meanwhile. */
+        create_req_t *batch = s->gc_head;
+        s->gc_head = s->gc_tail = NULL;
+        pthread_mutex_unlock(&s->gc_mu);
+        create_batch(s, batch);
+        pthread_mutex_lock(&s->gc_mu);
+        for (create_req_t *r = batch; r;) {
+            create_req_t *next = r->next;
+            r->done = true;
+            if (r != &q)
+                pthread_cond_signal(&r->cv);
+            r = next; /* r may be gone once signalled: read next first */
+        }
+        if (s->gc_head) {
+            s->gc_head->lead = true;
+            pthread_cond_signal(&s->gc_head->cv);
+        } else {
+            s->gc_leader = false;
+        }
+    }
+    pthread_mutex_unlock(&s->gc_mu);
+    pthread_cond_destroy(&q.cv);
+    if (q.rc == STORE_ERR)
+        fail_msg("%s", q.err);
+    if (out == &tmp)
+        job_clear(out);
+    return q.rc;
+}
+
+static int sqlite_job_get(store_t *base, const char *id, job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    rc = load_job(s, id, out, NULL);
+    return finish(s, rc);
+}
+
+static int sqlite_job_list(store_t *base, const char *user, int status, int limit,
+                           int64_t cursor_seq, job_t **out, size_t *n)
+{
+    sqlite_store_t *s = sq(base);
+    job_t *v = NULL;
+    size_t count = 0, cap = 0;
+    int rc = STORE_OK;
+    *out = NULL;
+    *n = 0;
+    lock(s);
+    if (limit <= 0)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_JOB_LIST);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, user);
+    sqlite3_bind_int64(stmt, 2, cursor_seq > 0 ? cursor_seq : INT64_MAX);
+    bind_text(stmt, 3, status >= 0 ? job_status_name((job_status_t)status) : NULL);
+    sqlite3_bind_int(stmt, 4, limit);
+    while ((rc = step_row(s, stmt, "listing jobs")) == 1) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            job_t *nv = realloc(v, ncap * sizeof *nv);
+            if (!nv) {
+                rc = fail_msg("sqlite: out of memory listing jobs");
+                goto out;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        rc = row_to_job(stmt, &v[count]);
+        if (rc != STORE_OK)
+            goto out;
+        count++;
+    }
+    if (rc == 0) {
+        rc = STORE_OK;
+        *out = v;
+        *n = count;
+        v = NULL;
+        count = 0;
+    }
+out:
+    for (size_t i = 0; i < count; i++)
+        job_clear(&v[i]);
+    free(v);
+    return finish(s, rc);
+}
+
+static int sqlite_job_cancel(store_t *base, const char *user, const char *id, int64_t now,
+                             job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    int rc;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    rc = load_job(s, id, out, NULL);
+    if (rc != STORE_OK)
+        goto out;
+    if (strcmp(out->user, user) != 0) {
+        rc = STORE_NOT_FOUND;
+        goto out;
+    }
+    if (job_status_is_final(out->status)) {
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    sqlite3_stmt *stmt = st(s, S_JOB_CANCEL);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    sqlite3_bind_int64(stmt, 2, now);
+    rc = run(s, stmt, "canceling job");
+    if (rc == STORE_OK) {
+        job_clear(out);
+        rc = load_job(s, id, out, NULL);
+    }
+out:
+    rc = finish(s, rc);
+    if ((rc != STORE_OK && rc != STORE_CONFLICT) || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* A seed row (seq NULL, status 'pending' or 'queued') becomes a queued job: see store.h. Any
+ * other row is already a job (or was run by a seed worker): STORE_EXISTS with out filled. */
+static int sqlite_job_adopt(store_t *base, const char *id, double credit_rate, int64_t now,
+                            job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    user_t u;
+    job_params_t p;
+    char user[USER_NAME_MAX + 1];
+    int64_t seq, reserve;
+    int rc;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    memset(&p, 0, sizeof p);
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_ADOPT_READ);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    rc = step_row(s, stmt, "reading a seed job");
+    if (rc != 1) {
+        rc = rc == 0 ? STORE_NOT_FOUND : rc;
+        goto out;
+    }
+    if (sqlite3_column_int(stmt, 1)) {
+        sqlite3_reset(stmt);
+        rc = load_job(s, id, out, NULL);
+        rc = rc == STORE_OK ? STORE_EXISTS : rc;
+        goto out;
+    }
+    col_copy(stmt, 0, user, sizeof user);
+    p.width = sqlite3_column_int(stmt, 2);
+    p.height = sqlite3_column_int(stmt, 3);
+    p.steps = sqlite3_column_int(stmt, 4);
+    p.cfg_scale = sqlite3_column_double(stmt, 5);
+    col_copy(stmt, 6, p.model, sizeof p.model);
+    sqlite3_reset(stmt);
+    rc = read_user(s, user, &u, NULL);
+    if (rc != STORE_OK)
+        goto out;
+    reserve = job_estimate_credits(&p, credit_rate);
+    if (reserve > 0 && u.balance - u.reserved < reserve) {
+        rc = STORE_NO_CREDITS;
+        goto out;
+    }
+    rc = next_seq(s, &seq);
+    if (rc != STORE_OK)
+        goto out;
+    stmt = st(s, S_ADOPT);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    sqlite3_bind_int64(stmt, 2, random_seed());
+    sqlite3_bind_int64(stmt, 3, seq);
+    bind_text(stmt, 4, u.tier);
+    sqlite3_bind_int64(stmt, 5, now);
+    sqlite3_bind_int64(stmt, 6, reserve > 0 ? reserve : 0);
+    rc = run(s, stmt, "adopting a seed job");
+    if (rc == STORE_OK)
+        rc = load_job(s, id, out, NULL);
+out:
+    rc = finish(s, rc);
+    if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+static int worker_upsert(sqlite_store_t *s, const char *worker_id, const char *tier,
+                         const char *state, int64_t now)
+{
+    sqlite3_stmt *stmt = st(s, S_WORKER_UPSERT);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, worker_id);
+    bind_text(stmt, 2, tier);
+    bind_text(stmt, 3, state);
+    sqlite3_bind_int64(stmt, 4, now);
+    return run(s, stmt, "recording worker");
+}
+
+static int sqlite_job_claim(store_t *base, const char *tier, const char *worker_id,
+                            int64_t lease_ms, int64_t now, job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    char user[USER_NAME_MAX + 1];
+    char id[JOB_ID_SIZE];
+    char lease[JOB_ID_SIZE];
+    int rc;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_JOB_PICK_USER);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, tier);
+    rc = step_row(s, stmt, "picking a user");
+    if (rc != 1) {
+        rc = rc == 0 ? STORE_EMPTY : rc;
+        goto out;
+    }
+    col_copy(stmt, 0, user, sizeof user);
+    sqlite3_reset(stmt);
+    stmt = st(s, S_JOB_HEAD);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, tier);
+    bind_text(stmt, 2, user);
+    rc = step_row(s, stmt, "picking a job");
+    if (rc != 1) {
+        rc = rc == 0 ? fail_msg("sqlite %s: queue head vanished", s->path) : rc;
+        goto out;
+    }
+    col_copy(stmt, 0, id, sizeof id);
+    sqlite3_reset(stmt);
+    random_hex(lease, 16);
+    stmt = st(s, S_JOB_CLAIM);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    bind_text(stmt, 2, lease);
+    bind_text(stmt, 3, worker_id);
+    sqlite3_bind_int64(stmt, 4, now + lease_ms);
+    sqlite3_bind_int64(stmt, 5, now);
+    rc = run(s, stmt, "claiming job");
+    if (rc == STORE_OK && worker_id && *worker_id)
+        rc = worker_upsert(s, worker_id, tier, "busy", now);
+    if (rc == STORE_OK)
+        rc = load_job(s, id, out, NULL);
+out:
+    rc = finish(s, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* Maps a job that failed a lease check to STORE_CANCELED, STORE_NOT_FOUND or LEASE_LOST. */
+static int lease_refusal(sqlite_store_t *s, const char *id)
+{
+    int rc;
+    sqlite3_stmt *stmt = st(s, S_JOB_STATUS);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, id);
+    rc = step_row(s, stmt, "reading job status");
+    if (rc == 1) {
+        const unsigned char *status = sqlite3_column_text(stmt, 0);
+        rc = status && strcmp((const char *)status, "canceled") == 0 ? STORE_CANCELED
+                                                                     : STORE_LEASE_LOST;
+    } else if (rc == 0) {
+        rc = STORE_NOT_FOUND;
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+/* A successful heartbeat also refreshes the lease holder's last_seen in workers. */
+static int sqlite_job_heartbeat(store_t *base, const char *id, const char *lease_id,
+                                int64_t lease_ms, int64_t now)
+{
+    sqlite_store_t *s = sq(base);
+    char worker[128] = "";
+    int rc;
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_JOB_EXTEND);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    bind_text(stmt, 2, lease_id ? lease_id : "");
+    sqlite3_bind_int64(stmt, 3, now);
+    sqlite3_bind_int64(stmt, 4, now + lease_ms);
+    rc = step_row(s, stmt, "extending lease");
+    if (rc == 1)
+        col_copy(stmt, 0, worker, sizeof worker);
+    if (rc == 1)
+        rc = run(s, stmt, "extending lease");
+    else if (rc == 0)
+        rc = lease_refusal(s, id);
+    if (rc == STORE_OK && worker[0]) {
+        stmt = st(s, S_WORKER_TOUCH);
+        if (!stmt) {
+            rc = STORE_ERR;
+            goto out;
+        }
+        bind_text(stmt, 1, worker);
+        sqlite3_bind_int64(stmt, 2, now);
+        rc = run(s, stmt, "touching worker");
+    }
+out:
+    return finish(s, rc);
+}
+
+/* Loads the job for a lease holder's report. STORE_OK when it is in_progress under lease_id
+ * (out filled); *replay set when it already reached final status `done` under that lease;
+ * else the refusal code. */
+static int leased_job(sqlite_store_t *s, const char *id, const char *lease_id, job_status_t done,
+                      job_t *out, bool *replay)
+{
+    char lease[JOB_ID_SIZE] = "";
+    int rc = load_job(s, id, out, lease);
+    *replay = false;
+    if (rc != STORE_OK)
+        return rc;
+    bool same = lease_id && lease[0] && strcmp(lease, lease_id) == 0;
+    if (out->status == JOB_CANCELED)
+        return STORE_CANCELED;
+    if (same && out->status == JOB_IN_PROGRESS)
+        return STORE_OK;
+    if (same && out->status == done) {
+        *replay = true;
+        return STORE_OK;
+    }
+    return STORE_LEASE_LOST;
+}
+
+/* ceil(gpu_seconds * rate) with floating noise forgiven, 0 for nonsense input. */
+static int64_t charge_for(double gpu_seconds, double rate)
+{
+    double units = gpu_seconds * rate;
+    if (!(units > 0)) /* also NaN */
+        return 0;
+    if (units >= 9e15)
+        return INT64_C(9000000000000000);
+    return (int64_t)ceil(units - CHARGE_EPSILON);
+}
+
+static int sqlite_job_complete(store_t *base, const char *id, const char *lease_id,
+                               double gpu_seconds, const char *image_key, double credit_rate,
+                               int64_t now, job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    user_t u;
+    bool replay = false;
+    int rc;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    rc = leased_job(s, id, lease_id, JOB_COMPLETED, out, &replay);
+    if (rc != STORE_OK || replay)
+        goto out;
+    rc = read_user(s, out->user, &u, NULL);
+    if (rc != STORE_OK) {
+        rc = rc == STORE_NOT_FOUND ? fail_msg("sqlite %s: job %s has no user", s->path, id) : rc;
+        goto out;
+    }
+    if (!(gpu_seconds >= 0))
+        gpu_seconds = 0;
+    int64_t charge = charge_for(gpu_seconds, credit_rate);
+    if (charge > u.balance)
+        charge = u.balance;
+    sqlite3_stmt *stmt = st(s, S_JOB_COMPLETE);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    bind_text(stmt, 2, image_key);
+    sqlite3_bind_double(stmt, 3, gpu_seconds);
+    sqlite3_bind_int64(stmt, 4, now);
+    sqlite3_bind_int64(stmt, 5, charge);
+    rc = run(s, stmt, "completing job");
+    if (rc == STORE_OK)
+        rc = set_balance(s, out->user, u.balance - charge);
+    if (rc == STORE_OK)
+        rc = add_ledger(s, out->user, id, "charge", -charge, u.balance - charge, now);
+    if (rc == STORE_OK) {
+        job_clear(out);
+        rc = load_job(s, id, out, NULL);
+    }
+out:
+    rc = finish(s, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+/* Puts a job back at the front of its tier's queue, lease cleared. */
+static int requeue(sqlite_store_t *s, const char *id, int attempts_delta, int releases_delta,
+                   const char *message)
+{
+    sqlite3_stmt *stmt = st(s, S_JOB_REQUEUE);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, id);
+    sqlite3_bind_int(stmt, 2, attempts_delta);
+    sqlite3_bind_int(stmt, 3, releases_delta);
+    bind_text(stmt, 4, message);
+    return run(s, stmt, "requeueing job");
+}
+
+static int mark_failed(sqlite_store_t *s, const char *id, const char *message, int64_t now)
+{
+    sqlite3_stmt *stmt = st(s, S_JOB_FAIL);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, id);
+    bind_text(stmt, 2, message ? message : "failed");
+    sqlite3_bind_int64(stmt, 3, now);
+    return run(s, stmt, "failing job");
+}
+
+/* A replay of fail by the same lease holder on a job it already failed returns STORE_OK. */
+static int sqlite_job_fail(store_t *base, const char *id, const char *lease_id, const char *message,
+                           bool retryable, int max_attempts, int64_t now, job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    bool replay = false;
+    int rc;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    rc = leased_job(s, id, lease_id, JOB_FAILED, out, &replay);
+    if (rc != STORE_OK || replay)
+        goto out;
+    if (retryable && out->attempts < max_attempts)
+        rc = requeue(s, id, 0, 0, message ? message : "failed");
+    else
+        rc = mark_failed(s, id, message, now);
+    if (rc == STORE_OK) {
+        job_clear(out);
+        rc = load_job(s, id, out, NULL);
+    }
+out:
+    rc = finish(s, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+static int sqlite_job_release(store_t *base, const char *id, const char *lease_id, int64_t now,
+                              job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    bool replay = false;
+    int rc;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    /* JOB_QUEUED never matches: a released job has no lease left to replay with */
+    rc = leased_job(s, id, lease_id, JOB_QUEUED, out, &replay);
+    if (rc != STORE_OK)
+        goto out;
+    rc = requeue(s, id, -1, 1, NULL);
+    if (rc == STORE_OK) {
+        job_clear(out);
+        rc = load_job(s, id, out, NULL);
+    }
+out:
+    rc = finish(s, rc);
+    if (rc != STORE_OK || out == &tmp)
+        job_clear(out);
+    return rc;
+}
+
+typedef struct reap_item {
+    char id[JOB_ID_SIZE];
+    int attempts;
+} reap_item_t;
+
+static int sqlite_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64_t now,
+                       int *requeued, int *failed)
+{
+    sqlite_store_t *s = sq(base);
+    reap_item_t *items = NULL;
+    size_t count = 0, cap = 0;
+    int nreq = 0, nfail = 0;
+    int rc;
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_REAP_LIST);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    sqlite3_bind_int64(stmt, 1, now);
+    while ((rc = step_row(s, stmt, "finding expired leases")) == 1) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            reap_item_t *nv = realloc(items, ncap * sizeof *nv);
+            if (!nv) {
+                rc = fail_msg("sqlite: out of memory reaping");
+                goto out;
+            }
+            items = nv;
+            cap = ncap;
+        }
+        col_copy(stmt, 0, items[count].id, sizeof items[count].id);
+        items[count].attempts = sqlite3_column_int(stmt, 1);
+        count++;
+    }
+    if (rc != 0)
+        goto out;
+    sqlite3_reset(stmt);
+    for (size_t i = 0; i < count && rc == STORE_OK; i++) {
+        if (items[i].attempts >= max_attempts) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "lease expired %d times (worker lost)", items[i].attempts);
+            rc = mark_failed(s, items[i].id, msg, now);
+            nfail++;
+        } else {
+            rc = requeue(s, items[i].id, 0, 0, NULL);
+            nreq++;
+        }
+    }
+    if (rc == STORE_OK && worker_ttl_ms > 0) {
+        stmt = st(s, S_WORKER_EXPIRE);
+        if (!stmt) {
+            rc = STORE_ERR;
+            goto out;
+        }
+        sqlite3_bind_int64(stmt, 1, now - worker_ttl_ms);
+        rc = run(s, stmt, "forgetting lost workers");
+    }
+out:
+    free(items);
+    rc = finish(s, rc);
+    if (requeued)
+        *requeued = rc == STORE_OK ? nreq : 0;
+    if (failed)
+        *failed = rc == STORE_OK ? nfail : 0;
+    return rc;
+}
+
+/* ---- workers and statistics ---- */
+
+static int sqlite_worker_seen(store_t *base, const char *worker_id, const char *tier,
+                              const char *state, int64_t now)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    lock(s);
+    rc = begin(s);
+    if (rc == STORE_OK)
+        rc = worker_upsert(s, worker_id, tier, state, now);
+    return finish(s, rc);
+}
+
+static int sqlite_worker_gone(store_t *base, const char *worker_id)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_WORKER_DELETE);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, worker_id);
+    rc = run(s, stmt, "forgetting worker");
+out:
+    return finish(s, rc);
+}
+
+static int sqlite_queue_stats(store_t *base, const char *tier, int64_t worker_ttl_ms, int64_t now,
+                              queue_stats_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    sqlite3_stmt *stmt = st(s, S_STATS_JOBS);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, tier);
+    rc = step_row(s, stmt, "queue stats");
+    if (rc != 1) {
+        rc = rc == 0 ? fail_db(s, "queue stats") : rc;
+        goto out;
+    }
+    out->queued = sqlite3_column_int64(stmt, 0);
+    out->running = sqlite3_column_int64(stmt, 1);
+    stmt = st(s, S_STATS_WORKERS);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, tier);
+    sqlite3_bind_int64(stmt, 2, worker_ttl_ms > 0 ? now - worker_ttl_ms : INT64_MIN);
+    rc = step_row(s, stmt, "worker stats");
+    if (rc != 1) {
+        rc = rc == 0 ? fail_db(s, "worker stats") : rc;
+        goto out;
+    }
+    out->workers = sqlite3_column_int64(stmt, 0);
+    out->idle_workers = sqlite3_column_int64(stmt, 1);
+    rc = STORE_OK;
+out:
+    return finish(s, rc);
+}
+
+static int sqlite_job_counts(store_t *base, store_job_counts_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    sqlite3_stmt *stmt = st(s, S_COUNTS);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    while ((rc = step_row(s, stmt, "job counts")) == 1) {
+        const unsigned char *status = sqlite3_column_text(stmt, 0);
+        int64_t n = sqlite3_column_int64(stmt, 1);
+        if (!status)
+            continue;
+        if (strcmp((const char *)status, "completed") == 0)
+            out->completed = n;
+        else if (strcmp((const char *)status, "failed") == 0)
+            out->failed = n;
+        else if (strcmp((const char *)status, "canceled") == 0)
+            out->canceled = n;
+        out->gpu_seconds += sqlite3_column_double(stmt, 2);
+        out->credits_charged += sqlite3_column_int64(stmt, 3);
+    }
+out:
+    return finish(s, rc == 0 ? STORE_OK : rc);
+}
+
+static const struct store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sqlite_close,
+    .last_error = sqlite_last_error,
+    .migrate = sqlite_migrate,
+    .ping = sqlite_ping,
+    .user_add = sqlite_user_add,
+    .user_get = sqlite_user_get,
+    .user_credit = sqlite_user_credit,
+    .ledger = sqlite_ledger,
+    .job_create = sqlite_job_create,
+    .job_get = sqlite_job_get,
+    .job_list = sqlite_job_list,
+    .job_cancel = sqlite_job_cancel,
+    .job_claim = sqlite_job_claim,
+    .job_heartbeat = sqlite_job_heartbeat,
+    .job_complete = sqlite_job_complete,
+    .job_fail = sqlite_job_fail,
+    .job_release = sqlite_job_release,
+    .reap = sqlite_reap,
+    .worker_seen = sqlite_worker_seen,
+    .worker_gone = sqlite_worker_gone,
+    .queue_stats = sqlite_queue_stats,
+    .job_counts = sqlite_job_counts,
+    .job_adopt = sqlite_job_adopt,
+};

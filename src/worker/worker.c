@@ -1,0 +1,446 @@
+/* worker.c: the worker loop. The main thread claims and generates; a monitor thread heartbeats
+ * and decides, during a graceful stop, whether the running job can finish inside the drain
+ * window or must be released at once. */
+#include "worker/worker.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/clock.h"
+#include "lib/httpc.h"
+#include "worker/imds.h"
+#include "lib/log.h"
+
+enum cancel_reason { CANCEL_NONE = 0, CANCEL_RELEASE = 1, CANCEL_LOST = 2, CANCEL_CANCELED = 3 };
+
+/* Stop request: set from signal handlers and the IMDS watcher. */
+static atomic_int stop_requested;
+static _Atomic int64_t stop_drain_ms = -1;
+static _Atomic int64_t stop_at_mono;
+
+void worker_request_stop(int64_t drain_ms)
+{
+    if (atomic_exchange(&stop_requested, 1) == 0) {
+        atomic_store(&stop_drain_ms, drain_ms);
+        atomic_store(&stop_at_mono, clock_mono_ms());
+    } else if (drain_ms >= 0) {
+        int64_t cur = atomic_load(&stop_drain_ms);
+        if (cur < 0 || drain_ms < cur)
+            atomic_store(&stop_drain_ms, drain_ms);
+    }
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    worker_request_stop(-1);
+}
+
+/* Retire request (SIGUSR1, from the local autoscaler): exit at the next idle moment. The
+ * running job, and a claim already in flight, are never interrupted. */
+static atomic_int retire_requested;
+
+static void on_retire(int sig)
+{
+    (void)sig;
+    atomic_store(&retire_requested, 1);
+}
+
+/* Reports state changes to a local supervisor through the fd in PINGVAS_STATUS_FD:
+ * one byte each, 'R' model loaded, 'I' idle (claiming), 'B' busy (running a job). */
+static int status_fd = -1;
+
+static void report(char state)
+{
+    if (status_fd >= 0 && write(status_fd, &state, 1) != 1)
+        status_fd = -1;
+}
+
+typedef struct running {
+    const worker_config_t *cfg;
+    char id[64];
+    char lease[64];
+    int64_t heartbeat_ms;
+    int64_t started_mono;
+    double estimate_s;
+    atomic_int cancel; /* nonzero: backend stops */
+    atomic_int reason; /* enum cancel_reason */
+    atomic_int generating;
+    atomic_int done; /* monitor exits */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} running_t;
+
+static int64_t drain_deadline(const worker_config_t *cfg)
+{
+    int64_t d = atomic_load(&stop_drain_ms);
+    if (d < 0)
+        d = cfg->drain_ms;
+    return atomic_load(&stop_at_mono) + d;
+}
+
+static void job_url(char *buf, size_t size, const char *base, const char *id, const char *op)
+{
+    snprintf(buf, size, "%s/internal/v1/jobs/%s/%s", base, id, op);
+}
+
+/* Posts {"lease_id":...} plus extra fields; returns the HTTP status (0 on transport error). */
+static long post_op(CURL *h, const worker_config_t *cfg, const char *id, const char *lease,
+                    const char *op, json_t *extra)
+{
+    json_t *o = extra ? extra : json_object();
+    json_object_set_new(o, "lease_id", json_string(lease));
+    char *body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!body)
+        return 0;
+    char url[1024];
+    job_url(url, sizeof url, cfg->server_url, id, op);
+    httpc_req_t req = {.method = "POST",
+                       .url = url,
+                       .bearer = cfg->token,
+                       .body = body,
+                       .body_len = strlen(body),
+                       .timeout_ms = 10000};
+    httpc_resp_t resp;
+    httpc_do(h, &req, &resp);
+    free(body);
+    long st = resp.status;
+    if (st == 0)
+        log_warn("event=http_error op=%s job=%s err=\"%s\"", op, id, resp.error);
+    httpc_resp_free(&resp);
+    return st;
+}
+
+static void *monitor_main(void *arg)
+{
+    running_t *r = arg;
+    CURL *h = curl_easy_init();
+    int64_t next_hb = clock_mono_ms() + r->heartbeat_ms;
+    while (!atomic_load(&r->done)) {
+        int64_t now = clock_mono_ms();
+        if (atomic_load(&stop_requested) && atomic_load(&r->generating) &&
+            atomic_load(&r->reason) == CANCEL_NONE) {
+            double elapsed = (double)(now - r->started_mono) / 1000.0;
+            double remaining = r->estimate_s - elapsed;
+            int64_t deadline = drain_deadline(r->cfg);
+            if (remaining * 1000.0 > (double)(deadline - now) || now >= deadline) {
+                log_info("event=drain_release job=%s remaining_s=%.1f window_s=%.1f", r->id,
+                         remaining, (double)(deadline - now) / 1000.0);
+                atomic_store(&r->reason, CANCEL_RELEASE);
+                atomic_store(&r->cancel, 1);
+            }
+        }
+        if (now >= next_hb) {
+            long st = post_op(h, r->cfg, r->id, r->lease, "heartbeat", NULL);
+            if (st == 409 || st == 404) {
+                log_warn("event=lease_gone job=%s status=%ld", r->id, st);
+                int expected = CANCEL_NONE;
+                atomic_compare_exchange_strong(&r->reason, &expected, CANCEL_LOST);
+                atomic_store(&r->cancel, 1);
+            }
+            next_hb = clock_mono_ms() + r->heartbeat_ms;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (!atomic_load(&r->done)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    curl_easy_cleanup(h);
+    return NULL;
+}
+
+/* Retries op until a definite answer: 2xx -> 0, 409/404 -> 1 (lease gone), gives up after
+ * give_up_ms -> -1. Transient errors back off from 100 ms to 5 s. */
+static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, const char *lease,
+                          const char *op, json_t *extra, int64_t give_up_ms)
+{
+    int64_t backoff = 100, end = clock_mono_ms() + give_up_ms;
+    for (;;) {
+        json_t *copy = extra ? json_deep_copy(extra) : NULL;
+        long st = post_op(h, cfg, id, lease, op, copy);
+        if (st >= 200 && st < 300)
+            return 0;
+        if (st == 409 || st == 404)
+            return 1;
+        if (st >= 400 && st < 500 && st != 429) {
+            log_error("event=protocol_error op=%s job=%s status=%ld", op, id, st);
+            return -1;
+        }
+        if (clock_mono_ms() >= end)
+            return -1;
+        clock_sleep_ms(backoff);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+static int upload(CURL *h, const worker_config_t *cfg, json_t *up, const char *lease,
+                  const backend_result_t *res, const char *id)
+{
+    const char *url = json_string_value(json_object_get(up, "url"));
+    const char *method = json_string_value(json_object_get(up, "method"));
+    int needs_lease = json_is_true(json_object_get(up, "needs_lease"));
+    if (!url || !method)
+        return -1;
+    char lease_hdr[128];
+    snprintf(lease_hdr, sizeof lease_hdr, "X-Pingvas-Lease: %s", lease);
+    int64_t backoff = 100, end = clock_mono_ms() + 120000;
+    for (;;) {
+        httpc_req_t req = {.method = method,
+                           .url = url,
+                           .bearer = needs_lease ? cfg->token : NULL,
+                           .extra_header = needs_lease ? lease_hdr : NULL,
+                           .body = res->png,
+                           .body_len = res->png_len,
+                           .content_type = "image/png",
+                           .timeout_ms = 60000};
+        httpc_resp_t resp;
+        httpc_do(h, &req, &resp);
+        long st = resp.status;
+        if (st == 0)
+            log_warn("event=upload_error job=%s err=\"%s\"", id, resp.error);
+        httpc_resp_free(&resp);
+        if (st >= 200 && st < 300)
+            return 0;
+        if (st == 409 || st == 404)
+            return 1;
+        if ((st >= 400 && st < 500 && st != 429) || clock_mono_ms() >= end) {
+            log_error("event=upload_failed job=%s status=%ld", id, st);
+            return -1;
+        }
+        clock_sleep_ms(backoff);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+static const char *jstr(json_t *o, const char *key, const char *def)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : def;
+}
+
+/* Runs one claimed job to its end. */
+static void run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *claim)
+{
+    json_t *job = json_object_get(claim, "job");
+    running_t r;
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    snprintf(r.id, sizeof r.id, "%s", jstr(job, "id", ""));
+    snprintf(r.lease, sizeof r.lease, "%s", jstr(claim, "lease_id", ""));
+    json_t *hb = json_object_get(claim, "heartbeat_ms");
+    r.heartbeat_ms =
+        json_is_integer(hb) && json_integer_value(hb) > 0 ? json_integer_value(hb) : 3000;
+    job_params_t p = {0};
+    p.prompt = strdup(jstr(job, "prompt", ""));
+    p.negative_prompt = strdup(jstr(job, "negative_prompt", ""));
+    snprintf(p.model, sizeof p.model, "%s", jstr(job, "model", "sd15"));
+    p.width = (int)json_integer_value(json_object_get(job, "width"));
+    p.height = (int)json_integer_value(json_object_get(job, "height"));
+    p.steps = (int)json_integer_value(json_object_get(job, "steps"));
+    p.cfg_scale = json_number_value(json_object_get(job, "cfg_scale"));
+    p.seed = json_integer_value(json_object_get(job, "seed"));
+
+    r.estimate_s = be->ops->estimate_seconds(be, &p);
+    r.started_mono = clock_mono_ms();
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    atomic_store(&r.generating, 1);
+    pthread_t mon;
+    int mon_ok = pthread_create(&mon, NULL, monitor_main, &r) == 0;
+
+    log_info("event=job_start job=%s steps=%d size=%dx%d estimate_s=%.2f", r.id, p.steps, p.width,
+             p.height, r.estimate_s);
+    backend_result_t res = {0};
+    char err[256] = "";
+    int rc = be->ops->generate(be, &p, &r.cancel, &res, err, sizeof err);
+    atomic_store(&r.generating, 0);
+
+    if (rc == BACKEND_OK && atomic_load(&r.reason) == CANCEL_NONE) {
+        int up = upload(h, cfg, json_object_get(claim, "upload"), r.lease, &res, r.id);
+        if (up == 0) {
+            json_t *extra = json_pack("{s:f}", "gpu_seconds", res.gpu_seconds);
+            int c = until_answered(h, cfg, r.id, r.lease, "complete", extra, 600000);
+            json_decref(extra);
+            if (c == 0)
+                log_info("event=job_done job=%s gpu_seconds=%.3f", r.id, res.gpu_seconds);
+            else
+                log_warn("event=complete_refused job=%s (lease lost or canceled)", r.id);
+        } else if (up == 1) {
+            log_warn("event=upload_refused job=%s (lease lost or canceled)", r.id);
+        } else {
+            json_t *extra = json_pack("{s:s, s:b}", "error", "image upload failed", "retryable", 1);
+            until_answered(h, cfg, r.id, r.lease, "fail", extra, 60000);
+            json_decref(extra);
+        }
+    } else if (atomic_load(&r.reason) == CANCEL_RELEASE) {
+        until_answered(h, cfg, r.id, r.lease, "release", NULL, 30000);
+        log_info("event=job_released job=%s", r.id);
+    } else if (atomic_load(&r.reason) != CANCEL_NONE) {
+        log_info("event=job_abandoned job=%s (lease lost or canceled)", r.id);
+    } else {
+        json_t *extra =
+            json_pack("{s:s, s:b}", "error", err[0] ? err : "generation failed", "retryable", 1);
+        until_answered(h, cfg, r.id, r.lease, "fail", extra, 60000);
+        json_decref(extra);
+        log_warn("event=job_error job=%s err=\"%s\"", r.id, err);
+    }
+    free(res.png);
+    job_params_clear(&p);
+
+    pthread_mutex_lock(&r.mu);
+    atomic_store(&r.done, 1);
+    pthread_cond_signal(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    if (mon_ok)
+        pthread_join(mon, NULL);
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
+}
+
+int worker_run(const worker_config_t *cfg)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_retire;
+    sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    const char *sfd = getenv("PINGVAS_STATUS_FD");
+    if (sfd && *sfd) {
+        char *end;
+        long v = strtol(sfd, &end, 10);
+        if (*end == '\0' && v > 2 && v < 65536)
+            status_fd = (int)v;
+    }
+
+    char wid[160];
+    if (cfg->worker_id && *cfg->worker_id) {
+        snprintf(wid, sizeof wid, "%s", cfg->worker_id);
+    } else {
+        char host[64] = "host", rnd[9];
+        gethostname(host, sizeof host - 1);
+        random_hex(rnd, 4);
+        snprintf(wid, sizeof wid, "%.60s-%d-%s", host, (int)getpid(), rnd);
+    }
+    char err[512];
+    backend_t *be = backend_create(&cfg->backend, err, sizeof err);
+    if (!be) {
+        log_error("event=backend_error err=\"%s\"", err);
+        return 1;
+    }
+    int64_t t0 = clock_mono_ms();
+    if (be->ops->load(be, err, sizeof err) != BACKEND_OK) {
+        log_error("event=model_load_failed err=\"%s\"", err);
+        be->ops->destroy(be);
+        return 1;
+    }
+    log_info("event=worker_ready worker=%s tier=%s backend=%s model_load_ms=%lld server=%s", wid,
+             cfg->tier, cfg->backend.name, (long long)(clock_mono_ms() - t0), cfg->server_url);
+
+    report('R');
+    imds_watch_t *imds = NULL;
+    if (cfg->imds_url && *cfg->imds_url)
+        imds = imds_watch_start(cfg->imds_url, cfg->imds_poll_ms, worker_request_stop);
+
+    CURL *h = curl_easy_init();
+    char url[1024];
+    snprintf(url, sizeof url, "%s/internal/v1/claim", cfg->server_url);
+    json_t *cb = json_pack("{s:s, s:s, s:I}", "worker_id", wid, "tier", cfg->tier, "wait_ms",
+                           (json_int_t)cfg->claim_wait_ms);
+    char *claim_body = json_dumps(cb, JSON_COMPACT);
+    json_decref(cb);
+    int64_t backoff = 100;
+    int jobs = 0, status = 0;
+    while (!atomic_load(&stop_requested)) {
+        if (cfg->max_jobs > 0 && jobs >= cfg->max_jobs)
+            break;
+        if (atomic_load(&retire_requested)) {
+            log_info("event=worker_retire worker=%s msg=\"idle; leaving as the autoscaler asked\"",
+                     wid);
+            break;
+        }
+        report('I');
+        httpc_req_t req = {.method = "POST",
+                           .url = url,
+                           .bearer = cfg->token,
+                           .body = claim_body,
+                           .body_len = strlen(claim_body),
+                           .timeout_ms = cfg->claim_wait_ms + 15000,
+                           .abort_flag = &stop_requested};
+        httpc_resp_t resp;
+        httpc_do(h, &req, &resp);
+        if (resp.status == 200) {
+            backoff = 100;
+            json_error_t je;
+            json_t *claim = json_loadb(resp.body, resp.len, 0, &je);
+            httpc_resp_free(&resp);
+            if (!claim || !json_is_object(json_object_get(claim, "job"))) {
+                log_error("event=bad_claim_response");
+                json_decref(claim);
+                continue;
+            }
+            report('B');
+            run_job(cfg, be, h, claim);
+            json_decref(claim);
+            jobs++;
+            continue;
+        }
+        if (resp.status == 204) {
+            httpc_resp_free(&resp);
+            continue;
+        }
+        if (resp.status == 401) {
+            log_error("event=unauthorized msg=\"the server refused the worker token; set "
+                      "PINGVAS_WORKER_TOKEN to the server's token\"");
+            httpc_resp_free(&resp);
+            status = 1;
+            break;
+        }
+        if (!atomic_load(&stop_requested))
+            log_warn("event=claim_retry status=%ld err=\"%s\" backoff_ms=%lld", resp.status,
+                     resp.error, (long long)backoff);
+        httpc_resp_free(&resp);
+        for (int64_t slept = 0; slept < backoff && !atomic_load(&stop_requested); slept += 50)
+            clock_sleep_ms(50);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    free(claim_body);
+    /* Tell the server this worker is gone so the fleet view is right at once. */
+    json_t *bye = json_pack("{s:s}", "worker_id", wid);
+    char *bye_body = json_dumps(bye, JSON_COMPACT);
+    json_decref(bye);
+    snprintf(url, sizeof url, "%s/internal/v1/bye", cfg->server_url);
+    httpc_req_t req = {.method = "POST",
+                       .url = url,
+                       .bearer = cfg->token,
+                       .body = bye_body,
+                       .body_len = strlen(bye_body),
+                       .timeout_ms = 2000};
+    httpc_resp_t resp;
+    httpc_do(h, &req, &resp);
+    httpc_resp_free(&resp);
+    free(bye_body);
+    curl_easy_cleanup(h);
+    imds_watch_stop(imds);
+    be->ops->destroy(be);
+    log_info("event=worker_exit worker=%s jobs=%d", wid, jobs);
+    return status;
+}
