@@ -222,9 +222,11 @@ static int is_worker_token(server_t *s, const char *tok)
     return a == b && CRYPTO_memcmp(tok, s->cfg.worker_token, a) == 0;
 }
 
-/* Verifies the bearer JWT only; copies its subject into sub (USER_NAME_MAX + 1 bytes) and
- * returns 0, or sends 401 and returns -1. The caller checks that the user exists. */
-static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, enum MHD_Result *ret)
+/* Verifies the bearer JWT only; copies its subject into sub (USER_NAME_MAX + 1 bytes) and its
+ * role claim into role (JWT_ROLE_MAX bytes, "" without one; role may be NULL) and returns 0, or
+ * sends 401 and returns -1. The caller checks that the user exists. */
+static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, char *role,
+                      enum MHD_Result *ret)
 {
     const char *tok = bearer(c);
     if (!tok) {
@@ -233,8 +235,10 @@ static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, enum MHD
                     "'pingvas token NAME')");
         return -1;
     }
-    int rc = jwt_verify_hs256(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
-                              clock_now_ms() / 1000, sub, USER_NAME_MAX + 1);
+    char role_buf[JWT_ROLE_MAX];
+    int rc = jwt_verify_hs256_role(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
+                                   clock_now_ms() / 1000, sub, USER_NAME_MAX + 1,
+                                   role ? role : role_buf);
     if (rc != JWT_OK) {
         char msg[160];
         snprintf(msg, sizeof msg, "invalid token: %s", jwt_strerror(rc));
@@ -247,29 +251,35 @@ static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, enum MHD
 /* Authenticates a user; fills user and returns 0, or sends 401 and returns -1. */
 static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_Result *ret)
 {
-    const char *tok = bearer(c);
-    if (!tok) {
-        *ret = fail(c, 401, "unauthenticated", NULL,
-                    "missing bearer token: send 'Authorization: Bearer <JWT>' (mint one with "
-                    "'pingvas token NAME')");
-        return -1;
-    }
     char sub[USER_NAME_MAX + 1];
-    int rc = jwt_verify_hs256(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
-                              clock_now_ms() / 1000, sub, sizeof sub);
-    if (rc != JWT_OK) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "invalid token: %s", jwt_strerror(rc));
-        *ret = fail(c, 401, "unauthenticated", NULL, msg);
+    if (auth_token(s, c, sub, NULL, ret) != 0)
         return -1;
-    }
-    rc = store_user_get(s->store, sub, u);
+    int rc = store_user_get(s->store, sub, u);
     if (rc == STORE_ERR) {
         *ret = store_unavailable(s, c);
         return -1;
     }
     if (rc != STORE_OK) {
         *ret = fail(c, 401, "unauthenticated", NULL, "the token's user does not exist");
+        return -1;
+    }
+    return 0;
+}
+
+/* Operator endpoints: a valid token with "role":"admin" (minted by 'pingvas token NAME --role
+ * admin'; the operator need not be a user in the store). Copies the subject into sub
+ * (USER_NAME_MAX + 1 bytes) and returns 0, or sends 401 (no valid token) or 403 (another role)
+ * and returns -1. */
+static int __attribute__((unused))
+auth_admin(server_t *s, struct MHD_Connection *c, char *sub, enum MHD_Result *ret)
+{
+    char role[JWT_ROLE_MAX];
+    if (auth_token(s, c, sub, role, ret) != 0)
+        return -1;
+    if (strcmp(role, JWT_ROLE_ADMIN) != 0) {
+        *ret = fail(c, 403, "forbidden", NULL,
+                    "this endpoint is for operators: use a token minted with 'pingvas token "
+                    "NAME --role admin'");
         return -1;
     }
     return 0;
@@ -305,7 +315,7 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
      * trip per submission). */
     user_t u;
     memset(&u, 0, sizeof u);
-    if (auth_token(s, c, u.name, &ret) != 0)
+    if (auth_token(s, c, u.name, NULL, &ret) != 0)
         return ret;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     if (ct && strncmp(ct, "application/json", 16) != 0)

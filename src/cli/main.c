@@ -84,6 +84,7 @@ typedef struct app_config {
     /* user / token */
     int credits;
     int64_t ttl_ms;
+    const char *role;
 } app_config_t;
 
 #define O(field) offsetof(app_config_t, field)
@@ -378,6 +379,8 @@ static const opt_t token_opts[] = {
     OPT_JWT,
     OPT_LOG,
     {"ttl", NULL, OPT_DURATION, "24h", 1000, 3650 * DAY_MS, O(ttl_ms), "token lifetime"},
+    {"role", NULL, OPT_STR, NULL, 0, 0, O(role),
+     "admin: an operator token (cost report and other operator endpoints)"},
 };
 
 #define NOPTS(t) (sizeof(t) / sizeof((t)[0]))
@@ -1258,9 +1261,11 @@ static int cmd_token(int argc, char **argv)
     app_config_t cfg;
     char *pos[1];
     int npos;
-    int rc = parse_or_usage("token", "NAME [--ttl 24h]",
+    int rc = parse_or_usage("token", "NAME [--ttl 24h] [--role admin]",
                             "Prints an HS256 JWT for user NAME, signed with JWT_SECRET (or the "
-                            "secret generated in the data directory).",
+                            "secret generated in the data directory). With --role admin the "
+                            "token carries \"role\":\"admin\" and opens the operator "
+                            "endpoints.",
                             token_opts, NOPTS(token_opts), &cfg, argc, argv, pos, 1, &npos);
     if (rc)
         return rc > 0 ? 0 : EXIT_USAGE;
@@ -1268,13 +1273,18 @@ static int cmd_token(int argc, char **argv)
         fprintf(stderr, "pingvas token: NAME is required: 1 to 64 of A-Z a-z 0-9 _ . -\n");
         return EXIT_USAGE;
     }
+    if (cfg.role && strcmp(cfg.role, JWT_ROLE_ADMIN) != 0) {
+        fprintf(stderr, "pingvas token: --role: unknown role '%s' (the only role is admin)\n",
+                cfg.role);
+        return EXIT_USAGE;
+    }
     derived_t d;
     cfg.database_url = "unused";
     cfg.storage_url = "unused";
     if (derive(&cfg, &d, 1, "token") != 0)
         return EXIT_USAGE;
-    char *tok = jwt_sign_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), pos[0],
-                               clock_now_ms() / 1000, cfg.ttl_ms / 1000);
+    char *tok = jwt_sign_hs256_role(cfg.jwt_secret, strlen(cfg.jwt_secret), pos[0], cfg.role,
+                                    clock_now_ms() / 1000, cfg.ttl_ms / 1000);
     derived_free(&d);
     if (!tok) {
         fprintf(stderr, "pingvas token: could not sign\n");
@@ -1296,7 +1306,7 @@ static const struct command {
     {"autoscale", cmd_autoscale, "run local workers scaled by the backlog of a server"},
     {"loadtest", cmd_loadtest, "submit N jobs at concurrency C, wait, report latencies"},
     {"user", cmd_user, "user add NAME [--credits N] [--tier T] | user credits NAME +N"},
-    {"token", cmd_token, "mint an HS256 JWT for a user"},
+    {"token", cmd_token, "mint an HS256 JWT for a user (--role admin: an operator)"},
     {"migrate", cmd_migrate, "create or upgrade the schema"},
 };
 

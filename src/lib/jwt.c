@@ -121,19 +121,28 @@ static int hs256(const char *secret, size_t secret_len, const char *data, size_t
     return mac_len == HS256_LEN ? 0 : -1;
 }
 
-/* Returns a malloc'd token (caller frees) or NULL: NULL also for an empty secret or subject,
- * a negative ttl or a time that does not fit. */
 char *jwt_sign_hs256(const char *secret, size_t secret_len, const char *sub, int64_t now_s,
                      int64_t ttl_s)
+{
+    return jwt_sign_hs256_role(secret, secret_len, sub, NULL, now_s, ttl_s);
+}
+
+/* Returns a malloc'd token (caller frees) or NULL: NULL also for an empty secret or subject,
+ * a role that is empty or JWT_ROLE_MAX bytes or more, a negative ttl or a time that does not
+ * fit. */
+char *jwt_sign_hs256_role(const char *secret, size_t secret_len, const char *sub, const char *role,
+                          int64_t now_s, int64_t ttl_s)
 {
     char *token = NULL, *h64 = NULL, *p64 = NULL, *payload = NULL, *s64 = NULL;
     json_t *claims = NULL;
     if (!secret || secret_len == 0 || secret_len > INT32_MAX || !sub || !*sub || ttl_s < 0 ||
         now_s < 0 || now_s > INT64_MAX - ttl_s)
         goto out;
+    if (role && (!*role || strlen(role) >= JWT_ROLE_MAX))
+        goto out;
     claims = json_pack("{s:s, s:I, s:I}", "sub", sub, "iat", (json_int_t)now_s, "exp",
                        (json_int_t)(now_s + ttl_s));
-    if (!claims)
+    if (!claims || (role && json_object_set_new(claims, "role", json_string(role)) != 0))
         goto out;
     payload = json_dumps(claims, JSON_COMPACT);
     if (!payload)
@@ -203,6 +212,29 @@ static json_t *parse_object(const unsigned char *buf, size_t len)
 int jwt_verify_hs256(const char *token, size_t token_len, const char *secret, size_t secret_len,
                      int64_t now_s, char *sub_out, size_t sub_size)
 {
+    char role[JWT_ROLE_MAX];
+    return jwt_verify_hs256_role(token, token_len, secret, secret_len, now_s, sub_out, sub_size,
+                                 role);
+}
+
+/* The optional "role" claim: absent leaves role "" and returns 0; a string shorter than
+ * JWT_ROLE_MAX is copied; anything else returns -1 (the token is malformed). */
+static int role_claim(json_t *claims, char *role)
+{
+    json_t *r = json_object_get(claims, "role");
+    role[0] = '\0';
+    if (!r)
+        return 0;
+    if (!json_is_string(r) || json_string_length(r) >= JWT_ROLE_MAX)
+        return -1;
+    memcpy(role, json_string_value(r), json_string_length(r) + 1);
+    return 0;
+}
+
+int jwt_verify_hs256_role(const char *token, size_t token_len, const char *secret,
+                          size_t secret_len, int64_t now_s, char *sub_out, size_t sub_size,
+                          char role_out[JWT_ROLE_MAX])
+{
     int rc = JWT_MALFORMED;
     unsigned char *hdr = NULL, *pay = NULL, *sig = NULL;
     size_t hdr_len = 0, pay_len = 0, sig_len = 0;
@@ -210,6 +242,7 @@ int jwt_verify_hs256(const char *token, size_t token_len, const char *secret, si
 
     if (sub_out && sub_size > 0)
         sub_out[0] = '\0';
+    role_out[0] = '\0';
     if (!token || token_len == 0 || token_len > JWT_MAX_LEN)
         goto out;
 
@@ -278,7 +311,7 @@ int jwt_verify_hs256(const char *token, size_t token_len, const char *secret, si
         goto out;
     }
     has = numeric_date(claims, "iat", &iat);
-    if (has < 0)
+    if (has < 0 || role_claim(claims, role_out) != 0)
         goto out;
     if (has > 0 && iat > now + JWT_LEEWAY_S) {
         rc = JWT_NOT_YET;
@@ -295,6 +328,8 @@ int jwt_verify_hs256(const char *token, size_t token_len, const char *secret, si
     memcpy(sub_out, json_string_value(sub), n + 1);
     rc = JWT_OK;
 out:
+    if (rc != JWT_OK)
+        role_out[0] = '\0';
     free(hdr);
     free(pay);
     free(sig);

@@ -1,5 +1,8 @@
 """The command line: help that tells the truth, errors that name the bad value (exit 2),
 administration commands."""
+import base64
+import json
+
 import pv
 
 
@@ -21,6 +24,7 @@ def test_help_and_usage_errors(env):
         (["up", "--gpus", "0,0"], "--gpus"),
         (["user", "add"], "NAME"),
         (["token"], "NAME"),
+        (["token", "ops", "--role", "root"], "--role"),
         (["nonsense"], "nonsense"),
     ]
     for args, word in cases:
@@ -54,6 +58,16 @@ def test_user_and_token_commands(env):
     assert c["balance"] == 75 and c["tier"] == "enterprise"
     j = env.create(tok).json()
     assert j["tier"] == "enterprise"
+    assert "role" not in jwt_claims(tok)
+    admin = pv.run_cli("token", "ops", "--role", "admin", data=env.data, env=env.env()).stdout.strip()
+    claims = jwt_claims(admin)
+    assert claims["role"] == "admin" and claims["sub"] == "ops", claims
+
+
+def jwt_claims(tok):
+    """The payload of a JWT (base64url JSON), as a dict."""
+    part = tok.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
 if __name__ == "__main__":

@@ -520,8 +520,53 @@ static void test_strerror(void)
     CHECK(strstr(jwt_strerror(JWT_EXPIRED), "expired") != NULL);
 }
 
+/* The operator role: minted, read back, absent on ordinary tokens, refused when not a string or
+ * too long, and never reported from a token that fails verification. */
+static void test_role(void)
+{
+    char sub[65], role[JWT_ROLE_MAX] = "junk";
+    char *tok = jwt_sign_hs256_role(SECRET, strlen(SECRET), "ops", JWT_ROLE_ADMIN, NOW, 60);
+    CHECK(tok != NULL);
+    if (!tok)
+        return;
+    CHECK_INT(
+        jwt_verify_hs256_role(tok, strlen(tok), SECRET, strlen(SECRET), NOW, sub, sizeof sub, role),
+        JWT_OK);
+    CHECK_STR(sub, "ops");
+    CHECK_STR(role, "admin");
+    CHECK_INT(verify(tok, NOW, sub, sizeof sub), JWT_OK); /* the plain verifier accepts it */
+    CHECK_INT(jwt_verify_hs256_role(tok, strlen(tok), SECRET, strlen(SECRET), NOW + 3600, sub,
+                                    sizeof sub, role),
+              JWT_EXPIRED);
+    CHECK_STR(role, "");
+    free(tok);
+
+    tok = jwt_sign_hs256(SECRET, strlen(SECRET), "alice", NOW, 60);
+    snprintf(role, sizeof role, "junk");
+    CHECK(tok && jwt_verify_hs256_role(tok, strlen(tok), SECRET, strlen(SECRET), NOW, sub,
+                                       sizeof sub, role) == JWT_OK);
+    CHECK_STR(role, "");
+    free(tok);
+
+    CHECK(jwt_sign_hs256_role(SECRET, strlen(SECRET), "ops", "", NOW, 60) == NULL);
+    CHECK(jwt_sign_hs256_role(SECRET, strlen(SECRET), "ops", "a-role-name-of-32-bytes-is-long!",
+                              NOW, 60) == NULL);
+    const char *bad[] = {"{\"sub\":\"ops\",\"exp\":1800000000,\"role\":1}",
+                         "{\"sub\":\"ops\",\"exp\":1800000000,\"role\":[\"admin\"]}",
+                         "{\"sub\":\"ops\",\"exp\":1800000000,\"role\":"
+                         "\"a-role-name-of-32-bytes-is-long!\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tok = craft("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", bad[i], SECRET, NULL);
+        CHECK(tok && jwt_verify_hs256_role(tok, strlen(tok), SECRET, strlen(SECRET), NOW, sub,
+                                           sizeof sub, role) == JWT_MALFORMED);
+        CHECK_STR(role, "");
+        free(tok);
+    }
+}
+
 #define TESTS(X)                                                                                   \
     X(test_sign_verify)                                                                            \
+    X(test_role)                                                                                   \
     X(test_expiry)                                                                                 \
     X(test_not_yet)                                                                                \
     X(test_subject)                                                                                \
