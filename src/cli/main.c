@@ -107,7 +107,7 @@ typedef struct app_config {
 #define OPT_DB                                                                                     \
     {                                                                                              \
         "database-url", "DATABASE_URL", OPT_STR, NULL, 0, 0, O(database_url),                      \
-            "store: sqlite:///path[?synchronous=full] or postgresql://...[?pool=N] (pool also "    \
+            "store: sqlite:///path[?synchronous=normal] or postgresql://...[?pool=N] (pool also "    \
             "from PINGVAS_PG_POOL, default 8) [default: sqlite://DATA/pingvas.db]"                 \
     }
 #define OPT_STORAGE                                                                                \

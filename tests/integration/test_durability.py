@@ -1,6 +1,6 @@
 """Durability (issue 4, section 6): kill -9 the server in a loop while clients submit and workers
 run jobs. After each kill: the database passes `PRAGMA integrity_check` (embedded stack: SQLite
-in WAL mode, synchronous=NORMAL, see docs/reliability.md), the server starts again cleanly on
+in WAL mode, see docs/reliability.md), the server starts again cleanly on
 the same data directory (healthy, ready, no error logged), and every job that got a 201 exists
 with its parameters. Requests whose answer was lost in the kill are retried with their
 Idempotency-Key: the job exists at most once. At the end every accepted job completes with one
