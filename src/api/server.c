@@ -216,15 +216,26 @@ static const char *bearer(struct MHD_Connection *c)
     return *h ? h : NULL;
 }
 
+/* Constant-time comparison of a bearer token with a secret (NULL or empty: no match). */
+static int token_equals(const char *tok, const char *secret)
+{
+    if (!secret || !*secret)
+        return 0;
+    size_t a = strlen(tok), b = strlen(secret);
+    return a == b && CRYPTO_memcmp(tok, secret, a) == 0;
+}
+
+/* The worker token, or during a rotation the previous one. */
 static int is_worker_token(server_t *s, const char *tok)
 {
-    size_t a = strlen(tok), b = strlen(s->cfg.worker_token);
-    return a == b && CRYPTO_memcmp(tok, s->cfg.worker_token, a) == 0;
+    return token_equals(tok, s->cfg.worker_token) ||
+           token_equals(tok, s->cfg.worker_token_previous);
 }
 
 /* Verifies the bearer JWT only; copies its subject into sub (USER_NAME_MAX + 1 bytes) and its
  * role claim into role (JWT_ROLE_MAX bytes, "" without one; role may be NULL) and returns 0, or
- * sends 401 and returns -1. The caller checks that the user exists. */
+ * sends 401 and returns -1. A token signed with the previous secret (rotation window,
+ * JWT_SECRET_PREVIOUS) is accepted too. The caller checks that the user exists. */
 static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, char *role,
                       enum MHD_Result *ret)
 {
@@ -236,9 +247,13 @@ static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, char *ro
         return -1;
     }
     char role_buf[JWT_ROLE_MAX];
+    int64_t now_s = clock_now_ms() / 1000;
+    const char *prev = s->cfg.jwt_secret_previous;
     int rc = jwt_verify_hs256_role(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
-                                   clock_now_ms() / 1000, sub, USER_NAME_MAX + 1,
-                                   role ? role : role_buf);
+                                   now_s, sub, USER_NAME_MAX + 1, role ? role : role_buf);
+    if (rc == JWT_BAD_SIG && prev && *prev)
+        rc = jwt_verify_hs256_role(tok, strlen(tok), prev, strlen(prev), now_s, sub,
+                                   USER_NAME_MAX + 1, role ? role : role_buf);
     if (rc != JWT_OK) {
         char msg[160];
         snprintf(msg, sizeof msg, "invalid token: %s", jwt_strerror(rc));
@@ -248,7 +263,18 @@ static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, char *ro
     return 0;
 }
 
-/* Authenticates a user; fills user and returns 0, or sends 401 and returns -1. */
+/* Answers 403 for a user disabled with `pingvas user disable`. */
+static enum MHD_Result user_disabled(struct MHD_Connection *c, const char *name)
+{
+    api_error_t e;
+    api_error_set(&e, 403, "user_disabled", NULL,
+                  "user '%s' is disabled; an operator re-enables it with 'pingvas user enable %s'",
+                  name, name);
+    return send_error(c, &e);
+}
+
+/* Authenticates an active user; fills user and returns 0, or sends 401 (bad token, no such
+ * user) or 403 (disabled) and returns -1. */
 static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_Result *ret)
 {
     char sub[USER_NAME_MAX + 1];
@@ -261,6 +287,10 @@ static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_
     }
     if (rc != STORE_OK) {
         *ret = fail(c, 401, "unauthenticated", NULL, "the token's user does not exist");
+        return -1;
+    }
+    if (u->disabled_at) {
+        *ret = user_disabled(c, u->name);
         return -1;
     }
     return 0;
@@ -307,6 +337,22 @@ static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *r
 }
 
 /* ---------- public API ---------- */
+
+/* The 402 of a create: the job's reservation against the user's balance as it is now. */
+static enum MHD_Result no_credits(server_t *s, struct MHD_Connection *c, const char *name,
+                                  int64_t reserve)
+{
+    user_t now; /* read into its own struct: store_user_get clears its output first */
+    if (store_user_get(s->store, name, &now) != STORE_OK)
+        memset(&now, 0, sizeof now);
+    api_error_t e;
+    api_error_set(&e, 402, "insufficient_credits", NULL,
+                  "this job needs %lld credits but only %lld are available (balance %lld, "
+                  "reserved %lld); add credits with 'pingvas user credits %s +N'",
+                  (long long)reserve, (long long)(now.balance - now.reserved),
+                  (long long)now.balance, (long long)now.reserved, name);
+    return send_error(c, &e);
+}
 
 static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *r)
 {
@@ -380,13 +426,10 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
         break;
     case STORE_NO_CREDITS:
         atomic_fetch_add(&metrics.jobs_rejected_credits, 1);
-        store_user_get(s->store, u.name, &u);
-        api_error_set(&e, 402, "insufficient_credits", NULL,
-                      "this job needs %lld credits but only %lld are available (balance %lld, "
-                      "reserved %lld); add credits with 'pingvas user credits %s +N'",
-                      (long long)reserve, (long long)(u.balance - u.reserved), (long long)u.balance,
-                      (long long)u.reserved, u.name);
-        ret = send_error(c, &e);
+        ret = no_credits(s, c, u.name, reserve);
+        break;
+    case STORE_DISABLED:
+        ret = user_disabled(c, u.name);
         break;
     case STORE_LIMIT:
         api_error_set(&e, 429, "too_many_queued", NULL,
@@ -1153,6 +1196,70 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("event=http_daemon msg=\"%s\"", buf);
 }
 
+/* The --bind address (IPv4 or IPv6, default 127.0.0.1) as a socket address; 0 or -1. */
+static int bind_addr(const char *bind, int port, struct sockaddr_storage *ss, int *v6)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    *v6 = 0;
+    if (inet_pton(AF_INET, bind, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, bind, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *v6 = 1;
+        return 0;
+    }
+    return -1;
+}
+
+/* Starts libmicrohttpd on --bind:--port and sets s->port and s->url (--public-url, else
+ * http://HOST:PORT with an IPv6 host in brackets). A port another process holds, a second
+ * pingvas included, is an error: no SO_REUSEPORT. 0 or -1 with a message in err. */
+static int server_listen(server_t *s, const server_config_t *cfg, char *err, size_t errlen)
+{
+    const char *bind = cfg->bind && *cfg->bind ? cfg->bind : "127.0.0.1";
+    struct sockaddr_storage ss;
+    int v6;
+    if (bind_addr(bind, cfg->port, &ss, &v6) != 0) {
+        snprintf(err, errlen, "--bind: '%s' is not an IPv4 or IPv6 address", bind);
+        return -1;
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL | (v6 ? MHD_USE_IPv6 : 0);
+    s->mhd = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 4096),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s%s%s:%d: %s (is another server using the port?)",
+                 v6 ? "[" : "", bind, v6 ? "]" : "", cfg->port, strerror(errno));
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : cfg->port;
+    if (cfg->public_url && *cfg->public_url) {
+        snprintf(s->url, sizeof s->url, "%s", cfg->public_url);
+    } else if (v6) {
+        snprintf(s->url, sizeof s->url, "http://[%s]:%d", strcmp(bind, "::") != 0 ? bind : "::1",
+                 s->port);
+    } else {
+        const char *host = strcmp(bind, "0.0.0.0") != 0 ? bind : "127.0.0.1";
+        snprintf(s->url, sizeof s->url, "http://%s:%d", host, s->port);
+    }
+    size_t ul = strlen(s->url);
+    while (ul > 0 && s->url[ul - 1] == '/')
+        s->url[--ul] = '\0';
+    return 0;
+}
+
 server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
 {
     server_t *s = calloc(1, sizeof *s);
@@ -1197,40 +1304,8 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
     store_listen(s->store, store_work_cb, s);
 
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)cfg->port);
-    if (inet_pton(AF_INET, cfg->bind ? cfg->bind : "127.0.0.1", &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "--bind: '%s' is not an IPv4 address", cfg->bind);
+    if (server_listen(s, cfg, err, errlen) != 0)
         goto fail;
-    }
-    s->mhd =
-        MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
-                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 4096),
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
-                         (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
-    if (!s->mhd) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s (is another server using the port?)",
-                 cfg->bind ? cfg->bind : "127.0.0.1", cfg->port, strerror(errno));
-        goto fail;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : cfg->port;
-    if (cfg->public_url && *cfg->public_url) {
-        snprintf(s->url, sizeof s->url, "%s", cfg->public_url);
-    } else {
-        const char *host = cfg->bind && strcmp(cfg->bind, "0.0.0.0") != 0 ? cfg->bind : "127.0.0.1";
-        snprintf(s->url, sizeof s->url, "http://%s:%d", host, s->port);
-    }
-    size_t ul = strlen(s->url);
-    while (ul > 0 && s->url[ul - 1] == '/')
-        s->url[--ul] = '\0';
 
     s->blob = blob_open(cfg->storage_url, cfg->public_image_base_url, s->url, err, errlen);
     if (!s->blob)

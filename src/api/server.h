@@ -15,8 +15,10 @@ typedef struct server_config {
     const char *public_image_base_url; /* CDN prefix for image_url, or NULL */
     const char *public_url;            /* this server's external URL, or NULL (derived) */
     const char *jwt_secret;
+    const char *jwt_secret_previous; /* also accepted during a rotation, or NULL */
     const char *worker_token;
-    const char *models; /* comma-separated allowed models; first is the default */
+    const char *worker_token_previous; /* also accepted during a rotation, or NULL */
+    const char *models;                /* comma-separated allowed models; first is the default */
     int64_t lease_ms;
     int64_t heartbeat_ms;
     int64_t reaper_ms;

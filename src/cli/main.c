@@ -40,7 +40,9 @@ typedef struct app_config {
     const char *public_image_base_url;
     const char *public_url;
     const char *jwt_secret;
+    const char *jwt_secret_previous;
     const char *worker_token;
+    const char *worker_token_previous;
     const char *models;
     int64_t lease_ms;
     int64_t heartbeat_ms;
@@ -107,7 +109,7 @@ typedef struct app_config {
 #define OPT_DB                                                                                     \
     {                                                                                              \
         "database-url", "DATABASE_URL", OPT_STR, NULL, 0, 0, O(database_url),                      \
-            "store: sqlite:///path[?synchronous=normal] or postgresql://...[?pool=N] (pool also "    \
+            "store: sqlite:///path[?synchronous=normal] or postgresql://...[?pool=N] (pool also "  \
             "from PINGVAS_PG_POOL, default 8) [default: sqlite://DATA/pingvas.db]"                 \
     }
 #define OPT_STORAGE                                                                                \
@@ -135,6 +137,17 @@ typedef struct app_config {
         "worker-token", "PINGVAS_WORKER_TOKEN", OPT_STR, NULL, 0, 0, O(worker_token),              \
             "shared secret of the worker protocol [server default: generated into "                \
             "DATA/worker_token]"                                                                   \
+    }
+#define OPT_JWT_PREV                                                                               \
+    {                                                                                              \
+        "jwt-secret-previous", "JWT_SECRET_PREVIOUS", OPT_STR, NULL, 0, 0, O(jwt_secret_previous), \
+            "rotation: tokens signed with this former secret are accepted too [default: none]"     \
+    }
+#define OPT_WTOKEN_PREV                                                                            \
+    {                                                                                              \
+        "worker-token-previous", "PINGVAS_WORKER_TOKEN_PREVIOUS", OPT_STR, NULL, 0, 0,             \
+            O(worker_token_previous),                                                              \
+            "rotation: the former worker token, accepted too [default: none]"                      \
     }
 #define OPT_MODELS                                                                                 \
     {                                                                                              \
@@ -285,10 +298,11 @@ typedef struct app_config {
     }
 
 static const opt_t server_opts[] = {
-    OPT_PORT,       OPT_BIND,       OPT_DATA,     OPT_DB,     OPT_STORAGE, OPT_PUBLIC_IMG,
-    OPT_PUBLIC_URL, OPT_JWT,        OPT_WTOKEN,   OPT_MODELS, OPT_LEASE,   OPT_HEARTBEAT,
-    OPT_REAPER,     OPT_WORKER_TTL, OPT_ATTEMPTS, OPT_RATE,   OPT_MAXQ,    OPT_RL,
-    OPT_RB,         OPT_MAXCONN,    OPT_LOG,      OPT_REDIS,  OPT_CQUEUE,  OPT_CVIS,
+    OPT_PORT,       OPT_BIND,      OPT_DATA,     OPT_DB,         OPT_STORAGE,     OPT_PUBLIC_IMG,
+    OPT_PUBLIC_URL, OPT_JWT,       OPT_JWT_PREV, OPT_WTOKEN,     OPT_WTOKEN_PREV, OPT_MODELS,
+    OPT_LEASE,      OPT_HEARTBEAT, OPT_REAPER,   OPT_WORKER_TTL, OPT_ATTEMPTS,    OPT_RATE,
+    OPT_MAXQ,       OPT_RL,        OPT_RB,       OPT_MAXCONN,    OPT_LOG,         OPT_REDIS,
+    OPT_CQUEUE,     OPT_CVIS,
 };
 
 static const opt_t up_opts[] = {
@@ -300,7 +314,9 @@ static const opt_t up_opts[] = {
     OPT_PUBLIC_IMG,
     OPT_PUBLIC_URL,
     OPT_JWT,
+    OPT_JWT_PREV,
     OPT_WTOKEN,
+    OPT_WTOKEN_PREV,
     OPT_MODELS,
     OPT_LEASE,
     OPT_HEARTBEAT,
@@ -376,6 +392,7 @@ static const opt_t user_add_opts[] = {
 
 static const opt_t token_opts[] = {
     OPT_DATA,
+    OPT_DB,
     OPT_JWT,
     OPT_LOG,
     {"ttl", NULL, OPT_DURATION, "24h", 1000, 3650 * DAY_MS, O(ttl_ms), "token lifetime"},
@@ -392,6 +409,7 @@ static int parse_or_usage(const char *cmd, const char *synopsis, const char *abo
                           char **pos, int max_pos, int *npos)
 {
     char err[512];
+    memset(cfg, 0, sizeof *cfg); /* fields outside this command's table stay NULL or 0 */
     int rc = config_parse(opts, n, cfg, argc, argv, 2, pos, max_pos, npos, err, sizeof err);
     if (rc == 1) {
         printf("usage: pingvas %s %s\n\n%s\n\n", cmd, synopsis, about);
@@ -430,8 +448,10 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
-/* Reads DATA/name, or generates a random secret there (mode 0600). Returns a malloc'd string. */
-static char *secret_from_file(const char *data, const char *name, char *err, size_t errlen)
+/* Reads DATA/name, or when create is set generates a random secret there (mode 0600). Returns a
+ * malloc'd string, or NULL with a message in err. */
+static char *secret_from_file(const char *data, const char *name, int create, char *err,
+                              size_t errlen)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", data, name);
@@ -448,6 +468,13 @@ static char *secret_from_file(const char *data, const char *name, char *err, siz
         snprintf(err, errlen, "%s is shorter than 16 characters; delete it to regenerate", path);
         return NULL;
     }
+    if (!create) {
+        snprintf(err, errlen,
+                 "%s does not exist: --data must be the server's data directory (the server "
+                 "writes its secret there on first start), or set the secret in the environment",
+                 path);
+        return NULL;
+    }
     if (mkdir_p(data) != 0) {
         snprintf(err, errlen, "cannot create data directory %s: %s", data, strerror(errno));
         return NULL;
@@ -456,7 +483,7 @@ static char *secret_from_file(const char *data, const char *name, char *err, siz
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
         if (errno == EEXIST)
-            return secret_from_file(data, name, err, errlen); /* lost a race: read theirs */
+            return secret_from_file(data, name, 0, err, errlen); /* lost a race: read theirs */
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
         return NULL;
     }
@@ -479,6 +506,7 @@ typedef struct derived {
     char *wtoken;
 } derived_t;
 
+/* need_secrets: 1 the JWT secret, 2 the worker token, | 4 read them only (never generate). */
 static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char *cmd)
 {
     memset(d, 0, sizeof *d);
@@ -498,7 +526,8 @@ static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char 
     }
     if (need_secrets & 1) {
         if (!cfg->jwt_secret || !*cfg->jwt_secret) {
-            d->jwt = secret_from_file(cfg->data, "jwt_secret", err, sizeof err);
+            d->jwt =
+                secret_from_file(cfg->data, "jwt_secret", !(need_secrets & 4), err, sizeof err);
             if (!d->jwt) {
                 fprintf(stderr, "pingvas %s: JWT secret: %s\n", cmd, err);
                 return -1;
@@ -509,9 +538,21 @@ static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char 
             return -1;
         }
     }
+    const char *prev = (need_secrets & 1) ? cfg->jwt_secret_previous : NULL;
+    if (prev && *prev && strlen(prev) < 16) {
+        fprintf(stderr, "pingvas %s: JWT_SECRET_PREVIOUS must be at least 16 characters\n", cmd);
+        return -1;
+    }
+    prev = (need_secrets & 2) ? cfg->worker_token_previous : NULL;
+    if (prev && *prev && strlen(prev) < 16) {
+        fprintf(stderr,
+                "pingvas %s: PINGVAS_WORKER_TOKEN_PREVIOUS must be at least 16 characters\n", cmd);
+        return -1;
+    }
     if (need_secrets & 2) {
         if (!cfg->worker_token || !*cfg->worker_token) {
-            d->wtoken = secret_from_file(cfg->data, "worker_token", err, sizeof err);
+            d->wtoken =
+                secret_from_file(cfg->data, "worker_token", !(need_secrets & 4), err, sizeof err);
             if (!d->wtoken) {
                 fprintf(stderr, "pingvas %s: worker token: %s\n", cmd, err);
                 return -1;
@@ -542,7 +583,9 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->public_image_base_url = cfg->public_image_base_url;
     sc->public_url = cfg->public_url;
     sc->jwt_secret = cfg->jwt_secret;
+    sc->jwt_secret_previous = cfg->jwt_secret_previous;
     sc->worker_token = cfg->worker_token;
+    sc->worker_token_previous = cfg->worker_token_previous;
     sc->models = cfg->models;
     sc->lease_ms = cfg->lease_ms;
     sc->heartbeat_ms = cfg->heartbeat_ms;
@@ -1169,91 +1212,176 @@ static int cmd_migrate(int argc, char **argv)
     return 0;
 }
 
+static int user_add(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    int rc = parse_or_usage("user add", "NAME [--credits N] [--tier standard|enterprise]",
+                            "Creates a user with a starting balance.", user_add_opts,
+                            NOPTS(user_add_opts), &cfg, argc - 1, argv + 1, pos, 1, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    if (npos != 1 || !validate_user_name(pos[0])) {
+        fprintf(stderr, "pingvas user add: NAME is required: 1 to 64 of A-Z a-z 0-9 _ . -\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(cfg.tier, "standard") != 0 && strcmp(cfg.tier, "enterprise") != 0) {
+        fprintf(stderr, "pingvas user add: --tier: '%s' is not standard or enterprise\n", cfg.tier);
+        return EXIT_USAGE;
+    }
+    derived_t d;
+    store_t *st = open_admin_store(&cfg, &d, "user add");
+    if (!st)
+        return 1;
+    rc = store_user_add(st, pos[0], cfg.tier, cfg.credits, clock_now_ms());
+    int status = 0;
+    if (rc == STORE_OK) {
+        printf("user %s added (tier %s, %d credits)\n", pos[0], cfg.tier, cfg.credits);
+    } else if (rc == STORE_EXISTS) {
+        fprintf(stderr, "pingvas user add: user '%s' already exists\n", pos[0]);
+        status = 1;
+    } else {
+        fprintf(stderr, "pingvas user add: %s\n", store_last_error(st));
+        status = 1;
+    }
+    store_close(st);
+    derived_free(&d);
+    return status;
+}
+
+static int user_credits(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[2];
+    int npos;
+    int rc = parse_or_usage("user credits", "NAME +N|-N",
+                            "Adds (or with -N removes) credits; the balance never goes below "
+                            "zero.",
+                            admin_opts, NOPTS(admin_opts), &cfg, argc - 1, argv + 1, pos, 2, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    char *end;
+    long long delta = 0;
+    if (npos == 2) {
+        errno = 0;
+        delta = strtoll(pos[1], &end, 10);
+    }
+    if (npos != 2 || errno || *end || (pos[1][0] != '+' && pos[1][0] != '-') ||
+        delta > 1000000000000LL || delta < -1000000000000LL) {
+        fprintf(stderr, "pingvas user credits: usage: pingvas user credits NAME +N (or -N)\n");
+        return EXIT_USAGE;
+    }
+    derived_t d;
+    store_t *st = open_admin_store(&cfg, &d, "user credits");
+    if (!st)
+        return 1;
+    int64_t bal = 0;
+    rc = store_user_credit(st, pos[0], delta, clock_now_ms(), &bal);
+    int status = 0;
+    if (rc == STORE_OK) {
+        printf("user %s: balance %lld\n", pos[0], (long long)bal);
+    } else if (rc == STORE_NOT_FOUND) {
+        fprintf(stderr, "pingvas user credits: no user '%s'\n", pos[0]);
+        status = 1;
+    } else if (rc == STORE_CONFLICT) {
+        fprintf(stderr, "pingvas user credits: the balance cannot go below zero\n");
+        status = 1;
+    } else {
+        fprintf(stderr, "pingvas user credits: %s\n", store_last_error(st));
+        status = 1;
+    }
+    store_close(st);
+    derived_free(&d);
+    return status;
+}
+
+/* pingvas user disable|enable NAME */
+static int user_set_disabled(int argc, char **argv, bool disable)
+{
+    app_config_t cfg;
+    char *pos[1];
+    int npos;
+    const char *cmd = disable ? "user disable" : "user enable";
+    int rc = parse_or_usage(cmd, "NAME",
+                            disable ? "Disables a user: the server refuses its tokens (403 "
+                                      "user_disabled) until 'pingvas user enable'. Jobs already "
+                                      "queued still run; its balance and history are kept."
+                                    : "Enables a disabled user again.",
+                            admin_opts, NOPTS(admin_opts), &cfg, argc - 1, argv + 1, pos, 1, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    if (npos != 1 || !validate_user_name(pos[0])) {
+        fprintf(stderr, "pingvas %s: NAME is required: 1 to 64 of A-Z a-z 0-9 _ . -\n", cmd);
+        return EXIT_USAGE;
+    }
+    derived_t d;
+    store_t *st = open_admin_store(&cfg, &d, cmd);
+    if (!st)
+        return 1;
+    rc = store_user_set_disabled(st, pos[0], disable, clock_now_ms());
+    if (rc == STORE_OK)
+        printf("user %s %s\n", pos[0], disable ? "disabled" : "enabled");
+    else if (rc == STORE_NOT_FOUND)
+        fprintf(stderr, "pingvas %s: no user '%s'\n", cmd, pos[0]);
+    else
+        fprintf(stderr, "pingvas %s: %s\n", cmd, store_last_error(st));
+    store_close(st);
+    derived_free(&d);
+    return rc == STORE_OK ? 0 : 1;
+}
+
 static int cmd_user(int argc, char **argv)
 {
     const char *sub = argc > 2 ? argv[2] : "";
-    app_config_t cfg;
-    char *pos[3];
-    int npos;
-    if (strcmp(sub, "add") == 0) {
-        int rc = parse_or_usage("user add", "NAME [--credits N] [--tier standard|enterprise]",
-                                "Creates a user with a starting balance.", user_add_opts,
-                                NOPTS(user_add_opts), &cfg, argc - 1, argv + 1, pos, 1, &npos);
-        if (rc)
-            return rc > 0 ? 0 : EXIT_USAGE;
-        if (npos != 1 || !validate_user_name(pos[0])) {
-            fprintf(stderr, "pingvas user add: NAME is required: 1 to 64 of A-Z a-z 0-9 _ . -\n");
-            return EXIT_USAGE;
-        }
-        if (strcmp(cfg.tier, "standard") != 0 && strcmp(cfg.tier, "enterprise") != 0) {
-            fprintf(stderr, "pingvas user add: --tier: '%s' is not standard or enterprise\n",
-                    cfg.tier);
-            return EXIT_USAGE;
-        }
-        derived_t d;
-        store_t *st = open_admin_store(&cfg, &d, "user add");
-        if (!st)
-            return 1;
-        rc = store_user_add(st, pos[0], cfg.tier, cfg.credits, clock_now_ms());
-        int status = 0;
-        if (rc == STORE_OK) {
-            printf("user %s added (tier %s, %d credits)\n", pos[0], cfg.tier, cfg.credits);
-        } else if (rc == STORE_EXISTS) {
-            fprintf(stderr, "pingvas user add: user '%s' already exists\n", pos[0]);
-            status = 1;
-        } else {
-            fprintf(stderr, "pingvas user add: %s\n", store_last_error(st));
-            status = 1;
-        }
-        store_close(st);
-        derived_free(&d);
-        return status;
-    }
-    if (strcmp(sub, "credits") == 0) {
-        int rc =
-            parse_or_usage("user credits", "NAME +N|-N",
-                           "Adds (or with -N removes) credits; the balance never goes below "
-                           "zero.",
-                           admin_opts, NOPTS(admin_opts), &cfg, argc - 1, argv + 1, pos, 2, &npos);
-        if (rc)
-            return rc > 0 ? 0 : EXIT_USAGE;
-        char *end;
-        long long delta = 0;
-        if (npos == 2) {
-            errno = 0;
-            delta = strtoll(pos[1], &end, 10);
-        }
-        if (npos != 2 || errno || *end || (pos[1][0] != '+' && pos[1][0] != '-') ||
-            delta > 1000000000000LL || delta < -1000000000000LL) {
-            fprintf(stderr, "pingvas user credits: usage: pingvas user credits NAME +N (or -N)\n");
-            return EXIT_USAGE;
-        }
-        derived_t d;
-        store_t *st = open_admin_store(&cfg, &d, "user credits");
-        if (!st)
-            return 1;
-        int64_t bal = 0;
-        rc = store_user_credit(st, pos[0], delta, clock_now_ms(), &bal);
-        int status = 0;
-        if (rc == STORE_OK) {
-            printf("user %s: balance %lld\n", pos[0], (long long)bal);
-        } else if (rc == STORE_NOT_FOUND) {
-            fprintf(stderr, "pingvas user credits: no user '%s'\n", pos[0]);
-            status = 1;
-        } else if (rc == STORE_CONFLICT) {
-            fprintf(stderr, "pingvas user credits: the balance cannot go below zero\n");
-            status = 1;
-        } else {
-            fprintf(stderr, "pingvas user credits: %s\n", store_last_error(st));
-            status = 1;
-        }
-        store_close(st);
-        derived_free(&d);
-        return status;
-    }
+    if (strcmp(sub, "add") == 0)
+        return user_add(argc, argv);
+    if (strcmp(sub, "credits") == 0)
+        return user_credits(argc, argv);
+    if (strcmp(sub, "disable") == 0 || strcmp(sub, "enable") == 0)
+        return user_set_disabled(argc, argv, sub[0] == 'd');
     fprintf(stderr, "usage: pingvas user add NAME [--credits N] [--tier standard|enterprise]\n"
-                    "       pingvas user credits NAME +N\n");
+                    "       pingvas user credits NAME +N\n"
+                    "       pingvas user disable NAME | pingvas user enable NAME\n");
     return strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 ? 0 : EXIT_USAGE;
+}
+
+/* A token is minted only for an existing, active user of the server's store: an unknown name
+ * or a data directory that is not the server's is an error, not a token the server refuses.
+ * Sets cfg->database_url (db holds it). 0, or 1 with a message. */
+static int token_check_user(app_config_t *cfg, const char *name, char *db, size_t dbsize)
+{
+    if (!cfg->database_url || !*cfg->database_url) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/pingvas.db", cfg->data);
+        if (access(path, F_OK) != 0) {
+            fprintf(stderr,
+                    "pingvas token: no database at %s: --data must be the server's data "
+                    "directory, or set DATABASE_URL to the server's store\n",
+                    path);
+            return 1;
+        }
+        snprintf(db, dbsize, "sqlite://%s", path);
+        cfg->database_url = db;
+    }
+    char err[512], redacted[1024];
+    store_t *st = store_open(cfg->database_url, err, sizeof err);
+    if (!st) {
+        fprintf(stderr, "pingvas token: %s\n", err);
+        return 1;
+    }
+    user_t u;
+    int rc = store_user_get(st, name, &u);
+    if (rc == STORE_NOT_FOUND)
+        fprintf(stderr, "pingvas token: no user '%s' in %s; add it with 'pingvas user add %s'\n",
+                name, log_redact_url(cfg->database_url, redacted, sizeof redacted), name);
+    else if (rc == STORE_OK && u.disabled_at)
+        fprintf(stderr, "pingvas token: user '%s' is disabled ('pingvas user enable %s')\n", name,
+                name);
+    else if (rc != STORE_OK)
+        fprintf(stderr, "pingvas token: %s\n", store_last_error(st));
+    store_close(st);
+    return rc == STORE_OK && !u.disabled_at ? 0 : 1;
 }
 
 static int cmd_token(int argc, char **argv)
@@ -1263,9 +1391,10 @@ static int cmd_token(int argc, char **argv)
     int npos;
     int rc = parse_or_usage("token", "NAME [--ttl 24h] [--role admin]",
                             "Prints an HS256 JWT for user NAME, signed with JWT_SECRET (or the "
-                            "secret generated in the data directory). With --role admin the "
-                            "token carries \"role\":\"admin\" and opens the operator "
-                            "endpoints.",
+                            "secret the server generated in the data directory). NAME must be an "
+                            "active user of the server's store (--data or DATABASE_URL). With "
+                            "--role admin the token carries \"role\":\"admin\" and opens the "
+                            "operator endpoints.",
                             token_opts, NOPTS(token_opts), &cfg, argc, argv, pos, 1, &npos);
     if (rc)
         return rc > 0 ? 0 : EXIT_USAGE;
@@ -1278,11 +1407,16 @@ static int cmd_token(int argc, char **argv)
                 cfg.role);
         return EXIT_USAGE;
     }
+    char db[PATH_MAX + 16];
+    /* an operator (--role admin) need not be a user in the store */
+    if (!cfg.role && token_check_user(&cfg, pos[0], db, sizeof db) != 0)
+        return 1;
     derived_t d;
-    cfg.database_url = "unused";
+    if (cfg.role)
+        cfg.database_url = "unused";
     cfg.storage_url = "unused";
-    if (derive(&cfg, &d, 1, "token") != 0)
-        return EXIT_USAGE;
+    if (derive(&cfg, &d, 1 | 4, "token") != 0)
+        return 1;
     char *tok = jwt_sign_hs256_role(cfg.jwt_secret, strlen(cfg.jwt_secret), pos[0], cfg.role,
                                     clock_now_ms() / 1000, cfg.ttl_ms / 1000);
     derived_free(&d);
@@ -1305,7 +1439,8 @@ static const struct command {
     {"worker", cmd_worker, "one worker (one GPU) for a server"},
     {"autoscale", cmd_autoscale, "run local workers scaled by the backlog of a server"},
     {"loadtest", cmd_loadtest, "submit N jobs at concurrency C, wait, report latencies"},
-    {"user", cmd_user, "user add NAME [--credits N] [--tier T] | user credits NAME +N"},
+    {"user", cmd_user,
+     "user add NAME [--credits N] [--tier T] | user credits NAME +N | user disable|enable NAME"},
     {"token", cmd_token, "mint an HS256 JWT for a user (--role admin: an operator)"},
     {"migrate", cmd_migrate, "create or upgrade the schema"},
 };
@@ -1331,7 +1466,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
-        if (argc > 2 && strcmp(argv[1], "help") == 0) {
+        if (argc > 2 && strcmp(argv[1], "help") == 0 && strcmp(argv[2], "help") != 0) {
             for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
                 if (strcmp(commands[i].name, argv[2]) == 0) {
                     char *hargv[] = {argv[0], argv[2], "--help", NULL};
@@ -1339,7 +1474,9 @@ int main(int argc, char **argv)
                         char *uargv[] = {argv[0], "user", "add", "--help", NULL};
                         commands[i].fn(4, uargv);
                         char *cargv[] = {argv[0], "user", "credits", "--help", NULL};
-                        return commands[i].fn(4, cargv);
+                        commands[i].fn(4, cargv);
+                        char *dargv[] = {argv[0], "user", "disable", "--help", NULL};
+                        return commands[i].fn(4, dargv);
                     }
                     return commands[i].fn(3, hargv);
                 }

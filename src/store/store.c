@@ -49,6 +49,11 @@ int store_user_get(store_t *s, const char *name, user_t *out)
     return s->ops->user_get(s, name, out);
 }
 
+int store_user_set_disabled(store_t *s, const char *name, bool disabled, int64_t now)
+{
+    return s->ops->user_set_disabled(s, name, disabled, now);
+}
+
 int store_user_credit(store_t *s, const char *name, int64_t delta, int64_t now, int64_t *bal)
 {
     return s->ops->user_credit(s, name, delta, now, bal);

@@ -26,6 +26,7 @@ enum store_rc {
     STORE_LEASE_LOST = 6, /* lease expired or belongs to another claim */
     STORE_CANCELED = 7,   /* job was canceled while leased */
     STORE_LIMIT = 8,      /* the user's queued-job cap is reached */
+    STORE_DISABLED = 9,   /* the user is disabled (job create) */
 };
 
 typedef struct user {
@@ -34,6 +35,7 @@ typedef struct user {
     int64_t balance;  /* never below zero */
     int64_t reserved; /* sum of credits_reserved of the user's queued and running jobs */
     int64_t created_at;
+    int64_t disabled_at; /* 0: active; else when `pingvas user disable` refused the user */
 } user_t;
 
 typedef struct ledger_entry {
@@ -72,6 +74,10 @@ int store_ping(store_t *s);
 
 int store_user_add(store_t *s, const char *name, const char *tier, int64_t credits, int64_t now);
 int store_user_get(store_t *s, const char *name, user_t *out);
+/* Disables (disabled true: disabled_at = now, kept if already disabled) or enables the user.
+ * A disabled user's tokens are refused; jobs already queued still run. STORE_NOT_FOUND if absent.
+ */
+int store_user_set_disabled(store_t *s, const char *name, bool disabled, int64_t now);
 /* Adds delta (may be negative, never below zero: STORE_CONFLICT) and writes a "grant" ledger row.
  */
 int store_user_credit(store_t *s, const char *name, int64_t delta, int64_t now,
@@ -81,7 +87,8 @@ int store_ledger(store_t *s, const char *name, int limit, ledger_entry_t **out, 
 
 /* Creates a queued job for user in the user's tier, reserving `reserve` credits.
  * idem_key may be NULL; with a key already used by this user the existing job is returned with
- * STORE_EXISTS. max_queued <= 0 means no cap. STORE_NO_CREDITS / STORE_LIMIT create nothing. */
+ * STORE_EXISTS. max_queued <= 0 means no cap. STORE_NO_CREDITS / STORE_LIMIT / STORE_DISABLED
+ * create nothing. */
 int store_job_create(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
                      int64_t reserve, int max_queued, int64_t now, job_t *out);
 int store_job_get(store_t *s, const char *id, job_t *out);
@@ -149,6 +156,7 @@ struct store_ops {
     int (*ping)(store_t *s);
     int (*user_add)(store_t *s, const char *name, const char *tier, int64_t credits, int64_t now);
     int (*user_get)(store_t *s, const char *name, user_t *out);
+    int (*user_set_disabled)(store_t *s, const char *name, bool disabled, int64_t now);
     int (*user_credit)(store_t *s, const char *name, int64_t delta, int64_t now, int64_t *bal);
     int (*ledger)(store_t *s, const char *name, int limit, ledger_entry_t **out, size_t *n);
     int (*job_create)(store_t *s, const char *user, const job_params_t *p, const char *idem_key,

@@ -48,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define ERR_MAX 512
 #define CHARGE_EPSILON 1e-9
 #define POOL_DEFAULT 8
@@ -188,7 +188,10 @@ static const char schema_v1[] =
     "  last_seen BIGINT NOT NULL);"
     "CREATE INDEX workers_tier ON workers(tier, last_seen);";
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1};
+/* Version 2: `pingvas user disable` (NULL: active), store_sqlite.c's version 3. */
+static const char schema_v2[] = "ALTER TABLE users ADD COLUMN disabled_at BIGINT;";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -829,6 +832,8 @@ static int pg_ping(store_t *base)
 
 /* ---- users and credits ---- */
 
+#define USER_COLS "name, tier, balance, created_at, reserved, queued, COALESCE(disabled_at, 0)"
+
 /* Reads a user's row (locked FOR UPDATE when lock_row). STORE_NOT_FOUND if absent. */
 static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64_t *queued)
 {
@@ -836,10 +841,8 @@ static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64
     memset(u, 0, sizeof *u);
     p_text(&p, name);
     PGresult *r = q(op, "reading user",
-                    lock_row ? "SELECT name, tier, balance, created_at, reserved, queued FROM users"
-                               " WHERE name = $1 FOR UPDATE"
-                             : "SELECT name, tier, balance, created_at, reserved, queued FROM users"
-                               " WHERE name = $1",
+                    lock_row ? "SELECT " USER_COLS " FROM users WHERE name = $1 FOR UPDATE"
+                             : "SELECT " USER_COLS " FROM users WHERE name = $1",
                     &p);
     int rc = STORE_OK;
     if (!r)
@@ -855,6 +858,7 @@ static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64
     u->reserved = get_i64(r, 0, 4, 0);
     if (queued)
         *queued = get_i64(r, 0, 5, 0);
+    u->disabled_at = get_i64(r, 0, 6, 0);
 out:
     PQclear(r);
     return rc;
@@ -927,6 +931,30 @@ static int pg_user_get(store_t *base, const char *name, user_t *out)
     int rc = op_open(s, &op);
     if (rc == STORE_OK)
         rc = read_user(&op, name, false, out, NULL);
+    return op_end(&op, rc);
+}
+
+static int pg_user_set_disabled(store_t *base, const char *name, bool disabled, int64_t now)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    PGresult *r = NULL;
+    int rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_text(&p, name);
+    p_i64(&p, disabled ? now : 0);
+    r = q(&op, "disabling user",
+          "UPDATE users SET disabled_at = CASE WHEN $2::bigint = 0 THEN NULL"
+          " ELSE COALESCE(disabled_at, $2::bigint) END WHERE name = $1",
+          &p);
+    if (!r)
+        rc = STORE_ERR;
+    else if (strcmp(PQcmdTuples(r), "1") != 0)
+        rc = STORE_NOT_FOUND;
+out:
+    PQclear(r);
     return op_end(&op, rc);
 }
 
@@ -1046,6 +1074,8 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
         goto out;
     /* the user row lock serializes this user's creates and charges */
     rc = read_user(&op, user, true, &u, &queued);
+    if (rc == STORE_OK && u.disabled_at)
+        rc = STORE_DISABLED;
     if (rc != STORE_OK)
         goto out;
     if (idem_key) {
@@ -1908,6 +1938,7 @@ static const struct store_ops pg_ops = {
     .ping = pg_ping,
     .user_add = pg_user_add,
     .user_get = pg_user_get,
+    .user_set_disabled = pg_user_set_disabled,
     .user_credit = pg_user_credit,
     .ledger = pg_ledger,
     .job_create = pg_job_create,

@@ -41,7 +41,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define ERR_MAX 512
 #define CHARGE_EPSILON 1e-9 /* ceil(2.0000000000000004) must stay 2 */
 
@@ -230,8 +230,11 @@ static const char schema_v2[] =
     "CREATE INDEX generation_jobs_running ON generation_jobs(tier, user_id)"
     "  WHERE status = 'in_progress';" JOB_TRIGGERS_SQL;
 
+/* Version 3: `pingvas user disable` (NULL: active). */
+static const char schema_v3[] = "ALTER TABLE users ADD COLUMN disabled_at INTEGER;";
+
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -254,6 +257,7 @@ enum stmt_id {
     S_USER_GET,
     S_USER_INSERT,
     S_USER_SET_BALANCE,
+    S_USER_SET_DISABLED,
     S_LEDGER_INSERT,
     S_LEDGER_LIST,
     S_JOB_GET,
@@ -287,10 +291,12 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_PING] = "SELECT COUNT(*) FROM schema_version",
-    [S_USER_GET] = "SELECT name, tier, balance, created_at, reserved, queued FROM users"
-                   " WHERE name = ?1",
+    [S_USER_GET] = "SELECT name, tier, balance, created_at, reserved, queued,"
+                   " COALESCE(disabled_at, 0) FROM users WHERE name = ?1",
     [S_USER_INSERT] = "INSERT INTO users(name, tier, balance, created_at) VALUES (?1, ?2, ?3, ?4)",
     [S_USER_SET_BALANCE] = "UPDATE users SET balance = ?2 WHERE name = ?1",
+    [S_USER_SET_DISABLED] = "UPDATE users SET disabled_at = IIF(?2, COALESCE(disabled_at, ?3),"
+                            " NULL) WHERE name = ?1",
     [S_LEDGER_INSERT] = "INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after,"
                         " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [S_LEDGER_LIST] = "SELECT id, kind, job_id, amount, balance_after, created_at"
@@ -825,6 +831,7 @@ static int read_user(sqlite_store_t *s, const char *name, user_t *u, int64_t *qu
         u->reserved = sqlite3_column_int64(stmt, 4);
         if (queued)
             *queued = sqlite3_column_int64(stmt, 5);
+        u->disabled_at = sqlite3_column_int64(stmt, 6);
         rc = STORE_OK;
     } else if (rc == 0) {
         rc = STORE_NOT_FOUND;
@@ -901,6 +908,26 @@ static int sqlite_user_get(store_t *base, const char *name, user_t *out)
     int rc;
     lock(s);
     rc = read_user(s, name, out, NULL);
+    return finish(s, rc);
+}
+
+static int sqlite_user_set_disabled(store_t *base, const char *name, bool disabled, int64_t now)
+{
+    sqlite_store_t *s = sq(base);
+    int rc;
+    lock(s);
+    sqlite3_stmt *stmt = st(s, S_USER_SET_DISABLED);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    bind_text(stmt, 1, name);
+    sqlite3_bind_int(stmt, 2, disabled);
+    sqlite3_bind_int64(stmt, 3, now);
+    rc = run(s, stmt, "disabling user");
+    if (rc == STORE_OK && sqlite3_changes(s->db) == 0)
+        rc = STORE_NOT_FOUND;
+out:
     return finish(s, rc);
 }
 
@@ -1020,6 +1047,8 @@ static int create_one(sqlite_store_t *s, create_req_t *q)
     if (sqlite3_exec(s->db, "SAVEPOINT create_one", NULL, NULL, NULL) != SQLITE_OK)
         return fail_db(s, "savepoint");
     rc = read_user(s, q->user, &u, &queued);
+    if (rc == STORE_OK && u.disabled_at)
+        rc = STORE_DISABLED;
     if (rc != STORE_OK)
         goto out;
     if (q->idem_key) {
@@ -1855,6 +1884,7 @@ static const struct store_ops sqlite_ops = {
     .ping = sqlite_ping,
     .user_add = sqlite_user_add,
     .user_get = sqlite_user_get,
+    .user_set_disabled = sqlite_user_set_disabled,
     .user_credit = sqlite_user_credit,
     .ledger = sqlite_ledger,
     .job_create = sqlite_job_create,

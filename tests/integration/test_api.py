@@ -114,6 +114,10 @@ def test_credits_402_creates_nothing(env):
     r = env.create(tok)
     assert r.status == 402, r
     assert r.json()["error"]["code"] == "insufficient_credits"
+    # The message names the user's real numbers and name (not zeros and an empty name).
+    msg = r.json()["error"]["message"]
+    assert "needs 4 credits but only 1 are available (balance 5, reserved 4)" in msg, msg
+    assert "'pingvas user credits carol +N'" in msg, msg
     jobs = env.api("GET", "/api/v1/generation", token=tok).json()["jobs"]
     assert len(jobs) == 1
     c = env.api("GET", "/api/v1/credits", token=tok).json()
