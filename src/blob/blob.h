@@ -9,8 +9,8 @@
 typedef struct blob blob_t;
 
 typedef struct upload_target {
-    char method[8];  /* "PUT" */
-    char url[2048];  /* where the worker sends the PNG body */
+    char method[8]; /* "PUT" */
+    char url[8192]; /* where the worker sends the PNG body (a presigned URL with a session token) */
     int needs_lease; /* 1: send the lease in X-Pingvas-Lease (server-hosted upload) */
 } upload_target_t;
 

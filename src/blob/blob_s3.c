@@ -1,13 +1,16 @@
-/* blob_s3.c: the S3 image store. STORAGE_URL=s3://bucket/prefix; credentials and place from the
- * environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN, AWS_REGION,
- * AWS_ENDPOINT_URL). The server signs its own calls (bucket check, HEAD, PUT) with libcurl's
- * CURLOPT_AWS_SIGV4; workers get a presigned PUT URL per job and hold no credentials. Clients get
- * PUBLIC_IMAGE_BASE_URL + "/" + key, or a presigned GET valid for 7 days. See docs/storage.md. */
+/* blob_s3.c: the S3 image store. STORAGE_URL=s3://bucket/prefix; place from the environment
+ * (AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), credentials from the AWS SDKs' chain
+ * (awscreds.h: environment, web identity, container, IMDSv2; temporary ones refreshed before they
+ * expire and carried as x-amz-security-token). The server signs its own calls (bucket check, HEAD,
+ * PUT) with libcurl's CURLOPT_AWS_SIGV4; workers get a presigned PUT URL per job and hold no
+ * credentials. Clients get PUBLIC_IMAGE_BASE_URL + "/" + key, or a presigned GET valid for 7 days.
+ * See docs/storage.md. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "blob/awscreds.h"
 #include "blob/blob.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -25,12 +28,12 @@ typedef struct blob_s3 {
     char *bucket;
     char *prefix; /* "" or "a/b" (no leading, trailing or doubled slashes) */
     char *region;
-    char *access_key, *secret_key, *session_token; /* session_token NULL when unset */
-    char *scheme;                                  /* "http" or "https" */
-    char *host;        /* as signed and sent: "127.0.0.1:59000", "b.s3.us-east-1.amazonaws.com" */
-    char *base_path;   /* unencoded path before the key: "/bucket" (path style) or "" */
-    char *endpoint;    /* for messages: "http://127.0.0.1:59000" */
-    char *public_base; /* NULL or the CDN prefix, no trailing slash */
+    aws_chain_t *creds; /* the credential chain; aws_chain_get per signed request */
+    char *scheme;       /* "http" or "https" */
+    char *host;         /* as signed and sent: "127.0.0.1:59000", "b.s3.us-east-1.amazonaws.com" */
+    char *base_path;    /* unencoded path before the key: "/bucket" (path style) or "" */
+    char *endpoint;     /* for messages: "http://127.0.0.1:59000" */
+    char *public_base;  /* NULL or the CDN prefix, no trailing slash */
     char sigv4_param[128]; /* "aws:amz:REGION:s3" */
 } blob_s3_t;
 
@@ -115,10 +118,22 @@ static int make_url(const blob_s3_t *s, const char *path, const char *query, cha
 static int presign(const blob_s3_t *s, const char *method, const char *key, int64_t ttl_s,
                    char *url, size_t size)
 {
-    char path[S3_URL_MAX], query[S3_URL_MAX];
-    sigv4_signer_t sg = {.access_key = s->access_key,
-                         .secret_key = s->secret_key,
-                         .session_token = s->session_token,
+    char path[S3_URL_MAX], query[S3_URL_MAX], err[512];
+    aws_creds_t *cr = malloc(sizeof *cr);
+    if (!cr || aws_chain_get(s->creds, cr, err, sizeof err) != 0) {
+        if (cr)
+            log_error("event=s3_presign_failed key=%s err=\"%s\"", key, err);
+        free(cr);
+        return -1;
+    }
+    /* A presigned URL carries the session token too, so it cannot outlive the credentials. */
+    if (cr->expires_ms) {
+        int64_t left = (cr->expires_ms - clock_now_ms()) / 1000;
+        ttl_s = ttl_s < left ? ttl_s : left;
+    }
+    sigv4_signer_t sg = {.access_key = cr->access_key,
+                         .secret_key = cr->secret_key,
+                         .session_token = cr->session_token,
                          .region = s->region,
                          .service = "s3",
                          .now = clock_now_ms() / 1000};
@@ -126,10 +141,13 @@ static int presign(const blob_s3_t *s, const char *method, const char *key, int6
         ttl_s = 1;
     if (ttl_s > SIGV4_MAX_EXPIRES)
         ttl_s = SIGV4_MAX_EXPIRES;
-    if (object_path(s, key, path, sizeof path) != 0 ||
-        sigv4_presign(&sg, method, s->host, path, ttl_s, query, sizeof query) != 0)
-        return -1;
-    return make_url(s, path, query, url, size);
+    int rc = -1;
+    if (object_path(s, key, path, sizeof path) == 0 &&
+        sigv4_presign(&sg, method, s->host, path, ttl_s, query, sizeof query) == 0)
+        rc = make_url(s, path, query, url, size);
+    aws_creds_wipe(cr);
+    free(cr);
+    return rc;
 }
 
 /* The first S3_ERRBODY_MAX bytes of a response body, for error messages. */
@@ -162,17 +180,58 @@ static void error_code(const s3_body_t *b, char *code, size_t size)
         snprintf(code, size, "%.*s", (int)(e - p), p);
 }
 
-/* One request signed by libcurl (SigV4, service s3). method "HEAD" or "PUT" (with body).
- * Returns the HTTP status, or 0 on a transport error (err says why). code gets the S3 error code
- * of a failed request when the body has one. */
+/* Appends "Name: value" to *hdrs (libcurl copies it). Sets *oom when it cannot. */
+static void add_header(struct curl_slist **hdrs, const char *name, const char *value, int *oom)
+{
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *line = malloc(n);
+    struct curl_slist *tmp = NULL;
+    if (line) {
+        snprintf(line, n, "%s: %s", name, value);
+        tmp = curl_slist_append(*hdrs, line);
+        memset(line, 0, n);
+        free(line);
+    }
+    if (tmp)
+        *hdrs = tmp;
+    else
+        *oom = 1;
+}
+
+/* The headers of a signed call: payload hash (S3 wants it in x-amz-content-sha256; libcurl signs
+ * it and uses it), the session token of temporary credentials, the body's type. NULL on OOM. */
+static struct curl_slist *call_headers(const aws_creds_t *cr, const void *body, size_t len,
+                                       const char *content_type)
+{
+    struct curl_slist *hdrs = NULL;
+    char hash[65];
+    int oom = 0;
+    sigv4_sha256_hex(body, body ? len : 0, hash);
+    add_header(&hdrs, "x-amz-content-sha256", hash, &oom);
+    if (cr->session_token[0])
+        add_header(&hdrs, "x-amz-security-token", cr->session_token, &oom);
+    if (body)
+        add_header(&hdrs, "Content-Type", content_type ? content_type : "application/octet-stream",
+                   &oom);
+    /* No "Expect:" suppression header here: libcurl 7.88 signs the empty header it then omits,
+     * and S3 refuses the signature. */
+    if (oom) {
+        curl_slist_free_all(hdrs);
+        return NULL;
+    }
+    return hdrs;
+}
+
+/* One request signed by libcurl (SigV4, service s3) with the chain's current credentials.
+ * method "HEAD" or "PUT" (with body). Returns the HTTP status, or 0 on a transport error (err
+ * says why). code gets the S3 error code of a failed request when the body has one. */
 static long s3_call(const blob_s3_t *s, const char *method, const char *path, const void *body,
                     size_t len, const char *content_type, char *code, size_t code_size, char *err,
                     size_t errlen)
 {
-    char url[S3_URL_MAX], hash_hdr[128], token_hdr[S3_URL_MAX], ct_hdr[128];
-    char hash[65];
+    char url[S3_URL_MAX];
     long status = 0;
-    struct curl_slist *hdrs = NULL, *tmp;
+    struct curl_slist *hdrs = NULL;
     s3_body_t resp = {.len = 0};
     resp.text[0] = '\0';
     if (code_size)
@@ -182,36 +241,16 @@ static long s3_call(const blob_s3_t *s, const char *method, const char *path, co
         snprintf(err, errlen, "object path too long");
         return 0;
     }
-    CURL *c = curl_easy_init();
+    aws_creds_t *cr = malloc(sizeof *cr);
+    CURL *c = cr ? curl_easy_init() : NULL;
     if (!c) {
         snprintf(err, errlen, "cannot create an HTTP client (out of memory)");
-        return 0;
+        goto out;
     }
-    /* S3 wants the payload hash in x-amz-content-sha256; libcurl signs it and uses it. */
-    sigv4_sha256_hex(body, body ? len : 0, hash);
-    snprintf(hash_hdr, sizeof hash_hdr, "x-amz-content-sha256: %s", hash);
-    int oom = 0;
-    tmp = curl_slist_append(hdrs, hash_hdr);
-    oom |= !tmp;
-    hdrs = tmp ? tmp : hdrs;
-    if (s->session_token) {
-        int n = snprintf(token_hdr, sizeof token_hdr, "x-amz-security-token: %s", s->session_token);
-        if (n < 0 || (size_t)n >= sizeof token_hdr)
-            oom = 1;
-        tmp = oom ? NULL : curl_slist_append(hdrs, token_hdr);
-        oom |= !tmp;
-        hdrs = tmp ? tmp : hdrs;
-    }
-    if (body) {
-        snprintf(ct_hdr, sizeof ct_hdr, "Content-Type: %s",
-                 content_type ? content_type : "application/octet-stream");
-        tmp = curl_slist_append(hdrs, ct_hdr);
-        oom |= !tmp;
-        hdrs = tmp ? tmp : hdrs;
-    }
-    /* No "Expect:" suppression header here: libcurl 7.88 signs the empty header it then omits,
-     * and S3 refuses the signature. */
-    if (oom) {
+    if (aws_chain_get(s->creds, cr, err, errlen) != 0)
+        goto out;
+    hdrs = call_headers(cr, body, len, content_type);
+    if (!hdrs) {
         snprintf(err, errlen, "cannot build the request headers");
         goto out;
     }
@@ -220,8 +259,8 @@ static long s3_call(const blob_s3_t *s, const char *method, const char *path, co
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)S3_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)S3_TIMEOUT_MS);
     curl_easy_setopt(c, CURLOPT_AWS_SIGV4, s->sigv4_param);
-    curl_easy_setopt(c, CURLOPT_USERNAME, s->access_key);
-    curl_easy_setopt(c, CURLOPT_PASSWORD, s->secret_key);
+    curl_easy_setopt(c, CURLOPT_USERNAME, cr->access_key);
+    curl_easy_setopt(c, CURLOPT_PASSWORD, cr->secret_key);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
@@ -242,7 +281,11 @@ static long s3_call(const blob_s3_t *s, const char *method, const char *path, co
         error_code(&resp, code, code_size);
 out:
     curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
+    if (c)
+        curl_easy_cleanup(c);
+    if (cr)
+        aws_creds_wipe(cr);
+    free(cr);
     return status;
 }
 
@@ -335,12 +378,7 @@ static void s3_close(blob_t *b)
     free(s->bucket);
     free(s->prefix);
     free(s->region);
-    free(s->access_key);
-    if (s->secret_key) {
-        memset(s->secret_key, 0, strlen(s->secret_key));
-        free(s->secret_key);
-    }
-    free(s->session_token);
+    aws_chain_close(s->creds);
     free(s->scheme);
     free(s->host);
     free(s->base_path);
@@ -503,9 +541,10 @@ static int check_bucket(blob_s3_t *s, char *err, size_t errlen)
             s->bucket, s->endpoint);
     else if (st == 403 || st == 401)
         snprintf(err, errlen,
-                 "S3 bucket \"%s\" at %s refused access (HTTP %ld%s%s): check AWS_ACCESS_KEY_ID, "
-                 "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) and the bucket policy",
-                 s->bucket, s->endpoint, st, code[0] ? " " : "", code);
+                 "S3 bucket \"%s\" at %s refused access (HTTP %ld%s%s) to the %s credentials: "
+                 "check the role or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, and the bucket "
+                 "policy",
+                 s->bucket, s->endpoint, st, code[0] ? " " : "", code, aws_chain_source(s->creds));
     else if (st == 301 || st == 400)
         snprintf(err, errlen,
                  "S3 bucket \"%s\" at %s answered HTTP %ld%s%s: is AWS_REGION (%s) the bucket's "
@@ -525,17 +564,6 @@ blob_t *blob_s3_open(const char *url, const char *public_base, char *err, size_t
     if (!url || strncmp(url, "s3://", 5) != 0) {
         snprintf(err, errlen, "storage URL \"%s\" is not an s3://bucket/prefix URL",
                  url ? url : "");
-        return NULL;
-    }
-    const char *ak = env_nonempty("AWS_ACCESS_KEY_ID"), *sk = env_nonempty("AWS_SECRET_ACCESS_KEY");
-    if (!ak || !sk) {
-        snprintf(err, errlen,
-                 "storage URL \"%s\" needs S3 credentials: set AWS_ACCESS_KEY_ID and "
-                 "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials)%s",
-                 url,
-                 !ak && sk   ? " (AWS_ACCESS_KEY_ID is missing)"
-                 : ak && !sk ? " (AWS_SECRET_ACCESS_KEY is missing)"
-                             : "");
         return NULL;
     }
     blob_s3_t *s = calloc(1, sizeof *s);
@@ -564,9 +592,6 @@ blob_t *blob_s3_open(const char *url, const char *public_base, char *err, size_t
         ep = env_nonempty("AWS_ENDPOINT_URL");
     int oom = 0;
     s->region = dup_or_null(region, &oom);
-    s->access_key = dup_or_null(ak, &oom);
-    s->secret_key = dup_or_null(sk, &oom);
-    s->session_token = dup_or_null(env_nonempty("AWS_SESSION_TOKEN"), &oom);
     if (public_base && public_base[0]) {
         size_t n = strlen(public_base);
         while (n > 1 && public_base[n - 1] == '/')
@@ -580,6 +605,12 @@ blob_t *blob_s3_open(const char *url, const char *public_base, char *err, size_t
     }
     if (parse_endpoint(s, ep, err, errlen) != 0)
         goto fail;
+    char cerr[1024];
+    s->creds = aws_chain_open(s->region, cerr, sizeof cerr);
+    if (!s->creds) {
+        snprintf(err, errlen, "storage URL \"%s\" needs S3 credentials: %s", url, cerr);
+        goto fail;
+    }
     int n = snprintf(s->sigv4_param, sizeof s->sigv4_param, "aws:amz:%s:s3", s->region);
     if (n < 0 || (size_t)n >= sizeof s->sigv4_param) {
         snprintf(err, errlen, "AWS_REGION \"%s\" is too long", s->region);
@@ -587,9 +618,10 @@ blob_t *blob_s3_open(const char *url, const char *public_base, char *err, size_t
     }
     if (check_bucket(s, err, errlen) != 0)
         goto fail;
-    log_info("event=s3_store_opened bucket=%s prefix=%s endpoint=%s region=%s image_urls=%s",
+    log_info("event=s3_store_opened bucket=%s prefix=%s endpoint=%s region=%s credentials=%s "
+             "image_urls=%s",
              s->bucket, s->prefix[0] ? s->prefix : "-", s->endpoint, s->region,
-             s->public_base ? "public_base" : "presigned");
+             aws_chain_source(s->creds), s->public_base ? "public_base" : "presigned");
     return &s->base;
 fail:
     s3_close(&s->base);

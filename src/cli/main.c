@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blob/awscreds.h"
 #include "scale/autoscaler.h"
 #include "lib/clock.h"
 #include "cli/cmd.h"
@@ -1107,28 +1108,6 @@ int cmd_autoscale(int argc, char **argv)
     return 0;
 }
 
-static int on_ec2(void)
-{
-    char buf[64] = "";
-    FILE *f = fopen("/sys/devices/virtual/dmi/id/sys_vendor", "r");
-    if (f) {
-        if (!fgets(buf, sizeof buf, f))
-            buf[0] = '\0';
-        fclose(f);
-    }
-    if (strstr(buf, "Amazon"))
-        return 1;
-    f = fopen("/sys/devices/virtual/dmi/id/board_asset_tag", "r");
-    if (f) {
-        if (!fgets(buf, sizeof buf, f))
-            buf[0] = '\0';
-        fclose(f);
-        if (strncmp(buf, "i-", 2) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 static int cmd_worker(int argc, char **argv)
 {
     app_config_t cfg;
@@ -1155,7 +1134,7 @@ static int cmd_worker(int argc, char **argv)
     if (!imds || strcmp(imds, "off") == 0 || !*imds)
         imds = NULL;
     else if (strcmp(imds, "auto") == 0)
-        imds = on_ec2() ? "http://169.254.169.254" : NULL;
+        imds = aws_on_ec2() ? "http://169.254.169.254" : NULL;
     worker_config_t wc = {.server_url = server,
                           .token = cfg.worker_token,
                           .tier = cfg.tier,

@@ -18,6 +18,7 @@ static void set_creds(void)
     unsetenv("AWS_ENDPOINT_URL_S3");
     setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9", 1); /* discard port: nothing listens */
     setenv("AWS_REGION", "us-east-1", 1);
+    setenv("AWS_EC2_METADATA_DISABLED", "true", 1); /* never reach for link-local IMDS here */
 }
 
 static blob_t *open_s3(const char *url)
