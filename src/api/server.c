@@ -409,7 +409,7 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
     int64_t reserve = server_estimate_credits(&p, s->cfg.credit_rate);
     job_t j = {0};
     int rc = store_job_create(s->store, u.name, &p, idem, reserve, s->cfg.max_queued_per_user,
-                              clock_now_ms(), &j);
+                              clock_steady_ms(), &j);
     job_params_clear(&p);
     switch (rc) {
     case STORE_OK:
@@ -473,7 +473,7 @@ static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const c
     if (auth_user(s, c, &u, &ret) != 0)
         return ret;
     job_t j = {0};
-    int rc = store_job_cancel(s->store, u.name, id, clock_now_ms(), &j);
+    int rc = store_job_cancel(s->store, u.name, id, clock_steady_ms(), &j);
     if (rc == STORE_OK) {
         log_info("event=job_canceled job=%s user=%s", id, u.name);
         job_ended(s, &j);
@@ -587,7 +587,7 @@ static json_t *queue_json(server_t *s, int *err)
     *err = 0;
     for (int i = 0; i < 2; i++) {
         queue_stats_t q;
-        if (store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_now_ms(), &q) !=
+        if (store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_steady_ms(), &q) !=
             STORE_OK) {
             *err = 1;
             break;
@@ -674,7 +674,7 @@ static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
            "gauge\n");
     queue_stats_t q[2] = {{0}};
     for (int i = 0; i < 2; i++) {
-        store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_now_ms(), &q[i]);
+        store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_steady_ms(), &q[i]);
         APPEND("pingvas_jobs_queued{tier=\"%s\"} %lld\n", tiers[i], (long long)q[i].queued);
     }
     APPEND("# HELP pingvas_jobs_running Jobs leased to a worker\n# TYPE pingvas_jobs_running "
@@ -834,7 +834,7 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
     job_t j = {0};
     for (;;) {
         if (clock_mono_ms() - last_seen >= 5000) {
-            store_worker_seen(s->store, worker_id, tier_buf, "idle", clock_now_ms());
+            store_worker_seen(s->store, worker_id, tier_buf, "idle", clock_steady_ms());
             last_seen = clock_mono_ms();
         }
         pthread_mutex_lock(&s->wake_mu);
@@ -847,7 +847,7 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
             return MHD_NO;
         }
         int rc =
-            store_job_claim(s->store, tier_buf, worker_id, s->cfg.lease_ms, clock_now_ms(), &j);
+            store_job_claim(s->store, tier_buf, worker_id, s->cfg.lease_ms, clock_steady_ms(), &j);
         if (rc == STORE_OK)
             break;
         if (rc != STORE_EMPTY)
@@ -882,7 +882,7 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
         log_error("event=upload_target_failed job=%s", j.id);
         /* Give the job back untouched rather than strand it. */
         job_t tmp = {0};
-        store_job_release(s->store, j.id, j.lease_id, clock_now_ms(), &tmp);
+        store_job_release(s->store, j.id, j.lease_id, clock_steady_ms(), &tmp);
         job_clear(&tmp);
         job_clear(&j);
         return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
@@ -912,7 +912,7 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
     if (wire_parse_report(op, r->body, r->len, &w, &e) != 0)
         return send_error(c, &e);
     const char *lease = w.lease_id;
-    int64_t now = clock_now_ms();
+    int64_t now = clock_steady_ms();
     job_t j = {0};
     int rc;
     if (strcmp(op, "heartbeat") == 0) {
@@ -1036,7 +1036,7 @@ static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection
         return fail(c, 400, "invalid_argument", NULL,
                     "a scaling event needs tier, from and to (0..100000) and a reason");
     }
-    server_record_scaling_event(s, clock_now_ms(), tier, (int)json_integer_value(from),
+    server_record_scaling_event(s, clock_steady_ms(), tier, (int)json_integer_value(from),
                                 (int)json_integer_value(to), reason ? reason : "");
     json_decref(o);
     return send_text(c, 200, "application/json", "{}", 2);
@@ -1171,7 +1171,7 @@ static void *reaper_main(void *arg)
     server_t *s = arg;
     while (!atomic_load(&s->stopping)) {
         int requeued = 0, failed = 0;
-        int rc = store_reap(s->store, s->cfg.max_attempts, s->cfg.worker_ttl_ms, clock_now_ms(),
+        int rc = store_reap(s->store, s->cfg.max_attempts, s->cfg.worker_ttl_ms, clock_steady_ms(),
                             &requeued, &failed);
         if (rc != STORE_OK) {
             log_warn("event=reap_failed err=\"%s\"", store_last_error(s->store));

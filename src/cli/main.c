@@ -729,7 +729,7 @@ static int up_stats(void *arg, const char *tier, int64_t *queued, int64_t *runni
 {
     server_t *s = arg;
     queue_stats_t q;
-    if (store_queue_stats(server_store(s), tier, 30000, clock_now_ms(), &q) != STORE_OK)
+    if (store_queue_stats(server_store(s), tier, 30000, clock_steady_ms(), &q) != STORE_OK)
         return -1;
     *queued = q.queued;
     *running = q.running;
@@ -738,7 +738,7 @@ static int up_stats(void *arg, const char *tier, int64_t *queued, int64_t *runni
 
 static void up_event(void *arg, const char *tier, int from, int to, const char *reason)
 {
-    server_record_scaling_event(arg, clock_now_ms(), tier, from, to, reason);
+    server_record_scaling_event(arg, clock_steady_ms(), tier, from, to, reason);
 }
 
 static void on_cold_start(void *arg, const char *tier, const char *worker_id,
@@ -955,7 +955,7 @@ static int cmd_up(int argc, char **argv)
 
     while (!got_stop) {
         supervisor_tick(sup);
-        autoscaler_step(as, clock_now_ms());
+        autoscaler_step(as, clock_steady_ms());
         autoscaler_wait(as, 100);
     }
     log_info("event=up_stopping msg=\"stopping workers (they finish or release their jobs)\"");
@@ -1098,7 +1098,7 @@ int cmd_autoscale(int argc, char **argv)
     fflush(stdout);
     while (!got_stop) {
         supervisor_tick(sup);
-        autoscaler_step(as, clock_now_ms());
+        autoscaler_step(as, clock_steady_ms());
         autoscaler_wait(as, cfg.poll_ms);
     }
     supervisor_stop_all(sup, cfg.drain_ms + 10000);

@@ -5,8 +5,17 @@
 
 #include <stdint.h>
 
-/* Wall-clock milliseconds since the Unix epoch, plus the steered offset. */
+/* Wall-clock milliseconds since the Unix epoch, plus the steered offset. Steps with the system
+ * clock (NTP, an operator): use it for instants shown to people or exchanged with other systems
+ * (JWT exp, S3 signatures, created_at), never to measure an interval.
+ * Test hook: when PINGVAS_TEST_CLOCK_STEP_FILE names a file, its integer content (ms, re-read
+ * every 20 ms) is added, so a test can step this process's wall clock while it runs. */
 int64_t clock_now_ms(void);
+/* Steady wall clock: the wall clock read once (at the first clock call of the process), advanced
+ * by the monotonic clock since. Ms since the epoch, comparable with stored times, but a step of
+ * the wall clock during the run does not move it. Lease deadlines, the reaper, worker presence
+ * and autoscaling cooldowns use it. */
+int64_t clock_steady_ms(void);
 /* Monotonic milliseconds (for measuring durations), plus the steered offset. */
 int64_t clock_mono_ms(void);
 /* Moves both clocks forward by ms (tests only). Thread safe. */
