@@ -57,22 +57,10 @@ class Load:
         def one(item):
             key, user, steps = item
             body = {"prompt": f"fault job {key}", "steps": steps, "seed": len(key)}
-            end = time.monotonic() + give_up_s
-            while time.monotonic() < end:
-                try:
-                    r = self.env.create(self.tokens[user], body,
-                                        headers={"Idempotency-Key": key}, timeout=15)
-                except Exception:
-                    time.sleep(0.1)
-                    continue
-                if r.status in (200, 201):
-                    return user, r.json()["id"]
-                if r.status >= 500:
-                    time.sleep(0.1)
-                    continue
-                self.errors.append((key, r.status, r.body[:200]))
-                return None
-            self.errors.append((key, "gave up"))
+            jid, err = self.env.create_retrying(self.tokens[user], body, key, give_up_s, 15)
+            if jid:
+                return user, jid
+            self.errors.append((key, err))
             return None
 
         with concurrent.futures.ThreadPoolExecutor(threads) as ex:

@@ -187,6 +187,24 @@ class Env:
         return self.api("POST", "/api/v1/generation/create", body if body is not None else {"prompt": "test"}, token,
                         **kw)
 
+    def create_retrying(self, token, body, key, give_up_s=120, timeout=10):
+        """Creates a job with Idempotency-Key key, retrying through 5xx answers and connection
+        errors (server restarts, faults). Returns (job id, None), or (None, the refusal)."""
+        end = time.monotonic() + give_up_s
+        while time.monotonic() < end:
+            try:
+                r = self.create(token, body, headers={"Idempotency-Key": key}, timeout=timeout)
+            except Exception:
+                time.sleep(0.1)
+                continue
+            if r.status in (200, 201):
+                return r.json()["id"], None
+            if r.status >= 500:
+                time.sleep(0.1)
+                continue
+            return None, (r.status, r.body[:200])
+        return None, "gave up"
+
     def job(self, token, jid):
         return self.api("GET", f"/api/v1/generation/{jid}", token=token).json()
 

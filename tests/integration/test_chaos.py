@@ -148,22 +148,10 @@ def submit_all(env, tokens, rng, accepted, errors):
     def one(item):
         i, user, steps = item
         body = {"prompt": f"chaos job {i}", "steps": steps, "seed": i}
-        end = time.monotonic() + 120
-        while time.monotonic() < end:
-            try:
-                r = env.create(tokens[user], body, headers={"Idempotency-Key": f"chaos-{i}"},
-                               timeout=10)
-            except Exception:
-                time.sleep(0.1)
-                continue
-            if r.status in (200, 201):
-                return user, r.json()["id"]
-            if r.status >= 500:
-                time.sleep(0.1)
-                continue
-            errors.append((i, r.status, r.body[:200]))
-            return None
-        errors.append((i, "gave up"))
+        jid, err = env.create_retrying(tokens[user], body, f"chaos-{i}")
+        if jid:
+            return user, jid
+        errors.append((i, err))
         return None
 
     with concurrent.futures.ThreadPoolExecutor(6) as ex:
