@@ -49,6 +49,9 @@ backend_t *backend_create(const backend_config_t *cfg, char *err, size_t errlen)
 /* The a1111 backend: cfg->url is the base URL of a server with the /sdapi/v1/txt2img API. */
 backend_t *backend_a1111_create(const backend_config_t *cfg, char *err, size_t errlen);
 backend_t *backend_synthetic_create(const backend_config_t *cfg, char *err, size_t errlen);
+/* The synthetic backend's model load, in seconds with its time scale applied (b must be a
+ * synthetic backend). */
+double backend_synthetic_load_seconds(const backend_t *b);
 /* The synthetic backend's GPU profile names (static strings, for --help); returns their count. */
 int backend_synthetic_profile_names(const char *const **names);
 

@@ -58,6 +58,12 @@ int backend_synthetic_profile_names(const char *const **names)
     return NPROFILES;
 }
 
+double backend_synthetic_load_seconds(const backend_t *b)
+{
+    const synthetic_t *s = (const synthetic_t *)b;
+    return s->profile->load_s * s->time_scale;
+}
+
 /* Seconds the simulated GPU is busy with a job, time_scale applied. */
 static double job_seconds(const synthetic_t *s, const job_params_t *p)
 {

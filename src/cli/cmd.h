@@ -4,5 +4,6 @@
 
 int cmd_loadtest(int argc, char **argv);
 int cmd_autoscale(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
 
 #endif

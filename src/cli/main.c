@@ -1422,6 +1422,7 @@ static const struct command {
      "user add NAME [--credits N] [--tier T] | user credits NAME +N | user disable|enable NAME"},
     {"token", cmd_token, "mint an HS256 JWT for a user (--role admin: an operator)"},
     {"migrate", cmd_migrate, "create or upgrade the schema"},
+    {"simulate", cmd_simulate, "what a fleet would cost and how long jobs would wait"},
 };
 
 static void usage(FILE *f)
