@@ -83,6 +83,11 @@ typedef struct app_config {
     int max_jobs;
     const char *imds_url;
     int64_t imds_poll_ms;
+    const char *kube_api;
+    const char *kube_sa_dir;
+    const char *pod_name;
+    const char *pod_namespace;
+    const char *node_name;
     int64_t poll_ms;
     /* user / token */
     int credits;
@@ -378,6 +383,17 @@ static const opt_t worker_opts[] = {
      "off: none"},
     {"imds-poll", NULL, OPT_DURATION, "5s", 100, 3600000, O(imds_poll_ms),
      "how often to poll for spot notices"},
+    {"kube-api", "PINGVAS_KUBE_API", OPT_STR, "auto", 0, 0, O(kube_api),
+     "Kubernetes API for the busy/idle pod marks (pod-deletion-cost, karpenter.sh/do-not-disrupt) "
+     "and the node watch; auto: in-cluster when PINGVAS_POD_NAME is set; off: none"},
+    {"kube-sa-dir", "PINGVAS_KUBE_SA_DIR", OPT_STR, "/var/run/secrets/kubernetes.io/serviceaccount",
+     0, 0, O(kube_sa_dir), "service-account token, ca.crt and namespace for the Kubernetes API"},
+    {"pod-name", "PINGVAS_POD_NAME", OPT_STR, NULL, 0, 0, O(pod_name),
+     "this worker's pod (downward API metadata.name)"},
+    {"pod-namespace", "PINGVAS_POD_NAMESPACE", OPT_STR, NULL, 0, 0, O(pod_namespace),
+     "the pod's namespace [default: from the service-account directory]"},
+    {"node-name", "PINGVAS_NODE_NAME", OPT_STR, NULL, 0, 0, O(node_name),
+     "the pod's node (downward API spec.nodeName)"},
     OPT_LOG,
 };
 
@@ -1108,6 +1124,29 @@ int cmd_autoscale(int argc, char **argv)
     return 0;
 }
 
+/* The Kubernetes pod guard of a worker (podguard.h): off, in-cluster, or at --kube-api. Sets
+ * *out (NULL when off). 0, or -1 with a message (a pod that asked for it but is misconfigured). */
+static int start_pod_guard(const app_config_t *cfg, pod_guard_t **out)
+{
+    *out = NULL;
+    const char *api = cfg->kube_api ? cfg->kube_api : "auto";
+    if (strcmp(api, "off") == 0 || (strcmp(api, "auto") == 0 && !cfg->pod_name))
+        return 0;
+    pod_guard_config_t pc = {.api_url = strcmp(api, "auto") == 0 ? NULL : api,
+                             .sa_dir = cfg->kube_sa_dir,
+                             .pod_name = cfg->pod_name,
+                             .namespace = cfg->pod_namespace,
+                             .node_name = cfg->node_name,
+                             .poll_ms = cfg->imds_poll_ms};
+    char err[512];
+    *out = pod_guard_start(&pc, err, sizeof err);
+    if (!*out) {
+        fprintf(stderr, "pingvas worker: Kubernetes pod guard (--kube-api %s): %s\n", api, err);
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_worker(int argc, char **argv)
 {
     app_config_t cfg;
@@ -1135,6 +1174,9 @@ static int cmd_worker(int argc, char **argv)
         imds = NULL;
     else if (strcmp(imds, "auto") == 0)
         imds = aws_on_ec2() ? "http://169.254.169.254" : NULL;
+    pod_guard_t *guard = NULL;
+    if (start_pod_guard(&cfg, &guard) != 0)
+        return EXIT_USAGE;
     worker_config_t wc = {.server_url = server,
                           .token = cfg.worker_token,
                           .tier = cfg.tier,
@@ -1144,8 +1186,11 @@ static int cmd_worker(int argc, char **argv)
                           .claim_wait_ms = cfg.claim_wait_ms,
                           .max_jobs = cfg.max_jobs,
                           .imds_url = imds,
-                          .imds_poll_ms = cfg.imds_poll_ms};
-    return worker_run(&wc);
+                          .imds_poll_ms = cfg.imds_poll_ms,
+                          .guard = guard};
+    int status = worker_run(&wc);
+    pod_guard_stop(guard);
+    return status;
 }
 
 static store_t *open_admin_store(app_config_t *cfg, derived_t *d, const char *cmd)

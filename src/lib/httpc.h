@@ -25,6 +25,7 @@ typedef struct httpc_req {
     long timeout_ms;
     atomic_int *abort_flag; /* when nonzero the transfer is aborted (status 0) */
     size_t max_response;    /* cap on the response body; 0 = HTTPC_RESPONSE_MAX */
+    const char *ca_file;    /* PEM bundle to verify https peers with, or NULL (system store) */
 } httpc_req_t;
 
 /* Performs req on handle h (a CURL easy handle reused for keep-alive). Returns 0 when a

@@ -85,7 +85,7 @@ static long get_meta(imds_watch_t *w, const char *path, httpc_resp_t *resp)
 static void *watch_main(void *arg)
 {
     imds_watch_t *w = arg;
-    int fired = 0;
+    int fired = 0, rebalance_seen = 0;
     while (!atomic_load(&w->stop) && !fired) {
         httpc_resp_t resp;
         if (get_meta(w, "/latest/meta-data/spot/instance-action", &resp) == 200) {
@@ -101,11 +101,15 @@ static void *watch_main(void *arg)
             }
         }
         httpc_resp_free(&resp);
-        if (!fired &&
+        /* A rebalance recommendation is only a raised risk: Karpenter does not act on it, and a
+         * worker that left would be restarted on the same node and leave again, leaving a paid
+         * GPU node without a worker. It is logged once; the interruption notice (or Karpenter's
+         * drain) is what stops the worker. */
+        if (!fired && !rebalance_seen &&
             get_meta(w, "/latest/meta-data/events/recommendations/rebalance", &resp) == 200) {
-            log_warn("event=rebalance_recommendation msg=\"stopping gracefully\"");
-            w->on_notice(-1);
-            fired = 1;
+            log_warn("event=rebalance_recommendation msg=\"noted; the worker keeps serving until "
+                     "an interruption notice or SIGTERM\"");
+            rebalance_seen = 1;
         }
         httpc_resp_free(&resp);
         for (int64_t slept = 0; slept < w->poll_ms && !atomic_load(&w->stop); slept += 50)

@@ -1,5 +1,6 @@
 /* imds.h: watches the EC2 instance metadata service (IMDSv2) for a spot interruption notice or
- * a rebalance recommendation, and asks the worker to stop gracefully when one appears. */
+ * a rebalance recommendation; a notice asks the worker to stop gracefully, a rebalance
+ * recommendation is only logged (docs/deploy.md, "Disruption"). */
 #ifndef PINGVAS_IMDS_H
 #define PINGVAS_IMDS_H
 

@@ -377,6 +377,13 @@ int worker_run(const worker_config_t *cfg)
                      wid);
             break;
         }
+        if (pod_guard_hold(cfg->guard)) { /* the node is going away: take no new job here */
+            pod_guard_set_busy(cfg->guard, 0);
+            report('I');
+            for (int64_t slept = 0; slept < 1000 && !atomic_load(&stop_requested); slept += 50)
+                clock_sleep_ms(50);
+            continue;
+        }
         report('I');
         httpc_req_t req = {.method = "POST",
                            .url = url,
@@ -398,6 +405,7 @@ int worker_run(const worker_config_t *cfg)
                 continue;
             }
             report('B');
+            pod_guard_set_busy(cfg->guard, 1);
             run_job(cfg, be, h, claim);
             json_decref(claim);
             jobs++;
@@ -405,6 +413,7 @@ int worker_run(const worker_config_t *cfg)
         }
         if (resp.status == 204) {
             httpc_resp_free(&resp);
+            pod_guard_set_busy(cfg->guard, 0); /* idle: first to go on a scale-down */
             continue;
         }
         if (resp.status == 401) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "worker/podguard.h"
 
 typedef struct worker_config {
     const char *server_url;
@@ -19,6 +20,7 @@ typedef struct worker_config {
     int max_jobs;          /* exit after this many jobs; 0 = no limit */
     const char *imds_url;  /* EC2 instance metadata base URL, or NULL/"" (off) */
     int64_t imds_poll_ms;
+    pod_guard_t *guard; /* Kubernetes busy/idle marks and node watch, or NULL (off) */
 } worker_config_t;
 
 /* Runs until stopped. Returns the process exit status (0 on a graceful stop). */

@@ -44,7 +44,7 @@ struct t_peer {
 };
 
 /* Records a problem (a field that was not as expected). */
-static void t_peer_problem(t_peer_t *p, const char *fmt, ...)
+static inline void t_peer_problem(t_peer_t *p, const char *fmt, ...)
 {
     size_t n = strlen(p->problems);
     va_list ap;
@@ -63,7 +63,7 @@ static void t_peer_problem(t_peer_t *p, const char *fmt, ...)
     } while (0)
 
 /* The request header name (case-insensitive), or NULL. */
-static const char *t_peer_header(const t_peer_req_t *r, const char *name)
+static inline const char *t_peer_header(const t_peer_req_t *r, const char *name)
 {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
@@ -130,7 +130,7 @@ static void t_peer_on_done(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 /* Starts a stand-in on 127.0.0.1:0 that answers with fn. 0 or -1. */
-static int t_peer_start(t_peer_t *p, t_peer_fn fn, void *arg)
+static inline int t_peer_start(t_peer_t *p, t_peer_fn fn, void *arg)
 {
     memset(p, 0, sizeof *p);
     p->fn = fn;
@@ -150,7 +150,7 @@ static int t_peer_start(t_peer_t *p, t_peer_fn fn, void *arg)
     return p->port ? 0 : -1;
 }
 
-static void t_peer_stop(t_peer_t *p)
+static inline void t_peer_stop(t_peer_t *p)
 {
     if (p->d)
         MHD_stop_daemon(p->d);
@@ -158,7 +158,7 @@ static void t_peer_stop(t_peer_t *p)
 }
 
 /* Decodes application/x-www-form-urlencoded value text [s, s+n) into out. */
-static void t_peer_form_decode(const char *s, size_t n, char *out, size_t size)
+static inline void t_peer_form_decode(const char *s, size_t n, char *out, size_t size)
 {
     size_t o = 0;
     for (size_t i = 0; i < n && o + 1 < size; i++) {
@@ -176,7 +176,8 @@ static void t_peer_form_decode(const char *s, size_t n, char *out, size_t size)
 }
 
 /* The decoded value of form field name in body, or 0 when absent. Counts fields in *nfields. */
-static int t_peer_form_get(const char *body, const char *name, char *out, size_t size, int *nfields)
+static inline int t_peer_form_get(const char *body, const char *name, char *out, size_t size,
+                                  int *nfields)
 {
     int found = 0, n = 0;
     size_t nl = strlen(name);
