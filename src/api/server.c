@@ -24,6 +24,7 @@
 #include "lib/clock.h"
 #include "lib/jwt.h"
 #include "lib/log.h"
+#include "api/images.h"
 #include "api/metrics.h"
 #include "api/ratelimit.h"
 #include "api/route.h"
@@ -47,6 +48,7 @@ struct server {
     const char *models[MAX_MODELS + 1];
     validate_config_t vcfg;
     ratelimit_t *rl;
+    image_secrets_t image_secrets; /* name staging keys (images.h) */
 
     pthread_mutex_t wake_mu;
     pthread_cond_t wake_cv;
@@ -476,6 +478,7 @@ static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const c
     int rc = store_job_cancel(s->store, u.name, id, clock_steady_ms(), &j);
     if (rc == STORE_OK) {
         log_info("event=job_canceled job=%s user=%s", id, u.name);
+        image_discard(s->blob, &s->image_secrets, id);
         job_ended(s, &j);
         ret = send_json(c, 200, job_json(s, &j));
     } else if (rc == STORE_CONFLICT) {
@@ -724,12 +727,25 @@ static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
     return ret;
 }
 
+/* 1 when key is the published image of a completed job: only those are served, never another
+ * file under the storage root (secrets, the database) nor a running job's image. */
+static int image_servable(server_t *s, const char *key)
+{
+    char id[JOB_ID_SIZE];
+    job_t j = {0};
+    if (image_key_job(key, id, sizeof id) != 0 || store_job_get(s->store, id, &j) != STORE_OK)
+        return 0;
+    int ok = j.status == JOB_COMPLETED && j.image_key && strcmp(j.image_key, key) == 0;
+    job_clear(&j);
+    return ok;
+}
+
 static enum MHD_Result serve_image(server_t *s, struct MHD_Connection *c, const char *key)
 {
     char path[4096];
-    if (blob_local_path(s->blob, key, path, sizeof path) != 0)
+    if (!image_servable(s, key) || blob_local_path(s->blob, key, path, sizeof path) != 0)
         return fail(c, 404, "not_found", NULL, "no such image");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return fail(c, 404, "not_found", NULL, "no such image");
     struct stat st;
@@ -875,10 +891,10 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
     atomic_fetch_add(&metrics.claims, 1);
     if (j.attempts == 1 && j.releases == 0 && j.started_at >= j.created_at)
         histogram_observe(&metrics.queue_wait, (double)(j.started_at - j.created_at) / 1000.0);
-    char key[128];
-    snprintf(key, sizeof key, "jobs/%s.png", j.id);
+    char key[IMAGE_KEY_MAX];
     upload_target_t up;
-    if (blob_upload_target(s->blob, key, j.id, s->cfg.lease_ms / 1000 + 3600, &up) != 0) {
+    if (image_staging_key(s->cfg.jwt_secret, j.id, key, sizeof key) != 0 ||
+        blob_upload_target(s->blob, key, j.id, s->cfg.lease_ms / 1000 + 3600, &up) != 0) {
         log_error("event=upload_target_failed job=%s", j.id);
         /* Give the job back untouched rather than strand it. */
         job_t tmp = {0};
@@ -923,14 +939,14 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
     }
     if (strcmp(op, "complete") == 0) {
         double gpu = w.gpu_seconds;
-        char key[128];
-        snprintf(key, sizeof key, "jobs/%s.png", id);
-        /* The image must be in the blob store before the job can say completed. */
+        char key[IMAGE_KEY_MAX];
+        image_public_key(id, key, sizeof key);
+        /* The image must be staged before the job can say completed. */
         job_t cur = {0};
         rc = store_job_get(s->store, id, &cur);
         int replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
         job_clear(&cur);
-        if (rc == STORE_OK && !replay && blob_exists(s->blob, key) != 1) {
+        if (rc == STORE_OK && !replay && image_uploaded(s->blob, &s->image_secrets, id) != 1) {
             return fail(c, 409, "image_missing", NULL,
                         "upload the image before completing the job");
         }
@@ -938,7 +954,17 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
         if (rc != STORE_OK) {
             if (rc == STORE_LEASE_LOST)
                 log_warn("event=late_complete_refused job=%s", id);
+            if (rc == STORE_CANCELED)
+                image_discard(s->blob, &s->image_secrets, id);
             return lease_error(c, rc, s);
+        }
+        /* Published only now that the job is completed and charged; a failure here is retried
+         * by the worker (complete is idempotent for its lease, and a replay publishes again). */
+        if (image_publish(s->blob, &s->image_secrets, id) != 0) {
+            log_error("event=image_publish_failed job=%s", id);
+            job_clear(&j);
+            return fail(c, 503, "unavailable", NULL,
+                        "the job is completed but its image could not be published; retry");
         }
         if (!replay) {
             histogram_observe(&metrics.run_time, gpu);
@@ -953,6 +979,8 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
             return lease_error(c, rc, s);
         log_warn("event=job_attempt_failed job=%s status=%s err=\"%s\"", id,
                  job_status_name(j.status), mbuf);
+        if (j.status == JOB_FAILED)
+            image_discard(s->blob, &s->image_secrets, id);
         job_ended(s, &j);
         if (j.status == JOB_QUEUED)
             server_notify_work(s);
@@ -999,9 +1027,9 @@ static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req
         return send_text(c, 200, "application/json", "{}", 2);
     if (!ok)
         return lease_error(c, canceled ? STORE_CANCELED : STORE_LEASE_LOST, s);
-    char key[128];
-    snprintf(key, sizeof key, "jobs/%s.png", id);
-    if (blob_put(s->blob, key, r->body, r->len) != 0)
+    char key[IMAGE_KEY_MAX];
+    if (image_staging_key(s->cfg.jwt_secret, id, key, sizeof key) != 0 ||
+        blob_put(s->blob, key, r->body, r->len) != 0)
         return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
     return send_text(c, 200, "application/json", "{}", 2);
 }
@@ -1102,6 +1130,39 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
     return fail(c, 404, "not_found", NULL, "no such endpoint");
 }
 
+/* Answers on the headers alone, before a byte of the body is read (issue 16, finding 2): 503
+ * while starting; 401 to a worker route without the worker token, or to a user API call that can
+ * carry a body without a valid JWT; 413 when Content-Length is over the route's cap. Queued this
+ * early, the response goes out at once (no "100 Continue"), and libmicrohttpd closes the
+ * connection instead of reading the body. 1 with *ret set when it answered, else 0. */
+static int answer_on_headers(server_t *s, struct MHD_Connection *c, const char *url,
+                             const char *method, size_t limit, enum MHD_Result *ret)
+{
+    route_t rt;
+    char sub[USER_NAME_MAX + 1];
+    if (!atomic_load(&s->ready)) {
+        *ret = fail(c, 503, "unavailable", NULL, "the server is starting; retry shortly");
+        return 1;
+    }
+    route_parse(method, url, &rt);
+    int bodyless = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (route_is_worker(rt.id) && auth_worker(s, c, ret) != 0)
+        return 1;
+    if (!route_is_worker(rt.id) && rt.id != ROUTE_NOT_FOUND && !bodyless &&
+        strncmp(url, "/api/", 5) == 0 && auth_token(s, c, sub, NULL, ret) != 0)
+        return 1;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    int64_t clen;
+    if (cl && parse_i64(cl, 0, INT64_MAX, &clen) == 0 && (uint64_t)clen > limit) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request body is over this endpoint's limit of %zu bytes",
+                 limit);
+        *ret = fail(c, 413, "payload_too_large", NULL, msg);
+        return 1;
+    }
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -1109,19 +1170,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     server_t *s = cls;
     req_t *r = *con_cls;
     if (!r) {
+        size_t limit = strncmp(url, "/internal/v1/jobs/", 18) == 0 && strcmp(method, "PUT") == 0
+                           ? IMAGE_MAX
+                       : strncmp(url, "/internal/", 10) == 0 ? INTERNAL_BODY_MAX
+                                                             : CREATE_BODY_MAX;
+        enum MHD_Result ret;
+        if (answer_on_headers(s, c, url, method, limit, &ret))
+            return ret;
         r = calloc(1, sizeof *r);
         if (!r)
             return MHD_NO;
         r->start_us = now_us();
-        r->limit = strncmp(url, "/internal/v1/jobs/", 18) == 0 && strcmp(method, "PUT") == 0
-                       ? IMAGE_MAX
-                   : strncmp(url, "/internal/", 10) == 0 ? INTERNAL_BODY_MAX
-                                                         : CREATE_BODY_MAX;
+        r->limit = limit;
         *con_cls = r;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        int64_t clen;
-        if (cl && parse_i64(cl, 0, INT64_MAX, &clen) == 0 && (uint64_t)clen > r->limit)
-            r->too_big = 1;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -1268,6 +1329,8 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     s->cfg = *cfg;
+    s->image_secrets.current = cfg->jwt_secret;
+    s->image_secrets.previous = cfg->jwt_secret_previous;
     pthread_mutex_init(&s->wake_mu, NULL);
     pthread_cond_init(&s->wake_cv, NULL);
     pthread_mutex_init(&s->events_mu, NULL);

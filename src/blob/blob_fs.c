@@ -126,6 +126,17 @@ static void fsync_dir(const char *dir)
     }
 }
 
+/* Copies the directory part of path (a local path of a key: root "/" key, no trailing slash)
+ * into dir (PATH_MAX bytes); returns the length of that part with its final '/'. */
+static size_t parent_dir(const char *path, char *dir)
+{
+    const char *base = strrchr(path, '/') + 1;
+    size_t dlen = (size_t)(base - path);
+    memcpy(dir, path, dlen);
+    dir[dlen > 1 ? dlen - 1 : dlen] = '\0';
+    return dlen;
+}
+
 /* Writes a temporary file beside the target (a dot name, so never a valid key and never served),
  * fsyncs it, then renames it over the target: readers see the old image, or the whole new one. */
 static int fs_put(blob_t *b, const char *key, const void *data, size_t len)
@@ -135,12 +146,8 @@ static int fs_put(blob_t *b, const char *key, const void *data, size_t len)
     int fd = -1, rc = -1, tmp_made = 0;
     if (fs_local_path(b, key, path, sizeof path) != 0 || (len > 0 && !data))
         return -1;
-    /* path is root "/" key and key has no trailing slash, so the last '/' ends the directory. */
-    const char *base = strrchr(path, '/') + 1;
-    size_t dlen = (size_t)(base - path);
-    memcpy(dir, path, dlen);
-    dir[dlen > 1 ? dlen - 1 : dlen] = '\0';
-    int n = snprintf(tmp, sizeof tmp, "%.*s.%s.tmp-XXXXXX", (int)dlen, path, base);
+    size_t dlen = parent_dir(path, dir);
+    int n = snprintf(tmp, sizeof tmp, "%.*s.%s.tmp-XXXXXX", (int)dlen, path, path + dlen);
     if (n < 0 || (size_t)n >= sizeof tmp)
         return -1;
     if (mkdir_p(dir, strlen(fs->root)) != 0)
@@ -175,6 +182,32 @@ static int fs_exists(blob_t *b, const char *key)
     if (stat(path, &st) != 0)
         return errno == ENOENT || errno == ENOTDIR ? 0 : -1;
     return S_ISREG(st.st_mode) ? 1 : 0;
+}
+
+static int fs_delete(blob_t *b, const char *key)
+{
+    char path[PATH_MAX];
+    if (fs_local_path(b, key, path, sizeof path) != 0)
+        return -1;
+    if (unlink(path) != 0 && errno != ENOENT && errno != ENOTDIR)
+        return -1;
+    return 0;
+}
+
+/* rename(2) within the root: dst appears whole in one step; both directories are synced. */
+static int fs_move(blob_t *b, const char *src, const char *dst)
+{
+    blob_fs_t *fs = (blob_fs_t *)b;
+    char from[PATH_MAX], to[PATH_MAX], dir[PATH_MAX];
+    if (fs_local_path(b, src, from, sizeof from) != 0 || fs_local_path(b, dst, to, sizeof to) != 0)
+        return -1;
+    parent_dir(to, dir);
+    if (mkdir_p(dir, strlen(fs->root)) != 0 || rename(from, to) != 0)
+        return -1;
+    fsync_dir(dir);
+    parent_dir(from, dir);
+    fsync_dir(dir);
+    return 0;
 }
 
 /* Job ids are UUIDs; anything outside [A-Za-z0-9_-] would need escaping in a URL path. */
@@ -260,6 +293,8 @@ static const struct blob_ops fs_ops = {
     .close = fs_close,
     .put = fs_put,
     .exists = fs_exists,
+    .del = fs_delete,
+    .move = fs_move,
     .upload_target = fs_upload_target,
     .public_url = fs_public_url,
     .local_path = fs_local_path,

@@ -116,7 +116,10 @@ def test_worker_gets_presigned_put_without_credentials(env):
     up = c["upload"]
     assert up["method"] == "PUT" and up["needs_lease"] is False, up
     url = up["url"]
-    assert url.startswith(object_url(s3env, f"jobs/{jid}.png") + "?"), url
+    # A staging key nobody else can name; the public key only after completion (issue 16).
+    staging = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+    assert url.startswith(object_url(s3env, f"staging/{jid}-")) and staging.endswith(".png"), url
+    assert len(staging) == len(f"{jid}-") + 32 + 4, staging
     q = query_of(url)
     assert "X-Amz-Signature" in q and q["X-Amz-SignedHeaders"] == "host"
     assert "X-Amz-Security-Token" not in q
@@ -140,7 +143,7 @@ def test_worker_gets_presigned_put_without_credentials(env):
     bad = pv.http("PUT", tamper_signature(url), body, raw=True,
                   headers={"Content-Type": "image/png"})
     assert bad.status == 403 and b"SignatureDoesNotMatch" in bad.body, bad
-    other = url.replace(f"jobs/{jid}.png", "jobs/someone-else.png")
+    other = url.replace(f"staging/{staging}", f"jobs/{jid}.png")
     bad = pv.http("PUT", other, body, raw=True, headers={"Content-Type": "image/png"})
     assert bad.status == 403, bad
     # Completing before the upload is refused: the server checks the bucket (HEAD) first.

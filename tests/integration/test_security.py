@@ -1,0 +1,179 @@
+"""Security (issue 16): each test reproduces one attack of the audit and checks that it fails.
+
+Runs on both stacks: on the production stack the image store is S3, so "reachable" means the
+object exists in the bucket (where a CDN behind PUBLIC_IMAGE_BASE_URL would serve it)."""
+import os
+import socket
+import urllib.parse
+
+import pv
+import pv_s3
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"\x00" * 64
+
+
+def s3_bucket_path(env):
+    """'/bucket/prefix' of the S3 store under test, or None on the filesystem store."""
+    url = env.extra_env.get("STORAGE_URL", "")
+    if not url.startswith("s3://"):
+        return None
+    return "/" + url[len("s3://"):].rstrip("/")
+
+
+def stored_keys(env):
+    """Every key in the image store (relative to its root or prefix)."""
+    base = s3_bucket_path(env)
+    if base is None:
+        root = os.path.join(env.data, "images")
+        out = []
+        for d, _, files in os.walk(root):
+            out += [os.path.relpath(os.path.join(d, f), root) for f in files]
+        return out
+    bucket, _, prefix = base[1:].partition("/")
+    st, body = pv_s3.request("GET", "/" + bucket, query="list-type=2")
+    assert st == 200, (st, body[:300])
+    import re
+    keys = [urllib.parse.unquote(k.decode()) for k in re.findall(rb"<Key>(.*?)</Key>", body)]
+    return [k[len(prefix) + 1:] if prefix else k for k in keys]
+
+
+def public_image_reachable(env, jid):
+    """Whether anyone could fetch jobs/<jid>.png: from /images/ (filesystem store) or from the
+    bucket (S3, where a CDN serves the public key)."""
+    base = s3_bucket_path(env)
+    if base is None:
+        return env.api("GET", f"/images/jobs/{jid}.png").status == 200
+    st, _ = pv_s3.request("HEAD", f"{base}/jobs/{jid}.png")
+    return st == 200
+
+
+def claim(env):
+    r = env.api("POST", "/internal/v1/claim", {"worker_id": "raw", "tier": "standard",
+                                               "wait_ms": 5000}, token=pv.WORKER_TOKEN)
+    assert r.status == 200, r
+    return r.json()
+
+
+def upload(env, c, data=PNG):
+    """Uploads data where the claim says, as a worker does."""
+    up = c["upload"]
+    headers = {"Content-Type": "image/png"}
+    token = None
+    if up["needs_lease"]:
+        headers["X-Pingvas-Lease"] = c["lease_id"]
+        token = pv.WORKER_TOKEN
+    r = pv.http(up["method"], up["url"], data, token=token, headers=headers, raw=True)
+    assert 200 <= r.status < 300, r
+
+
+def op(env, c, name, **extra):
+    body = {"lease_id": c["lease_id"]}
+    body.update(extra)
+    return env.api("POST", f"/internal/v1/jobs/{c['job']['id']}/{name}", body,
+                   token=pv.WORKER_TOKEN)
+
+
+def test_image_hidden_until_completed_and_charged(env):
+    """Finding 1: the audit polled /images/jobs/ID.png while the job ran and canceled on the first
+    200, getting 13 of 15 images for free. An uploaded image must stay unreachable until the
+    job is completed and charged, and a canceled job's image must be deleted."""
+    env.start_server()
+    tok = env.add_user("alice", credits=100000)
+    jid = env.create(tok, {"prompt": "free lunch", "steps": 2}).json()["id"]
+    c = claim(env)
+    assert c["job"]["id"] == jid
+    assert f"jobs/{jid}.png" not in c["upload"]["url"], c["upload"]  # never the public key
+    upload(env, c)
+    assert not public_image_reachable(env, jid), "a running job's image is reachable"
+    assert env.job(tok, jid)["image_url"] is None
+    r = env.api("POST", f"/api/v1/generation/{jid}/cancel", token=tok)
+    assert r.status == 200 and r.json()["credits_charged"] == 0, r
+    assert not public_image_reachable(env, jid), "a canceled job's image is reachable"
+    assert op(env, c, "complete", gpu_seconds=1.0).status == 409
+    assert not [k for k in stored_keys(env) if jid in k], stored_keys(env)
+
+    # The same path to completion: reachable once completed and charged, and the same bytes.
+    jid2 = env.create(tok, {"prompt": "paid", "steps": 2}).json()["id"]
+    c = claim(env)
+    upload(env, c)
+    assert not public_image_reachable(env, jid2)
+    r = op(env, c, "complete", gpu_seconds=2.0)
+    assert r.status == 200, r
+    j = env.job(tok, jid2)
+    assert j["status"] == "completed" and j["credits_charged"] >= 2, j
+    assert public_image_reachable(env, jid2)
+    got = pv.http("GET", j["image_url"])
+    assert got.status == 200 and got.body == PNG, got
+    assert op(env, c, "complete", gpu_seconds=2.0).status == 200  # a replay publishes nothing new
+    assert [k for k in stored_keys(env) if jid2 in k] == [f"jobs/{jid2}.png"], stored_keys(env)
+
+
+def test_failed_job_image_deleted(env):
+    """Finding 1: a job that fails for good keeps no image."""
+    env.start_server("--max-attempts", "1")
+    tok = env.add_user("bob")
+    jid = env.create(tok, {"prompt": "x", "steps": 2}).json()["id"]
+    c = claim(env)
+    upload(env, c)
+    r = op(env, c, "fail", error="engine crashed", retryable=False)
+    assert r.status == 200 and r.json()["status"] == "failed", r
+    assert not public_image_reachable(env, jid)
+    assert not [k for k in stored_keys(env) if jid in k], stored_keys(env)
+
+
+def raw_request(env, head, body_prefix=b""):
+    """Sends a request head (and the first bytes of its body) and returns what the server
+    answers before the rest of the body is sent (the status line and headers)."""
+    u = urllib.parse.urlsplit(env.url)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    try:
+        s.sendall(head.encode() + body_prefix)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        return got
+    finally:
+        s.close()
+
+
+def test_unauthenticated_upload_refused_on_headers(env):
+    """Finding 2: 8 unauthenticated 59 MiB uploads raised the server's RSS by 530 MB, and the 401
+    came after the whole body. The 401 must come on the headers, before the body is sent."""
+    env.start_server()
+    size = 60 * 1024 * 1024
+    for path in ["/internal/v1/jobs/x/image", "/internal/v1/claim",
+                 "/internal/v1/jobs/x/complete", "/internal/v1/bye"]:
+        method = "PUT" if path.endswith("/image") else "POST"
+        for expect in (True, False):
+            head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
+                    "Authorization: Bearer not-the-worker-token\r\n"
+                    f"{'Expect: 100-continue' + chr(13) + chr(10) if expect else ''}\r\n")
+            # Without Expect, a client starts sending at once: the answer must still come.
+            got = raw_request(env, head, b"" if expect else b"\0" * 65536)
+            assert got.startswith(b"HTTP/1.1 401"), (path, expect, got[:200])
+    # A user call with a body: an invalid JWT is refused on the headers too.
+    head = ("POST /api/v1/generation/create HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+            "Content-Type: application/json\r\nAuthorization: Bearer a.b.c\r\n\r\n")
+    assert raw_request(env, head).startswith(b"HTTP/1.1 401")
+    # An authenticated call whose declared body is over its cap: 413, without reading it.
+    tok = env.add_user("carol")
+    head = (f"POST /api/v1/generation/create HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
+            f"Content-Type: application/json\r\nAuthorization: Bearer {tok}\r\n\r\n")
+    assert raw_request(env, head).startswith(b"HTTP/1.1 413")
+    head = (f"PUT /internal/v1/jobs/x/image HTTP/1.1\r\nHost: x\r\nContent-Length: {size * 2}\r\n"
+            f"Authorization: Bearer {pv.WORKER_TOKEN}\r\n\r\n")
+    assert raw_request(env, head).startswith(b"HTTP/1.1 413")
+    # The server still works, and the worker protocol with the right token is unaffected.
+    assert env.create(tok).status == 201
+    assert claim(env)["job"]["id"]
+
+
+if __name__ == "__main__":
+    pv.main([pv.clean_exit(t) for t in [
+        test_image_hidden_until_completed_and_charged,
+        test_failed_job_image_deleted,
+        test_unauthenticated_upload_refused_on_headers,
+    ]])
