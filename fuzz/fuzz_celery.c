@@ -1,9 +1,10 @@
 /* fuzz_celery.c: libFuzzer target for the Celery envelope parser (celery_parse) and the result
  * formatter fed with what it parsed.
  *
+ *   scripts/fuzz.sh 60 celery     (builds build-fuzz/celery/fuzz_celery and runs it), or by hand:
  *   clang -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc fuzz/fuzz_celery.c \
- *       src/celery.c src/job.c src/clock.c src/log.c -ljansson -lcrypto -lm -o fuzz_celery \
- *       && ./fuzz_celery
+ *       src/bridge/celery.c src/core/job.c src/lib/b64.c src/lib/clock.c src/lib/log.c \
+ *       -ljansson -lcrypto -lm -o fuzz_celery && ./fuzz_celery fuzz/corpus/celery
  *   (built without -DPINGVAS_HAVE_HIREDIS: the parser and formatters only, no Redis)
  *
  * Invariants: no crash, no leak, no read past size; a parsed message names the task, a task id

@@ -362,7 +362,7 @@ int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err,
     memset(out, 0, sizeof *out);
     out->port = 6379;
     if (!url || strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "REDIS_URL: '%s' is not redis://[:password@]host[:port][/db]",
+        snprintf(err, errlen, "REDIS_URL: '%s' is not redis://[[user]:password@]host[:port][/db]",
                  url ? url : "");
         return -1;
     }

@@ -214,7 +214,8 @@ typedef struct app_config {
     {                                                                                              \
         "redis-url", "REDIS_URL", OPT_STR, NULL, 0, 0, O(redis_url),                               \
             "Celery bridge: consume the seed's tasks.generate_image messages from this Redis "     \
-            "(redis://[:password@]host:port/db) and write their results [default: off]"            \
+            "(redis://[[user]:password@]host[:port][/db], port 6379 and db 0 by default) and "     \
+            "write their results [default: off]"                                                   \
     }
 #define OPT_CQUEUE                                                                                 \
     {                                                                                              \
@@ -257,7 +258,8 @@ typedef struct app_config {
 #define OPT_MODELDIR                                                                               \
     {                                                                                              \
         "model-dir", "MODEL_DIR", OPT_STR, NULL, 0, 0, O(model_dir),                               \
-            "directory with model weights"                                                         \
+            "model weights, for a backend that loads them itself (synthetic and a1111 do not "     \
+            "read it)"                                                                             \
     }
 #define OPT_DRAIN                                                                                  \
     {                                                                                              \
@@ -274,7 +276,9 @@ typedef struct app_config {
 #define OPT_MAXW                                                                                   \
     {                                                                                              \
         "max-workers", "PINGVAS_MAX_WORKERS", OPT_INT, "4", 0, SUP_MAX_SLOTS, O(max_workers),      \
-            "autoscaling: most standard-tier workers (one per GPU; synthetic backend: slots)"      \
+            "autoscaling: most standard-tier workers; when GPUs are found or given (--gpus) "      \
+            "every "                                                                               \
+            "worker, synthetic too, is pinned to one, at most one per GPU across both tiers"       \
     }
 #define OPT_MAXEW                                                                                  \
     {                                                                                              \

@@ -4,8 +4,12 @@
  * scaleFromZero) and the Kubernetes HPA controller (reconcileAutoscaler,
  * GetExternalPerPodMetricReplicas, normalizeDesiredReplicas[WithBehaviors],
  * stabilizeRecommendation[WithBehaviors], convertDesiredReplicasWith{Rules,BehaviorRate},
- * calculateScale{Up,Down}Limit*, getReplicasChangePerPeriod, storeScaleEvent), including which
- * time comparisons are strict, so that a replay here gives the replica counts a cluster would. */
+ * calculateScale{Up,Down}Limit*, getReplicasChangePerPeriod, storeScaleEvent,
+ * recordInitialRecommendation), including which time comparisons are strict, so that a replay
+ * here gives the replica counts a cluster would. Versions followed: Kubernetes 1.33 and later
+ * (the tolerance test is Tolerances.isWithin, (1 - t) <= ratio <= (1 + t); up to 1.32 it was
+ * |1 - ratio| > t, which scales at a ratio of exactly 1.1) and KEDA 2.20 (lastActiveTime kept
+ * at whole seconds; initialCooldownPeriod 0). docs/autoscaling.md says what is not modelled. */
 #include "scale/autoscale_policy.h"
 
 #include <inttypes.h>
@@ -477,6 +481,14 @@ static int hpa_sync(const autoscale_policy_t *p, autoscale_history_t *h, int64_t
 
 /* ---- keda mode -------------------------------------------------------------------------- */
 
+/* KEDA keeps status.lastActiveTime as a metav1.Time, which the API server stores as RFC 3339 with
+ * whole seconds: the poll reads back the active instant cut down to its second. */
+static int64_t whole_second(int64_t ms)
+{
+    int64_t rem = ms % MS_PER_S;
+    return ms - (rem < 0 ? rem + MS_PER_S : rem);
+}
+
 /* One poll of the KEDA operator (RequestScale). Returns the new count; *acted says whether the
  * operator itself changed the scale target. */
 static int keda_poll(const autoscale_policy_t *p, autoscale_history_t *h, int64_t now, int current,
@@ -485,7 +497,7 @@ static int keda_poll(const autoscale_policy_t *p, autoscale_history_t *h, int64_
     *acted = 0;
     if (active && current == 0) { /* scaleFromZero */
         int to = imax(p->min_replicas, 1);
-        h->last_active_ms = now;
+        h->last_active_ms = whole_second(now);
         *acted = 1;
         reasonf(reason, "keda: activation 0->%d (value %" PRId64 " > activation %g)", to, metric,
                 p->activation_target);
@@ -498,8 +510,11 @@ static int keda_poll(const autoscale_policy_t *p, autoscale_history_t *h, int64_
             reasonf(reason, "cooldown: never active -> 0");
             return 0;
         }
+        /* KEDA: lastActiveTime + cooldownPeriod before now. lastActiveTime is whole seconds and
+         * a poll runs a moment after the millisecond it stands for here, so the strict test
+         * holds from the first poll at or after (truncated last active + cooldown). */
         int64_t idle = now - h->last_active_ms;
-        if (h->last_active_ms + p->cooldown_ms < now) { /* lastActiveTime + cooldown before now */
+        if (h->last_active_ms + p->cooldown_ms <= now) {
             *acted = 1;
             reasonf(reason, "cooldown: inactive for %.0fs -> 0", seconds(idle));
             return 0;
@@ -515,7 +530,7 @@ static int keda_poll(const autoscale_policy_t *p, autoscale_history_t *h, int64_
         return p->min_replicas;
     }
     if (active) {
-        h->last_active_ms = now;
+        h->last_active_ms = whole_second(now);
         reasonf(reason, "keda: active (value %" PRId64 " > activation %g)", metric,
                 p->activation_target);
     } else {
@@ -545,6 +560,11 @@ static int decide_keda(const autoscale_policy_t *p, const autoscale_metrics_t *m
         h->last_poll_ms = now;
     }
     if (sync_due) {
+        /* recordInitialRecommendation: at its first sync the HPA records the replica count it
+         * reads as a recommendation, so a fresh HPA (or one after a controller restart: start a
+         * new history) holds the current count for the scale-down window. */
+        if (h->last_sync_ms == AUTOSCALE_NEVER)
+            series_put(&h->recommendations, now, current, AUTOSCALE_NEVER);
         /* When the operator changed the scale target in this instant, the HPA's sync saw it
          * mid-change (at 0 it is disabled anyway): the sync is spent without a decision. */
         if (!acted) {
