@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git curl ca-certificates python3
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libpq-dev
-      libhiredis-dev libssl-dev libpng-dev sqlite3)
+      libhiredis-dev libssl-dev libpng-dev libwebsockets-dev sqlite3)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(clang libclang-rt-14-dev postgresql redis-server nodejs npm)
 fi

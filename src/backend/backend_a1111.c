@@ -17,18 +17,13 @@
 #include "lib/httpc.h"
 #include "lib/clock.h"
 
-#define A1_URL_MAX 1024
+#define A1_URL_MAX BACKEND_URL_MAX
 #define A1_MAX_MODELS 256
 #define A1_NAME_MAX 512
 #define A1_PNG_MAX (64u * 1024u * 1024u)                      /* decoded image cap */
 #define A1_RESP_MAX ((size_t)A1_PNG_MAX / 3 * 4 + (1u << 20)) /* base64 of the cap + JSON */
 #define A1_SMALL_RESP_MAX (4u * 1024u * 1024u)                /* sd-models, errors, interrupt */
 #define A1_GENERATE_TIMEOUT_MS (30L * 60L * 1000L)            /* one txt2img request */
-#define A1_LOAD_TRIES 6 /* sleeps of 0.25, 0.5, 1, 2, 4 s between them: about 8 s in all */
-#define A1_DETAIL_MAX 200
-
-/* The t4 profile of the synthetic backend: 6.9 steps/s at 512x512, as seconds per step x MP. */
-#define A1_START_S_PER_STEP_MP (1.0 / (6.9 * (512.0 * 512.0 / 1e6)))
 
 typedef struct a1111_model {
     char title[A1_NAME_MAX];
@@ -42,58 +37,13 @@ typedef struct a1111 {
     int loaded;
     a1111_model_t *models;
     int nmodels;
-    double done_seconds; /* sums over completed jobs, for estimate_seconds */
-    double done_step_mp;
+    backend_rate_t rate; /* completed jobs, for estimate_seconds */
 } a1111_t;
 
-/* One request on the backend's handle. body may be NULL (GET) or JSON. cancel may be NULL.
- * Returns 0 when a response arrived (any status), -1 otherwise (out->error says why). The
- * caller frees out->body. */
 static int a1_request(a1111_t *a, const char *method, const char *path, const char *body,
                       long timeout_ms, size_t cap, atomic_int *cancel, httpc_resp_t *out)
 {
-    char url[A1_URL_MAX + 64];
-    snprintf(url, sizeof url, "%s%s", a->url, path);
-    httpc_req_t req = {.method = method,
-                       .url = url,
-                       .body = body,
-                       .body_len = body ? strlen(body) : 0,
-                       .timeout_ms = timeout_ms,
-                       .abort_flag = cancel,
-                       .max_response = cap};
-    return httpc_do(a->h, &req, out);
-}
-
-/* Writes the server's own error text ("detail", "error" or "message" of a JSON body, else the
- * start of the body) into buf, at most A1_DETAIL_MAX bytes; "" when there is none. */
-static void error_detail(const httpc_resp_t *r, char *buf, size_t buflen)
-{
-    buf[0] = '\0';
-    if (!r->body || !r->len)
-        return;
-    size_t n = buflen < A1_DETAIL_MAX + 1 ? buflen : A1_DETAIL_MAX + 1;
-    json_t *o = json_loadb(r->body, r->len, 0, NULL);
-    if (json_is_object(o)) {
-        static const char *const keys[] = {"detail", "error", "message", "errors"};
-        for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !buf[0]; i++) {
-            json_t *v = json_object_get(o, keys[i]);
-            if (json_is_string(v)) {
-                snprintf(buf, n, "%s", json_string_value(v));
-            } else if (v && !json_is_null(v)) {
-                char *d = json_dumps(v, JSON_COMPACT);
-                if (d)
-                    snprintf(buf, n, "%s", d);
-                free(d);
-            }
-        }
-    }
-    json_decref(o);
-    if (!buf[0] && !o) {
-        snprintf(buf, n, "%.*s", (int)(r->len < A1_DETAIL_MAX ? r->len : A1_DETAIL_MAX), r->body);
-    }
-    for (char *p = buf; *p; p++) /* one log line */
-        if (*p == '\n' || *p == '\r' || *p == '"')
-            *p = *p == '"' ? '\'' : ' ';
+    return backend_request(a->h, a->url, method, path, body, timeout_ms, cap, cancel, out);
 }
 
 /* ---- base64 ---- */
@@ -180,39 +130,28 @@ static int parse_models(a1111_t *a, const httpc_resp_t *r)
 static int a1_load(backend_t *b, char *err, size_t errlen)
 {
     a1111_t *a = (a1111_t *)b;
-    int64_t sleep_ms = 250;
     char why[300] = "";
-    for (int attempt = 0; attempt < A1_LOAD_TRIES; attempt++) {
-        if (attempt) {
-            clock_sleep_ms(sleep_ms);
-            sleep_ms *= 2;
-        }
-        httpc_resp_t r;
-        a1_request(a, "GET", "/sdapi/v1/sd-models", NULL, 10000L, A1_SMALL_RESP_MAX, NULL, &r);
-        if (r.status == 200 && parse_models(a, &r) == 0) {
-            httpc_resp_free(&r);
-            a->loaded = 1;
-            return BACKEND_OK;
-        }
-        if (r.status == 0) {
-            snprintf(why, sizeof why, "not reachable: %s", r.error);
-        } else if (r.status == 200) {
-            snprintf(why, sizeof why,
-                     "not an A1111-compatible server: GET /sdapi/v1/sd-models did not answer a "
-                     "JSON list of models");
-        } else {
-            char detail[A1_DETAIL_MAX + 1];
-            error_detail(&r, detail, sizeof detail);
-            snprintf(
-                why, sizeof why,
-                "not an A1111-compatible server: GET /sdapi/v1/sd-models answered HTTP %ld%s%s",
-                r.status, detail[0] ? ": " : "", detail);
-        }
-        long st = r.status;
+    httpc_resp_t r;
+    backend_get_patient(a->h, a->url, "/sdapi/v1/sd-models", A1_SMALL_RESP_MAX, &r);
+    if (r.status == 200 && parse_models(a, &r) == 0) {
         httpc_resp_free(&r);
-        if (st != 0 && st < 500)
-            break; /* a definite answer: retrying will not change it */
+        a->loaded = 1;
+        return BACKEND_OK;
     }
+    if (r.status == 0) {
+        snprintf(why, sizeof why, "not reachable: %s", r.error);
+    } else if (r.status == 200) {
+        snprintf(why, sizeof why,
+                 "not an A1111-compatible server: GET /sdapi/v1/sd-models did not answer a "
+                 "JSON list of models");
+    } else {
+        char detail[BACKEND_DETAIL_MAX + 1];
+        backend_error_detail(&r, detail, sizeof detail);
+        snprintf(why, sizeof why,
+                 "not an A1111-compatible server: GET /sdapi/v1/sd-models answered HTTP %ld%s%s",
+                 r.status, detail[0] ? ": " : "", detail);
+    }
+    httpc_resp_free(&r);
     snprintf(err, errlen, "a1111 backend: server %s %s", a->url, why);
     return BACKEND_ERR;
 }
@@ -243,10 +182,11 @@ static char *txt2img_body(const a1111_t *a, const job_params_t *p)
     return s;
 }
 
-static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
+static int a1_generate(backend_t *b, const job_params_t *p, backend_ctl_t *ctl,
                        backend_result_t *out, char *err, size_t errlen)
 {
     a1111_t *a = (a1111_t *)b;
+    atomic_int *cancel = &ctl->cancel;
     memset(out, 0, sizeof *out);
     if (!a->loaded) {
         snprintf(err, errlen, "a1111 backend: generate called before load");
@@ -283,8 +223,8 @@ static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
         goto out;
     }
     if (r.status != 200) {
-        char detail[A1_DETAIL_MAX + 1];
-        error_detail(&r, detail, sizeof detail);
+        char detail[BACKEND_DETAIL_MAX + 1];
+        backend_error_detail(&r, detail, sizeof detail);
         snprintf(err, errlen, "a1111 backend: txt2img answered HTTP %ld%s%s", r.status,
                  detail[0] ? ": " : "", detail);
         goto out;
@@ -300,8 +240,7 @@ static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
                        errlen);
     if (!png)
         goto out;
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (len < sizeof sig || memcmp(png, sig, sizeof sig) != 0) {
+    if (!backend_is_png(png, len)) {
         snprintf(err, errlen, "a1111 backend: the server's image is not a PNG");
         goto out;
     }
@@ -309,8 +248,7 @@ static int a1_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
     out->png_len = len;
     out->gpu_seconds = seconds;
     png = NULL;
-    a->done_seconds += seconds;
-    a->done_step_mp += (double)p->steps * (double)p->width * (double)p->height / 1e6;
+    backend_rate_add(&a->rate, p, seconds);
     rc = BACKEND_OK;
 out:
     free(png);
@@ -321,9 +259,7 @@ out:
 
 static double a1_estimate_seconds(backend_t *b, const job_params_t *p)
 {
-    const a1111_t *a = (const a1111_t *)b;
-    double per = a->done_step_mp > 0 ? a->done_seconds / a->done_step_mp : A1_START_S_PER_STEP_MP;
-    return per * (double)p->steps * (double)p->width * (double)p->height / 1e6;
+    return backend_rate_estimate(&((const a1111_t *)b)->rate, p);
 }
 
 static void a1_destroy(backend_t *b)
@@ -349,26 +285,10 @@ static const struct backend_ops a1111_ops = {
  * (http:// or https://) is configured. */
 backend_t *backend_a1111_create(const backend_config_t *cfg, char *err, size_t errlen)
 {
-    const char *url = cfg->url;
-    if (!url || !url[0]) {
-        snprintf(err, errlen,
-                 "a1111 backend: no server URL (set --a1111-url or PINGVAS_A1111_URL)");
+    char url[A1_URL_MAX];
+    if (backend_base_url(cfg->url, "a1111", "--a1111-url or PINGVAS_A1111_URL", url, sizeof url,
+                         err, errlen) != 0)
         return NULL;
-    }
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        snprintf(err, errlen,
-                 "a1111 backend: server URL \"%.200s\" must start with http:// or "
-                 "https://",
-                 url);
-        return NULL;
-    }
-    size_t n = strlen(url);
-    while (n > 0 && url[n - 1] == '/')
-        n--;
-    if (n >= A1_URL_MAX) {
-        snprintf(err, errlen, "a1111 backend: server URL longer than %d bytes", A1_URL_MAX - 1);
-        return NULL;
-    }
     a1111_t *a = calloc(1, sizeof *a);
     if (!a || !(a->h = curl_easy_init())) {
         free(a);
@@ -376,7 +296,6 @@ backend_t *backend_a1111_create(const backend_config_t *cfg, char *err, size_t e
         return NULL;
     }
     a->base.ops = &a1111_ops;
-    memcpy(a->url, url, n);
-    a->url[n] = '\0';
+    memcpy(a->url, url, sizeof a->url);
     return &a->base;
 }

@@ -72,13 +72,21 @@ static double job_seconds(const synthetic_t *s, const job_params_t *p)
     return t * s->time_scale;
 }
 
-/* Sleeps for seconds of real time in slices of at most SLICE_MS. With cancel, checks it before
- * each slice and returns 1 as soon as it is set; otherwise returns 0 after the full time. */
-static int busy_wait(double seconds, atomic_int *cancel)
+/* Sleeps for seconds of real time in slices of at most SLICE_MS. With ctl, checks its cancel flag
+ * before each slice and returns 1 as soon as it is set, and reports progress: the first
+ * step_frac of the time are the steps denoising steps, the rest is the decode. Otherwise returns
+ * 0 after the full time. */
+static int busy_wait(double seconds, backend_ctl_t *ctl, int steps, double step_frac)
 {
-    int64_t left_ms = (int64_t)llround(seconds * 1000.0);
+    int64_t total_ms = (int64_t)llround(seconds * 1000.0), left_ms = total_ms;
+    double step_ms = (double)total_ms * step_frac;
     for (;;) {
-        if (cancel && atomic_load(cancel))
+        if (ctl && steps > 0) {
+            double done = (double)(total_ms - left_ms);
+            int step = step_ms > 0 ? (int)(done / step_ms * steps) : steps;
+            backend_progress(ctl, step, steps);
+        }
+        if (ctl && atomic_load(&ctl->cancel))
             return 1;
         if (left_ms <= 0)
             return 0;
@@ -281,12 +289,12 @@ static int syn_load(backend_t *b, char *err, size_t errlen)
 {
     synthetic_t *s = (synthetic_t *)b;
     /* Stands in for reading the checkpoint onto the GPU; nothing to cancel. */
-    busy_wait(s->profile->load_s * s->time_scale, NULL);
+    busy_wait(s->profile->load_s * s->time_scale, NULL, 0, 0);
     s->loaded = 1;
     return BACKEND_OK;
 }
 
-static int syn_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
+static int syn_generate(backend_t *b, const job_params_t *p, backend_ctl_t *ctl,
                         backend_result_t *out, char *err, size_t errlen)
 {
     synthetic_t *s = (synthetic_t *)b;
@@ -299,7 +307,8 @@ static int syn_generate(backend_t *b, const job_params_t *p, atomic_int *cancel,
     if (check_params(p, err, errlen) != 0)
         return BACKEND_ERR;
     double seconds = job_seconds(s, p);
-    if (busy_wait(seconds, cancel))
+    double decode = s->profile->decode_s * s->time_scale;
+    if (busy_wait(seconds, ctl, p->steps, seconds > 0 ? 1.0 - decode / seconds : 1.0))
         return BACKEND_CANCELED;
 
     int rc = BACKEND_ERR;

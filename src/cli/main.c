@@ -77,6 +77,10 @@ typedef struct app_config {
     const char *gpu_profile;
     double time_scale;
     const char *a1111_url;
+    const char *comfyui_url;
+    const char *comfyui_workflow;
+    const char *comfyui_checkpoints;
+    int64_t hang_grace_ms;
     const char *model_dir;
     int64_t drain_ms;
     int64_t claim_wait_ms;
@@ -237,8 +241,9 @@ typedef struct app_config {
 #define OPT_BACKEND                                                                                \
     {                                                                                              \
         "backend", "PINGVAS_BACKEND", OPT_STR, "synthetic", 0, 0, O(backend),                      \
-            "generation backend: synthetic (test/load workload, not Stable Diffusion), a1111, "    \
-            "sdcpp"                                                                                \
+            "generation backend: synthetic (test/load workload, not Stable Diffusion), comfyui "   \
+            "(a ComfyUI server), a1111 (a server with /sdapi/v1/txt2img: AUTOMATIC1111, Forge, "   \
+            "SD.Next, sd-server)"                                                                  \
     }
 #define OPT_PROFILE                                                                                \
     {                                                                                              \
@@ -254,6 +259,31 @@ typedef struct app_config {
     {                                                                                              \
         "a1111-url", "PINGVAS_A1111_URL", OPT_STR, NULL, 0, 0, O(a1111_url),                       \
             "a1111 backend: base URL of a server with /sdapi/v1/txt2img"                           \
+    }
+#define OPT_COMFYUI                                                                                \
+    {                                                                                              \
+        "comfyui-url", "PINGVAS_COMFYUI_URL", OPT_STR, "http://127.0.0.1:8188", 0, 0,              \
+            O(comfyui_url), "comfyui backend: base URL of the ComfyUI server (HTTP and /ws)"       \
+    }
+#define OPT_COMFYUI_WF                                                                             \
+    {                                                                                              \
+        "comfyui-workflow", "PINGVAS_COMFYUI_WORKFLOW", OPT_STR, NULL, 0, 0, O(comfyui_workflow),  \
+            "comfyui backend: API-format workflow file with {{prompt}}, {{negative_prompt}}, "     \
+            "{{width}}, {{height}}, {{steps}}, {{cfg}}, {{seed}}, {{checkpoint}} placeholders "    \
+            "[default: the shipped SD 1.5 txt2img workflow]"                                       \
+    }
+#define OPT_COMFYUI_CKPT                                                                           \
+    {                                                                                              \
+        "comfyui-checkpoints", "PINGVAS_COMFYUI_CHECKPOINTS", OPT_STR,                             \
+            "sd15=v1-5-pruned-emaonly.safetensors", 0, 0, O(comfyui_checkpoints),                  \
+            "comfyui backend: model=checkpoint-file pairs, comma-separated; each file must be in " \
+            "ComfyUI's models/checkpoints when the worker starts"                                  \
+    }
+#define OPT_HANG_GRACE                                                                             \
+    {                                                                                              \
+        "hang-grace", "PINGVAS_HANG_GRACE", OPT_DURATION, "120s", 0, DAY_MS, O(hang_grace_ms),     \
+            "comfyui and a1111 backends: an engine that has not finished a job within 4 x its "    \
+            "estimate + this is hung: the job is stopped and fails"                                \
     }
 #define OPT_MODELDIR                                                                               \
     {                                                                                              \
@@ -342,7 +372,11 @@ static const opt_t up_opts[] = {
     OPT_BACKEND,
     OPT_PROFILE,
     OPT_TSCALE,
+    OPT_COMFYUI,
+    OPT_COMFYUI_WF,
+    OPT_COMFYUI_CKPT,
     OPT_A1111,
+    OPT_HANG_GRACE,
     OPT_MODELDIR,
     OPT_DRAIN,
     OPT_REDIS,
@@ -375,7 +409,11 @@ static const opt_t worker_opts[] = {
     OPT_BACKEND,
     OPT_PROFILE,
     OPT_TSCALE,
+    OPT_COMFYUI,
+    OPT_COMFYUI_WF,
+    OPT_COMFYUI_CKPT,
     OPT_A1111,
+    OPT_HANG_GRACE,
     OPT_MODELDIR,
     OPT_DRAIN,
     {"claim-wait", "PINGVAS_CLAIM_WAIT", OPT_DURATION, "20s", 0, 60000, O(claim_wait_ms),
@@ -780,7 +818,11 @@ static backend_config_t backend_config_from(const app_config_t *cfg)
                            .gpu_profile = cfg->gpu_profile,
                            .time_scale = cfg->time_scale,
                            .url = cfg->a1111_url,
-                           .model_dir = cfg->model_dir};
+                           .model_dir = cfg->model_dir,
+                           .comfyui_url = cfg->comfyui_url,
+                           .comfyui_workflow = cfg->comfyui_workflow,
+                           .comfyui_checkpoints = cfg->comfyui_checkpoints,
+                           .hang_grace_ms = cfg->hang_grace_ms};
     return bc;
 }
 
@@ -822,8 +864,8 @@ static int check_worker_side(const app_config_t *cfg, const char *cmd, char *ser
 
 /* The arguments every supervised worker gets (backend settings, short claim polls). */
 typedef struct worker_args {
-    char ts[32], drain[32];
-    const char *argv[24];
+    char ts[32], drain[32], grace[32];
+    const char *argv[40];
 } worker_args_t;
 
 static void worker_args_build(const app_config_t *cfg, worker_args_t *wa)
@@ -843,10 +885,18 @@ static void worker_args_build(const app_config_t *cfg, worker_args_t *wa)
     wa->argv[na++] = "2s";
     wa->argv[na++] = "--log-level";
     wa->argv[na++] = cfg->log_level;
-    if (cfg->a1111_url) {
-        wa->argv[na++] = "--a1111-url";
-        wa->argv[na++] = cfg->a1111_url;
-    }
+    snprintf(wa->grace, sizeof wa->grace, "%lldms", (long long)cfg->hang_grace_ms);
+    wa->argv[na++] = "--hang-grace";
+    wa->argv[na++] = wa->grace;
+    const char *const pass[][2] = {{"--a1111-url", cfg->a1111_url},
+                                   {"--comfyui-url", cfg->comfyui_url},
+                                   {"--comfyui-workflow", cfg->comfyui_workflow},
+                                   {"--comfyui-checkpoints", cfg->comfyui_checkpoints}};
+    for (size_t i = 0; i < sizeof pass / sizeof pass[0]; i++)
+        if (pass[i][1]) {
+            wa->argv[na++] = pass[i][0];
+            wa->argv[na++] = pass[i][1];
+        }
     if (cfg->model_dir) {
         wa->argv[na++] = "--model-dir";
         wa->argv[na++] = cfg->model_dir;
@@ -1003,7 +1053,11 @@ static const opt_t autoscale_opts[] = {
     OPT_BACKEND,
     OPT_PROFILE,
     OPT_TSCALE,
+    OPT_COMFYUI,
+    OPT_COMFYUI_WF,
+    OPT_COMFYUI_CKPT,
     OPT_A1111,
+    OPT_HANG_GRACE,
     OPT_MODELDIR,
     OPT_DRAIN,
     OPT_LOG,

@@ -70,7 +70,7 @@ typedef struct running {
     int64_t heartbeat_ms;
     int64_t started_mono;
     double estimate_s;
-    atomic_int cancel; /* nonzero: backend stops */
+    backend_ctl_t ctl; /* cancel (nonzero: backend stops) and the backend's progress */
     atomic_int reason; /* enum cancel_reason */
     atomic_int generating;
     atomic_int done; /* monitor exits */
@@ -135,16 +135,20 @@ static void *monitor_main(void *arg)
                 log_info("event=drain_release job=%s remaining_s=%.1f window_s=%.1f", r->id,
                          remaining, (double)(deadline - now) / 1000.0);
                 atomic_store(&r->reason, CANCEL_RELEASE);
-                atomic_store(&r->cancel, 1);
+                atomic_store(&r->ctl.cancel, 1);
             }
         }
         if (now >= next_hb) {
-            long st = post_op(h, r->cfg, r->id, r->lease, "heartbeat", NULL);
+            int step, steps;
+            json_t *progress = NULL;
+            if (backend_progress_get(&r->ctl, &step, &steps) == 0)
+                progress = json_pack("{s:i, s:i}", "step", step, "steps", steps);
+            long st = post_op(h, r->cfg, r->id, r->lease, "heartbeat", progress);
             if (st == 409 || st == 404) {
                 log_warn("event=lease_gone job=%s status=%ld", r->id, st);
                 int expected = CANCEL_NONE;
                 atomic_compare_exchange_strong(&r->reason, &expected, CANCEL_LOST);
-                atomic_store(&r->cancel, 1);
+                atomic_store(&r->ctl.cancel, 1);
             }
             next_hb = clock_mono_ms() + r->heartbeat_ms;
         }
@@ -268,7 +272,7 @@ static void run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *
              p.height, r.estimate_s);
     backend_result_t res = {0};
     char err[256] = "";
-    int rc = be->ops->generate(be, &p, &r.cancel, &res, err, sizeof err);
+    int rc = be->ops->generate(be, &p, &r.ctl, &res, err, sizeof err);
     atomic_store(&r.generating, 0);
 
     if (rc == BACKEND_OK && atomic_load(&r.reason) == CANCEL_NONE) {
@@ -350,7 +354,7 @@ int worker_run(const worker_config_t *cfg)
     if (be->ops->load(be, err, sizeof err) != BACKEND_OK) {
         log_error("event=model_load_failed err=\"%s\"", err);
         be->ops->destroy(be);
-        return 1;
+        return 2; /* the engine or its models are not there: a configuration error */
     }
     log_info("event=worker_ready worker=%s tier=%s backend=%s model_load_ms=%lld server=%s", wid,
              cfg->tier, cfg->backend.name, (long long)(clock_mono_ms() - t0), cfg->server_url);

@@ -242,6 +242,39 @@ class Env:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def image_bytes(env, token, url):
+    """The bytes of a job's image_url (a presigned URL carries its own authorisation)."""
+    if url.startswith("http://") or url.startswith("https://"):
+        r = http("GET", url)
+    else:
+        r = env.api("GET", url, token=token)
+    assert r.status == 200, (r.status, url)
+    return r.body
+
+
+def charges_for(env, token, jid):
+    """The ledger's charge entries of one job."""
+    led = env.api("GET", "/api/v1/credits", token=token).json()["ledger"]
+    return [e for e in led if e["kind"] == "charge" and e["job_id"] == jid]
+
+
+def free_port_url():
+    """http://127.0.0.1:PORT where nothing listens (a port just bound and closed)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def start_peer(env, peer):
+    """Starts an in-process stand-in (an object with start() and stop()); stopped at close."""
+    peer.start()
+    env.cleanups.append(peer.stop)
+    return peer
+
+
 def clean_exit(test):
     """Runs test, then stops the workers and the server: each must exit 0 (under ASan, a leak or any sanitizer
     report makes it exit non-zero)."""

@@ -45,10 +45,17 @@ static job_params_t params(const char *prompt, int w, int h, int steps, int64_t 
 static int gen(backend_t *b, const job_params_t *p, backend_result_t *r)
 {
     char err[256] = "";
-    atomic_int cancel = 0;
-    int rc = b->ops->generate(b, p, &cancel, r, err, sizeof err);
+    backend_ctl_t ctl = {0};
+    int rc = b->ops->generate(b, p, &ctl, r, err, sizeof err);
     if (rc != BACKEND_OK)
         fprintf(stderr, "generate: rc=%d %s\n", rc, err);
+    /* A finished job has reported all its steps. */
+    int step = -1, steps = -1;
+    if (rc == BACKEND_OK &&
+        (backend_progress_get(&ctl, &step, &steps) != 0 || step != p->steps || steps != p->steps)) {
+        fprintf(stderr, "generate: progress %d/%d after a %d-step job\n", step, steps, p->steps);
+        rc = BACKEND_ERR;
+    }
     return rc;
 }
 
@@ -302,10 +309,10 @@ static void test_cancel_before_call(void)
     if (!b)
         return;
     job_params_t p = params("never", 2048, 2048, 150, 1);
-    atomic_int cancel = 1;
+    backend_ctl_t ctl = {.cancel = 1};
     backend_result_t r;
     char err[256] = "";
-    CHECK_INT(b->ops->generate(b, &p, &cancel, &r, err, sizeof err), BACKEND_CANCELED);
+    CHECK_INT(b->ops->generate(b, &p, &ctl, &r, err, sizeof err), BACKEND_CANCELED);
     CHECK(r.png == NULL);
     b->ops->destroy(b);
 }
@@ -330,14 +337,17 @@ static void test_cancel_from_thread(void)
         return;
     job_params_t p = params("long", 2048, 2048, 150, 1);
     CHECK(b->ops->estimate_seconds(b, &p) > 1.0); /* long enough that only cancel ends it */
-    atomic_int cancel = 0;
-    canceller_t c = {.flag = &cancel};
+    backend_ctl_t ctl = {0};
+    canceller_t c = {.flag = &ctl.cancel};
     pthread_t th;
     CHECK_INT(pthread_create(&th, NULL, cancel_later, &c), 0);
     backend_result_t r;
     char err[256] = "";
-    CHECK_INT(b->ops->generate(b, &p, &cancel, &r, err, sizeof err), BACKEND_CANCELED);
+    CHECK_INT(b->ops->generate(b, &p, &ctl, &r, err, sizeof err), BACKEND_CANCELED);
     CHECK(r.png == NULL);
+    int step = -1, steps = -1; /* canceled part-way: some progress, not all of it */
+    CHECK_INT(backend_progress_get(&ctl, &step, &steps), 0);
+    CHECK(steps == 150 && step < 150);
     pthread_join(th, NULL);
     b->ops->destroy(b);
 }
@@ -350,9 +360,9 @@ static void test_generate_needs_load(void)
         return;
     job_params_t p = params("x", 64, 64, 1, 1);
     backend_result_t r;
-    atomic_int cancel = 0;
+    backend_ctl_t ctl = {0};
     char err[256] = "";
-    CHECK_INT(b->ops->generate(b, &p, &cancel, &r, err, sizeof err), BACKEND_ERR);
+    CHECK_INT(b->ops->generate(b, &p, &ctl, &r, err, sizeof err), BACKEND_ERR);
     CHECK(strstr(err, "load") != NULL);
     b->ops->destroy(b);
 }
@@ -363,17 +373,17 @@ static void test_bad_params(void)
     CHECK(b != NULL);
     if (!b)
         return;
-    atomic_int cancel = 0;
+    backend_ctl_t ctl = {0};
     char err[256] = "";
     backend_result_t r;
     job_params_t p = params("x", 0, 64, 20, 1);
-    CHECK_INT(b->ops->generate(b, &p, &cancel, &r, err, sizeof err), BACKEND_ERR);
+    CHECK_INT(b->ops->generate(b, &p, &ctl, &r, err, sizeof err), BACKEND_ERR);
     CHECK(strstr(err, "size") != NULL);
     p = params("x", 64, 64, 0, 1);
-    CHECK_INT(b->ops->generate(b, &p, &cancel, &r, err, sizeof err), BACKEND_ERR);
+    CHECK_INT(b->ops->generate(b, &p, &ctl, &r, err, sizeof err), BACKEND_ERR);
     CHECK(strstr(err, "steps") != NULL);
     p = params(NULL, 64, 64, 20, 1);
-    CHECK_INT(b->ops->generate(b, &p, &cancel, &r, err, sizeof err), BACKEND_ERR);
+    CHECK_INT(b->ops->generate(b, &p, &ctl, &r, err, sizeof err), BACKEND_ERR);
     b->ops->destroy(b);
 }
 
@@ -396,12 +406,27 @@ static void test_config_errors(void)
     cfg.name = "a1111"; /* available, but needs a server URL */
     CHECK(backend_create(&cfg, err, sizeof err) == NULL);
     CHECK(strstr(err, "a1111") && strstr(err, "no server URL"));
+    cfg.name = "comfyui"; /* needs a workflow with a {{prompt}} */
+    cfg.comfyui_url = "http://127.0.0.1:8188";
+    cfg.comfyui_workflow = "/nonexistent/workflow.json";
+    CHECK(backend_create(&cfg, err, sizeof err) == NULL);
+    CHECK(strstr(err, "comfyui backend: workflow /nonexistent/workflow.json") != NULL);
+    cfg.comfyui_workflow = NULL; /* the shipped one */
+    cfg.comfyui_checkpoints = "sd15";
+    CHECK(backend_create(&cfg, err, sizeof err) == NULL);
+    CHECK(strstr(err, "model=checkpoint-file pairs") != NULL);
+    cfg.comfyui_checkpoints = NULL;
+    backend_t *cb = backend_create(&cfg, err, sizeof err);
+    CHECK(cb != NULL);
+    if (cb)
+        cb->ops->destroy(cb);
+    /* sdcpp is not in this build, so it is no backend at all (DESIGN section 6) */
     cfg.name = "sdcpp";
     CHECK(backend_create(&cfg, err, sizeof err) == NULL);
-    CHECK(strstr(err, "sdcpp") && strstr(err, "not available in this build yet"));
+    CHECK(strstr(err, "unknown backend \"sdcpp\"") && strstr(err, "synthetic, comfyui, a1111"));
     cfg.name = "dalle";
     CHECK(backend_create(&cfg, err, sizeof err) == NULL);
-    CHECK(strstr(err, "\"dalle\"") && strstr(err, "synthetic, a1111, sdcpp"));
+    CHECK(strstr(err, "\"dalle\"") && strstr(err, "synthetic, comfyui, a1111"));
 
     cfg.name = NULL; /* default: synthetic */
     backend_t *b = backend_create(&cfg, err, sizeof err);
