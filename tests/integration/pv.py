@@ -243,13 +243,16 @@ class Env:
 
 
 def image_bytes(env, token, url):
-    """The bytes of a job's image_url (a presigned URL carries its own authorisation)."""
-    if url.startswith("http://") or url.startswith("https://"):
-        r = http("GET", url)
-    else:
-        r = env.api("GET", url, token=token)
-    assert r.status == 200, (r.status, url)
-    return r.body
+    """The bytes of a job's image_url (a presigned URL carries its own authorisation). The
+    server publishes the image just after it commits the completion, so a client that saw
+    "completed" may get a 404 for a moment: wait for the 200."""
+    def get():
+        if url.startswith("http://") or url.startswith("https://"):
+            r = http("GET", url)  # a presigned URL carries its own authorisation
+        else:
+            r = env.api("GET", url, token=token)
+        return r if r.status == 200 else None
+    return wait_for(get, timeout=30, what=f"image {url}").body
 
 
 def charges_for(env, token, jid):
