@@ -359,11 +359,13 @@ static int pct_decode(const char *in, size_t n, char *out, size_t size)
 
 int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err, size_t errlen)
 {
+    char shown[512]; /* the URL as messages show it: never its password */
     memset(out, 0, sizeof *out);
     out->port = 6379;
+    log_redact_url(url, shown, sizeof shown);
     if (!url || strncmp(url, "redis://", 8) != 0) {
         snprintf(err, errlen, "REDIS_URL: '%s' is not redis://[[user]:password@]host[:port][/db]",
-                 url ? url : "");
+                 shown);
         return -1;
     }
     const char *p = url + 8;
@@ -383,7 +385,7 @@ int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err,
     const char *colon = memchr(p, ':', (size_t)(end - p));
     const char *hend = colon ? colon : end;
     if (hend == p || (size_t)(hend - p) >= sizeof out->host) {
-        snprintf(err, errlen, "REDIS_URL: missing or too long host in '%s'", url);
+        snprintf(err, errlen, "REDIS_URL: missing or too long host in '%s'", shown);
         return -1;
     }
     memcpy(out->host, p, (size_t)(hend - p));
@@ -393,7 +395,7 @@ int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err,
         char *e = NULL;
         size_t n = (size_t)(end - colon - 1);
         if (n == 0 || n >= sizeof num) {
-            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", url);
+            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", shown);
             return -1;
         }
         memcpy(num, colon + 1, n);
@@ -401,7 +403,7 @@ int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err,
         errno = 0;
         long port = strtol(num, &e, 10);
         if (errno || *e || port < 1 || port > 65535) {
-            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", url);
+            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", shown);
             return -1;
         }
         out->port = (int)port;
@@ -411,7 +413,7 @@ int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err,
         errno = 0;
         long db = strtol(end + 1, &e, 10);
         if (errno || (*e && *e != '?' && *e != '#') || db < 0 || db > 100000) {
-            snprintf(err, errlen, "REDIS_URL: bad database number in '%s'", url);
+            snprintf(err, errlen, "REDIS_URL: bad database number in '%s'", shown);
             return -1;
         }
         out->db = (int)db;

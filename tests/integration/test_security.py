@@ -171,9 +171,82 @@ def test_unauthenticated_upload_refused_on_headers(env):
     assert claim(env)["job"]["id"]
 
 
+def complete_one(env, tok, prompt="x"):
+    """Runs one job to completion through the raw worker protocol; returns its id."""
+    jid = env.create(tok, {"prompt": prompt, "steps": 2}).json()["id"]
+    c = claim(env)
+    upload(env, c)
+    assert op(env, c, "complete", gpu_seconds=1.0).status == 200
+    return jid
+
+
+def test_images_route_serves_only_job_images(env):
+    """Finding 5: with --storage-url file:///DATA, GET /images/worker_token returned the worker
+    token and /images/pingvas.db the database. Only jobs/<id>.png of completed jobs is served,
+    and never through a symlink."""
+    os.makedirs(env.data, exist_ok=True)
+    env.extra_env["DATABASE_URL"] = "sqlite://" + os.path.join(env.data, "pingvas.db")
+    env.extra_env["STORAGE_URL"] = "file://" + env.data
+    env.start_server()
+    with open(os.path.join(env.data, "worker_token"), "w") as f:
+        f.write("secret-worker-token-0123456789\n")
+    tok = env.add_user("dave")
+    jid = complete_one(env, tok)
+    for key in ["worker_token", "pingvas.db", "pingvas.db-wal", "jwt_secret", "jobs",
+                f"staging/{jid}.png", "jobs/../worker_token", "jobs/%2e%2e/worker_token"]:
+        r = env.api("GET", "/images/" + key)
+        assert r.status == 404 and b"secret-worker-token" not in r.body, (key, r)
+    assert env.api("GET", f"/images/jobs/{jid}.png").body == PNG
+    # A symlink planted where an image was: refused (O_NOFOLLOW), not followed.
+    img = os.path.join(env.data, "jobs", f"{jid}.png")
+    os.unlink(img)
+    os.symlink(os.path.join(env.data, "worker_token"), img)
+    r = env.api("GET", f"/images/jobs/{jid}.png")
+    assert r.status == 404 and b"secret-worker-token" not in r.body, r
+
+
+def test_redis_password_not_in_messages(env):
+    """Finding 6: the Celery bridge printed the whole REDIS_URL, password included, and
+    log_redact_url did not mask ?password=."""
+    for url in ["redis://:s3cret-pw@127.0.0.1:99999/0", "redis://u:s3cret-pw@127.0.0.1:1/x",
+                "redis://127.0.0.1:1/x?password=s3cret-pw&x=1"]:
+        p = pv.run_cli("server", "--port", "0", "--redis-url", url, data=env.data, env=env.env(),
+                       check=False)
+        assert p.returncode != 0, p
+        out = p.stdout + p.stderr
+        assert "s3cret-pw" not in out and "REDIS" in out.upper(), out
+
+
+def test_log_lines_cannot_be_forged(env):
+    """Finding 7: a scaling reason of 'x\\ny="z' split the server's log line. Values are escaped
+    by the log writer: every line of the log is one whole event."""
+    env.start_server()
+    r = env.api("POST", "/internal/v1/scaling/events",
+                {"tier": "standard", "from": 0, "to": 1, "reason": 'x\ny="z" level=error'},
+                token=pv.WORKER_TOKEN)
+    assert r.status == 200, r
+    r = env.api("POST", "/internal/v1/claim", {"worker_id": "w\nlevel=error fake=1",
+                                               "tier": "standard", "wait_ms": 0},
+                token=pv.WORKER_TOKEN)
+    assert r.status in (204, 400), r
+    tok = env.add_user("erin")
+    jid = env.create(tok, {"prompt": "p", "steps": 2}).json()["id"]
+    c = claim(env)
+    assert op(env, c, "fail", error='boom\r\nlevel=error forged="1"', retryable=True).status == 200
+    log = pv.wait_for(lambda: (lambda t: t if "job_attempt_failed" in t else None)(
+        env.log("server.log")), what="the failure in the log")
+    for line in log.splitlines():
+        assert line[:4].isdigit() and " level=" in line, f"forged or split line: {line!r}"
+        assert "forged=" not in line or 'err="boom\\r\\nlevel=error forged=\\"1\\""' in line, line
+    assert 'reason="x\\ny=\\"z\\" level=error"' in log, log
+
+
 if __name__ == "__main__":
     pv.main([pv.clean_exit(t) for t in [
         test_image_hidden_until_completed_and_charged,
         test_failed_job_image_deleted,
         test_unauthenticated_upload_refused_on_headers,
+        test_images_route_serves_only_job_images,
+        test_redis_password_not_in_messages,
+        test_log_lines_cannot_be_forged,
     ]])
