@@ -288,8 +288,8 @@ typedef struct app_config {
 #define OPT_MODELDIR                                                                               \
     {                                                                                              \
         "model-dir", "MODEL_DIR", OPT_STR, NULL, 0, 0, O(model_dir),                               \
-            "model weights, for a backend that loads them itself (synthetic and a1111 do not "     \
-            "read it)"                                                                             \
+            "model weights directory, handed to workers; no backend of this build reads it "       \
+            "(synthetic loads no model; comfyui and a1111 servers load their own)"                 \
     }
 #define OPT_DRAIN                                                                                  \
     {                                                                                              \
