@@ -9,6 +9,11 @@ import pv
 def test_help_and_usage_errors(env):
     r = pv.run_cli("help", check=False)
     assert r.returncode == 0 and "up" in r.stdout and "loadtest" in r.stdout
+    # `help` is listed as a command, so `pingvas help help` is its help, not an error.
+    r = pv.run_cli("help", "help", check=False)
+    assert r.returncode == 0 and "Commands:" in r.stdout, (r.returncode, r.stderr)
+    r = pv.run_cli("help", "user", check=False)
+    assert r.returncode == 0 and "user disable" in r.stdout, r.stdout
     for cmd in ["up", "server", "worker", "autoscale", "loadtest", "token", "migrate"]:
         r = pv.run_cli(cmd, "--help", check=False)
         assert r.returncode == 0 and "usage: pingvas " + cmd in r.stdout, (cmd, r.stdout)
