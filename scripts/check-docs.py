@@ -17,6 +17,9 @@ Checks every Markdown file the repository tracks (README.md, docs/, fuzz/, bench
    (the #fragment is not checked); http(s), mailto and same-page #anchors are not followed.
 4. Layout. The README's "Layout" section names every src/**/*.c file.
 
+A line that shows a wrong command on purpose (an example of an error) carries
+<!-- check-docs: ignore --> at its end, or on the line before a fenced block; it is not checked.
+
 Prints one line per problem (file:line: what) and exits 1 when there is any; 0 otherwise.
 """
 import argparse
@@ -56,13 +59,23 @@ def tracked_markdown(root):
     return [f for f in files if "node_modules/" not in f]
 
 
+IGNORE = "<!-- check-docs: ignore -->"
+
+
 def code_pieces(text):
     """Yields (line number, code text) for fenced blocks (continuation lines joined) and spans."""
-    in_fence = False
+    in_fence = skip_fence = False
     block = []
+    prev = ""
     for n, line in enumerate(text.split("\n"), 1):
         if FENCE.match(line):
             in_fence = not in_fence
+            skip_fence = in_fence and IGNORE in prev
+            prev = line
+            continue
+        ignored = IGNORE in line
+        prev = line
+        if in_fence and skip_fence or ignored:
             continue
         if in_fence:
             block.append((n, line))
