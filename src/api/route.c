@@ -55,6 +55,8 @@ void route_parse(const char *method, const char *url, route_t *out)
             out->id = ROUTE_QUEUE;
         else if (strcmp(url, "/api/v1/scaling/events") == 0 && get)
             out->id = ROUTE_SCALING_EVENTS;
+        else if (strcmp(url, "/api/v1/cost") == 0 && get)
+            out->id = ROUTE_COST;
         else if ((rest = take_segment(url, "/api/v1/generation/", out->job_id, JOB_ID_SIZE))) {
             if (*rest == '\0' && get)
                 out->id = ROUTE_JOB_GET;
@@ -69,6 +71,8 @@ void route_parse(const char *method, const char *url, route_t *out)
             out->id = ROUTE_WORKER_BYE;
         } else if (strcmp(url, "/internal/v1/scaling/events") == 0 && post) {
             out->id = ROUTE_WORKER_SCALING_EVENT;
+        } else if (strcmp(url, "/internal/v1/workers/report") == 0 && post) {
+            out->id = ROUTE_WORKER_LIFE;
         } else if ((rest = take_segment(url, "/internal/v1/jobs/", out->job_id, JOB_ID_SIZE))) {
             if (strcmp(rest, "/image") == 0 && strcmp(method, "PUT") == 0) {
                 out->id = ROUTE_WORKER_IMAGE;

@@ -18,12 +18,14 @@ typedef enum route_id {
     ROUTE_CREDITS,
     ROUTE_QUEUE,
     ROUTE_SCALING_EVENTS,
+    ROUTE_COST,          /* GET /api/v1/cost (operators) */
     ROUTE_JOB_GET,       /* id */
     ROUTE_JOB_CANCEL,    /* id */
     ROUTE_API_NOT_FOUND, /* under /api/: authenticate, then 404 */
     ROUTE_WORKER_CLAIM,  /* everything ROUTE_WORKER_* needs the worker token first */
     ROUTE_WORKER_BYE,
     ROUTE_WORKER_SCALING_EVENT, /* POST /internal/v1/scaling/events */
+    ROUTE_WORKER_LIFE,          /* POST /internal/v1/workers/report */
     ROUTE_WORKER_IMAGE,         /* PUT: id */
     ROUTE_WORKER_OP,            /* POST: id, arg = operation ("complete", ...; may be unknown) */
     ROUTE_WORKER_NOT_FOUND,

@@ -27,6 +27,7 @@
 #include "api/images.h"
 #include "api/metrics.h"
 #include "api/ratelimit.h"
+#include "api/cost.h"
 #include "api/route.h"
 #include "core/validate.h"
 #include "core/wire.h"
@@ -70,6 +71,7 @@ struct server {
     server_submit_fn submit_fn;
     void *submit_arg;
     celery_bridge_t *celery; /* NULL without REDIS_URL */
+    price_catalog_t prices;  /* GET /api/v1/cost */
 };
 
 /* Per-request state: the body, accumulated up to a cap. */
@@ -302,8 +304,7 @@ static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_
  * admin'; the operator need not be a user in the store). Copies the subject into sub
  * (USER_NAME_MAX + 1 bytes) and returns 0, or sends 401 (no valid token) or 403 (another role)
  * and returns -1. */
-static int __attribute__((unused))
-auth_admin(server_t *s, struct MHD_Connection *c, char *sub, enum MHD_Result *ret)
+static int auth_admin(server_t *s, struct MHD_Connection *c, char *sub, enum MHD_Result *ret)
 {
     char role[JWT_ROLE_MAX];
     if (auth_token(s, c, sub, role, ret) != 0)
@@ -1048,6 +1049,61 @@ static enum MHD_Result internal_bye(server_t *s, struct MHD_Connection *c, req_t
     return send_text(c, 200, "application/json", "{}", 2);
 }
 
+/* A worker's lifecycle report: where it runs, model loaded, busy time, end (DESIGN section 10). */
+static enum MHD_Result internal_life(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret;
+    if (internal_size_ok(c, r, &ret) != 0)
+        return ret;
+    wire_life_t l;
+    api_error_t e;
+    if (wire_parse_life(r->body, r->len, &l, &e) != 0)
+        return send_error(c, &e);
+    worker_life_t w = {.gpus = l.gpus, .busy_ms = l.busy_ms};
+    snprintf(w.worker_id, sizeof w.worker_id, "%s", l.worker_id);
+    snprintf(w.tier, sizeof w.tier, "%s", l.tier);
+    snprintf(w.instance_type, sizeof w.instance_type, "%s", l.instance_type);
+    snprintf(w.capacity_type, sizeof w.capacity_type, "%s", l.capacity_type);
+    snprintf(w.zone, sizeof w.zone, "%s", l.zone);
+    int ev = strcmp(l.event, "started") == 0  ? WORKER_STARTED
+             : strcmp(l.event, "loaded") == 0 ? WORKER_LOADED
+             : strcmp(l.event, "ended") == 0  ? WORKER_ENDED
+                                              : WORKER_ALIVE;
+    if (store_worker_report(s->store, &w, ev, clock_now_ms()) != STORE_OK)
+        return store_unavailable(s, c);
+    return send_text(c, 200, "application/json", "{}", 2);
+}
+
+/* GET /api/v1/cost?since=&until=&by= (operators): what the fleet cost (api/cost.h). */
+static enum MHD_Result api_cost(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    char sub[USER_NAME_MAX + 1];
+    if (auth_admin(s, c, sub, &ret) != 0)
+        return ret;
+    const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
+    const char *until = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "until");
+    const char *by = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "by");
+    int64_t now = clock_now_ms(), from, to = now;
+    cost_by_t b;
+    if (until && cost_parse_time(until, &to) != 0)
+        return fail(c, 400, "invalid_argument", "until",
+                    "until must be RFC 3339 UTC (2026-11-29T10:00:00Z), a date or Unix seconds");
+    from = to - 86400000;
+    if (since && cost_parse_time(since, &from) != 0)
+        return fail(c, 400, "invalid_argument", "since",
+                    "since must be RFC 3339 UTC (2026-11-29T10:00:00Z), a date or Unix seconds");
+    if (from >= to)
+        return fail(c, 400, "invalid_argument", "since", "since must be before until");
+    if (cost_parse_by(by, &b) != 0)
+        return fail(c, 400, "invalid_argument", "by",
+                    "by must be user, tier, day or instance_type");
+    json_t *o;
+    if (cost_from_store(s->store, &s->prices, from, to, now, b, &o) != STORE_OK)
+        return store_unavailable(s, c);
+    return send_json(c, 200, o);
+}
+
 static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
@@ -1104,6 +1160,8 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
         return api_queue(s, c);
     case ROUTE_SCALING_EVENTS:
         return api_scaling_events(s, c);
+    case ROUTE_COST:
+        return api_cost(s, c);
     case ROUTE_JOB_GET:
         return api_get(s, c, rt.job_id);
     case ROUTE_JOB_CANCEL:
@@ -1118,6 +1176,8 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
         return internal_bye(s, c, r);
     case ROUTE_WORKER_SCALING_EVENT:
         return internal_scaling_event(s, c, r);
+    case ROUTE_WORKER_LIFE:
+        return internal_life(s, c, r);
     case ROUTE_WORKER_IMAGE:
         return internal_image(s, c, r, rt.job_id);
     case ROUTE_WORKER_OP:
@@ -1350,6 +1410,11 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     s->models[nm] = NULL;
     s->vcfg.models = s->models;
     s->vcfg.default_model = s->models[0];
+
+    if (!cfg->prices_path)
+        prices_default(&s->prices);
+    else if (prices_load(cfg->prices_path, &s->prices, err, errlen) != 0)
+        goto fail;
 
     if (cfg->rate_limit > 0)
         s->rl = ratelimit_new(cfg->rate_limit, cfg->rate_burst > 0 ? cfg->rate_burst : 1);

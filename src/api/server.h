@@ -32,6 +32,7 @@ typedef struct server_config {
     const char *redis_url;        /* Celery bridge (celery.h) when set, else NULL */
     const char *celery_queue;     /* NULL: "celery" */
     int64_t celery_visibility_ms; /* 0: kombu's 3600 s */
+    const char *prices_path;      /* price catalog for GET /api/v1/cost; NULL: the shipped one */
 } server_config_t;
 
 typedef struct server server_t;

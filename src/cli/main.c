@@ -15,7 +15,9 @@
 #include "blob/awscreds.h"
 #include "scale/autoscaler.h"
 #include "lib/clock.h"
+#include "api/cost.h"
 #include "cli/cmd.h"
+#include "core/wire.h"
 #include "scale/gpu.h"
 #include "lib/httpc.h"
 #include "lib/config.h"
@@ -97,6 +99,16 @@ typedef struct app_config {
     int credits;
     int64_t ttl_ms;
     const char *role;
+    /* cost */
+    const char *prices;
+    const char *instance_type;
+    const char *capacity_type;
+    const char *zone;
+    int instance_gpus;
+    const char *since;
+    const char *until;
+    const char *by;
+    int json;
 } app_config_t;
 
 #define O(field) offsetof(app_config_t, field)
@@ -337,12 +349,18 @@ typedef struct app_config {
             "local (event-driven, fast) or keda (reproduces KEDA + HPA timing)"                    \
     }
 
+#define OPT_PRICES                                                                                 \
+    {                                                                                              \
+        "prices", "PINGVAS_PRICES", OPT_STR, NULL, 0, 0, O(prices),                                \
+            "price catalog for cost reports (docs/cost.md) [default: the shipped us-east-1 one]"   \
+    }
+
 static const opt_t server_opts[] = {
     OPT_PORT,       OPT_BIND,      OPT_DATA,     OPT_DB,         OPT_STORAGE,     OPT_PUBLIC_IMG,
     OPT_PUBLIC_URL, OPT_JWT,       OPT_JWT_PREV, OPT_WTOKEN,     OPT_WTOKEN_PREV, OPT_MODELS,
     OPT_LEASE,      OPT_HEARTBEAT, OPT_REAPER,   OPT_WORKER_TTL, OPT_ATTEMPTS,    OPT_RATE,
     OPT_MAXQ,       OPT_RL,        OPT_RB,       OPT_MAXCONN,    OPT_LOG,         OPT_REDIS,
-    OPT_CQUEUE,     OPT_CVIS,
+    OPT_CQUEUE,     OPT_CVIS,      OPT_PRICES,
 };
 
 static const opt_t up_opts[] = {
@@ -382,6 +400,7 @@ static const opt_t up_opts[] = {
     OPT_REDIS,
     OPT_CQUEUE,
     OPT_CVIS,
+    OPT_PRICES,
     {"workers", "PINGVAS_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS, O(workers),
      "a fixed number of standard-tier workers instead of autoscaling (-1: autoscale)"},
     {"enterprise-workers", "PINGVAS_ENTERPRISE_WORKERS", OPT_INT, "-1", -1, SUP_MAX_SLOTS,
@@ -425,6 +444,14 @@ static const opt_t worker_opts[] = {
      "off: none"},
     {"imds-poll", NULL, OPT_DURATION, "5s", 100, 3600000, O(imds_poll_ms),
      "how often to poll for spot notices"},
+    {"instance-type", "PINGVAS_INSTANCE_TYPE", OPT_STR, NULL, 0, 0, O(instance_type),
+     "cost accounting: the instance type (node.kubernetes.io/instance-type) [default: IMDSv2]"},
+    {"capacity-type", "PINGVAS_CAPACITY_TYPE", OPT_STR, NULL, 0, 0, O(capacity_type),
+     "cost accounting: spot or on-demand (karpenter.sh/capacity-type) [default: IMDSv2]"},
+    {"zone", "PINGVAS_ZONE", OPT_STR, NULL, 0, 0, O(zone),
+     "cost accounting: the availability zone [default: IMDSv2]"},
+    {"instance-gpus", "PINGVAS_INSTANCE_GPUS", OPT_INT, "1", 1, 64, O(instance_gpus),
+     "cost accounting: GPUs on the instance (each worker pays for one)"},
     {"kube-api", "PINGVAS_KUBE_API", OPT_STR, "auto", 0, 0, O(kube_api),
      "Kubernetes API for the busy/idle pod marks (pod-deletion-cost, karpenter.sh/do-not-disrupt) "
      "and the node watch; auto: in-cluster when PINGVAS_POD_NAME is set; off: none"},
@@ -447,6 +474,18 @@ static const opt_t user_add_opts[] = {
     OPT_LOG,
     {"credits", NULL, OPT_INT, "0", 0, 2000000000, O(credits), "starting balance"},
     {"tier", NULL, OPT_STR, "standard", 0, 0, O(tier), "standard or enterprise"},
+};
+
+static const opt_t cost_opts[] = {
+    OPT_DATA,
+    OPT_DB,
+    OPT_LOG,
+    OPT_PRICES,
+    {"since", NULL, OPT_STR, NULL, 0, 0, O(since),
+     "start: RFC 3339 UTC, a date or Unix seconds [default: 24 h before --until]"},
+    {"until", NULL, OPT_STR, NULL, 0, 0, O(until), "end (excluded) [default: now]"},
+    {"by", NULL, OPT_STR, NULL, 0, 0, O(by), "also break down by user, tier, day or instance_type"},
+    {"json", NULL, OPT_BOOL, NULL, 0, 0, O(json), "print the report as JSON (GET /api/v1/cost's)"},
 };
 
 static const opt_t token_opts[] = {
@@ -659,6 +698,7 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->redis_url = cfg->redis_url;
     sc->celery_queue = cfg->celery_queue;
     sc->celery_visibility_ms = cfg->celery_visibility_ms;
+    sc->prices_path = cfg->prices;
 }
 
 static volatile sig_atomic_t got_stop;
@@ -1205,6 +1245,28 @@ static int start_pod_guard(const app_config_t *cfg, pod_guard_t **out)
     return 0;
 }
 
+/* The cost-accounting placement of a worker, as the server accepts it (core/wire.h). */
+static int check_placement(const app_config_t *cfg)
+{
+    const char *names[] = {"--instance-type", "--zone"}, *v[] = {cfg->instance_type, cfg->zone};
+    for (int i = 0; i < 2; i++) {
+        size_t n = v[i] ? strlen(v[i]) : 0;
+        if (v[i] &&
+            (n > WIRE_PLACE_MAX || strspn(v[i], "abcdefghijklmnopqrstuvwxyz0123456789.-") != n)) {
+            fprintf(stderr, "pingvas worker: %s: '%s' is not up to %d of a-z 0-9 . -\n", names[i],
+                    v[i], WIRE_PLACE_MAX);
+            return -1;
+        }
+    }
+    if (cfg->capacity_type && *cfg->capacity_type && strcmp(cfg->capacity_type, "spot") != 0 &&
+        strcmp(cfg->capacity_type, "on-demand") != 0) {
+        fprintf(stderr, "pingvas worker: --capacity-type: '%s' is not spot or on-demand\n",
+                cfg->capacity_type);
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_worker(int argc, char **argv)
 {
     app_config_t cfg;
@@ -1225,7 +1287,7 @@ static int cmd_worker(int argc, char **argv)
     }
     char server[1024];
     if (check_worker_side(&cfg, "worker", server, sizeof server) != 0 ||
-        check_backend(&cfg, "worker") != 0)
+        check_backend(&cfg, "worker") != 0 || check_placement(&cfg) != 0)
         return EXIT_USAGE;
     const char *imds = cfg.imds_url;
     if (!imds || strcmp(imds, "off") == 0 || !*imds)
@@ -1245,7 +1307,11 @@ static int cmd_worker(int argc, char **argv)
                           .max_jobs = cfg.max_jobs,
                           .imds_url = imds,
                           .imds_poll_ms = cfg.imds_poll_ms,
-                          .guard = guard};
+                          .guard = guard,
+                          .instance_type = cfg.instance_type,
+                          .capacity_type = cfg.capacity_type,
+                          .zone = cfg.zone,
+                          .instance_gpus = cfg.instance_gpus};
     int status = worker_run(&wc);
     pod_guard_stop(guard);
     return status;
@@ -1511,6 +1577,63 @@ static int cmd_token(int argc, char **argv)
     return 0;
 }
 
+static int cmd_cost(int argc, char **argv)
+{
+    app_config_t cfg;
+    char *pos[1], err[512];
+    int npos;
+    int rc = parse_or_usage("cost", "[--since T] [--until T] [--by user|tier|day|instance_type]",
+                            "What the fleet cost from the workers' lifetimes and the completed "
+                            "jobs in the store, at the catalog's prices: dollars in total, per "
+                            "image and per group, GPU utilization, idle and loading cost, spot "
+                            "vs on-demand, and the lower bound (docs/cost.md).",
+                            cost_opts, NOPTS(cost_opts), &cfg, argc, argv, pos, 0, &npos);
+    if (rc)
+        return rc > 0 ? 0 : EXIT_USAGE;
+    int64_t now = clock_now_ms(), until = now, since;
+    cost_by_t by;
+    price_catalog_t prices;
+    const char *bad = cfg.until && cost_parse_time(cfg.until, &until) != 0 ? "--until" : NULL;
+    since = until - 86400000;
+    if (!bad && cfg.since && cost_parse_time(cfg.since, &since) != 0)
+        bad = "--since";
+    if (bad || since >= until || cost_parse_by(cfg.by, &by) != 0) {
+        fprintf(stderr, "pingvas cost: %s\n",
+                bad              ? (strcmp(bad, "--since") == 0
+                                        ? "--since: expected RFC 3339 UTC, a date (2026-11-29) or Unix seconds"
+                                        : "--until: expected RFC 3339 UTC, a date (2026-11-29) or Unix seconds")
+                : since >= until ? "--since must be before --until"
+                                 : "--by: expected user, tier, day or instance_type");
+        return EXIT_USAGE;
+    }
+    if (!cfg.prices)
+        prices_default(&prices);
+    else if (prices_load(cfg.prices, &prices, err, sizeof err) != 0) {
+        fprintf(stderr, "pingvas cost: --prices: %s\n", err);
+        return EXIT_USAGE;
+    }
+    derived_t d;
+    store_t *st = open_admin_store(&cfg, &d, "cost");
+    if (!st)
+        return 1;
+    json_t *report = NULL;
+    int status = 0;
+    if (cost_from_store(st, &prices, since, until, now, by, &report) != STORE_OK) {
+        fprintf(stderr, "pingvas cost: %s\n", store_last_error(st));
+        status = 1;
+    } else if (cfg.json) {
+        char *text = json_dumps(report, JSON_COMPACT);
+        printf("%s\n", text ? text : "{}");
+        free(text);
+    } else {
+        cost_print(stdout, report);
+    }
+    json_decref(report);
+    store_close(st);
+    derived_free(&d);
+    return status;
+}
+
 static const struct command {
     const char *name;
     int (*fn)(int argc, char **argv);
@@ -1525,6 +1648,7 @@ static const struct command {
      "user add NAME [--credits N] [--tier T] | user credits NAME +N | user disable|enable NAME"},
     {"token", cmd_token, "mint an HS256 JWT for a user (--role admin: an operator)"},
     {"migrate", cmd_migrate, "create or upgrade the schema"},
+    {"cost", cmd_cost, "what the fleet cost: dollars per image, user, tier, day; idle cost"},
     {"simulate", cmd_simulate, "what a fleet would cost and how long jobs would wait"},
 };
 

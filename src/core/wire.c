@@ -2,6 +2,7 @@
 #include "core/wire.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -105,6 +106,61 @@ int wire_parse_bye(const char *body, size_t len, wire_bye_t *out, api_error_t *e
     const char *wid = str_field(o, "worker_id", WIRE_WORKER_ID_MAX);
     if (wid)
         snprintf(out->worker_id, sizeof out->worker_id, "%s", wid);
+    json_decref(o);
+    return 0;
+}
+
+/* An optional placement string: absent is "", else at most WIRE_PLACE_MAX of [a-z0-9.-]. */
+static int place_field(json_t *o, const char *name, char *dst, size_t size)
+{
+    json_t *v = json_object_get(o, name);
+    dst[0] = '\0';
+    if (!v)
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) > WIRE_PLACE_MAX)
+        return -1;
+    const char *s = json_string_value(v);
+    for (const char *c = s; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '.' || *c == '-'))
+            return -1;
+    snprintf(dst, size, "%s", s);
+    return 0;
+}
+
+int wire_parse_life(const char *body, size_t len, wire_life_t *out, api_error_t *e)
+{
+    static const char *const events[] = {"started", "loaded", "alive", "ended"};
+    memset(out, 0, sizeof *out);
+    json_t *o = object_body(body, len, e);
+    if (!o)
+        return -1;
+    const char *wid = str_field(o, "worker_id", WIRE_WORKER_ID_MAX);
+    const char *tier = str_field(o, "tier", 15), *ev = str_field(o, "event", 15);
+    json_t *g = json_object_get(o, "gpus"), *b = json_object_get(o, "busy_s");
+    double busy = b ? (json_is_number(b) ? json_number_value(b) : -1) : 0;
+    int ok = wid && valid_tier(tier) && ev && (!g || json_is_integer(g)) && busy >= 0 &&
+             busy <= 1e9 &&
+             place_field(o, "instance_type", out->instance_type, sizeof out->instance_type) == 0 &&
+             place_field(o, "capacity_type", out->capacity_type, sizeof out->capacity_type) == 0 &&
+             place_field(o, "zone", out->zone, sizeof out->zone) == 0;
+    out->gpus = g ? (int)json_integer_value(g) : 1;
+    ok = ok && (!g || (json_integer_value(g) >= 1 && json_integer_value(g) <= 64));
+    ok = ok && (!out->capacity_type[0] || strcmp(out->capacity_type, "spot") == 0 ||
+                strcmp(out->capacity_type, "on-demand") == 0);
+    int known = 0;
+    for (size_t i = 0; ok && i < sizeof events / sizeof events[0]; i++)
+        known |= strcmp(ev, events[i]) == 0;
+    if (!ok || !known) {
+        json_decref(o);
+        return api_error_set(e, 400, "invalid_argument", NULL,
+                             "a worker report needs worker_id, tier, event (started|loaded|alive|"
+                             "ended); optional instance_type and zone ([a-z0-9.-], up to 47), "
+                             "capacity_type (spot|on-demand), gpus (1..64), busy_s (0..1e9)");
+    }
+    snprintf(out->worker_id, sizeof out->worker_id, "%s", wid);
+    snprintf(out->tier, sizeof out->tier, "%s", tier);
+    snprintf(out->event, sizeof out->event, "%s", ev);
+    out->busy_ms = (int64_t)llround(busy * 1000.0);
     json_decref(o);
     return 0;
 }

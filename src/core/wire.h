@@ -33,6 +33,22 @@ typedef struct wire_bye {
     char worker_id[WIRE_WORKER_ID_MAX + 1]; /* "" when absent or invalid */
 } wire_bye_t;
 
+/* A worker's lifecycle report (POST /internal/v1/workers/report, DESIGN section 10): where it
+ * runs and what it did so far. */
+#define WIRE_PLACE_MAX 47
+typedef struct wire_life {
+    char worker_id[WIRE_WORKER_ID_MAX + 1];
+    char tier[16];
+    char event[16];                         /* "started", "loaded", "alive" or "ended" */
+    char instance_type[WIRE_PLACE_MAX + 1]; /* "" when unknown; [a-z0-9.-] */
+    char capacity_type[16];                 /* "spot", "on-demand" or "" */
+    char zone[WIRE_PLACE_MAX + 1];          /* "" when unknown; [a-z0-9-] */
+    int gpus;                               /* GPUs on the instance, 1..64 (default 1) */
+    int64_t busy_ms;                        /* time spent on jobs so far, 0..1e12 */
+} wire_life_t;
+
+int wire_parse_life(const char *body, size_t len, wire_life_t *out, api_error_t *e);
+
 /* Each returns 0 with out filled, or -1 with e filled (400 invalid_json or invalid_argument).
  * body need not be NUL-terminated; len may be 0. Nothing to free. */
 int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_t *e);

@@ -143,6 +143,21 @@ int store_job_counts(store_t *s, store_job_counts_t *out)
     return s->ops->job_counts(s, out);
 }
 
+int store_worker_report(store_t *s, const worker_life_t *r, int event, int64_t now)
+{
+    return s->ops->worker_report(s, r, event, now);
+}
+
+int store_worker_lives(store_t *s, int64_t since, int64_t until, worker_life_t **out, size_t *n)
+{
+    return s->ops->worker_lives(s, since, until, out, n);
+}
+
+int store_usage(store_t *s, int64_t since, int64_t until, usage_row_t **out, size_t *n)
+{
+    return s->ops->usage(s, since, until, out, n);
+}
+
 int store_job_adopt(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out)
 {
     if (!s->ops->job_adopt)

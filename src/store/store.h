@@ -147,6 +147,48 @@ int store_queue_stats(store_t *s, const char *tier, int64_t worker_ttl_ms, int64
                       queue_stats_t *out);
 int store_job_counts(store_t *s, store_job_counts_t *out);
 
+/* ---- cost accounting (DESIGN section 10) ---- */
+
+/* Where a worker process runs and what it did: one row per worker id. */
+typedef struct worker_life {
+    char worker_id[128];
+    char tier[16];
+    char instance_type[48]; /* "" when unknown */
+    char capacity_type[16]; /* "spot", "on-demand" or "" */
+    char zone[48];
+    int gpus;           /* GPUs on the instance, >= 1 */
+    int64_t started_at; /* the first report */
+    int64_t loaded_at;  /* model loaded; 0: not (yet) */
+    int64_t last_seen;  /* the latest report */
+    int64_t ended_at;   /* the worker said it ended; 0: not (crashed, or still running) */
+    int64_t busy_ms;    /* time spent running jobs, as last reported */
+} worker_life_t;
+
+enum worker_event { WORKER_STARTED = 0, WORKER_LOADED, WORKER_ALIVE, WORKER_ENDED };
+
+/* Records a worker's report at now. The first report for an id creates its row (started_at =
+ * now); every report sets the placement fields, last_seen = now and busy_ms = the larger of the
+ * stored and the reported value; WORKER_LOADED sets loaded_at once, WORKER_ENDED ended_at.
+ * Workers report at least every STORE_LIFE_GRACE_MS / 3 while they run. */
+int store_worker_report(store_t *s, const worker_life_t *r, int event, int64_t now);
+/* The rows of workers that lived at some time in [since, until): started_at < until and
+ * COALESCE(ended_at, last_seen + STORE_LIFE_GRACE_MS) >= since, oldest first, at most
+ * STORE_LIVES_MAX. *out is malloc'd (caller frees). */
+#define STORE_LIVES_MAX 1000000
+#define STORE_LIFE_GRACE_MS 90000 /* a worker not heard of for this long has ended */
+int store_worker_lives(store_t *s, int64_t since, int64_t until, worker_life_t **out, size_t *n);
+
+/* Completed jobs grouped by user, tier and UTC day of completed_at. */
+typedef struct usage_row {
+    char user[USER_NAME_MAX + 1];
+    char tier[16];
+    int64_t day; /* completed_at / 86400000 */
+    int64_t images;
+    double gpu_seconds;
+} usage_row_t;
+/* Jobs completed in [since, until), grouped as above. *out is malloc'd (caller frees). */
+int store_usage(store_t *s, int64_t since, int64_t until, usage_row_t **out, size_t *n);
+
 /* Implementation side: each backend fills a vtable. */
 struct store_ops {
     const char *name;
@@ -182,6 +224,9 @@ struct store_ops {
     int (*queue_stats)(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
                        queue_stats_t *out);
     int (*job_counts)(store_t *s, store_job_counts_t *out);
+    int (*worker_report)(store_t *s, const worker_life_t *r, int event, int64_t now);
+    int (*worker_lives)(store_t *s, int64_t since, int64_t until, worker_life_t **out, size_t *n);
+    int (*usage)(store_t *s, int64_t since, int64_t until, usage_row_t **out, size_t *n);
     /* optional (NULL: unsupported) */
     int (*job_adopt)(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out);
     int (*listen)(store_t *s, void (*cb)(void *arg), void *arg);

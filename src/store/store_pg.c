@@ -48,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define ERR_MAX 512
 #define CHARGE_EPSILON 1e-9
 #define POOL_DEFAULT 8
@@ -191,7 +191,25 @@ static const char schema_v1[] =
 /* Version 2: `pingvas user disable` (NULL: active), store_sqlite.c's version 3. */
 static const char schema_v2[] = "ALTER TABLE users ADD COLUMN disabled_at BIGINT;";
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
+/* Version 3: cost accounting, store_sqlite.c's version 4. */
+static const char schema_v3[] =
+    "CREATE TABLE worker_lifetimes ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  tier TEXT NOT NULL,"
+    "  instance_type TEXT NOT NULL DEFAULT '',"
+    "  capacity_type TEXT NOT NULL DEFAULT '',"
+    "  zone TEXT NOT NULL DEFAULT '',"
+    "  gpus INTEGER NOT NULL DEFAULT 1,"
+    "  started_at BIGINT NOT NULL,"
+    "  loaded_at BIGINT,"
+    "  last_seen BIGINT NOT NULL,"
+    "  ended_at BIGINT,"
+    "  busy_ms BIGINT NOT NULL DEFAULT 0);"
+    "CREATE INDEX worker_lifetimes_started ON worker_lifetimes(started_at);"
+    "CREATE INDEX generation_jobs_completed ON generation_jobs(completed_at)"
+    "  WHERE status = 'completed';";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -1930,6 +1948,127 @@ out:
     return op_end(&op, rc);
 }
 
+/* ---- cost accounting ---- */
+
+static int pg_worker_report(store_t *base, const worker_life_t *r, int event, int64_t now)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        return op_end(&op, rc);
+    params_t p = {0};
+    const char *text[5] = {r->worker_id, r->tier, r->instance_type, r->capacity_type, r->zone};
+    for (int i = 0; i < 5; i++)
+        p_text(&p, text[i]);
+    p_i64(&p, r->gpus);
+    p_i64(&p, now);
+    p_i64(&p, event == WORKER_LOADED);
+    p_i64(&p, event == WORKER_ENDED);
+    p_i64(&p, r->busy_ms);
+    rc = exec(&op, "recording a worker's lifetime",
+              "INSERT INTO worker_lifetimes(id, tier, instance_type, capacity_type, zone, gpus,"
+              " started_at, loaded_at, last_seen, ended_at, busy_ms) VALUES ($1, $2, $3, $4, $5,"
+              " $6::int, $7::bigint, CASE WHEN $8::int = 1 THEN $7::bigint END, $7::bigint,"
+              " CASE WHEN $9::int = 1 THEN $7::bigint END, $10::bigint) ON CONFLICT (id) DO"
+              " UPDATE SET tier = excluded.tier, instance_type = excluded.instance_type,"
+              " capacity_type = excluded.capacity_type, zone = excluded.zone,"
+              " gpus = excluded.gpus,"
+              " loaded_at = COALESCE(worker_lifetimes.loaded_at, excluded.loaded_at),"
+              " last_seen = GREATEST(worker_lifetimes.last_seen, excluded.last_seen),"
+              " ended_at = COALESCE(worker_lifetimes.ended_at, excluded.ended_at),"
+              " busy_ms = GREATEST(worker_lifetimes.busy_ms, excluded.busy_ms)",
+              &p);
+    return op_end(&op, rc);
+}
+
+/* Runs a read-only query with params and hands its rows to fill(row, r, i) into a new array of
+ * elem-sized elements (*out, *n; caller frees). */
+static int pg_rows(pg_store_t *s, const char *what, const char *sql, const params_t *p, size_t elem,
+                   void (*fill)(void *row, const PGresult *r, int i), void **out, size_t *n)
+{
+    op_t op;
+    PGresult *r = NULL;
+    char *v = NULL;
+    *out = NULL;
+    *n = 0;
+    int rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    r = q(&op, what, sql, p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    int rows = PQntuples(r);
+    if (rows > 0 && !(v = calloc((size_t)rows, elem))) {
+        rc = fail_msg("postgresql: out of memory %s", what);
+        goto out;
+    }
+    for (int i = 0; i < rows; i++)
+        fill(v + (size_t)i * elem, r, i);
+    *out = v;
+    *n = (size_t)rows;
+    v = NULL;
+out:
+    free(v);
+    PQclear(r);
+    return op_end(&op, rc);
+}
+
+static void fill_life(void *row, const PGresult *r, int i)
+{
+    worker_life_t *w = row;
+    get_copy(r, i, 0, w->worker_id, sizeof w->worker_id);
+    get_copy(r, i, 1, w->tier, sizeof w->tier);
+    get_copy(r, i, 2, w->instance_type, sizeof w->instance_type);
+    get_copy(r, i, 3, w->capacity_type, sizeof w->capacity_type);
+    get_copy(r, i, 4, w->zone, sizeof w->zone);
+    w->gpus = (int)get_i64(r, i, 5, 1);
+    int64_t *t[5] = {&w->started_at, &w->loaded_at, &w->last_seen, &w->ended_at, &w->busy_ms};
+    for (int k = 0; k < 5; k++)
+        *t[k] = get_i64(r, i, 6 + k, 0);
+}
+
+static int pg_worker_lives(store_t *base, int64_t since, int64_t until, worker_life_t **out,
+                           size_t *n)
+{
+    params_t p = {0};
+    p_i64(&p, since);
+    p_i64(&p, until);
+    p_i64(&p, STORE_LIFE_GRACE_MS);
+    p_i64(&p, STORE_LIVES_MAX);
+    return pg_rows(pgs(base), "reading worker lifetimes",
+                   "SELECT id, tier, instance_type, capacity_type, zone, gpus, started_at,"
+                   " loaded_at, last_seen, ended_at, busy_ms FROM worker_lifetimes"
+                   " WHERE started_at < $2 AND COALESCE(ended_at, last_seen + $3) >= $1"
+                   " ORDER BY started_at, id LIMIT $4",
+                   &p, sizeof **out, fill_life, (void **)out, n);
+}
+
+static void fill_usage(void *row, const PGresult *r, int i)
+{
+    usage_row_t *u = row;
+    get_copy(r, i, 0, u->user, sizeof u->user);
+    get_copy(r, i, 1, u->tier, sizeof u->tier);
+    u->day = get_i64(r, i, 2, 0);
+    u->images = get_i64(r, i, 3, 0);
+    u->gpu_seconds = get_f64(r, i, 4, 0);
+}
+
+static int pg_usage(store_t *base, int64_t since, int64_t until, usage_row_t **out, size_t *n)
+{
+    params_t p = {0};
+    p_i64(&p, since);
+    p_i64(&p, until);
+    return pg_rows(pgs(base), "reading usage",
+                   "SELECT user_id, tier, completed_at / 86400000 AS day, COUNT(*),"
+                   " SUM(gpu_seconds) FROM generation_jobs WHERE status = 'completed'"
+                   " AND completed_at >= $1 AND completed_at < $2"
+                   " GROUP BY user_id, tier, day ORDER BY day, user_id, tier",
+                   &p, sizeof **out, fill_usage, (void **)out, n);
+}
+
 static const struct store_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -1953,6 +2092,9 @@ static const struct store_ops pg_ops = {
     .reap = pg_reap,
     .worker_seen = pg_worker_seen,
     .worker_gone = pg_worker_gone,
+    .worker_report = pg_worker_report,
+    .worker_lives = pg_worker_lives,
+    .usage = pg_usage,
     .queue_stats = pg_queue_stats,
     .job_counts = pg_job_counts,
     .job_adopt = pg_job_adopt,

@@ -41,7 +41,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 #define ERR_MAX 512
 #define CHARGE_EPSILON 1e-9 /* ceil(2.0000000000000004) must stay 2 */
 
@@ -233,8 +233,27 @@ static const char schema_v2[] =
 /* Version 3: `pingvas user disable` (NULL: active). */
 static const char schema_v3[] = "ALTER TABLE users ADD COLUMN disabled_at INTEGER;";
 
+/* Version 4: cost accounting (DESIGN section 10): each worker's placement and lifetime, and an
+ * index for the completed jobs of a time range. */
+static const char schema_v4[] =
+    "CREATE TABLE worker_lifetimes ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  tier TEXT NOT NULL,"
+    "  instance_type TEXT NOT NULL DEFAULT '',"
+    "  capacity_type TEXT NOT NULL DEFAULT '',"
+    "  zone TEXT NOT NULL DEFAULT '',"
+    "  gpus INTEGER NOT NULL DEFAULT 1,"
+    "  started_at INTEGER NOT NULL,"
+    "  loaded_at INTEGER,"
+    "  last_seen INTEGER NOT NULL,"
+    "  ended_at INTEGER,"
+    "  busy_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX worker_lifetimes_started ON worker_lifetimes(started_at);"
+    "CREATE INDEX generation_jobs_completed ON generation_jobs(completed_at)"
+    "  WHERE status = 'completed';";
+
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4};
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -284,6 +303,9 @@ enum stmt_id {
     S_COUNTS,
     S_ADOPT_READ,
     S_ADOPT,
+    S_LIFE_REPORT,
+    S_LIFE_LIST,
+    S_USAGE,
     S_COUNT
 };
 
@@ -353,6 +375,24 @@ static const char *const stmt_sql[S_COUNT] = {
     /* newest position first: each requeue goes to the front, so the oldest ends up first */
     [S_REAP_LIST] = "SELECT id, attempts FROM generation_jobs WHERE status = 'in_progress'"
                     " AND lease_expires_at < ?1 ORDER BY queue_pos DESC",
+    [S_LIFE_REPORT] =
+        "INSERT INTO worker_lifetimes(id, tier, instance_type, capacity_type, zone, gpus,"
+        " started_at, loaded_at, last_seen, ended_at, busy_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+        " ?7, IIF(?8, ?7, NULL), ?7, IIF(?9, ?7, NULL), ?10) ON CONFLICT(id) DO UPDATE SET"
+        " tier = excluded.tier, instance_type = excluded.instance_type,"
+        " capacity_type = excluded.capacity_type, zone = excluded.zone, gpus = excluded.gpus,"
+        " loaded_at = COALESCE(worker_lifetimes.loaded_at, excluded.loaded_at),"
+        " last_seen = MAX(worker_lifetimes.last_seen, excluded.last_seen),"
+        " ended_at = COALESCE(worker_lifetimes.ended_at, excluded.ended_at),"
+        " busy_ms = MAX(worker_lifetimes.busy_ms, excluded.busy_ms)",
+    [S_LIFE_LIST] = "SELECT id, tier, instance_type, capacity_type, zone, gpus, started_at,"
+                    " COALESCE(loaded_at, 0), last_seen, COALESCE(ended_at, 0), busy_ms"
+                    " FROM worker_lifetimes WHERE started_at < ?2"
+                    " AND COALESCE(ended_at, last_seen + ?3) >= ?1 ORDER BY started_at, id"
+                    " LIMIT ?4",
+    [S_USAGE] = "SELECT user_id, tier, completed_at / 86400000 AS day, COUNT(*), SUM(gpu_seconds)"
+                " FROM generation_jobs WHERE status = 'completed' AND completed_at >= ?1"
+                " AND completed_at < ?2 GROUP BY user_id, tier, day ORDER BY day, user_id, tier",
     [S_WORKER_UPSERT] = "INSERT INTO workers(id, tier, state, last_seen) VALUES (?1, ?2, ?3, ?4)"
                         " ON CONFLICT(id) DO UPDATE SET tier = excluded.tier,"
                         " state = excluded.state, last_seen = excluded.last_seen",
@@ -1876,6 +1916,112 @@ out:
     return finish(s, rc == 0 ? STORE_OK : rc);
 }
 
+/* ---- cost accounting ---- */
+
+static int sqlite_worker_report(store_t *base, const worker_life_t *r, int event, int64_t now)
+{
+    sqlite_store_t *s = sq(base);
+    lock(s);
+    int rc = begin(s);
+    sqlite3_stmt *stmt = rc == STORE_OK ? st(s, S_LIFE_REPORT) : NULL;
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    const char *text[5] = {r->worker_id, r->tier, r->instance_type, r->capacity_type, r->zone};
+    for (int i = 0; i < 5; i++)
+        bind_text(stmt, i + 1, text[i]);
+    sqlite3_bind_int(stmt, 6, r->gpus);
+    sqlite3_bind_int64(stmt, 7, now);
+    sqlite3_bind_int(stmt, 8, event == WORKER_LOADED);
+    sqlite3_bind_int(stmt, 9, event == WORKER_ENDED);
+    sqlite3_bind_int64(stmt, 10, r->busy_ms);
+    rc = run(s, stmt, "recording a worker's lifetime");
+out:
+    return finish(s, rc);
+}
+
+/* Runs statement id with the int64 parameters b[0..nb) and hands each row to fill(row, stmt)
+ * into a new array of elem-sized elements (*out, *n; caller frees). */
+static int sqlite_rows(sqlite_store_t *s, enum stmt_id id, const int64_t *b, int nb,
+                       const char *what, size_t elem, void (*fill)(void *row, sqlite3_stmt *st),
+                       void **out, size_t *n)
+{
+    char *v = NULL;
+    size_t count = 0, cap = 0;
+    int rc = STORE_ERR;
+    *out = NULL;
+    *n = 0;
+    lock(s);
+    sqlite3_stmt *stmt = st(s, id);
+    if (!stmt)
+        goto out;
+    for (int i = 0; i < nb; i++)
+        sqlite3_bind_int64(stmt, i + 1, b[i]);
+    while ((rc = step_row(s, stmt, what)) == 1) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            char *nv = realloc(v, ncap * elem);
+            if (!nv) {
+                rc = fail_msg("sqlite: out of memory %s", what);
+                goto out;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        memset(v + count * elem, 0, elem);
+        fill(v + count++ * elem, stmt);
+    }
+out:
+    if (rc == 0) {
+        rc = STORE_OK;
+        *out = v;
+        *n = count;
+        v = NULL;
+    }
+    free(v);
+    return finish(s, rc);
+}
+
+static void fill_life(void *row, sqlite3_stmt *stmt)
+{
+    worker_life_t *w = row;
+    col_copy(stmt, 0, w->worker_id, sizeof w->worker_id);
+    col_copy(stmt, 1, w->tier, sizeof w->tier);
+    col_copy(stmt, 2, w->instance_type, sizeof w->instance_type);
+    col_copy(stmt, 3, w->capacity_type, sizeof w->capacity_type);
+    col_copy(stmt, 4, w->zone, sizeof w->zone);
+    w->gpus = sqlite3_column_int(stmt, 5);
+    int64_t *t[5] = {&w->started_at, &w->loaded_at, &w->last_seen, &w->ended_at, &w->busy_ms};
+    for (int i = 0; i < 5; i++)
+        *t[i] = sqlite3_column_int64(stmt, 6 + i);
+}
+
+static int sqlite_worker_lives(store_t *base, int64_t since, int64_t until, worker_life_t **out,
+                               size_t *n)
+{
+    int64_t b[4] = {since, until, STORE_LIFE_GRACE_MS, STORE_LIVES_MAX};
+    return sqlite_rows(sq(base), S_LIFE_LIST, b, 4, "reading worker lifetimes", sizeof **out,
+                       fill_life, (void **)out, n);
+}
+
+static void fill_usage(void *row, sqlite3_stmt *stmt)
+{
+    usage_row_t *u = row;
+    col_copy(stmt, 0, u->user, sizeof u->user);
+    col_copy(stmt, 1, u->tier, sizeof u->tier);
+    u->day = sqlite3_column_int64(stmt, 2);
+    u->images = sqlite3_column_int64(stmt, 3);
+    u->gpu_seconds = sqlite3_column_double(stmt, 4);
+}
+
+static int sqlite_usage(store_t *base, int64_t since, int64_t until, usage_row_t **out, size_t *n)
+{
+    int64_t b[2] = {since, until};
+    return sqlite_rows(sq(base), S_USAGE, b, 2, "reading usage", sizeof **out, fill_usage,
+                       (void **)out, n);
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -1899,6 +2045,9 @@ static const struct store_ops sqlite_ops = {
     .reap = sqlite_reap,
     .worker_seen = sqlite_worker_seen,
     .worker_gone = sqlite_worker_gone,
+    .worker_report = sqlite_worker_report,
+    .worker_lives = sqlite_worker_lives,
+    .usage = sqlite_usage,
     .queue_stats = sqlite_queue_stats,
     .job_counts = sqlite_job_counts,
     .job_adopt = sqlite_job_adopt,

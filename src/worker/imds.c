@@ -118,6 +118,40 @@ static void *watch_main(void *arg)
     return NULL;
 }
 
+/* Copies a metadata value into dst when it answers 200 with a short single-line body. */
+static void meta_value(imds_watch_t *w, const char *path, char *dst, size_t size)
+{
+    httpc_resp_t resp;
+    dst[0] = '\0';
+    if (get_meta(w, path, &resp) == 200 && resp.body && resp.len < size &&
+        !memchr(resp.body, '\n', resp.len))
+        snprintf(dst, size, "%s", resp.body);
+    httpc_resp_free(&resp);
+}
+
+int imds_placement(const char *base_url, char *instance_type, size_t itsize, char *capacity,
+                   size_t capsize, char *zone, size_t zsize)
+{
+    instance_type[0] = capacity[0] = zone[0] = '\0';
+    imds_watch_t w;
+    memset(&w, 0, sizeof w);
+    snprintf(w.base, sizeof w.base, "%s", base_url);
+    size_t n = strlen(w.base);
+    while (n && w.base[n - 1] == '/')
+        w.base[--n] = '\0';
+    w.h = curl_easy_init();
+    int rc = -1;
+    if (w.h && fetch_token(&w) == 0) {
+        meta_value(&w, "/latest/meta-data/instance-type", instance_type, itsize);
+        meta_value(&w, "/latest/meta-data/instance-life-cycle", capacity, capsize);
+        meta_value(&w, "/latest/meta-data/placement/availability-zone", zone, zsize);
+        rc = 0;
+    }
+    if (w.h)
+        curl_easy_cleanup(w.h);
+    return rc;
+}
+
 imds_watch_t *imds_watch_start(const char *base_url, int64_t poll_ms, imds_stop_fn on_notice)
 {
     imds_watch_t *w = calloc(1, sizeof *w);

@@ -17,6 +17,12 @@ typedef void (*imds_stop_fn)(int64_t drain_ms);
 imds_watch_t *imds_watch_start(const char *base_url, int64_t poll_ms, imds_stop_fn on_notice);
 void imds_watch_stop(imds_watch_t *w);
 
+/* Reads where this instance runs from IMDSv2 at base_url: instance-type, instance-life-cycle
+ * ("spot" or "on-demand") and placement/availability-zone, each into its buffer ("" when not
+ * answered). Returns 0 when the service answered, -1 otherwise (buffers left ""). */
+int imds_placement(const char *base_url, char *instance_type, size_t itsize, char *capacity,
+                   size_t capsize, char *zone, size_t zsize);
+
 /* Parses an instance-action document ({"action":"terminate","time":"2017-09-18T08:22:00Z"}).
  * Returns 0 and the action time in ms since the epoch, or -1. */
 int imds_parse_instance_action(const char *body, size_t len, int64_t *time_ms);

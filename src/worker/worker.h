@@ -21,6 +21,12 @@ typedef struct worker_config {
     const char *imds_url;  /* EC2 instance metadata base URL, or NULL/"" (off) */
     int64_t imds_poll_ms;
     pod_guard_t *guard; /* Kubernetes busy/idle marks and node watch, or NULL (off) */
+    /* Where the worker runs, for cost accounting (lifecycle.h); NULL/0: unknown, then IMDSv2
+     * when imds_url is set. */
+    const char *instance_type;
+    const char *capacity_type; /* "spot" or "on-demand" */
+    const char *zone;
+    int instance_gpus;
 } worker_config_t;
 
 /* Runs until stopped. Returns the process exit status (0 on a graceful stop). */

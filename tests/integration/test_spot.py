@@ -28,6 +28,7 @@ class FakeIMDS:
         self.tokens = set()
         self.action = None      # instance-action document, or None (404)
         self.rebalance = None   # rebalance document, or None (404)
+        self.meta = {}          # other metadata paths and their text (instance-type, ...)
         self.requests = []
         self.unauthorized = 0
         imds = self
@@ -62,6 +63,8 @@ class FakeIMDS:
                     doc = imds.action
                 elif self.path == "/latest/meta-data/events/recommendations/rebalance":
                     doc = imds.rebalance
+                elif self.path in imds.meta:
+                    return self._send(200, imds.meta[self.path].encode())
                 if doc is None:
                     return self._send(404, b"Not Found")
                 self._send(200, json.dumps(doc).encode(), "application/json")
