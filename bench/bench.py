@@ -282,7 +282,7 @@ def bench_scale_from_zero():
             time.sleep(0.2)
             c, s = one_job(st.url, token)
             lat.append(s - c)
-        ev = api(st.url, "/api/v1/scaling/events", token)["events"]
+        ev = api(st.url, "/api/v1/scaling/events", ENV["PINGVAS_WORKER_TOKEN"])["events"]
         ups = [e for e in ev if e["tier"] == "standard" and e["from"] == 0 and e["to"] > 0]
         results["d_scale_ms"] = {"n": len(lat), "p50": pct(lat, 50), "max": max(lat),
                                  "min": min(lat), "samples": lat, "scale_ups_from_zero": len(ups)}

@@ -318,6 +318,18 @@ static int auth_admin(server_t *s, struct MHD_Connection *c, char *sub, enum MHD
     return 0;
 }
 
+/* Fleet-wide views (/metrics, scaling events): the worker token (Prometheus, the autoscaler) or
+ * an operator's token; users see only their own jobs and the per-tier backlog (docs/security.md).
+ */
+static int auth_operator(server_t *s, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    const char *tok = bearer(c);
+    char sub[USER_NAME_MAX + 1];
+    if (tok && is_worker_token(s, tok))
+        return 0;
+    return auth_admin(s, c, sub, ret);
+}
+
 /* Accepts the worker token (KEDA's metrics-api, the autoscaler) or a user's JWT. */
 static int auth_user_or_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *ret)
 {
@@ -641,7 +653,7 @@ void server_record_scaling_event(server_t *s, int64_t at_ms, const char *tier, i
 static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
 {
     enum MHD_Result ret;
-    if (auth_user_or_worker(s, c, &ret) != 0)
+    if (auth_operator(s, c, &ret) != 0)
         return ret;
     json_t *arr = json_array();
     pthread_mutex_lock(&s->events_mu);
@@ -1145,6 +1157,8 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
             return fail(c, 503, "unavailable", NULL, "the job store is not reachable");
         return send_text(c, 200, "application/json", "{\"status\":\"ready\"}", 18);
     case ROUTE_METRICS:
+        if (!s->cfg.metrics_public && auth_operator(s, c, &ret) != 0)
+            return ret;
         return api_metrics(s, c);
     case ROUTE_IMAGE:
         return serve_image(s, c, rt.arg);

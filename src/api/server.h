@@ -29,7 +29,8 @@ typedef struct server_config {
     double rate_limit;       /* creates per second per user; 0 = off */
     int rate_burst;
     int max_connections;
-    const char *redis_url;        /* Celery bridge (celery.h) when set, else NULL */
+    int metrics_public;    /* 1: /metrics without a token (else the worker or an operator token) */
+    const char *redis_url; /* Celery bridge (celery.h) when set, else NULL */
     const char *celery_queue;     /* NULL: "celery" */
     int64_t celery_visibility_ms; /* 0: kombu's 3600 s */
     const char *prices_path;      /* price catalog for GET /api/v1/cost; NULL: the shipped one */

@@ -57,6 +57,7 @@ typedef struct app_config {
     double rate_limit;
     int rate_burst;
     int max_connections;
+    int metrics_public;
     const char *redis_url;
     const char *celery_queue;
     int64_t celery_visibility_ms;
@@ -226,6 +227,12 @@ typedef struct app_config {
         "max-connections", "PINGVAS_MAX_CONNECTIONS", OPT_INT, "4096", 16, 100000,                 \
             O(max_connections), "concurrent HTTP connections"                                      \
     }
+#define OPT_METRICS_PUBLIC                                                                         \
+    {                                                                                              \
+        "metrics-public", "PINGVAS_METRICS_PUBLIC", OPT_BOOL, "0", 0, 1, O(metrics_public),        \
+            "serve /metrics without a token (otherwise it needs the worker token or an operator "  \
+            "token); only where /metrics is reachable from a private network alone"                \
+    }
 #define OPT_REDIS                                                                                  \
     {                                                                                              \
         "redis-url", "REDIS_URL", OPT_STR, NULL, 0, 0, O(redis_url),                               \
@@ -356,11 +363,13 @@ typedef struct app_config {
     }
 
 static const opt_t server_opts[] = {
-    OPT_PORT,       OPT_BIND,      OPT_DATA,     OPT_DB,         OPT_STORAGE,     OPT_PUBLIC_IMG,
-    OPT_PUBLIC_URL, OPT_JWT,       OPT_JWT_PREV, OPT_WTOKEN,     OPT_WTOKEN_PREV, OPT_MODELS,
-    OPT_LEASE,      OPT_HEARTBEAT, OPT_REAPER,   OPT_WORKER_TTL, OPT_ATTEMPTS,    OPT_RATE,
-    OPT_MAXQ,       OPT_RL,        OPT_RB,       OPT_MAXCONN,    OPT_LOG,         OPT_REDIS,
-    OPT_CQUEUE,     OPT_CVIS,      OPT_PRICES,
+    OPT_PORT,     OPT_BIND,       OPT_DATA,        OPT_DB,
+    OPT_STORAGE,  OPT_PUBLIC_IMG, OPT_PUBLIC_URL,  OPT_JWT,
+    OPT_JWT_PREV, OPT_WTOKEN,     OPT_WTOKEN_PREV, OPT_MODELS,
+    OPT_LEASE,    OPT_HEARTBEAT,  OPT_REAPER,      OPT_WORKER_TTL,
+    OPT_ATTEMPTS, OPT_RATE,       OPT_MAXQ,        OPT_RL,
+    OPT_RB,       OPT_MAXCONN,    OPT_LOG,         OPT_REDIS,
+    OPT_CQUEUE,   OPT_CVIS,       OPT_PRICES,      OPT_METRICS_PUBLIC,
 };
 
 static const opt_t up_opts[] = {
@@ -386,6 +395,7 @@ static const opt_t up_opts[] = {
     OPT_RL,
     OPT_RB,
     OPT_MAXCONN,
+    OPT_METRICS_PUBLIC,
     OPT_LOG,
     OPT_BACKEND,
     OPT_PROFILE,
@@ -541,7 +551,7 @@ static int mkdir_p(const char *dir)
             *p = '/';
         }
     }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+    if (mkdir(buf, 0700) != 0 && errno != EEXIST)
         return -1;
     return 0;
 }
@@ -695,6 +705,7 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->rate_limit = cfg->rate_limit;
     sc->rate_burst = cfg->rate_burst;
     sc->max_connections = cfg->max_connections;
+    sc->metrics_public = cfg->metrics_public;
     sc->redis_url = cfg->redis_url;
     sc->celery_queue = cfg->celery_queue;
     sc->celery_visibility_ms = cfg->celery_visibility_ms;

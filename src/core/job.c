@@ -125,6 +125,23 @@ void job_new_id(char *buf)
              r[15]);
 }
 
+int64_t job_charge(double gpu_seconds, double rate, int64_t balance, int64_t user_reserved,
+                   int64_t job_reserved)
+{
+    double units = gpu_seconds * rate;
+    int64_t cost = 0;
+    if (units >= 9e15)
+        cost = INT64_C(9000000000000000);
+    else if (units > 0) /* also false for NaN */
+        cost = (int64_t)ceil(units - 1e-9);
+    int64_t payable = balance - (user_reserved - job_reserved);
+    if (payable > balance)
+        payable = balance; /* a reservation never adds to what there is */
+    if (payable < 0)
+        payable = 0;
+    return cost < payable ? cost : payable;
+}
+
 int64_t job_estimate_credits(const job_params_t *p, double rate)
 {
     double pixels = (double)p->width * (double)p->height / (512.0 * 512.0);

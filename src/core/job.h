@@ -76,6 +76,14 @@ json_t *job_to_json(const job_t *j, const char *image_url);
  * steps/s for 512x512 scaled by pixel count, plus 0.35 s decode, x rate). */
 int64_t job_estimate_credits(const job_params_t *p, double rate);
 
+/* What completing a job charges: ceil(gpu_seconds x rate) (a 1e-9 tolerance keeps 2.0000000001
+ * at 2), capped at what the user can pay without touching the other jobs' reservations: this
+ * job's own reservation plus the balance nobody has reserved, balance - (user_reserved -
+ * job_reserved), never below 0. A job slower than its estimate thus can never leave the user's
+ * later, already reserved jobs unpaid (issue 16, finding 8). */
+int64_t job_charge(double gpu_seconds, double rate, int64_t balance, int64_t user_reserved,
+                   int64_t job_reserved);
+
 /* Fills buf (JOB_ID_SIZE) with a random UUIDv4. */
 void job_new_id(char *buf);
 /* Random hex token of 2*nbytes chars into buf (size >= 2*nbytes+1). */

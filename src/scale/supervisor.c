@@ -84,6 +84,21 @@ static int gpu_in_use(supervisor_t *s, int gpu)
     return 0;
 }
 
+/* What only the server needs: a worker holds no signing key, database or storage credential
+ * (DESIGN section 1; issue 16, finding 8), so local workers do not inherit them. */
+static const char *const server_only_env[] = {
+    "JWT_SECRET",
+    "JWT_SECRET_PREVIOUS",
+    "PINGVAS_WORKER_TOKEN_PREVIOUS",
+    "DATABASE_URL",
+    "PGPASSWORD",
+    "REDIS_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+};
+
 /* Forks and execs one worker into slot; returns 0 or -1. Caller holds mu. */
 static int spawn(supervisor_t *s, slot_t *sl)
 {
@@ -124,6 +139,8 @@ static int spawn(supervisor_t *s, slot_t *sl)
         snprintf(fd_env, sizeof fd_env, "%d", wfd);
         setenv("PINGVAS_STATUS_FD", fd_env, 1);
         setenv("PINGVAS_WORKER_TOKEN", s->token, 1);
+        for (size_t i = 0; i < sizeof server_only_env / sizeof server_only_env[0]; i++)
+            unsetenv(server_only_env[i]);
         if (sl->info.gpu >= 0)
             setenv("CUDA_VISIBLE_DEVICES", gpu_env, 1);
         sigset_t none;

@@ -50,7 +50,6 @@
 
 #define SCHEMA_VERSION 3
 #define ERR_MAX 512
-#define CHARGE_EPSILON 1e-9
 #define POOL_DEFAULT 8
 #define POOL_MAX 256
 #define POOL_WAIT_MS 30000
@@ -1452,16 +1451,6 @@ static int leased_job(op_t *op, const char *id, const char *lease_id, job_status
     return STORE_LEASE_LOST;
 }
 
-static int64_t charge_for(double gpu_seconds, double rate)
-{
-    double units = gpu_seconds * rate;
-    if (!(units > 0))
-        return 0;
-    if (units >= 9e15)
-        return INT64_C(9000000000000000);
-    return (int64_t)ceil(units - CHARGE_EPSILON);
-}
-
 static int pg_job_complete(store_t *base, const char *id, const char *lease_id, double gpu_seconds,
                            const char *image_key, double credit_rate, int64_t now, job_t *out)
 {
@@ -1487,9 +1476,8 @@ static int pg_job_complete(store_t *base, const char *id, const char *lease_id, 
     }
     if (!(gpu_seconds >= 0))
         gpu_seconds = 0;
-    int64_t charge = charge_for(gpu_seconds, credit_rate);
-    if (charge > u.balance)
-        charge = u.balance;
+    int64_t charge =
+        job_charge(gpu_seconds, credit_rate, u.balance, u.reserved, out->credits_reserved);
     char user[USER_NAME_MAX + 1];
     snprintf(user, sizeof user, "%s", out->user);
     job_clear(out);

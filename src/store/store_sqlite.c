@@ -30,7 +30,9 @@
  * the result it reports is accepted (the work is done; the image is there). Once the reaper
  * requeued the job the lease_id is gone and the late worker gets STORE_LEASE_LOST. */
 #include "store/store.h"
+#include "lib/log.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -40,10 +42,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 4
 #define ERR_MAX 512
-#define CHARGE_EPSILON 1e-9 /* ceil(2.0000000000000004) must stay 2 */
 
 static _Thread_local char tl_err[ERR_MAX];
 
@@ -695,6 +698,32 @@ static void sqlite_close(store_t *base)
     free(s);
 }
 
+/* Creates path with mode 0600, or takes group and other permissions off an existing one (also its
+ * -wal and -shm files, which SQLite creates with the database file's mode): the database holds
+ * prompts, balances and users, for the server's user alone (issue 16, finding 8). Failures are
+ * left for sqlite3_open_v2 to report. */
+static void make_private(const char *path)
+{
+    static const char *suffix[] = {"", "-wal", "-shm"};
+    char p[4096];
+    if (strcmp(path, ":memory:") == 0)
+        return;
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        int n = snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+        if (n < 0 || (size_t)n >= sizeof p)
+            return;
+        int fd = open(p, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (i == 0 ? O_CREAT : 0), 0600);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) &&
+            fchmod(fd, st.st_mode & 0700) == 0)
+            log_warn("event=sqlite_file_made_private path=%s was=%03o", p,
+                     (unsigned)(st.st_mode & 0777));
+        close(fd);
+    }
+}
+
 /* Opens the database file at path ("file.db" or "file.db?synchronous=full|normal"). The parent
  * directory must exist. NULL on error with a message naming the path in err. Caller owns the
  * result (store_close). */
@@ -731,6 +760,7 @@ store_t *store_sqlite_open(const char *path, char *err, size_t errlen)
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gc_mu, NULL);
+    make_private(s->path);
     int orc = sqlite3_open_v2(
         s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (orc != SQLITE_OK) {
@@ -1591,16 +1621,6 @@ static int leased_job(sqlite_store_t *s, const char *id, const char *lease_id, j
 }
 
 /* ceil(gpu_seconds * rate) with floating noise forgiven, 0 for nonsense input. */
-static int64_t charge_for(double gpu_seconds, double rate)
-{
-    double units = gpu_seconds * rate;
-    if (!(units > 0)) /* also NaN */
-        return 0;
-    if (units >= 9e15)
-        return INT64_C(9000000000000000);
-    return (int64_t)ceil(units - CHARGE_EPSILON);
-}
-
 static int sqlite_job_complete(store_t *base, const char *id, const char *lease_id,
                                double gpu_seconds, const char *image_key, double credit_rate,
                                int64_t now, job_t *out)
@@ -1627,9 +1647,8 @@ static int sqlite_job_complete(store_t *base, const char *id, const char *lease_
     }
     if (!(gpu_seconds >= 0))
         gpu_seconds = 0;
-    int64_t charge = charge_for(gpu_seconds, credit_rate);
-    if (charge > u.balance)
-        charge = u.balance;
+    int64_t charge =
+        job_charge(gpu_seconds, credit_rate, u.balance, u.reserved, out->credits_reserved);
     sqlite3_stmt *stmt = st(s, S_JOB_COMPLETE);
     if (!stmt) {
         rc = STORE_ERR;

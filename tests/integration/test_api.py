@@ -190,7 +190,9 @@ def test_health_queue_metrics(env):
     assert q["tiers"]["standard"]["queued"] == 1
     assert q["tiers"]["standard"]["workers"] == 0
     assert env.api("GET", "/api/v1/queue").status == 401
-    m = env.api("GET", "/metrics").body.decode()
+    assert env.api("GET", "/metrics").status == 401  # fleet totals: operators only
+    assert env.api("GET", "/metrics", token=tok).status == 403
+    m = env.api("GET", "/metrics", token=pv.WORKER_TOKEN).body.decode()
     assert 'pingvas_jobs_queued{tier="standard"} 1' in m
     assert "pingvas_http_request_duration_seconds_bucket" in m
     assert env.api("GET", "/nope").status == 404

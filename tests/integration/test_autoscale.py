@@ -9,7 +9,8 @@ import pv
 
 
 def events(env, tok):
-    return env.api("GET", "/api/v1/scaling/events", token=tok).json()["events"]
+    # Scaling events are an operator view: the worker token (or an admin JWT) reads them.
+    return env.api("GET", "/api/v1/scaling/events", token=pv.WORKER_TOKEN).json()["events"]
 
 
 def workers(env, tok, tier="standard"):
@@ -92,7 +93,8 @@ def test_gpus_pinned_one_worker_each(env):
     assert sorted(devs) == [b"0", b"1"], devs
     assert max(e["to"] for e in events(env, tok)) == 2
     pv.wait_for(lambda: "pingvas_worker_cold_start_seconds_count 2" in
-                env.api("GET", "/metrics").body.decode(), what="two cold starts measured")
+                env.api("GET", "/metrics", token=pv.WORKER_TOKEN).body.decode(),
+                what="two cold starts measured")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def test_concurrent_creates_never_overspend(env):
 
 
 def metric(url, name):
-    for line in pv.http("GET", url + "/metrics").body.decode().splitlines():
+    for line in pv.http("GET", url + "/metrics", token=pv.WORKER_TOKEN).body.decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in {url}/metrics")

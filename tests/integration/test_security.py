@@ -241,6 +241,113 @@ def test_log_lines_cannot_be_forged(env):
     assert 'reason="x\\ny=\\"z\\" level=error"' in log, log
 
 
+def mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_data_files_private(env):
+    """Finding 8: pingvas.db was created 0644 in a 0755 directory (prompts and balances readable
+    by every local user). The data directory is created 0700, the database files 0600, and an
+    existing world-readable database is made private when the server opens it."""
+    env.extra_env.pop("DATABASE_URL", None)  # the embedded default: sqlite://DATA/pingvas.db
+    env.start_server()
+    tok = env.add_user("frank")
+    assert env.create(tok).status == 201
+    db = os.path.join(env.data, "pingvas.db")
+    assert mode(env.data) & 0o077 == 0, oct(mode(env.data))
+    for f in (db, db + "-wal", db + "-shm"):
+        assert not os.path.exists(f) or mode(f) & 0o077 == 0, (f, oct(mode(f)))
+    assert env.stop(env.server) == 0
+    for f in (db, db + "-wal", db + "-shm"):
+        if os.path.exists(f):
+            os.chmod(f, 0o644)
+    env.start_server()
+    for f in (db, db + "-wal", db + "-shm"):
+        assert not os.path.exists(f) or mode(f) & 0o077 == 0, (f, oct(mode(f)))
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_local_workers_hold_no_server_secrets(env):
+    """Finding 8: workers started by `pingvas up` inherited JWT_SECRET (and the database and
+    storage credentials) though they never use them."""
+    env.extra_env["REDIS_URL"] = ""  # no bridge; the variable itself must not reach a worker
+    env.extra_env["PGPASSWORD"] = "pg-secret-0123"
+    up = env.start_server("--workers", "1", "--time-scale", "0", cmd="up")
+    tok = env.add_user("gina")
+    jid = env.create(tok, {"prompt": "w", "steps": 2}).json()["id"]
+    env.wait_status(tok, jid, "completed")  # the worker works without them
+    workers = pv.wait_for(lambda: children(up.pid), what="a worker process")
+    for w in workers:
+        with open(f"/proc/{w}/environ", "rb") as f:
+            names = {kv.split(b"=", 1)[0].decode() for kv in f.read().split(b"\0") if kv}
+        assert "PINGVAS_WORKER_TOKEN" in names, names
+        leaked = names & {"JWT_SECRET", "DATABASE_URL", "PGPASSWORD", "REDIS_URL",
+                          "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+        assert not leaked, leaked
+
+
+def test_overrun_never_takes_other_jobs_reservations(env):
+    """Finding 8: a charge was capped at the balance, so a job far slower than its estimate took
+    the credits reserved for the user's other jobs and left them unpaid. It is now capped at its
+    own reservation plus the balance nobody reserved."""
+    env.start_server("--credit-rate", "10")
+    a_body = {"prompt": "slow", "steps": 2, "width": 512, "height": 512}
+    probe = env.add_user("probe", credits=1000)
+    reserve = env.create(probe, a_body).json()
+    r = env.api("GET", "/api/v1/credits", token=probe).json()["reserved"]
+    tok = env.add_user("hank", credits=2 * r)
+    a = env.create(tok, a_body).json()["id"]
+    b = env.create(tok, a_body).json()["id"]
+    assert env.api("GET", "/api/v1/credits", token=tok).json()["available"] == 0
+    env.api("POST", f"/api/v1/generation/{reserve['id']}/cancel", token=probe)
+    ca = claim(env)
+    cb = claim(env)
+    assert {ca["job"]["id"], cb["job"]["id"]} == {a, b}
+    ca, cb = (ca, cb) if ca["job"]["id"] == a else (cb, ca)
+    upload(env, ca)
+    upload(env, cb)
+    assert op(env, ca, "complete", gpu_seconds=1000.0).status == 200  # far over its estimate
+    assert op(env, cb, "complete", gpu_seconds=0.2).status == 200     # cost 2, reserved r
+    ja, jb = env.job(tok, a), env.job(tok, b)
+    assert ja["credits_charged"] == r, (ja, r)
+    assert jb["credits_charged"] == 2, jb
+    c = env.api("GET", "/api/v1/credits", token=tok).json()
+    assert c["balance"] == 2 * r - r - 2 and c["reserved"] == 0, c
+
+
+def test_fleet_views_for_operators_only(env):
+    """Finding 8: /metrics (fleet totals: credits charged, GPU-seconds, workers) was open to
+    anyone, and every user could read the scaling events. Users keep the per-tier backlog
+    (/api/v1/queue) and their own jobs; the fleet views need the worker or an operator token."""
+    env.start_server()
+    tok = env.add_user("ida")
+    assert env.api("GET", "/metrics").status == 401
+    assert env.api("GET", "/metrics", token=tok).status == 403
+    assert env.api("GET", "/api/v1/scaling/events", token=tok).status == 403
+    assert env.api("GET", "/api/v1/queue", token=tok).status == 200
+    assert env.api("GET", "/metrics", token=pv.WORKER_TOKEN).status == 200
+    assert env.api("GET", "/api/v1/scaling/events", token=pv.WORKER_TOKEN).status == 200
+    admin = pv.run_cli("token", "ida", "--role", "admin", data=env.data,
+                       env=env.env()).stdout.strip()
+    assert env.api("GET", "/metrics", token=admin).status == 200
+    assert env.api("GET", "/api/v1/scaling/events", token=admin).status == 200
+    assert env.stop(env.server) == 0
+    env.start_server("--metrics-public")
+    assert env.api("GET", "/metrics").status == 200
+
+
 if __name__ == "__main__":
     pv.main([pv.clean_exit(t) for t in [
         test_image_hidden_until_completed_and_charged,
@@ -249,4 +356,8 @@ if __name__ == "__main__":
         test_images_route_serves_only_job_images,
         test_redis_password_not_in_messages,
         test_log_lines_cannot_be_forged,
+        test_data_files_private,
+        test_local_workers_hold_no_server_secrets,
+        test_overrun_never_takes_other_jobs_reservations,
+        test_fleet_views_for_operators_only,
     ]])
