@@ -56,6 +56,10 @@ struct server {
     uint64_t wake_gen;
 
     pthread_t reaper;
+    /* clock_mono_ms() of the last sign that the store could not serve (an error, a heartbeat
+     * that took over a quarter lease, the server starting): the reaper takes no lease back
+     * until the store has served for one full lease since (see reaper_main). */
+    _Atomic int64_t store_fault_ms;
     atomic_int ready; /* set once every part is open: requests before that get 503 */
     atomic_int stopping;
     int reaper_started;
@@ -149,8 +153,14 @@ static enum MHD_Result fail(struct MHD_Connection *c, int status, const char *co
     return send_error(c, &e);
 }
 
+static void store_fault(server_t *s)
+{
+    atomic_store(&s->store_fault_ms, clock_mono_ms());
+}
+
 static enum MHD_Result store_unavailable(server_t *s, struct MHD_Connection *c)
 {
+    store_fault(s);
     log_error("event=store_error err=\"%s\"", store_last_error(s->store));
     return fail(c, 503, "unavailable", NULL,
                 "the job store is unavailable; retry shortly (the request changed nothing)");
@@ -945,7 +955,10 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
     job_t j = {0};
     int rc;
     if (strcmp(op, "heartbeat") == 0) {
+        int64_t t0 = clock_mono_ms();
         rc = store_job_heartbeat(s->store, id, lease, s->cfg.lease_ms, now);
+        if (clock_mono_ms() - t0 > s->cfg.lease_ms / 4)
+            store_fault(s); /* heartbeats this slow may not have renewed other leases in time */
         if (rc != STORE_OK)
             return lease_error(c, rc, s);
         return send_json(c, 200, json_pack("{s:I}", "lease_ms", (json_int_t)s->cfg.lease_ms));
@@ -1301,19 +1314,37 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* The reaper takes back leases that expired while the store was serving: a worker whose
+ * heartbeats could not reach the store (store down, stalled, or slow; the server itself down or
+ * starting) is not blamed for it. After such a fault it waits until the store has served for one
+ * full lease, in which every live worker heartbeats (a heartbeat renews an expired lease the
+ * reaper has not taken back), and then takes back only leases that expired before that round
+ * started. A round that fails or is slow counts as a fault itself. */
 static void *reaper_main(void *arg)
 {
     server_t *s = arg;
+    int deferred = 0;
     while (!atomic_load(&s->stopping)) {
         int requeued = 0, failed = 0;
-        int rc = store_reap(s->store, s->cfg.max_attempts, s->cfg.worker_ttl_ms, clock_steady_ms(),
-                            &requeued, &failed);
-        if (rc != STORE_OK) {
-            log_warn("event=reap_failed err=\"%s\"", store_last_error(s->store));
-        } else if (requeued || failed) {
-            atomic_fetch_add(&metrics.leases_expired, (uint64_t)(requeued + failed));
-            log_warn("event=leases_expired requeued=%d failed=%d", requeued, failed);
-            server_notify_work(s);
+        int64_t t0 = clock_mono_ms();
+        if (t0 - atomic_load(&s->store_fault_ms) < s->cfg.lease_ms) {
+            if (!deferred)
+                log_info("event=reap_deferred reason=store_fault wait_ms=%lld",
+                         (long long)s->cfg.lease_ms);
+            deferred = 1;
+        } else {
+            deferred = 0;
+            int rc = store_reap(s->store, s->cfg.max_attempts, s->cfg.worker_ttl_ms,
+                                clock_steady_ms(), &requeued, &failed);
+            if (rc != STORE_OK || clock_mono_ms() - t0 > s->cfg.lease_ms / 4)
+                store_fault(s);
+            if (rc != STORE_OK) {
+                log_warn("event=reap_failed err=\"%s\"", store_last_error(s->store));
+            } else if (requeued || failed) {
+                atomic_fetch_add(&metrics.leases_expired, (uint64_t)(requeued + failed));
+                log_warn("event=leases_expired requeued=%d failed=%d", requeued, failed);
+                server_notify_work(s);
+            }
         }
         for (int64_t slept = 0; slept < s->cfg.reaper_ms && !atomic_load(&s->stopping); slept += 50)
             clock_sleep_ms(s->cfg.reaper_ms - slept < 50 ? s->cfg.reaper_ms - slept : 50);
@@ -1453,6 +1484,7 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     if (!s->blob)
         goto fail;
 
+    store_fault(s); /* workers could not heartbeat while this server was not up */
     if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
         snprintf(err, errlen, "cannot start the reaper thread");
         goto fail;

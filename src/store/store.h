@@ -105,7 +105,9 @@ int store_job_cancel(store_t *s, const char *user, const char *id, int64_t now, 
  * now + lease_ms; increments attempts; sets started_at on the first claim. STORE_EMPTY if none. */
 int store_job_claim(store_t *s, const char *tier, const char *worker_id, int64_t lease_ms,
                     int64_t now, job_t *out);
-/* Extends the lease. STORE_CANCELED if canceled, STORE_LEASE_LOST if the lease is not current. */
+/* Extends the lease to now + lease_ms. STORE_CANCELED if canceled, STORE_LEASE_LOST if the lease
+ * is not current. A lease past its expiry that the reaper has not taken back is still current
+ * (the reaper alone takes leases back). */
 int store_job_heartbeat(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
                         int64_t now);
 /* Completes a leased job: status, image, gpu_seconds, charge = min(ceil(gpu_seconds * rate),

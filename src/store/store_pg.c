@@ -30,6 +30,8 @@
 
 #ifdef PINGVAS_HAVE_PQ
 
+#include "lib/clock.h"
+#include "lib/config.h"
 #include "lib/log.h"
 
 #include <errno.h>
@@ -52,7 +54,7 @@
 #define ERR_MAX 512
 #define POOL_DEFAULT 8
 #define POOL_MAX 256
-#define POOL_WAIT_MS 30000
+#define TIMEOUT_DEFAULT_MS 10000 /* one operation, pool wait included (PINGVAS_PG_TIMEOUT) */
 #define MAX_PARAMS 20
 #define REAP_MAX 1000             /* expired jobs handled per store_reap call */
 #define MIGRATE_LOCK "7450124563" /* pg_advisory_xact_lock key of `pingvas migrate` */
@@ -233,7 +235,8 @@ typedef struct pg_store {
     char **vals;
     char where[256]; /* host:port/db for messages, no password */
     int pool_size;
-    PGconn **conns; /* pool_size slots; NULL = not connected */
+    int64_t timeout_ms; /* bound of one operation: pool wait, connect and statements */
+    PGconn **conns;     /* pool_size slots; NULL = not connected */
     int *free_slots;
     int nfree;
     pthread_mutex_t mu;
@@ -253,6 +256,7 @@ typedef struct op {
     int slot;
     PGconn *c;
     bool tx;
+    int64_t deadline; /* clock_mono_ms() by which the operation gives up (STORE_ERR) */
 } op_t;
 
 /* Text parameters of one statement. */
@@ -377,16 +381,22 @@ static int op_open(pg_store_t *s, op_t *op)
     memset(op, 0, sizeof *op);
     op->s = s;
     op->slot = -1;
+    op->deadline = clock_mono_ms() + s->timeout_ms;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += POOL_WAIT_MS / 1000;
+    ts.tv_sec += s->timeout_ms / 1000;
+    ts.tv_nsec += (s->timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
     pthread_mutex_lock(&s->mu);
     while (s->nfree == 0) {
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT && s->nfree == 0) {
             pthread_mutex_unlock(&s->mu);
-            return fail_msg("postgresql %s: all %d pool connections busy for %d s (raise "
-                            "?pool=N in DATABASE_URL or PINGVAS_PG_POOL)",
-                            s->where, s->pool_size, POOL_WAIT_MS / 1000);
+            return fail_msg("postgresql %s: all %d pool connections busy for %lld ms (the "
+                            "database is slow or stalled; or raise ?pool=N in DATABASE_URL)",
+                            s->where, s->pool_size, (long long)s->timeout_ms);
         }
     }
     op->slot = s->free_slots[--s->nfree];
@@ -440,11 +450,65 @@ static int fail_res(op_t *op, const char *what, const PGresult *r)
                     state ? state : "", state ? "]" : "");
 }
 
+/* Drops the operation's connection, mid-statement: the database rolls its transaction back
+ * when it notices (a stalled server, when it resumes). */
+static void op_drop(op_t *op)
+{
+    PQfinish(op->c);
+    op->c = NULL;
+}
+
+/* Waits, until the operation's deadline, for the answer to the statement just sent; returns
+ * the last result (NULL with the message set and the connection dropped when the database did
+ * not answer in time or the connection broke). A stalled server (SIGSTOP, a hung host) still
+ * has its kernel acknowledge our packets, so neither keepalives nor tcp_user_timeout notice it:
+ * this deadline is what bounds the wait. */
+static PGresult *await_result(op_t *op, const char *what)
+{
+    PGresult *last = NULL;
+    for (;;) {
+        while (!PQisBusy(op->c)) {
+            PGresult *r = PQgetResult(op->c);
+            if (!r)
+                return last;
+            PQclear(last);
+            last = r;
+        }
+        int64_t left = op->deadline - clock_mono_ms();
+        struct pollfd pfd = {.fd = PQsocket(op->c), .events = POLLIN};
+        int n = left > 0 ? poll(&pfd, 1, left > 60000 ? 60000 : (int)left) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 && left > 60000)
+            continue;
+        if (n <= 0 || PQconsumeInput(op->c) == 0) {
+            if (n <= 0)
+                fail_msg("postgresql %s: %s: no answer within %lld ms (the database is stalled "
+                         "or unreachable; PINGVAS_PG_TIMEOUT)",
+                         op->s->where, what, (long long)op->s->timeout_ms);
+            else
+                fail_res(op, what, NULL);
+            PQclear(last);
+            op_drop(op);
+            return NULL;
+        }
+    }
+}
+
 /* Runs one statement. Returns the result (caller PQclear()s it) when it succeeded, else NULL
  * with the message set. */
 static PGresult *q(op_t *op, const char *what, const char *sql, const params_t *p)
 {
-    PGresult *r = PQexecParams(op->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL, NULL, 0);
+    if (!op->c)
+        return fail_msg("postgresql %s: %s: the connection was dropped", op->s->where, what), NULL;
+    if (!PQsendQueryParams(op->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL, NULL, 0)) {
+        fail_res(op, what, NULL);
+        op_drop(op);
+        return NULL;
+    }
+    PGresult *r = await_result(op, what);
+    if (!op->c)
+        return NULL;
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return r;
@@ -471,7 +535,7 @@ static int op_begin(pg_store_t *s, op_t *op)
     if (rc != STORE_OK)
         return rc;
     rc = exec(op, "begin", "BEGIN", NULL);
-    if (rc != STORE_OK && PQstatus(op->c) != CONNECTION_OK) {
+    if (rc != STORE_OK && op->c && PQstatus(op->c) != CONNECTION_OK) {
         PQfinish(op->c);
         op->c = connect_new(s);
         rc = op->c ? exec(op, "begin", "BEGIN", NULL) : STORE_ERR;
@@ -494,9 +558,12 @@ static int op_end(op_t *op, int rc)
             }
             PQclear(r);
         }
-        if (PQstatus(op->c) == CONNECTION_OK && PQtransactionStatus(op->c) != PQTRANS_IDLE) {
-            PGresult *r = PQexec(op->c, "ROLLBACK"); /* keeps the first error */
-            PQclear(r);
+        if (op->c && PQstatus(op->c) == CONNECTION_OK &&
+            PQtransactionStatus(op->c) != PQTRANS_IDLE) {
+            char first[ERR_MAX];
+            snprintf(first, sizeof first, "%s", tl_err);
+            PQclear(q(op, "rollback", "ROLLBACK", NULL));
+            snprintf(tl_err, sizeof tl_err, "%s", first); /* keeps the first error */
         }
         op->tx = false;
     }
@@ -694,6 +761,15 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
     char *clean = NULL;
     PQconninfoOption *opts = NULL;
     int pool = POOL_DEFAULT;
+    int64_t timeout_ms = TIMEOUT_DEFAULT_MS;
+    const char *tenv = getenv("PINGVAS_PG_TIMEOUT");
+    if (tenv && *tenv &&
+        (config_parse_duration(tenv, &timeout_ms) != 0 || timeout_ms < 100 ||
+         timeout_ms > 600000)) {
+        snprintf(err, errlen, "PINGVAS_PG_TIMEOUT: must be a duration from 100ms to 10m (got '%s')",
+                 tenv);
+        goto out;
+    }
     const char *env = getenv("PINGVAS_PG_POOL");
     if (env && *env) {
         pool = parse_pool(env, strlen(env));
@@ -736,16 +812,18 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
     }
     snprintf(s->where, sizeof s->where, "%s:%s/%s", host ? host : "localhost", port ? port : "5432",
              db ? db : "");
-    /* Defaults first, then the URL (expanded as dbname), so the URL can override them. */
-    static const char *const defaults[][2] = {
-        {"connect_timeout", "5"},
-        {"keepalives", "1"},
-        {"keepalives_idle", "10"},
-        {"keepalives_interval", "5"},
-        {"keepalives_count", "3"},
-        {"tcp_user_timeout", "15000"},
-        {"application_name", "pingvas"},
-        {"options", "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000"},
+    /* Defaults first, then the URL (expanded as dbname), so the URL can override them. The
+     * connect and statement timeouts follow the operation's bound (libpq's minimum is 2 s). */
+    char connect_s[16], options[128];
+    int64_t tsec = (timeout_ms + 999) / 1000;
+    snprintf(connect_s, sizeof connect_s, "%lld", (long long)(tsec < 2 ? 2 : tsec > 5 ? 5 : tsec));
+    snprintf(options, sizeof options,
+             "-c statement_timeout=%lld -c idle_in_transaction_session_timeout=60000",
+             (long long)timeout_ms);
+    const char *const defaults[][2] = {
+        {"connect_timeout", connect_s},  {"keepalives", "1"},       {"keepalives_idle", "10"},
+        {"keepalives_interval", "5"},    {"keepalives_count", "3"}, {"tcp_user_timeout", "15000"},
+        {"application_name", "pingvas"}, {"options", options},
     };
     size_t nd = sizeof defaults / sizeof defaults[0];
     s->keys = calloc(nd + 2, sizeof *s->keys);
@@ -763,6 +841,7 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
         oom = !s->keys[nd];
     }
     s->pool_size = pool;
+    s->timeout_ms = timeout_ms;
     s->conns = calloc((size_t)pool, sizeof *s->conns);
     s->free_slots = calloc((size_t)pool, sizeof *s->free_slots);
     if (oom || !s->conns || !s->free_slots) {
@@ -1399,12 +1478,10 @@ static int pg_job_heartbeat(store_t *base, const char *id, const char *lease_id,
     params_t p = {0};
     p_text(&p, id);
     p_text(&p, lease_id ? lease_id : "");
-    p_i64(&p, now);
     p_i64(&p, now + lease_ms);
     PGresult *r = q(&op, "extending lease",
-                    "UPDATE generation_jobs SET lease_expires_at = $4 WHERE id = $1"
-                    " AND status = 'in_progress' AND lease_id = $2 AND lease_expires_at >= $3"
-                    " RETURNING worker_id",
+                    "UPDATE generation_jobs SET lease_expires_at = $3 WHERE id = $1"
+                    " AND status = 'in_progress' AND lease_id = $2 RETURNING worker_id",
                     &p);
     if (!r) {
         rc = STORE_ERR;

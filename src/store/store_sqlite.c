@@ -24,10 +24,11 @@
  * Completed and failed rows keep the lease_id that ended them, so a replayed complete from the
  * same lease holder is answered idempotently; job_t shows lease_id only while in_progress.
  *
- * Lease rules: heartbeat needs the current lease_id and an unexpired lease
- * (lease_expires_at >= now). complete, fail and release need only the current lease_id: a
- * lease that expired but was not yet taken back by the reaper is still the job's lease, and
- * the result it reports is accepted (the work is done; the image is there). Once the reaper
+ * Lease rules: heartbeat, complete, fail and release need only the current lease_id: a lease
+ * that expired but was not yet taken back by the reaper is still the job's lease; a heartbeat
+ * renews it and the result it reports is accepted (the work is done; the image is there). The
+ * reaper alone takes leases back, and the server holds it off while the store itself was
+ * unreachable or slow (a worker that could not heartbeat then keeps its job). Once the reaper
  * requeued the job the lease_id is gone and the late worker gets STORE_LEASE_LOST. */
 #include "store/store.h"
 #include "lib/log.h"
@@ -359,8 +360,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_JOB_CLAIM] = "UPDATE generation_jobs SET status = 'in_progress', lease_id = ?2,"
                     " worker_id = ?3, lease_expires_at = ?4, attempts = attempts + 1,"
                     " started_at = COALESCE(started_at, ?5) WHERE id = ?1 AND status = 'queued'",
-    [S_JOB_EXTEND] = "UPDATE generation_jobs SET lease_expires_at = ?4 WHERE id = ?1"
-                     " AND status = 'in_progress' AND lease_id = ?2 AND lease_expires_at >= ?3"
+    [S_JOB_EXTEND] = "UPDATE generation_jobs SET lease_expires_at = ?3 WHERE id = ?1"
+                     " AND status = 'in_progress' AND lease_id = ?2"
                      " RETURNING worker_id",
     [S_JOB_STATUS] = "SELECT status FROM generation_jobs WHERE id = ?1",
     [S_JOB_COMPLETE] =
@@ -1574,8 +1575,7 @@ static int sqlite_job_heartbeat(store_t *base, const char *id, const char *lease
     }
     bind_text(stmt, 1, id);
     bind_text(stmt, 2, lease_id ? lease_id : "");
-    sqlite3_bind_int64(stmt, 3, now);
-    sqlite3_bind_int64(stmt, 4, now + lease_ms);
+    sqlite3_bind_int64(stmt, 3, now + lease_ms);
     rc = step_row(s, stmt, "extending lease");
     if (rc == 1)
         col_copy(stmt, 0, worker, sizeof worker);

@@ -181,3 +181,136 @@ def leases_lost(env, exclude=()):
         lost += [f"{p.logname}: {l}" for l in log_events(
             env, p.logname, "lease_gone|complete_refused|upload_refused") if job_of(l) not in done]
     return lost
+
+
+class Proxy:
+    """A loopback TCP proxy the test controls, between clients and target (host, port): every
+    connection gets two pump threads, one a direction. Faults, each settable while it runs:
+    - delay_ms (+ up to jitter_ms, random): each chunk is held that long before it is forwarded
+      (set both directions' delay to add a round trip of twice that; `up_only` holds only the
+      client's chunks, so a request/answer round trip pays it once);
+    - cut(): every open connection is reset and new ones are closed at once, until heal();
+    - drop_up(pattern): a client chunk containing pattern (bytes) is swallowed, and that
+      connection forwards nothing more from its client: the server never hears the request,
+      the client waits for an answer that does not come (one-way loss);
+    - loss: the probability that a connection is cut at a random point of its life, before or
+      after its request reached the target (the answer then is lost).
+    counts: connections, cuts, drops, losses."""
+
+    def __init__(self, target, seed=0, delay_ms=0, jitter_ms=0, up_only=False, loss=0.0):
+        self.target = target
+        self.rng = random.Random(seed)
+        self.delay_ms, self.jitter_ms, self.up_only, self.loss = delay_ms, jitter_ms, up_only, loss
+        self.cut_now = False
+        self.drop_patterns = []
+        self.counts = collections.Counter()
+        self.lock = threading.Lock()
+        self.conns = set()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, scheme="http"):
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def cut(self):
+        with self.lock:
+            self.cut_now = True
+            conns = list(self.conns)
+        self.counts["cuts"] += 1
+        for a, b in conns:
+            self._reset(a, b)
+
+    def heal(self):
+        with self.lock:
+            self.cut_now = False
+
+    def drop_up(self, pattern):
+        with self.lock:
+            self.drop_patterns.append(pattern)
+
+    def clear_drops(self):
+        with self.lock:
+            self.drop_patterns = []
+
+    def close(self):
+        self.closed = True
+        self.cut()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    @staticmethod
+    def _reset(a, b):
+        for s in (a, b):
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                refuse = self.cut_now
+            if refuse:
+                self._reset(c, c)
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            u.settimeout(None)
+            self.counts["connections"] += 1
+            # A lost connection dies after a random number of forwarded chunks (0: before the
+            # request reaches the target; 1: after the request, before the answer).
+            doom = self.rng.choice([0, 1, 1, 2]) if self.rng.random() < self.loss else None
+            state = {"chunks": 0, "doom": doom, "dropping": False}
+            with self.lock:
+                self.conns.add((c, u))
+            threading.Thread(target=self._pump, args=(c, u, True, state), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, False, state), daemon=True).start()
+
+    def _pump(self, src, dst, up, state):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if up and not state["dropping"]:
+                    with self.lock:
+                        pats = list(self.drop_patterns)
+                    if any(p in data for p in pats):
+                        state["dropping"] = True
+                        self.counts["drops"] += 1
+                if state["dropping"] and up:
+                    continue  # swallowed: the target never hears this client again
+                if state["doom"] is not None and state["chunks"] >= state["doom"]:
+                    self.counts["losses"] += 1
+                    break
+                d = self.delay_ms + (self.rng.uniform(0, self.jitter_ms) if self.jitter_ms else 0)
+                if d and (up or not self.up_only):
+                    time.sleep(d / 1000.0)
+                dst.sendall(data)
+                state["chunks"] += 1
+        except OSError:
+            pass
+        self._reset(src, dst)
+        with self.lock:
+            self.conns.discard((src, dst) if up else (dst, src))
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass

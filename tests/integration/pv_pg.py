@@ -114,6 +114,41 @@ class Cluster:
     def stop(self, mode="fast"):
         self._run("pg_ctl", "-D", self.data, "-w", "-t", "60", "-m", mode, "stop")
 
+    def pids(self):
+        """The postmaster and every process it started (backends, checkpointer, ...)."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            pm = int(f.readline())
+        out = [pm]
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == pm:
+                    out.append(int(d))
+        return out
+
+    def pause(self):
+        """SIGSTOPs the whole cluster: connections stay open (the kernel still acknowledges
+        what is sent to it), nothing answers. Returns the stopped pids for resume()."""
+        import signal
+        pm = self.pids()[0]
+        os.kill(pm, signal.SIGSTOP)  # first, so that it starts no process meanwhile
+        pids = self.pids()
+        for pid in pids[1:]:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    def resume(self, pids):
+        import signal
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def close(self):
         import shutil
         self._run("pg_ctl", "-D", self.data, "-w", "-t", "60", "-m", "immediate", "stop",
