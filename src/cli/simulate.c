@@ -19,7 +19,7 @@
 
 typedef struct sim_opts {
     const char *trace, *arrivals, *policy, *prices, *plot, *write_trace;
-    double hours, enterprise_share, interruptions;
+    double hours, enterprise_share, interruptions, time_scale;
     int seed, steps, width, height, json, compare, optimize;
     int64_t p95_wait_ms, drain_ms, notice_ms;
     /* policy knobs: text, applied by knob_set (the same code reads --compare specs) */
@@ -179,6 +179,8 @@ static opt_t sim_opts[] = {
      "node launch to Ready: MIN-MAX or one value"},
     {"pull", NULL, OPT_STR, "20s", 0, 0, SO(pull), "image pull on a new node"},
     {"load", NULL, OPT_STR, NULL, 0, 0, SO(load), "model load [the GPU profile's]"},
+    {"time-scale", NULL, OPT_DOUBLE, "1", 0.001, 1000, SO(time_scale),
+     "multiplies job and profile model-load times (as pingvas up --time-scale)"},
     {"consolidate-after", NULL, OPT_STR, "30s", 0, 0, SO(consolidate_after),
      "Karpenter consolidateAfter, spot pool"},
     {"enterprise-consolidate-after", NULL, OPT_STR, "5m", 0, 0, SO(enterprise_consolidate_after),
@@ -292,6 +294,7 @@ static int build_config(const sim_opts_t *o, sim_config_t *c, char *err, size_t 
     set_policy(c, &p, o->enterprise_max);
     c->hours = o->hours;
     c->seed = (uint64_t)o->seed;
+    c->time_scale = o->time_scale;
     c->drain_s = (double)o->drain_ms / 1000.0;
     c->notice_s = (double)o->notice_ms / 1000.0;
     c->pool[0].gpu_profile = o->gpu_profile;
@@ -369,6 +372,8 @@ static void print_value(const sim_result_t *r, const struct col *c, int width)
         printf("%*lld", width, (long long)*(const int64_t *)p);
     else if (c->kind == C_INT)
         printf("%*d", width, *(const int *)p);
+    else if (width == 0) /* JSON: every digit that matters */
+        printf("%.10g", *(const double *)p);
     else
         printf("%*.*f", width, c->decimals, *(const double *)p);
 }

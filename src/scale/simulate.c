@@ -513,6 +513,7 @@ void sim_config_defaults(sim_config_t *c, autoscale_mode_t mode)
     c->notice_s = 120;
     c->hours = 24;
     c->seed = 1;
+    c->time_scale = 1;
 }
 
 /* Job durations from the synthetic backend of each tier's profile; load times. */
@@ -521,7 +522,7 @@ static int sim_durations(sim_t *s, char *err, size_t errlen)
     for (int t = 0; t < SIM_TIERS; t++) {
         const sim_pool_t *pc = &s->cfg->pool[t];
         backend_config_t bc = {
-            .name = "synthetic", .gpu_profile = pc->gpu_profile, .time_scale = 1.0};
+            .name = "synthetic", .gpu_profile = pc->gpu_profile, .time_scale = s->cfg->time_scale};
         backend_t *b = backend_synthetic_create(&bc, err, errlen);
         if (!b)
             return -1;
@@ -568,8 +569,9 @@ static int sim_check(const sim_config_t *cfg, const sim_jobs_t *jobs, char *err,
         }
     }
     if (!(cfg->hours > 0 && cfg->hours <= SIM_MAX_HOURS && cfg->drain_s >= 0 &&
-          cfg->notice_s >= 0 && cfg->plot_step_s >= 0)) {
-        snprintf(err, errlen, "hours must be in (0, %g], drain and notice >= 0", SIM_MAX_HOURS);
+          cfg->notice_s >= 0 && cfg->plot_step_s >= 0 && cfg->time_scale > 0)) {
+        snprintf(err, errlen, "hours must be in (0, %g], drain and notice >= 0, time scale > 0",
+                 SIM_MAX_HOURS);
         return -1;
     }
     return 0;

@@ -100,6 +100,7 @@ typedef struct sim_config {
     uint64_t seed;               /* fleet randomness (boot times, interruptions) */
     double lower_bound_gpu_hour; /* cheapest spot $ per GPU-hour */
     double plot_step_s;          /* > 0: record a timeline point every step */
+    double time_scale; /* multiplies job and model-load times, as the synthetic backend does */
 } sim_config_t;
 
 typedef struct sim_point {
