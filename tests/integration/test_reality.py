@@ -53,7 +53,7 @@ def test_simulator_matches_up(env):
     jobs = [env.wait_status(tok, jid, "completed", timeout=120) for jid in ids]
 
     def scaled_to_zero():
-        ev = env.api("GET", "/api/v1/scaling/events", token=tok).json()["events"]
+        ev = env.api("GET", "/api/v1/scaling/events", token=pv.WORKER_TOKEN).json()["events"]
         ev = [e for e in ev if e["tier"] == "standard"]
         return ev if ev and ev[-1]["to"] == 0 else None
     events = pv.wait_for(scaled_to_zero, timeout=60, what="scale to zero")
