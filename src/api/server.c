@@ -24,6 +24,7 @@
 #include "lib/clock.h"
 #include "lib/jwt.h"
 #include "lib/log.h"
+#include "api/connguard.h"
 #include "api/images.h"
 #include "api/metrics.h"
 #include "api/ratelimit.h"
@@ -41,6 +42,9 @@
 struct server {
     server_config_t cfg;
     struct MHD_Daemon *mhd;
+    struct MHD_Daemon *wmhd; /* the worker protocol's own listener (--worker-port), or NULL */
+    connguard_t *guard;      /* header and request deadlines of both listeners */
+    char worker_url[256];    /* where workers reach wmhd; "" without it */
     store_t *store;
     blob_t *blob;
     int port;
@@ -926,6 +930,8 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
         job_clear(&j);
         return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
     }
+    if (up.needs_lease && s->worker_url[0]) /* server-hosted upload: the workers' listener */
+        snprintf(up.url, sizeof up.url, "%s/internal/v1/jobs/%s/image", s->worker_url, j.id);
     log_info("event=job_claimed job=%s worker=%s attempt=%d", j.id, worker_id, j.attempts);
     json_t *job = job_to_json(&j, NULL);
     json_t *resp = json_object();
@@ -1262,8 +1268,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                        : strncmp(url, "/internal/", 10) == 0 ? INTERNAL_BODY_MAX
                                                              : CREATE_BODY_MAX;
         enum MHD_Result ret;
-        if (answer_on_headers(s, c, url, method, limit, &ret))
+        if (answer_on_headers(s, c, url, method, limit, &ret)) {
+            connguard_request_done(c);
             return ret;
+        }
+        connguard_headers_done(c);
         r = calloc(1, sizeof *r);
         if (!r)
             return MHD_NO;
@@ -1294,6 +1303,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->body[r->len] = '\0';
         return MHD_YES;
     }
+    connguard_request_done(c);
     if (!atomic_load(&s->ready))
         return fail(c, 503, "unavailable", NULL, "the server is starting; retry shortly");
     if (r->too_big && strncmp(url, "/api/v1/generation/create", 25) != 0 &&
@@ -1302,9 +1312,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return route(s, c, url, method, r);
 }
 
+/* The --worker-port listener: the worker protocol and health checks only, so that users, however
+ * many or slow, never take the connections workers need (issue 16, finding 3). */
+static enum MHD_Result on_worker_request(void *cls, struct MHD_Connection *c, const char *url,
+                                         const char *method, const char *version,
+                                         const char *upload_data, size_t *upload_data_size,
+                                         void **con_cls)
+{
+    if (!*con_cls && strncmp(url, "/internal/", 10) != 0 && strcmp(url, "/healthz") != 0 &&
+        strcmp(url, "/readyz") != 0) {
+        connguard_request_done(c);
+        return fail(c, 404, "not_found", NULL,
+                    "this port (--worker-port) serves only the worker protocol");
+    }
+    return on_request(cls, c, url, method, version, upload_data, upload_data_size, con_cls);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    connguard_response_done(c);
     req_t *r = *con_cls;
     if (!r)
         return;
@@ -1383,46 +1410,83 @@ static int bind_addr(const char *bind, int port, struct sockaddr_storage *ss, in
     return -1;
 }
 
-/* Starts libmicrohttpd on --bind:--port and sets s->port and s->url (--public-url, else
- * http://HOST:PORT with an IPv6 host in brackets). A port another process holds, a second
- * pingvas included, is an error: no SO_REUSEPORT. 0 or -1 with a message in err. */
+/* Starts one libmicrohttpd daemon on bind:port answering with handler: the connection limit,
+ * the per-IP limit (0: none), the idle timeout, and the guard's deadlines. A port another process
+ * holds, a second pingvas included, is an error: no SO_REUSEPORT. Sets *bound to the port bound
+ * and *v6; NULL with a message in err. */
+static struct MHD_Daemon *start_daemon(server_t *s, const char *bind, int port,
+                                       MHD_AccessHandlerCallback handler, unsigned per_ip,
+                                       int *bound, int *v6, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (bind_addr(bind, port, &ss, v6) != 0) {
+        snprintf(err, errlen, "--bind: '%s' is not an IPv4 or IPv6 address", bind);
+        return NULL;
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL | (*v6 ? MHD_USE_IPv6 : 0);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        connguard_notify, s->guard, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(s->cfg.max_connections > 0 ? s->cfg.max_connections : 4096),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_END);
+    if (!d) {
+        snprintf(err, errlen, "cannot listen on %s%s%s:%d: %s (is another server using the port?)",
+                 *v6 ? "[" : "", bind, *v6 ? "]" : "", port, strerror(errno));
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    *bound = info ? info->port : port;
+    return d;
+}
+
+/* http://HOST:PORT for bind (an IPv6 host in brackets; 0.0.0.0 and :: as loopback). */
+static void local_url(char *buf, size_t size, const char *bind, int v6, int port)
+{
+    if (v6)
+        snprintf(buf, size, "http://[%s]:%d", strcmp(bind, "::") != 0 ? bind : "::1", port);
+    else
+        snprintf(buf, size, "http://%s:%d", strcmp(bind, "0.0.0.0") != 0 ? bind : "127.0.0.1",
+                 port);
+}
+
+/* Starts the public listener on --bind:--port (s->port, s->url: --public-url, else
+ * http://HOST:PORT) and, with --worker-port, the workers' own (s->worker_url), both under the
+ * connection guard. 0 or -1 with a message in err. */
 static int server_listen(server_t *s, const server_config_t *cfg, char *err, size_t errlen)
 {
     const char *bind = cfg->bind && *cfg->bind ? cfg->bind : "127.0.0.1";
-    struct sockaddr_storage ss;
     int v6;
-    if (bind_addr(bind, cfg->port, &ss, &v6) != 0) {
-        snprintf(err, errlen, "--bind: '%s' is not an IPv4 or IPv6 address", bind);
+    s->guard = connguard_start(cfg->header_timeout_ms > 0 ? cfg->header_timeout_ms : 10000,
+                               cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 120000);
+    if (!s->guard) {
+        snprintf(err, errlen, "cannot start the connection guard thread");
         return -1;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_POLL | (v6 ? MHD_USE_IPv6 : 0);
-    s->mhd = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 4096),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
-    if (!s->mhd) {
-        snprintf(err, errlen, "cannot listen on %s%s%s:%d: %s (is another server using the port?)",
-                 v6 ? "[" : "", bind, v6 ? "]" : "", cfg->port, strerror(errno));
+    s->mhd =
+        start_daemon(s, bind, cfg->port, on_request,
+                     (unsigned)(cfg->max_connections_per_ip > 0 ? cfg->max_connections_per_ip : 0),
+                     &s->port, &v6, err, errlen);
+    if (!s->mhd)
         return -1;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : cfg->port;
-    if (cfg->public_url && *cfg->public_url) {
+    if (cfg->public_url && *cfg->public_url)
         snprintf(s->url, sizeof s->url, "%s", cfg->public_url);
-    } else if (v6) {
-        snprintf(s->url, sizeof s->url, "http://[%s]:%d", strcmp(bind, "::") != 0 ? bind : "::1",
-                 s->port);
-    } else {
-        const char *host = strcmp(bind, "0.0.0.0") != 0 ? bind : "127.0.0.1";
-        snprintf(s->url, sizeof s->url, "http://%s:%d", host, s->port);
-    }
+    else
+        local_url(s->url, sizeof s->url, bind, v6, s->port);
     size_t ul = strlen(s->url);
     while (ul > 0 && s->url[ul - 1] == '/')
         s->url[--ul] = '\0';
+    if (cfg->worker_port < 0)
+        return 0;
+    int wport;
+    s->wmhd =
+        start_daemon(s, bind, cfg->worker_port, on_worker_request, 0, &wport, &v6, err, errlen);
+    if (!s->wmhd)
+        return -1;
+    local_url(s->worker_url, sizeof s->worker_url, bind, v6, wport);
     return 0;
 }
 
@@ -1512,6 +1576,11 @@ int server_port(const server_t *s)
     return s->port;
 }
 
+const char *server_worker_url(const server_t *s)
+{
+    return s->worker_url[0] ? s->worker_url : s->url;
+}
+
 const char *server_url(const server_t *s)
 {
     return s->url;
@@ -1536,6 +1605,9 @@ void server_stop(server_t *s)
     server_notify_work(s);
     if (s->mhd)
         MHD_stop_daemon(s->mhd);
+    if (s->wmhd)
+        MHD_stop_daemon(s->wmhd);
+    connguard_stop(s->guard);
     if (s->reaper_started)
         pthread_join(s->reaper, NULL);
     celery_bridge_stop(s->celery);

@@ -29,6 +29,10 @@ typedef struct server_config {
     double rate_limit;       /* creates per second per user; 0 = off */
     int rate_burst;
     int max_connections;
+    int max_connections_per_ip; /* 0 = no per-IP limit */
+    int64_t header_timeout_ms;  /* a request's headers must be in within this (0: 10 s) */
+    int64_t request_timeout_ms; /* its headers and body within this (0: 120 s) */
+    int worker_port;            /* the worker protocol's own listener; -1 = none, 0 = any port */
     int metrics_public;    /* 1: /metrics without a token (else the worker or an operator token) */
     const char *redis_url; /* Celery bridge (celery.h) when set, else NULL */
     const char *celery_queue;     /* NULL: "celery" */
@@ -45,6 +49,8 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen);
 int server_port(const server_t *s);
 /* The base URL clients and workers use ("http://127.0.0.1:PORT"). */
 const char *server_url(const server_t *s);
+/* The URL workers use: the --worker-port listener's, else server_url(). */
+const char *server_worker_url(const server_t *s);
 store_t *server_store(server_t *s);
 /* Wakes every long-polling claim (new work may be there). */
 void server_notify_work(server_t *s);

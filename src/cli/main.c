@@ -58,6 +58,10 @@ typedef struct app_config {
     int rate_burst;
     int max_connections;
     int metrics_public;
+    int max_connections_per_ip;
+    int64_t header_timeout_ms;
+    int64_t request_timeout_ms;
+    int worker_port;
     const char *redis_url;
     const char *celery_queue;
     int64_t celery_visibility_ms;
@@ -227,6 +231,33 @@ typedef struct app_config {
         "max-connections", "PINGVAS_MAX_CONNECTIONS", OPT_INT, "4096", 16, 100000,                 \
             O(max_connections), "concurrent HTTP connections"                                      \
     }
+#define OPT_MAXCONN_IP                                                                             \
+    {                                                                                              \
+        "max-connections-per-ip", "PINGVAS_MAX_CONNECTIONS_PER_IP", OPT_INT, "256", 0, 100000,     \
+            O(max_connections_per_ip),                                                             \
+            "concurrent connections from one client address on the public port (0: no limit; "     \
+            "behind a reverse proxy every client has the proxy's address)"                         \
+    }
+#define OPT_HEADER_TIMEOUT                                                                         \
+    {                                                                                              \
+        "header-timeout", "PINGVAS_HEADER_TIMEOUT", OPT_DURATION, "10s", 100, 3600000,             \
+            O(header_timeout_ms),                                                                  \
+            "a connection must send a request's whole header block within this (from its start "   \
+            "or its previous answer; idle keep-alive included), else it is closed"                 \
+    }
+#define OPT_REQUEST_TIMEOUT                                                                        \
+    {                                                                                              \
+        "request-timeout", "PINGVAS_REQUEST_TIMEOUT", OPT_DURATION, "120s", 100, DAY_MS,           \
+            O(request_timeout_ms),                                                                 \
+            "a request's headers and body (a 64 MiB image upload included) must arrive within "    \
+            "this, else the connection is closed; answering time (long polls) is not counted"      \
+    }
+#define OPT_WORKER_PORT(def)                                                                       \
+    {                                                                                              \
+        "worker-port", "PINGVAS_WORKER_PORT", OPT_INT, def, -1, 65535, O(worker_port),             \
+            "a second port serving only the worker protocol, so users cannot take the "            \
+            "connections workers need (-1: none, workers use --port; 0: any free port)"            \
+    }
 #define OPT_METRICS_PUBLIC                                                                         \
     {                                                                                              \
         "metrics-public", "PINGVAS_METRICS_PUBLIC", OPT_BOOL, "0", 0, 1, O(metrics_public),        \
@@ -363,13 +394,38 @@ typedef struct app_config {
     }
 
 static const opt_t server_opts[] = {
-    OPT_PORT,     OPT_BIND,       OPT_DATA,        OPT_DB,
-    OPT_STORAGE,  OPT_PUBLIC_IMG, OPT_PUBLIC_URL,  OPT_JWT,
-    OPT_JWT_PREV, OPT_WTOKEN,     OPT_WTOKEN_PREV, OPT_MODELS,
-    OPT_LEASE,    OPT_HEARTBEAT,  OPT_REAPER,      OPT_WORKER_TTL,
-    OPT_ATTEMPTS, OPT_RATE,       OPT_MAXQ,        OPT_RL,
-    OPT_RB,       OPT_MAXCONN,    OPT_LOG,         OPT_REDIS,
-    OPT_CQUEUE,   OPT_CVIS,       OPT_PRICES,      OPT_METRICS_PUBLIC,
+    OPT_PORT,
+    OPT_BIND,
+    OPT_DATA,
+    OPT_DB,
+    OPT_STORAGE,
+    OPT_PUBLIC_IMG,
+    OPT_PUBLIC_URL,
+    OPT_JWT,
+    OPT_JWT_PREV,
+    OPT_WTOKEN,
+    OPT_WTOKEN_PREV,
+    OPT_MODELS,
+    OPT_LEASE,
+    OPT_HEARTBEAT,
+    OPT_REAPER,
+    OPT_WORKER_TTL,
+    OPT_ATTEMPTS,
+    OPT_RATE,
+    OPT_MAXQ,
+    OPT_RL,
+    OPT_RB,
+    OPT_MAXCONN,
+    OPT_LOG,
+    OPT_REDIS,
+    OPT_CQUEUE,
+    OPT_CVIS,
+    OPT_PRICES,
+    OPT_METRICS_PUBLIC,
+    OPT_MAXCONN_IP,
+    OPT_HEADER_TIMEOUT,
+    OPT_REQUEST_TIMEOUT,
+    OPT_WORKER_PORT("-1"),
 };
 
 static const opt_t up_opts[] = {
@@ -396,6 +452,10 @@ static const opt_t up_opts[] = {
     OPT_RB,
     OPT_MAXCONN,
     OPT_METRICS_PUBLIC,
+    OPT_MAXCONN_IP,
+    OPT_HEADER_TIMEOUT,
+    OPT_REQUEST_TIMEOUT,
+    OPT_WORKER_PORT("0"),
     OPT_LOG,
     OPT_BACKEND,
     OPT_PROFILE,
@@ -706,6 +766,10 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->rate_burst = cfg->rate_burst;
     sc->max_connections = cfg->max_connections;
     sc->metrics_public = cfg->metrics_public;
+    sc->max_connections_per_ip = cfg->max_connections_per_ip;
+    sc->header_timeout_ms = cfg->header_timeout_ms;
+    sc->request_timeout_ms = cfg->request_timeout_ms;
+    sc->worker_port = cfg->worker_port;
     sc->redis_url = cfg->redis_url;
     sc->celery_queue = cfg->celery_queue;
     sc->celery_visibility_ms = cfg->celery_visibility_ms;
@@ -771,6 +835,9 @@ static int cmd_server(int argc, char **argv)
         return 1;
     }
     printf("pingvas server listening on %s\n", server_url(s));
+    if (strcmp(server_worker_url(s), server_url(s)) != 0)
+        printf("pingvas server: the worker protocol also on %s (--worker-port)\n",
+               server_worker_url(s));
     fflush(stdout);
     write_url_file(cfg.data, server_url(s));
     char redacted[1024];
@@ -1017,8 +1084,8 @@ static int cmd_up(int argc, char **argv)
         derived_free(&d);
         return EXIT_USAGE;
     }
-    supervisor_t *sup =
-        supervisor_new(exe, server_url(s), cfg.worker_token, wargs, gpus, ngpus > 0 ? ngpus : 0);
+    supervisor_t *sup = supervisor_new(exe, server_worker_url(s), cfg.worker_token, wargs, gpus,
+                                       ngpus > 0 ? ngpus : 0);
     /* A fixed count for a tier turns its autoscaling off. */
     if (cfg.workers >= 0) {
         supervisor_set_target(sup, "standard", cfg.workers);

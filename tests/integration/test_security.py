@@ -4,6 +4,7 @@ Runs on both stacks: on the production stack the image store is S3, so "reachabl
 object exists in the bucket (where a CDN behind PUBLIC_IMAGE_BASE_URL would serve it)."""
 import os
 import socket
+import time
 import urllib.parse
 
 import pv
@@ -348,6 +349,85 @@ def test_fleet_views_for_operators_only(env):
     assert env.api("GET", "/metrics").status == 200
 
 
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def closed_by_server(sock, trickle=None):
+    """Waits until the server closes sock (recv gives b"" or a reset), sending trickle (one byte
+    at a time) meanwhile; True when it did, False when still open after 60 s."""
+    sock.settimeout(0.2)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            if trickle:
+                sock.sendall(trickle[:1])
+                trickle = trickle[1:] or trickle
+            if sock.recv(4096) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def healthz_ok(env):
+    try:
+        return env.api("GET", "/healthz", timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def test_slow_clients_cannot_hold_the_server(env):
+    """Finding 3: 4,100 sockets sending partial headers made /healthz fail, a client sending 8
+    bytes every 10 s kept its slot forever, and workers shared the listener. Now: a per-IP
+    connection limit, absolute deadlines for the headers and the whole request, and a worker
+    listener users cannot fill."""
+    wport = free_port()
+    env.start_server("--max-connections", "16", "--max-connections-per-ip", "8",
+                     "--header-timeout", "2s", "--request-timeout", "3s",
+                     "--worker-port", str(wport))
+    u = urllib.parse.urlsplit(env.url)
+    partial = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+
+    def stalled(src):
+        s = socket.create_connection((u.hostname, u.port), source_address=(src, 0))
+        s.sendall(partial)
+        return s
+    held = [stalled("127.0.0.1") for _ in range(8)]
+    # A ninth from the same address is turned away at once; another address still gets in.
+    extra = stalled("127.0.0.1")
+    assert closed_by_server(extra), "the per-IP limit let a ninth connection in"
+    held += [stalled("127.0.0.2") for _ in range(8)]  # the public port is now full (16)
+    # Workers have a listener of their own: the worker protocol still answers.
+    wurl = f"http://127.0.0.1:{wport}"
+    r = pv.http("POST", wurl + "/internal/v1/claim", {"worker_id": "w", "tier": "standard",
+                                                       "wait_ms": 0}, token=pv.WORKER_TOKEN)
+    assert r.status == 204, r
+    assert pv.http("GET", wurl + "/api/v1/queue", token=pv.WORKER_TOKEN).status == 404
+    # Stalled headers are closed at the header deadline, so the public port recovers.
+    for s in held:
+        assert closed_by_server(s), "a connection with partial headers was never closed"
+        s.close()
+    # (the server frees a slot once its connection thread has cleaned up: wait for that)
+    pv.wait_for(lambda: healthz_ok(env), timeout=30, what="/healthz after the stalls closed")
+    # One byte at a time, never finishing the headers: closed too (the idle timeout never was).
+    s = socket.create_connection((u.hostname, u.port))
+    assert closed_by_server(s, trickle=b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 10000)
+    # A body trickled slower than the request deadline: closed as well.
+    tok = env.add_user("jack")
+    s = socket.create_connection((u.hostname, u.port))
+    s.sendall((f"POST /api/v1/generation/create HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+               f"Content-Type: application/json\r\nAuthorization: Bearer {tok}\r\n\r\n").encode())
+    assert closed_by_server(s, trickle=b" " * 60000)
+    assert "event=slow_client_closed" in env.log("server.log")
+
+
 if __name__ == "__main__":
     pv.main([pv.clean_exit(t) for t in [
         test_image_hidden_until_completed_and_charged,
@@ -360,4 +440,5 @@ if __name__ == "__main__":
         test_local_workers_hold_no_server_secrets,
         test_overrun_never_takes_other_jobs_reservations,
         test_fleet_views_for_operators_only,
+        test_slow_clients_cannot_hold_the_server,
     ]])
