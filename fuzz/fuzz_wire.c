@@ -7,7 +7,8 @@
  *
  * Invariants: no crash, no leak; an accepted body yields fields inside their documented bounds
  * (worker_id 1..127 bytes without NUL, tier standard|enterprise, wait_ms 0..60000, lease_id
- * 1..39 bytes without NUL, gpu_seconds in [0, 1e7), an error message); a refused one is a 400
+ * 1..39 bytes without NUL, gpu_seconds in [0, 1e7), an error message, heartbeat progress
+ * 0 <= step <= steps <= 1e6); a refused one is a 400
  * with a code and a message that can be sent as JSON. */
 #include <jansson.h>
 #include <stdint.h>
@@ -70,6 +71,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (r.error[0] == '\0' || strnlen(r.error, sizeof r.error) > WIRE_ERROR_MAX))
                 abort();
             if (r.retryable != 0 && r.retryable != 1)
+                abort();
+            if (r.steps < 0 || r.steps > WIRE_STEPS_MAX || r.step < 0 || r.step > r.steps ||
+                (r.steps == 0 && r.step != 0))
                 abort();
         } else {
             check_error(&e);

@@ -962,7 +962,8 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
     int rc;
     if (strcmp(op, "heartbeat") == 0) {
         int64_t t0 = clock_mono_ms();
-        rc = store_job_heartbeat(s->store, id, lease, s->cfg.lease_ms, now);
+        rc = store_job_heartbeat_progress(s->store, id, lease, s->cfg.lease_ms, now, w.step,
+                                          w.steps);
         if (clock_mono_ms() - t0 > s->cfg.lease_ms / 4)
             store_fault(s); /* heartbeats this slow may not have renewed other leases in time */
         if (rc != STORE_OK)

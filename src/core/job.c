@@ -94,6 +94,11 @@ json_t *job_to_json(const job_t *j, const char *image_url)
     json_object_set_new(o, "gpu_seconds", json_real(j->gpu_seconds));
     json_object_set_new(o, "credits_reserved", json_integer(j->credits_reserved));
     json_object_set_new(o, "credits_charged", json_integer(j->credits_charged));
+    json_object_set_new(
+        o, "progress",
+        j->status == JOB_IN_PROGRESS && j->progress_steps > 0
+            ? json_pack("{s:i, s:i}", "step", j->progress_step, "steps", j->progress_steps)
+            : json_null());
     return o;
 }
 

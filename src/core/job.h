@@ -50,6 +50,8 @@ typedef struct job {
     char lease_id[JOB_ID_SIZE]; /* "" when not leased */
     char worker_id[128];
     int64_t lease_expires_at;
+    int progress_step;  /* the last progress a heartbeat reported for this attempt: step of */
+    int progress_steps; /* steps; 0 steps: none yet */
 } job_t;
 
 const char *job_status_name(job_status_t s);

@@ -62,6 +62,36 @@ int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_
     return 0;
 }
 
+/* The optional progress of a heartbeat: both of step and steps or neither, integers with
+ * 0 <= step <= steps, 1 <= steps <= WIRE_STEPS_MAX. */
+static int parse_progress(json_t *o, wire_report_t *out, api_error_t *e)
+{
+    json_t *sv = json_object_get(o, "step"), *nv = json_object_get(o, "steps");
+    if (!sv && !nv)
+        return 0;
+    json_int_t s = json_is_integer(sv) ? json_integer_value(sv) : -1;
+    json_int_t n = json_is_integer(nv) ? json_integer_value(nv) : -1;
+    if (n < 1 || n > WIRE_STEPS_MAX || s < 0 || s > n)
+        return api_error_set(e, 400, "invalid_argument", "step",
+                             "step and steps must be integers with 0 <= step <= steps and "
+                             "1 <= steps <= 1000000");
+    out->step = (int)s;
+    out->steps = (int)n;
+    return 0;
+}
+
+char *wire_heartbeat_body(const char *lease_id, int step, int steps)
+{
+    json_t *o = json_pack("{s:s}", "lease_id", lease_id ? lease_id : "");
+    if (o && steps > 0 && steps <= WIRE_STEPS_MAX) {
+        json_object_set_new(o, "step", json_integer(step < 0 ? 0 : step > steps ? steps : step));
+        json_object_set_new(o, "steps", json_integer(steps));
+    }
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
 int wire_parse_report(const char *op, const char *body, size_t len, wire_report_t *out,
                       api_error_t *e)
 {
@@ -86,6 +116,8 @@ int wire_parse_report(const char *op, const char *body, size_t len, wire_report_
             goto out;
         }
         out->gpu_seconds = gpu;
+    } else if (strcmp(op, "heartbeat") == 0) {
+        rc = parse_progress(o, out, e);
     } else if (strcmp(op, "fail") == 0) {
         const char *msg = str_field(o, "error", WIRE_ERROR_MAX);
         json_t *rv = json_object_get(o, "retryable");

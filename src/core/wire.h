@@ -14,6 +14,7 @@
 #define WIRE_ERROR_MAX 1000
 #define WIRE_CLAIM_WAIT_MAX_MS 60000
 #define WIRE_GPU_SECONDS_MAX 1e7
+#define WIRE_STEPS_MAX 1000000
 
 typedef struct wire_claim {
     char worker_id[WIRE_WORKER_ID_MAX + 1];
@@ -27,6 +28,7 @@ typedef struct wire_report {
     double gpu_seconds;             /* complete: 0 <= x < 1e7 */
     char error[WIRE_ERROR_MAX + 1]; /* fail: the message ("worker reported an error") */
     int retryable;                  /* fail: default 1 */
+    int step, steps; /* heartbeat: progress, 0 <= step <= steps <= WIRE_STEPS_MAX; 0 0: none */
 } wire_report_t;
 
 typedef struct wire_bye {
@@ -56,6 +58,11 @@ int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_
 /* op is "heartbeat", "complete", "fail" or "release" (any other op only needs a lease_id). */
 int wire_parse_report(const char *op, const char *body, size_t len, wire_report_t *out,
                       api_error_t *e);
+
+/* The heartbeat body {"lease_id":...[,"step":S,"steps":N]} (progress only when steps > 0;
+ * step clamped to 0..steps). Returns a malloc'd NUL-terminated string the caller frees, or
+ * NULL when out of memory. */
+char *wire_heartbeat_body(const char *lease_id, int step, int steps);
 
 int wire_parse_bye(const char *body, size_t len, wire_bye_t *out, api_error_t *e);
 

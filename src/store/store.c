@@ -95,7 +95,15 @@ int store_job_claim(store_t *s, const char *tier, const char *worker_id, int64_t
 int store_job_heartbeat(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
                         int64_t now)
 {
-    return s->ops->job_heartbeat(s, id, lease_id, lease_ms, now);
+    return s->ops->job_heartbeat(s, id, lease_id, lease_ms, now, 0, 0);
+}
+
+int store_job_heartbeat_progress(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
+                                 int64_t now, int step, int steps)
+{
+    if (steps <= 0 || step < 0 || step > steps)
+        step = steps = 0;
+    return s->ops->job_heartbeat(s, id, lease_id, lease_ms, now, step, steps);
 }
 
 int store_job_complete(store_t *s, const char *id, const char *lease_id, double gpu_seconds,

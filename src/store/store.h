@@ -110,6 +110,10 @@ int store_job_claim(store_t *s, const char *tier, const char *worker_id, int64_t
  * (the reaper alone takes leases back). */
 int store_job_heartbeat(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
                         int64_t now);
+/* The same, also recording the attempt's progress (step of steps) when steps > 0. A claim
+ * clears the progress; the job JSON shows it while the job is in_progress. */
+int store_job_heartbeat_progress(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
+                                 int64_t now, int step, int steps);
 /* Completes a leased job: status, image, gpu_seconds, charge = min(ceil(gpu_seconds * rate),
  * balance), reservation freed, one "charge" ledger row, all in one transaction. Idempotent for
  * the same lease_id (returns STORE_OK with the job). STORE_LEASE_LOST / STORE_CANCELED change
@@ -212,7 +216,7 @@ struct store_ops {
     int (*job_claim)(store_t *s, const char *tier, const char *worker_id, int64_t lease_ms,
                      int64_t now, job_t *out);
     int (*job_heartbeat)(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
-                         int64_t now);
+                         int64_t now, int step, int steps);
     int (*job_complete)(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
                         const char *image_key, double credit_rate, int64_t now, job_t *out);
     int (*job_fail)(store_t *s, const char *id, const char *lease_id, const char *message,

@@ -50,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 #define ERR_MAX 512
 #define POOL_DEFAULT 8
 #define POOL_MAX 256
@@ -210,14 +210,18 @@ static const char schema_v3[] =
     "CREATE INDEX generation_jobs_completed ON generation_jobs(completed_at)"
     "  WHERE status = 'completed';";
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3};
+/* Version 4: the running attempt's progress, store_sqlite.c's version 5. */
+static const char schema_v4[] = "ALTER TABLE generation_jobs ADD COLUMN progress_step INTEGER;"
+                                "ALTER TABLE generation_jobs ADD COLUMN progress_steps INTEGER;";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
     "id, user_id, tier, status, prompt, negative_prompt, model, width, height, steps, "            \
     "cfg_scale, seed, seq, created_at, started_at, completed_at, attempts, releases, image_url, "  \
     "error_message, gpu_seconds, credits_reserved, credits_charged, lease_id, worker_id, "         \
-    "lease_expires_at"
+    "lease_expires_at, progress_step, progress_steps"
 #define COL_LEASE 23
 
 /* An extra result column that wakes idle workers of the row's tier on every replica: the
@@ -616,6 +620,8 @@ static int row_to_job(const PGresult *r, int row, job_t *j)
         get_copy(r, row, COL_LEASE, j->lease_id, sizeof j->lease_id);
     get_copy(r, row, 24, j->worker_id, sizeof j->worker_id);
     j->lease_expires_at = get_i64(r, row, 25, 0);
+    j->progress_step = (int)get_i64(r, row, 26, 0);
+    j->progress_steps = (int)get_i64(r, row, 27, 0);
     if (oom) {
         job_clear(j);
         return fail_msg("postgresql: out of memory reading a job");
@@ -1437,7 +1443,8 @@ static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, 
                  q(&op, "claiming job",
                    "UPDATE generation_jobs SET status = 'in_progress', lease_id = $2,"
                    " worker_id = $3, lease_expires_at = $4, attempts = attempts + 1,"
-                   " started_at = COALESCE(started_at, $5) WHERE id = $1 AND status = 'queued'"
+                   " started_at = COALESCE(started_at, $5), progress_step = NULL,"
+                   " progress_steps = NULL WHERE id = $1 AND status = 'queued'"
                    " RETURNING " JOB_COLS,
                    &p),
                  "claiming job", out);
@@ -1467,7 +1474,7 @@ static int lease_refusal(op_t *op, const char *id)
 }
 
 static int pg_job_heartbeat(store_t *base, const char *id, const char *lease_id, int64_t lease_ms,
-                            int64_t now)
+                            int64_t now, int step, int steps)
 {
     pg_store_t *s = pgs(base);
     char worker[128] = "";
@@ -1479,8 +1486,14 @@ static int pg_job_heartbeat(store_t *base, const char *id, const char *lease_id,
     p_text(&p, id);
     p_text(&p, lease_id ? lease_id : "");
     p_i64(&p, now + lease_ms);
+    p_i64(&p, step);
+    p_i64(&p, steps);
     PGresult *r = q(&op, "extending lease",
-                    "UPDATE generation_jobs SET lease_expires_at = $3 WHERE id = $1"
+                    "UPDATE generation_jobs SET lease_expires_at = $3,"
+                    " progress_step = CASE WHEN $5::integer > 0 THEN $4::integer"
+                    " ELSE progress_step END,"
+                    " progress_steps = CASE WHEN $5::integer > 0 THEN $5::integer"
+                    " ELSE progress_steps END WHERE id = $1"
                     " AND status = 'in_progress' AND lease_id = $2 RETURNING worker_id",
                     &p);
     if (!r) {

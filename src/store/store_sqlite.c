@@ -46,7 +46,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 #define ERR_MAX 512
 
 static _Thread_local char tl_err[ERR_MAX];
@@ -256,15 +256,20 @@ static const char schema_v4[] =
     "CREATE INDEX generation_jobs_completed ON generation_jobs(completed_at)"
     "  WHERE status = 'completed';";
 
+/* Version 5: the running attempt's progress (step of steps), from the worker's heartbeats. */
+static const char schema_v5[] = "ALTER TABLE generation_jobs ADD COLUMN progress_step INTEGER;"
+                                "ALTER TABLE generation_jobs ADD COLUMN progress_steps INTEGER;";
+
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                                       schema_v5};
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
     "id, user_id, tier, status, prompt, negative_prompt, model, width, height, steps, "            \
     "cfg_scale, seed, seq, created_at, started_at, completed_at, attempts, releases, image_url, "  \
     "error_message, gpu_seconds, credits_reserved, credits_charged, lease_id, worker_id, "         \
-    "lease_expires_at"
+    "lease_expires_at, progress_step, progress_steps"
 
 /* The front of a job's tier queue, for an UPDATE of generation_jobs: one before the smallest
  * queued position, or the job's own position when nothing is queued. */
@@ -359,9 +364,12 @@ static const char *const stmt_sql[S_COUNT] = {
                    " AND user_id = ?2 ORDER BY queue_pos LIMIT 1",
     [S_JOB_CLAIM] = "UPDATE generation_jobs SET status = 'in_progress', lease_id = ?2,"
                     " worker_id = ?3, lease_expires_at = ?4, attempts = attempts + 1,"
-                    " started_at = COALESCE(started_at, ?5) WHERE id = ?1 AND status = 'queued'",
-    [S_JOB_EXTEND] = "UPDATE generation_jobs SET lease_expires_at = ?3 WHERE id = ?1"
-                     " AND status = 'in_progress' AND lease_id = ?2"
+                    " started_at = COALESCE(started_at, ?5), progress_step = NULL,"
+                    " progress_steps = NULL WHERE id = ?1 AND status = 'queued'",
+    [S_JOB_EXTEND] = "UPDATE generation_jobs SET lease_expires_at = ?3,"
+                     " progress_step = CASE WHEN ?5 > 0 THEN ?4 ELSE progress_step END,"
+                     " progress_steps = CASE WHEN ?5 > 0 THEN ?5 ELSE progress_steps END"
+                     " WHERE id = ?1 AND status = 'in_progress' AND lease_id = ?2"
                      " RETURNING worker_id",
     [S_JOB_STATUS] = "SELECT status FROM generation_jobs WHERE id = ?1",
     [S_JOB_COMPLETE] =
@@ -635,6 +643,8 @@ static int row_to_job(sqlite3_stmt *stmt, job_t *j)
         col_copy(stmt, 23, j->lease_id, sizeof j->lease_id);
     col_copy(stmt, 24, j->worker_id, sizeof j->worker_id);
     j->lease_expires_at = sqlite3_column_int64(stmt, 25);
+    j->progress_step = sqlite3_column_int(stmt, 26);
+    j->progress_steps = sqlite3_column_int(stmt, 27);
     bool oom = (sqlite3_column_type(stmt, 4) != SQLITE_NULL && !j->params.prompt) ||
                !j->params.negative_prompt ||
                (sqlite3_column_type(stmt, 18) != SQLITE_NULL && !j->image_key) ||
@@ -1559,7 +1569,7 @@ static int lease_refusal(sqlite_store_t *s, const char *id)
 
 /* A successful heartbeat also refreshes the lease holder's last_seen in workers. */
 static int sqlite_job_heartbeat(store_t *base, const char *id, const char *lease_id,
-                                int64_t lease_ms, int64_t now)
+                                int64_t lease_ms, int64_t now, int step, int steps)
 {
     sqlite_store_t *s = sq(base);
     char worker[128] = "";
@@ -1576,6 +1586,8 @@ static int sqlite_job_heartbeat(store_t *base, const char *id, const char *lease
     bind_text(stmt, 1, id);
     bind_text(stmt, 2, lease_id ? lease_id : "");
     sqlite3_bind_int64(stmt, 3, now + lease_ms);
+    sqlite3_bind_int(stmt, 4, step);
+    sqlite3_bind_int(stmt, 5, steps);
     rc = step_row(s, stmt, "extending lease");
     if (rc == 1)
         col_copy(stmt, 0, worker, sizeof worker);

@@ -15,6 +15,7 @@
 
 #include "lib/clock.h"
 #include "lib/httpc.h"
+#include "core/wire.h"
 #include "worker/imds.h"
 #include "worker/lifecycle.h"
 #include "lib/log.h"
@@ -92,6 +93,9 @@ static void job_url(char *buf, size_t size, const char *base, const char *id, co
     snprintf(buf, size, "%s/internal/v1/jobs/%s/%s", base, id, op);
 }
 
+static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+                      char *body);
+
 /* Posts {"lease_id":...} plus extra fields; returns the HTTP status (0 on transport error). */
 static long post_op(CURL *h, const worker_config_t *cfg, const char *id, const char *lease,
                     const char *op, json_t *extra)
@@ -100,6 +104,13 @@ static long post_op(CURL *h, const worker_config_t *cfg, const char *id, const c
     json_object_set_new(o, "lease_id", json_string(lease));
     char *body = json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    return post_body(h, cfg, id, op, body);
+}
+
+/* Posts body (malloc'd; freed here; NULL: out of memory, status 0) to the job's op. */
+static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+                      char *body)
+{
     if (!body)
         return 0;
     char url[1024];
@@ -140,11 +151,10 @@ static void *monitor_main(void *arg)
             }
         }
         if (now >= next_hb) {
-            int step, steps;
-            json_t *progress = NULL;
-            if (backend_progress_get(&r->ctl, &step, &steps) == 0)
-                progress = json_pack("{s:i, s:i}", "step", step, "steps", steps);
-            long st = post_op(h, r->cfg, r->id, r->lease, "heartbeat", progress);
+            int step = 0, steps = 0;
+            backend_progress_get(&r->ctl, &step, &steps);
+            long st = post_body(h, r->cfg, r->id, "heartbeat",
+                                wire_heartbeat_body(r->lease, step, steps));
             if (st == 409 || st == 404) {
                 log_warn("event=lease_gone job=%s status=%ld", r->id, st);
                 int expected = CANCEL_NONE;

@@ -261,6 +261,24 @@ def charges_for(env, token, jid):
     return [e for e in led if e["kind"] == "charge" and e["job_id"] == jid]
 
 
+def watch_progress(env, token, jid, timeout=60):
+    """Polls the job until it ends; returns (the final job, the distinct progress values seen
+    while it was in_progress, in order). Checks that progress is null in every other status."""
+    seen = []
+
+    def poll():
+        j = env.job(token, jid)
+        p = j.get("progress")
+        if j["status"] == "in_progress":
+            if p is not None and (not seen or seen[-1] != p):
+                assert 0 <= p["step"] <= p["steps"], p
+                seen.append(p)
+        else:
+            assert p is None, j
+        return j if j["status"] in ("completed", "failed", "canceled") else None
+    return wait_for(poll, timeout=timeout, interval=0.02, what=f"job {jid} to end"), seen
+
+
 def free_port_url():
     """http://127.0.0.1:PORT where nothing listens (a port just bound and closed)."""
     import socket

@@ -1,6 +1,7 @@
 """The comfyui backend against a ComfyUI stand-in (tests/peers/comfyui/fake_comfyui.py, run
 in-process on 127.0.0.1:0, speaking ComfyUI's HTTP and /ws WebSocket protocol and checking every
-field it receives): the job gets the engine's PNG and is charged by the measured execution time;
+field it receives): the job gets the engine's PNG, shows the engine's progress in its JSON while
+it runs, and is charged by the measured execution time;
 an engine that is down or lacks the checkpoint stops the worker at start with exit status 2;
 execution_error, a WebSocket that drops mid-job and an engine that hangs fail the job with a
 message that says so (never stuck, never charged); a cancel interrupts the running prompt or
@@ -42,9 +43,12 @@ def test_job_gets_engine_png_and_measured_charge(env):
     body = {"prompt": "a lighthouse at dawn", "negative_prompt": "blurry", "width": 576,
             "height": 448, "steps": 12, "cfg_scale": 6.5, "seed": 4294967295}
     jid = env.create(tok, body).json()["id"]
-    j = env.wait_status(tok, jid, ("completed", "failed"), timeout=60)
+    j, seen = pv.watch_progress(env, tok, jid)
     assert j["status"] == "completed", j
     assert pv.image_bytes(env, tok, j["image_url"]) == png
+    # ComfyUI's progress messages reached the job JSON on the way (heartbeats every 100 ms).
+    assert seen and all(p["steps"] == 12 for p in seen), seen
+    assert [p["step"] for p in seen] == sorted(p["step"] for p in seen), seen
     assert f.violations == [], f.violations
     # The workflow carried the job's values, typed as ComfyUI wants them.
     (pid, sent), = f.prompts

@@ -625,6 +625,41 @@ static void test_release(void)
     close_fresh(s);
 }
 
+/* A heartbeat records the attempt's progress; a new claim starts without any. */
+static void test_progress(void)
+{
+    store_t *s = open_fresh();
+    char a[JOB_ID_SIZE];
+    job_t j, g;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
+    CHECK_INT(create(s, "u", 2, T0, a), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0, &j), STORE_OK);
+    CHECK_INT(j.progress_steps, 0);
+    CHECK_INT(store_job_heartbeat_progress(s, a, j.lease_id, LEASE, T0 + 1, 7, 20), STORE_OK);
+    CHECK_INT(store_job_get(s, a, &g), STORE_OK);
+    CHECK_INT(g.progress_step, 7);
+    CHECK_INT(g.progress_steps, 20);
+    job_clear(&g);
+    /* a heartbeat without progress, or with nonsense, keeps the last one */
+    CHECK_INT(store_job_heartbeat(s, a, j.lease_id, LEASE, T0 + 2), STORE_OK);
+    CHECK_INT(store_job_heartbeat_progress(s, a, j.lease_id, LEASE, T0 + 3, 9, 5), STORE_OK);
+    CHECK_INT(store_job_get(s, a, &g), STORE_OK);
+    CHECK_INT(g.progress_step, 7);
+    job_clear(&g);
+    CHECK_INT(store_job_release(s, a, j.lease_id, T0 + 4, &g), STORE_OK);
+    job_clear(&g);
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 5, &j), STORE_OK);
+    CHECK_STR(j.id, a);
+    CHECK_INT(j.progress_step, 0);
+    CHECK_INT(j.progress_steps, 0);
+    job_clear(&j);
+    close_fresh(s);
+}
+
 static void test_fail(void)
 {
     store_t *s = open_fresh();
@@ -1122,6 +1157,7 @@ static void test_throughput_report(void)
     X(test_complete_and_idempotent)                                                                \
     X(test_charge_rounding_and_cap)                                                                \
     X(test_release)                                                                                \
+    X(test_progress)                                                                               \
     X(test_fail)                                                                                   \
     X(test_cancel)                                                                                 \
     X(test_fair_share)                                                                             \
