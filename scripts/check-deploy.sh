@@ -124,17 +124,17 @@ fi
 # Each breaks a temporary copy in one way the seed (or a typo) would, and expects the
 # validator to fail with a specific message.
 expect_caught() { # NAME PATTERN LOG
-  if grep -q '^FAIL:' "$3" && grep -qE "$2" "$3"; then
+  if grep -E '^FAIL:' "$3" | grep -qE "$2"; then
     pass "self-test: validator catches $1"
   else
     fail "self-test: validator did NOT catch $1 (expected a FAIL matching /$2/)"
   fi
 }
-neg_k8s() { # NAME PATTERN EDIT-COMMAND (run inside the copy's k8s dir)
-  local name="$1" pattern="$2" edit="$3" dir="$WORK/neg-$PASSED-$FAILED"
+neg_k8s() { # NAME PATTERN EDIT-COMMAND [TREE] (edit runs inside the copy's k8s dir; TREE: overlays/dev)
+  local name="$1" pattern="$2" edit="$3" tree="${4:-overlays/dev}" dir="$WORK/neg-$PASSED-$FAILED"
   mkdir -p "$dir" && cp -r deploy/k8s "$dir/"
   (cd "$dir/k8s" && eval "$edit") || { fail "self-test $name: edit failed"; return; }
-  if ! render "$dir/k8s/overlays/dev" "$dir/out.yaml"; then
+  if ! render "$dir/k8s/$tree" "$dir/out.yaml"; then
     fail "self-test $name: broken copy did not render: $(tr '\n' ' ' <"$dir/out.yaml.err")"
     return
   fi
@@ -152,11 +152,44 @@ neg_k8s "the seed's worker PDB (minAvailable: 1)" "PodDisruptionBudget .* select
 neg_k8s "a grace period shorter than the drain window" "grace period above the drain window" \
   "sed -i 's/terminationGracePeriodSeconds: 110/terminationGracePeriodSeconds: 30/' base/worker-standard.yaml"
 neg_k8s "the seed's 4 CPU / 16Gi request on xlarge spot types" "does not fit g4dn.xlarge" \
-  "sed -i 's/cpu: \"3\"/cpu: \"4\"/; s/memory: 12Gi/memory: 16Gi/g' base/worker-standard.yaml"
-neg_k8s "a missing do-not-disrupt annotation" "do-not-disrupt" \
-  "sed -i '/karpenter.sh\/do-not-disrupt/d' base/worker-enterprise.yaml"
+  "sed -i 's/cpu: 2500m/cpu: \"4\"/; s/memory: 11Gi/memory: 16Gi/g' base/worker-standard.yaml" base
 neg_k8s "driver installation in EC2NodeClass user data" "userData installs drivers" \
   "sed -i 's#^  role: KarpenterNodeRole-pingvas#  role: KarpenterNodeRole-pingvas\n  userData: |\n    yum install -y nvidia-driver-latest-dkms#' base/karpenter.yaml"
+# Issue 9's findings, each as the broken manifest that had it.
+neg_k8s "the server bound to loopback only (no --bind; finding 1)" "binds 127.0.0.1" \
+  "sed -i 's/, \"--bind\", \"0.0.0.0\"\]/]/' base/server.yaml"
+neg_k8s "a backend this build refuses (PINGVAS_BACKEND=sdcpp; finding 3)" "sdcpp" \
+  "sed -i 's/value: comfyui/value: sdcpp/' base/worker-standard.yaml" base
+neg_k8s "do-not-disrupt on every worker pod (finding 4)" "do-not-disrupt on every pod" \
+  "sed -i 's#^        workload-type: gpu\$#        workload-type: gpu\n      annotations:\n        karpenter.sh/do-not-disrupt: \"true\"#' base/worker-enterprise.yaml"
+neg_k8s "IMDS within the pods' reach (hop limit 2; finding 6)" "httpPutResponseHopLimit 2" \
+  "sed -i 's/httpPutResponseHopLimit: 1/httpPutResponseHopLimit: 2/' base/karpenter.yaml"
+neg_k8s "image URLs on the private bucket itself (finding 8)" "blocks public access" \
+  "sed -i 's#^  PUBLIC_IMAGE_BASE_URL: null#  PUBLIC_IMAGE_BASE_URL: https://dev-pingvas-eks-images.s3.us-east-1.amazonaws.com/images#' overlays/dev/config.yaml"
+neg_k8s "REDIS_URL wired nowhere (finding 9)" "REDIS_URL is wired nowhere" \
+  "sed -i '/^  REDIS_URL:/d' base/config.yaml"
+# Finding 10: what the schemas let through.
+neg_k8s "a wrong KEDA URL host" "no Service pingvas/pingvas-srv" \
+  "sed -i '0,/pingvas-server.pingvas.svc/s//pingvas-srv.pingvas.svc/' base/keda.yaml"
+neg_k8s "a wrong KEDA URL port" "port 8081 is not a port of Service" \
+  "sed -i '0,/svc.cluster.local:8080/s//svc.cluster.local:8081/' base/keda.yaml"
+neg_k8s "a wrong Secret name in the TriggerAuthentication" "TriggerAuthentication does not map token" \
+  "sed -i 's/      name: pingvas-secrets/      name: pingvas-secret/' base/keda.yaml"
+neg_k8s "a Service port that the URLs do not use" "is not a port of Service pingvas-server" \
+  "sed -i 's/^      port: 8080/      port: 80/' base/server.yaml"
+neg_k8s "metricType: Averagevalue" "metricType Averagevalue" \
+  "sed -i '0,/metricType: AverageValue/s//metricType: Averagevalue/' base/keda.yaml"
+neg_k8s "an unknown trigger metadata key" "unknown metrics-api metadata activationThreshold" \
+  "sed -i '0,/activationTargetValue:/s//activationThreshold:/' base/keda.yaml"
+neg_k8s "a device-plugin nodeSelector typo" "nodeSelector .*matches no node of gpu-spot" \
+  "sed -i '0,/        workload-type: gpu/s//        workload-typ: gpu/' base/nvidia-device-plugin.yaml"
+# Issue 10 item 5: the engine beside the worker.
+neg_k8s "an engine without a startup probe" "engine startupProbe missing" \
+  "sed -i '/^          startupProbe:/,/^            failureThreshold: 120/d' base/worker-standard.yaml" base
+neg_k8s "a writable models volume in the engine" "models volume not mounted read-only into the engine" \
+  "sed -i '/mountPath: \\/opt\\/ComfyUI\\/models/{n;s/readOnly: true/readOnly: false/}' base/worker-standard.yaml" base
+neg_k8s "the worker pointed at another port than the engine's" "PINGVAS_A1111_URL port 7861 is not an engine port" \
+  "sed -i 's#http://127.0.0.1:7860#http://127.0.0.1:7861#' components/engine-a1111/engine.yaml" overlays/a1111
 
 NEG_TF="$WORK/neg-tf"
 mkdir -p "$NEG_TF"

@@ -170,6 +170,11 @@ function strictFields(label, typed) {
 // ---------------------------------------------------------------- invariants
 const SECRET_KEYS = new Set(["DATABASE_URL", "JWT_SECRET", "PINGVAS_WORKER_TOKEN"]);
 const SPOT_NOTICE_S = 120;
+// Worker backends this build runs, and the variable naming each one's engine URL (null: none).
+const BACKENDS = { synthetic: null, a1111: "PINGVAS_A1111_URL", comfyui: "PINGVAS_COMFYUI_URL" };
+// KEDA metrics-api trigger metadata keys (KEDA 2.x docs, scalers/metrics-api).
+const METRICS_API_KEYS = new Set(["url", "format", "valueLocation", "targetValue", "activationTargetValue",
+  "authMode", "unsafeSsl", "method", "aggregateFromKubeServiceEndpoints", "aggregationType"]);
 // Smallest allocatable we count on per instance type (vCPU, GiB), after kubelet/system
 // reservations and the DaemonSets (aws-node, kube-proxy, device plugin, CSI): a pod that
 // asks for more than this does not fit the type.
@@ -189,6 +194,32 @@ function envOf(c, name) {
   const e = (c.env || []).find((x) => x.name === name);
   return e ? (e.value ?? e.valueFrom) : undefined;
 }
+// Does some (Cluster)RoleBinding give ServiceAccount ns/sa `verb` on core `resource`? namespaced:
+// the binding must be a RoleBinding in ns (or a ClusterRoleBinding).
+function grants(objs, ns, sa, resource, verb, namespaced) {
+  const role = (kind, name, rns) => objs.find((o) => o.kind === kind && o.metadata.name === name && (kind === "ClusterRole" || o.metadata.namespace === rns));
+  return objs.some((b) => {
+    if (b.kind !== "RoleBinding" && b.kind !== "ClusterRoleBinding") return false;
+    if (b.kind === "RoleBinding" && b.metadata.namespace !== ns) return false;
+    if (!(b.subjects || []).some((s) => s.kind === "ServiceAccount" && s.name === sa && s.namespace === ns)) return false;
+    if (!namespaced && b.kind !== "ClusterRoleBinding") return false;
+    const r = role(b.roleRef.kind, b.roleRef.name, b.metadata.namespace);
+    return (r?.rules || []).some((x) => (x.apiGroups || []).includes("") && (x.resources || []).includes(resource) && (x.verbs || []).includes(verb));
+  });
+}
+// The Service a cluster URL names: http://NAME.NS.svc[.cluster.local]:PORT -> {svc, port} or an error.
+function serviceOfUrl(objs, url) {
+  let u;
+  try { u = new URL(url); } catch { return { err: `${url} is not a URL` }; }
+  const m = u.hostname.match(/^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?$/);
+  if (!m) return { err: `${url}: host ${u.hostname} is not a Service name (NAME.NAMESPACE.svc.cluster.local)` };
+  const svc = objs.find((o) => o.kind === "Service" && o.metadata.name === m[1] && o.metadata.namespace === m[2]);
+  if (!svc) return { err: `${url}: no Service ${m[2]}/${m[1]} in the manifests` };
+  const port = Number(u.port || (u.protocol === "https:" ? 443 : 80));
+  const sp = (svc.spec.ports || []).find((x) => x.port === port);
+  if (!sp) return { err: `${url}: port ${port} is not a port of Service ${m[1]} (${(svc.spec.ports || []).map((x) => x.port)})` };
+  return { svc, sp };
+}
 function tolerates(tols, taint) {
   return (tols || []).some((t) => {
     if (t.effect && t.effect !== taint.effect) return false;
@@ -200,6 +231,22 @@ function tolerates(tols, taint) {
 }
 function labelsMatch(selector, labels) {
   return Object.entries(selector || {}).every(([k, v]) => (labels || {})[k] === v);
+}
+
+// The Secret the server reads key from.
+function serverSecretOf(server, key) {
+  const c = server?.spec.template.spec.containers.find((x) => x.args[0] === "server");
+  return c ? envOf(c, key)?.secretKeyRef?.name : undefined;
+}
+// Does this Service port lead to the server container's port (selector and targetPort)?
+function serverServed(server, { svc, sp }) {
+  const tpl = server.spec.template;
+  if (!labelsMatch(svc.spec.selector, tpl.metadata.labels)) return false;
+  const c = tpl.spec.containers.find((x) => x.args[0] === "server");
+  const tp = sp.targetPort ?? sp.port;
+  const cp = typeof tp === "string" ? (c.ports || []).find((x) => x.name === tp)?.containerPort : tp;
+  const i = c.args.indexOf("--port");
+  return cp !== undefined && (c.ports || []).some((x) => x.containerPort === cp) && (i < 0 || Number(c.args[i + 1]) === cp);
 }
 
 function invariants(label, objs) {
@@ -243,6 +290,41 @@ function invariants(label, objs) {
     return p;
   });
 
+  check(`${L} server: listens beyond loopback (--bind), Celery bridge wired (REDIS_URL)`, () => {
+    if (!server) return ["no server"];
+    const c = server.spec.template.spec.containers.find((x) => x.args[0] === "server"), p = [];
+    const i = c.args.indexOf("--bind");
+    const bind = i >= 0 ? c.args[i + 1] : envOf(c, "PINGVAS_BIND") ?? "127.0.0.1";
+    if (!["0.0.0.0", "::"].includes(bind)) p.push(`binds ${bind}: the kubelet, the Service and KEDA reach the pod IP`);
+    const fromMap = (c.envFrom || []).some((e) => of("ConfigMap").some((m) => m.metadata.name === e.configMapRef?.name && m.data?.REDIS_URL));
+    if (!envOf(c, "REDIS_URL") && !fromMap) p.push("REDIS_URL is wired nowhere (the Celery bridge is off)");
+    return p;
+  });
+
+  check(`${L} cluster URLs name a Service port that leads to the server`, () => workers.flatMap((w) => {
+    const c = w.spec.template.spec.containers.find((x) => x.args[0] === "worker");
+    const t = serviceOfUrl(objs, envOf(c, "PINGVAS_SERVER_URL"));
+    if (t.err) return [`${w.metadata.name}: ${t.err}`];
+    return server && !serverServed(server, t) ? [`${w.metadata.name}: ${envOf(c, "PINGVAS_SERVER_URL")} does not lead to the server's port`] : [];
+  }));
+
+  check(`${L} PUBLIC_IMAGE_BASE_URL is a CDN, not the private bucket itself`, () => of("ConfigMap").flatMap((m) => {
+    const u = m.data?.PUBLIC_IMAGE_BASE_URL;
+    let host = "";
+    try { host = u ? new URL(u).hostname : ""; } catch { return [`${m.metadata.name}: PUBLIC_IMAGE_BASE_URL ${u} is not a URL`]; }
+    return /(^|\.)s3([.-][a-z0-9-]+)*\.amazonaws\.com$/.test(host) ? [`${m.metadata.name}: ${u} is the S3 bucket, which blocks public access: every image_url would answer 403 (use a CDN, or remove it for presigned URLs)`] : [];
+  }));
+
+  check(`${L} no backend that this build refuses (sdcpp) is named anywhere`, () =>
+    objs.filter((o) => /sdcpp|stable-diffusion\.cpp-cuda/.test(JSON.stringify(o))).map(objName));
+
+  check(`${L} NVIDIA device plugin runs on every GPU NodePool's nodes (nodeSelector)`, () => {
+    const dp = of("DaemonSet").find((d) => /k8s-device-plugin/.test(d.spec.template.spec.containers[0].image));
+    if (!dp) return [];
+    return of("NodePool").filter((np) => !labelsMatch(dp.spec.template.spec.nodeSelector, np.spec.template.metadata?.labels))
+      .map((np) => `nodeSelector ${JSON.stringify(dp.spec.template.spec.nodeSelector)} matches no node of ${np.metadata.name}`);
+  });
+
   check(`${L} server: PodDisruptionBudget maxUnavailable 1`, () => {
     if (!server) return ["no server"];
     const pdbs = of("PodDisruptionBudget").filter((b) => labelsMatch(b.spec?.selector?.matchLabels, server.spec.template.metadata.labels));
@@ -269,22 +351,57 @@ function invariants(label, objs) {
       const g = spec.terminationGracePeriodSeconds;
       return g > drain && g <= SPOT_NOTICE_S ? [] : [`terminationGracePeriodSeconds ${g}, drain ${drain}`];
     });
-    check(`${W}: karpenter.sh/do-not-disrupt on the pods, replicas left to KEDA`, () => {
+    check(`${W}: no static karpenter.sh/do-not-disrupt (the worker sets it only while busy), replicas left to KEDA`, () => {
       const p = [];
-      if (w.spec.template.metadata?.annotations?.["karpenter.sh/do-not-disrupt"] !== "true") p.push("annotation missing");
+      if (w.spec.template.metadata?.annotations?.["karpenter.sh/do-not-disrupt"] !== undefined) p.push("do-not-disrupt on every pod: it also stops Karpenter's graceful eviction on an interruption");
       if (w.spec.replicas !== undefined) p.push(`spec.replicas is set (${w.spec.replicas}); re-applying would reset KEDA's scale`);
       return p;
     });
-    check(`${W}: 1 GPU, /dev/shm in memory, models read-only, server URL and worker token`, () => {
+    const sidecars = (spec.initContainers || []).filter((x) => x.restartPolicy === "Always");
+    const podContainers = [...spec.containers, ...sidecars];
+    check(`${W}: 1 GPU in the pod, /dev/shm in memory, server URL and worker token`, () => {
       const p = [];
-      if (String(c.resources?.limits?.["nvidia.com/gpu"]) !== "1") p.push("GPU limit is not 1");
-      const shm = (c.volumeMounts || []).find((m) => m.mountPath === "/dev/shm");
-      const shmVol = shm && (spec.volumes || []).find((v) => v.name === shm.name);
-      if (shmVol?.emptyDir?.medium !== "Memory") p.push("/dev/shm is not a memory emptyDir");
-      const models = (c.volumeMounts || []).find((m) => m.mountPath === envOf(c, "MODEL_DIR"));
-      if (!models || models.readOnly !== true) p.push("models volume not mounted read-only at MODEL_DIR");
+      const gpus = podContainers.filter((x) => x.resources?.limits?.["nvidia.com/gpu"] !== undefined);
+      if (gpus.length !== 1 || String(gpus[0].resources.limits["nvidia.com/gpu"]) !== "1") p.push(`${gpus.length} containers ask for GPUs; want exactly one with 1`);
+      for (const x of podContainers) {
+        const shm = (x.volumeMounts || []).find((m) => m.mountPath === "/dev/shm");
+        const shmVol = shm && (spec.volumes || []).find((v) => v.name === shm.name);
+        if (shm && shmVol?.emptyDir?.medium !== "Memory") p.push(`${x.name}: /dev/shm is not a memory emptyDir`);
+      }
       if (!/^https?:\/\//.test(envOf(c, "PINGVAS_SERVER_URL") || "")) p.push("PINGVAS_SERVER_URL missing");
       if (envOf(c, "PINGVAS_WORKER_TOKEN")?.secretKeyRef?.key !== "PINGVAS_WORKER_TOKEN") p.push("worker token not from the Secret");
+      return p;
+    });
+    check(`${W}: backend exists and its engine is a sidecar on localhost with a startup probe, models read-only, no CUDA in the worker`, () => {
+      const p = [], backend = envOf(c, "PINGVAS_BACKEND") ?? "synthetic";
+      if (!(backend in BACKENDS)) return [`PINGVAS_BACKEND ${JSON.stringify(backend)} is not one of ${Object.keys(BACKENDS).join(", ")} (the binary refuses it)`];
+      const urlVar = BACKENDS[backend];
+      const engine = sidecars.find((x) => x.name === "engine");
+      if (!urlVar) return engine ? ["an engine sidecar beside the synthetic backend"] : [];
+      if (!engine) return [`backend ${backend} without an engine sidecar (initContainers, restartPolicy: Always)`];
+      let u;
+      try { u = new URL(envOf(c, urlVar)); } catch { return [`${urlVar} is not a URL`]; }
+      const ports = (engine.ports || []).map((x) => x.containerPort);
+      if (u.hostname !== "127.0.0.1" && u.hostname !== "localhost") p.push(`${urlVar} ${u.href} is not localhost`);
+      if (!ports.includes(Number(u.port))) p.push(`${urlVar} port ${u.port} is not an engine port (${ports})`);
+      const sp = engine.startupProbe?.httpGet;
+      const spPort = typeof sp?.port === "string" ? (engine.ports || []).find((x) => x.name === sp.port)?.containerPort : sp?.port;
+      if (!sp || !ports.includes(spPort)) p.push("engine startupProbe missing or on a port the engine does not expose");
+      const models = (engine.volumeMounts || []).find((m) => m.name === "models");
+      if (!models || models.readOnly !== true) p.push("models volume not mounted read-only into the engine");
+      if (c.resources?.limits?.["nvidia.com/gpu"] !== undefined) p.push("the worker container asks for a GPU beside an engine");
+      if (/cuda/i.test(c.image)) p.push(`worker image ${c.image} looks like a CUDA image`);
+      return p;
+    });
+    check(`${W}: busy/idle pod marks: downward API names, service account with patch pods and get nodes`, () => {
+      const p = [];
+      const want = { PINGVAS_POD_NAME: "metadata.name", PINGVAS_POD_NAMESPACE: "metadata.namespace", PINGVAS_NODE_NAME: "spec.nodeName" };
+      for (const [k, f] of Object.entries(want)) if (envOf(c, k)?.fieldRef?.fieldPath !== f) p.push(`${k} not from ${f}`);
+      if (spec.automountServiceAccountToken === false) p.push("automountServiceAccountToken is false: no token for the Kubernetes API");
+      const sa = spec.serviceAccountName || "default";
+      if (!grants(objs, w.metadata.namespace, sa, "pods", "patch", true)) p.push(`ServiceAccount ${sa} may not patch pods in ${w.metadata.namespace}`);
+      if (!grants(objs, w.metadata.namespace, sa, "nodes", "get", false)) p.push(`ServiceAccount ${sa} may not get nodes`);
+      if (envOf(c, "PINGVAS_IMDS_URL") !== "off") p.push("PINGVAS_IMDS_URL is not off (IMDS is out of the pods' reach: hop limit 1)");
       return p;
     });
     // Which NodePools can this worker land on? nodeSelector vs pool labels, tolerations vs taints.
@@ -298,7 +415,8 @@ function invariants(label, objs) {
     });
     check(`${W}: requests fit every instance type of its pool`, () => pools.flatMap((np) => {
       const types = np.spec.template.spec.requirements.find((r) => r.key === "node.kubernetes.io/instance-type")?.values || [];
-      const cpu = qty(c.resources?.requests?.cpu ?? 0), mem = qty(c.resources?.requests?.memory ?? 0);
+      const sum = (k) => podContainers.reduce((a, x) => a + qty(x.resources?.requests?.[k] ?? 0), 0);
+      const cpu = Math.round(sum("cpu") * 1000) / 1000, mem = Math.round(sum("memory") * 1000) / 1000;
       return types.filter((t) => !INSTANCE_FIT[t] || cpu > INSTANCE_FIT[t][0] || mem > INSTANCE_FIT[t][1])
         .map((t) => INSTANCE_FIT[t] ? `${cpu} CPU / ${mem}Gi does not fit ${t} (about ${INSTANCE_FIT[t][0]} CPU / ${INSTANCE_FIT[t][1]}Gi allocatable)` : `unknown instance type ${t}`);
     }));
@@ -313,12 +431,18 @@ function invariants(label, objs) {
       const t = (s.triggers || []).find((x) => x.type === "metrics-api");
       if (!t) return [...p, "no metrics-api trigger"];
       if (!/\/api\/v1\/queue$/.test(t.metadata.url || "")) p.push(`url ${t.metadata.url}`);
+      const unknown = Object.keys(t.metadata || {}).filter((k) => !METRICS_API_KEYS.has(k));
+      if (unknown.length) p.push(`unknown metrics-api metadata ${unknown.join(", ")} (KEDA ignores it)`);
+      if (!["AverageValue", "Value", "Utilization"].includes(t.metricType ?? "AverageValue")) p.push(`metricType ${t.metricType} is not AverageValue, Value or Utilization`);
+      const target = serviceOfUrl(objs, t.metadata.url);
+      if (target.err) p.push(target.err);
+      else if (server && !serverServed(server, target)) p.push(`${t.metadata.url} reaches Service ${target.svc.metadata.name} port ${target.sp.port}, which does not lead to the server's port`);
       if (!new RegExp(`^tiers\\.${tier}\\.(queued|backlog)$`).test(t.metadata.valueLocation || "")) p.push(`valueLocation ${t.metadata.valueLocation} is not tier ${tier}`);
       if (t.metadata.targetValue !== "5") p.push(`targetValue ${t.metadata.targetValue}`);
       if (t.metadata.authMode !== "bearer") p.push("authMode is not bearer");
       const ta = of("TriggerAuthentication").find((a) => a.metadata.name === t.authenticationRef?.name && a.metadata.namespace === so[0].metadata.namespace);
       if (!ta) p.push(`TriggerAuthentication ${t.authenticationRef?.name} not found`);
-      else if (!(ta.spec.secretTargetRef || []).some((r) => r.parameter === "token" && r.key === "PINGVAS_WORKER_TOKEN")) p.push("TriggerAuthentication does not map token <- PINGVAS_WORKER_TOKEN");
+      else if (!(ta.spec.secretTargetRef || []).some((r) => r.parameter === "token" && r.key === "PINGVAS_WORKER_TOKEN" && r.name === serverSecretOf(server, "PINGVAS_WORKER_TOKEN"))) p.push(`TriggerAuthentication does not map token <- Secret ${serverSecretOf(server, "PINGVAS_WORKER_TOKEN")} key PINGVAS_WORKER_TOKEN (the server's)`);
       return p;
     });
   }
@@ -354,6 +478,7 @@ function invariants(label, objs) {
       if (s.userData && /nvidia|dkms|yum install|dnf install/i.test(s.userData)) p.push("userData installs drivers");
       if (!!s.role === !!s.instanceProfile) p.push("exactly one of role / instanceProfile");
       if (s.metadataOptions?.httpTokens !== "required") p.push("IMDSv2 not required");
+      if (s.metadataOptions?.httpPutResponseHopLimit !== 1) p.push(`httpPutResponseHopLimit ${s.metadataOptions?.httpPutResponseHopLimit}: pods could read the node role's credentials (want 1)`);
       const root = (s.blockDeviceMappings || [])[0]?.ebs;
       if (!root || root.volumeType !== "gp3" || root.encrypted !== true || qty(root.volumeSize) < 100) p.push(`root volume ${JSON.stringify(root)}`);
       if (!(s.subnetSelectorTerms || []).length || !(s.securityGroupSelectorTerms || []).length) p.push("no subnet/security-group selector");

@@ -430,6 +430,7 @@ int worker_run(const worker_config_t *cfg)
             run_job(cfg, be, h, claim);
             busy_ms += clock_mono_ms() - job_t0;
             lifecycle_report(life, "alive", busy_ms);
+            pod_guard_set_busy(cfg->guard, 0); /* idle again (the next claim may mark it busy) */
             json_decref(claim);
             jobs++;
             continue;
