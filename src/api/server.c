@@ -38,6 +38,7 @@
 #define MAX_MODELS 32
 #define LIST_LIMIT_DEFAULT 20
 #define LIST_LIMIT_MAX 100
+#define READY_FAULT_MS 10000 /* /readyz reports a store or image store fault this long */
 
 struct server {
     server_config_t cfg;
@@ -64,6 +65,10 @@ struct server {
      * that took over a quarter lease, the server starting): the reaper takes no lease back
      * until the store has served for one full lease since (see reaper_main). */
     _Atomic int64_t store_fault_ms;
+    /* The last store error and the last "image store full", for /readyz (READY_FAULT_MS). */
+    pthread_mutex_t fault_mu;
+    int64_t store_err_at, blob_full_at; /* clock_mono_ms(); 0 = never */
+    char store_err[256];
     atomic_int ready; /* set once every part is open: requests before that get 503 */
     atomic_int stopping;
     int reaper_started;
@@ -165,6 +170,10 @@ static void store_fault(server_t *s)
 static enum MHD_Result store_unavailable(server_t *s, struct MHD_Connection *c)
 {
     store_fault(s);
+    pthread_mutex_lock(&s->fault_mu);
+    s->store_err_at = clock_mono_ms();
+    snprintf(s->store_err, sizeof s->store_err, "%s", store_last_error(s->store));
+    pthread_mutex_unlock(&s->fault_mu);
     log_error("event=store_error err=\"%s\"", store_last_error(s->store));
     return fail(c, 503, "unavailable", NULL,
                 "the job store is unavailable; retry shortly (the request changed nothing)");
@@ -1061,9 +1070,19 @@ static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req
     if (!ok)
         return lease_error(c, canceled ? STORE_CANCELED : STORE_LEASE_LOST, s);
     char key[IMAGE_KEY_MAX];
-    if (image_staging_key(s->cfg.jwt_secret, id, key, sizeof key) != 0 ||
-        blob_put(s->blob, key, r->body, r->len) != 0)
+    if (image_staging_key(s->cfg.jwt_secret, id, key, sizeof key) != 0)
         return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
+    if (blob_put(s->blob, key, r->body, r->len) != 0) {
+        if (errno != ENOSPC && errno != EDQUOT)
+            return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
+        log_error("event=image_store_full job=%s", id);
+        pthread_mutex_lock(&s->fault_mu);
+        s->blob_full_at = clock_mono_ms();
+        pthread_mutex_unlock(&s->fault_mu);
+        return fail(c, 507, "storage_full", NULL,
+                    "the image store is full: release the job (not a failed attempt) and claim "
+                    "again later");
+    }
     return send_text(c, 200, "application/json", "{}", 2);
 }
 
@@ -1158,6 +1177,39 @@ static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection
     return send_text(c, 200, "application/json", "{}", 2);
 }
 
+/* /readyz: 200 {"status":"ready"}, or 503 with the reasons: the store does not answer, a store
+ * operation failed in the last READY_FAULT_MS (the message says why: disk full, timeout), or the
+ * image store was full then. It turns ready again by itself once the fault stops. */
+static enum MHD_Result readyz(server_t *s, struct MHD_Connection *c)
+{
+    json_t *reasons = json_array();
+    if (store_ping(s->store) != STORE_OK)
+        json_array_append_new(reasons, json_pack("{s:s, s:s}", "component", "store", "error",
+                                                 store_last_error(s->store)));
+    int64_t now = clock_mono_ms();
+    pthread_mutex_lock(&s->fault_mu);
+    if (json_array_size(reasons) == 0 && s->store_err_at && now - s->store_err_at < READY_FAULT_MS)
+        json_array_append_new(reasons, json_pack("{s:s, s:s, s:I}", "component", "store", "error",
+                                                 s->store_err, "ms_ago",
+                                                 (json_int_t)(now - s->store_err_at)));
+    if (s->blob_full_at && now - s->blob_full_at < READY_FAULT_MS)
+        json_array_append_new(reasons, json_pack("{s:s, s:s, s:I}", "component", "image_store",
+                                                 "error", "the image store is full", "ms_ago",
+                                                 (json_int_t)(now - s->blob_full_at)));
+    pthread_mutex_unlock(&s->fault_mu);
+    if (json_array_size(reasons) == 0) {
+        json_decref(reasons);
+        return send_text(c, 200, "application/json", "{\"status\":\"ready\"}", 18);
+    }
+    json_t *first = json_array_get(reasons, 0);
+    char msg[400];
+    snprintf(msg, sizeof msg, "%s: %s", json_string_value(json_object_get(first, "component")),
+             json_string_value(json_object_get(first, "error")));
+    return send_json(c, 503,
+                     json_pack("{s:s, s:o, s:{s:s, s:s}}", "status", "unready", "reasons", reasons,
+                               "error", "code", "unavailable", "message", msg));
+}
+
 /* ---------- routing ---------- */
 
 static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *url,
@@ -1173,9 +1225,7 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
     case ROUTE_HEALTHZ:
         return send_text(c, 200, "application/json", "{\"status\":\"ok\"}", 15);
     case ROUTE_READYZ:
-        if (store_ping(s->store) != STORE_OK)
-            return fail(c, 503, "unavailable", NULL, "the job store is not reachable");
-        return send_text(c, 200, "application/json", "{\"status\":\"ready\"}", 18);
+        return readyz(s, c);
     case ROUTE_METRICS:
         if (!s->cfg.metrics_public && auth_operator(s, c, &ret) != 0)
             return ret;
@@ -1504,6 +1554,7 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->wake_mu, NULL);
     pthread_cond_init(&s->wake_cv, NULL);
     pthread_mutex_init(&s->events_mu, NULL);
+    pthread_mutex_init(&s->fault_mu, NULL);
 
     s->models_buf = strdup(cfg->models && *cfg->models ? cfg->models : "sd15");
     int nm = 0;
@@ -1619,5 +1670,6 @@ void server_stop(server_t *s)
     pthread_cond_destroy(&s->wake_cv);
     pthread_mutex_destroy(&s->wake_mu);
     pthread_mutex_destroy(&s->events_mu);
+    pthread_mutex_destroy(&s->fault_mu);
     free(s);
 }

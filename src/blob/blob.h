@@ -20,7 +20,7 @@ typedef struct upload_target {
 blob_t *blob_open(const char *url, const char *public_base, const char *server_url, char *err,
                   size_t errlen);
 void blob_close(blob_t *b);
-/* Stores data under key. 0 or -1. */
+/* Stores data under key. 0 or -1; on -1, errno is ENOSPC (or EDQUOT) when the store is full. */
 int blob_put(blob_t *b, const char *key, const void *data, size_t len);
 /* 1 if the key exists, 0 if not, -1 on error. */
 int blob_exists(blob_t *b, const char *key);

@@ -165,11 +165,13 @@ static int fs_put(blob_t *b, const char *key, const void *data, size_t len)
     tmp_made = 0;
     fsync_dir(dir);
     rc = 0;
-out:
+out:;
+    int saved = errno; /* ENOSPC tells the server the store is full */
     if (fd >= 0)
         close(fd);
     if (tmp_made)
         unlink(tmp);
+    errno = saved;
     return rc;
 }
 

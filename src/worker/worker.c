@@ -20,6 +20,10 @@
 #include "worker/lifecycle.h"
 #include "lib/log.h"
 
+/* After an upload refused for a full image store: the first wait before claiming again (doubles
+ * to 30 s while the store stays full). */
+#define FULL_BACKOFF_MS 1000
+
 enum cancel_reason { CANCEL_NONE = 0, CANCEL_RELEASE = 1, CANCEL_LOST = 2, CANCEL_CANCELED = 3 };
 
 /* Stop request: set from signal handlers and the IMDS watcher. */
@@ -234,6 +238,10 @@ static int upload(CURL *h, const worker_config_t *cfg, json_t *up, const char *l
             return 0;
         if (st == 409 || st == 404)
             return 1;
+        if (st == 507) { /* Insufficient Storage: the image store is full */
+            log_warn("event=upload_storage_full job=%s", id);
+            return 2;
+        }
         if ((st >= 400 && st < 500 && st != 429) || clock_mono_ms() >= end) {
             log_error("event=upload_failed job=%s status=%ld", id, st);
             return -1;
@@ -249,8 +257,9 @@ static const char *jstr(json_t *o, const char *key, const char *def)
     return v ? v : def;
 }
 
-/* Runs one claimed job to its end. */
-static void run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *claim)
+/* Runs one claimed job to its end. Returns 1 when the image store was full (the job was
+ * released: no failed attempt, no charge), else 0. */
+static int run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *claim)
 {
     json_t *job = json_object_get(claim, "job");
     running_t r;
@@ -283,7 +292,7 @@ static void run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *
              p.height, r.estimate_s);
     backend_result_t res = {0};
     char err[256] = "";
-    int rc = be->ops->generate(be, &p, &r.ctl, &res, err, sizeof err);
+    int rc = be->ops->generate(be, &p, &r.ctl, &res, err, sizeof err), full = 0;
     atomic_store(&r.generating, 0);
 
     if (rc == BACKEND_OK && atomic_load(&r.reason) == CANCEL_NONE) {
@@ -298,6 +307,10 @@ static void run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *
                 log_warn("event=complete_refused job=%s (lease lost or canceled)", r.id);
         } else if (up == 1) {
             log_warn("event=upload_refused job=%s (lease lost or canceled)", r.id);
+        } else if (up == 2) {
+            until_answered(h, cfg, r.id, r.lease, "release", NULL, 30000);
+            log_info("event=job_released job=%s reason=storage_full", r.id);
+            full = 1;
         } else {
             json_t *extra = json_pack("{s:s, s:b}", "error", "image upload failed", "retryable", 1);
             until_answered(h, cfg, r.id, r.lease, "fail", extra, 60000);
@@ -326,6 +339,21 @@ static void run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *
         pthread_join(mon, NULL);
     pthread_cond_destroy(&r.cv);
     pthread_mutex_destroy(&r.mu);
+    return full;
+}
+
+/* After a job released for a full image store, waits before claiming again (the next job would
+ * meet the same full store): 1 s, doubling to 30 s while it stays full; reset by any other end. */
+static void full_store_wait(int full, int64_t *backoff)
+{
+    if (!full) {
+        *backoff = FULL_BACKOFF_MS;
+        return;
+    }
+    log_warn("event=storage_full_backoff ms=%lld", (long long)*backoff);
+    for (int64_t t = 0; t < *backoff && !atomic_load(&stop_requested); t += 50)
+        clock_sleep_ms(50);
+    *backoff = *backoff * 2 > 30000 ? 30000 : *backoff * 2;
 }
 
 int worker_run(const worker_config_t *cfg)
@@ -387,7 +415,7 @@ int worker_run(const worker_config_t *cfg)
                            (json_int_t)cfg->claim_wait_ms);
     char *claim_body = json_dumps(cb, JSON_COMPACT);
     json_decref(cb);
-    int64_t backoff = 100;
+    int64_t backoff = 100, full_backoff = FULL_BACKOFF_MS;
     int jobs = 0, status = 0;
     while (!atomic_load(&stop_requested)) {
         if (cfg->max_jobs > 0 && jobs >= cfg->max_jobs)
@@ -427,12 +455,13 @@ int worker_run(const worker_config_t *cfg)
             report('B');
             pod_guard_set_busy(cfg->guard, 1);
             int64_t job_t0 = clock_mono_ms();
-            run_job(cfg, be, h, claim);
+            int full = run_job(cfg, be, h, claim);
             busy_ms += clock_mono_ms() - job_t0;
             lifecycle_report(life, "alive", busy_ms);
             pod_guard_set_busy(cfg->guard, 0); /* idle again (the next claim may mark it busy) */
             json_decref(claim);
             jobs++;
+            full_store_wait(full, &full_backoff);
             continue;
         }
         if (resp.status == 204) {
