@@ -764,6 +764,45 @@ class Tree:
         log(f"  celery: task {tid} on the rendered REDIS_URL completed")
 
 
+def apt_list(dockerfile, stage):
+    """The packages `apt-get install` names in the RUN of the stage (`FROM ... AS stage`)."""
+    text = open(dockerfile).read()
+    m = re.search(r"^FROM [^\n]* AS " + stage + r"\n(.*?)(?=^FROM |\Z)", text, re.S | re.M)
+    assert m, f"{dockerfile}: no stage {stage}"
+    run = re.search(r"apt-get install[^\n]*?((?:\\\n|[^\n])*?)&&", m.group(1))
+    assert run, f"{dockerfile}: stage {stage} installs nothing"
+    return set(re.findall(r"(?<![-\w])([a-z0-9][a-z0-9.+-]+)", run.group(1).replace("\\\n", " "))) - {
+        "y", "no-install-recommends"}
+
+
+def image_packages():
+    """The image (deploy/docker/Dockerfile) carries what the binary links: each NEEDED library's
+    Debian package is installed in the runtime stage, and its -dev (the unversioned .so) in the
+    build stage. (The boot test runs the binary built here; the image is built in CI elsewhere.)"""
+    df = os.path.join(ROOT, "deploy", "docker", "Dockerfile")
+    runtime, build = apt_list(df, "runtime"), apt_list(df, "build")
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                        subprocess.run(["readelf", "-d", BIN], capture_output=True, text=True).stdout)
+    libs = dict(re.findall(r"^\s*(\S+) => (\S+)", subprocess.run(["ldd", BIN], capture_output=True,
+                                                                   text=True).stdout, re.M))
+    problems = []
+    for lib in needed:
+        if re.match(r"lib(c|m|asan|ubsan|pthread|dl)\.so", lib):
+            continue  # libc6 is in every Debian image; the sanitizer runtimes are test builds'
+        path = os.path.realpath(libs.get(lib, ""))
+        owner = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True).stdout
+        pkg = owner.split(":")[0] if owner else None
+        if pkg not in runtime:
+            problems.append(f"{lib} ({pkg}) is not installed in the runtime stage")
+        dev = os.path.join(os.path.dirname(path), lib.split(".so")[0] + ".so")
+        owner = subprocess.run(["dpkg", "-S", dev], capture_output=True, text=True).stdout
+        devpkg = owner.split(":")[0] if owner else None
+        if devpkg not in build:
+            problems.append(f"{lib}: its -dev ({devpkg}) is not installed in the build stage")
+    assert not problems, "deploy/docker/Dockerfile: " + "; ".join(problems)
+    log(f"image: the runtime stage has the packages of all {len(needed)} libraries the binary links")
+
+
 def kube_api_tls(work):
     """A self-signed serving certificate for the API stand-in (IP SAN KUBE_IP); its ca.crt goes
     into the service-account directory, as the kubelet mounts it."""
@@ -799,6 +838,11 @@ def inside():
         os.chmod(os.path.join(sa, n), 0o644)
     kube = KubeAPI(tls, os.path.join(sa, "token"))
     failed = 0
+    try:
+        image_packages()
+    except Exception:
+        failed += 1
+        log(f"FAIL image:\n{traceback.format_exc()}")
     for t in trees():
         log(f"{t}:")
         tr = Tree(t, kube, sa)
