@@ -389,17 +389,15 @@ int worker_run(const worker_config_t *cfg)
         log_error("event=backend_error err=\"%s\"", err);
         return 1;
     }
-    lifecycle_t *life = lifecycle_new(cfg, wid);
-    lifecycle_report(life, "started", 0);
-    int64_t t0 = clock_mono_ms(), busy_ms = 0;
+    lifecycle_t *life = lifecycle_start(cfg, wid);
+    int64_t t0 = clock_mono_ms();
     if (be->ops->load(be, err, sizeof err) != BACKEND_OK) {
         log_error("event=model_load_failed err=\"%s\"", err);
-        lifecycle_report(life, "ended", 0);
-        lifecycle_free(life);
+        lifecycle_end(life);
         be->ops->destroy(be);
         return 2; /* the engine or its models are not there: a configuration error */
     }
-    lifecycle_report(life, "loaded", 0);
+    lifecycle_loaded(life);
     log_info("event=worker_ready worker=%s tier=%s backend=%s model_load_ms=%lld server=%s", wid,
              cfg->tier, cfg->backend.name, (long long)(clock_mono_ms() - t0), cfg->server_url);
 
@@ -454,10 +452,9 @@ int worker_run(const worker_config_t *cfg)
             }
             report('B');
             pod_guard_set_busy(cfg->guard, 1);
-            int64_t job_t0 = clock_mono_ms();
+            lifecycle_busy(life, 1);
             int full = run_job(cfg, be, h, claim);
-            busy_ms += clock_mono_ms() - job_t0;
-            lifecycle_report(life, "alive", busy_ms);
+            lifecycle_busy(life, 0);
             pod_guard_set_busy(cfg->guard, 0); /* idle again (the next claim may mark it busy) */
             json_decref(claim);
             jobs++;
@@ -502,8 +499,7 @@ int worker_run(const worker_config_t *cfg)
     free(bye_body);
     curl_easy_cleanup(h);
     imds_watch_stop(imds);
-    lifecycle_report(life, "ended", busy_ms);
-    lifecycle_free(life);
+    lifecycle_end(life);
     be->ops->destroy(be);
     log_info("event=worker_exit worker=%s jobs=%d", wid, jobs);
     return status;
