@@ -53,6 +53,8 @@ void route_parse(const char *method, const char *url, route_t *out)
             out->id = ROUTE_CREDITS;
         else if (strcmp(url, "/api/v1/queue") == 0 && get)
             out->id = ROUTE_QUEUE;
+        else if (strcmp(url, "/api/v1/events") == 0 && get)
+            out->id = ROUTE_EVENTS;
         else if (strcmp(url, "/api/v1/scaling/events") == 0 && get)
             out->id = ROUTE_SCALING_EVENTS;
         else if (strcmp(url, "/api/v1/cost") == 0 && get)

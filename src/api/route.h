@@ -21,6 +21,7 @@ typedef enum route_id {
     ROUTE_COST,          /* GET /api/v1/cost (operators) */
     ROUTE_JOB_GET,       /* id */
     ROUTE_JOB_CANCEL,    /* id */
+    ROUTE_EVENTS,        /* GET /api/v1/events (Server-Sent Events) */
     ROUTE_API_NOT_FOUND, /* under /api/: authenticate, then 404 */
     ROUTE_WORKER_CLAIM,  /* everything ROUTE_WORKER_* needs the worker token first */
     ROUTE_WORKER_BYE,

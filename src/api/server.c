@@ -25,13 +25,16 @@
 #include "lib/jwt.h"
 #include "lib/log.h"
 #include "api/connguard.h"
+#include "api/hub.h"
 #include "api/images.h"
 #include "api/metrics.h"
 #include "api/ratelimit.h"
 #include "api/cost.h"
 #include "api/route.h"
+#include "api/sse.h"
 #include "core/validate.h"
 #include "core/wire.h"
+#include "lib/config.h"
 
 #define IMAGE_MAX (64 * 1024 * 1024) /* cap on an uploaded PNG */
 #define INTERNAL_BODY_MAX (16 * 1024)
@@ -39,6 +42,8 @@
 #define LIST_LIMIT_DEFAULT 20
 #define LIST_LIMIT_MAX 100
 #define READY_FAULT_MS 10000 /* /readyz reports a store or image store fault this long */
+#define WAIT_MAX_MS 60000    /* GET /api/v1/generation/{id}?wait= */
+#define STREAMS_PER_USER 8   /* open GET /api/v1/events streams per user (429 beyond) */
 
 struct server {
     server_config_t cfg;
@@ -85,6 +90,7 @@ struct server {
     void *submit_arg;
     celery_bridge_t *celery; /* NULL without REDIS_URL */
     price_catalog_t prices;  /* GET /api/v1/cost */
+    hub_t *hub;              /* follows the event log (hub.h) */
 };
 
 /* Per-request state: the body, accumulated up to a cap. */
@@ -95,6 +101,7 @@ typedef struct req {
     size_t limit;
     int too_big;
     int64_t start_us;
+    int64_t wait_deadline; /* ?wait=: hub_now_ms() when it runs out; 0 before the first look */
 } req_t;
 
 /* ---------- helpers ---------- */
@@ -199,6 +206,7 @@ static void celery_work(void *arg)
 
 static void job_ended(server_t *s, const job_t *j)
 {
+    hub_kick(s->hub);
     if (s->celery && job_status_is_final(j->status))
         celery_bridge_job_ended(s->celery, j->id);
 }
@@ -213,6 +221,8 @@ static json_t *job_json(server_t *s, const job_t *j)
 
 void server_notify_work(server_t *s)
 {
+    if (s->hub)
+        hub_kick(s->hub); /* a job was created or went back to the queue: an event */
     pthread_mutex_lock(&s->wake_mu);
     s->wake_gen++;
     pthread_cond_broadcast(&s->wake_cv);
@@ -376,6 +386,19 @@ static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *r
 
 /* ---------- public API ---------- */
 
+static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end != '\0' || errno != 0 || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* The 402 of a create: the job's reservation against the user's balance as it is now. */
 static enum MHD_Result no_credits(server_t *s, struct MHD_Connection *c, const char *name,
                                   int64_t reserve)
@@ -485,22 +508,92 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
     return ret;
 }
 
-static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, const char *id)
+/* The ?wait= of GET /api/v1/generation/{id}: 0 without one, else ms (at most WAIT_MAX_MS);
+ * -1 when malformed. */
+static int64_t wait_param(struct MHD_Connection *c)
+{
+    const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
+    int64_t ms = 0;
+    if (!w)
+        return 0;
+    if (config_parse_duration(w, &ms) != 0 || ms < 0)
+        return -1;
+    return ms > WAIT_MAX_MS ? WAIT_MAX_MS : ms;
+}
+
+/* GET /api/v1/generation/{id}, with ?wait=DURATION answering when the job ends or the wait runs
+ * out (the job as it is then, 200 either way). The wait holds no thread when the daemon can
+ * suspend connections (hub.h): the handler runs again when an event comes or time is up. */
+static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, req_t *r, const char *id)
 {
     enum MHD_Result ret;
     user_t u;
     if (auth_user(s, c, &u, &ret) != 0)
         return ret;
+    int64_t wait_ms = wait_param(c);
+    if (wait_ms < 0)
+        return fail(c, 400, "invalid_argument", "wait",
+                    "wait must be a duration such as 30s or 500ms (at most 60s)");
+    if (!r->wait_deadline)
+        r->wait_deadline = hub_now_ms() + wait_ms;
     job_t j = {0};
-    int rc = store_job_get(s->store, id, &j);
-    if (rc == STORE_ERR)
-        return store_unavailable(s, c);
-    if (rc != STORE_OK || strcmp(j.user, u.name) != 0) {
+    for (;;) {
+        uint64_t gen = hub_gen(s->hub);
+        int rc = store_job_get(s->store, id, &j);
+        if (rc == STORE_ERR)
+            return store_unavailable(s, c);
+        if (rc != STORE_OK || strcmp(j.user, u.name) != 0) {
+            job_clear(&j);
+            return fail(c, 404, "not_found", NULL, "no such job for this user");
+        }
+        if (job_status_is_final(j.status) || hub_now_ms() >= r->wait_deadline ||
+            hub_stopping(s->hub))
+            break;
         job_clear(&j);
-        return fail(c, 404, "not_found", NULL, "no such job for this user");
+        if (hub_wait(s->hub, c, gen, r->wait_deadline) == HUB_PARKED)
+            return MHD_YES;
     }
     ret = send_json(c, 200, job_json(s, &j));
     job_clear(&j);
+    return ret;
+}
+
+/* GET /api/v1/events: the caller's job events as Server-Sent Events; an operator token
+ * ("role":"admin") sees every event, workers and scaling included. */
+static enum MHD_Result api_events(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    char sub[USER_NAME_MAX + 1], role[JWT_ROLE_MAX];
+    if (auth_token(s, c, sub, role, &ret) != 0)
+        return ret;
+    int admin = strcmp(role, JWT_ROLE_ADMIN) == 0;
+    if (!admin) {
+        user_t u;
+        if (auth_user(s, c, &u, &ret) != 0)
+            return ret;
+    }
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    if (!h)
+        h = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "last_event_id");
+    int64_t last = -1;
+    if (h && *h && parse_i64(h, 0, INT64_MAX, &last) != 0)
+        return fail(c, 400, "invalid_argument", "Last-Event-ID",
+                    "Last-Event-ID must be the id of an event this server sent");
+    char key[USER_NAME_MAX + 8];
+    snprintf(key, sizeof key, "%s%s", admin ? "admin:" : "", sub);
+    if (hub_stream_acquire(s->hub, key, STREAMS_PER_USER) != 0) {
+        api_error_t e;
+        api_error_set(&e, 429, "too_many_streams", NULL,
+                      "'%s' already has %d event streams open; close one first", sub,
+                      STREAMS_PER_USER);
+        return send_error(c, &e);
+    }
+    struct MHD_Response *resp = sse_response(s->hub, s->store, c, admin ? NULL : sub, key, last);
+    if (!resp)
+        return MHD_NO;
+    ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    atomic_fetch_add(&metrics.http_requests[2], 1);
     return ret;
 }
 
@@ -529,19 +622,6 @@ static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const c
     }
     job_clear(&j);
     return ret;
-}
-
-static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    if (!s || !*s)
-        return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (*end != '\0' || errno != 0 || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
 }
 
 static enum MHD_Result api_list(server_t *s, struct MHD_Connection *c)
@@ -669,6 +749,17 @@ void server_record_scaling_event(server_t *s, int64_t at_ms, const char *tier, i
     snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
     s->nevents++;
     pthread_mutex_unlock(&s->events_mu);
+    char ts[40];
+    clock_format_rfc3339(at_ms, ts, sizeof ts);
+    json_t *ev = json_pack("{s:s, s:s, s:i, s:i, s:s}", "at", ts, "tier", tier, "from", from, "to",
+                           to, "reason", reason ? reason : "");
+    char *data = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+    json_decref(ev);
+    if (!data || store_event_add(s->store, "scaling", NULL, data) != STORE_OK)
+        log_warn("event=scaling_event_not_logged err=\"%s\"",
+                 data ? store_last_error(s->store) : "out of memory");
+    free(data);
+    hub_kick(s->hub);
     log_info("event=scaling tier=%s from=%d to=%d reason=\"%s\"", tier, from, to,
              reason ? reason : "");
 }
@@ -850,25 +941,6 @@ static enum MHD_Result lease_error(struct MHD_Connection *c, int rc, server_t *s
     return store_unavailable(s, c);
 }
 
-/* 1 if the client of c has closed its end (checked without blocking). */
-static int client_gone(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return 0;
-    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0)
-        return 0;
-    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
-        return 1;
-    if (p.revents & POLLIN) {
-        char b;
-        return recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-    }
-    return 0;
-}
-
 static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
@@ -894,7 +966,7 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
         pthread_mutex_unlock(&s->wake_mu);
         /* A worker that gave up waiting (stopped, killed) must not be handed a job it will never
          * see: that job would sit leased until its lease expired, and lose an attempt. */
-        if (client_gone(c)) {
+        if (hub_client_gone(c)) {
             log_debug("event=claim_abandoned worker=%s", worker_id);
             return MHD_NO;
         }
@@ -942,6 +1014,7 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
     if (up.needs_lease && s->worker_url[0]) /* server-hosted upload: the workers' listener */
         snprintf(up.url, sizeof up.url, "%s/internal/v1/jobs/%s/image", s->worker_url, j.id);
     log_info("event=job_claimed job=%s worker=%s attempt=%d", j.id, worker_id, j.attempts);
+    hub_kick(s->hub);
     json_t *job = job_to_json(&j, NULL);
     json_t *resp = json_object();
     json_object_set_new(resp, "job", job);
@@ -977,6 +1050,8 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
             store_fault(s); /* heartbeats this slow may not have renewed other leases in time */
         if (rc != STORE_OK)
             return lease_error(c, rc, s);
+        if (w.steps > 0)
+            hub_kick(s->hub); /* a progress event */
         return send_json(c, 200, json_pack("{s:I}", "lease_ms", (json_int_t)s->cfg.lease_ms));
     }
     if (strcmp(op, "complete") == 0) {
@@ -1247,7 +1322,9 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
     case ROUTE_COST:
         return api_cost(s, c);
     case ROUTE_JOB_GET:
-        return api_get(s, c, rt.job_id);
+        return api_get(s, c, r, rt.job_id);
+    case ROUTE_EVENTS:
+        return api_events(s, c);
     case ROUTE_JOB_CANCEL:
         return api_cancel(s, c, rt.job_id);
     case ROUTE_API_NOT_FOUND:
@@ -1590,11 +1667,15 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
                  store_last_error(s->store));
         goto fail;
     }
+    s->hub = hub_start(s->store, err, errlen);
+    if (!s->hub)
+        goto fail;
     /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
     store_listen(s->store, store_work_cb, s);
 
     if (server_listen(s, cfg, err, errlen) != 0)
         goto fail;
+    hub_set_daemon(s->hub, s->mhd);
 
     s->blob = blob_open(cfg->storage_url, cfg->public_image_base_url, s->url, err, errlen);
     if (!s->blob)
@@ -1655,11 +1736,13 @@ void server_stop(server_t *s)
         return;
     atomic_store(&s->stopping, 1);
     server_notify_work(s);
+    hub_stop(s->hub); /* resumes every parked connection: MHD_stop_daemon needs them resumed */
     if (s->mhd)
         MHD_stop_daemon(s->mhd);
     if (s->wmhd)
         MHD_stop_daemon(s->wmhd);
     connguard_stop(s->guard);
+    hub_free(s->hub);
     if (s->reaper_started)
         pthread_join(s->reaper, NULL);
     celery_bridge_stop(s->celery);

@@ -2,6 +2,7 @@
 #include "store/store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 store_t *store_open(const char *url, char *err, size_t errlen)
@@ -178,4 +179,32 @@ int store_listen(store_t *s, void (*cb)(void *arg), void *arg)
     if (!s->ops->listen)
         return STORE_NOT_FOUND;
     return s->ops->listen(s, cb, arg);
+}
+
+void store_events_free(store_event_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i].data);
+    free(v);
+}
+
+int store_event_add(store_t *s, const char *kind, const char *user, const char *data)
+{
+    return s->ops->event_add(s, kind, user, data);
+}
+
+int store_events_read(store_t *s, int64_t after, int64_t upto, const char *user, int limit,
+                      store_event_t **out, size_t *n)
+{
+    return s->ops->events_read(s, after, upto, user, limit, out, n);
+}
+
+int store_events_last(store_t *s, int64_t *seq)
+{
+    return s->ops->events_last(s, seq);
+}
+
+int store_events_trim(store_t *s, int64_t keep_ms, int64_t keep_progress_ms)
+{
+    return s->ops->events_trim(s, keep_ms, keep_progress_ms);
 }

@@ -60,6 +60,22 @@ typedef struct store_job_counts {
     int64_t credits_charged;
 } store_job_counts_t;
 
+/* One entry of the durable event log (GET /api/v1/events). Rows are written by triggers in the
+ * same transaction as the change they describe: "job" when a job's status changes (and when it
+ * is created), "progress" when its step changes,
+ * "worker" when a worker appears, changes state or goes; "scaling" by store_event_add. seq comes
+ * from one durable sequence; user is "" for operator-only events (workers, scaling). */
+typedef struct store_event {
+    int64_t seq;
+    int64_t created_at;
+    char kind[16];
+    char user[USER_NAME_MAX + 1];
+    char *data; /* a JSON object, malloc'd */
+} store_event_t;
+
+/* Frees the data of n events and the array. */
+void store_events_free(store_event_t *v, size_t n);
+
 typedef struct store store_t;
 
 /* Opens "sqlite:///path" (or a bare path) or "postgresql://...". NULL on error, with a
@@ -194,6 +210,17 @@ typedef struct usage_row {
 } usage_row_t;
 /* Jobs completed in [since, until), grouped as above. *out is malloc'd (caller frees). */
 int store_usage(store_t *s, int64_t since, int64_t until, usage_row_t **out, size_t *n);
+/* Appends an operator-only event (user NULL) or a user's event; data is a JSON object. */
+int store_event_add(store_t *s, const char *kind, const char *user, const char *data);
+/* Events with after < seq <= upto, oldest first, at most limit; user NULL for every event, else
+ * only that user's. *out is malloc'd (store_events_free). */
+int store_events_read(store_t *s, int64_t after, int64_t upto, const char *user, int limit,
+                      store_event_t **out, size_t *n);
+/* The highest seq written so far (0 when none). */
+int store_events_last(store_t *s, int64_t *seq);
+/* Retention: deletes events older than keep_ms, and progress events older than
+ * keep_progress_ms (by the store's own clock). */
+int store_events_trim(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
 
 /* Implementation side: each backend fills a vtable. */
 struct store_ops {
@@ -236,6 +263,11 @@ struct store_ops {
     /* optional (NULL: unsupported) */
     int (*job_adopt)(store_t *s, const char *id, double credit_rate, int64_t now, job_t *out);
     int (*listen)(store_t *s, void (*cb)(void *arg), void *arg);
+    int (*event_add)(store_t *s, const char *kind, const char *user, const char *data);
+    int (*events_read)(store_t *s, int64_t after, int64_t upto, const char *user, int limit,
+                       store_event_t **out, size_t *n);
+    int (*events_last)(store_t *s, int64_t *seq);
+    int (*events_trim)(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
 };
 
 struct store {

@@ -50,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 #define ERR_MAX 512
 #define POOL_DEFAULT 8
 #define POOL_MAX 256
@@ -214,7 +214,59 @@ static const char schema_v3[] =
 static const char schema_v4[] = "ALTER TABLE generation_jobs ADD COLUMN progress_step INTEGER;"
                                 "ALTER TABLE generation_jobs ADD COLUMN progress_steps INTEGER;";
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4};
+/* Version 5: the durable event log of GET /api/v1/events (store.h, store_event_t), written by
+ * triggers in the transaction of the change (store_sqlite.c's version 6). A sequence value is
+ * taken before the transaction commits, so a reader can see seq N+1 before seq N commits: the
+ * server's event hub (api/hub.c) waits at such a gap before it passes it. */
+#define PG_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+/* clang-format off */
+static const char schema_v5[] =
+    "CREATE TABLE events ("
+    "  seq BIGSERIAL PRIMARY KEY,"
+    "  created_at BIGINT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  user_id TEXT,"
+    "  job_id TEXT,"
+    "  data TEXT NOT NULL);"
+    "CREATE INDEX events_user ON events(user_id, seq);"
+    "CREATE INDEX events_created ON events(created_at);"
+    "CREATE FUNCTION events_job() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  IF NEW.status = 'pending' THEN\n"
+    "    RETURN NULL;\n"
+    "  END IF;\n"
+    "  IF TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status THEN\n"
+    "    INSERT INTO events(created_at, kind, user_id, job_id, data) VALUES (" PG_NOW_MS ","
+    "      'job', NEW.user_id, NEW.id, json_build_object('id', NEW.id, 'status', NEW.status,"
+    "      'tier', NEW.tier, 'attempts', NEW.attempts,"
+    "      'error_message', NEW.error_message)::text);\n"
+    "  ELSIF NEW.status = 'in_progress' AND NEW.progress_step IS NOT NULL\n"
+    "     AND NEW.progress_step IS DISTINCT FROM OLD.progress_step THEN\n"
+    "    INSERT INTO events(created_at, kind, user_id, job_id, data) VALUES (" PG_NOW_MS ","
+    "      'progress', NEW.user_id, NEW.id, json_build_object('id', NEW.id, 'status',"
+    "      NEW.status, 'step', NEW.progress_step, 'steps', NEW.progress_steps)::text);\n"
+    "  END IF;\n"
+    "  RETURN NULL;\n"
+    "END $$;\n"
+    "CREATE TRIGGER events_job AFTER INSERT OR UPDATE OF status, progress_step"
+    "  ON generation_jobs FOR EACH ROW EXECUTE FUNCTION events_job();"
+    "CREATE FUNCTION events_worker() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  IF TG_OP = 'DELETE' THEN\n"
+    "    INSERT INTO events(created_at, kind, data) VALUES (" PG_NOW_MS ", 'worker',"
+    "      json_build_object('id', OLD.id, 'tier', OLD.tier, 'state', 'gone')::text);\n"
+    "  ELSIF TG_OP = 'INSERT' OR OLD.state IS DISTINCT FROM NEW.state THEN\n"
+    "    INSERT INTO events(created_at, kind, data) VALUES (" PG_NOW_MS ", 'worker',"
+    "      json_build_object('id', NEW.id, 'tier', NEW.tier, 'state', NEW.state)::text);\n"
+    "  END IF;\n"
+    "  RETURN NULL;\n"
+    "END $$;\n"
+    "CREATE TRIGGER events_worker AFTER INSERT OR DELETE OR UPDATE OF state ON workers"
+    "  FOR EACH ROW EXECUTE FUNCTION events_worker();";
+/* clang-format on */
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                                       schema_v5};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -2147,6 +2199,112 @@ static int pg_usage(store_t *base, int64_t since, int64_t until, usage_row_t **o
                    &p, sizeof **out, fill_usage, (void **)out, n);
 }
 
+/* ---- events (GET /api/v1/events) ---- */
+
+static int pg_event_add(store_t *base, const char *kind, const char *user, const char *data)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK) {
+        params_t p = {0};
+        p_text(&p, kind);
+        p_text(&p, user);
+        p_text(&p, data);
+        rc = exec(&op, "recording an event",
+                  "INSERT INTO events(created_at, kind, user_id, data) VALUES (" PG_NOW_MS
+                  ", $1, $2, $3)",
+                  &p);
+    }
+    return op_end(&op, rc);
+}
+
+static int pg_events_read(store_t *base, int64_t after, int64_t upto, const char *user, int limit,
+                          store_event_t **out, size_t *n)
+{
+    pg_store_t *s = pgs(base);
+    op_t op = {.slot = -1};
+    PGresult *r = NULL;
+    store_event_t *v = NULL;
+    int rows = 0, rc;
+    *out = NULL;
+    *n = 0;
+    rc = op_open(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    params_t p = {0};
+    p_i64(&p, after);
+    p_i64(&p, upto);
+    p_text(&p, user);
+    p_i64(&p, limit);
+    r = q(&op, "reading events",
+          "SELECT seq, created_at, kind, user_id, data FROM events WHERE seq > $1 AND seq <= $2"
+          " AND ($3::text IS NULL OR user_id = $3) ORDER BY seq LIMIT $4",
+          &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    rows = PQntuples(r);
+    if (rows > 0 && !(v = calloc((size_t)rows, sizeof *v))) {
+        rc = fail_msg("postgresql: out of memory reading events");
+        goto out;
+    }
+    for (int i = 0; i < rows; i++) {
+        store_event_t *e = &v[i];
+        e->seq = get_i64(r, i, 0, 0);
+        e->created_at = get_i64(r, i, 1, 0);
+        get_copy(r, i, 2, e->kind, sizeof e->kind);
+        get_copy(r, i, 3, e->user, sizeof e->user);
+        if (!(e->data = strdup(get_s(r, i, 4) ? get_s(r, i, 4) : "{}"))) {
+            rc = fail_msg("postgresql: out of memory reading events");
+            goto out;
+        }
+    }
+    *out = v;
+    *n = (size_t)rows;
+    v = NULL;
+out:
+    store_events_free(v, (size_t)rows);
+    PQclear(r);
+    return op_end(&op, rc);
+}
+
+static int pg_events_last(store_t *base, int64_t *seq)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    *seq = 0;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK) {
+        PGresult *r =
+            q(&op, "reading the event sequence", "SELECT COALESCE(MAX(seq), 0) FROM events", NULL);
+        if (r)
+            *seq = get_i64(r, 0, 0, 0);
+        else
+            rc = STORE_ERR;
+        PQclear(r);
+    }
+    return op_end(&op, rc);
+}
+
+static int pg_events_trim(store_t *base, int64_t keep_ms, int64_t keep_progress_ms)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK) {
+        params_t p = {0};
+        p_i64(&p, keep_ms);
+        p_i64(&p, keep_progress_ms);
+        rc = exec(&op, "trimming events",
+                  "DELETE FROM events WHERE created_at < " PG_NOW_MS " - $1::bigint"
+                  " OR (kind = 'progress' AND created_at < " PG_NOW_MS " - $2::bigint)",
+                  &p);
+    }
+    return op_end(&op, rc);
+}
+
 static const struct store_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -2177,6 +2335,10 @@ static const struct store_ops pg_ops = {
     .job_counts = pg_job_counts,
     .job_adopt = pg_job_adopt,
     .listen = pg_listen,
+    .event_add = pg_event_add,
+    .events_read = pg_events_read,
+    .events_last = pg_events_last,
+    .events_trim = pg_events_trim,
 };
 
 #else /* !PINGVAS_HAVE_PQ */

@@ -46,7 +46,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 #define ERR_MAX 512
 
 static _Thread_local char tl_err[ERR_MAX];
@@ -260,9 +260,49 @@ static const char schema_v4[] =
 static const char schema_v5[] = "ALTER TABLE generation_jobs ADD COLUMN progress_step INTEGER;"
                                 "ALTER TABLE generation_jobs ADD COLUMN progress_steps INTEGER;";
 
+/* Version 6: the durable event log of GET /api/v1/events (store.h, store_event_t), written by
+ * triggers in the transaction of the change. AUTOINCREMENT: a seq is never reused, even after
+ * retention deleted the newest rows. */
+#define EVENTS_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+#define EVENTS_INSERT "INSERT INTO events(created_at, kind, user_id, job_id, data) VALUES ("
+/* clang-format off */
+static const char schema_v6[] =
+    "CREATE TABLE events ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  created_at INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  user_id TEXT,"
+    "  job_id TEXT,"
+    "  data TEXT NOT NULL);"
+    "CREATE INDEX events_user ON events(user_id, seq);"
+    "CREATE INDEX events_created ON events(created_at);"
+    "CREATE TRIGGER events_job_ai AFTER INSERT ON generation_jobs"
+    "  WHEN NEW.status <> 'pending' BEGIN " EVENTS_INSERT EVENTS_NOW_MS ", 'job', NEW.user_id,"
+    "  NEW.id, json_object('id', NEW.id, 'status', NEW.status, 'tier', NEW.tier, 'attempts',"
+    "  NEW.attempts, 'error_message', NEW.error_message)); END;"
+    "CREATE TRIGGER events_job_au AFTER UPDATE OF status ON generation_jobs"
+    "  WHEN OLD.status IS NOT NEW.status AND NEW.status <> 'pending' BEGIN " EVENTS_INSERT
+    EVENTS_NOW_MS ", 'job', NEW.user_id, NEW.id, json_object('id', NEW.id, 'status', NEW.status,"
+    "  'tier', NEW.tier, 'attempts', NEW.attempts, 'error_message', NEW.error_message)); END;"
+    "CREATE TRIGGER events_progress AFTER UPDATE OF progress_step ON generation_jobs"
+    "  WHEN NEW.status = 'in_progress' AND NEW.progress_step IS NOT NULL"
+    "  AND NEW.progress_step IS NOT OLD.progress_step BEGIN " EVENTS_INSERT EVENTS_NOW_MS ","
+    "  'progress', NEW.user_id, NEW.id, json_object('id', NEW.id, 'status', NEW.status, 'step',"
+    "  NEW.progress_step, 'steps', NEW.progress_steps)); END;"
+    "CREATE TRIGGER events_worker_ai AFTER INSERT ON workers BEGIN " EVENTS_INSERT EVENTS_NOW_MS
+    ", 'worker', NULL, NULL, json_object('id', NEW.id, 'tier', NEW.tier, 'state', NEW.state));"
+    "  END;"
+    "CREATE TRIGGER events_worker_au AFTER UPDATE OF state ON workers"
+    "  WHEN OLD.state IS NOT NEW.state BEGIN " EVENTS_INSERT EVENTS_NOW_MS ", 'worker', NULL,"
+    "  NULL, json_object('id', NEW.id, 'tier', NEW.tier, 'state', NEW.state)); END;"
+    "CREATE TRIGGER events_worker_ad AFTER DELETE ON workers BEGIN " EVENTS_INSERT EVENTS_NOW_MS
+    ", 'worker', NULL, NULL, json_object('id', OLD.id, 'tier', OLD.tier, 'state', 'gone'));"
+    "  END;";
+/* clang-format on */
+
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                                       schema_v5};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
+                                                       schema_v4, schema_v5, schema_v6};
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -2053,6 +2093,138 @@ static int sqlite_usage(store_t *base, int64_t since, int64_t until, usage_row_t
                        (void **)out, n);
 }
 
+/* ---- events (GET /api/v1/events) ---- */
+
+/* Prepares sql for one call; NULL with the message set. */
+static sqlite3_stmt *prepare_once(sqlite_store_t *s, const char *sql, const char *what)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        fail_db(s, what);
+        sqlite3_finalize(stmt);
+        return NULL;
+    }
+    return stmt;
+}
+
+static int sqlite_event_add(store_t *base, const char *kind, const char *user, const char *data)
+{
+    sqlite_store_t *s = sq(base);
+    lock(s);
+    int rc = begin(s);
+    sqlite3_stmt *stmt = NULL;
+    if (rc == STORE_OK &&
+        !(stmt = prepare_once(
+              s,
+              "INSERT INTO events(created_at, kind, user_id, data) VALUES (" EVENTS_NOW_MS
+              ", ?1, ?2, ?3)",
+              "recording an event")))
+        rc = STORE_ERR;
+    if (rc == STORE_OK) {
+        bind_text(stmt, 1, kind);
+        bind_text(stmt, 2, user);
+        bind_text(stmt, 3, data);
+        rc = run(s, stmt, "recording an event");
+    }
+    sqlite3_finalize(stmt);
+    return finish(s, rc);
+}
+
+/* Appends the current row of an events query (seq, created_at, kind, user_id, data) to *v. */
+static int event_row(sqlite3_stmt *stmt, store_event_t *e)
+{
+    e->seq = sqlite3_column_int64(stmt, 0);
+    e->created_at = sqlite3_column_int64(stmt, 1);
+    col_copy(stmt, 2, e->kind, sizeof e->kind);
+    col_copy(stmt, 3, e->user, sizeof e->user);
+    e->data = col_strdup(stmt, 4);
+    return e->data ? STORE_OK : fail_msg("sqlite: out of memory reading events");
+}
+
+static int sqlite_events_read(store_t *base, int64_t after, int64_t upto, const char *user,
+                              int limit, store_event_t **out, size_t *n)
+{
+    sqlite_store_t *s = sq(base);
+    store_event_t *v = NULL;
+    size_t count = 0;
+    int rc = STORE_OK;
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0)
+        return STORE_OK;
+    if (!(v = calloc((size_t)limit, sizeof *v)))
+        return fail_msg("sqlite: out of memory reading events");
+    lock(s);
+    sqlite3_stmt *stmt = prepare_once(
+        s,
+        "SELECT seq, created_at, kind, user_id, data FROM events WHERE seq > ?1 AND seq <= ?2"
+        " AND (?3 IS NULL OR user_id = ?3) ORDER BY seq LIMIT ?4",
+        "reading events");
+    if (!stmt)
+        rc = STORE_ERR;
+    if (stmt) {
+        sqlite3_bind_int64(stmt, 1, after);
+        sqlite3_bind_int64(stmt, 2, upto);
+        bind_text(stmt, 3, user);
+        sqlite3_bind_int(stmt, 4, limit);
+    }
+    while (rc == STORE_OK && count < (size_t)limit) {
+        int r = step_row(s, stmt, "reading events");
+        if (r <= 0) {
+            rc = r < 0 ? STORE_ERR : STORE_OK;
+            break;
+        }
+        rc = event_row(stmt, &v[count]);
+        count += rc == STORE_OK;
+    }
+    sqlite3_finalize(stmt);
+    rc = finish(s, rc);
+    if (rc != STORE_OK) {
+        store_events_free(v, count);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return STORE_OK;
+}
+
+static int sqlite_events_last(store_t *base, int64_t *seq)
+{
+    sqlite_store_t *s = sq(base);
+    *seq = 0;
+    lock(s);
+    /* sqlite_sequence keeps the highest seq ever given, even when retention deleted it */
+    sqlite3_stmt *stmt = prepare_once(
+        s, "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+        "reading the event sequence");
+    int rc = stmt ? step_row(s, stmt, "reading the event sequence") : STORE_ERR;
+    if (rc == 1)
+        *seq = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return finish(s, rc < 0 ? STORE_ERR : STORE_OK);
+}
+
+static int sqlite_events_trim(store_t *base, int64_t keep_ms, int64_t keep_progress_ms)
+{
+    sqlite_store_t *s = sq(base);
+    lock(s);
+    int rc = begin(s);
+    sqlite3_stmt *stmt = NULL;
+    if (rc == STORE_OK &&
+        !(stmt = prepare_once(s,
+                              "DELETE FROM events WHERE created_at < " EVENTS_NOW_MS " - ?1"
+                              " OR (kind = 'progress' AND created_at < " EVENTS_NOW_MS " - ?2)",
+                              "trimming events")))
+        rc = STORE_ERR;
+    if (rc == STORE_OK) {
+        sqlite3_bind_int64(stmt, 1, keep_ms);
+        sqlite3_bind_int64(stmt, 2, keep_progress_ms);
+        rc = run(s, stmt, "trimming events");
+    }
+    sqlite3_finalize(stmt);
+    return finish(s, rc);
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -2082,4 +2254,8 @@ static const struct store_ops sqlite_ops = {
     .queue_stats = sqlite_queue_stats,
     .job_counts = sqlite_job_counts,
     .job_adopt = sqlite_job_adopt,
+    .event_add = sqlite_event_add,
+    .events_read = sqlite_events_read,
+    .events_last = sqlite_events_last,
+    .events_trim = sqlite_events_trim,
 };

@@ -1104,6 +1104,77 @@ static void test_workers_and_stats(void)
     close_fresh(s);
 }
 
+/* The event log: triggers write a "job" event per status change and a "worker" event per
+ * worker change, in the same transaction; reads filter by user; seq only grows. */
+static void test_event_log(void)
+{
+    store_t *s = open_fresh();
+    char id[JOB_ID_SIZE];
+    job_t j;
+    store_event_t *v = NULL;
+    size_t n = 0;
+    int64_t last = -1;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_events_last(s, &last), STORE_OK);
+    CHECK_INT(last, 0);
+    CHECK_INT(store_user_add(s, "ev", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "other", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(create(s, "ev", 1, T0, id), STORE_OK);
+    CHECK_INT(create(s, "other", 1, T0, NULL), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0, &j), STORE_OK);
+    CHECK_INT(store_job_heartbeat(s, j.id, j.lease_id, LEASE, T0 + 1), STORE_OK); /* no event */
+    CHECK_INT(store_job_complete(s, j.id, j.lease_id, 1.0, "k.png", 1.0, T0 + 2, NULL), STORE_OK);
+    job_clear(&j);
+    CHECK_INT(store_event_add(s, "scaling", NULL, "{\"to\":2}"), STORE_OK);
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, "ev", 100, &v, &n), STORE_OK);
+    CHECK_INT(n, 3); /* queued, in_progress, completed: the claim took ev's job first */
+    for (size_t i = 0; i < n; i++) {
+        CHECK_STR(v[i].kind, "job");
+        CHECK_STR(v[i].user, "ev");
+        CHECK(strstr(v[i].data, id) != NULL);
+        CHECK(i == 0 || v[i].seq > v[i - 1].seq);
+    }
+    if (n == 3)
+        CHECK(strstr(v[2].data, "\"status\":\"completed\"") != NULL);
+    store_events_free(v, n);
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, NULL, 100, &v, &n), STORE_OK);
+    CHECK_INT(n, 6); /* two creates, the claim, worker w1 appearing busy, the completion, scaling */
+    int workers = 0, scaling = 0;
+    for (size_t i = 0; i < n; i++) {
+        workers += strcmp(v[i].kind, "worker") == 0 && v[i].user[0] == '\0';
+        scaling += strcmp(v[i].kind, "scaling") == 0;
+    }
+    CHECK_INT(workers, 1);
+    CHECK_INT(scaling, 1);
+    CHECK_INT(store_events_last(s, &last), STORE_OK);
+    CHECK_INT(last, n ? v[n - 1].seq : -1);
+    int64_t mid = n > 2 ? v[2].seq : 0;
+    store_events_free(v, n);
+    CHECK_INT(store_events_read(s, mid, mid + 1, NULL, 100, &v, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    store_events_free(v, n);
+    /* retention: nothing is older than a day; everything is older than -1 ms */
+    CHECK_INT(store_events_trim(s, 86400000, 300000), STORE_OK);
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, NULL, 100, &v, &n), STORE_OK);
+    CHECK_INT(n, 6);
+    store_events_free(v, n);
+    CHECK_INT(store_events_trim(s, -1000, -1000), STORE_OK);
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, NULL, 100, &v, &n), STORE_OK);
+    CHECK_INT(n, 0);
+    store_events_free(v, n);
+    CHECK_INT(store_worker_gone(s, "w1"), STORE_OK); /* a new event keeps growing the seq */
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, NULL, 100, &v, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    if (n == 1) {
+        CHECK(v[0].seq > last);
+        CHECK(strstr(v[0].data, "\"gone\"") != NULL);
+    }
+    store_events_free(v, n);
+    close_fresh(s);
+}
+
 /* Not an assertion (DESIGN 9: speed lives in bench/): prints rough rates for the record. */
 static void test_throughput_report(void)
 {
@@ -1166,5 +1237,6 @@ static void test_throughput_report(void)
     X(test_concurrent_claims)                                                                      \
     X(test_concurrent_creates)                                                                     \
     X(test_workers_and_stats)                                                                      \
+    X(test_event_log)                                                                              \
     X(test_throughput_report)
 #include "t_main.h"
