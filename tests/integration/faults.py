@@ -193,9 +193,9 @@ class Proxy:
     - drop_up(pattern): a client chunk containing pattern (bytes) is swallowed, and that
       connection forwards nothing more from its client: the server never hears the request,
       the client waits for an answer that does not come (one-way loss);
-    - loss: the probability that a connection is cut at a random point of its life, before or
-      after its request reached the target (the answer then is lost).
-    counts: connections, cuts, drops, losses."""
+    - loss: the probability that a client chunk (a request) is lost with its connection: half
+      the time before it reaches the target, half the time after (its answer is then lost).
+    counts: connections, cuts, drops, requests_lost, answers_lost."""
 
     def __init__(self, target, seed=0, delay_ms=0, jitter_ms=0, up_only=False, loss=0.0):
         self.target = target
@@ -273,10 +273,7 @@ class Proxy:
                 continue
             u.settimeout(None)
             self.counts["connections"] += 1
-            # A lost connection dies after a random number of forwarded chunks (0: before the
-            # request reaches the target; 1: after the request, before the answer).
-            doom = self.rng.choice([0, 1, 1, 2]) if self.rng.random() < self.loss else None
-            state = {"chunks": 0, "doom": doom, "dropping": False}
+            state = {"dropping": False, "lose_answer": False}
             with self.lock:
                 self.conns.add((c, u))
             threading.Thread(target=self._pump, args=(c, u, True, state), daemon=True).start()
@@ -296,14 +293,20 @@ class Proxy:
                         self.counts["drops"] += 1
                 if state["dropping"] and up:
                     continue  # swallowed: the target never hears this client again
-                if state["doom"] is not None and state["chunks"] >= state["doom"]:
-                    self.counts["losses"] += 1
-                    break
+                if not up and state["lose_answer"]:
+                    self.counts["answers_lost"] += 1
+                    break  # the request took effect; its answer is lost with the connection
+                if up:
+                    self.counts["requests"] += 1
+                if up and self.loss and self.rng.random() < self.loss:
+                    if self.rng.random() < 0.5:
+                        self.counts["requests_lost"] += 1
+                        break  # the server never hears it
+                    state["lose_answer"] = True
                 d = self.delay_ms + (self.rng.uniform(0, self.jitter_ms) if self.jitter_ms else 0)
                 if d and (up or not self.up_only):
                     time.sleep(d / 1000.0)
                 dst.sendall(data)
-                state["chunks"] += 1
         except OSError:
             pass
         self._reset(src, dst)
