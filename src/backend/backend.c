@@ -140,16 +140,15 @@ void backend_error_detail(const httpc_resp_t *r, char *buf, size_t buflen)
     json_t *o = json_loadb(r->body, r->len, 0, NULL);
     if (json_is_object(o)) {
         static const char *const keys[] = {"detail", "error", "message", "errors"};
-        for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !buf[0]; i++) {
+        for (size_t i = 0, used = 0; i < sizeof keys / sizeof keys[0] && used + 1 < n; i++) {
             json_t *v = json_object_get(o, keys[i]);
-            if (json_is_string(v)) {
-                snprintf(buf, n, "%s", json_string_value(v));
-            } else if (v && !json_is_null(v)) {
-                char *d = json_dumps(v, JSON_COMPACT);
-                if (d)
-                    snprintf(buf, n, "%s", d);
-                free(d);
-            }
+            char *d =
+                json_is_string(v) || !v || json_is_null(v) ? NULL : json_dumps(v, JSON_COMPACT);
+            const char *text = json_is_string(v) ? json_string_value(v) : d;
+            if (text && *text) /* all of them: sd-server says {"error":"server_error","message"} */
+                snprintf(buf + used, n - used, "%s%s", used ? ": " : "", text);
+            used = strlen(buf);
+            free(d);
         }
     }
     json_decref(o);

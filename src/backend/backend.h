@@ -63,8 +63,8 @@ int backend_request(void *h, const char *base, const char *method, const char *p
                     httpc_resp_t *out);
 
 #define BACKEND_DETAIL_MAX 200
-/* Writes an engine's own error text ("detail", "error", "message" or "errors" of a JSON body,
- * else the start of the body) into buf, at most BACKEND_DETAIL_MAX bytes, on one line; "" when
+/* Writes an engine's own error text (the "detail", "error", "message" and "errors" of a JSON
+ * body that it has, joined by ": ", else the start of the body) into buf, at most BACKEND_DETAIL_MAX bytes, on one line; "" when
  * there is none. */
 void backend_error_detail(const httpc_resp_t *r, char *buf, size_t buflen);
 

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "lib/b64.h"
 #include "lib/httpc.h"
 #include "lib/clock.h"
+#include "lib/log.h"
 
 #define A1_URL_MAX BACKEND_URL_MAX
 #define A1_MAX_MODELS 256
@@ -23,7 +25,7 @@
 #define A1_PNG_MAX (64u * 1024u * 1024u)                      /* decoded image cap */
 #define A1_RESP_MAX ((size_t)A1_PNG_MAX / 3 * 4 + (1u << 20)) /* base64 of the cap + JSON */
 #define A1_SMALL_RESP_MAX (4u * 1024u * 1024u)                /* sd-models, errors, interrupt */
-#define A1_GENERATE_TIMEOUT_MS (30L * 60L * 1000L)            /* one txt2img request */
+#define A1_PROGRESS_MS 250 /* how often /sdapi/v1/progress is read while a txt2img runs */
 
 typedef struct a1111_model {
     char title[A1_NAME_MAX];
@@ -38,7 +40,20 @@ typedef struct a1111 {
     a1111_model_t *models;
     int nmodels;
     backend_rate_t rate; /* completed jobs, for estimate_seconds */
+    int has_progress;    /* GET /sdapi/v1/progress answered at load (sd-server has none) */
+    int64_t hang_grace_ms;
 } a1111_t;
+
+/* Reads /sdapi/v1/progress on its own connection while a txt2img runs. */
+typedef struct poller {
+    a1111_t *a;
+    backend_ctl_t *ctl;
+    int steps; /* the job's steps, for servers that give only a fraction */
+    pthread_t th;
+    int started, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} poller_t;
 
 static int a1_request(a1111_t *a, const char *method, const char *path, const char *body,
                       long timeout_ms, size_t cap, atomic_int *cancel, httpc_resp_t *out)
@@ -135,6 +150,14 @@ static int a1_load(backend_t *b, char *err, size_t errlen)
     backend_get_patient(a->h, a->url, "/sdapi/v1/sd-models", A1_SMALL_RESP_MAX, &r);
     if (r.status == 200 && parse_models(a, &r) == 0) {
         httpc_resp_free(&r);
+        a1_request(a, "GET", "/sdapi/v1/progress?skip_current_image=true", NULL, 10000L,
+                   A1_SMALL_RESP_MAX, NULL, &r);
+        a->has_progress = r.status == 200;
+        if (!a->has_progress)
+            log_info("event=a1111_no_progress url=%s status=%ld msg=\"GET /sdapi/v1/progress is "
+                     "not served (sd-server): jobs report no progress\"",
+                     a->url, r.status);
+        httpc_resp_free(&r);
         a->loaded = 1;
         return BACKEND_OK;
     }
@@ -182,11 +205,128 @@ static char *txt2img_body(const a1111_t *a, const job_params_t *p)
     return s;
 }
 
+/* Records the server's progress: state.sampling_step of state.sampling_steps while a job runs
+ * (AUTOMATIC1111, Forge, SD.Next), else the "progress" fraction of the job's steps. */
+static void progress_from(poller_t *pl, const httpc_resp_t *r)
+{
+    json_t *o = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+    json_t *st = json_object_get(o, "state");
+    json_t *step = json_object_get(st, "sampling_step"),
+           *steps = json_object_get(st, "sampling_steps");
+    json_t *jobs = json_object_get(st, "job_count"), *frac = json_object_get(o, "progress");
+    int running = !json_is_integer(jobs) || json_integer_value(jobs) > 0;
+    if (running && json_is_integer(step) && json_is_integer(steps) && json_integer_value(steps) > 0)
+        backend_progress(pl->ctl, (int)json_integer_value(step), (int)json_integer_value(steps));
+    else if (running && json_is_number(frac) && json_number_value(frac) > 0)
+        backend_progress(pl->ctl, (int)(json_number_value(frac) * pl->steps), pl->steps);
+    json_decref(o);
+}
+
+static void *poll_main(void *arg)
+{
+    poller_t *pl = arg;
+    CURL *h = curl_easy_init();
+    pthread_mutex_lock(&pl->mu);
+    while (!pl->stop && h) {
+        pthread_mutex_unlock(&pl->mu);
+        httpc_resp_t r;
+        backend_request(h, pl->a->url, "GET", "/sdapi/v1/progress?skip_current_image=true", NULL,
+                        5000L, A1_SMALL_RESP_MAX, NULL, &r);
+        if (r.status == 200)
+            progress_from(pl, &r);
+        httpc_resp_free(&r);
+        pthread_mutex_lock(&pl->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += A1_PROGRESS_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        if (!pl->stop)
+            pthread_cond_timedwait(&pl->cv, &pl->mu, &ts);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    if (h)
+        curl_easy_cleanup(h);
+    return NULL;
+}
+
+static void poller_stop(poller_t *pl)
+{
+    if (!pl->started)
+        return;
+    pthread_mutex_lock(&pl->mu);
+    pl->stop = 1;
+    pthread_cond_signal(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+    pthread_join(pl->th, NULL);
+    pthread_cond_destroy(&pl->cv);
+    pthread_mutex_destroy(&pl->mu);
+}
+
+/* POSTs txt2img with the job's hang deadline as its timeout, reading progress meanwhile.
+ * Returns BACKEND_OK with *r the answer (any status; the caller frees it), BACKEND_CANCELED, or
+ * BACKEND_ERR with err set (no answer, or none in time: the server is then interrupted). */
+static int run_txt2img(a1111_t *a, const job_params_t *p, backend_ctl_t *ctl, httpc_resp_t *r,
+                       double *seconds, char *err, size_t errlen)
+{
+    char *body = txt2img_body(a, p);
+    if (!body) {
+        snprintf(err, errlen, "a1111 backend: out of memory");
+        return BACKEND_ERR;
+    }
+    poller_t pl = {.a = a, .ctl = ctl, .steps = p->steps};
+    if (a->has_progress) {
+        pthread_mutex_init(&pl.mu, NULL);
+        pthread_cond_init(&pl.cv, NULL);
+        pl.started = pthread_create(&pl.th, NULL, poll_main, &pl) == 0;
+    }
+    int64_t limit = backend_hang_deadline_ms(backend_rate_estimate(&a->rate, p), a->hang_grace_ms);
+    int64_t t0 = clock_mono_ms();
+    a1_request(a, "POST", "/sdapi/v1/txt2img", body, (long)limit, A1_RESP_MAX, &ctl->cancel, r);
+    *seconds = (double)(clock_mono_ms() - t0) / 1000.0;
+    poller_stop(&pl);
+    free(body);
+    int step = 0, steps = 0;
+    backend_progress_get(ctl, &step, &steps);
+    if (atomic_load(&ctl->cancel) || (r->status == 0 && *seconds * 1000.0 >= (double)limit))
+        a1_interrupt(a);
+    if (atomic_load(&ctl->cancel))
+        return BACKEND_CANCELED;
+    if (r->status == 0 && *seconds * 1000.0 >= (double)limit)
+        snprintf(err, errlen,
+                 "a1111 backend: the server did not answer txt2img within %.0f s (hung at step "
+                 "%d/%d; deadline 4 x the estimate + grace); interrupted",
+                 (double)limit / 1000.0, step, steps);
+    else if (r->status == 0)
+        snprintf(err, errlen, "a1111 backend: POST %s/sdapi/v1/txt2img failed: %s", a->url,
+                 r->error);
+    return r->status == 0 ? BACKEND_ERR : BACKEND_OK;
+}
+
+/* The PNG of a 200 txt2img answer: the first entry of "images". NULL with err set. */
+static unsigned char *answer_png(const httpc_resp_t *r, size_t *len, char *err, size_t errlen)
+{
+    json_t *doc = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+    json_t *first = json_array_get(json_object_get(doc, "images"), 0);
+    unsigned char *png = NULL;
+    if (!json_is_string(first))
+        snprintf(err, errlen, "a1111 backend: txt2img answer has no image");
+    else
+        png = image_decode(json_string_value(first), json_string_length(first), A1_PNG_MAX, len,
+                           err, errlen);
+    if (png && !backend_is_png(png, *len)) {
+        snprintf(err, errlen, "a1111 backend: the server's image is not a PNG");
+        free(png);
+        png = NULL;
+    }
+    json_decref(doc);
+    return png;
+}
+
 static int a1_generate(backend_t *b, const job_params_t *p, backend_ctl_t *ctl,
                        backend_result_t *out, char *err, size_t errlen)
 {
     a1111_t *a = (a1111_t *)b;
-    atomic_int *cancel = &ctl->cancel;
     memset(out, 0, sizeof *out);
     if (!a->loaded) {
         snprintf(err, errlen, "a1111 backend: generate called before load");
@@ -196,63 +336,27 @@ static int a1_generate(backend_t *b, const job_params_t *p, backend_ctl_t *ctl,
         snprintf(err, errlen, "a1111 backend: invalid job parameters");
         return BACKEND_ERR;
     }
-    if (cancel && atomic_load(cancel))
+    if (atomic_load(&ctl->cancel))
         return BACKEND_CANCELED;
-    char *body = txt2img_body(a, p);
-    if (!body) {
-        snprintf(err, errlen, "a1111 backend: out of memory");
-        return BACKEND_ERR;
-    }
-    int rc = BACKEND_ERR;
-    json_t *doc = NULL;
-    unsigned char *png = NULL;
-    int64_t t0 = clock_mono_ms();
     httpc_resp_t r;
-    a1_request(a, "POST", "/sdapi/v1/txt2img", body, A1_GENERATE_TIMEOUT_MS, A1_RESP_MAX, cancel,
-               &r);
-    double seconds = (double)(clock_mono_ms() - t0) / 1000.0;
-    free(body);
-    if (cancel && atomic_load(cancel)) {
-        a1_interrupt(a);
-        rc = BACKEND_CANCELED;
-        goto out;
-    }
-    if (r.status == 0) {
-        snprintf(err, errlen, "a1111 backend: POST %s/sdapi/v1/txt2img failed: %s", a->url,
-                 r.error);
-        goto out;
-    }
-    if (r.status != 200) {
+    double seconds = 0;
+    int rc = run_txt2img(a, p, ctl, &r, &seconds, err, errlen);
+    if (rc == BACKEND_OK && r.status != 200) {
         char detail[BACKEND_DETAIL_MAX + 1];
         backend_error_detail(&r, detail, sizeof detail);
         snprintf(err, errlen, "a1111 backend: txt2img answered HTTP %ld%s%s", r.status,
                  detail[0] ? ": " : "", detail);
-        goto out;
+        rc = BACKEND_ERR;
     }
-    doc = json_loadb(r.body ? r.body : "", r.len, 0, NULL);
-    json_t *first = json_array_get(json_object_get(doc, "images"), 0);
-    if (!json_is_string(first)) {
-        snprintf(err, errlen, "a1111 backend: txt2img answer has no image");
-        goto out;
+    if (rc == BACKEND_OK) {
+        out->png = answer_png(&r, &out->png_len, err, errlen);
+        rc = out->png ? BACKEND_OK : BACKEND_ERR;
     }
-    size_t len = 0;
-    png = image_decode(json_string_value(first), json_string_length(first), A1_PNG_MAX, &len, err,
-                       errlen);
-    if (!png)
-        goto out;
-    if (!backend_is_png(png, len)) {
-        snprintf(err, errlen, "a1111 backend: the server's image is not a PNG");
-        goto out;
+    if (rc == BACKEND_OK) {
+        out->gpu_seconds = seconds;
+        backend_rate_add(&a->rate, p, seconds);
+        backend_progress(ctl, p->steps, p->steps);
     }
-    out->png = png;
-    out->png_len = len;
-    out->gpu_seconds = seconds;
-    png = NULL;
-    backend_rate_add(&a->rate, p, seconds);
-    rc = BACKEND_OK;
-out:
-    free(png);
-    json_decref(doc);
     httpc_resp_free(&r);
     return rc;
 }
@@ -296,6 +400,7 @@ backend_t *backend_a1111_create(const backend_config_t *cfg, char *err, size_t e
         return NULL;
     }
     a->base.ops = &a1111_ops;
+    a->hang_grace_ms = cfg->hang_grace_ms;
     memcpy(a->url, url, sizeof a->url);
     return &a->base;
 }

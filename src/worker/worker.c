@@ -154,7 +154,7 @@ static void *monitor_main(void *arg)
                 atomic_store(&r->ctl.cancel, 1);
             }
         }
-        if (now >= next_hb) {
+        if (now >= next_hb && atomic_load(&r->reason) != CANCEL_LOST) {
             int step = 0, steps = 0;
             backend_progress_get(&r->ctl, &step, &steps);
             long st = post_body(h, r->cfg, r->id, "heartbeat",

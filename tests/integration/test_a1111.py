@@ -4,6 +4,7 @@ parameters, a cancel reaches /sdapi/v1/interrupt, server errors fail the attempt
 server's message, and a worker that cannot reach (or does not recognise) the server exits
 non-zero with a clear message. Uses only the public API, so it also runs with
 PINGVAS_TEST_STACK=production."""
+import math
 import os
 import sys
 
@@ -121,7 +122,93 @@ def test_not_an_a1111_server_exits_nonzero(env):
     assert env.url in log and "not an A1111-compatible server" in log and "404" in log, log
 
 
+@pv.clean_exit
+def test_progress_while_txt2img_runs(env):
+    f = fake(env, delay=1.0)
+    env.start_server("--lease", "2s", "--heartbeat", "100ms", "--reaper-interval", "100ms")
+    tok = env.add_user("a5")
+    a1111_worker(env, f.url)
+    jid = env.create(tok, {"prompt": "slow", "steps": 10}).json()["id"]
+    j, seen = pv.watch_progress(env, tok, jid)
+    assert j["status"] == "completed", j
+    assert seen and all(p["steps"] == 10 for p in seen), seen
+    assert any(0 < p["step"] < 10 for p in seen), seen
+    assert j["gpu_seconds"] >= 1.0 and j["credits_charged"] == math.ceil(j["gpu_seconds"]), j
+    assert f.violations == [], f.violations
+
+
+@pv.clean_exit
+def test_hung_server_fails_at_deadline(env):
+    f = fake(env)
+    f.hang = True
+    env.start_server(*FAST, "--max-attempts", "1")
+    tok = env.add_user("a6")
+    a1111_worker(env, f.url, "--hang-grace", "1s")
+    jid = env.create(tok, {"prompt": "stuck", "steps": 2}).json()["id"]
+    j = env.wait_status(tok, jid, ("completed", "failed"), timeout=60)
+    assert j["status"] == "failed", j
+    msg = j["error_message"] or ""
+    assert "did not answer txt2img within" in msg and "hung" in msg, msg
+    assert j["credits_charged"] == 0 and pv.charges_for(env, tok, jid) == []
+    assert f.interrupts >= 1
+
+
+@pv.clean_exit
+def test_sd_server_subset(env):
+    """stable-diffusion.cpp's sd-server: one model, no /progress, no /interrupt."""
+    png = fake_a1111.make_png(12, 12, (90, 90, 90))
+    f = fake(env, flavor="sd-server", delay=0.2, png=png)
+    env.start_server("--lease", "2s", "--heartbeat", "100ms", "--reaper-interval", "100ms")
+    tok = env.add_user("a7")
+    a1111_worker(env, f.url)
+    body = {"prompt": "a cat", "negative_prompt": "dog", "width": 512, "height": 512,
+            "steps": 4, "cfg_scale": 7.0, "seed": 7}
+    jid = env.create(tok, body).json()["id"]
+    j, seen = pv.watch_progress(env, tok, jid)
+    assert j["status"] == "completed", j
+    assert pv.image_bytes(env, tok, j["image_url"]) == png
+    assert seen == [] or seen == [{"step": 4, "steps": 4}], seen  # sd-server reports none
+    req = f.txt2img[0]
+    for k in ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "seed"):
+        assert req[k] == body[k], (k, req)
+    assert f.violations == [], f.violations
+    assert "a1111_no_progress" in env.log("worker-w0.log")
+    # A cancel frees the worker at once (sd-server cannot be interrupted: it finishes alone).
+    f.delay = 2.0
+    j2 = env.create(tok, {"prompt": "canceled", "steps": 4}).json()["id"]
+    pv.wait_for(lambda: len(f.txt2img) == 2, timeout=20, what="the second txt2img")
+    assert env.api("POST", f"/api/v1/generation/{j2}/cancel", token=tok).status == 200
+    pv.wait_for(lambda: "job_abandoned" in env.log("worker-w0.log"), timeout=20,
+                what="the worker to drop the canceled job")
+    assert ("POST", "/sdapi/v1/interrupt", None) in f.requests
+    assert pv.charges_for(env, tok, j2) == []
+    # sd-server's own error shape reaches the job's message.
+    f.delay, f.fail_status = 0, 500
+    f.fail_body = {"error": "server_error", "message": "generate_image failed (fake)"}
+    j3 = env.create(tok, {"prompt": "broken", "steps": 2}).json()["id"]
+    pv.wait_for(lambda: "generate_image failed (fake)" in (env.job(tok, j3)["error_message"]
+                                                          or ""), timeout=30,
+                what="the sd-server error in the job")
+
+
+def test_up_with_a1111(env):
+    """`pingvas up --backend a1111`: the README's way to run with a local A1111 or sd-server."""
+    png = fake_a1111.make_png(10, 10, (1, 2, 3))
+    f = fake(env, delay=0.5, png=png)
+    env.start_server("--backend", "a1111", "--a1111-url", f.url, "--workers", "1",
+                     "--enterprise-workers", "0", "--heartbeat", "100ms", cmd="up")
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    jid = env.create(tok, {"prompt": "a lighthouse at dawn", "steps": 10}).json()["id"]
+    j, seen = pv.watch_progress(env, tok, jid)
+    assert j["status"] == "completed", j
+    assert pv.image_bytes(env, tok, j["image_url"]) == png
+    assert seen and seen[-1]["steps"] == 10, seen
+    assert f.violations == [], f.violations
+
+
 if __name__ == "__main__":
     pv.main([test_job_gets_server_image_and_parameters, test_model_name_maps_to_checkpoint,
              test_cancel_interrupts_server, test_server_error_fails_attempts,
-             test_unreachable_url_exits_nonzero, test_not_an_a1111_server_exits_nonzero])
+             test_unreachable_url_exits_nonzero, test_not_an_a1111_server_exits_nonzero,
+             test_progress_while_txt2img_runs, test_hung_server_fails_at_deadline,
+             test_sd_server_subset, test_up_with_a1111])

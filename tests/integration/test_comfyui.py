@@ -235,6 +235,22 @@ def test_bad_workflow_is_a_usage_error(env):
     assert "unknown placeholder {{promt}}" in out, out
 
 
+def test_up_with_comfyui(env):
+    """`pingvas up --backend comfyui`: the README's way to run on a GPU with a local ComfyUI."""
+    png = fake_comfyui.make_png(16, 16, (5, 5, 200))
+    f = fake(env, png=png, step_delay=0.03)
+    env.start_server("--backend", "comfyui", "--comfyui-url", f.url, "--workers", "1",
+                     "--enterprise-workers", "0", "--heartbeat", "100ms", cmd="up")
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    jid = env.create(tok, {"prompt": "a lighthouse at dawn", "steps": 10}).json()["id"]
+    j, seen = pv.watch_progress(env, tok, jid)
+    assert j["status"] == "completed", j
+    assert pv.image_bytes(env, tok, j["image_url"]) == png
+    assert seen and seen[-1]["steps"] == 10, seen
+    assert j["gpu_seconds"] >= 10 * 0.03 and j["credits_charged"] == math.ceil(j["gpu_seconds"])
+    assert f.violations == [], f.violations
+
+
 def fake_comfyui_shipped():
     """The shipped workflow, as the worker sends it (read back from a first run would need a
     server; the node graph is the documented one)."""
@@ -262,4 +278,5 @@ if __name__ == "__main__":
              test_execution_error_fails_with_engine_message,
              test_websocket_drop_fails_and_stops_prompt, test_hung_engine_fails_at_deadline,
              test_cancel_mid_job_interrupts_prompt, test_cancel_before_start_removes_from_queue,
-             test_custom_workflow_and_checkpoints, test_bad_workflow_is_a_usage_error])
+             test_custom_workflow_and_checkpoints, test_bad_workflow_is_a_usage_error,
+             test_up_with_comfyui])
