@@ -50,59 +50,57 @@ def one_long_job(env, load, steps=40):
     return load.tokens[user], jid
 
 
-def test_partition_past_lease(env):
-    seed = faults.seed()
-    t0 = time.monotonic()
+def isolated_worker(env, fault, heal):
+    """One worker behind a proxy runs a long job; fault(proxy) breaks its link; another worker,
+    direct, must do the job (attempts 2: the lost lease counts); heal(proxy) mends the link;
+    the isolated worker's late report is refused and never completes the job. Returns the
+    load after the accounting, and the figures."""
     env.start_server(*FAST)
-    load = faults.Load(env, seed)
-    proxy = faults.Proxy(server_addr(env), seed=seed)
+    load = faults.Load(env, faults.seed())
+    proxy = faults.Proxy(server_addr(env), seed=load.seed)
     env.cleanups.append(proxy.close)
-    cut = worker_via(env, proxy, "--time-scale", "0.3", "--imds-url", "off", name="cut")
+    iso = worker_via(env, proxy, "--time-scale", "0.3", "--imds-url", "off", name="isolated")
     tok, jid = one_long_job(env, load)
-    pv.wait_for(lambda: started(env, cut, jid), timeout=30, what="the worker to run it")
-
-    proxy.cut()
-    load.faults["partition"] += 1
+    pv.wait_for(lambda: started(env, iso, jid), timeout=30, what="the worker to run it")
+    fault(proxy, load)
     other = env.start_worker("--time-scale", "0.05", "--imds-url", "off", name="other")
     j = env.wait_status(tok, jid, "completed", timeout=60)
     assert j["attempts"] == 2, j
     pv.wait_for(lambda: done_by(env, other, jid), timeout=10, what="the other worker's job_done")
-    proxy.heal()
-    load.faults["heal"] += 1
-    late = pv.wait_for(lambda: faults.log_events(env, cut.logname, REFUSED), timeout=60,
-                       what="the healed worker's late report to be refused")
+    heal(proxy, load)
+    late = pv.wait_for(lambda: faults.log_events(env, iso.logname, REFUSED), timeout=60,
+                       what="the isolated worker's late report to be refused")
     load.faults["late_refused"] += len(late)
-    assert not faults.log_events(env, cut.logname, "job_done"), "a late complete was accepted"
+    assert not faults.log_events(env, iso.logname, "job_done"), "a late complete was accepted"
     load.drain(timeout=30)
     _, figures = load.account()
     load.faults.update({"proxy_" + k: v for k, v in proxy.counts.items()})
+    return load, figures
+
+
+def test_partition_past_lease(env):
+    t0 = time.monotonic()
+
+    def cut(proxy, load):
+        proxy.cut()
+        load.faults["partition"] += 1
+
+    def heal(proxy, load):
+        proxy.heal()
+        load.faults["heal"] += 1
+
+    load, figures = isolated_worker(env, cut, heal)
     load.report("partition_past_lease", figures, t0)
 
 
 def test_heartbeats_dropped(env):
-    seed = faults.seed()
     t0 = time.monotonic()
-    env.start_server(*FAST)
-    load = faults.Load(env, seed)
-    proxy = faults.Proxy(server_addr(env), seed=seed)
-    env.cleanups.append(proxy.close)
-    proxy.drop_up(b"/heartbeat")  # the server never hears this worker's heartbeats
-    deaf = worker_via(env, proxy, "--time-scale", "0.3", "--imds-url", "off", name="deaf")
-    tok, jid = one_long_job(env, load)
-    pv.wait_for(lambda: started(env, deaf, jid), timeout=30, what="the worker to run it")
-    load.faults["one_way_loss"] += 1
-    other = env.start_worker("--time-scale", "0.05", "--imds-url", "off", name="other")
-    j = env.wait_status(tok, jid, "completed", timeout=60)
-    assert j["attempts"] == 2, j
-    pv.wait_for(lambda: done_by(env, other, jid), timeout=10, what="the other worker's job_done")
-    late = pv.wait_for(lambda: faults.log_events(env, deaf.logname, REFUSED), timeout=60,
-                       what="the deaf worker's late report to be refused")
-    load.faults["late_refused"] += len(late)
-    assert not faults.log_events(env, deaf.logname, "job_done"), "a late complete was accepted"
-    proxy.clear_drops()
-    load.drain(timeout=30)
-    _, figures = load.account()
-    load.faults.update({"proxy_" + k: v for k, v in proxy.counts.items()})
+
+    def deafen(proxy, load):
+        proxy.drop_up(b"/heartbeat")  # the server never hears this worker's heartbeats
+        load.faults["one_way_loss"] += 1
+
+    load, figures = isolated_worker(env, deafen, lambda proxy, load: None)
     load.report("heartbeats_dropped", figures, t0)
 
 
