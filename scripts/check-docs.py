@@ -16,6 +16,8 @@ Checks every Markdown file the repository tracks (README.md, docs/, fuzz/, bench
 3. Links. Every relative link [text](path) resolves to a file or directory of the repository
    (the #fragment is not checked); http(s), mailto and same-page #anchors are not followed.
 4. Layout. The README's "Layout" section names every src/**/*.c file.
+5. Schema versions. The table of docs/operations.md ("| SQLite | N | ...") lists every version
+   up to SCHEMA_VERSION of src/store/store_sqlite.c and store_pg.c, and none beyond.
 
 A line that shows a wrong command on purpose (an example of an error) carries
 <!-- check-docs: ignore --> at its end, or on the line before a fenced block; it is not checked.
@@ -203,6 +205,22 @@ def check_layout(root, problems):
                 problems.append(f"README.md: the Layout section does not name {rel}")
 
 
+def check_schema(root, problems):
+    path = "docs/operations.md"
+    try:
+        text = open(os.path.join(root, path), encoding="utf-8").read()
+    except OSError:
+        return
+    for name, src in (("SQLite", "store_sqlite.c"), ("PostgreSQL", "store_pg.c")):
+        m = re.search(r"#define SCHEMA_VERSION (\d+)",
+                      open(os.path.join(root, "src", "store", src), encoding="utf-8").read())
+        listed = sorted(int(v) for v in re.findall(r"^\| %s \| (\d+) \|" % name, text, re.M))
+        want = list(range(1, int(m.group(1)) + 1)) if m else []
+        if listed != want:
+            problems.append(f"{path}: the schema table lists {name} versions {listed}; "
+                            f"src/store/{src} has 1 to {want[-1] if want else '?'}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="the pingvas binary")
@@ -220,6 +238,7 @@ def main():
         check_labels(path, text, args.build_dir, optional, problems, cache)
         check_links(root, path, text, problems)
     check_layout(root, problems)
+    check_schema(root, problems)
     for p in problems:
         print(p)
     print(f"check-docs: {len(files)} documents, {len(help_.commands)} commands, "
