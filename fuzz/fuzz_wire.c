@@ -1,6 +1,6 @@
 /* fuzz_wire.c: libFuzzer target for the worker-protocol bodies (src/wire.c): claim, heartbeat,
- * complete, fail, release and bye. The first input byte picks the operation, the rest is the
- * body. Built by scripts/fuzz.sh (see fuzz/README.md):
+ * complete, fail, release, bye and the lifecycle report. The first input byte picks the operation,
+ * the rest is the body. Built by scripts/fuzz.sh (see fuzz/README.md):
  *
  *   clang -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc fuzz/fuzz_wire.c \
  *       src/wire.c src/apierr.c -ljansson -o fuzz_wire
@@ -8,7 +8,8 @@
  * Invariants: no crash, no leak; an accepted body yields fields inside their documented bounds
  * (worker_id 1..127 bytes without NUL, tier standard|enterprise, wait_ms 0..60000, lease_id
  * 1..39 bytes without NUL, gpu_seconds in [0, 1e7), an error message, heartbeat progress
- * 0 <= step <= steps <= 1e6); a refused one is a 400
+ * 0 <= step <= steps <= 1e6; a lifecycle report's event, tier, capacity type, placement
+ * characters, gpus 1..64 and busy 0..1e12 ms); a refused one is a 400
  * with a code and a message that can be sent as JSON. */
 #include <jansson.h>
 #include <stdint.h>
@@ -29,11 +30,32 @@ static void check_error(const api_error_t *e)
     json_decref(m);
 }
 
+static void check_life(const wire_life_t *l)
+{
+    size_t n = strnlen(l->worker_id, sizeof l->worker_id);
+    if (n == 0 || n > WIRE_WORKER_ID_MAX || l->gpus < 1 || l->gpus > 64 || l->busy_ms < 0 ||
+        l->busy_ms > 1000000000000LL)
+        abort();
+    if (strcmp(l->tier, "standard") != 0 && strcmp(l->tier, "enterprise") != 0)
+        abort();
+    if (strcmp(l->event, "started") != 0 && strcmp(l->event, "loaded") != 0 &&
+        strcmp(l->event, "alive") != 0 && strcmp(l->event, "ended") != 0)
+        abort();
+    if (l->capacity_type[0] && strcmp(l->capacity_type, "spot") != 0 &&
+        strcmp(l->capacity_type, "on-demand") != 0)
+        abort();
+    const char *place[2] = {l->instance_type, l->zone};
+    for (int i = 0; i < 2; i++)
+        if (strspn(place[i], "abcdefghijklmnopqrstuvwxyz0123456789.-") != strlen(place[i]) ||
+            strlen(place[i]) > WIRE_PLACE_MAX)
+            abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
-    unsigned sel = data[0] % 7;
+    unsigned sel = data[0] % 8;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
     api_error_t e;
@@ -50,6 +72,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             check_error(&e);
         }
+    } else if (sel == 7) {
+        wire_life_t l;
+        if (wire_parse_life(body, len, &l, &e) == 0)
+            check_life(&l);
+        else
+            check_error(&e);
     } else if (sel == 6) {
         wire_bye_t b;
         if (wire_parse_bye(body, len, &b, &e) == 0) {
