@@ -28,15 +28,22 @@ struct lifecycle {
     int64_t job_start; /* monotonic ms of the running job, 0 when idle; under mu */
 };
 
-/* The placement: the configuration's when any part is given, else IMDSv2's when it is on. */
+/* The placement: the configuration's when any part is given, else the node's labels on
+ * Kubernetes, else IMDSv2's when it is on. */
 static void placement(lifecycle_t *l, const worker_config_t *cfg)
 {
     int given = (cfg->instance_type && *cfg->instance_type) ||
                 (cfg->capacity_type && *cfg->capacity_type) || (cfg->zone && *cfg->zone);
+    if (!given && cfg->guard)
+        given = pod_guard_placement(cfg->guard, l->instance_type, sizeof l->instance_type,
+                                    l->capacity_type, sizeof l->capacity_type, l->zone,
+                                    sizeof l->zone) == 0
+                    ? 2
+                    : 0;
     if (!given && cfg->imds_url && *cfg->imds_url)
         imds_placement(cfg->imds_url, l->instance_type, sizeof l->instance_type, l->capacity_type,
                        sizeof l->capacity_type, l->zone, sizeof l->zone);
-    if (given) {
+    if (given == 1) {
         snprintf(l->instance_type, sizeof l->instance_type, "%s",
                  cfg->instance_type ? cfg->instance_type : "");
         snprintf(l->capacity_type, sizeof l->capacity_type, "%s",

@@ -143,6 +143,39 @@ static int node_disrupted(pod_guard_t *g, CURL *h)
     return rc;
 }
 
+int pod_guard_placement(pod_guard_t *g, char *instance_type, size_t itsize, char *capacity,
+                        size_t capsize, char *zone, size_t zsize)
+{
+    instance_type[0] = capacity[0] = zone[0] = '\0';
+    CURL *h = g ? curl_easy_init() : NULL;
+    if (!h)
+        return -1;
+    char path[600];
+    snprintf(path, sizeof path, "/api/v1/nodes/%s", g->node);
+    httpc_resp_t r;
+    long st = api_call(g, h, "GET", path, NULL, &r);
+    json_t *o = st == 200 && r.body ? json_loadb(r.body, r.len, 0, NULL) : NULL;
+    json_t *labels = json_object_get(json_object_get(o, "metadata"), "labels");
+    static const char *const keys[3] = {"node.kubernetes.io/instance-type",
+                                        "karpenter.sh/capacity-type",
+                                        "topology.kubernetes.io/zone"};
+    char *dst[3] = {instance_type, capacity, zone};
+    size_t size[3] = {itsize, capsize, zsize};
+    for (int i = 0; i < 3; i++) {
+        const char *v = json_string_value(json_object_get(labels, keys[i]));
+        if (v && strlen(v) < size[i])
+            memcpy(dst[i], v, strlen(v) + 1);
+    }
+    int rc = json_is_object(o) ? 0 : -1;
+    if (rc != 0)
+        log_warn("event=node_read_failed node=%s status=%ld msg=\"placement unknown\"", g->node,
+                 st);
+    json_decref(o);
+    httpc_resp_free(&r);
+    curl_easy_cleanup(h);
+    return rc;
+}
+
 /* One node check: on disruption, drop do-not-disrupt and hold; when it clears, release. */
 static void watch_once(pod_guard_t *g)
 {

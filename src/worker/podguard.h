@@ -14,6 +14,7 @@
 #ifndef PINGVAS_PODGUARD_H
 #define PINGVAS_PODGUARD_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define POD_GUARD_BUSY_COST "100" /* pod-deletion-cost of a busy worker; idle: none (0) */
@@ -36,6 +37,12 @@ pod_guard_t *pod_guard_start(const pod_guard_config_t *cfg, char *err, unsigned 
 void pod_guard_set_busy(pod_guard_t *g, int busy);
 /* 1 while the pod's node is being disrupted: claim nothing more. */
 int pod_guard_hold(pod_guard_t *g);
+/* Where the pod runs, for cost accounting: the node's labels node.kubernetes.io/instance-type,
+ * karpenter.sh/capacity-type and topology.kubernetes.io/zone, each into its buffer ("" when the
+ * label is absent). 0 when the node was read, -1 otherwise (g NULL, API error). Its own
+ * connection: safe beside the guard's threads. */
+int pod_guard_placement(pod_guard_t *g, char *instance_type, size_t itsize, char *capacity,
+                        size_t capsize, char *zone, size_t zsize);
 void pod_guard_stop(pod_guard_t *g);
 
 #endif

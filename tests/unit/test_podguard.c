@@ -119,7 +119,10 @@ static void api_peer(t_peer_t *p, const t_peer_req_t *r, t_peer_resp_t *out)
         out->content_type = "application/json";
         snprintf(out->body, sizeof out->body,
                  "{\"kind\":\"Node\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"" NODE "\","
-                 "\"labels\":{\"karpenter.sh/capacity-type\":\"spot\"}},\"spec\":{\"providerID\":"
+                 "\"labels\":{\"karpenter.sh/capacity-type\":\"spot\",\"node.kubernetes.io/"
+                 "instance-type\":"
+                 "\"g4dn.xlarge\",\"topology.kubernetes.io/"
+                 "zone\":\"us-east-1a\"}},\"spec\":{\"providerID\":"
                  "\"aws:///us-east-1a/i-0abc\",\"taints\":[{\"key\":\"nvidia.com/gpu\",\"effect\":"
                  "\"NoSchedule\"}%s]},\"status\":{}}",
                  api.tainted ? ",{\"key\":\"karpenter.sh/disrupted\",\"effect\":\"NoSchedule\"}"
@@ -160,6 +163,14 @@ static void test_marks_and_node_watch(void)
     CHECK(g != NULL);
     WAIT_FOR(api.node_gets >= 1);
     CHECK(!pod_guard_hold(g));
+    /* Cost accounting reads where the pod runs from the node's labels. */
+    char it[48], cap[16], zone[48];
+    CHECK_INT(pod_guard_placement(g, it, sizeof it, cap, sizeof cap, zone, sizeof zone), 0);
+    CHECK_STR(it, "g4dn.xlarge");
+    CHECK_STR(cap, "spot");
+    CHECK_STR(zone, "us-east-1a");
+    CHECK(pod_guard_placement(NULL, it, sizeof it, cap, sizeof cap, zone, sizeof zone) == -1);
+    CHECK_STR(it, "");
     /* Busy: both annotations. A second busy mark sends nothing. */
     pod_guard_set_busy(g, 1);
     CHECK_INT(api.patches, 1);
