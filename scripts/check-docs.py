@@ -15,7 +15,8 @@ Checks every Markdown file the repository tracks (README.md, docs/, fuzz/, bench
    not the sanitizer build): CMake says which through PINGVAS_DOCCHECK_OPTIONAL_LABELS.
 3. Links. Every relative link [text](path) resolves to a file or directory of the repository
    (the #fragment is not checked); http(s), mailto and same-page #anchors are not followed.
-4. Layout. The README's "Layout" section names every src/**/*.c file.
+4. Layout. The README's "Layout" section names every src/**/*.c file, and its "Commands" table
+   every command `pingvas help` lists.
 5. Schema versions. The table of docs/operations.md ("| SQLite | N | ...") lists every version
    up to SCHEMA_VERSION of src/store/store_sqlite.c and store_pg.c, and none beyond.
 
@@ -205,6 +206,15 @@ def check_layout(root, problems):
                 problems.append(f"README.md: the Layout section does not name {rel}")
 
 
+def check_commands(root, help_, problems):
+    text = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    m = re.search(r"^## Commands\n(.*?)(?=^## )", text, re.M | re.S)
+    named = set(re.findall(r"^\| `pingvas ([a-z-]+)", m.group(1), re.M)) if m else set()
+    for c in help_.commands:
+        if c not in named:
+            problems.append(f"README.md: the Commands table has no row for `pingvas {c}`")
+
+
 def check_schema(root, problems):
     path = "docs/operations.md"
     try:
@@ -238,6 +248,7 @@ def main():
         check_labels(path, text, args.build_dir, optional, problems, cache)
         check_links(root, path, text, problems)
     check_layout(root, problems)
+    check_commands(root, help_, problems)
     check_schema(root, problems)
     for p in problems:
         print(p)
