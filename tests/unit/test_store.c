@@ -337,6 +337,37 @@ static void test_idempotency_key(void)
     close_fresh(s);
 }
 
+/* pingvas user disable: disabled_at is kept (a second disable does not move it), a create is
+ * STORE_DISABLED and creates nothing, enable clears it; an unknown user is STORE_NOT_FOUND. */
+static void test_user_disable(void)
+{
+    store_t *s = open_fresh();
+    job_params_t p = params(1);
+    job_t j;
+    user_t u;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "mallory", "standard", 100, T0), STORE_OK);
+    CHECK_INT(store_user_get(s, "mallory", &u), STORE_OK);
+    CHECK_INT(u.disabled_at, 0);
+    CHECK_INT(store_user_set_disabled(s, "mallory", true, T0 + 5), STORE_OK);
+    CHECK_INT(store_user_set_disabled(s, "mallory", true, T0 + 9), STORE_OK);
+    CHECK_INT(store_user_get(s, "mallory", &u), STORE_OK);
+    CHECK_INT(u.disabled_at, T0 + 5);
+    CHECK_INT(store_job_create(s, "mallory", &p, NULL, 4, 0, T0, &j), STORE_DISABLED);
+    CHECK_INT(count_jobs(s, "mallory", -1), 0);
+    CHECK_INT(store_user_get(s, "mallory", &u), STORE_OK);
+    CHECK_INT(u.reserved, 0);
+    CHECK_INT(store_user_set_disabled(s, "mallory", false, T0 + 10), STORE_OK);
+    CHECK_INT(store_user_get(s, "mallory", &u), STORE_OK);
+    CHECK_INT(u.disabled_at, 0);
+    CHECK_INT(store_job_create(s, "mallory", &p, NULL, 4, 0, T0, &j), STORE_OK);
+    job_clear(&j);
+    CHECK_INT(store_user_set_disabled(s, "nobody", true, T0), STORE_NOT_FOUND);
+    close_fresh(s);
+}
+
 static void test_max_queued(void)
 {
     store_t *s = open_fresh();
@@ -1222,6 +1253,7 @@ static void test_throughput_report(void)
     X(test_create_fields_and_seed)                                                                 \
     X(test_reservations)                                                                           \
     X(test_idempotency_key)                                                                        \
+    X(test_user_disable)                                                                           \
     X(test_max_queued)                                                                             \
     X(test_lease_state_machine)                                                                    \
     X(test_requeue_order_several)                                                                  \
