@@ -298,14 +298,22 @@ class KubeAPI(StandIn):
         self.token_file = token_file
         self.pods = {}     # name -> annotations
         self.history = []  # (pod, annotations after the patch)
+        self.tainted = False  # Karpenter's karpenter.sh/disrupted taint on the node
 
     def handle(self, h, body):
         want = "Bearer " + open(self.token_file).read().strip()
         self.expect(h.headers.get("Authorization") == want, "kube: wrong bearer token")
         m = re.fullmatch(r"/api/v1/namespaces/([a-z0-9-]+)/pods/([a-z0-9.-]+)", h.path)
         if h.command == "GET" and h.path == f"/api/v1/nodes/{NODE}":
-            node = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": NODE},
-                    "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]}}
+            taints = [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]
+            if self.tainted:
+                taints.append({"key": "karpenter.sh/disrupted", "effect": "NoSchedule"})
+            node = {"kind": "Node", "apiVersion": "v1",
+                    "metadata": {"name": NODE, "labels": {
+                        "node.kubernetes.io/instance-type": "g4dn.xlarge",
+                        "karpenter.sh/capacity-type": "spot",
+                        "topology.kubernetes.io/zone": "us-east-1a"}},
+                    "spec": {"taints": taints}}
             return 200, {"Content-Type": "application/json"}, json.dumps(node).encode()
         if not (m and h.command == "PATCH"):
             self.problems.append(f"kube: unexpected {h.command} {h.path}")
@@ -720,15 +728,48 @@ class Tree:
             marks = [a for pod, a in self.kube.history if pod == name]
             return busy in marks and marks[-1] == {}
         pv.wait_for(marked, timeout=30, what=f"the {tier} worker to mark its pod busy, then idle")
+        wlog = self.pods.log(p.name)
+        assert ("event=worker_placement" in wlog and "instance_type=g4dn.xlarge" in wlog
+                and "capacity_type=spot" in wlog), "placement not from the node's labels: " + wlog
         if tier == "standard":
             self.celery(user, tok, api)
-        assert self.pods.stop(p) == 0, f"worker exit status: {self.pods.log(p.name)}"
+        if tier == "standard" and backend == "synthetic":
+            self.interruption(p, name, api, tok)
+        if p.poll() is None:
+            assert self.pods.stop(p) == 0, f"worker exit status: {self.pods.log(p.name)}"
         if engine:
             engine.stop()
             self.pods.stoppers.remove(engine.stop)
             assert not getattr(engine, "violations", []), f"engine stand-in: {engine.violations}"
         log(f"  worker {tier} ({backend}{' + engine sidecar' if engine else ''}): job {jid} "
             f"completed, pod marked busy then idle")
+
+    def interruption(self, p, name, api, tok):
+        """Karpenter's interruption path with the real worker: the node is tainted
+        karpenter.sh/disrupted as a job is claimed; the worker drops do-not-disrupt (so the drain
+        may evict it), claims nothing more, and on the eviction's SIGTERM finishes its job inside
+        the drain window and exits 0."""
+        n0 = len(self.kube.history)
+        self.kube.tainted = True
+        try:
+            a = pv.http("POST", api + "/api/v1/generation/create",
+                        {"prompt": "interrupted", "steps": 20}, tok).json()["id"]
+            mine = lambda: [m for pod, m in self.kube.history[n0:] if pod == name]
+            released = {"controller.kubernetes.io/pod-deletion-cost": "100"}
+            pv.wait_for(lambda: released in mine(), timeout=30,
+                        what="do-not-disrupt to come off the busy pod on the tainted node")
+            b = pv.http("POST", api + "/api/v1/generation/create",
+                        {"prompt": "after the taint", "steps": 1}, tok).json()["id"]
+            assert self.pods.stop(p, timeout=120) == 0, self.pods.log(p.name)  # the eviction
+            ja = pv.http("GET", f"{api}/api/v1/generation/{a}", token=tok).json()
+            jb = pv.http("GET", f"{api}/api/v1/generation/{b}", token=tok).json()
+            assert ja["status"] == "completed" and jb["status"] == "queued", (ja, jb)
+            assert "event=node_disrupted" in self.pods.log(p.name)
+            assert not any(m.get("karpenter.sh/do-not-disrupt") for m in mine()[mine().index(released):])
+            log("  interruption: taint -> do-not-disrupt removed, claims held; SIGTERM -> job "
+                "finished in the drain window, exit 0")
+        finally:
+            self.kube.tainted = False
 
     def try_probe(self, e):
         try:
@@ -775,6 +816,20 @@ def apt_list(dockerfile, stage):
         "y", "no-install-recommends"}
 
 
+def owner_of(path, follow=True):
+    """The Debian package that installed path (tried as given and as /usr/... or /...: merged /usr;
+    with follow, also the file a symlink points to), or None."""
+    if not path:
+        return None
+    cands = [path, os.path.realpath(path)] if follow else [path]
+    cands += [c[4:] if c.startswith("/usr/") else "/usr" + c for c in list(cands)]
+    for c in cands:
+        out = subprocess.run(["dpkg", "-S", c], capture_output=True, text=True).stdout
+        if out:
+            return out.split(":")[0]
+    return None
+
+
 def image_packages():
     """The image (deploy/docker/Dockerfile) carries what the binary links: each NEEDED library's
     Debian package is installed in the runtime stage, and its -dev (the unversioned .so) in the
@@ -785,18 +840,26 @@ def image_packages():
                         subprocess.run(["readelf", "-d", BIN], capture_output=True, text=True).stdout)
     libs = dict(re.findall(r"^\s*(\S+) => (\S+)", subprocess.run(["ldd", BIN], capture_output=True,
                                                                    text=True).stdout, re.M))
+    if any(re.match(r"lib(asan|ubsan)\.so", lib) for lib in needed):
+        log("image: skipped for a sanitizer build (it links differently from the image's Release "
+            "build; the plain build checks it)")
+        return
     problems = []
+    deps = set()
+    for pkg in runtime:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Depends}", pkg], capture_output=True,
+                             text=True).stdout
+        deps |= set(re.findall(r"(?:^|[,|]\s*)([a-z0-9][a-z0-9.+-]+)", out))
     for lib in needed:
-        if re.match(r"lib(c|m|asan|ubsan|pthread|dl)\.so", lib):
-            continue  # libc6 is in every Debian image; the sanitizer runtimes are test builds'
-        path = os.path.realpath(libs.get(lib, ""))
-        owner = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True).stdout
-        pkg = owner.split(":")[0] if owner else None
+        if re.match(r"lib(c|m|pthread|dl)\.so", lib):
+            continue  # libc6 is in every Debian image
+        pkg = owner_of(libs.get(lib, ""))
+        if pkg in deps and pkg not in runtime:
+            continue  # comes with a listed package (apt installs it)
         if pkg not in runtime:
             problems.append(f"{lib} ({pkg}) is not installed in the runtime stage")
-        dev = os.path.join(os.path.dirname(path), lib.split(".so")[0] + ".so")
-        owner = subprocess.run(["dpkg", "-S", dev], capture_output=True, text=True).stdout
-        devpkg = owner.split(":")[0] if owner else None
+        path = libs.get(lib, "")
+        devpkg = owner_of(os.path.join(os.path.dirname(path), lib.split(".so")[0] + ".so"), False)
         if devpkg not in build:
             problems.append(f"{lib}: its -dev ({devpkg}) is not installed in the build stage")
     assert not problems, "deploy/docker/Dockerfile: " + "; ".join(problems)

@@ -94,6 +94,7 @@ typedef struct app_config {
     int max_jobs;
     const char *imds_url;
     int64_t imds_poll_ms;
+    int64_t kube_poll_ms;
     const char *kube_api;
     const char *kube_sa_dir;
     const char *pod_name;
@@ -528,6 +529,8 @@ static const opt_t worker_opts[] = {
      "and the node watch; auto: in-cluster when PINGVAS_POD_NAME is set; off: none"},
     {"kube-sa-dir", "PINGVAS_KUBE_SA_DIR", OPT_STR, "/var/run/secrets/kubernetes.io/serviceaccount",
      0, 0, O(kube_sa_dir), "service-account token, ca.crt and namespace for the Kubernetes API"},
+    {"kube-poll", "PINGVAS_KUBE_POLL", OPT_DURATION, "5s", 100, 3600000, O(kube_poll_ms),
+     "how often the pod guard reads its node (Karpenter's disruption taint)"},
     {"pod-name", "PINGVAS_POD_NAME", OPT_STR, NULL, 0, 0, O(pod_name),
      "this worker's pod (downward API metadata.name)"},
     {"pod-namespace", "PINGVAS_POD_NAMESPACE", OPT_STR, NULL, 0, 0, O(pod_namespace),
@@ -1314,7 +1317,7 @@ static int start_pod_guard(const app_config_t *cfg, pod_guard_t **out)
                              .pod_name = cfg->pod_name,
                              .namespace = cfg->pod_namespace,
                              .node_name = cfg->node_name,
-                             .poll_ms = cfg->imds_poll_ms};
+                             .poll_ms = cfg->kube_poll_ms};
     char err[512];
     *out = pod_guard_start(&pc, err, sizeof err);
     if (!*out) {
