@@ -87,6 +87,7 @@ typedef struct lt_job {
     int64_t completed_at;
     double gpu_seconds;
     int64_t credits;
+    int step, steps; /* the job JSON's progress while in_progress; 0 0 otherwise */
 } lt_job_t;
 
 typedef struct lt_buf {
@@ -317,6 +318,11 @@ static int job_update(lt_job_t *j, json_t *o)
     json_t *c = json_object_get(o, "credits_charged");
     if (json_is_integer(c))
         j->credits = (int64_t)json_integer_value(c);
+    json_t *pr = json_object_get(o, "progress");
+    json_t *ps = json_object_get(pr, "step"), *pn = json_object_get(pr, "steps");
+    int has = j->state == ST_RUNNING && json_is_integer(ps) && json_is_integer(pn);
+    j->step = has ? (int)json_integer_value(ps) : 0;
+    j->steps = has ? (int)json_integer_value(pn) : 0;
     return j->state;
 }
 
@@ -326,6 +332,26 @@ static double since_start(const lt_t *lt)
 }
 
 /* ---------- progress ---------- */
+
+/* "running R  steps S/N": the jobs last seen in_progress and the sums of their reported
+ * progress (the job JSON's progress), or "" before any job runs. */
+static void running_text(const lt_t *lt, char *buf, size_t size)
+{
+    long running = 0, step = 0, steps = 0;
+    for (size_t i = 0; i < lt->njobs; i++) {
+        const lt_job_t *j = &lt->jobs[i];
+        if (j->state != ST_RUNNING)
+            continue;
+        running++;
+        step += j->step;
+        steps += j->steps;
+    }
+    buf[0] = '\0';
+    if (running && steps)
+        snprintf(buf, size, "  running %ld  steps %ld/%ld", running, step, steps);
+    else if (running)
+        snprintf(buf, size, "  running %ld", running);
+}
 
 static void progress(lt_t *lt, int final)
 {
@@ -340,6 +366,8 @@ static void progress(lt_t *lt, int final)
     char workers[32] = "?";
     if (lt->have_sample)
         snprintf(workers, sizeof workers, "%d", lt->last.workers[0] + lt->last.workers[1]);
+    char run[80];
+    running_text(lt, run, sizeof run);
     if (lt->tty) {
         int submitting = lt->submitted < n;
         size_t done = submitting ? lt->submitted : lt->ended + (lt->submitted - lt->accepted);
@@ -349,8 +377,8 @@ static void progress(lt_t *lt, int final)
         for (int i = 0; i < width; i++)
             bar[i] = i < fill ? '#' : '-';
         bar[width] = '\0';
-        fprintf(stderr, "\r\033[K[%s] %s %zu/%zu  completed %zu  workers %s  %.1fs", bar,
-                submitting ? "submitted" : "ended", done, n, lt->completed, workers,
+        fprintf(stderr, "\r\033[K[%s] %s %zu/%zu  completed %zu%s  workers %s  %.1fs", bar,
+                submitting ? "submitted" : "ended", done, n, lt->completed, run, workers,
                 since_start(lt));
         lt->progress_drawn = 1;
         if (final) {
@@ -359,9 +387,10 @@ static void progress(lt_t *lt, int final)
         }
     } else {
         fprintf(stderr,
-                "loadtest: t=%.1fs submitted %zu/%zu accepted %zu ended %zu completed %zu "
+                "loadtest: t=%.1fs submitted %zu/%zu accepted %zu ended %zu completed %zu%s "
                 "workers %s\n",
-                since_start(lt), lt->submitted, n, lt->accepted, lt->ended, lt->completed, workers);
+                since_start(lt), lt->submitted, n, lt->accepted, lt->ended, lt->completed, run,
+                workers);
     }
     fflush(stderr);
 }

@@ -61,7 +61,10 @@ def test_job_gets_engine_png_and_measured_charge(env):
     assert wf["7"]["inputs"]["text"] == body["negative_prompt"]
     assert sent["client_id"] in f.ws_connects
     assert f.views and f.views[0]["type"] == ["output"], f.views
-    # Charged by the measured execution time: 12 steps of 50 ms at least, at 1 credit/s.
+    # Charged by the measured execution time: ComfyUI's own execution_start and
+    # execution_success timestamps (its queueing excluded): 12 steps of 50 ms at least.
+    start, end = f.stamps[pid]
+    assert abs(j["gpu_seconds"] - (end - start) / 1000.0) < 1e-6, (j, start, end)
     assert j["gpu_seconds"] >= 12 * 0.05, j
     assert j["credits_charged"] == math.ceil(j["gpu_seconds"]), j
     assert [c["amount"] for c in pv.charges_for(env, tok, jid)] in ([-j["credits_charged"]],

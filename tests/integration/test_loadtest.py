@@ -92,6 +92,38 @@ def test_seed_load_test_against_up(env):
         assert word in p.stdout, (word, p.stdout)
 
 
+def test_terminal_shows_progress(env):
+    """On a terminal the live line shows the running jobs' progress (their steps so far)."""
+    import pty
+    import subprocess
+    env.start_server("--workers", "2", "--enterprise-workers", "0", "--time-scale", "0.3",
+                     "--heartbeat", "100ms", cmd="up")
+    token = env.add_user("tty", credits=100000)
+    master, slave = pty.openpty()
+    e = env.env()
+    e["PINGVAS_TOKEN"] = token
+    p = subprocess.Popen([pv.BIN, "loadtest", "--server", env.url, "--jobs", "4",
+                          "--concurrency", "4", "--poll", "50ms"], stdout=subprocess.PIPE,
+                         stderr=slave, env=e)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=120) == 0, (p.stdout.read(), out[-2000:])
+    text = out.decode(errors="replace")
+    import re
+    seen = [(int(a), int(b)) for a, b in re.findall(r"running \d+  steps (\d+)/(\d+)", text)]
+    # the sums over the running jobs of 20 steps each, part-way at least once
+    assert any(0 < a < b and b % 20 == 0 for a, b in seen), text[-2000:]
+
+
 def test_no_wait_returns_after_submitting(env):
     env.start_server()  # no workers: nothing would ever complete
     token = env.add_user("nowait", credits=100000)
@@ -151,5 +183,5 @@ def test_402_counted_by_status(env):
 
 
 if __name__ == "__main__":
-    pv.main([test_seed_load_test_against_up, test_no_wait_returns_after_submitting,
+    pv.main([test_terminal_shows_progress, test_seed_load_test_against_up, test_no_wait_returns_after_submitting,
              test_bad_flags_exit_2, test_402_counted_by_status])

@@ -118,6 +118,7 @@ class FakeComfyUI:
         self.interrupts = []     # bodies of POST /interrupt
         self.deleted = []        # prompt ids removed with POST /queue
         self.views = []
+        self.stamps = {}         # prompt_id -> [execution_start timestamp, end timestamp]
         self.sent = []           # (sid, type) of every message sent
         self.violations = []
         self.number = 0
@@ -275,6 +276,7 @@ class FakeComfyUI:
         sid = extra.get("client_id")
         ts = lambda: int(time.time() * 1000)  # noqa: E731
         msgs = [["execution_start", {"prompt_id": pid, "timestamp": ts()}]]
+        self.stamps[pid] = [msgs[0][1]["timestamp"], None]
         self.send(sid, "execution_start", msgs[-1][1])
         self.send(sid, "execution_cached", {"nodes": [], "prompt_id": pid, "timestamp": ts()})
         executed, status, outs = [], "success", {}
@@ -295,6 +297,7 @@ class FakeComfyUI:
             executed.append(nid)
         if status == "success":
             msgs.append(["execution_success", {"prompt_id": pid, "timestamp": ts()}])
+            self.stamps[pid][1] = msgs[-1][1]["timestamp"]
             self.send(sid, "execution_success", msgs[-1][1])
         # ComfyUI's prompt_worker stores the history (task_done) a moment after execute()
         # returned, then says "executing" None: a client must not read /history before that.
