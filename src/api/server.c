@@ -415,6 +415,38 @@ static enum MHD_Result no_credits(server_t *s, struct MHD_Connection *c, const c
     return send_error(c, &e);
 }
 
+/* The per-user token bucket (--rate-limit, --rate-burst), taken by every create and every
+ * cancel: a create-cancel loop costs two tokens a round (issue 16, finding 4). 1 with a 429 and
+ * Retry-After sent when the user is over it, else 0. */
+static int rate_limited(server_t *s, struct MHD_Connection *c, const char *user,
+                        enum MHD_Result *ret)
+{
+    double retry_after = 0;
+    if (!s->rl || ratelimit_take(s->rl, user, clock_mono_ms(), &retry_after))
+        return 0;
+    char msg[200], ra[32];
+    snprintf(msg, sizeof msg,
+             "too many submissions and cancels for user '%s'; retry in %.1f s (--rate-limit)", user,
+             retry_after);
+    snprintf(ra, sizeof ra, "%d", (int)ceil(retry_after));
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", "rate_limited", "message", msg);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    struct MHD_Response *resp =
+        text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!resp) {
+        free(text);
+        *ret = MHD_NO;
+        return 1;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Retry-After", ra);
+    *ret = MHD_queue_response(c, 429, resp);
+    MHD_destroy_response(resp);
+    atomic_fetch_add(&metrics.http_requests[4], 1);
+    return 1;
+}
+
 static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
@@ -430,33 +462,8 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
                     "send the body as JSON with 'Content-Type: application/json'");
     if (r->too_big)
         return fail(c, 413, "payload_too_large", NULL, "the request body is over 64 KiB");
-    if (s->rl) {
-        double retry_after = 0;
-        if (!ratelimit_take(s->rl, u.name, clock_mono_ms(), &retry_after)) {
-            api_error_t e;
-            api_error_set(&e, 429, "rate_limited", NULL,
-                          "too many requests for user '%s'; retry in %.1f s", u.name, retry_after);
-            char ra[32];
-            snprintf(ra, sizeof ra, "%d", (int)ceil(retry_after));
-            json_t *err = json_object();
-            json_object_set_new(err, "code", json_string(e.code));
-            json_object_set_new(err, "message", json_string(e.message));
-            json_t *o = json_object();
-            json_object_set_new(o, "error", err);
-            char *text = json_dumps(o, JSON_COMPACT);
-            json_decref(o);
-            if (!text)
-                return MHD_NO;
-            struct MHD_Response *resp =
-                MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-            MHD_add_response_header(resp, "Content-Type", "application/json");
-            MHD_add_response_header(resp, "Retry-After", ra);
-            ret = MHD_queue_response(c, 429, resp);
-            MHD_destroy_response(resp);
-            atomic_fetch_add(&metrics.http_requests[4], 1);
-            return ret;
-        }
-    }
+    if (rate_limited(s, c, u.name, &ret))
+        return ret;
     job_params_t p = {0};
     api_error_t e;
     if (validate_create_body(r->body ? r->body : "", r->len, &s->vcfg, &p, &e) != 0)
@@ -470,7 +477,7 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
     int64_t reserve = server_estimate_credits(&p, s->cfg.credit_rate);
     job_t j = {0};
     int rc = store_job_create(s->store, u.name, &p, idem, reserve, s->cfg.max_queued_per_user,
-                              clock_steady_ms(), &j);
+                              s->cfg.max_jobs_per_user, clock_steady_ms(), &j);
     job_params_clear(&p);
     switch (rc) {
     case STORE_OK:
@@ -496,6 +503,14 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
         api_error_set(&e, 429, "too_many_queued", NULL,
                       "user '%s' already has %d queued jobs; wait for some to finish", u.name,
                       s->cfg.max_queued_per_user);
+        ret = send_error(c, &e);
+        break;
+    case STORE_FULL:
+        api_error_set(&e, 429, "too_many_jobs", NULL,
+                      "user '%s' has %d stored jobs, the most allowed (--max-jobs-per-user); "
+                      "ended jobs are deleted %lld days after they end (--retention)",
+                      u.name, s->cfg.max_jobs_per_user,
+                      (long long)(s->cfg.retention_ms / 86400000));
         ret = send_error(c, &e);
         break;
     case STORE_NOT_FOUND:
@@ -601,7 +616,7 @@ static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const c
 {
     enum MHD_Result ret;
     user_t u;
-    if (auth_user(s, c, &u, &ret) != 0)
+    if (auth_user(s, c, &u, &ret) != 0 || rate_limited(s, c, u.name, &ret))
         return ret;
     job_t j = {0};
     int rc = store_job_cancel(s->store, u.name, id, clock_steady_ms(), &j);
@@ -1475,6 +1490,32 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
  * full lease, in which every live worker heartbeats (a heartbeat renews an expired lease the
  * reaper has not taken back), and then takes back only leases that expired before that round
  * started. A round that fails or is slow counts as a fault itself. */
+#define PURGE_BATCH 100
+
+/* Retention (--retention): deletes jobs that ended longer ago than that, with their images, a
+ * few batches a tick so that a backlog never holds the store for long. */
+static void purge_ended(server_t *s)
+{
+    char ids[PURGE_BATCH][JOB_ID_SIZE];
+    if (s->cfg.retention_ms <= 0)
+        return;
+    for (int batch = 0; batch < 4; batch++) {
+        int n = 0;
+        if (store_jobs_purge(s->store, clock_steady_ms() - s->cfg.retention_ms, PURGE_BATCH, ids,
+                             &n) != STORE_OK) {
+            log_warn("event=purge_failed err=\"%s\"", store_last_error(s->store));
+            return;
+        }
+        for (int i = 0; i < n; i++)
+            image_discard(s->blob, &s->image_secrets, ids[i]);
+        if (n > 0)
+            log_info("event=jobs_purged count=%d retention_s=%lld", n,
+                     (long long)(s->cfg.retention_ms / 1000));
+        if (n < PURGE_BATCH)
+            return;
+    }
+}
+
 static void *reaper_main(void *arg)
 {
     server_t *s = arg;
@@ -1500,6 +1541,7 @@ static void *reaper_main(void *arg)
                 log_warn("event=leases_expired requeued=%d failed=%d", requeued, failed);
                 server_notify_work(s);
             }
+            purge_ended(s);
         }
         for (int64_t slept = 0; slept < s->cfg.reaper_ms && !atomic_load(&s->stopping); slept += 50)
             clock_sleep_ms(s->cfg.reaper_ms - slept < 50 ? s->cfg.reaper_ms - slept : 50);

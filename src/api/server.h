@@ -26,6 +26,8 @@ typedef struct server_config {
     int max_attempts;
     double credit_rate;      /* credits per GPU-second */
     int max_queued_per_user; /* 0 = no cap */
+    int max_jobs_per_user;   /* cap on a user's stored jobs, any status; 0 = no cap */
+    int64_t retention_ms;    /* ended jobs and their images are deleted after this; 0 = never */
     double rate_limit;       /* creates per second per user; 0 = off */
     int rate_burst;
     int max_connections;

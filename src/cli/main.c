@@ -54,6 +54,8 @@ typedef struct app_config {
     int max_attempts;
     double credit_rate;
     int max_queued;
+    int max_jobs_per_user;
+    int64_t retention_ms;
     double rate_limit;
     int rate_burst;
     int max_connections;
@@ -220,12 +222,26 @@ typedef struct app_config {
     }
 #define OPT_RL                                                                                     \
     {                                                                                              \
-        "rate-limit", "PINGVAS_RATE_LIMIT", OPT_DOUBLE, "0", 0, 1e9, O(rate_limit),                \
-            "job submissions per second per user (token bucket; 0: off)"                           \
+        "rate-limit", "PINGVAS_RATE_LIMIT", OPT_DOUBLE, "10", 0, 1e9, O(rate_limit),               \
+            "job submissions and cancels per second per user, together (token bucket; 429 with "   \
+            "Retry-After beyond it; 0: off)"                                                       \
+    }
+#define OPT_MAXJOBS                                                                                \
+    {                                                                                              \
+        "max-jobs-per-user", "PINGVAS_MAX_JOBS_PER_USER", OPT_INT, "100000", 0, 1000000000,        \
+            O(max_jobs_per_user),                                                                  \
+            "cap on a user's stored jobs of any status, ended ones until --retention "             \
+            "deletes them (429 too_many_jobs beyond it; 0: none)"                                  \
+    }
+#define OPT_RETENTION                                                                              \
+    {                                                                                              \
+        "retention", "PINGVAS_RETENTION", OPT_DURATION, "30d", 0, 3650 * DAY_MS, O(retention_ms),  \
+            "ended jobs (completed, failed, canceled) and their images are deleted this long "     \
+            "after they end; charges stay in the ledger (0: keep forever)"                         \
     }
 #define OPT_RB                                                                                     \
     {                                                                                              \
-        "rate-burst", "PINGVAS_RATE_BURST", OPT_INT, "100", 1, 1000000, O(rate_burst),             \
+        "rate-burst", "PINGVAS_RATE_BURST", OPT_INT, "200", 1, 1000000, O(rate_burst),             \
             "burst size of the per-user rate limit"                                                \
     }
 #define OPT_MAXCONN                                                                                \
@@ -428,6 +444,8 @@ static const opt_t server_opts[] = {
     OPT_HEADER_TIMEOUT,
     OPT_REQUEST_TIMEOUT,
     OPT_WORKER_PORT("-1"),
+    OPT_MAXJOBS,
+    OPT_RETENTION,
 };
 
 static const opt_t up_opts[] = {
@@ -458,6 +476,8 @@ static const opt_t up_opts[] = {
     OPT_HEADER_TIMEOUT,
     OPT_REQUEST_TIMEOUT,
     OPT_WORKER_PORT("0"),
+    OPT_MAXJOBS,
+    OPT_RETENTION,
     OPT_LOG,
     OPT_BACKEND,
     OPT_PROFILE,
@@ -766,6 +786,8 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->max_attempts = cfg->max_attempts;
     sc->credit_rate = cfg->credit_rate;
     sc->max_queued_per_user = cfg->max_queued;
+    sc->max_jobs_per_user = cfg->max_jobs_per_user;
+    sc->retention_ms = cfg->retention_ms;
     sc->rate_limit = cfg->rate_limit;
     sc->rate_burst = cfg->rate_burst;
     sc->max_connections = cfg->max_connections;

@@ -66,9 +66,14 @@ int store_ledger(store_t *s, const char *name, int limit, ledger_entry_t **out, 
 }
 
 int store_job_create(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
-                     int64_t reserve, int max_queued, int64_t now, job_t *out)
+                     int64_t reserve, int max_queued, int max_stored, int64_t now, job_t *out)
 {
-    return s->ops->job_create(s, user, p, idem_key, reserve, max_queued, now, out);
+    return s->ops->job_create(s, user, p, idem_key, reserve, max_queued, max_stored, now, out);
+}
+
+int store_jobs_purge(store_t *s, int64_t ended_before, int limit, char (*ids)[JOB_ID_SIZE], int *n)
+{
+    return s->ops->jobs_purge(s, ended_before, limit, ids, n);
 }
 
 int store_job_get(store_t *s, const char *id, job_t *out)

@@ -27,6 +27,7 @@ enum store_rc {
     STORE_CANCELED = 7,   /* job was canceled while leased */
     STORE_LIMIT = 8,      /* the user's queued-job cap is reached */
     STORE_DISABLED = 9,   /* the user is disabled (job create) */
+    STORE_FULL = 10,      /* the user's cap on stored jobs (any status) is reached */
 };
 
 typedef struct user {
@@ -34,6 +35,7 @@ typedef struct user {
     char tier[16];
     int64_t balance;  /* never below zero */
     int64_t reserved; /* sum of credits_reserved of the user's queued and running jobs */
+    int64_t stored;   /* the user's jobs in the store, any status (ended ones until purged) */
     int64_t created_at;
     int64_t disabled_at; /* 0: active; else when `pingvas user disable` refused the user */
 } user_t;
@@ -106,7 +108,11 @@ int store_ledger(store_t *s, const char *name, int limit, ledger_entry_t **out, 
  * STORE_EXISTS. max_queued <= 0 means no cap. STORE_NO_CREDITS / STORE_LIMIT / STORE_DISABLED
  * create nothing. */
 int store_job_create(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
-                     int64_t reserve, int max_queued, int64_t now, job_t *out);
+                     int64_t reserve, int max_queued, int max_stored, int64_t now, job_t *out);
+/* Retention: deletes up to limit jobs that ended (completed, failed, canceled) before
+ * ended_before, oldest first; their ledger rows stay, with job_id NULL. Copies the deleted ids
+ * into ids (limit entries) and their count into *n, so the caller deletes their images. */
+int store_jobs_purge(store_t *s, int64_t ended_before, int limit, char (*ids)[JOB_ID_SIZE], int *n);
 int store_job_get(store_t *s, const char *id, job_t *out);
 /* The user's jobs, newest first; status < 0 for any; cursor_seq 0 for the first page, else only
  * jobs with seq < cursor_seq. *out is malloc'd array of n jobs: job_clear each, then free. */
@@ -235,7 +241,9 @@ struct store_ops {
     int (*user_credit)(store_t *s, const char *name, int64_t delta, int64_t now, int64_t *bal);
     int (*ledger)(store_t *s, const char *name, int limit, ledger_entry_t **out, size_t *n);
     int (*job_create)(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
-                      int64_t reserve, int max_queued, int64_t now, job_t *out);
+                      int64_t reserve, int max_queued, int max_stored, int64_t now, job_t *out);
+    int (*jobs_purge)(store_t *s, int64_t ended_before, int limit, char (*ids)[JOB_ID_SIZE],
+                      int *n);
     int (*job_get)(store_t *s, const char *id, job_t *out);
     int (*job_list)(store_t *s, const char *user, int status, int limit, int64_t cursor_seq,
                     job_t **out, size_t *n);

@@ -50,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 #define ERR_MAX 512
 #define POOL_DEFAULT 8
 #define POOL_MAX 256
@@ -265,8 +265,24 @@ static const char schema_v5[] =
     "  FOR EACH ROW EXECUTE FUNCTION events_worker();";
 /* clang-format on */
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                                       schema_v5};
+/* Version 6: retention and the per-user cap on stored jobs, store_sqlite.c's version 7. */
+static const char schema_v6[] =
+    "ALTER TABLE users ADD COLUMN stored BIGINT NOT NULL DEFAULT 0;"
+    "UPDATE users SET stored = (SELECT COUNT(*) FROM generation_jobs j WHERE j.user_id = name);"
+    "CREATE FUNCTION generation_jobs_stored() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    "  IF TG_OP = 'INSERT' THEN"
+    "    UPDATE users SET stored = stored + 1 WHERE name = NEW.user_id;"
+    "  ELSE"
+    "    UPDATE users SET stored = stored - 1 WHERE name = OLD.user_id;"
+    "  END IF;"
+    "  RETURN NULL; END $$;"
+    "CREATE TRIGGER generation_jobs_stored AFTER INSERT OR DELETE ON generation_jobs"
+    "  FOR EACH ROW EXECUTE FUNCTION generation_jobs_stored();"
+    "CREATE INDEX generation_jobs_ended ON generation_jobs(completed_at)"
+    "  WHERE status IN ('completed','failed','canceled');";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
+                                                       schema_v4, schema_v5, schema_v6};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -986,7 +1002,8 @@ static int pg_ping(store_t *base)
 
 /* ---- users and credits ---- */
 
-#define USER_COLS "name, tier, balance, created_at, reserved, queued, COALESCE(disabled_at, 0)"
+#define USER_COLS                                                                                  \
+    "name, tier, balance, created_at, reserved, queued, COALESCE(disabled_at, 0), stored"
 
 /* Reads a user's row (locked FOR UPDATE when lock_row). STORE_NOT_FOUND if absent. */
 static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64_t *queued)
@@ -1013,6 +1030,7 @@ static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64
     if (queued)
         *queued = get_i64(r, 0, 5, 0);
     u->disabled_at = get_i64(r, 0, 6, 0);
+    u->stored = get_i64(r, 0, 7, 0);
 out:
     PQclear(r);
     return rc;
@@ -1211,8 +1229,8 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
 }
 
 static int pg_job_create(store_t *base, const char *user, const job_params_t *prm,
-                         const char *idem_key, int64_t reserve, int max_queued, int64_t now,
-                         job_t *out)
+                         const char *idem_key, int64_t reserve, int max_queued, int max_stored,
+                         int64_t now, job_t *out)
 {
     pg_store_t *s = pgs(base);
     job_t tmp;
@@ -1252,6 +1270,10 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
     }
     if (max_queued > 0 && queued >= max_queued) {
         rc = STORE_LIMIT;
+        goto out;
+    }
+    if (max_stored > 0 && u.stored >= max_stored) {
+        rc = STORE_FULL;
         goto out;
     }
     if (reserve > 0 && u.balance - u.reserved < reserve) {
@@ -1591,6 +1613,63 @@ static int leased_job(op_t *op, const char *id, const char *lease_id, job_status
         return STORE_OK;
     }
     return STORE_LEASE_LOST;
+}
+
+/* Retention (store.h): the oldest ended jobs, locked (SKIP LOCKED: replicas purge side by side),
+ * their ledger rows unlinked, then deleted, in one transaction. */
+static int pg_jobs_purge(store_t *base, int64_t ended_before, int limit, char (*ids)[JOB_ID_SIZE],
+                         int *n)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    params_t p = {0};
+    char *list = NULL;
+    int count = 0;
+    *n = 0;
+    int rc = op_begin(s, &op);
+    if (rc != STORE_OK)
+        goto out;
+    p_i64(&p, ended_before);
+    p_i64(&p, limit);
+    PGresult *r = q(&op, "finding ended jobs",
+                    "SELECT id FROM generation_jobs WHERE status IN ('completed','failed',"
+                    "'canceled') AND completed_at < $1 ORDER BY completed_at LIMIT $2"
+                    " FOR UPDATE SKIP LOCKED",
+                    &p);
+    if (!r) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    list = malloc((size_t)PQntuples(r) * (JOB_ID_SIZE + 1) + 3);
+    size_t len = 0;
+    if (list)
+        list[len++] = '{';
+    for (int i = 0; list && i < PQntuples(r) && count < limit; i++) {
+        get_copy(r, i, 0, ids[count], JOB_ID_SIZE);
+        len += (size_t)snprintf(list + len, JOB_ID_SIZE + 2, "%s%s", count ? "," : "", ids[count]);
+        count++;
+    }
+    PQclear(r);
+    if (!list) {
+        rc = fail_msg("postgresql %s: out of memory purging jobs", s->where);
+        goto out;
+    }
+    snprintf(list + len, 2, "}");
+    if (count == 0)
+        goto out;
+    params_t a = {0};
+    p_text(&a, list);
+    rc = exec(&op, "unlinking ledger rows",
+              "UPDATE credit_ledger SET job_id = NULL WHERE job_id = ANY($1::text[])", &a);
+    if (rc == STORE_OK)
+        rc = exec(&op, "deleting ended jobs",
+                  "DELETE FROM generation_jobs WHERE id = ANY($1::text[])", &a);
+out:
+    free(list);
+    rc = op_end(&op, rc);
+    if (rc == STORE_OK)
+        *n = count;
+    return rc;
 }
 
 static int pg_job_complete(store_t *base, const char *id, const char *lease_id, double gpu_seconds,
@@ -2317,6 +2396,7 @@ static const struct store_ops pg_ops = {
     .user_credit = pg_user_credit,
     .ledger = pg_ledger,
     .job_create = pg_job_create,
+    .jobs_purge = pg_jobs_purge,
     .job_get = pg_job_get,
     .job_list = pg_job_list,
     .job_cancel = pg_job_cancel,

@@ -46,7 +46,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 #define ERR_MAX 512
 
 static _Thread_local char tl_err[ERR_MAX];
@@ -300,9 +300,21 @@ static const char schema_v6[] =
     "  END;";
 /* clang-format on */
 
+/* Version 7: retention and the per-user cap on stored jobs (issue 16, finding 4): users.stored
+ * counts a user's jobs of any status, kept by triggers; an index finds ended jobs by age. */
+static const char schema_v7[] =
+    "ALTER TABLE users ADD COLUMN stored INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE users SET stored = (SELECT COUNT(*) FROM generation_jobs j WHERE j.user_id = name);"
+    "CREATE TRIGGER generation_jobs_stored_ai AFTER INSERT ON generation_jobs BEGIN"
+    "  UPDATE users SET stored = stored + 1 WHERE name = NEW.user_id; END;"
+    "CREATE TRIGGER generation_jobs_stored_ad AFTER DELETE ON generation_jobs BEGIN"
+    "  UPDATE users SET stored = stored - 1 WHERE name = OLD.user_id; END;"
+    "CREATE INDEX generation_jobs_ended ON generation_jobs(completed_at)"
+    "  WHERE status IN ('completed','failed','canceled');";
+
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
-                                                       schema_v4, schema_v5, schema_v6};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                                       schema_v5, schema_v6, schema_v7};
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -355,6 +367,9 @@ enum stmt_id {
     S_LIFE_REPORT,
     S_LIFE_LIST,
     S_USAGE,
+    S_PURGE_LIST,
+    S_PURGE_LEDGER,
+    S_PURGE_JOB,
     S_COUNT
 };
 
@@ -363,7 +378,11 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COMMIT] = "COMMIT",
     [S_PING] = "SELECT COUNT(*) FROM schema_version",
     [S_USER_GET] = "SELECT name, tier, balance, created_at, reserved, queued,"
-                   " COALESCE(disabled_at, 0) FROM users WHERE name = ?1",
+                   " COALESCE(disabled_at, 0), stored FROM users WHERE name = ?1",
+    [S_PURGE_LIST] = "SELECT id FROM generation_jobs WHERE status IN ('completed','failed',"
+                     "'canceled') AND completed_at < ?1 ORDER BY completed_at LIMIT ?2",
+    [S_PURGE_LEDGER] = "UPDATE credit_ledger SET job_id = NULL WHERE job_id = ?1",
+    [S_PURGE_JOB] = "DELETE FROM generation_jobs WHERE id = ?1",
     [S_USER_INSERT] = "INSERT INTO users(name, tier, balance, created_at) VALUES (?1, ?2, ?3, ?4)",
     [S_USER_SET_BALANCE] = "UPDATE users SET balance = ?2 WHERE name = ?1",
     [S_USER_SET_DISABLED] = "UPDATE users SET disabled_at = IIF(?2, COALESCE(disabled_at, ?3),"
@@ -479,6 +498,7 @@ typedef struct create_req {
     const char *idem_key;
     int64_t reserve;
     int max_queued;
+    int max_stored;
     int64_t now;
     job_t *out;
     int rc;
@@ -953,6 +973,7 @@ static int read_user(sqlite_store_t *s, const char *name, user_t *u, int64_t *qu
         if (queued)
             *queued = sqlite3_column_int64(stmt, 5);
         u->disabled_at = sqlite3_column_int64(stmt, 6);
+        u->stored = sqlite3_column_int64(stmt, 7);
         rc = STORE_OK;
     } else if (rc == 0) {
         rc = STORE_NOT_FOUND;
@@ -1191,6 +1212,10 @@ static int create_one(sqlite_store_t *s, create_req_t *q)
         rc = STORE_LIMIT;
         goto out;
     }
+    if (q->max_stored > 0 && u.stored >= q->max_stored) {
+        rc = STORE_FULL;
+        goto out;
+    }
     if (q->reserve > 0 && u.balance - u.reserved < q->reserve) {
         rc = STORE_NO_CREDITS;
         goto out;
@@ -1267,8 +1292,8 @@ static void create_batch(sqlite_store_t *s, create_req_t *batch)
  * result. Each create keeps its own outcome (a savepoint each). Under load this turns N commits
  * and N hand-offs of the store lock into one. */
 static int sqlite_job_create(store_t *base, const char *user, const job_params_t *p,
-                             const char *idem_key, int64_t reserve, int max_queued, int64_t now,
-                             job_t *out)
+                             const char *idem_key, int64_t reserve, int max_queued, int max_stored,
+                             int64_t now, job_t *out)
 {
     sqlite_store_t *s = sq(base);
     job_t tmp;
@@ -1280,6 +1305,7 @@ static int sqlite_job_create(store_t *base, const char *user, const job_params_t
                       .idem_key = idem_key,
                       .reserve = reserve,
                       .max_queued = max_queued,
+                      .max_stored = max_stored,
                       .now = now,
                       .out = out};
     pthread_cond_init(&q.cv, NULL);
@@ -1820,6 +1846,51 @@ typedef struct reap_item {
     int attempts;
 } reap_item_t;
 
+/* Runs stmt (one text parameter, id) to its end. */
+static int run_id(sqlite_store_t *s, enum stmt_id sid, const char *id, const char *what)
+{
+    sqlite3_stmt *stmt = st(s, sid);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, id);
+    return run(s, stmt, what);
+}
+
+static int sqlite_jobs_purge(store_t *base, int64_t ended_before, int limit,
+                             char (*ids)[JOB_ID_SIZE], int *n)
+{
+    sqlite_store_t *s = sq(base);
+    int rc, count = 0;
+    *n = 0;
+    lock(s);
+    rc = begin(s);
+    if (rc != STORE_OK)
+        goto out;
+    sqlite3_stmt *stmt = st(s, S_PURGE_LIST);
+    if (!stmt) {
+        rc = STORE_ERR;
+        goto out;
+    }
+    sqlite3_bind_int64(stmt, 1, ended_before);
+    sqlite3_bind_int(stmt, 2, limit);
+    while (count < limit && (rc = step_row(s, stmt, "finding ended jobs")) == 1)
+        col_copy(stmt, 0, ids[count++], JOB_ID_SIZE);
+    sqlite3_reset(stmt);
+    if (rc < 0)
+        goto out;
+    rc = STORE_OK;
+    for (int i = 0; i < count && rc == STORE_OK; i++) {
+        rc = run_id(s, S_PURGE_LEDGER, ids[i], "unlinking ledger rows");
+        if (rc == STORE_OK)
+            rc = run_id(s, S_PURGE_JOB, ids[i], "deleting an ended job");
+    }
+out:
+    rc = finish(s, rc);
+    if (rc == STORE_OK)
+        *n = count;
+    return rc;
+}
+
 static int sqlite_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64_t now,
                        int *requeued, int *failed)
 {
@@ -2237,6 +2308,7 @@ static const struct store_ops sqlite_ops = {
     .user_credit = sqlite_user_credit,
     .ledger = sqlite_ledger,
     .job_create = sqlite_job_create,
+    .jobs_purge = sqlite_jobs_purge,
     .job_get = sqlite_job_get,
     .job_list = sqlite_job_list,
     .job_cancel = sqlite_job_cancel,

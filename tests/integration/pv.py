@@ -99,7 +99,9 @@ class Env:
         self.procs = []
         self.url = None
         self.server = None
-        self.extra_env = {}
+        # Tests submit jobs far faster than a user may by default (10 a second, burst 200); the
+        # limit itself is tested in test_security.py, which takes this out.
+        self.extra_env = {"PINGVAS_RATE_LIMIT": "0"}
         self.cleanups = []
         # The stack under test: "embedded" (SQLite + filesystem, the default) or "production"
         # (PostgreSQL + S3 on loopback; pv_pg.py and pv_s3.py provision a fresh database and

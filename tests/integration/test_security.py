@@ -428,6 +428,57 @@ def test_slow_clients_cannot_hold_the_server(env):
     assert "event=slow_client_closed" in env.log("server.log")
 
 
+def test_rate_limit_on_by_default_counts_cancels(env):
+    """Finding 4: 1,500 create-cancel cycles in 2.9 s grew the database by 28.6 MB with the
+    balance unchanged. A per-user rate limit is on by default, and cancels take from it too."""
+    env.extra_env.pop("PINGVAS_RATE_LIMIT", None)  # the default, not pv's test setting
+    env.start_server()
+    tok = env.add_user("kim", credits=10 ** 9)
+    created = 0
+    limited = None
+    for _ in range(400):
+        r = env.create(tok, {"prompt": "x" * 2000, "steps": 1})
+        if r.status == 429:
+            limited = r
+            break
+        assert r.status == 201, r
+        created += 1
+        c = env.api("POST", f"/api/v1/generation/{r.json()['id']}/cancel", token=tok)
+        if c.status == 429:
+            limited = c
+            break
+        assert c.status == 200, c
+    assert limited is not None, f"{created} create-cancel cycles and never limited"
+    assert limited.json()["error"]["code"] == "rate_limited", limited
+    assert int(limited.headers["Retry-After"]) >= 1, limited.headers
+    assert created < 200, f"cancels did not count: {created} creates inside a burst of 200"
+
+
+def test_stored_jobs_cap_and_retention(env):
+    """Finding 4: rows were never removed. A cap on each user's stored jobs, and ended jobs (with
+    their images) deleted after the retention period."""
+    env.start_server("--max-jobs-per-user", "3", "--retention", "1s")
+    tok = env.add_user("lee")
+    ids = [env.create(tok, {"prompt": f"p{i}", "steps": 2}).json()["id"] for i in range(3)]
+    r = env.create(tok, {"prompt": "one too many"})
+    assert r.status == 429 and r.json()["error"]["code"] == "too_many_jobs", r
+    for jid in ids[:2]:
+        assert env.api("POST", f"/api/v1/generation/{jid}/cancel", token=tok).status == 200
+    c = claim(env)
+    upload(env, c)
+    assert op(env, c, "complete", gpu_seconds=1.0).status == 200
+    assert public_image_reachable(env, ids[2])
+    charged = env.api("GET", "/api/v1/credits", token=tok).json()
+    pv.wait_for(lambda: all(env.api("GET", f"/api/v1/generation/{j}", token=tok).status == 404
+                            for j in ids), timeout=60, what="ended jobs purged")
+    assert not public_image_reachable(env, ids[2])
+    assert not [k for k in stored_keys(env) if any(j in k for j in ids)], stored_keys(env)
+    after = env.api("GET", "/api/v1/credits", token=tok).json()
+    assert after["balance"] == charged["balance"], (charged, after)  # charges stay
+    assert [e for e in after["ledger"] if e["kind"] == "charge"], after
+    assert env.create(tok, {"prompt": "room again"}).status == 201
+
+
 if __name__ == "__main__":
     pv.main([pv.clean_exit(t) for t in [
         test_image_hidden_until_completed_and_charged,
@@ -441,4 +492,6 @@ if __name__ == "__main__":
         test_overrun_never_takes_other_jobs_reservations,
         test_fleet_views_for_operators_only,
         test_slow_clients_cannot_hold_the_server,
+        test_rate_limit_on_by_default_counts_cancels,
+        test_stored_jobs_cap_and_retention,
     ]])

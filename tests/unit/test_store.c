@@ -105,7 +105,7 @@ static int create(store_t *s, const char *user, int64_t reserve, int64_t now, ch
 {
     job_params_t p = params(42);
     job_t j;
-    int rc = store_job_create(s, user, &p, NULL, reserve, 0, now, &j);
+    int rc = store_job_create(s, user, &p, NULL, reserve, 0, 0, now, &j);
     if (id)
         snprintf(id, JOB_ID_SIZE, "%s", rc == STORE_OK ? j.id : "");
     job_clear(&j);
@@ -241,8 +241,8 @@ static void test_create_fields_and_seed(void)
         return;
     CHECK_INT(store_user_add(s, "ent", "enterprise", 0, T0), STORE_OK);
     job_params_t p = params(-1);
-    CHECK_INT(store_job_create(s, "nobody", &p, NULL, 0, 0, T0, &j), STORE_NOT_FOUND);
-    CHECK_INT(store_job_create(s, "ent", &p, NULL, 0, 0, T0, &j), STORE_OK);
+    CHECK_INT(store_job_create(s, "nobody", &p, NULL, 0, 0, 0, T0, &j), STORE_NOT_FOUND);
+    CHECK_INT(store_job_create(s, "ent", &p, NULL, 0, 0, 0, T0, &j), STORE_OK);
     CHECK_INT(strlen(j.id), 36);
     CHECK_STR(j.user, "ent");
     CHECK_STR(j.tier, "enterprise");
@@ -271,7 +271,7 @@ static void test_create_fields_and_seed(void)
 
     p = params(INT64_C(4294967295));
     job_t k;
-    CHECK_INT(store_job_create(s, "ent", &p, NULL, 0, 0, T0 + 1, &k), STORE_OK);
+    CHECK_INT(store_job_create(s, "ent", &p, NULL, 0, 0, 0, T0 + 1, &k), STORE_OK);
     CHECK_INT(k.params.seed, INT64_C(4294967295));
     CHECK(k.seq > j.seq);
     job_clear(&k);
@@ -319,20 +319,20 @@ static void test_idempotency_key(void)
     CHECK_INT(store_user_add(s, "u", "standard", 10, T0), STORE_OK);
     CHECK_INT(store_user_add(s, "v", "standard", 10, T0), STORE_OK);
     job_params_t p = params(7);
-    CHECK_INT(store_job_create(s, "u", &p, "key-1", 4, 0, T0, &j1), STORE_OK);
+    CHECK_INT(store_job_create(s, "u", &p, "key-1", 4, 0, 0, T0, &j1), STORE_OK);
     p.seed = 8; /* a replay returns the original, whatever the body */
-    CHECK_INT(store_job_create(s, "u", &p, "key-1", 4, 0, T0 + 5, &j2), STORE_EXISTS);
+    CHECK_INT(store_job_create(s, "u", &p, "key-1", 4, 0, 0, T0 + 5, &j2), STORE_EXISTS);
     CHECK_STR(j2.id, j1.id);
     CHECK_INT(j2.params.seed, 7);
     CHECK_INT(reserved(s, "u"), 4);
     CHECK_INT(count_jobs(s, "u", -1), 1);
-    CHECK_INT(store_job_create(s, "v", &p, "key-1", 4, 0, T0, &j3), STORE_OK);
+    CHECK_INT(store_job_create(s, "v", &p, "key-1", 4, 0, 0, T0, &j3), STORE_OK);
     CHECK(strcmp(j3.id, j1.id) != 0);
     job_clear(&j1);
     job_clear(&j2);
     job_clear(&j3);
     /* a replay is answered even when a new job would be refused */
-    CHECK_INT(store_job_create(s, "u", &p, "key-1", 100, 1, T0, &j2), STORE_EXISTS);
+    CHECK_INT(store_job_create(s, "u", &p, "key-1", 100, 1, 0, T0, &j2), STORE_EXISTS);
     job_clear(&j2);
     close_fresh(s);
 }
@@ -378,18 +378,70 @@ static void test_max_queued(void)
         return;
     CHECK_INT(store_user_add(s, "u", "standard", 0, T0), STORE_OK);
     for (int i = 0; i < 3; i++) {
-        CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, T0, &j), STORE_OK);
+        CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, 0, T0, &j), STORE_OK);
         job_clear(&j);
     }
-    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, T0, &j), STORE_LIMIT);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, 0, T0, &j), STORE_LIMIT);
     CHECK_INT(count_jobs(s, "u", -1), 3);
     /* a claimed job no longer counts as queued */
     CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0, &j), STORE_OK);
     job_clear(&j);
-    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, T0, &j), STORE_OK);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 3, 0, T0, &j), STORE_OK);
     job_clear(&j);
-    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 0, T0, &j), STORE_OK); /* 0: no cap */
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 0, 0, 0, T0, &j), STORE_OK); /* 0: no cap */
     job_clear(&j);
+    close_fresh(s);
+}
+
+/* The cap on stored jobs counts every status; retention deletes ended jobs (issue 16). */
+static void test_max_stored_and_purge(void)
+{
+    store_t *s = open_fresh();
+    job_params_t p = params(1);
+    job_t j;
+    user_t u;
+    char ids[4][JOB_ID_SIZE], first[JOB_ID_SIZE], second[JOB_ID_SIZE];
+    int n = -1;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 100, T0), STORE_OK);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, 2, T0, &j), STORE_OK);
+    snprintf(first, sizeof first, "%s", j.id);
+    job_clear(&j);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, 2, T0, &j), STORE_OK);
+    snprintf(second, sizeof second, "%s", j.id);
+    job_clear(&j);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, 2, T0, &j), STORE_FULL);
+    CHECK_INT(store_job_cancel(s, "u", first, T0 + 10, &j), STORE_OK);
+    job_clear(&j);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, 2, T0, &j), STORE_FULL); /* still stored */
+    CHECK_INT(store_jobs_purge(s, T0 + 10, 4, ids, &n), STORE_OK);
+    CHECK_INT(n, 0); /* ended at T0 + 10, not before */
+    CHECK_INT(store_jobs_purge(s, T0 + 11, 4, ids, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    CHECK_STR(ids[0], first);
+    CHECK_INT(store_job_get(s, first, &j), STORE_NOT_FOUND);
+    CHECK_INT(store_job_get(s, second, &j), STORE_OK); /* queued: never purged */
+    job_clear(&j);
+    CHECK_INT(store_user_get(s, "u", &u), STORE_OK);
+    CHECK_INT(u.stored, 1);
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, 2, T0, &j), STORE_OK);
+    job_clear(&j);
+    /* a completed job goes too; its charge stays in the ledger, unlinked */
+    CHECK_INT(store_job_claim(s, "standard", "w", LEASE, T0 + 12, &j), STORE_OK);
+    CHECK_STR(j.id, second);
+    CHECK_INT(store_job_complete(s, j.id, j.lease_id, 1.0, "jobs/x.png", 1.0, T0 + 13, NULL),
+              STORE_OK);
+    job_clear(&j);
+    CHECK_INT(store_jobs_purge(s, T0 + 14, 4, ids, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    CHECK_STR(ids[0], second);
+    ledger_entry_t *le = NULL;
+    size_t nl = 0;
+    CHECK_INT(store_ledger(s, "u", 10, &le, &nl), STORE_OK);
+    CHECK(nl >= 1 && strcmp(le[0].kind, "charge") == 0 && le[0].job_id[0] == '\0');
+    free(le);
     close_fresh(s);
 }
 
@@ -1053,7 +1105,7 @@ static void *create_thread(void *arg)
     }
     job_params_t p = params(9);
     job_t j;
-    a->idem_rc = store_job_create(a->s, "rich", &p, "same-key", 1, 0, T0, &j);
+    a->idem_rc = store_job_create(a->s, "rich", &p, "same-key", 1, 0, 0, T0, &j);
     snprintf(a->idem_id, sizeof a->idem_id, "%s", j.id);
     job_clear(&j);
     return NULL;
@@ -1220,7 +1272,7 @@ static void test_throughput_report(void)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < N; i++) {
         job_t j;
-        CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, T0 + i, &j), STORE_OK);
+        CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, 0, T0 + i, &j), STORE_OK);
         job_clear(&j);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1255,6 +1307,7 @@ static void test_throughput_report(void)
     X(test_idempotency_key)                                                                        \
     X(test_user_disable)                                                                           \
     X(test_max_queued)                                                                             \
+    X(test_max_stored_and_purge)                                                                   \
     X(test_lease_state_machine)                                                                    \
     X(test_requeue_order_several)                                                                  \
     X(test_complete_and_idempotent)                                                                \
