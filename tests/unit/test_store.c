@@ -355,14 +355,14 @@ static void test_user_disable(void)
     CHECK_INT(store_user_set_disabled(s, "mallory", true, T0 + 9), STORE_OK);
     CHECK_INT(store_user_get(s, "mallory", &u), STORE_OK);
     CHECK_INT(u.disabled_at, T0 + 5);
-    CHECK_INT(store_job_create(s, "mallory", &p, NULL, 4, 0, T0, &j), STORE_DISABLED);
+    CHECK_INT(store_job_create(s, "mallory", &p, NULL, 4, 0, 0, T0, &j), STORE_DISABLED);
     CHECK_INT(count_jobs(s, "mallory", -1), 0);
     CHECK_INT(store_user_get(s, "mallory", &u), STORE_OK);
     CHECK_INT(u.reserved, 0);
     CHECK_INT(store_user_set_disabled(s, "mallory", false, T0 + 10), STORE_OK);
     CHECK_INT(store_user_get(s, "mallory", &u), STORE_OK);
     CHECK_INT(u.disabled_at, 0);
-    CHECK_INT(store_job_create(s, "mallory", &p, NULL, 4, 0, T0, &j), STORE_OK);
+    CHECK_INT(store_job_create(s, "mallory", &p, NULL, 4, 0, 0, T0, &j), STORE_OK);
     job_clear(&j);
     CHECK_INT(store_user_set_disabled(s, "nobody", true, T0), STORE_NOT_FOUND);
     close_fresh(s);
