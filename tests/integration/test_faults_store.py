@@ -119,7 +119,7 @@ def test_store_slow(env):
     t0 = time.monotonic()
     _, proxy = own_cluster(env, proxy_delay_ms=100)
     env.start_server("--lease", "6s", "--heartbeat", "1s", "--reaper-interval", "200ms")
-    load = faults.Load(env, seed)
+    load = faults.Load(env, seed, users=["ava"])  # each CLI call pays the slow link too
     for _ in range(3):
         env.start_worker("--time-scale", "0.05", "--imds-url", "off")
     n = 60 if faults.long_run() else 8
