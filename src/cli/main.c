@@ -970,8 +970,11 @@ static backend_config_t backend_config_from(const app_config_t *cfg)
     return bc;
 }
 
-/* Checks the backend settings before anything starts. 0, or -1 with a message. */
-static int check_backend(const app_config_t *cfg, const char *cmd)
+/* Checks the backend settings before anything starts. With reach, an engine backend (not
+ * synthetic) is also loaded once: the engine must answer and have its models, as every worker
+ * will check, so that `pingvas up` fails at once instead of restarting workers that cannot
+ * start. 0, or -1 with a message. */
+static int check_backend(const app_config_t *cfg, const char *cmd, int reach)
 {
     backend_config_t bc = backend_config_from(cfg);
     char err[512];
@@ -980,8 +983,14 @@ static int check_backend(const app_config_t *cfg, const char *cmd)
         fprintf(stderr, "pingvas %s: %s\n", cmd, err);
         return -1;
     }
+    int rc = 0;
+    if (reach && strcmp(probe->ops->name, "synthetic") != 0 &&
+        probe->ops->load(probe, err, sizeof err) != BACKEND_OK) {
+        fprintf(stderr, "pingvas %s: %s\n", cmd, err);
+        rc = -1;
+    }
     probe->ops->destroy(probe);
-    return 0;
+    return rc;
 }
 
 /* Checks the worker token and --server of a worker-side command and copies the server URL
@@ -1072,7 +1081,7 @@ static int cmd_up(int argc, char **argv)
     if (derive(&cfg, &d, 3, "up") != 0)
         return EXIT_USAGE;
     char err[512];
-    if (check_backend(&cfg, "up") != 0) {
+    if (check_backend(&cfg, "up", 1) != 0) {
         derived_free(&d);
         return EXIT_USAGE;
     }
@@ -1280,7 +1289,7 @@ int cmd_autoscale(int argc, char **argv)
     log_set_component("autoscale");
     char server[1024], err[512];
     if (check_worker_side(&cfg, "autoscale", server, sizeof server) != 0 ||
-        check_backend(&cfg, "autoscale") != 0)
+        check_backend(&cfg, "autoscale", 1) != 0)
         return EXIT_USAGE;
     int gpus[SUP_MAX_SLOTS];
     int ngpus = resolve_gpus(&cfg, gpus, "autoscale");
@@ -1391,7 +1400,7 @@ static int cmd_worker(int argc, char **argv)
     }
     char server[1024];
     if (check_worker_side(&cfg, "worker", server, sizeof server) != 0 ||
-        check_backend(&cfg, "worker") != 0 || check_placement(&cfg) != 0)
+        check_backend(&cfg, "worker", 0) != 0 || check_placement(&cfg) != 0)
         return EXIT_USAGE;
     const char *imds = cfg.imds_url;
     if (!imds || strcmp(imds, "off") == 0 || !*imds)

@@ -254,6 +254,28 @@ def test_up_with_comfyui(env):
     assert f.violations == [], f.violations
 
 
+def test_up_refuses_missing_engine(env):
+    """`pingvas up --backend comfyui` with no ComfyUI: exit 2 and the reason, before starting."""
+    url = pv.free_port_url()
+    p = pv.run_cli("up", "--port", "0", "--data", env.data, "--backend", "comfyui",
+                   "--comfyui-url", url, env=env.env(), check=False)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert url in p.stderr and "not reachable" in p.stderr, p.stderr
+    f = fake(env, checkpoints=[])
+    p = pv.run_cli("up", "--port", "0", "--data", env.data, "--backend", "comfyui",
+                   "--comfyui-url", f.url, env=env.env(), check=False)
+    assert p.returncode == 2 and "is not on the ComfyUI server" in p.stderr, p.stderr
+
+
+def test_no_option_names_a_refused_backend(env):
+    """sdcpp is not in this build: no help text offers it, and naming it is a usage error."""
+    for cmd in ("up", "worker", "autoscale"):
+        out = pv.run_cli("help", cmd, env=env.env()).stdout
+        assert "sdcpp" not in out and "comfyui" in out and "a1111" in out, out
+    p = pv.run_cli("worker", "--backend", "sdcpp", env=env.env(), check=False)
+    assert p.returncode == 2 and 'unknown backend "sdcpp"' in p.stderr, p.stderr
+
+
 def fake_comfyui_shipped():
     """The shipped workflow, as the worker sends it (read back from a first run would need a
     server; the node graph is the documented one)."""
@@ -282,4 +304,5 @@ if __name__ == "__main__":
              test_websocket_drop_fails_and_stops_prompt, test_hung_engine_fails_at_deadline,
              test_cancel_mid_job_interrupts_prompt, test_cancel_before_start_removes_from_queue,
              test_custom_workflow_and_checkpoints, test_bad_workflow_is_a_usage_error,
-             test_up_with_comfyui])
+             test_up_with_comfyui, test_up_refuses_missing_engine,
+             test_no_option_names_a_refused_backend])
