@@ -38,7 +38,8 @@ rendered REDIS_URL completes.
 
 Run: PINGVAS_BIN=build/pingvas python3 deploy/check/boot.py (CTest: deploy.boot). Needs root (or
 user namespaces), kubectl with kustomize v4+, openssl, python3-yaml and the services of
-/work/services.env (scripts/services/*.sh). PINGVAS_BOOT_TREES=base,dev limits the trees.
+/work/services.env (scripts/services/*.sh). PINGVAS_BOOT_TREES=base,dev limits the trees;
+PINGVAS_BOOT_USERNS=1 uses a user namespace even as root (as it does without CAP_SYS_ADMIN).
 """
 import base64
 import http.client
@@ -133,9 +134,18 @@ def outside(argv):
         ls.bind(os.path.join(sockdir, f"{port}.sock"))
         ls.listen(64)
         forward(ls, lambda p=port: socket.create_connection(("127.0.0.1", p)))
-    cmd = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user",
-                                                          "--net"]
     env = dict(os.environ, PINGVAS_BOOT_FWD=sockdir)
+    cmd = ["unshare", "--net"]
+    if (os.geteuid() != 0 or os.environ.get("PINGVAS_BOOT_USERNS")
+            or subprocess.run(cmd + ["true"], capture_output=True).returncode != 0):
+        # No CAP_SYS_ADMIN (a container): a user namespace maps us to root inside, where the pods'
+        # uid 10001 does not exist, so the processes keep ours.
+        cmd = ["unshare", "--user", "--map-root-user", "--net"]
+        env["PINGVAS_BOOT_NO_SETUID"] = "1"
+        if subprocess.run(cmd + ["true"], capture_output=True).returncode != 0:
+            print("boot: cannot create a network namespace (unshare --net needs root or user "
+                  "namespaces)", file=sys.stderr)
+            return 2
     p = subprocess.run(cmd + [sys.executable, os.path.abspath(__file__)] + argv, env=env)
     return p.returncode
 
@@ -484,7 +494,7 @@ def exec_env(env, cluster):
 
 
 def run_as_pod_user():
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not os.environ.get("PINGVAS_BOOT_NO_SETUID"):
         os.setgroups([])
         os.setgid(UID)
         os.setuid(UID)
