@@ -14,7 +14,8 @@ read once at start, advanced by the monotonic clock), so:
 - the hook really moved the server's wall clock: a JWT that expires in 2 minutes (plus the 60 s leeway) is refused
   while the clock is 4 minutes ahead and accepted again once it is back (JWT exp is an absolute
   instant by RFC 7519, compared with the wall clock on purpose).
-At the end every job completed once with one charge. PINGVAS_FAULTS_LONG=1: 2,000 jobs."""
+At the end every job completed once with one charge. PINGVAS_FAULTS_LONG=1: 2,000 jobs.
+Autoscaling cooldowns run on the same steady clock: test_cooldown_after_step_back."""
 import os
 import threading
 import time
@@ -95,5 +96,28 @@ def test_clock_steps(env):
     load.report("clock_steps", figures, t0)
 
 
+def test_cooldown_after_step_back(env):
+    """`pingvas up`: once the last job is done, the idle worker is stopped after the 3 s
+    cooldown even though the wall clock went 4 minutes back meanwhile (a cooldown measured on the
+    wall clock would keep it for 4 minutes more)."""
+    step_file = os.path.join(env.dir, "clock_step")
+    set_step(step_file, 0)
+    env.extra_env["PINGVAS_TEST_CLOCK_STEP_FILE"] = step_file
+    env.start_server("--max-workers", "2", "--cooldown", "3s", "--max-enterprise-workers", "0",
+                     "--time-scale", "0.05", cmd="up")
+    set_step(step_file, -240_000)  # mint the token 4 minutes back: valid at either step
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    set_step(step_file, 0)
+    jid = env.create(tok, {"prompt": "one job", "steps": 5}).json()["id"]
+    env.wait_status(tok, jid, "completed", timeout=60)
+    set_step(step_file, -240_000)
+
+    def scaled_to_zero():
+        ev = env.api("GET", "/api/v1/scaling/events", token=pv.WORKER_TOKEN).json()["events"]
+        return [e for e in ev if e["tier"] == "standard" and e["from"] > 0 and e["to"] == 0]
+    ev = pv.wait_for(scaled_to_zero, timeout=45, what="the idle worker to be scaled down")
+    print(f"cooldown_after_step_back: step_back=1 scale_down={ev[0]['reason']!r}", flush=True)
+
+
 if __name__ == "__main__":
-    pv.main([pv.clean_exit(test_clock_steps)])
+    pv.main([pv.clean_exit(test_clock_steps), pv.clean_exit(test_cooldown_after_step_back)])
