@@ -221,8 +221,15 @@ static int start_connect(wsc_t *w, int port, int ssl, char *err, size_t errlen)
     }
     ci.port = port;
     ci.path = w->path;
-    ci.host = ci.address;
-    ci.origin = ci.address;
+    /* Host: as a browser would send it (the port when it is not the scheme's); no Origin: this
+     * is no browser, and ComfyUI refuses an Origin that does not match Host. */
+    char host[WSC_HOST_MAX + 8];
+    if (port == (ssl ? 443 : 80))
+        snprintf(host, sizeof host, "%s", w->host);
+    else
+        snprintf(host, sizeof host, "%s:%d", w->host, port);
+    ci.host = host;
+    ci.origin = NULL;
     ci.ssl_connection = ssl ? LCCSCF_USE_SSL : 0;
     ci.local_protocol_name = wsc_protocols[0].name;
     ci.pwsi = &w->wsi;

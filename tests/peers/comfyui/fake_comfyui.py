@@ -382,7 +382,21 @@ class FakeComfyUI:
                     fake.violation(f"{self.path}: body is not JSON: {raw[:80]!r}")
                     return None
 
+            def host_ok(self):
+                """ComfyUI's origin_only_middleware: a loopback Host with an Origin that does not
+                match is refused (403); and the Host must name this server."""
+                host, origin = self.headers.get("Host"), self.headers.get("Origin")
+                if host != fake.url[len("http://"):]:
+                    fake.violation(f"{self.path}: Host {host!r}")
+                if origin is not None and urlparse(origin).netloc.lower() != (host or "").lower():
+                    fake.violation(f"{self.path}: Origin {origin!r} for Host {host!r}")
+                    self.reply(403, raw=b"")
+                    return False
+                return True
+
             def do_GET(self):
+                if not self.host_ok():
+                    return
                 u = urlparse(self.path)
                 q = parse_qs(u.query, keep_blank_values=True)
                 if u.path == "/ws":
@@ -418,6 +432,8 @@ class FakeComfyUI:
 
             def do_POST(self):
                 b = self.body()
+                if not self.host_ok():
+                    return
                 if self.path == "/prompt":
                     return self.prompt(b)
                 if self.path == "/interrupt":
