@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "blob/awscreds.h"
+#include "blob/blob.h"
+#include "blob/sigv4.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "t.h"
@@ -26,6 +28,7 @@ static struct {
     int64_t lifetime; /* ms of validity of the credentials handed out */
     int issued;       /* credentials handed out so far */
     char expiration[40];
+    char last_token[1400]; /* the session token handed out last */
 } st;
 
 static void write_token(const char *tok)
@@ -72,6 +75,7 @@ static void next_creds(char *ak, char *sk, char *tok, size_t toksize)
     }
     tok[n++] = '=';
     tok[n] = '\0';
+    snprintf(st.last_token, sizeof st.last_token, "%s", tok);
     int64_t exp = clock_now_ms() + st.lifetime;
     char buf[40];
     clock_format_rfc3339(exp, buf, sizeof buf);
@@ -397,6 +401,54 @@ static void test_environment_and_nothing(void)
     free(c);
 }
 
+/* S3 as the store sees it: a HEAD of the bucket signed with the STS credentials, carrying the
+ * session token as x-amz-security-token (and signing it). */
+static void s3_peer(t_peer_t *p, const t_peer_req_t *r, t_peer_resp_t *out)
+{
+    const char *auth = t_peer_header(r, "Authorization");
+    const char *tok = t_peer_header(r, "x-amz-security-token");
+    PEER_EXPECT(p, strcmp(r->method, "HEAD") == 0 && strcmp(r->path, "/boot-bucket") == 0);
+    PEER_EXPECT(p, auth && strncmp(auth, "AWS4-HMAC-SHA256 Credential=ASIATESTKEY0001/", 44) == 0);
+    PEER_EXPECT(p, auth && strstr(auth, "x-amz-security-token") != NULL);
+    PEER_EXPECT(p, tok && strcmp(tok, st.last_token) == 0);
+    PEER_EXPECT(p, t_peer_header(r, "x-amz-content-sha256") != NULL);
+    out->status = 200;
+}
+
+/* The S3 store on web-identity credentials: signed calls and presigned URLs carry the session
+ * token, and a presigned URL does not outlive the credentials it is signed with. */
+static void test_s3_store_uses_the_chain(void)
+{
+    t_peer_t p, s3;
+    setup_web_identity(&p);
+    st.lifetime = 10 * 60 * 1000;
+    CHECK(t_peer_start(&s3, s3_peer, NULL) == 0);
+    setenv("AWS_ENDPOINT_URL_S3", s3.url, 1);
+    setenv("AWS_REGION", "us-east-1", 1);
+    blob_t *b = blob_open("s3://boot-bucket/images", NULL, "http://server", err, sizeof err);
+    CHECK(b != NULL);
+    CHECK_INT(s3.requests, 1);
+    upload_target_t *t = malloc(sizeof *t);
+    CHECK(b && blob_upload_target(b, "jobs/x.png", "x", 3600, t) == 0);
+    char enc[4096];
+    CHECK(sigv4_uri_encode(st.last_token, 0, enc, sizeof enc) > 0);
+    CHECK(strstr(t->url, "X-Amz-Security-Token=") && strstr(t->url, enc));
+    const char *e = strstr(t->url, "X-Amz-Expires=");
+    long expires = e ? strtol(e + 14, NULL, 10) : 0;
+    CHECK(expires > 590 && expires <= 600); /* not the 3600 s asked: the credentials end sooner */
+    char *get = b ? blob_public_url(b, "jobs/x.png") : NULL;
+    CHECK(get && strstr(get, "X-Amz-Security-Token=") && strstr(get, "X-Amz-Expires=") &&
+          strtol(strstr(get, "X-Amz-Expires=") + 14, NULL, 10) <= 600);
+    free(get);
+    free(t);
+    blob_close(b);
+    unsetenv("AWS_ENDPOINT_URL_S3");
+    t_peer_stop(&s3);
+    t_peer_stop(&p);
+    CHECK_STR(s3.problems, "");
+    CHECK_STR(p.problems, "");
+}
+
 static void test_xml_and_time(void)
 {
     char out[32];
@@ -443,5 +495,6 @@ static void test_teardown(void)
     X(test_web_identity_errors)                                                                    \
     X(test_container_credentials)                                                                  \
     X(test_imds_instance_profile)                                                                  \
+    X(test_s3_store_uses_the_chain)                                                                \
     X(test_teardown)
 #include "t_main.h"
