@@ -7,8 +7,9 @@ PKGS=(build-essential cmake pkg-config git curl ca-certificates python3
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libpq-dev
       libhiredis-dev libssl-dev libpng-dev libwebsockets-dev sqlite3)
 if [ "${1:-}" = "--test" ]; then
-  # python3-yaml, openssl: the boot test of deploy/ (deploy/check/boot.py)
-  PKGS+=(clang libclang-rt-14-dev postgresql redis-server nodejs npm python3-yaml openssl)
+  # python3-yaml, openssl: the boot test of deploy/ (deploy/check/boot.py); chromium: the
+  # dashboard's browser test (tests/integration/test_dashboard.py, driven by puppeteer-core)
+  PKGS+=(clang libclang-rt-14-dev postgresql redis-server nodejs npm python3-yaml openssl chromium)
 fi
 
 missing=()

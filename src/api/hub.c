@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "lib/clock.h"
 #include "lib/log.h"
 
 #define HUB_TICK_MS 200         /* the log is read at least this often (other replicas) */
@@ -43,6 +44,8 @@ struct hub {
     parked_t *parked; /* suspended connections, resumed by the hub thread */
     size_t nparked, capparked;
     stream_count_t streams[HUB_STREAM_USERS];
+    json_t *failures[HUB_FAILURES]; /* ring of the newest failed-job events */
+    size_t nfailures;               /* total kept so far */
 
     /* hub thread only */
     int64_t gap_at, gap_since_ms; /* waiting at watermark gap_at since gap_since_ms */
@@ -99,6 +102,38 @@ static int64_t advance_over(hub_t *h, const store_event_t *v, size_t n, int64_t 
     return wm;
 }
 
+/* Keeps the failed-job events among v[0..n) (seq <= upto) in the ring. Called with mu held. */
+static void keep_failures(hub_t *h, const store_event_t *v, size_t n, int64_t upto)
+{
+    for (size_t i = 0; i < n && v[i].seq <= upto; i++) {
+        if (strcmp(v[i].kind, "job") != 0 || !strstr(v[i].data, "\"status\":\"failed\""))
+            continue;
+        json_t *o = json_loads(v[i].data, 0, NULL);
+        if (!json_is_object(o)) {
+            json_decref(o);
+            continue;
+        }
+        char ts[40];
+        clock_format_rfc3339(v[i].created_at, ts, sizeof ts);
+        json_object_set_new(o, "time", json_string(ts));
+        json_object_set_new(o, "user", json_string(v[i].user));
+        json_t **slot = &h->failures[h->nfailures++ % HUB_FAILURES];
+        json_decref(*slot);
+        *slot = o;
+    }
+}
+
+json_t *hub_failures(hub_t *h)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&h->mu);
+    size_t kept = h->nfailures < HUB_FAILURES ? h->nfailures : HUB_FAILURES;
+    for (size_t i = 0; i < kept; i++)
+        json_array_append(a, h->failures[(h->nfailures - 1 - i) % HUB_FAILURES]);
+    pthread_mutex_unlock(&h->mu);
+    return a;
+}
+
 /* Resumes the parked connections whose generation moved or whose deadline passed (all of them
  * when stopping). Called with mu held. */
 static void resume_due(hub_t *h, int64_t now, int all)
@@ -126,8 +161,8 @@ static void hub_step(hub_t *h)
     }
     int64_t now = hub_now_ms();
     int64_t nwm = advance_over(h, v, n, wm, now);
-    store_events_free(v, n);
     pthread_mutex_lock(&h->mu);
+    keep_failures(h, v, n, nwm);
     if (nwm != wm) {
         h->watermark = nwm;
         h->gen++;
@@ -135,6 +170,7 @@ static void hub_step(hub_t *h)
     }
     resume_due(h, now, 0);
     pthread_mutex_unlock(&h->mu);
+    store_events_free(v, n);
     if (now - h->last_trim_ms >= HUB_TRIM_EVERY_MS) {
         h->last_trim_ms = now;
         if (store_events_trim(h->store, HUB_KEEP_MS, HUB_KEEP_PROGRESS_MS) != STORE_OK)
@@ -168,6 +204,21 @@ static void *hub_main(void *arg)
     return NULL;
 }
 
+/* Fills the failure ring from the newest HUB_PRIME events of the log (best effort). */
+#define HUB_PRIME 20000
+static void prime_failures(hub_t *h)
+{
+    store_event_t *v = NULL;
+    size_t n = 0;
+    int64_t from = h->watermark > HUB_PRIME ? h->watermark - HUB_PRIME : 0;
+    if (store_events_read(h->store, from, h->watermark, NULL, HUB_PRIME, &v, &n) != STORE_OK)
+        return;
+    pthread_mutex_lock(&h->mu);
+    keep_failures(h, v, n, h->watermark);
+    pthread_mutex_unlock(&h->mu);
+    store_events_free(v, n);
+}
+
 hub_t *hub_start(store_t *store, char *err, size_t errlen)
 {
     hub_t *h = calloc(1, sizeof *h);
@@ -189,6 +240,7 @@ hub_t *hub_start(store_t *store, char *err, size_t errlen)
         hub_free(h);
         return NULL;
     }
+    prime_failures(h);
     if (pthread_create(&h->thread, NULL, hub_main, h) != 0) {
         snprintf(err, errlen, "cannot start the event hub thread");
         hub_free(h);
@@ -333,6 +385,8 @@ void hub_free(hub_t *h)
         return;
     hub_stop(h);
     free(h->parked);
+    for (size_t i = 0; i < HUB_FAILURES; i++)
+        json_decref(h->failures[i]);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);

@@ -16,6 +16,7 @@
 #ifndef PINGVAS_HUB_H
 #define PINGVAS_HUB_H
 
+#include <jansson.h>
 #include <microhttpd.h>
 #include <stdint.h>
 
@@ -55,6 +56,10 @@ int hub_client_gone(struct MHD_Connection *c);
 /* Counts an event stream of user; 0, or -1 when the user already has max of them. */
 int hub_stream_acquire(hub_t *h, const char *user, int max);
 void hub_stream_release(hub_t *h, const char *user);
+/* The newest failed jobs seen in the log (at most HUB_FAILURES, newest first), each an object
+ * {"time", "user", ...the job event's data}, as a new JSON array (caller decrefs). */
+#define HUB_FAILURES 20
+json_t *hub_failures(hub_t *h);
 /* Stops following and resumes every parked connection (call before MHD_stop_daemon), then
  * frees nothing yet: hub_free after the daemon stopped. */
 void hub_stop(hub_t *h);

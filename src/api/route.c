@@ -40,6 +40,11 @@ void route_parse(const char *method, const char *url, route_t *out)
         out->id = ROUTE_READYZ;
     } else if (strcmp(url, "/metrics") == 0 && get) {
         out->id = ROUTE_METRICS;
+    } else if (strcmp(url, "/") == 0 && get) {
+        out->id = ROUTE_DASHBOARD;
+    } else if (strncmp(url, "/dashboard/", 11) == 0 && get) {
+        out->id = ROUTE_DASHBOARD;
+        out->arg = url + 11;
     } else if (strncmp(url, "/images/", 8) == 0 && get) {
         out->id = ROUTE_IMAGE;
         out->arg = url + 8;
@@ -55,6 +60,8 @@ void route_parse(const char *method, const char *url, route_t *out)
             out->id = ROUTE_QUEUE;
         else if (strcmp(url, "/api/v1/events") == 0 && get)
             out->id = ROUTE_EVENTS;
+        else if (strcmp(url, "/api/v1/fleet") == 0 && get)
+            out->id = ROUTE_FLEET;
         else if (strcmp(url, "/api/v1/scaling/events") == 0 && get)
             out->id = ROUTE_SCALING_EVENTS;
         else if (strcmp(url, "/api/v1/cost") == 0 && get)

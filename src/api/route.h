@@ -12,6 +12,7 @@ typedef enum route_id {
     ROUTE_READYZ,
     ROUTE_METRICS,
     ROUTE_IMAGE,         /* GET /images/KEY: arg = KEY (may be empty or hostile) */
+    ROUTE_DASHBOARD,     /* GET / and /dashboard/FILE: arg = FILE ("" for /) */
     ROUTE_CREATE,        /* POST /api/v1/generation/create */
     ROUTE_CREATE_METHOD, /* /api/v1/generation/create with another method: 405 */
     ROUTE_LIST,
@@ -22,6 +23,7 @@ typedef enum route_id {
     ROUTE_JOB_GET,       /* id */
     ROUTE_JOB_CANCEL,    /* id */
     ROUTE_EVENTS,        /* GET /api/v1/events (Server-Sent Events) */
+    ROUTE_FLEET,         /* GET /api/v1/fleet (operators: the dashboard's fleet view) */
     ROUTE_API_NOT_FOUND, /* under /api/: authenticate, then 404 */
     ROUTE_WORKER_CLAIM,  /* everything ROUTE_WORKER_* needs the worker token first */
     ROUTE_WORKER_BYE,

@@ -25,6 +25,7 @@
 #include "lib/jwt.h"
 #include "lib/log.h"
 #include "api/connguard.h"
+#include "api/dashboard.h"
 #include "api/hub.h"
 #include "api/images.h"
 #include "api/metrics.h"
@@ -363,11 +364,17 @@ static int auth_operator(server_t *s, struct MHD_Connection *c, enum MHD_Result 
     return auth_admin(s, c, sub, ret);
 }
 
-/* Accepts the worker token (KEDA's metrics-api, the autoscaler) or a user's JWT. */
+/* Accepts the worker token (KEDA's metrics-api, the autoscaler), an operator's token or a user's
+ * JWT. */
 static int auth_user_or_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *ret)
 {
     const char *tok = bearer(c);
+    char sub[USER_NAME_MAX + 1], role[JWT_ROLE_MAX];
     if (tok && is_worker_token(s, tok))
+        return 0;
+    if (auth_token(s, c, sub, role, ret) != 0)
+        return -1;
+    if (strcmp(role, JWT_ROLE_ADMIN) == 0)
         return 0;
     user_t u;
     return auth_user(s, c, &u, ret);
@@ -779,11 +786,9 @@ void server_record_scaling_event(server_t *s, int64_t at_ms, const char *tier, i
              reason ? reason : "");
 }
 
-static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
+/* The kept scaling decisions, oldest first, as a new JSON array. */
+static json_t *scaling_events_json(server_t *s)
 {
-    enum MHD_Result ret;
-    if (auth_operator(s, c, &ret) != 0)
-        return ret;
     json_t *arr = json_array();
     pthread_mutex_lock(&s->events_mu);
     int64_t first = s->nevents > SERVER_EVENTS_MAX ? s->nevents - SERVER_EVENTS_MAX : 0;
@@ -796,8 +801,16 @@ static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
                                         "from", e->from, "to", e->to, "reason", e->reason));
     }
     pthread_mutex_unlock(&s->events_mu);
+    return arr;
+}
+
+static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    if (auth_operator(s, c, &ret) != 0)
+        return ret;
     json_t *o = json_object();
-    json_object_set_new(o, "events", arr);
+    json_object_set_new(o, "events", scaling_events_json(s));
     return send_json(c, 200, o);
 }
 
@@ -902,6 +915,31 @@ static enum MHD_Result serve_image(server_t *s, struct MHD_Connection *c, const 
     }
     MHD_add_response_header(r, "Content-Type", "image/png");
     MHD_add_response_header(r, "Cache-Control", "public, max-age=31536000, immutable");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    atomic_fetch_add(&metrics.http_requests[2], 1);
+    return ret;
+}
+
+/* GET / and /dashboard/FILE: the dashboard (compiled in, dashboard.h). Its script talks to the
+ * API with the token the person pastes; the page itself needs none. */
+static enum MHD_Result serve_dashboard(struct MHD_Connection *c, const char *name)
+{
+    const dashboard_file_t *f = dashboard_find(name);
+    if (!f)
+        return fail(c, 404, "not_found", NULL, "no such dashboard file");
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(f->len, (void *)f->data, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", dashboard_content_type(f->name));
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'self'; img-src 'self' data: https: http:; "
+                            "style-src 'self'; script-src 'self'; frame-ancestors 'none'");
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     atomic_fetch_add(&metrics.http_requests[2], 1);
@@ -1216,6 +1254,52 @@ static enum MHD_Result internal_life(server_t *s, struct MHD_Connection *c, req_
 }
 
 /* GET /api/v1/cost?since=&until=&by= (operators): what the fleet cost (api/cost.h). */
+/* One worker of GET /api/v1/fleet: where it runs, since when, its cold start (start to model
+ * loaded) and busy time, as of now. */
+static json_t *fleet_worker_json(const worker_life_t *w, int64_t now)
+{
+    char started[40];
+    clock_format_rfc3339(w->started_at, started, sizeof started);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:f, s:f}", "id", w->worker_id, "tier", w->tier, "instance_type",
+        w->instance_type, "capacity_type", w->capacity_type, "started_at", started, "uptime_s",
+        (double)(now - w->started_at) / 1000.0, "busy_s", (double)w->busy_ms / 1000.0);
+    json_object_set_new(o, "cold_start_s",
+                        w->loaded_at ? json_real((double)(w->loaded_at - w->started_at) / 1000.0)
+                                     : json_null());
+    json_object_set_new(o, "state", json_string(w->loaded_at ? "up" : "loading"));
+    return o;
+}
+
+/* GET /api/v1/fleet (operators): the dashboard's fleet view in one answer: per-tier backlog and
+ * workers, the live workers (their lifetimes, api/cost), the recent failures (api/hub.c) and the
+ * scaling events. Changes after it arrive on GET /api/v1/events. */
+static enum MHD_Result api_fleet(server_t *s, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    char sub[USER_NAME_MAX + 1];
+    if (auth_admin(s, c, sub, &ret) != 0)
+        return ret;
+    int err;
+    json_t *o = queue_json(s, &err);
+    worker_life_t *lives = NULL;
+    size_t n = 0;
+    int64_t now = clock_now_ms();
+    if (err || store_worker_lives(s->store, now - 86400000, now + 1, &lives, &n) != STORE_OK) {
+        json_decref(o);
+        return store_unavailable(s, c);
+    }
+    json_t *workers = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (!lives[i].ended_at && lives[i].last_seen >= now - STORE_LIFE_GRACE_MS)
+            json_array_append_new(workers, fleet_worker_json(&lives[i], now));
+    free(lives);
+    json_object_set_new(o, "workers", workers);
+    json_object_set_new(o, "failures", hub_failures(s->hub));
+    json_object_set_new(o, "scaling_events", scaling_events_json(s));
+    return send_json(c, 200, o);
+}
+
 static enum MHD_Result api_cost(server_t *s, struct MHD_Connection *c)
 {
     enum MHD_Result ret;
@@ -1340,6 +1424,10 @@ static enum MHD_Result route(server_t *s, struct MHD_Connection *c, const char *
         return api_get(s, c, r, rt.job_id);
     case ROUTE_EVENTS:
         return api_events(s, c);
+    case ROUTE_FLEET:
+        return api_fleet(s, c);
+    case ROUTE_DASHBOARD:
+        return serve_dashboard(c, rt.arg);
     case ROUTE_JOB_CANCEL:
         return api_cancel(s, c, rt.job_id);
     case ROUTE_API_NOT_FOUND:

@@ -1173,6 +1173,9 @@ static int cmd_up(int argc, char **argv)
     printf("Then fetch it with the id from the answer:\n");
     printf("  curl -s %s/api/v1/generation/JOB_ID -H 'Authorization: Bearer %s'\n\n", server_url(s),
            token ? token : "TOKEN");
+    printf("Or open the dashboard at %s/ and sign in with that token (the fleet view: %s token "
+           "ops --role admin --data %s).\n\n",
+           server_url(s), exe, cfg.data);
     fflush(stdout);
     free(token);
 

@@ -197,6 +197,36 @@ def test_resume_across_kill9_misses_nothing(env):
         x.close()
 
 
+def test_fleet_view_and_dashboard_files(env):
+    env.start_server(*FAST)
+    tok = env.add_user("fl")
+    assert env.api("GET", "/api/v1/fleet", token=tok).status == 403
+    assert env.api("GET", "/api/v1/fleet").status == 401
+    ops = admin_token(env)
+    env.start_worker("--time-scale", "0.1", name="wfl")
+    jid = env.create(tok, {"prompt": "fleet", "steps": 2}).json()["id"]
+    env.wait_status(tok, jid, "completed")
+    f = pv.wait_for(lambda: (lambda f: f if f["workers"] else None)(
+        env.api("GET", "/api/v1/fleet", token=ops).json()), what="the worker in the fleet view")
+    assert set(f["tiers"]) == {"standard", "enterprise"}, f
+    w = f["workers"][0]
+    assert w["id"] == "wfl" and w["tier"] == "standard" and w["uptime_s"] >= 0, w
+    assert isinstance(f["failures"], list) and isinstance(f["scaling_events"], list)
+    # an operator also reads the per-tier backlog
+    assert env.api("GET", "/api/v1/queue", token=ops).status == 200
+    # the dashboard's files, compiled in
+    page = pv.http("GET", env.url + "/")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html"), page
+    assert b"/dashboard/app.js" in page.body
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    js = pv.http("GET", env.url + "/dashboard/app.js")
+    assert js.status == 200 and js.headers["Content-Type"].startswith("text/javascript")
+    assert pv.http("GET", env.url + "/dashboard/app.css").status == 200
+    for bad in ("/dashboard/nope.js", "/dashboard/../pingvas.db", "/dashboard/x/app.js"):
+        assert pv.http("GET", env.url + bad).status == 404, bad
+
+
 if __name__ == "__main__":
     pv.main([test_wait_answers_when_the_job_ends, test_events_own_jobs_and_operator_view,
-             test_stream_cap_per_user, test_resume_across_kill9_misses_nothing])
+             test_stream_cap_per_user, test_resume_across_kill9_misses_nothing,
+             test_fleet_view_and_dashboard_files])
