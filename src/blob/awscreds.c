@@ -318,12 +318,13 @@ static int json_creds(aws_chain_t *c, const httpc_resp_t *r, int need_success)
 {
     json_t *o = r->body ? json_loadb(r->body, r->len, 0, NULL) : NULL;
     const char *code = json_string_value(json_object_get(o, "Code"));
+    const char *exp = json_string_value(json_object_get(o, "Expiration"));
     int rc = -1;
-    if (json_is_object(o) && (!need_success || (code && strcmp(code, "Success") == 0)))
+    /* Temporary credentials without an expiry would never be renewed: refused. */
+    if (json_is_object(o) && exp && (!need_success || (code && strcmp(code, "Success") == 0)))
         rc = set_creds(c, json_string_value(json_object_get(o, "AccessKeyId")),
                        json_string_value(json_object_get(o, "SecretAccessKey")),
-                       json_string_value(json_object_get(o, "Token")),
-                       json_string_value(json_object_get(o, "Expiration")));
+                       json_string_value(json_object_get(o, "Token")), exp);
     json_decref(o);
     return rc;
 }

@@ -284,8 +284,9 @@ static void container_peer(t_peer_t *p, const t_peer_req_t *r, t_peer_resp_t *ou
     out->status = 200;
     snprintf(out->body, sizeof out->body,
              "{\"AccessKeyId\":\"%s\",\"SecretAccessKey\":\"%s\",\"Token\":\"%s\","
-             "\"AccountId\":\"123456789012\",\"Expiration\":\"%s\"}",
-             ak, sk, tok, st.expiration);
+             "\"AccountId\":\"123456789012\"%s%s%s}",
+             ak, sk, tok, st.fail ? "" : ",\"Expiration\":\"", st.fail ? "" : st.expiration,
+             st.fail ? "" : "\"");
 }
 
 static void test_container_credentials(void)
@@ -310,6 +311,11 @@ static void test_container_credentials(void)
     CHECK_STR(c->access_key, "ASIATESTKEY0002");
     CHECK_INT(p.requests, 2);
     aws_chain_close(ch);
+    /* Temporary credentials without an Expiration would never be renewed: refused. */
+    st.fail = 1;
+    CHECK(aws_chain_open("us-east-1", err, sizeof err) == NULL);
+    CHECK(strstr(err, "Expiration") != NULL);
+    st.fail = 0;
     t_peer_stop(&p);
     CHECK_STR(p.problems, "");
     /* An http URI to anything but loopback or the ECS/EKS agent is refused before any request. */
