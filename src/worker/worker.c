@@ -356,6 +356,19 @@ static void full_store_wait(int full, int64_t *backoff)
     *backoff = *backoff * 2 > 30000 ? 30000 : *backoff * 2;
 }
 
+/* While the pod's node is being disrupted (podguard.h) the worker takes no new job there: it
+ * reports idle and waits a second (or for SIGTERM). 1 when it waited, 0 when free to claim. */
+static int held_by_node(const worker_config_t *cfg)
+{
+    if (!pod_guard_hold(cfg->guard))
+        return 0;
+    pod_guard_set_busy(cfg->guard, 0);
+    report('I');
+    for (int64_t slept = 0; slept < 1000 && !atomic_load(&stop_requested); slept += 50)
+        clock_sleep_ms(50);
+    return 1;
+}
+
 int worker_run(const worker_config_t *cfg)
 {
     struct sigaction sa;
@@ -423,13 +436,8 @@ int worker_run(const worker_config_t *cfg)
                      wid);
             break;
         }
-        if (pod_guard_hold(cfg->guard)) { /* the node is going away: take no new job here */
-            pod_guard_set_busy(cfg->guard, 0);
-            report('I');
-            for (int64_t slept = 0; slept < 1000 && !atomic_load(&stop_requested); slept += 50)
-                clock_sleep_ms(50);
+        if (held_by_node(cfg))
             continue;
-        }
         report('I');
         httpc_req_t req = {.method = "POST",
                            .url = url,
