@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target in fuzz/ with clang (-fsanitize=fuzzer,address,undefined) and
 # runs each over its seed corpus (fuzz/corpus/<target>/, copied, never modified here).
-#   scripts/fuzz.sh --ci        each target for 16 s, 80 s in all (CI; PINGVAS_FUZZ_SECONDS overrides)
+#   scripts/fuzz.sh --ci        each target for 16 s, 96 s in all (CI; PINGVAS_FUZZ_SECONDS overrides)
 #   scripts/fuzz.sh SECONDS     each target for SECONDS
-#   scripts/fuzz.sh SECONDS T   only target T (create_body, jwt, wire, route, celery)
+#   scripts/fuzz.sh SECONDS T   only target T (create_body, jwt, wire, route, celery, comfyui)
 # Prints the executions per target and in total; exits non-zero when a target crashes, leaks,
 # or fails an invariant (the crashing input is kept in the work directory, build-fuzz/<target>/
 # or under CTest build/fuzz/<target>/; see fuzz/README.md).
@@ -42,6 +42,7 @@ declare -A SRCS=(
   [wire]="src/core/wire.c src/core/apierr.c"
   [route]="src/api/route.c"
   [celery]="src/bridge/celery.c src/core/job.c src/lib/b64.c src/lib/clock.c src/lib/log.c"
+  [comfyui]="src/backend/comfyui_proto.c"
 )
 declare -A LIBS=(
   [create_body]="-ljansson -lcrypto -lm"
@@ -49,11 +50,12 @@ declare -A LIBS=(
   [wire]="-ljansson"
   [route]=""
   [celery]="-ljansson -lcrypto -lm"
+  [comfyui]="-ljansson"
 )
 
 total=0
 status=0
-TARGETS="create_body jwt wire route celery"
+TARGETS="create_body jwt wire route celery comfyui"
 if [ -n "$ONLY" ] && [[ " $TARGETS " != *" $ONLY "* ]]; then
   echo "fuzz: no target '$ONLY' (targets: $TARGETS)" >&2
   exit 2

@@ -6,6 +6,7 @@
  * the prompt from ComfyUI's queue (POST /queue {"delete":[id]}) when it has not started, and
  * POSTs /interrupt when it runs. Rules and limits: docs/backends.md. */
 #include "backend/backend.h"
+#include "backend/comfyui_proto.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -30,7 +31,7 @@
 #define CF_TICK_MS 50L
 #define CF_HISTORY_WAIT_MS 5000L
 #define CF_HTTP_MS 30000L
-#define CF_ERR_MAX 400
+#define CF_ERR_MAX (COMFYUI_ERR_MAX + 64)
 #define CF_DEFAULT_CKPTS "sd15=v1-5-pruned-emaonly.safetensors"
 
 /* The shipped workflow: SD 1.5 txt2img in ComfyUI's API format. Placeholders: docs/backends.md. */
@@ -52,21 +53,6 @@ static const char shipped_workflow[] =
     "\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"filename_prefix\":\"pingvas\","
     "\"images\":[\"8\",0]}}"
     "}";
-
-/* Placeholders: a string value that is exactly one of them becomes the typed value; the text
- * ones are also replaced inside longer strings. */
-enum ph_kind { PH_TEXT, PH_INT, PH_REAL };
-static const struct placeholder {
-    const char *name;
-    enum ph_kind kind;
-} placeholders[] = {
-    {"{{prompt}}", PH_TEXT},     {"{{negative_prompt}}", PH_TEXT},
-    {"{{checkpoint}}", PH_TEXT}, {"{{model}}", PH_TEXT},
-    {"{{width}}", PH_INT},       {"{{height}}", PH_INT},
-    {"{{steps}}", PH_INT},       {"{{seed}}", PH_INT},
-    {"{{cfg}}", PH_REAL},
-};
-#define NPH ((int)(sizeof placeholders / sizeof placeholders[0]))
 
 typedef struct ckpt {
     char model[64];
@@ -104,42 +90,6 @@ static int cf_request(comfy_t *c, const char *method, const char *path, const ch
     return backend_request(c->h, c->url, method, path, body, CF_HTTP_MS, cap, NULL, out);
 }
 
-/* ---- workflow ---- */
-
-/* Collects the placeholders a string uses into *seen (bit i: placeholders[i]); -1 when it holds
- * a "{{...}}" that is not one of them (name copied into bad). */
-static int scan_string(const char *s, unsigned *seen, char *bad, size_t badlen)
-{
-    for (const char *p = strstr(s, "{{"); p; p = strstr(p + 2, "{{")) {
-        int hit = -1;
-        for (int i = 0; i < NPH && hit < 0; i++)
-            if (strncmp(p, placeholders[i].name, strlen(placeholders[i].name)) == 0)
-                hit = i;
-        if (hit < 0) {
-            const char *end = strstr(p, "}}");
-            snprintf(bad, badlen, "%.*s", end ? (int)(end - p + 2) : 40, p);
-            return -1;
-        }
-        *seen |= 1u << hit;
-    }
-    return 0;
-}
-
-static int scan_json(json_t *v, unsigned *seen, char *bad, size_t badlen)
-{
-    if (json_is_string(v))
-        return scan_string(json_string_value(v), seen, bad, badlen);
-    const char *key;
-    json_t *child;
-    size_t i;
-    if (json_is_object(v)) {
-        json_object_foreach(v, key, child) if (scan_json(child, seen, bad, badlen) != 0) return -1;
-    } else if (json_is_array(v)) {
-        json_array_foreach(v, i, child) if (scan_json(child, seen, bad, badlen) != 0) return -1;
-    }
-    return 0;
-}
-
 /* Reads and checks the workflow (file or shipped). 0, or -1 with err set. */
 static int workflow_load(comfy_t *c, const char *path, char *err, size_t errlen)
 {
@@ -161,115 +111,15 @@ static int workflow_load(comfy_t *c, const char *path, char *err, size_t errlen)
                  je.text, je.line);
         return -1;
     }
-    unsigned seen = 0;
-    char bad[64] = "";
-    if (!json_is_object(c->workflow) || json_object_size(c->workflow) == 0) {
-        snprintf(err, errlen,
-                 "comfyui backend: workflow %s is not a ComfyUI API-format workflow (a JSON "
-                 "object of nodes; export it with \"Save (API Format)\")",
-                 c->workflow_src);
-        return -1;
-    }
-    if (scan_json(c->workflow, &seen, bad, sizeof bad) != 0) {
-        snprintf(err, errlen, "comfyui backend: workflow %s: unknown placeholder %s",
-                 c->workflow_src, bad);
-        return -1;
-    }
-    if (!(seen & 1u)) {
-        snprintf(err, errlen, "comfyui backend: workflow %s has no {{prompt}} placeholder",
-                 c->workflow_src);
+    char why[200];
+    if (comfyui_workflow_check(c->workflow, why, sizeof why) != 0) {
+        snprintf(err, errlen, "comfyui backend: workflow %s %s", c->workflow_src, why);
         return -1;
     }
     return 0;
 }
 
-/* The string s with every text placeholder replaced. malloc'd; NULL on allocation failure. */
-static char *expand_text(const char *s, const char *const vals[NPH])
-{
-    size_t cap = strlen(s) + 1, len = 0;
-    for (int i = 0; i < NPH; i++)
-        if (placeholders[i].kind == PH_TEXT && strstr(s, placeholders[i].name))
-            cap += strlen(vals[i]) * (strlen(s) / 2 + 1);
-    char *out = malloc(cap);
-    if (!out)
-        return NULL;
-    while (*s) {
-        int hit = -1;
-        for (int i = 0; i < NPH && hit < 0; i++)
-            if (placeholders[i].kind == PH_TEXT &&
-                strncmp(s, placeholders[i].name, strlen(placeholders[i].name)) == 0)
-                hit = i;
-        if (hit >= 0) {
-            size_t n = strlen(vals[hit]);
-            memcpy(out + len, vals[hit], n);
-            len += n;
-            s += strlen(placeholders[hit].name);
-        } else {
-            out[len++] = *s++;
-        }
-    }
-    out[len] = '\0';
-    return out;
-}
-
-/* The replacement for string value s, or NULL to keep it. New reference. */
-static json_t *substitute(const char *s, const job_params_t *p, const char *const vals[NPH])
-{
-    for (int i = 0; i < NPH; i++) {
-        if (strcmp(s, placeholders[i].name) != 0 || placeholders[i].kind == PH_TEXT)
-            continue;
-        if (placeholders[i].kind == PH_REAL)
-            return json_real(p->cfg_scale);
-        if (strcmp(s, "{{seed}}") == 0)
-            return json_integer((json_int_t)p->seed);
-        return json_integer(strcmp(s, "{{width}}") == 0    ? p->width
-                            : strcmp(s, "{{height}}") == 0 ? p->height
-                                                           : p->steps);
-    }
-    if (!strstr(s, "{{"))
-        return NULL;
-    char *t = expand_text(s, vals);
-    json_t *v = t ? json_string(t) : NULL;
-    free(t);
-    return v;
-}
-
-static void fill(json_t *v, const job_params_t *p, const char *const vals[NPH]);
-
-/* The value to put in place of child (new reference), or NULL when child stays (its own
- * children filled in). */
-static json_t *filled(json_t *child, const job_params_t *p, const char *const vals[NPH])
-{
-    if (json_is_string(child))
-        return substitute(json_string_value(child), p, vals);
-    fill(child, p, vals);
-    return NULL;
-}
-
-/* Replaces the placeholders in v, in place. */
-static void fill(json_t *v, const job_params_t *p, const char *const vals[NPH])
-{
-    const char *key;
-    json_t *child;
-    size_t i;
-    if (json_is_object(v)) {
-        json_object_foreach(v, key, child)
-        {
-            json_t *r = filled(child, p, vals);
-            if (r)
-                json_object_set_new(v, key, r);
-        }
-    } else if (json_is_array(v)) {
-        json_array_foreach(v, i, child)
-        {
-            json_t *r = filled(child, p, vals);
-            if (r)
-                json_array_set_new(v, i, r);
-        }
-    }
-}
-
-/* ---- checkpoints ---- */
+/* ---- workflow and checkpoints ---- */
 
 /* Parses "model=file,model=file". 0, or -1 with err set. */
 static int parse_ckpts(comfy_t *c, const char *spec, char *err, size_t errlen)
@@ -394,61 +244,49 @@ static int cf_load(backend_t *b, char *err, size_t errlen)
 
 /* ---- generate: messages ---- */
 
-static void on_error_msg(run_t *r, json_t *d)
-{
-    const char *node = json_string_value(json_object_get(d, "node_id"));
-    const char *type = json_string_value(json_object_get(d, "node_type"));
-    const char *et = json_string_value(json_object_get(d, "exception_type"));
-    const char *em = json_string_value(json_object_get(d, "exception_message"));
-    snprintf(r->err, sizeof r->err, "comfyui backend: execution_error in node %s (%s): %s%s%.250s",
-             node ? node : "?", type ? type : "?", et ? et : "", et && em ? ": " : "",
-             em ? em : "");
-    for (char *p = r->err; *p; p++)
-        if (*p == '\n' || *p == '"')
-            *p = *p == '"' ? '\'' : ' ';
-    r->done = -1;
-}
-
-/* Handles one WebSocket message ({"type":...,"data":{...}}); others' prompts are ignored. */
+/* Applies one WebSocket message to the run; other prompts' messages are ignored. */
 static void on_message(run_t *r, const char *text, size_t len)
 {
-    json_t *m = json_loadb(text, len, 0, NULL);
-    const char *type = json_string_value(json_object_get(m, "type"));
-    json_t *d = json_object_get(m, "data");
-    const char *pid = json_string_value(json_object_get(d, "prompt_id"));
-    int mine = pid && strcmp(pid, r->prompt_id) == 0;
-    if (!type || (pid && !mine) || !r->prompt_id[0]) {
-        json_decref(m);
-        return;
-    }
+    comfyui_msg_t m;
+    comfyui_msg_parse(text, len, r->prompt_id, &m);
     int64_t now = clock_mono_ms();
-    json_t *ts = json_object_get(d, "timestamp");
-    if (strcmp(type, "execution_start") == 0 && mine && !r->t_start) {
-        r->t_start = now;
-        r->ts_start = json_is_integer(ts) ? json_integer_value(ts) : 0;
-    } else if (strcmp(type, "executing") == 0 && mine) {
+    if (m.mine == 0 || (m.mine < 0 && m.kind != CM_PROGRESS)) /* old servers: progress unnamed */
+        return;
+    switch (m.kind) {
+    case CM_START:
+        if (!r->t_start) {
+            r->t_start = now;
+            r->ts_start = m.timestamp;
+        }
+        break;
+    case CM_EXECUTING:
         if (!r->t_start)
             r->t_start = now;
-        if (json_is_null(json_object_get(d, "node"))) {
+        if (m.node_null) {
             r->finished = 1;
             if (!r->done) /* servers before execution_success: this is the end */
                 r->done = 1;
         }
-    } else if (strcmp(type, "progress") == 0 && (mine || !pid)) {
-        json_t *v = json_object_get(d, "value"), *mx = json_object_get(d, "max");
-        if (json_is_integer(v) && json_is_integer(mx))
-            backend_progress(r->ctl, (int)json_integer_value(v), (int)json_integer_value(mx));
-    } else if (strcmp(type, "execution_success") == 0 && mine) {
+        break;
+    case CM_PROGRESS:
+        backend_progress(r->ctl, m.value, m.max);
+        break;
+    case CM_SUCCESS:
         r->done = 1;
-        r->ts_end = json_is_integer(ts) ? json_integer_value(ts) : 0;
-    } else if (strcmp(type, "execution_error") == 0 && mine) {
-        on_error_msg(r, d);
-    } else if (strcmp(type, "execution_interrupted") == 0 && mine) {
+        r->ts_end = m.timestamp;
+        break;
+    case CM_ERROR:
+        snprintf(r->err, sizeof r->err, "comfyui backend: %s", m.error);
+        r->done = -1;
+        break;
+    case CM_INTERRUPTED:
         r->done = 2;
+        break;
+    default:
+        break;
     }
     if (r->done && !r->t_end)
         r->t_end = now;
-    json_decref(m);
 }
 
 /* Waits for ComfyUI's first "status" message: the server has registered our client id. */
@@ -463,12 +301,10 @@ static int wait_hello(wsc_t *ws, char *err, size_t errlen)
             return -1;
         if (got == 0)
             continue;
-        json_t *m = json_loadb(msg, len, 0, NULL);
-        int ok = json_is_string(json_object_get(m, "type")) &&
-                 strcmp(json_string_value(json_object_get(m, "type")), "status") == 0;
-        json_decref(m);
+        comfyui_msg_t m;
+        comfyui_msg_parse(msg, len, "", &m);
         free(msg);
-        if (ok)
+        if (m.kind == CM_STATUS)
             return 0;
     }
     snprintf(err, errlen, "no \"status\" message in %ld s", CF_WS_HELLO_MS / 1000);
@@ -650,14 +486,11 @@ static json_t *job_workflow(comfy_t *c, const job_params_t *p, char *err, size_t
                  p->model, p->model);
         return NULL;
     }
-    const char *vals[NPH] = {p->prompt, p->negative_prompt ? p->negative_prompt : "", ckpt,
-                             p->model};
-    json_t *wf = json_deep_copy(c->workflow);
+    json_t *wf = comfyui_workflow_fill(c->workflow, p, ckpt);
     if (!wf) {
         snprintf(err, errlen, "comfyui backend: out of memory");
         return NULL;
     }
-    fill(wf, p, vals);
     return wf;
 }
 

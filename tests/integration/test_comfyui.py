@@ -205,6 +205,7 @@ def test_custom_workflow_and_checkpoints(env):
     wf = json.loads(json.dumps(fake_comfyui_shipped()))
     wf["6"]["inputs"]["text"] = "masterpiece, {{prompt}}"
     wf["3"]["inputs"]["sampler_name"] = "dpmpp_2m"
+    wf["9"]["inputs"]["filename_prefix"] = "pv_{{model}}_{{width}}x{{height}}_{{seed}}"
     path = os.path.join(env.dir, "wf.json")
     with open(path, "w") as fh:
         json.dump(wf, fh)
@@ -219,6 +220,7 @@ def test_custom_workflow_and_checkpoints(env):
     assert sent["6"]["inputs"]["text"] == "masterpiece, a fox"
     assert sent["3"]["inputs"]["sampler_name"] == "dpmpp_2m"
     assert sent["4"]["inputs"]["ckpt_name"] == "dreamshaper_8.safetensors"
+    assert sent["9"]["inputs"]["filename_prefix"] == f"pv_sd15_512x512_{j['seed']}"
     # A model with no configured checkpoint fails the job with a message that says so.
     j2 = env.create(tok, {"prompt": "xl", "model": "sdxl", "steps": 3}).json()["id"]
     pv.wait_for(lambda: "no checkpoint configured for model" in env.log("worker-w0.log"),
