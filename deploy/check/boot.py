@@ -521,6 +521,7 @@ def probe(ip, port, path, headers=None, src=KUBELET_IP):
 
 def http_probe(c, ip, which):
     p = c[which]["httpGet"]
+    assert p.get("scheme", "HTTP") == "HTTP", f"{c['name']} {which}: scheme {p['scheme']}"
     st, body = probe(ip, container_port(c, p["port"]), p["path"],
                      {h["name"]: h["value"] for h in p.get("httpHeaders", [])})
     assert 200 <= st < 400, f"{c['name']} {which} GET {p['path']} on {ip}: {st} {body[:200]!r}"
@@ -543,7 +544,7 @@ def keda_requests(r, cluster):
             ref = [x for x in ta["spec"]["secretTargetRef"] if x["parameter"] == "token"][0]
             assert ref["name"] == "pingvas-secrets", f"TriggerAuthentication names {ref['name']}"
             token = SECRETS[ref["key"]]
-            assert md.get("authMode") == "bearer"
+            assert md.get("authMode") == "bearer" and md.get("format", "json") == "json", md
             u = urllib.parse.urlsplit(cluster.resolve(md["url"]))
             st, body = probe(u.hostname, u.port, u.path, {"Authorization": f"Bearer {token}"},
                              src="127.0.0.7")
