@@ -281,6 +281,21 @@ def watch_progress(env, token, jid, timeout=60):
     return wait_for(poll, timeout=timeout, interval=0.02, what=f"job {jid} to end"), seen
 
 
+def up_engine_job(env, png, *backend_args, steps=10):
+    """`pingvas up` with an engine backend (backend_args: --backend ... and its URL), one
+    standard worker, heartbeats every 100 ms; one job of `steps` steps as user demo. Checks that
+    it completes with the engine's png and showed progress on the way; returns the job."""
+    env.start_server(*backend_args, "--workers", "1", "--enterprise-workers", "0",
+                     "--heartbeat", "100ms", cmd="up")
+    tok = run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    jid = env.create(tok, {"prompt": "a lighthouse at dawn", "steps": steps}).json()["id"]
+    j, seen = watch_progress(env, tok, jid)
+    assert j["status"] == "completed", j
+    assert image_bytes(env, tok, j["image_url"]) == png
+    assert seen and seen[-1]["steps"] == steps, seen
+    return j
+
+
 def free_port_url():
     """http://127.0.0.1:PORT where nothing listens (a port just bound and closed)."""
     import socket

@@ -195,14 +195,7 @@ def test_up_with_a1111(env):
     """`pingvas up --backend a1111`: the README's way to run with a local A1111 or sd-server."""
     png = fake_a1111.make_png(10, 10, (1, 2, 3))
     f = fake(env, delay=0.5, png=png)
-    env.start_server("--backend", "a1111", "--a1111-url", f.url, "--workers", "1",
-                     "--enterprise-workers", "0", "--heartbeat", "100ms", cmd="up")
-    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
-    jid = env.create(tok, {"prompt": "a lighthouse at dawn", "steps": 10}).json()["id"]
-    j, seen = pv.watch_progress(env, tok, jid)
-    assert j["status"] == "completed", j
-    assert pv.image_bytes(env, tok, j["image_url"]) == png
-    assert seen and seen[-1]["steps"] == 10, seen
+    pv.up_engine_job(env, png, "--backend", "a1111", "--a1111-url", f.url)
     assert f.violations == [], f.violations
 
 

@@ -244,14 +244,7 @@ def test_up_with_comfyui(env):
     """`pingvas up --backend comfyui`: the README's way to run on a GPU with a local ComfyUI."""
     png = fake_comfyui.make_png(16, 16, (5, 5, 200))
     f = fake(env, png=png, step_delay=0.03)
-    env.start_server("--backend", "comfyui", "--comfyui-url", f.url, "--workers", "1",
-                     "--enterprise-workers", "0", "--heartbeat", "100ms", cmd="up")
-    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
-    jid = env.create(tok, {"prompt": "a lighthouse at dawn", "steps": 10}).json()["id"]
-    j, seen = pv.watch_progress(env, tok, jid)
-    assert j["status"] == "completed", j
-    assert pv.image_bytes(env, tok, j["image_url"]) == png
-    assert seen and seen[-1]["steps"] == 10, seen
+    j = pv.up_engine_job(env, png, "--backend", "comfyui", "--comfyui-url", f.url)
     assert j["gpu_seconds"] >= 10 * 0.03 and j["credits_charged"] == math.ceil(j["gpu_seconds"])
     assert f.violations == [], f.violations
 
