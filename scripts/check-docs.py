@@ -13,8 +13,10 @@ Checks every Markdown file the repository tracks (README.md, docs/, fuzz/, bench
    (`ctest -N -L LABEL`); `production` only counts when the build was configured with
    -DPINGVAS_TEST_PRODUCTION=ON, and `fuzz` only when the fuzz test is configured (clang found,
    not the sanitizer build): CMake says which through PINGVAS_DOCCHECK_OPTIONAL_LABELS.
-3. Links. Every relative link [text](path) resolves to a file or directory of the repository
-   (the #fragment is not checked); http(s), mailto and same-page #anchors are not followed.
+3. Links. Every relative link [text](path#fragment) resolves to a file or directory of the
+   repository, and a #fragment into a Markdown file (or on the same page) names one of its
+   headings (GitHub's anchors: lower case, punctuation dropped, spaces to hyphens, -1, -2 for
+   repeats); http(s) and mailto links are not followed.
 4. Layout. The README's "Layout" section names every src/**/*.c file, and its "Commands" table
    every command `pingvas help` lists.
 5. Schema versions. The table of docs/operations.md ("| SQLite | N | ...") lists every version
@@ -175,6 +177,23 @@ def check_labels(path, text, build_dir, optional, problems, cache):
                                 f"{build_dir}")
 
 
+def anchors(text):
+    """GitHub's heading anchors of a Markdown text."""
+    out, seen = set(), {}
+    in_fence = False
+    for line in text.split("\n"):
+        if FENCE.match(line):
+            in_fence = not in_fence
+        m = None if in_fence else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
 def check_links(root, path, text, problems):
     base = os.path.dirname(os.path.join(root, path))
     in_fence = False
@@ -185,11 +204,17 @@ def check_links(root, path, text, problems):
             continue
         for m in LINK.finditer(INLINE.sub("", line)):
             target = m.group(1) or m.group(2)
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
                 continue
-            file_part = target.split("#", 1)[0]
-            if not os.path.exists(os.path.normpath(os.path.join(base, file_part))):
+            file_part, _, frag = target.partition("#")
+            dest = os.path.normpath(os.path.join(base, file_part)) if file_part else \
+                os.path.join(root, path)
+            if not os.path.exists(dest):
                 problems.append(f"{path}:{n}: link to {target}: no such file")
+            elif frag and dest.endswith(".md"):
+                if frag.lower() not in anchors(open(dest, encoding="utf-8").read()):
+                    problems.append(f"{path}:{n}: link to {target}: no heading with anchor "
+                                    f"#{frag} in {os.path.relpath(dest, root)}")
 
 
 def check_layout(root, problems):
