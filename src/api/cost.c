@@ -1,6 +1,7 @@
 #include "api/cost.h"
 
 #include "lib/clock.h"
+#include "core/job.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,9 +11,6 @@
 #include <time.h>
 
 #define DAY_MS 86400000LL
-#define TIERS 2
-
-static const char *const tier_names[TIERS] = {"standard", "enterprise"};
 
 int cost_parse_by(const char *s, cost_by_t *out)
 {
@@ -156,15 +154,16 @@ static void by_day_workers(json_t *groups, const seg_t *g)
 
 /* What the report sums up while reading the rows. */
 typedef struct sums {
-    acc_t all, tier[TIERS], spot, on_demand;
+    acc_t all, tier[TIER_COUNT], spot, on_demand;
     double unpriced_ms;
-    int64_t images, tier_images[TIERS];
-    double gpu_s, tier_gpu_s[TIERS];
+    int64_t images, tier_images[TIER_COUNT];
+    double gpu_s, tier_gpu_s[TIER_COUNT];
 } sums_t;
 
-static int tier_index(const char *tier)
+/* The tier's index; an unknown name counts as standard. */
+static int tier_of(const char *tier)
 {
-    return strcmp(tier, "enterprise") == 0 ? 1 : 0;
+    return tier_index(tier) > 0 ? tier_index(tier) : 0;
 }
 
 static void add_workers(sums_t *s, json_t *groups, const worker_life_t *lives, size_t n,
@@ -180,7 +179,7 @@ static void add_workers(sums_t *s, json_t *groups, const worker_life_t *lives, s
         if (g.usd_per_ms == 0)
             s->unpriced_ms += g.paid;
         acc_add(&s->all, &g);
-        acc_add(&s->tier[tier_index(w->tier)], &g);
+        acc_add(&s->tier[tier_of(w->tier)], &g);
         acc_add(strcmp(w->capacity_type, "spot") == 0 ? &s->spot : &s->on_demand, &g);
         if (by == COST_BY_DAY)
             by_day_workers(groups, &g);
@@ -199,7 +198,7 @@ static void add_workers(sums_t *s, json_t *groups, const worker_life_t *lives, s
 static void add_usage(sums_t *s, json_t *groups, const usage_row_t *usage, size_t n, cost_by_t by)
 {
     for (size_t i = 0; i < n; i++) {
-        int t = tier_index(usage[i].tier);
+        int t = tier_of(usage[i].tier);
         s->images += usage[i].images;
         s->gpu_s += usage[i].gpu_seconds;
         s->tier_images[t] += usage[i].images;
@@ -207,7 +206,7 @@ static void add_usage(sums_t *s, json_t *groups, const usage_row_t *usage, size_
     }
     for (size_t i = 0; i < n && (by == COST_BY_USER || by == COST_BY_DAY); i++) {
         const usage_row_t *u = &usage[i];
-        int t = tier_index(u->tier);
+        int t = tier_of(u->tier);
         char key[USER_NAME_MAX + 16];
         if (by == COST_BY_DAY)
             day_name(u->day, key, sizeof key);
@@ -220,7 +219,7 @@ static void add_usage(sums_t *s, json_t *groups, const usage_row_t *usage, size_
                       s->tier_gpu_s[t] > 0 ? u->gpu_seconds * s->tier[t].usd / s->tier_gpu_s[t]
                                            : 0);
     }
-    for (int t = 0; by == COST_BY_TIER && t < TIERS; t++) {
+    for (int t = 0; by == COST_BY_TIER && t < TIER_COUNT; t++) {
         if (s->tier[t].paid_ms == 0 && s->tier_images[t] == 0)
             continue;
         group_add(groups, tier_names[t], "usd", s->tier[t].usd);

@@ -134,9 +134,11 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j
 {
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (!text)
-        return send_text(c, 500, "application/json",
-                         "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}", 57);
+    if (!text) {
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        return send_text(c, 500, "application/json", oom, sizeof oom - 1);
+    }
     size_t len = strlen(text);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!r) {
@@ -532,6 +534,23 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
 
 /* The ?wait= of GET /api/v1/generation/{id}: 0 without one, else ms (at most WAIT_MAX_MS);
  * -1 when malformed. */
+/* The query argument name, or NULL when absent; a value holding a NUL byte (%00) is not taken
+   for a shorter one: NULL with *bad set to name. */
+static const char *query_arg(struct MHD_Connection *c, const char *name, const char **bad)
+{
+    const char *v = NULL;
+    size_t len = 0;
+    if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v, &len) !=
+            MHD_YES ||
+        !v)
+        return NULL;
+    if (strlen(v) != len) {
+        *bad = name;
+        return NULL;
+    }
+    return v;
+}
+
 static int64_t wait_param(struct MHD_Connection *c)
 {
     const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
@@ -652,9 +671,14 @@ static enum MHD_Result api_list(server_t *s, struct MHD_Connection *c)
     user_t u;
     if (auth_user(s, c, &u, &ret) != 0)
         return ret;
-    const char *st = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "status");
-    const char *lim = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
-    const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
+    const char *st, *lim, *cur, *bad = NULL;
+    if (!(st = query_arg(c, "status", &bad)) && bad)
+        return fail(c, 400, "invalid_argument", bad, "status must not contain a NUL byte");
+    if (!(lim = query_arg(c, "limit", &bad)) && bad)
+        return fail(c, 400, "invalid_argument", bad, "limit must be an integer from 1 to 100");
+    if (!(cur = query_arg(c, "cursor", &bad)) && bad)
+        return fail(c, 400, "invalid_argument", bad,
+                    "cursor must be the next_cursor value of a previous page");
     int status = -1;
     if (st && *st) {
         status = job_status_parse(st);
@@ -816,6 +840,14 @@ static enum MHD_Result api_scaling_events(server_t *s, struct MHD_Connection *c)
 
 static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
 {
+    queue_stats_t q[2] = {{0}};
+    store_job_counts_t jc = {0};
+    for (int i = 0; i < 2; i++)
+        if (store_queue_stats(s->store, tier_names[i], s->cfg.worker_ttl_ms, clock_steady_ms(),
+                              &q[i]) != STORE_OK)
+            return store_unavailable(s, c); /* no made-up zeros for a store that did not answer */
+    if (store_job_counts(s->store, &jc) != STORE_OK)
+        return store_unavailable(s, c);
     size_t size = 16384, len = 0;
     char *buf = malloc(size);
     if (!buf)
@@ -827,27 +859,21 @@ static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
         if (n > 0)                                                                                 \
             len = len + (size_t)n < size ? len + (size_t)n : size - 1;                             \
     } while (0)
-    static const char *tiers[] = {"standard", "enterprise"};
     APPEND("# HELP pingvas_jobs_queued Jobs waiting for a worker\n# TYPE pingvas_jobs_queued "
            "gauge\n");
-    queue_stats_t q[2] = {{0}};
-    for (int i = 0; i < 2; i++) {
-        store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_steady_ms(), &q[i]);
-        APPEND("pingvas_jobs_queued{tier=\"%s\"} %lld\n", tiers[i], (long long)q[i].queued);
-    }
+    for (int i = 0; i < 2; i++)
+        APPEND("pingvas_jobs_queued{tier=\"%s\"} %lld\n", tier_names[i], (long long)q[i].queued);
     APPEND("# HELP pingvas_jobs_running Jobs leased to a worker\n# TYPE pingvas_jobs_running "
            "gauge\n");
     for (int i = 0; i < 2; i++)
-        APPEND("pingvas_jobs_running{tier=\"%s\"} %lld\n", tiers[i], (long long)q[i].running);
+        APPEND("pingvas_jobs_running{tier=\"%s\"} %lld\n", tier_names[i], (long long)q[i].running);
     APPEND("# HELP pingvas_workers Workers seen recently\n# TYPE pingvas_workers gauge\n");
     for (int i = 0; i < 2; i++) {
-        APPEND("pingvas_workers{tier=\"%s\",state=\"busy\"} %lld\n", tiers[i],
+        APPEND("pingvas_workers{tier=\"%s\",state=\"busy\"} %lld\n", tier_names[i],
                (long long)(q[i].workers - q[i].idle_workers));
-        APPEND("pingvas_workers{tier=\"%s\",state=\"idle\"} %lld\n", tiers[i],
+        APPEND("pingvas_workers{tier=\"%s\",state=\"idle\"} %lld\n", tier_names[i],
                (long long)q[i].idle_workers);
     }
-    store_job_counts_t jc = {0};
-    store_job_counts(s->store, &jc);
     APPEND("# HELP pingvas_jobs_total Jobs by final status\n# TYPE pingvas_jobs_total counter\n");
     APPEND("pingvas_jobs_total{status=\"completed\"} %lld\n", (long long)jc.completed);
     APPEND("pingvas_jobs_total{status=\"failed\"} %lld\n", (long long)jc.failed);
@@ -973,11 +999,6 @@ static int internal_size_ok(struct MHD_Connection *c, req_t *r, enum MHD_Result 
         return -1;
     }
     return 0;
-}
-
-static int valid_tier(const char *t)
-{
-    return t && (strcmp(t, "standard") == 0 || strcmp(t, "enterprise") == 0);
 }
 
 static enum MHD_Result lease_error(struct MHD_Connection *c, int rc, server_t *s)
@@ -1338,7 +1359,7 @@ static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection
     const char *tier = json_string_value(json_object_get(o, "tier"));
     json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
     const char *reason = json_string_value(json_object_get(o, "reason"));
-    if (!valid_tier(tier) || !json_is_integer(from) || !json_is_integer(to) ||
+    if (tier_index(tier) < 0 || !json_is_integer(from) || !json_is_integer(to) ||
         json_integer_value(from) < 0 || json_integer_value(to) < 0 ||
         json_integer_value(from) > 100000 || json_integer_value(to) > 100000) {
         json_decref(o);

@@ -835,15 +835,108 @@ static void restore_visible(celery_bridge_t *b)
         freeReplyObject(r);
 }
 
+/* The results of a job's tasks: one celery-task-meta key and one result text per task id. */
+typedef struct {
+    int n;
+    char **keys;    /* META_PREFIX + task id */
+    char **results; /* the result JSON */
+} task_results_t;
+
+static void task_results_free(task_results_t *t)
+{
+    for (int i = 0; i < t->n; i++) {
+        free(t->keys[i]);
+        free(t->results[i]);
+    }
+    free(t->keys);
+    free(t->results);
+}
+
+/* Builds a result for every task id in ids (space-separated; as many as the mapping holds, no
+ * cap): the job's outcome, or "not found" when rc is STORE_NOT_FOUND. 0, or -1 out of memory. */
+static int task_results_build(task_results_t *t, const char *ids, const char *job_id, int rc,
+                              const job_t *j, const char *url)
+{
+    size_t cap = 1;
+    for (const char *p = ids; *p; p++)
+        cap += *p == ' ';
+    memset(t, 0, sizeof *t);
+    t->keys = calloc(cap, sizeof *t->keys);
+    t->results = calloc(cap, sizeof *t->results);
+    if (!t->keys || !t->results)
+        return -1;
+    int64_t now = clock_now_ms();
+    for (const char *p = ids; *p && (size_t)t->n < cap;) {
+        size_t len = strcspn(p, " ");
+        if (len > 0 && len <= CELERY_ID_MAX) {
+            char tid[CELERY_ID_MAX + 1], msg[96];
+            memcpy(tid, p, len);
+            tid[len] = '\0';
+            snprintf(msg, sizeof msg, "Job %s not found", job_id);
+            char *res =
+                rc == STORE_NOT_FOUND
+                    ? celery_result_exception("FAILURE", tid, "ValueError", "builtins", msg, now)
+                    : celery_result_for_job(j, tid, url, now);
+            char *key = res ? malloc(sizeof META_PREFIX + len) : NULL;
+            if (!key) {
+                free(res);
+                return -1;
+            }
+            snprintf(key, sizeof META_PREFIX + len, META_PREFIX "%s", tid);
+            t->keys[t->n] = key;
+            t->results[t->n++] = res;
+        }
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+    return 0;
+}
+
+/* Writes the results and drops the job's mapping (finish_lua). 0, or -1. */
+static int task_results_write(celery_bridge_t *b, const task_results_t *t, const char *job_id,
+                              const char *ids)
+{
+    int argc = 4 + t->n + 3 + t->n, a = 0, ok = -1;
+    const char **argv = calloc((size_t)argc, sizeof *argv);
+    size_t *lens = calloc((size_t)argc, sizeof *lens);
+    char nkeys[16], expires[24];
+    if (!argv || !lens)
+        goto out;
+    snprintf(nkeys, sizeof nkeys, "%d", 1 + t->n);
+    snprintf(expires, sizeof expires, "%lld", (long long)b->cfg.result_expires_s);
+    argv[a++] = "EVAL";
+    argv[a++] = finish_lua;
+    argv[a++] = nkeys;
+    argv[a++] = TASKS_KEY;
+    for (int i = 0; i < t->n; i++)
+        argv[a++] = t->keys[i];
+    argv[a++] = job_id;
+    argv[a++] = ids;
+    argv[a++] = expires;
+    for (int i = 0; i < t->n; i++)
+        argv[a++] = t->results[i];
+    for (int i = 0; i < a; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *x = cmd(b, a, argv, lens, "finish");
+    if (x && x->type == REDIS_REPLY_INTEGER && x->integer == 1)
+        ok = 0;
+    else if (x && x->type == REDIS_REPLY_ERROR)
+        log_error("event=celery_result_failed job_id=%s err=\"%s\"", job_id, x->str);
+    if (x)
+        freeReplyObject(x);
+out:
+    free(argv);
+    free(lens);
+    return ok;
+}
+
 /* Writes the results of job_id's tasks when the job is final (or gone). */
 static void finish_job(celery_bridge_t *b, const char *job_id)
 {
     job_t j;
     char *ids = NULL, *url = NULL;
-    char *results[64] = {0};
-    const char *keys_mem[64];
-    char keys[64][sizeof META_PREFIX + CELERY_ID_MAX];
-    int n = 0;
+    task_results_t t = {0};
     redisReply *r = cmd_simple(b, "hget tasks", 3, "HGET", TASKS_KEY, job_id);
     memset(&j, 0, sizeof j);
     if (!r || r->type != REDIS_REPLY_STRING || r->len > TASK_IDS_MAX)
@@ -852,77 +945,16 @@ static void finish_job(celery_bridge_t *b, const char *job_id)
     if (!ids)
         goto out;
     int rc = store_job_get(b->store, job_id, &j);
-    if (rc == STORE_ERR)
-        goto out;
-    if (rc == STORE_OK && !job_status_is_final(j.status))
+    if (rc == STORE_ERR || (rc == STORE_OK && !job_status_is_final(j.status)))
         goto out;
     if (rc == STORE_OK && j.status == JOB_COMPLETED && b->url_fn)
         url = b->url_fn(b->arg, &j);
-    int64_t now = clock_now_ms();
-    for (char *p = ids; *p && n < 64;) {
-        size_t len = strcspn(p, " ");
-        if (len > 0 && len <= CELERY_ID_MAX) {
-            char tid[CELERY_ID_MAX + 1];
-            memcpy(tid, p, len);
-            tid[len] = '\0';
-            if (rc == STORE_NOT_FOUND) {
-                char msg[96];
-                snprintf(msg, sizeof msg, "Job %s not found", job_id);
-                results[n] =
-                    celery_result_exception("FAILURE", tid, "ValueError", "builtins", msg, now);
-            } else {
-                results[n] = celery_result_for_job(&j, tid, url, now);
-            }
-            if (!results[n])
-                goto out;
-            snprintf(keys[n], sizeof keys[n], META_PREFIX "%s", tid);
-            keys_mem[n] = keys[n];
-            n++;
-        }
-        p += len;
-        while (*p == ' ')
-            p++;
-    }
-    {
-        int argc = 4 + n + 3 + n;
-        const char **argv = calloc((size_t)argc, sizeof *argv);
-        size_t *lens = calloc((size_t)argc, sizeof *lens);
-        char nkeys[16], expires[24];
-        if (!argv || !lens) {
-            free(argv);
-            free(lens);
-            goto out;
-        }
-        snprintf(nkeys, sizeof nkeys, "%d", 1 + n);
-        snprintf(expires, sizeof expires, "%lld", (long long)b->cfg.result_expires_s);
-        int a = 0;
-        argv[a++] = "EVAL";
-        argv[a++] = finish_lua;
-        argv[a++] = nkeys;
-        argv[a++] = TASKS_KEY;
-        for (int i = 0; i < n; i++)
-            argv[a++] = keys_mem[i];
-        argv[a++] = job_id;
-        argv[a++] = ids;
-        argv[a++] = expires;
-        for (int i = 0; i < n; i++)
-            argv[a++] = results[i];
-        for (int i = 0; i < a; i++)
-            lens[i] = strlen(argv[i]);
-        redisReply *x = cmd(b, a, argv, lens, "finish");
-        if (x && x->type == REDIS_REPLY_INTEGER && x->integer == 1)
-            log_info("event=celery_result_written job_id=%s status=%s tasks=%d", job_id,
-                     rc == STORE_NOT_FOUND ? "missing" : job_status_name(j.status), n);
-        else if (x && x->type == REDIS_REPLY_ERROR)
-            log_error("event=celery_result_failed job_id=%s err=\"%s\"", job_id, x->str);
-        if (x)
-            freeReplyObject(x);
-        free(argv);
-        free(lens);
-    }
+    if (task_results_build(&t, ids, job_id, rc, &j, url) == 0 &&
+        task_results_write(b, &t, job_id, ids) == 0)
+        log_info("event=celery_result_written job_id=%s status=%s tasks=%d", job_id,
+                 rc == STORE_NOT_FOUND ? "missing" : job_status_name(j.status), t.n);
 out:
-    for (int i = 0; i < n; i++)
-        free(results[i]);
+    task_results_free(&t);
     free(url);
     free(ids);
     job_clear(&j);

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/job.h"
 #include "lib/clock.h"
 #include "cli/cmd.h"
 #include "lib/config.h"
@@ -489,7 +490,7 @@ static void on_queue(lt_t *lt, long status, json_t *o)
     if (status != 200 || !o)
         return;
     json_t *tiers = json_object_get(o, "tiers");
-    static const char *names[] = {"standard", "enterprise"};
+    const char *const *names = tier_names;
     lt_sample_t s = {.t = since_start(lt)};
     for (int k = 0; k < 2; k++) {
         json_t *t = json_object_get(tiers, names[k]);

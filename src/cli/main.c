@@ -1121,6 +1121,12 @@ static int cmd_up(int argc, char **argv)
     }
     supervisor_t *sup = supervisor_new(exe, server_worker_url(s), cfg.worker_token, wargs, gpus,
                                        ngpus > 0 ? ngpus : 0);
+    if (!sup) {
+        fprintf(stderr, "pingvas up: out of memory\n");
+        server_stop(s);
+        derived_free(&d);
+        return EXIT_FAILURE;
+    }
     /* A fixed count for a tier turns its autoscaling off. */
     if (cfg.workers >= 0) {
         supervisor_set_target(sup, "standard", cfg.workers);
@@ -1313,6 +1319,11 @@ int cmd_autoscale(int argc, char **argv)
     worker_args_build(&cfg, &wa);
     supervisor_t *sup =
         supervisor_new(exe, server, cfg.worker_token, wa.argv, gpus, ngpus > 0 ? ngpus : 0);
+    if (!sup) {
+        fprintf(stderr, "pingvas autoscale: out of memory\n");
+        curl_easy_cleanup(r.h);
+        return EXIT_FAILURE;
+    }
     autoscaler_io_t io = {.stats = remote_stats, .event = remote_event, .arg = &r};
     autoscaler_t *as = autoscaler_new(sup, pol, io, err, sizeof err);
     if (!as) {
@@ -1397,7 +1408,7 @@ static int cmd_worker(int argc, char **argv)
     if (rc)
         return rc > 0 ? 0 : EXIT_USAGE;
     log_set_component("worker");
-    if (strcmp(cfg.tier, "standard") != 0 && strcmp(cfg.tier, "enterprise") != 0) {
+    if (tier_index(cfg.tier) < 0) {
         fprintf(stderr, "pingvas worker: --tier: '%s' is not standard or enterprise\n", cfg.tier);
         return EXIT_USAGE;
     }
@@ -1490,7 +1501,7 @@ static int user_add(int argc, char **argv)
         fprintf(stderr, "pingvas user add: NAME is required: 1 to 64 of A-Z a-z 0-9 _ . -\n");
         return EXIT_USAGE;
     }
-    if (strcmp(cfg.tier, "standard") != 0 && strcmp(cfg.tier, "enterprise") != 0) {
+    if (tier_index(cfg.tier) < 0) {
         fprintf(stderr, "pingvas user add: --tier: '%s' is not standard or enterprise\n", cfg.tier);
         return EXIT_USAGE;
     }

@@ -10,6 +10,16 @@
 
 static const char *status_names[] = {"queued", "in_progress", "completed", "failed", "canceled"};
 
+const char *const tier_names[TIER_COUNT] = {"standard", "enterprise"};
+
+int tier_index(const char *name)
+{
+    for (int i = 0; name && i < TIER_COUNT; i++)
+        if (strcmp(name, tier_names[i]) == 0)
+            return i;
+    return -1;
+}
+
 const char *job_status_name(job_status_t s)
 {
     if ((int)s < 0 || (int)s > JOB_CANCELED)

@@ -54,6 +54,12 @@ typedef struct job {
     int progress_steps; /* steps; 0 steps: none yet */
 } job_t;
 
+/* The service tiers, in index order (0 standard, 1 enterprise). */
+#define TIER_COUNT 2
+extern const char *const tier_names[TIER_COUNT];
+/* The index of a tier name, or -1 (NULL and unknown names). */
+int tier_index(const char *name);
+
 const char *job_status_name(job_status_t s);
 /* Returns the status for a name, or -1. */
 int job_status_parse(const char *name);

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include "core/job.h"
 
 /* Parses body as a JSON object (duplicates refused). NULL and e filled otherwise. */
 static json_t *object_body(const char *body, size_t len, api_error_t *e)
@@ -32,11 +33,6 @@ static const char *str_field(json_t *o, const char *name, size_t maxlen)
     return s;
 }
 
-static int valid_tier(const char *t)
-{
-    return t && (strcmp(t, "standard") == 0 || strcmp(t, "enterprise") == 0);
-}
-
 int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_t *e)
 {
     memset(out, 0, sizeof *out);
@@ -48,7 +44,7 @@ int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_
     const char *tier = tv ? json_string_value(tv) : "standard";
     json_t *wv = json_object_get(o, "wait_ms");
     int64_t wait_ms = json_is_integer(wv) ? json_integer_value(wv) : 0;
-    if (!wid || !valid_tier(tier) || wait_ms < 0 || wait_ms > WIRE_CLAIM_WAIT_MAX_MS ||
+    if (!wid || tier_index(tier) < 0 || wait_ms < 0 || wait_ms > WIRE_CLAIM_WAIT_MAX_MS ||
         (wv && !json_is_integer(wv))) {
         json_decref(o);
         return api_error_set(e, 400, "invalid_argument", NULL,
@@ -170,7 +166,7 @@ int wire_parse_life(const char *body, size_t len, wire_life_t *out, api_error_t 
     const char *tier = str_field(o, "tier", 15), *ev = str_field(o, "event", 15);
     json_t *g = json_object_get(o, "gpus"), *b = json_object_get(o, "busy_s");
     double busy = b ? (json_is_number(b) ? json_number_value(b) : -1) : 0;
-    int ok = wid && valid_tier(tier) && ev && (!g || json_is_integer(g)) && busy >= 0 &&
+    int ok = wid && tier_index(tier) >= 0 && ev && (!g || json_is_integer(g)) && busy >= 0 &&
              busy <= 1e9 &&
              place_field(o, "instance_type", out->instance_type, sizeof out->instance_type) == 0 &&
              place_field(o, "capacity_type", out->capacity_type, sizeof out->capacity_type) == 0 &&

@@ -40,6 +40,10 @@ int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
 {
     CURL *c = h;
     memset(out, 0, sizeof *out);
+    if (!c) { /* curl_easy_init failed: out of memory */
+        snprintf(out->error, sizeof out->error, "out of memory (no HTTP handle)");
+        return -1;
+    }
     curl_easy_reset(c);
     struct curl_slist *hdrs = NULL;
     char auth[4200];

@@ -4,12 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/job.h"
 #include <time.h>
 
 #include "lib/clock.h"
 #include "lib/log.h"
-
-static const char *tiers[2] = {"standard", "enterprise"};
 
 struct autoscaler {
     supervisor_t *sup;
@@ -85,10 +84,10 @@ static void step_tier(autoscaler_t *a, int t, int64_t now)
     if (p->max_replicas <= 0)
         return;
     int64_t queued, running;
-    if (a->io.stats(a->io.arg, tiers[t], &queued, &running) != 0)
+    if (a->io.stats(a->io.arg, tier_names[t], &queued, &running) != 0)
         return;
     sup_worker_info_t w[SUP_MAX_SLOTS];
-    int n = supervisor_list(a->sup, tiers[t], w, SUP_MAX_SLOTS);
+    int n = supervisor_list(a->sup, tier_names[t], w, SUP_MAX_SLOTS);
     int idle = 0;
     for (int i = 0; i < n; i++)
         if (w[i].state == 'I' || w[i].state == 'R')
@@ -97,18 +96,18 @@ static void step_tier(autoscaler_t *a, int t, int64_t now)
         .queued = queued, .running = running, .current_replicas = n, .idle_replicas = idle};
     autoscale_decision_t d;
     if (autoscale_decide(p, &m, &a->history[t], now, &d) != 0) {
-        log_warn("event=autoscale_error tier=%s reason=\"%s\"", tiers[t], d.reason);
+        log_warn("event=autoscale_error tier=%s reason=\"%s\"", tier_names[t], d.reason);
         return;
     }
     if (d.desired_replicas > n) {
-        int got = supervisor_scale_up(a->sup, tiers[t], d.desired_replicas);
+        int got = supervisor_scale_up(a->sup, tier_names[t], d.desired_replicas);
         char reason[AUTOSCALE_REASON_SIZE + 64];
         if (got < d.desired_replicas)
             snprintf(reason, sizeof reason, "%s (capped at %d by free GPU slots)", d.reason, got);
         else
             snprintf(reason, sizeof reason, "%s", d.reason);
         if (got != n)
-            a->io.event(a->io.arg, tiers[t], n, got, reason);
+            a->io.event(a->io.arg, tier_names[t], n, got, reason);
     } else if (d.stop_idle > 0 || d.desired_replicas < n) {
         /* Retire the most recently started idle workers first; never a busy one. */
         int want = d.stop_idle > 0 ? d.stop_idle : n - d.desired_replicas;
@@ -118,7 +117,7 @@ static void step_tier(autoscaler_t *a, int t, int64_t now)
                 supervisor_retire_worker(a->sup, w[i].worker_id) == 0)
                 stopped++;
         if (stopped)
-            a->io.event(a->io.arg, tiers[t], n, n - stopped, d.reason);
+            a->io.event(a->io.arg, tier_names[t], n, n - stopped, d.reason);
     }
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/job.h"
 #include "lib/config.h"
 #include "scale/sim_rng.h"
 #include "scale/simulate.h"
@@ -195,7 +196,7 @@ static int trace_line(char *line, sim_job_t *job, const char **why)
         if (errno || end == f[2 + i] || *end)
             return -1;
     }
-    if (strcmp(f[1], "standard") != 0 && strcmp(f[1], "enterprise") != 0) {
+    if (tier_index(f[1]) < 0) {
         *why = "tier must be standard or enterprise";
         return -1;
     }
@@ -300,8 +301,8 @@ int sim_trace_write(const char *path, const sim_jobs_t *jobs)
     fprintf(f, "time_s,tier,width,height,steps\n");
     for (size_t i = 0; i < jobs->n; i++) {
         const sim_job_t *j = &jobs->v[i];
-        fprintf(f, "%.3f,%s,%d,%d,%d\n", (double)j->at_ms / 1000.0,
-                j->tier ? "enterprise" : "standard", j->width, j->height, j->steps);
+        fprintf(f, "%.3f,%s,%d,%d,%d\n", (double)j->at_ms / 1000.0, tier_names[j->tier != 0],
+                j->width, j->height, j->steps);
     }
     return fclose(f) == 0 ? 0 : -1;
 }

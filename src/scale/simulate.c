@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/job.h"
 #include "backend/backend.h"
 #include "scale/sim_rng.h"
 
@@ -542,7 +543,7 @@ static int sim_durations(sim_t *s, char *err, size_t errlen)
 
 static int sim_check(const sim_config_t *cfg, const sim_jobs_t *jobs, char *err, size_t errlen)
 {
-    static const char *names[] = {"standard", "enterprise"};
+    const char *const *names = tier_names;
     int has[SIM_TIERS] = {0, 0};
     for (size_t i = 0; i < jobs->n; i++)
         has[jobs->v[i].tier != 0] = 1;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/job.h"
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,9 +43,10 @@ struct supervisor {
     int seq;
 };
 
-static int tier_index(const char *tier)
+/* The tier's index; an unknown name counts as standard. */
+static int tier_of(const char *tier)
 {
-    return strcmp(tier, "enterprise") == 0 ? 1 : 0;
+    return tier_index(tier) > 0 ? tier_index(tier) : 0;
 }
 
 supervisor_t *supervisor_new(const char *exe, const char *server_url, const char *worker_token,
@@ -58,7 +60,10 @@ supervisor_t *supervisor_new(const char *exe, const char *server_url, const char
     snprintf(s->server_url, sizeof s->server_url, "%s", server_url);
     snprintf(s->token, sizeof s->token, "%s", worker_token);
     for (int i = 0; worker_args && worker_args[i] && s->nargs < MAX_ARGS - 1; i++)
-        s->args[s->nargs++] = strdup(worker_args[i]);
+        if (!(s->args[s->nargs++] = strdup(worker_args[i]))) { /* never a worker's argv cut short */
+            supervisor_free(s);
+            return NULL;
+        }
     s->ngpus = ngpus > SUP_MAX_SLOTS ? SUP_MAX_SLOTS : ngpus;
     for (int i = 0; i < s->ngpus; i++)
         s->gpus[i] = gpus[i];
@@ -330,14 +335,14 @@ int supervisor_list(supervisor_t *s, const char *tier, sup_worker_info_t *out, i
 void supervisor_set_target(supervisor_t *s, const char *tier, int n)
 {
     pthread_mutex_lock(&s->mu);
-    s->target[tier_index(tier)] = n;
+    s->target[tier_of(tier)] = n;
     pthread_mutex_unlock(&s->mu);
 }
 
 int supervisor_target(supervisor_t *s, const char *tier)
 {
     pthread_mutex_lock(&s->mu);
-    int n = s->target[tier_index(tier)];
+    int n = s->target[tier_of(tier)];
     pthread_mutex_unlock(&s->mu);
     return n;
 }
@@ -392,7 +397,7 @@ void supervisor_tick(supervisor_t *s)
     }
     for (int t = 0; t < 2; t++)
         if (s->target[t] >= 0)
-            scale_up_locked(s, t ? "enterprise" : "standard", s->target[t]);
+            scale_up_locked(s, tier_names[t], s->target[t]);
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -424,10 +424,15 @@ int worker_run(const worker_config_t *cfg)
     snprintf(url, sizeof url, "%s/internal/v1/claim", cfg->server_url);
     json_t *cb = json_pack("{s:s, s:s, s:I}", "worker_id", wid, "tier", cfg->tier, "wait_ms",
                            (json_int_t)cfg->claim_wait_ms);
-    char *claim_body = json_dumps(cb, JSON_COMPACT);
+    char *claim_body = cb ? json_dumps(cb, JSON_COMPACT) : NULL;
     json_decref(cb);
     int64_t backoff = 100, full_backoff = FULL_BACKOFF_MS;
     int jobs = 0, status = 0;
+    if (!h || !claim_body) {
+        log_error("event=worker_out_of_memory worker=%s", wid);
+        atomic_store(&stop_requested, 1); /* no claim loop */
+        status = 1;
+    }
     while (!atomic_load(&stop_requested)) {
         if (cfg->max_jobs > 0 && jobs >= cfg->max_jobs)
             break;
@@ -492,19 +497,21 @@ int worker_run(const worker_config_t *cfg)
     free(claim_body);
     /* Tell the server this worker is gone so the fleet view is right at once. */
     json_t *bye = json_pack("{s:s}", "worker_id", wid);
-    char *bye_body = json_dumps(bye, JSON_COMPACT);
+    char *bye_body = bye ? json_dumps(bye, JSON_COMPACT) : NULL;
     json_decref(bye);
     snprintf(url, sizeof url, "%s/internal/v1/bye", cfg->server_url);
-    httpc_req_t req = {.method = "POST",
-                       .url = url,
-                       .bearer = cfg->token,
-                       .body = bye_body,
-                       .body_len = strlen(bye_body),
-                       .timeout_ms = 2000};
-    httpc_resp_t resp;
-    httpc_do(h, &req, &resp);
-    httpc_resp_free(&resp);
-    free(bye_body);
+    if (bye_body) {
+        httpc_req_t req = {.method = "POST",
+                           .url = url,
+                           .bearer = cfg->token,
+                           .body = bye_body,
+                           .body_len = strlen(bye_body),
+                           .timeout_ms = 2000};
+        httpc_resp_t resp;
+        httpc_do(h, &req, &resp);
+        httpc_resp_free(&resp);
+        free(bye_body);
+    }
     curl_easy_cleanup(h);
     imds_watch_stop(imds);
     lifecycle_end(life);

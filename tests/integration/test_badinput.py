@@ -368,6 +368,9 @@ def test_foreign_jobs_paths_and_queries(env):
         ("GET", "/api/v1/generation?cursor=abc", alice, 400),
         ("GET", "/api/v1/generation?cursor=1;DROP%20TABLE%20jobs", alice, 400),
         ("GET", "/api/v1/generation?cursor=-1", alice, 400),
+        ("GET", "/api/v1/generation?cursor=%00%ff", alice, 400),  # not "no cursor"
+        ("GET", "/api/v1/generation?limit=%002", alice, 400),
+        ("GET", "/api/v1/generation?status=%00queued", alice, 400),
         ("GET", "/api/v1/nothing", alice, 404),
         ("DELETE", f"/api/v1/generation/{jid}", alice, 404),
         ("GET", "/nothing", None, 404),

@@ -380,6 +380,26 @@ def test_kill9_between_pop_and_ack_loses_nothing(env):
     print(f"   (messages in unacked after the kills: {in_flight})", flush=True)
 
 
+def test_every_task_of_a_job_gets_its_result(env):
+    """70 tasks for one job id (a publisher retrying): each gets its result, none is dropped."""
+    r, url = take_db(env)
+    tok = start(env, worker=False)
+    jid = insert_seed_row(env, "alice")
+    tids = []
+    for _ in range(70):
+        tid, raw = python_celery_envelope(jid)
+        r.cmd("LPUSH", "celery", raw)
+        tids.append(tid)
+    pv.wait_for(lambda: len((r.cmd("HGET", "pingvas-celery-tasks", jid) or b"").split()) == 70,
+                timeout=30, what="all 70 tasks recorded for the job")
+    env.start_worker(*WORKER)
+    for tid in tids:
+        meta = wait_meta(r, tid)
+        assert meta["status"] == "SUCCESS", meta
+    assert env.job(tok, jid)["status"] == "completed"
+    assert r.cmd("HLEN", "pingvas-celery-tasks") == 0
+
+
 if __name__ == "__main__":
     if not REDIS_URL:
         print("PINGVAS_TEST_REDIS_URL is not set: run `eval \"$(scripts/services/redis.sh)\"` "
@@ -388,4 +408,5 @@ if __name__ == "__main__":
         sys.exit(1)
     pv.main([test_npm_celery_client_gets_success, test_python_celery5_envelope_and_publish,
              test_priority_lists_plain_json_body_and_queue_name,
-             test_rejects_write_failure_and_keep_running, test_kill9_between_pop_and_ack_loses_nothing])
+             test_rejects_write_failure_and_keep_running, test_kill9_between_pop_and_ack_loses_nothing,
+             test_every_task_of_a_job_gets_its_result])

@@ -34,6 +34,8 @@ def test_database_restart_under_running_server(env):
     assert err["code"] and err["message"], err
     assert env.api("GET", "/readyz").status == 503
     assert env.api("GET", "/healthz").status == 200
+    m = env.api("GET", "/metrics", token=pv.WORKER_TOKEN)  # no zeros for a store that is away
+    assert m.status == 503 and m.json()["error"]["code"] == "unavailable", m
     r = env.api("GET", f"/api/v1/generation/{accepted[0]}", token=tok)
     assert r.status == 503 and "error" in r.json(), r
     # The reaper keeps ticking against the dead database; the server must not die of it.

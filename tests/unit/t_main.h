@@ -1,4 +1,5 @@
-/* t_main.h: include last, after defining TESTS(X). Runs every test, prints the tally. */
+/* t_main.h: include last, after defining TESTS(X). Runs every test, prints the tally. A file
+ * may define T_SETUP() and T_TEARDOWN() (run once around the tests; not counted as tests). */
 #ifndef TESTS
 #error "define TESTS(X) before including t_main.h"
 #endif
@@ -12,6 +13,13 @@ static const struct {
 int main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
+#ifdef T_SETUP
+    T_SETUP();
+    if (t_failed_checks) {
+        printf("setup failed: 0 passed, 1 failed\n");
+        return 1;
+    }
+#endif
     for (size_t i = 0; i < sizeof t_tests / sizeof t_tests[0]; i++) {
         if (argc > 1 && strstr(t_tests[i].name, argv[1]) == NULL)
             continue;
@@ -25,6 +33,9 @@ int main(int argc, char **argv)
             printf("FAIL %s\n", t_tests[i].name);
         }
     }
+#ifdef T_TEARDOWN
+    T_TEARDOWN();
+#endif
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -474,7 +474,7 @@ static void test_xml_and_time(void)
     CHECK(aws_parse_time("tomorrow", &ms) == -1);
 }
 
-static void test_setup(void)
+static void setup(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CHECK(mkdtemp(dir) != NULL);
@@ -482,7 +482,7 @@ static void test_setup(void)
     log_set_component("test");
 }
 
-static void test_teardown(void)
+static void teardown(void)
 {
     char path[600];
     snprintf(path, sizeof path, "%s/log", dir);
@@ -492,8 +492,9 @@ static void test_teardown(void)
     curl_global_cleanup();
 }
 
+#define T_SETUP() setup()
+#define T_TEARDOWN() teardown()
 #define TESTS(X)                                                                                   \
-    X(test_setup)                                                                                  \
     X(test_xml_and_time)                                                                           \
     X(test_environment_and_nothing)                                                                \
     X(test_web_identity_fetch_and_refresh)                                                         \
@@ -501,6 +502,5 @@ static void test_teardown(void)
     X(test_web_identity_errors)                                                                    \
     X(test_container_credentials)                                                                  \
     X(test_imds_instance_profile)                                                                  \
-    X(test_s3_store_uses_the_chain)                                                                \
-    X(test_teardown)
+    X(test_s3_store_uses_the_chain)
 #include "t_main.h"

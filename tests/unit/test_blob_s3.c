@@ -92,21 +92,11 @@ static void test_unreachable_endpoint_fails_open(void)
     CHECK(strstr(err, "http://127.0.0.1:9/base") != NULL);
 }
 
-static void test_setup(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static void test_teardown(void)
-{
-    curl_global_cleanup();
-}
-
+#define T_SETUP() curl_global_init(CURL_GLOBAL_DEFAULT)
+#define T_TEARDOWN() curl_global_cleanup()
 #define TESTS(X)                                                                                   \
-    X(test_setup)                                                                                  \
     X(test_missing_credentials_named)                                                              \
     X(test_bad_bucket_and_prefix)                                                                  \
     X(test_bad_endpoint_and_region)                                                                \
-    X(test_unreachable_endpoint_fails_open)                                                        \
-    X(test_teardown)
+    X(test_unreachable_endpoint_fails_open)
 #include "t_main.h"

@@ -230,14 +230,14 @@ static void test_configuration_errors(void)
     CHECK(strstr(err, "KUBERNETES_SERVICE_HOST") != NULL);
 }
 
-static void test_setup(void)
+static void setup(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CHECK(mkdtemp(dir) != NULL);
     snprintf(token_file, sizeof token_file, "%s/token", dir);
 }
 
-static void test_teardown(void)
+static void teardown(void)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/namespace", dir);
@@ -247,9 +247,9 @@ static void test_teardown(void)
     curl_global_cleanup();
 }
 
+#define T_SETUP() setup()
+#define T_TEARDOWN() teardown()
 #define TESTS(X)                                                                                   \
-    X(test_setup)                                                                                  \
     X(test_marks_and_node_watch)                                                                   \
-    X(test_configuration_errors)                                                                   \
-    X(test_teardown)
+    X(test_configuration_errors)
 #include "t_main.h"

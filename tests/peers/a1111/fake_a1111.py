@@ -42,8 +42,10 @@ TXT2IMG_FIELDS = {"prompt": str, "negative_prompt": str, "width": int, "height":
 
 
 class FakeA1111:
-    def __init__(self, delay=0.0, png=None, models=None, flavor="a1111"):
+    def __init__(self, delay=0.0, png=None, models=None, flavor="a1111", pause_at=0):
         self.flavor = flavor
+        self.pause_at = pause_at        # nonzero: a txt2img stops at this step until resume is set
+        self.resume = threading.Event()
         self.delay = delay              # seconds a txt2img takes
         self.png = png or make_png()
         self.fail_status = 0            # nonzero: txt2img answers this status
@@ -115,6 +117,9 @@ class FakeA1111:
                 break
             with self.lock:
                 self.step = i + 1
+            if self.pause_at and i + 1 == self.pause_at:
+                while not self.resume.wait(0.05) and not self._interrupted.is_set():
+                    pass
         with self.lock:
             self.step = self.steps = 0
 
