@@ -1981,6 +1981,18 @@ static bool listener_sleep(pg_store_t *s, int ms)
     return atomic_load(&s->stop) != 0;
 }
 
+/* Runs one statement on the listener's connection within the operation timeout; false when it
+ * failed or timed out (*c is then NULL: the connection was dropped). */
+static bool listen_exec(pg_store_t *s, PGconn **c, const char *sql)
+{
+    op_t op = {.s = s, .slot = -1, .c = *c, .deadline = clock_mono_ms() + s->timeout_ms};
+    PGresult *r = q(&op, "listener", sql, NULL);
+    bool ok = r != NULL;
+    *c = op.c;
+    PQclear(r);
+    return ok;
+}
+
 /* The listener thread: one connection in LISTEN pingvas_work; s->cb on every batch of
  * notifications, and once after every (re)connect since notifications sent while it was
  * disconnected are lost. Reconnects with backoff (100 ms doubling to 5 s). */
@@ -1991,13 +2003,9 @@ static void *listen_main(void *arg)
     bool warned = false;
     while (!atomic_load(&s->stop)) {
         PGconn *c = connect_new(s);
-        if (c) {
-            PGresult *r = PQexec(c, "LISTEN " CHANNEL);
-            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-                PQfinish(c);
-                c = NULL;
-            }
-            PQclear(r);
+        if (c && !listen_exec(s, &c, "LISTEN " CHANNEL)) {
+            PQfinish(c);
+            c = NULL;
         }
         if (!c) {
             if (!warned)
@@ -2025,11 +2033,8 @@ static void *listen_main(void *arg)
                 if (PQconsumeInput(c) == 0)
                     break;
             } else if (n == 0) {
-                /* idle: make sure the connection is still there */
-                PGresult *r = PQexec(c, "SELECT 1");
-                bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-                PQclear(r);
-                if (!ok)
+                /* idle: make sure the connection is still there (and answers) */
+                if (!listen_exec(s, &c, "SELECT 1"))
                     break;
             }
             bool got = false;
