@@ -64,8 +64,8 @@ int backend_request(void *h, const char *base, const char *method, const char *p
 
 #define BACKEND_DETAIL_MAX 200
 /* Writes an engine's own error text (the "detail", "error", "message" and "errors" of a JSON
- * body that it has, joined by ": ", else the start of the body) into buf, at most BACKEND_DETAIL_MAX bytes, on one line; "" when
- * there is none. */
+ * body that it has, joined by ": ", else the start of the body) into buf, at most
+ * BACKEND_DETAIL_MAX bytes, on one line; "" when there is none. */
 void backend_error_detail(const httpc_resp_t *r, char *buf, size_t buflen);
 
 #define BACKEND_LOAD_TRIES 6 /* sleeps of 0.25, 0.5, 1, 2, 4 s between them: about 8 s */
@@ -98,6 +98,8 @@ struct backend_ops {
                     char *err, size_t errlen);
     /* Seconds a job with these parameters is expected to take (drain decisions). */
     double (*estimate_seconds)(backend_t *b, const job_params_t *p);
+    /* 1 when the backend can run jobs of this model, else 0. NULL: every model. */
+    int (*serves)(backend_t *b, const char *model);
     void (*destroy)(backend_t *b);
 };
 

@@ -605,6 +605,11 @@ out:
     return rc;
 }
 
+static int cf_serves(backend_t *b, const char *model)
+{
+    return ckpt_for((const comfy_t *)b, model) != NULL;
+}
+
 static double cf_estimate_seconds(backend_t *b, const job_params_t *p)
 {
     return backend_rate_estimate(&((const comfy_t *)b)->rate, p);
@@ -626,6 +631,7 @@ static const struct backend_ops comfy_ops = {
     .load = cf_load,
     .generate = cf_generate,
     .estimate_seconds = cf_estimate_seconds,
+    .serves = cf_serves,
     .destroy = cf_destroy,
 };
 

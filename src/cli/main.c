@@ -180,9 +180,10 @@ typedef struct app_config {
             O(worker_token_previous),                                                              \
             "rotation: the former worker token, accepted too [default: none]"                      \
     }
+#define DEFAULT_MODELS "sd15,sdxl"
 #define OPT_MODELS                                                                                 \
     {                                                                                              \
-        "models", "PINGVAS_MODELS", OPT_STR, "sd15,sdxl", 0, 0, O(models),                         \
+        "models", "PINGVAS_MODELS", OPT_STR, DEFAULT_MODELS, 0, 0, O(models),                      \
             "allowed models, comma-separated; the first is the default"                            \
     }
 #define OPT_LEASE                                                                                  \
@@ -970,11 +971,41 @@ static backend_config_t backend_config_from(const app_config_t *cfg)
     return bc;
 }
 
+/* The checks of check_backend; with served, also the models of cfg->models the backend can run
+ * (served) and those it cannot (unserved). */
+static int check_backend_models(const app_config_t *cfg, const char *cmd, int reach, char *served,
+                                size_t slen, char *unserved, size_t ulen);
+
 /* Checks the backend settings before anything starts. With reach, an engine backend (not
  * synthetic) is also loaded once: the engine must answer and have its models, as every worker
  * will check, so that `pingvas up` fails at once instead of restarting workers that cannot
  * start. 0, or -1 with a message. */
 static int check_backend(const app_config_t *cfg, const char *cmd, int reach)
+{
+    return check_backend_models(cfg, cmd, reach, NULL, 0, NULL, 0);
+}
+
+/* Splits the comma-separated models into those backend b serves (served) and the others
+ * (unserved). */
+static void split_models(backend_t *b, const char *models, char *served, size_t slen,
+                         char *unserved, size_t ulen)
+{
+    served[0] = unserved[0] = '\0';
+    for (const char *p = models; p && *p;) {
+        size_t n = strcspn(p, ",");
+        char m[64];
+        snprintf(m, sizeof m, "%.*s", (int)(n < sizeof m ? n : sizeof m - 1), p);
+        int ok = !b->ops->serves || b->ops->serves(b, m);
+        char *dst = ok ? served : unserved;
+        size_t used = strlen(dst), cap = ok ? slen : ulen;
+        if (m[0])
+            snprintf(dst + used, cap - used, "%s%s", used ? "," : "", m);
+        p += n + (p[n] == ',');
+    }
+}
+
+static int check_backend_models(const app_config_t *cfg, const char *cmd, int reach, char *served,
+                                size_t slen, char *unserved, size_t ulen)
 {
     backend_config_t bc = backend_config_from(cfg);
     char err[512];
@@ -989,6 +1020,8 @@ static int check_backend(const app_config_t *cfg, const char *cmd, int reach)
         fprintf(stderr, "pingvas %s: %s\n", cmd, err);
         rc = -1;
     }
+    if (served)
+        split_models(probe, cfg->models, served, slen, unserved, ulen);
     probe->ops->destroy(probe);
     return rc;
 }
@@ -1080,10 +1113,27 @@ static int cmd_up(int argc, char **argv)
     derived_t d;
     if (derive(&cfg, &d, 3, "up") != 0)
         return EXIT_USAGE;
-    char err[512];
-    if (check_backend(&cfg, "up", 1) != 0) {
+    char err[512], served[512], unserved[512];
+    if (check_backend_models(&cfg, "up", 1, served, sizeof served, unserved, sizeof unserved) !=
+        0) {
         derived_free(&d);
         return EXIT_USAGE;
+    }
+    if (unserved[0]) {
+        /* The default model list follows the engine; a list the operator wrote must fit it. */
+        if (strcmp(cfg.models, DEFAULT_MODELS) != 0 || !served[0]) {
+            fprintf(stderr,
+                    "pingvas up: the %s backend cannot run model(s) %s of --models %s (give "
+                    "each a checkpoint with --comfyui-checkpoints MODEL=FILE, or leave it out "
+                    "of --models)\n",
+                    cfg.backend, unserved, cfg.models);
+            derived_free(&d);
+            return EXIT_USAGE;
+        }
+        log_info("event=models_from_backend models=%s msg=\"the %s backend has no checkpoint for "
+                 "%s\"",
+                 served, cfg.backend, unserved);
+        cfg.models = served;
     }
 
     server_config_t sc;

@@ -246,6 +246,11 @@ def test_up_with_comfyui(env):
     f = fake(env, png=png, step_delay=0.03)
     j = pv.up_engine_job(env, png, "--backend", "comfyui", "--comfyui-url", f.url)
     assert j["gpu_seconds"] >= 10 * 0.03 and j["credits_charged"] == math.ceil(j["gpu_seconds"])
+    # The default --models follows the engine: sdxl has no checkpoint, so it is refused at
+    # submission instead of failing on the worker.
+    tok = pv.run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
+    r = env.create(tok, {"prompt": "xl", "model": "sdxl"})
+    assert r.status in (400, 422) and "sd15" in r.body.decode(), (r.status, r.body)
     assert f.violations == [], f.violations
 
 
@@ -260,6 +265,11 @@ def test_up_refuses_missing_engine(env):
     p = pv.run_cli("up", "--port", "0", "--data", env.data, "--backend", "comfyui",
                    "--comfyui-url", f.url, env=env.env(), check=False)
     assert p.returncode == 2 and "is not on the ComfyUI server" in p.stderr, p.stderr
+    # A --models list the engine cannot serve is refused before anything starts.
+    f.checkpoints.append("v1-5-pruned-emaonly.safetensors")
+    p = pv.run_cli("up", "--port", "0", "--data", env.data, "--backend", "comfyui",
+                   "--comfyui-url", f.url, "--models", "sd15,flux", env=env.env(), check=False)
+    assert p.returncode == 2 and "cannot run model(s) flux" in p.stderr, p.stderr
 
 
 def test_no_option_names_a_refused_backend(env):
