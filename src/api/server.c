@@ -1893,12 +1893,14 @@ void server_stop(server_t *s)
     if (s->wmhd)
         MHD_stop_daemon(s->wmhd);
     connguard_stop(s->guard);
-    hub_free(s->hub);
     if (s->reaper_started)
         pthread_join(s->reaper, NULL);
     celery_bridge_stop(s->celery);
     blob_close(s->blob);
     store_close(s->store);
+    /* Last: the reaper, the Celery bridge and the store's listen thread kick the hub until they
+     * have stopped (a start that failed after the listener began freed it under them). */
+    hub_free(s->hub);
     ratelimit_free(s->rl);
     free(s->models_buf);
     pthread_cond_destroy(&s->wake_cv);
