@@ -359,6 +359,12 @@ class FakeComfyUI:
             def log_message(self, *a):
                 pass
 
+            def setup(self):
+                # aiohttp (ComfyUI's server) sets TCP_NODELAY; without it Nagle holds a body
+                # written after its headers until the client's delayed ACK (40 ms).
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def reply(self, status, obj=None, raw=None, ctype="application/json"):
                 data = raw if raw is not None else (json.dumps(obj).encode()
                                                     if obj is not None else b"")
