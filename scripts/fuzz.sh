@@ -37,7 +37,7 @@ FLAGS=(-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
 
 # target: sources and libraries it links (beside fuzz/fuzz_<target>.c)
 declare -A SRCS=(
-  [create_body]="src/core/validate.c src/core/apierr.c src/core/job.c src/lib/clock.c src/lib/log.c"
+  [create_body]="src/core/validate.c src/core/apierr.c src/core/job.c src/lib/clock.c src/lib/log.c src/lib/netguard.c"
   [jwt]="src/lib/jwt.c"
   [wire]="src/core/wire.c src/core/apierr.c"
   [route]="src/api/route.c"

@@ -33,9 +33,11 @@
 #include "api/cost.h"
 #include "api/route.h"
 #include "api/sse.h"
+#include "api/webhook.h"
 #include "core/validate.h"
 #include "core/wire.h"
 #include "lib/config.h"
+#include "lib/netguard.h"
 
 #define IMAGE_MAX (64 * 1024 * 1024) /* cap on an uploaded PNG */
 #define INTERNAL_BODY_MAX (16 * 1024)
@@ -89,9 +91,10 @@ struct server {
     int64_t nevents; /* total recorded; the ring holds the newest SERVER_EVENTS_MAX */
     server_submit_fn submit_fn;
     void *submit_arg;
-    celery_bridge_t *celery; /* NULL without REDIS_URL */
-    price_catalog_t prices;  /* GET /api/v1/cost */
-    hub_t *hub;              /* follows the event log (hub.h) */
+    celery_bridge_t *celery;    /* NULL without REDIS_URL */
+    price_catalog_t prices;     /* GET /api/v1/cost */
+    hub_t *hub;                 /* follows the event log (hub.h) */
+    webhook_sender_t *webhooks; /* delivers the webhook outbox (webhook.h) */
 };
 
 /* Per-request state: the body, accumulated up to a cap. */
@@ -210,6 +213,7 @@ static void celery_work(void *arg)
 static void job_ended(server_t *s, const job_t *j)
 {
     hub_kick(s->hub);
+    webhook_kick(s->webhooks);
     if (s->celery && job_status_is_final(j->status))
         celery_bridge_job_ended(s->celery, j->id);
 }
@@ -219,6 +223,41 @@ static json_t *job_json(server_t *s, const job_t *j)
     char *url = image_url_for(s, j);
     json_t *o = job_to_json(j, url);
     free(url);
+    return o;
+}
+
+/* A job's JSON with its webhook delivery, when it has one: url, id (the webhook-id), state
+ * (waiting until the job ends, then pending, delivered or failed), attempts, last_error,
+ * delivered_at. */
+static json_t *job_json_webhook(server_t *s, const job_t *j)
+{
+    json_t *o = job_json(s, j);
+    store_webhook_t w;
+    if (!o || store_webhook_get(s->store, j->id, &w) != STORE_OK)
+        return o;
+    char at[40], id[JOB_ID_SIZE + 8];
+    clock_format_rfc3339(w.delivered_at, at, sizeof at);
+    snprintf(id, sizeof id, "msg_%s", j->id);
+    json_t *wh = json_pack("{s:s, s:s, s:s, s:i}", "url", w.url, "id", id, "state", w.state,
+                           "attempts", w.attempts);
+    json_object_set_new(wh, "last_error",
+                        w.last_error[0] ? json_string(w.last_error) : json_null());
+    json_object_set_new(wh, "delivered_at", w.delivered_at ? json_string(at) : json_null());
+    json_object_set_new(o, "webhook", wh);
+    return o;
+}
+
+/* The webhook sender's view of a job: its JSON, or NULL when it is gone. */
+static json_t *webhook_job(void *arg, const char *job_id)
+{
+    server_t *s = arg;
+    job_t j = {0};
+    if (store_job_get(s->store, job_id, &j) != STORE_OK) {
+        job_clear(&j);
+        return NULL;
+    }
+    json_t *o = job_json(s, &j);
+    job_clear(&j);
     return o;
 }
 
@@ -456,6 +495,23 @@ static int rate_limited(server_t *s, struct MHD_Connection *c, const char *user,
     return 1;
 }
 
+/* The webhook_url's host, resolved, must be public (lib/netguard.h) unless
+ * --allow-private-webhooks: else 400, p cleared, 1 with *ret set. */
+static int webhook_refused(server_t *s, struct MHD_Connection *c, job_params_t *p,
+                           enum MHD_Result *ret)
+{
+    net_url_t u;
+    char addr[64], why[300];
+    if (netguard_parse_url(p->webhook_url, &u, why, sizeof why) == 0 &&
+        netguard_check(&u, s->cfg.allow_private_webhooks, addr, sizeof addr, why, sizeof why) == 0)
+        return 0;
+    job_params_clear(p);
+    api_error_t e;
+    api_error_set(&e, 400, "invalid_argument", "webhook_url", "webhook_url %s", why);
+    *ret = send_error(c, &e);
+    return 1;
+}
+
 static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
@@ -477,6 +533,8 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
     api_error_t e;
     if (validate_create_body(r->body ? r->body : "", r->len, &s->vcfg, &p, &e) != 0)
         return send_error(c, &e);
+    if (p.webhook_url && webhook_refused(s, c, &p, &ret))
+        return ret;
     const char *idem = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
     if (idem && (strlen(idem) == 0 || strlen(idem) > 255)) {
         job_params_clear(&p);
@@ -496,10 +554,10 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
         server_notify_work(s);
         if (s->submit_fn)
             s->submit_fn(s->submit_arg, j.tier);
-        ret = send_json(c, 201, job_json(s, &j));
+        ret = send_json(c, 201, job_json_webhook(s, &j));
         break;
     case STORE_EXISTS:
-        ret = send_json(c, 200, job_json(s, &j));
+        ret = send_json(c, 200, job_json_webhook(s, &j));
         break;
     case STORE_NO_CREDITS:
         atomic_fetch_add(&metrics.jobs_rejected_credits, 1);
@@ -594,7 +652,7 @@ static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, req_t *r, 
         if (hub_wait(s->hub, c, gen, r->wait_deadline) == HUB_PARKED)
             return MHD_YES;
     }
-    ret = send_json(c, 200, job_json(s, &j));
+    ret = send_json(c, 200, job_json_webhook(s, &j));
     job_clear(&j);
     return ret;
 }
@@ -1831,6 +1889,15 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     s->blob = blob_open(cfg->storage_url, cfg->public_image_base_url, s->url, err, errlen);
     if (!s->blob)
         goto fail;
+    webhook_config_t wc = {.secret = cfg->webhook_secret,
+                           .allow_private = cfg->allow_private_webhooks,
+                           .retry_min_ms =
+                               cfg->webhook_retry_ms > 0 ? cfg->webhook_retry_ms : 5000};
+    if (cfg->webhook_secret && *cfg->webhook_secret) {
+        s->webhooks = webhook_start(s->store, &wc, webhook_job, s, err, errlen);
+        if (!s->webhooks)
+            goto fail;
+    }
 
     store_fault(s); /* workers could not heartbeat while this server was not up */
     if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
@@ -1893,6 +1960,7 @@ void server_stop(server_t *s)
     if (s->wmhd)
         MHD_stop_daemon(s->wmhd);
     connguard_stop(s->guard);
+    webhook_stop(s->webhooks);
     if (s->reaper_started)
         pthread_join(s->reaper, NULL);
     celery_bridge_stop(s->celery);

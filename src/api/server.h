@@ -35,8 +35,11 @@ typedef struct server_config {
     int64_t header_timeout_ms;  /* a request's headers must be in within this (0: 10 s) */
     int64_t request_timeout_ms; /* its headers and body within this (0: 120 s) */
     int worker_port;            /* the worker protocol's own listener; -1 = none, 0 = any port */
-    int metrics_public;    /* 1: /metrics without a token (else the worker or an operator token) */
-    const char *redis_url; /* Celery bridge (celery.h) when set, else NULL */
+    int metrics_public; /* 1: /metrics without a token (else the worker or an operator token) */
+    const char *webhook_secret;   /* signs webhook deliveries (api/webhook.h) */
+    int allow_private_webhooks;   /* 1: webhook URLs may be http and reach private addresses */
+    int64_t webhook_retry_ms;     /* first retry delay of a webhook delivery; 0: 5 s */
+    const char *redis_url;        /* Celery bridge (celery.h) when set, else NULL */
     const char *celery_queue;     /* NULL: "celery" */
     int64_t celery_visibility_ms; /* 0: kombu's 3600 s */
     const char *prices_path;      /* price catalog for GET /api/v1/cost; NULL: the shipped one */

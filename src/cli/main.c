@@ -60,6 +60,9 @@ typedef struct app_config {
     int rate_burst;
     int max_connections;
     int metrics_public;
+    const char *webhook_secret;
+    int allow_private_webhooks;
+    int64_t webhook_retry_ms;
     int max_connections_per_ip;
     int64_t header_timeout_ms;
     int64_t request_timeout_ms;
@@ -283,6 +286,32 @@ typedef struct app_config {
             "serve /metrics without a token (otherwise it needs the worker token or an operator "  \
             "token); only where /metrics is reachable from a private network alone"                \
     }
+#define OPT_WEBHOOKS                                                                               \
+    {"webhook-secret",                                                                             \
+     "PINGVAS_WEBHOOK_SECRET",                                                                     \
+     OPT_STR,                                                                                      \
+     NULL,                                                                                         \
+     0,                                                                                            \
+     0,                                                                                            \
+     O(webhook_secret),                                                                            \
+     "signs webhook deliveries (webhook-signature, Standard Webhooks): 'whsec_<base64>' or any "   \
+     "text [default: generated into DATA/webhook_secret]"},                                        \
+        {"allow-private-webhooks",                                                                 \
+         "PINGVAS_ALLOW_PRIVATE_WEBHOOKS",                                                         \
+         OPT_BOOL,                                                                                 \
+         "0",                                                                                      \
+         0,                                                                                        \
+         1,                                                                                        \
+         O(allow_private_webhooks),                                                                \
+         "let webhook_url be http:// and reach loopback, private and link-local addresses "        \
+         "(tests, "                                                                                \
+         "private networks); otherwise only https:// to public addresses"},                        \
+    {                                                                                              \
+        "webhook-retry", "PINGVAS_WEBHOOK_RETRY", OPT_DURATION, "5s", 10, 3600000,                 \
+            O(webhook_retry_ms),                                                                   \
+            "first retry delay of a failed webhook delivery; it doubles (with jitter) up to 1 h, " \
+            "for 24 h after the job ended"                                                         \
+    }
 #define OPT_REDIS                                                                                  \
     {                                                                                              \
         "redis-url", "REDIS_URL", OPT_STR, NULL, 0, 0, O(redis_url),                               \
@@ -447,6 +476,7 @@ static const opt_t server_opts[] = {
     OPT_WORKER_PORT("-1"),
     OPT_MAXJOBS,
     OPT_RETENTION,
+    OPT_WEBHOOKS,
 };
 
 static const opt_t up_opts[] = {
@@ -479,6 +509,7 @@ static const opt_t up_opts[] = {
     OPT_WORKER_PORT("0"),
     OPT_MAXJOBS,
     OPT_RETENTION,
+    OPT_WEBHOOKS,
     OPT_LOG,
     OPT_BACKEND,
     OPT_PROFILE,
@@ -697,9 +728,11 @@ typedef struct derived {
     char storage[PATH_MAX + 16];
     char *jwt;
     char *wtoken;
+    char *whsecret;
 } derived_t;
 
-/* need_secrets: 1 the JWT secret, 2 the worker token, | 4 read them only (never generate). */
+/* need_secrets: 1 the JWT secret, 2 the worker token, | 4 read them only (never generate), | 8 the
+ * webhook secret (generated into DATA/webhook_secret when not given). */
 static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char *cmd)
 {
     memset(d, 0, sizeof *d);
@@ -742,6 +775,14 @@ static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char 
                 "pingvas %s: PINGVAS_WORKER_TOKEN_PREVIOUS must be at least 16 characters\n", cmd);
         return -1;
     }
+    if ((need_secrets & 8) && (!cfg->webhook_secret || !*cfg->webhook_secret)) {
+        d->whsecret = secret_from_file(cfg->data, "webhook_secret", 1, err, sizeof err);
+        if (!d->whsecret) {
+            fprintf(stderr, "pingvas %s: webhook secret: %s\n", cmd, err);
+            return -1;
+        }
+        cfg->webhook_secret = d->whsecret;
+    }
     if (need_secrets & 2) {
         if (!cfg->worker_token || !*cfg->worker_token) {
             d->wtoken =
@@ -764,6 +805,7 @@ static void derived_free(derived_t *d)
 {
     free(d->jwt);
     free(d->wtoken);
+    free(d->whsecret);
 }
 
 static void server_config_from(const app_config_t *cfg, server_config_t *sc)
@@ -793,6 +835,9 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->rate_burst = cfg->rate_burst;
     sc->max_connections = cfg->max_connections;
     sc->metrics_public = cfg->metrics_public;
+    sc->webhook_secret = cfg->webhook_secret;
+    sc->allow_private_webhooks = cfg->allow_private_webhooks;
+    sc->webhook_retry_ms = cfg->webhook_retry_ms;
     sc->max_connections_per_ip = cfg->max_connections_per_ip;
     sc->header_timeout_ms = cfg->header_timeout_ms;
     sc->request_timeout_ms = cfg->request_timeout_ms;
@@ -849,7 +894,7 @@ static int cmd_server(int argc, char **argv)
         return rc > 0 ? 0 : EXIT_USAGE;
     log_set_component("server");
     derived_t d;
-    if (derive(&cfg, &d, 3, "server") != 0)
+    if (derive(&cfg, &d, 3 | 8, "server") != 0)
         return EXIT_USAGE;
     server_config_t sc;
     server_config_from(&cfg, &sc);
@@ -1111,7 +1156,7 @@ static int cmd_up(int argc, char **argv)
         return rc > 0 ? 0 : EXIT_USAGE;
     log_set_component("up");
     derived_t d;
-    if (derive(&cfg, &d, 3, "up") != 0)
+    if (derive(&cfg, &d, 3 | 8, "up") != 0)
         return EXIT_USAGE;
     char err[512], served[512], unserved[512];
     if (check_backend_models(&cfg, "up", 1, served, sizeof served, unserved, sizeof unserved) !=

@@ -44,6 +44,7 @@ void job_params_clear(job_params_t *p)
 {
     free(p->prompt);
     free(p->negative_prompt);
+    free(p->webhook_url);
     memset(p, 0, sizeof *p);
 }
 
@@ -60,7 +61,8 @@ int job_params_copy(job_params_t *dst, const job_params_t *src)
     *dst = *src;
     dst->prompt = strdup(src->prompt ? src->prompt : "");
     dst->negative_prompt = strdup(src->negative_prompt ? src->negative_prompt : "");
-    if (!dst->prompt || !dst->negative_prompt) {
+    dst->webhook_url = src->webhook_url ? strdup(src->webhook_url) : NULL;
+    if (!dst->prompt || !dst->negative_prompt || (src->webhook_url && !dst->webhook_url)) {
         job_params_clear(dst);
         return -1;
     }

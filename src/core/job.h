@@ -27,7 +27,8 @@ typedef struct job_params {
     int height;
     int steps;
     double cfg_scale;
-    int64_t seed; /* 0..4294967295 */
+    int64_t seed;      /* 0..4294967295 */
+    char *webhook_url; /* NULL: none (create only: the store keeps it with the delivery) */
 } job_params_t;
 
 typedef struct job {

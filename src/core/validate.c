@@ -12,7 +12,7 @@
  * - null is accepted for seed only (random seed); for any other field it is a wrong type.
  * - Everything else wrong with a field: 422 invalid_argument naming the field: an unknown
  *   field first (in body order), then the known fields in a fixed order (prompt,
- *   negative_prompt, model, width, height, steps, cfg_scale, seed).
+ *   negative_prompt, model, width, height, steps, cfg_scale, seed, webhook_url).
  * Lengths of prompt and negative_prompt count Unicode code points, not bytes. */
 #include "core/validate.h"
 
@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "lib/netguard.h"
 
 static const char *const default_models[] = {"sd15", NULL};
 
@@ -44,11 +46,13 @@ enum field_id {
     F_STEPS,
     F_CFG_SCALE,
     F_SEED,
+    F_WEBHOOK_URL,
     F_COUNT,
 };
 
 static const char *const field_names[F_COUNT] = {
     "prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "seed",
+    "webhook_url",
 };
 
 /* The message a client sees when a field has the wrong type or an out-of-range value that
@@ -62,6 +66,7 @@ static const char *const field_expect[F_COUNT] = {
     "steps must be an integer between 1 and 150",
     "cfg_scale must be a number between 1 and 30",
     "seed must be an integer between 0 and 4294967295, or null for a random seed",
+    "webhook_url must be an https:// URL of at most 2048 characters",
 };
 
 /* Returns the field id for a key of klen bytes (keys may hold NULs), or -1. */
@@ -277,7 +282,8 @@ static int collect_fields(json_t *root, json_t **vals, api_error_t *e)
             quote_for_msg(key, klen, shown, sizeof shown);
             return api_error_set(e, 422, "invalid_argument", shown,
                                  "unknown field \"%s\"; allowed fields are prompt, "
-                                 "negative_prompt, model, width, height, steps, cfg_scale, seed",
+                                 "negative_prompt, model, width, height, steps, cfg_scale, seed, "
+                                 "webhook_url",
                                  shown);
         }
         vals[f] = v;
@@ -285,9 +291,29 @@ static int collect_fields(json_t *root, json_t **vals, api_error_t *e)
     return 0;
 }
 
+/* Validates the form of webhook_url (lib/netguard.h); whether its host may be called is the
+ * server's check, after resolving it. On success *out is a malloc'd copy the caller owns. */
+static int take_webhook(const json_t *v, char **out, api_error_t *e)
+{
+    if (!json_is_string(v))
+        return api_error_set(e, 422, "invalid_argument", "webhook_url", "%s; got %s",
+                             field_expect[F_WEBHOOK_URL], type_name(v));
+    const char *s = json_string_value(v);
+    char why[128];
+    net_url_t u;
+    if (memchr(s, '\0', json_string_length(v)) || netguard_parse_url(s, &u, why, sizeof why) != 0)
+        return api_error_set(e, 422, "invalid_argument", "webhook_url", "webhook_url %s",
+                             memchr(s, '\0', json_string_length(v)) ? "must not contain NULs" : why);
+    *out = strdup(s);
+    if (!*out)
+        return api_error_set(e, 503, "unavailable", "webhook_url", "out of memory; retry later");
+    return 0;
+}
+
 /* Validates the parsed top-level object into out (which starts zeroed). Unknown fields are
  * reported first, so a typo is learned before anything else; then fields are checked in the
- * fixed order prompt, negative_prompt, model, width, height, steps, cfg_scale, seed. */
+ * fixed order prompt, negative_prompt, model, width, height, steps, cfg_scale, seed,
+ * webhook_url. */
 static int fill_params(json_t *root, const validate_config_t *cfg, job_params_t *out,
                        api_error_t *e)
 {
@@ -354,6 +380,8 @@ static int fill_params(json_t *root, const validate_config_t *cfg, job_params_t 
             return -1;
         out->seed = x;
     }
+    if (vals[F_WEBHOOK_URL] && take_webhook(vals[F_WEBHOOK_URL], &out->webhook_url, e) != 0)
+        return -1;
     return 0;
 }
 

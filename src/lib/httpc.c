@@ -53,6 +53,8 @@ int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
     }
     if (req->extra_header)
         hdrs = curl_slist_append(hdrs, req->extra_header);
+    for (const char *const *x = req->headers; x && *x; x++)
+        hdrs = curl_slist_append(hdrs, *x);
     char ct[128];
     if (req->body) {
         snprintf(ct, sizeof ct, "Content-Type: %s",
@@ -78,6 +80,11 @@ int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
     }
     if (req->ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, req->ca_file);
+    struct curl_slist *resolve = req->resolve ? curl_slist_append(NULL, req->resolve) : NULL;
+    if (resolve)
+        curl_easy_setopt(c, CURLOPT_RESOLVE, resolve);
+    if (req->protocols)
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, req->protocols);
     if (req->abort_flag) {
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -85,6 +92,7 @@ int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
     }
     CURLcode rc = curl_easy_perform(c);
     curl_slist_free_all(hdrs);
+    curl_slist_free_all(resolve);
     if (rc != CURLE_OK) {
         if (sink.too_big)
             snprintf(out->error, sizeof out->error, "response larger than %zu bytes", sink.cap);

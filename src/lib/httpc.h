@@ -26,6 +26,9 @@ typedef struct httpc_req {
     atomic_int *abort_flag; /* when nonzero the transfer is aborted (status 0) */
     size_t max_response;    /* cap on the response body; 0 = HTTPC_RESPONSE_MAX */
     const char *ca_file;    /* PEM bundle to verify https peers with, or NULL (system store) */
+    const char *const *headers; /* more "Name: value" headers, NULL-terminated, or NULL */
+    const char *resolve;        /* "host:port:address": connect there, not where DNS says */
+    const char *protocols;      /* allowed schemes ("https", "http,https"), or NULL for any */
 } httpc_req_t;
 
 /* Performs req on handle h (a CURL easy handle reused for keep-alive). Returns 0 when a

@@ -213,3 +213,20 @@ int store_events_trim(store_t *s, int64_t keep_ms, int64_t keep_progress_ms)
 {
     return s->ops->events_trim(s, keep_ms, keep_progress_ms);
 }
+
+int store_webhook_get(store_t *s, const char *job_id, store_webhook_t *out)
+{
+    return s->ops->webhook_get(s, job_id, out);
+}
+
+int store_webhooks_due(store_t *s, int64_t now, int64_t hold_ms, int limit, store_webhook_t **out,
+                       size_t *n)
+{
+    return s->ops->webhooks_due(s, now, hold_ms, limit, out, n);
+}
+
+int store_webhook_attempt(store_t *s, const char *job_id, bool delivered, const char *error,
+                          int64_t next_at, bool give_up, int64_t now)
+{
+    return s->ops->webhook_attempt(s, job_id, delivered, error, next_at, give_up, now);
+}

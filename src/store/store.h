@@ -75,6 +75,20 @@ typedef struct store_event {
     char *data; /* a JSON object, malloc'd */
 } store_event_t;
 
+/* A job's webhook delivery (the outbox row), written with the job by store_job_create when the
+ * job has a webhook_url, and made due (state "pending", next_at = now) by a trigger in the same
+ * transaction that ends the job. */
+typedef struct store_webhook {
+    char job_id[JOB_ID_SIZE];
+    char url[2049];
+    char state[16]; /* "waiting" (job not ended), "pending", "delivered", "failed" (gave up) */
+    int attempts;
+    int64_t next_at;      /* pending: due at (ms since the epoch) */
+    int64_t ended_at;     /* when the job ended: retries stop 24 h after it */
+    int64_t delivered_at; /* 0: not delivered */
+    char last_error[256];
+} store_webhook_t;
+
 /* Frees the data of n events and the array. */
 void store_events_free(store_event_t *v, size_t n);
 
@@ -224,6 +238,17 @@ int store_events_read(store_t *s, int64_t after, int64_t upto, const char *user,
                       store_event_t **out, size_t *n);
 /* The highest seq written so far (0 when none). */
 int store_events_last(store_t *s, int64_t *seq);
+/* The webhook of a job; STORE_NOT_FOUND when the job has none. */
+int store_webhook_get(store_t *s, const char *job_id, store_webhook_t *out);
+/* Takes up to limit pending webhooks due at now (oldest first) and holds them for hold_ms (their
+ * next_at moves there, so another replica does not send them meanwhile). *out is malloc'd (caller
+ * frees). */
+int store_webhooks_due(store_t *s, int64_t now, int64_t hold_ms, int limit, store_webhook_t **out,
+                       size_t *n);
+/* Records an attempt: delivered (state "delivered" at now), else the error and either the next
+ * attempt at next_at or, when give_up, state "failed". attempts grows by one. */
+int store_webhook_attempt(store_t *s, const char *job_id, bool delivered, const char *error,
+                          int64_t next_at, bool give_up, int64_t now);
 /* Retention: deletes events older than keep_ms, and progress events older than
  * keep_progress_ms (by the store's own clock). */
 int store_events_trim(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
@@ -276,6 +301,11 @@ struct store_ops {
                        store_event_t **out, size_t *n);
     int (*events_last)(store_t *s, int64_t *seq);
     int (*events_trim)(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
+    int (*webhook_get)(store_t *s, const char *job_id, store_webhook_t *out);
+    int (*webhooks_due)(store_t *s, int64_t now, int64_t hold_ms, int limit,
+                        store_webhook_t **out, size_t *n);
+    int (*webhook_attempt)(store_t *s, const char *job_id, bool delivered, const char *error,
+                           int64_t next_at, bool give_up, int64_t now);
 };
 
 struct store {

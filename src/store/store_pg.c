@@ -50,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 #define ERR_MAX 512
 #define POOL_DEFAULT 8
 #define POOL_MAX 256
@@ -281,8 +281,37 @@ static const char schema_v6[] =
     "CREATE INDEX generation_jobs_ended ON generation_jobs(completed_at)"
     "  WHERE status IN ('completed','failed','canceled');";
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
-                                                       schema_v4, schema_v5, schema_v6};
+/* Version 7: the webhook outbox, store_sqlite.c's version 8. */
+/* clang-format off */
+static const char schema_v7[] =
+    "CREATE TABLE webhooks ("
+    "  job_id TEXT PRIMARY KEY NOT NULL,"
+    "  url TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN"
+    "    ('waiting','pending','delivered','failed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at BIGINT,"
+    "  ended_at BIGINT,"
+    "  delivered_at BIGINT,"
+    "  last_error TEXT);"
+    "CREATE INDEX webhooks_due ON webhooks(next_at) WHERE state = 'pending';"
+    "CREATE FUNCTION webhooks_job() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  IF TG_OP = 'DELETE' THEN\n"
+    "    DELETE FROM webhooks WHERE job_id = OLD.id;\n"
+    "  ELSIF NEW.status IN ('completed','failed','canceled')"
+    "     AND OLD.status IS DISTINCT FROM NEW.status THEN\n"
+    "    UPDATE webhooks SET state = 'pending', next_at = " PG_NOW_MS ", ended_at = " PG_NOW_MS
+    "      WHERE job_id = NEW.id AND state = 'waiting';\n"
+    "  END IF;\n"
+    "  RETURN NULL;\n"
+    "END $$;\n"
+    "CREATE TRIGGER webhooks_job AFTER DELETE OR UPDATE OF status ON generation_jobs"
+    "  FOR EACH ROW EXECUTE FUNCTION webhooks_job();";
+/* clang-format on */
+
+static const char *const migrations[SCHEMA_VERSION] = {
+    schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6, schema_v7};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -1307,6 +1336,13 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
                    " RETURNING " JOB_COLS NOTIFY_COL,
                    &p),
                  "inserting job", out);
+    if (rc == STORE_OK && prm->webhook_url) {
+        params_t w = {0};
+        p_text(&w, id);
+        p_text(&w, prm->webhook_url);
+        rc = exec(&op, "recording a webhook", "INSERT INTO webhooks(job_id, url) VALUES ($1, $2)",
+                  &w);
+    }
 out:
     rc = op_end(&op, rc);
     if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
@@ -2389,6 +2425,84 @@ static int pg_events_trim(store_t *base, int64_t keep_ms, int64_t keep_progress_
     return op_end(&op, rc);
 }
 
+/* ---- webhooks (the outbox) ---- */
+
+#define WEBHOOK_COLS                                                                               \
+    "job_id, url, state, attempts, COALESCE(next_at, 0), COALESCE(ended_at, 0),"                   \
+    " COALESCE(delivered_at, 0), COALESCE(last_error, '')"
+
+static void fill_webhook(void *row, const PGresult *r, int i)
+{
+    store_webhook_t *w = row;
+    memset(w, 0, sizeof *w);
+    get_copy(r, i, 0, w->job_id, sizeof w->job_id);
+    get_copy(r, i, 1, w->url, sizeof w->url);
+    get_copy(r, i, 2, w->state, sizeof w->state);
+    w->attempts = (int)get_i64(r, i, 3, 0);
+    w->next_at = get_i64(r, i, 4, 0);
+    w->ended_at = get_i64(r, i, 5, 0);
+    w->delivered_at = get_i64(r, i, 6, 0);
+    get_copy(r, i, 7, w->last_error, sizeof w->last_error);
+}
+
+static int pg_webhook_get(store_t *base, const char *job_id, store_webhook_t *out)
+{
+    params_t p = {0};
+    p_text(&p, job_id);
+    store_webhook_t *v = NULL;
+    size_t n = 0;
+    memset(out, 0, sizeof *out);
+    int rc = pg_rows(pgs(base), "reading a webhook",
+                     "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = $1", &p, sizeof *v,
+                     fill_webhook, (void **)&v, &n);
+    if (rc == STORE_OK && n == 0)
+        rc = STORE_NOT_FOUND;
+    if (rc == STORE_OK)
+        *out = v[0];
+    free(v);
+    return rc;
+}
+
+static int pg_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int limit,
+                           store_webhook_t **out, size_t *n)
+{
+    params_t p = {0};
+    p_i64(&p, now);
+    p_i64(&p, now + hold_ms);
+    p_i64(&p, limit);
+    return pg_rows(pgs(base), "taking due webhooks",
+                   "UPDATE webhooks SET next_at = $2::bigint WHERE job_id IN (SELECT job_id FROM"
+                   " webhooks WHERE state = 'pending' AND next_at <= $1::bigint ORDER BY next_at"
+                   " LIMIT $3::int FOR UPDATE SKIP LOCKED) RETURNING " WEBHOOK_COLS,
+                   &p, sizeof **out, fill_webhook, (void **)out, n);
+}
+
+static int pg_webhook_attempt(store_t *base, const char *job_id, bool delivered, const char *error,
+                              int64_t next_at, bool give_up, int64_t now)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    int rc = op_open(s, &op);
+    if (rc == STORE_OK) {
+        params_t p = {0};
+        p_text(&p, job_id);
+        p_text(&p, delivered ? "t" : "f");
+        p_text(&p, error ? error : "");
+        p_i64(&p, next_at);
+        p_text(&p, give_up ? "t" : "f");
+        p_i64(&p, now);
+        rc = exec(&op, "recording a webhook attempt",
+                  "UPDATE webhooks SET attempts = attempts + 1,"
+                  " state = CASE WHEN $2::boolean THEN 'delivered' WHEN $5::boolean THEN 'failed'"
+                  " ELSE 'pending' END,"
+                  " delivered_at = CASE WHEN $2::boolean THEN $6::bigint ELSE delivered_at END,"
+                  " last_error = CASE WHEN $2::boolean THEN last_error ELSE $3 END,"
+                  " next_at = $4::bigint WHERE job_id = $1 AND state = 'pending'",
+                  &p);
+    }
+    return op_end(&op, rc);
+}
+
 static const struct store_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -2424,6 +2538,9 @@ static const struct store_ops pg_ops = {
     .events_read = pg_events_read,
     .events_last = pg_events_last,
     .events_trim = pg_events_trim,
+    .webhook_get = pg_webhook_get,
+    .webhooks_due = pg_webhooks_due,
+    .webhook_attempt = pg_webhook_attempt,
 };
 
 #else /* !PINGVAS_HAVE_PQ */

@@ -46,7 +46,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION 8
 #define ERR_MAX 512
 
 static _Thread_local char tl_err[ERR_MAX];
@@ -313,8 +313,31 @@ static const char schema_v7[] =
     "  WHERE status IN ('completed','failed','canceled');";
 
 /* migrations[v - 1] upgrades version v - 1 to v. Append, never edit a released one. */
+/* Version 8: the webhook outbox. A job's row is written with the job (create) and made due by a
+ * trigger in the transaction that ends the job, so no crash loses a delivery. */
+/* clang-format off */
+static const char schema_v8[] =
+    "CREATE TABLE webhooks ("
+    "  job_id TEXT PRIMARY KEY NOT NULL,"
+    "  url TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN"
+    "    ('waiting','pending','delivered','failed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at INTEGER,"
+    "  ended_at INTEGER,"
+    "  delivered_at INTEGER,"
+    "  last_error TEXT);"
+    "CREATE INDEX webhooks_due ON webhooks(next_at) WHERE state = 'pending';"
+    "CREATE TRIGGER webhooks_job_end AFTER UPDATE OF status ON generation_jobs"
+    "  WHEN NEW.status IN ('completed','failed','canceled') AND OLD.status IS NOT NEW.status"
+    "  BEGIN UPDATE webhooks SET state = 'pending', next_at = " EVENTS_NOW_MS ", ended_at = "
+    EVENTS_NOW_MS " WHERE job_id = NEW.id AND state = 'waiting'; END;"
+    "CREATE TRIGGER webhooks_job_gone AFTER DELETE ON generation_jobs"
+    "  BEGIN DELETE FROM webhooks WHERE job_id = OLD.id; END;";
+/* clang-format on */
+
 static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                                       schema_v5, schema_v6, schema_v7};
+                                                       schema_v5, schema_v6, schema_v7, schema_v8};
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -1178,6 +1201,22 @@ static int next_seq(sqlite_store_t *s, int64_t *seq)
 
 /* Creates one job inside the open transaction, under a savepoint so that a refusal or an error
  * undoes only this job's writes. Returns a STORE_* code; out is filled on OK and EXISTS. */
+static sqlite3_stmt *prepare_once(sqlite_store_t *s, const char *sql, const char *what);
+
+/* The job's webhook outbox row (state waiting), in the job's transaction. */
+static int insert_webhook(sqlite_store_t *s, const char *id, const char *url)
+{
+    sqlite3_stmt *stmt =
+        prepare_once(s, "INSERT INTO webhooks(job_id, url) VALUES (?1, ?2)", "recording a webhook");
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, id);
+    bind_text(stmt, 2, url);
+    int rc = run(s, stmt, "recording a webhook");
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
 static int create_one(sqlite_store_t *s, create_req_t *q)
 {
     const job_params_t *p = q->p;
@@ -1246,6 +1285,8 @@ static int create_one(sqlite_store_t *s, create_req_t *q)
     bind_text(stmt, 15, q->idem_key);
     rc = run(s, stmt, "inserting job");
     sqlite3_reset(stmt);
+    if (rc == STORE_OK && p->webhook_url)
+        rc = insert_webhook(s, id, p->webhook_url);
     if (rc == STORE_OK)
         rc = load_job(s, id, out, NULL);
 out:
@@ -2201,9 +2242,27 @@ static int sqlite_event_add(store_t *base, const char *kind, const char *user, c
     return finish(s, rc);
 }
 
-/* Appends the current row of an events query (seq, created_at, kind, user_id, data) to *v. */
-static int event_row(sqlite3_stmt *stmt, store_event_t *e)
+/* Steps stmt to the end or limit rows, filling element i of v (elem bytes each) with fill;
+ * *count rows were filled. STORE_OK or STORE_ERR. */
+static int step_rows(sqlite_store_t *s, sqlite3_stmt *stmt, const char *what, size_t limit,
+                     size_t elem, int (*fill)(sqlite3_stmt *stmt, void *row), void *v,
+                     size_t *count)
 {
+    while (*count < limit) {
+        int r = step_row(s, stmt, what);
+        if (r <= 0)
+            return r < 0 ? STORE_ERR : STORE_OK;
+        if (fill(stmt, (char *)v + *count * elem) != STORE_OK)
+            return STORE_ERR;
+        (*count)++;
+    }
+    return STORE_OK;
+}
+
+/* Appends the current row of an events query (seq, created_at, kind, user_id, data) to *v. */
+static int event_row(sqlite3_stmt *stmt, void *row)
+{
+    store_event_t *e = row;
     e->seq = sqlite3_column_int64(stmt, 0);
     e->created_at = sqlite3_column_int64(stmt, 1);
     col_copy(stmt, 2, e->kind, sizeof e->kind);
@@ -2239,15 +2298,8 @@ static int sqlite_events_read(store_t *base, int64_t after, int64_t upto, const 
         bind_text(stmt, 3, user);
         sqlite3_bind_int(stmt, 4, limit);
     }
-    while (rc == STORE_OK && count < (size_t)limit) {
-        int r = step_row(s, stmt, "reading events");
-        if (r <= 0) {
-            rc = r < 0 ? STORE_ERR : STORE_OK;
-            break;
-        }
-        rc = event_row(stmt, &v[count]);
-        count += rc == STORE_OK;
-    }
+    if (rc == STORE_OK)
+        rc = step_rows(s, stmt, "reading events", (size_t)limit, sizeof *v, event_row, v, &count);
     sqlite3_finalize(stmt);
     rc = finish(s, rc);
     if (rc != STORE_OK) {
@@ -2296,6 +2348,118 @@ static int sqlite_events_trim(store_t *base, int64_t keep_ms, int64_t keep_progr
     return finish(s, rc);
 }
 
+/* ---- webhooks (the outbox) ---- */
+
+#define WEBHOOK_COLS                                                                               \
+    "job_id, url, state, attempts, COALESCE(next_at, 0), COALESCE(ended_at, 0),"                   \
+    " COALESCE(delivered_at, 0), COALESCE(last_error, '')"
+
+static int webhook_row(sqlite3_stmt *stmt, void *row)
+{
+    store_webhook_t *w = row;
+    memset(w, 0, sizeof *w);
+    col_copy(stmt, 0, w->job_id, sizeof w->job_id);
+    col_copy(stmt, 1, w->url, sizeof w->url);
+    col_copy(stmt, 2, w->state, sizeof w->state);
+    w->attempts = sqlite3_column_int(stmt, 3);
+    w->next_at = sqlite3_column_int64(stmt, 4);
+    w->ended_at = sqlite3_column_int64(stmt, 5);
+    w->delivered_at = sqlite3_column_int64(stmt, 6);
+    col_copy(stmt, 7, w->last_error, sizeof w->last_error);
+    return STORE_OK;
+}
+
+static int sqlite_webhook_get(store_t *base, const char *job_id, store_webhook_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    memset(out, 0, sizeof *out);
+    lock(s);
+    sqlite3_stmt *stmt = prepare_once(s, "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = ?1",
+                                      "reading a webhook");
+    int rc = STORE_ERR;
+    if (stmt) {
+        bind_text(stmt, 1, job_id);
+        rc = step_row(s, stmt, "reading a webhook");
+        if (rc == 1)
+            webhook_row(stmt, out);
+        rc = rc == 1 ? STORE_OK : rc == 0 ? STORE_NOT_FOUND : STORE_ERR;
+    }
+    sqlite3_finalize(stmt);
+    return finish(s, rc);
+}
+
+static int sqlite_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int limit,
+                               store_webhook_t **out, size_t *n)
+{
+    sqlite_store_t *s = sq(base);
+    store_webhook_t *v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
+    size_t count = 0;
+    *out = NULL;
+    *n = 0;
+    if (!v)
+        return fail_msg("sqlite: out of memory reading webhooks");
+    lock(s);
+    int rc = begin(s);
+    sqlite3_stmt *stmt =
+        rc == STORE_OK
+            ? prepare_once(s,
+                           "UPDATE webhooks SET next_at = ?2 WHERE job_id IN (SELECT job_id FROM"
+                           " webhooks WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at"
+                           " LIMIT ?3) RETURNING " WEBHOOK_COLS,
+                           "taking due webhooks")
+            : NULL;
+    if (!stmt)
+        rc = STORE_ERR;
+    if (stmt) {
+        sqlite3_bind_int64(stmt, 1, now);
+        sqlite3_bind_int64(stmt, 2, now + hold_ms);
+        sqlite3_bind_int(stmt, 3, limit);
+    }
+    if (rc == STORE_OK)
+        rc = step_rows(s, stmt, "taking due webhooks", (size_t)limit, sizeof *v, webhook_row, v,
+                       &count);
+    sqlite3_finalize(stmt);
+    rc = finish(s, rc);
+    if (rc != STORE_OK) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return STORE_OK;
+}
+
+static int sqlite_webhook_attempt(store_t *base, const char *job_id, bool delivered,
+                                  const char *error, int64_t next_at, bool give_up, int64_t now)
+{
+    sqlite_store_t *s = sq(base);
+    lock(s);
+    int rc = begin(s);
+    sqlite3_stmt *stmt =
+        rc == STORE_OK ? prepare_once(s,
+                                      "UPDATE webhooks SET attempts = attempts + 1,"
+                                      " state = CASE WHEN ?2 THEN 'delivered' WHEN ?5 THEN 'failed'"
+                                      " ELSE 'pending' END,"
+                                      " delivered_at = CASE WHEN ?2 THEN ?6 ELSE delivered_at END,"
+                                      " last_error = CASE WHEN ?2 THEN last_error ELSE ?3 END,"
+                                      " next_at = ?4 WHERE job_id = ?1 AND state = 'pending'",
+                                      "recording a webhook attempt")
+                       : NULL;
+    if (!stmt)
+        rc = STORE_ERR;
+    if (stmt) {
+        bind_text(stmt, 1, job_id);
+        sqlite3_bind_int(stmt, 2, delivered);
+        bind_text(stmt, 3, error ? error : "");
+        sqlite3_bind_int64(stmt, 4, next_at);
+        sqlite3_bind_int(stmt, 5, give_up);
+        sqlite3_bind_int64(stmt, 6, now);
+        rc = run(s, stmt, "recording a webhook attempt");
+    }
+    sqlite3_finalize(stmt);
+    return finish(s, rc);
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -2330,4 +2494,7 @@ static const struct store_ops sqlite_ops = {
     .events_read = sqlite_events_read,
     .events_last = sqlite_events_last,
     .events_trim = sqlite_events_trim,
+    .webhook_get = sqlite_webhook_get,
+    .webhooks_due = sqlite_webhooks_due,
+    .webhook_attempt = sqlite_webhook_attempt,
 };

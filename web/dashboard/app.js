@@ -224,6 +224,10 @@ function jobNode(j) {
   if (j.status === "completed" && j.image_url)
     li.append(el("img", { src: j.image_url, alt: "image for: " + j.prompt.slice(0, 80), loading: "lazy",
       width: String(j.width), height: String(j.height) }));
+  if (j.webhook)
+    li.append(el("div", { class: "meta", text: `webhook ${j.webhook.state}` +
+      (j.webhook.attempts ? `, ${j.webhook.attempts} attempt(s)` : "") +
+      (j.webhook.last_error && j.webhook.state !== "delivered" ? `: ${j.webhook.last_error}` : "") }));
   if (j.error_message && j.status !== "completed")
     li.append(el("div", { class: "error", text: j.error_message }));
   return li;
@@ -247,6 +251,7 @@ function formBody(form) {
     model: form.model.value || "sd15", width: +form.width.value, height: +form.height.value,
     steps: +form.steps.value, cfg_scale: +form.cfg_scale.value };
   if (form.seed.value !== "") b.seed = +form.seed.value;
+  if (form.webhook_url.value.trim() !== "") b.webhook_url = form.webhook_url.value.trim();
   return b;
 }
 
