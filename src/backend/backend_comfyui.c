@@ -30,6 +30,7 @@
 #define CF_WS_HELLO_MS 10000L /* ComfyUI's first "status" message: the socket is registered */
 #define CF_TICK_MS 50L
 #define CF_HISTORY_WAIT_MS 5000L
+#define CF_HISTORY_TRIES 4
 #define CF_HTTP_MS 30000L
 #define CF_ERR_MAX (COMFYUI_ERR_MAX + 64)
 #define CF_DEFAULT_CKPTS "sd15=v1-5-pruned-emaonly.safetensors"
@@ -451,25 +452,41 @@ static int view_image(run_t *r, json_t *img, backend_result_t *out)
     return rc;
 }
 
+/* GET /history/{id}: the prompt's entry (new reference), or NULL while the server has none.
+ * Servers that say "executing" null before they store the history (and a wait for that
+ * message that ran out) get CF_HISTORY_TRIES reads, 100, 200, 400 ms apart. */
+static json_t *history_entry(run_t *r, const char *path)
+{
+    json_t *entry = NULL;
+    for (int i = 0; i < CF_HISTORY_TRIES && !entry; i++) {
+        if (i)
+            clock_sleep_ms(100L << (i - 1));
+        httpc_resp_t resp;
+        cf_request(r->c, "GET", path, NULL, CF_SMALL_MAX, &resp);
+        json_t *doc =
+            resp.status == 200 ? json_loadb(resp.body ? resp.body : "", resp.len, 0, NULL) : NULL;
+        httpc_resp_free(&resp);
+        entry = json_incref(json_object_get(doc, r->prompt_id));
+        json_decref(doc);
+    }
+    return entry;
+}
+
 static int fetch_image(run_t *r, backend_result_t *out)
 {
     char path[256];
     snprintf(path, sizeof path, "/history/%s", r->prompt_id);
-    httpc_resp_t resp;
-    cf_request(r->c, "GET", path, NULL, CF_SMALL_MAX, &resp);
-    json_t *doc =
-        resp.status == 200 ? json_loadb(resp.body ? resp.body : "", resp.len, 0, NULL) : NULL;
-    httpc_resp_free(&resp);
-    json_t *img = pick_image(json_object_get(json_object_get(doc, r->prompt_id), "outputs"));
+    json_t *entry = history_entry(r, path);
+    json_t *img = pick_image(json_object_get(entry, "outputs"));
     int rc = -1;
     if (!img)
         snprintf(r->err, sizeof r->err,
-                 "comfyui backend: prompt %s finished but GET %s has no image in its outputs (does "
-                 "the workflow end in a SaveImage node?)",
-                 r->prompt_id, path);
+                 "comfyui backend: prompt %s finished but GET %s has %s (does the workflow end "
+                 "in a SaveImage node?)",
+                 r->prompt_id, path, entry ? "no image in its outputs" : "no entry for it");
     else
         rc = view_image(r, img, out);
-    json_decref(doc);
+    json_decref(entry);
     return rc;
 }
 

@@ -229,6 +229,23 @@ def test_custom_workflow_and_checkpoints(env):
     assert f.violations == [], f.violations
 
 
+@pv.clean_exit
+def test_history_stored_after_the_end_message(env):
+    """Servers that say "executing" null before /history has the prompt: the worker reads the
+    history again instead of failing the job."""
+    png = fake_comfyui.make_png(4, 4, (1, 1, 1))
+    f = fake(env, png=png)
+    f.history_late = True
+    env.start_server(*FAST)
+    tok = env.add_user("c8")
+    comfy_worker(env, f.url)
+    jid = env.create(tok, {"prompt": "late", "steps": 2}).json()["id"]
+    j = env.wait_status(tok, jid, ("completed", "failed"), timeout=60)
+    assert j["status"] == "completed" and j["attempts"] == 1, j
+    assert pv.image_bytes(env, tok, j["image_url"]) == png
+    assert f.violations == [], f.violations
+
+
 def test_bad_workflow_is_a_usage_error(env):
     env.start_server(*FAST)
     path = os.path.join(env.dir, "bad.json")
@@ -308,6 +325,7 @@ if __name__ == "__main__":
              test_execution_error_fails_with_engine_message,
              test_websocket_drop_fails_and_stops_prompt, test_hung_engine_fails_at_deadline,
              test_cancel_mid_job_interrupts_prompt, test_cancel_before_start_removes_from_queue,
-             test_custom_workflow_and_checkpoints, test_bad_workflow_is_a_usage_error,
+             test_custom_workflow_and_checkpoints, test_history_stored_after_the_end_message,
+             test_bad_workflow_is_a_usage_error,
              test_up_with_comfyui, test_up_refuses_missing_engine,
              test_no_option_names_a_refused_backend])

@@ -106,6 +106,7 @@ class FakeComfyUI:
         self.mode = "ok"
         self.hang_after = 2
         self.drop_after = 2
+        self.history_late = False  # say "executing" None before the history is stored
         self.error_message = "Allocation on device 0 would exceed allowed memory. (fake)"
         self.lock = threading.Condition()
         self.sockets = {}        # sid -> WsClient
@@ -301,12 +302,15 @@ class FakeComfyUI:
             self.send(sid, "execution_success", msgs[-1][1])
         # ComfyUI's prompt_worker stores the history (task_done) a moment after execute()
         # returned, then says "executing" None: a client must not read /history before that.
-        time.sleep(0.05)
-        self.history[pid] = {"prompt": [number, pid, prompt, extra, outputs], "outputs": outs,
-                             "status": {"status_str": "success" if status == "success" else
-                                        "error", "completed": status == "success",
-                                        "messages": msgs}, "meta": {}}
-        if status != "hung":
+        # (history_late: the other order, as older servers did it.)
+        if self.history_late and status != "hung":
+            self.send(sid, "executing", {"node": None, "prompt_id": pid})
+        time.sleep(0.05 if not self.history_late else 0.15)
+        entry = {"prompt": [number, pid, prompt, extra, outputs], "outputs": outs,
+                 "status": {"status_str": "success" if status == "success" else "error",
+                            "completed": status == "success", "messages": msgs}, "meta": {}}
+        self.history[pid] = entry
+        if status != "hung" and not self.history_late:
             self.send(sid, "executing", {"node": None, "prompt_id": pid})
 
     def order(self, prompt):
