@@ -271,13 +271,10 @@ def test_up_with_comfyui(env):
     assert f.violations == [], f.violations
 
 
-def test_up_refuses_missing_engine(env):
-    """`pingvas up --backend comfyui` with no ComfyUI: exit 2 and the reason, before starting."""
-    url = pv.free_port_url()
-    p = pv.run_cli("up", "--port", "0", "--data", env.data, "--backend", "comfyui",
-                   "--comfyui-url", url, env=env.env(), check=False)
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert url in p.stderr and "not reachable" in p.stderr, p.stderr
+def test_up_refuses_engine_without_checkpoint(env):
+    """`pingvas up --backend comfyui` checks the engine as its workers would (the same load as
+    test_engine_down_exits_2, whose unreachable case takes the ~8 s of retries): a missing
+    checkpoint is exit 2 and the reason, before anything starts."""
     f = fake(env, checkpoints=[])
     p = pv.run_cli("up", "--port", "0", "--data", env.data, "--backend", "comfyui",
                    "--comfyui-url", f.url, env=env.env(), check=False)
@@ -327,5 +324,5 @@ if __name__ == "__main__":
              test_cancel_mid_job_interrupts_prompt, test_cancel_before_start_removes_from_queue,
              test_custom_workflow_and_checkpoints, test_history_stored_after_the_end_message,
              test_bad_workflow_is_a_usage_error,
-             test_up_with_comfyui, test_up_refuses_missing_engine,
+             test_up_with_comfyui, test_up_refuses_engine_without_checkpoint,
              test_no_option_names_a_refused_backend])
