@@ -687,7 +687,8 @@ static enum MHD_Result api_events(server_t *s, struct MHD_Connection *c)
                       STREAMS_PER_USER);
         return send_error(c, &e);
     }
-    struct MHD_Response *resp = sse_response(s->hub, s->store, c, admin ? NULL : sub, key, last);
+    struct MHD_Response *resp =
+        sse_response(s->hub, s->store, c, admin ? NULL : sub, key, last, s->cfg.sse_keepalive_ms);
     if (!resp)
         return MHD_NO;
     ret = MHD_queue_response(c, 200, resp);

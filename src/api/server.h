@@ -36,6 +36,7 @@ typedef struct server_config {
     int64_t request_timeout_ms; /* its headers and body within this (0: 120 s) */
     int worker_port;            /* the worker protocol's own listener; -1 = none, 0 = any port */
     int metrics_public; /* 1: /metrics without a token (else the worker or an operator token) */
+    int64_t sse_keepalive_ms;     /* GET /api/v1/events keep-alive comments; 0: 15 s */
     const char *webhook_secret;   /* signs webhook deliveries (api/webhook.h) */
     int allow_private_webhooks;   /* 1: webhook URLs may be http and reach private addresses */
     int64_t webhook_retry_ms;     /* first retry delay of a webhook delivery; 0: 5 s */

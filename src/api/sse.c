@@ -18,6 +18,7 @@ typedef struct sse {
     int64_t cursor;              /* the last event sent */
     uint64_t gen;                /* hub generation at the last look */
     int64_t keepalive_at;        /* hub_now_ms() of the next comment */
+    int64_t keepalive_ms;
     char *buf;
     size_t len, off, cap;
 } sse_t;
@@ -114,7 +115,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
             continue;
         int64_t now = hub_now_ms();
         if (now >= s->keepalive_at) {
-            s->keepalive_at = now + SSE_KEEPALIVE_MS;
+            s->keepalive_at = now + s->keepalive_ms;
             if (put(s, ": keep-alive\n\n", 14) != 0)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
@@ -139,7 +140,7 @@ static void sse_free(void *cls)
 }
 
 struct MHD_Response *sse_response(hub_t *h, store_t *st, struct MHD_Connection *c, const char *user,
-                                  const char *user_key, int64_t last_id)
+                                  const char *user_key, int64_t last_id, int64_t keepalive_ms)
 {
     sse_t *s = calloc(1, sizeof *s);
     if (!s) {
@@ -154,7 +155,8 @@ struct MHD_Response *sse_response(hub_t *h, store_t *st, struct MHD_Connection *
     snprintf(s->key, sizeof s->key, "%s", user_key);
     s->gen = hub_gen(h);
     s->cursor = last_id >= 0 ? last_id : hub_watermark(h);
-    s->keepalive_at = hub_now_ms() + SSE_KEEPALIVE_MS;
+    s->keepalive_ms = keepalive_ms > 0 ? keepalive_ms : SSE_KEEPALIVE_MS;
+    s->keepalive_at = hub_now_ms() + s->keepalive_ms;
     /* the first bytes go out at once: the client sees the stream open */
     if (put(s, "retry: 2000\n: connected\n\n", 25) != 0) {
         sse_free(s);

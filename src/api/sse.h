@@ -3,7 +3,8 @@
  * Each event of the store's log (store.h, store_event_t) the caller may see goes out as
  *     id: <seq>\nevent: <kind>\ndata: {"time":"<RFC 3339>",...the event's data}\n\n
  * in seq order, starting after Last-Event-ID (the header, or ?last_event_id= for a first
- * connection), else after the newest event. A comment line is sent every SSE_KEEPALIVE_MS so
+ * connection), else after the newest event. A comment line is sent every keepalive_ms (the
+ * server's --sse-keepalive, SSE_KEEPALIVE_MS by default) of silence so
  * proxies and clients see the connection alive. The stream waits through the event hub (hub.h):
  * no thread of its own, and none held while it waits when the daemon can suspend connections. */
 #ifndef PINGVAS_SSE_H
@@ -24,6 +25,6 @@
  * after event last_id (-1: after the newest). The stream holds one hub_stream_acquire() count of
  * user_key, released when the response is freed (also on failure). NULL when out of memory. */
 struct MHD_Response *sse_response(hub_t *h, store_t *st, struct MHD_Connection *c, const char *user,
-                                  const char *user_key, int64_t last_id);
+                                  const char *user_key, int64_t last_id, int64_t keepalive_ms);
 
 #endif

@@ -60,6 +60,7 @@ typedef struct app_config {
     int rate_burst;
     int max_connections;
     int metrics_public;
+    int64_t sse_keepalive_ms;
     const char *webhook_secret;
     int allow_private_webhooks;
     int64_t webhook_retry_ms;
@@ -286,6 +287,12 @@ typedef struct app_config {
             "serve /metrics without a token (otherwise it needs the worker token or an operator "  \
             "token); only where /metrics is reachable from a private network alone"                \
     }
+#define OPT_SSE_KEEPALIVE                                                                          \
+    {                                                                                              \
+        "sse-keepalive", "PINGVAS_SSE_KEEPALIVE", OPT_DURATION, "15s", 10, 3600000,                \
+            O(sse_keepalive_ms),                                                                   \
+            "GET /api/v1/events sends a keep-alive comment after this much silence"                \
+    }
 #define OPT_WEBHOOKS                                                                               \
     {"webhook-secret",                                                                             \
      "PINGVAS_WEBHOOK_SECRET",                                                                     \
@@ -477,6 +484,7 @@ static const opt_t server_opts[] = {
     OPT_MAXJOBS,
     OPT_RETENTION,
     OPT_WEBHOOKS,
+    OPT_SSE_KEEPALIVE,
 };
 
 static const opt_t up_opts[] = {
@@ -510,6 +518,7 @@ static const opt_t up_opts[] = {
     OPT_MAXJOBS,
     OPT_RETENTION,
     OPT_WEBHOOKS,
+    OPT_SSE_KEEPALIVE,
     OPT_LOG,
     OPT_BACKEND,
     OPT_PROFILE,
@@ -835,6 +844,7 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
     sc->rate_burst = cfg->rate_burst;
     sc->max_connections = cfg->max_connections;
     sc->metrics_public = cfg->metrics_public;
+    sc->sse_keepalive_ms = cfg->sse_keepalive_ms;
     sc->webhook_secret = cfg->webhook_secret;
     sc->allow_private_webhooks = cfg->allow_private_webhooks;
     sc->webhook_retry_ms = cfg->webhook_retry_ms;

@@ -226,7 +226,19 @@ def test_fleet_view_and_dashboard_files(env):
         assert pv.http("GET", env.url + bad).status == 404, bad
 
 
+def test_keepalive_comments(env):
+    env.start_server(*FAST, "--sse-keepalive", "200ms")
+    tok = env.add_user("ka")
+    s = SSE(env.url, tok)
+    pv.wait_for(lambda: s.comments.count(": keep-alive") >= 3, what="keep-alive comments")
+    assert not s.events and not s.closed
+    # a keep-alive does not move the stream: an event after them still arrives
+    jid = env.create(tok, {"prompt": "after the comments"}).json()["id"]
+    pv.wait_for(lambda: s.job_statuses(jid) == ["queued"], what="the event after keep-alives")
+    s.close()
+
+
 if __name__ == "__main__":
     pv.main([test_wait_answers_when_the_job_ends, test_events_own_jobs_and_operator_view,
              test_stream_cap_per_user, test_resume_across_kill9_misses_nothing,
-             test_fleet_view_and_dashboard_files])
+             test_fleet_view_and_dashboard_files, test_keepalive_comments])
