@@ -257,7 +257,6 @@ int store_events_trim(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
 struct store_ops {
     const char *name;
     void (*close)(store_t *s);
-    const char *(*last_error)(store_t *s);
     int (*migrate)(store_t *s);
     int (*ping)(store_t *s);
     int (*user_add)(store_t *s, const char *name, const char *tier, int64_t credits, int64_t now);

@@ -26,6 +26,7 @@
  *   so no operation waits forever.
  *
  * Values are always passed as parameters (PQexecParams), never formatted into SQL. */
+#include "store/rules.h"
 #include "store/store.h"
 
 #ifdef PINGVAS_HAVE_PQ
@@ -59,8 +60,6 @@
 #define REAP_MAX 1000             /* expired jobs handled per store_reap call */
 #define MIGRATE_LOCK "7450124563" /* pg_advisory_xact_lock key of `pingvas migrate` */
 #define CHANNEL "pingvas_work"
-
-static _Thread_local char tl_err[ERR_MAX];
 
 /* Version 1 of the schema: store_sqlite.c's (its version 2, with the Celery bridge's seed rows)
  * in PostgreSQL types. Times are BIGINT ms since the epoch like SQLite's INTEGER (started_at and
@@ -374,16 +373,6 @@ static pg_store_t *pgs(store_t *s)
     return (pg_store_t *)s;
 }
 
-static int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail_msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(tl_err, sizeof tl_err, fmt, ap);
-    va_end(ap);
-    return STORE_ERR;
-}
-
 static void p_text(params_t *p, const char *v)
 {
     p->v[p->n++] = v;
@@ -447,14 +436,14 @@ static PGconn *connect_new(pg_store_t *s)
 {
     PGconn *c = PQconnectdbParams((const char *const *)s->keys, (const char *const *)s->vals, 1);
     if (!c)
-        return fail_msg("postgresql %s: out of memory connecting", s->where), NULL;
+        return store_fail("postgresql %s: out of memory connecting", s->where), NULL;
     if (PQstatus(c) != CONNECTION_OK) {
         char msg[ERR_MAX];
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
         size_t n = strlen(msg);
         while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
             msg[--n] = '\0';
-        fail_msg("postgresql %s: cannot connect: %s", s->where, msg);
+        store_fail("postgresql %s: cannot connect: %s", s->where, msg);
         PQfinish(c);
         return NULL;
     }
@@ -495,9 +484,9 @@ static int op_open(pg_store_t *s, op_t *op)
     while (s->nfree == 0) {
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT && s->nfree == 0) {
             pthread_mutex_unlock(&s->mu);
-            return fail_msg("postgresql %s: all %d pool connections busy for %lld ms (the "
-                            "database is slow or stalled; or raise ?pool=N in DATABASE_URL)",
-                            s->where, s->pool_size, (long long)s->timeout_ms);
+            return store_fail("postgresql %s: all %d pool connections busy for %lld ms (the "
+                              "database is slow or stalled; or raise ?pool=N in DATABASE_URL)",
+                              s->where, s->pool_size, (long long)s->timeout_ms);
         }
     }
     op->slot = s->free_slots[--s->nfree];
@@ -545,10 +534,10 @@ static int fail_res(op_t *op, const char *what, const PGresult *r)
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = '\0';
     if (state && strcmp(state, "42P01") == 0)
-        return fail_msg("postgresql %s: %s: %s (run `pingvas migrate` to create the schema)",
-                        op->s->where, what, buf);
-    return fail_msg("postgresql %s: %s: %s%s%s%s", op->s->where, what, buf, state ? " [" : "",
-                    state ? state : "", state ? "]" : "");
+        return store_fail("postgresql %s: %s: %s (run `pingvas migrate` to create the schema)",
+                          op->s->where, what, buf);
+    return store_fail("postgresql %s: %s: %s%s%s%s", op->s->where, what, buf, state ? " [" : "",
+                      state ? state : "", state ? "]" : "");
 }
 
 /* Drops the operation's connection, mid-statement: the database rolls its transaction back
@@ -584,9 +573,9 @@ static PGresult *await_result(op_t *op, const char *what)
             continue;
         if (n <= 0 || PQconsumeInput(op->c) == 0) {
             if (n <= 0)
-                fail_msg("postgresql %s: %s: no answer within %lld ms (the database is stalled "
-                         "or unreachable; PINGVAS_PG_TIMEOUT)",
-                         op->s->where, what, (long long)op->s->timeout_ms);
+                store_fail("postgresql %s: %s: no answer within %lld ms (the database is stalled "
+                           "or unreachable; PINGVAS_PG_TIMEOUT)",
+                           op->s->where, what, (long long)op->s->timeout_ms);
             else
                 fail_res(op, what, NULL);
             PQclear(last);
@@ -601,7 +590,8 @@ static PGresult *await_result(op_t *op, const char *what)
 static PGresult *q(op_t *op, const char *what, const char *sql, const params_t *p)
 {
     if (!op->c)
-        return fail_msg("postgresql %s: %s: the connection was dropped", op->s->where, what), NULL;
+        return store_fail("postgresql %s: %s: the connection was dropped", op->s->where, what),
+               NULL;
     if (!PQsendQueryParams(op->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL, NULL, 0)) {
         fail_res(op, what, NULL);
         op_drop(op);
@@ -654,7 +644,7 @@ static int op_end(op_t *op, int rc)
             PGresult *r = q(op, "commit", "COMMIT", NULL);
             if (!r || strcmp(PQcmdStatus(r), "COMMIT") != 0) {
                 if (r)
-                    fail_msg("postgresql %s: commit was rolled back", op->s->where);
+                    store_fail("postgresql %s: commit was rolled back", op->s->where);
                 rc = STORE_ERR;
             }
             PQclear(r);
@@ -662,9 +652,9 @@ static int op_end(op_t *op, int rc)
         if (op->c && PQstatus(op->c) == CONNECTION_OK &&
             PQtransactionStatus(op->c) != PQTRANS_IDLE) {
             char first[ERR_MAX];
-            snprintf(first, sizeof first, "%s", tl_err);
+            snprintf(first, sizeof first, "%s", store_fail_text());
             PQclear(q(op, "rollback", "ROLLBACK", NULL));
-            snprintf(tl_err, sizeof tl_err, "%s", first); /* keeps the first error */
+            store_fail("%s", first); /* keeps the first error */
         }
         op->tx = false;
     }
@@ -721,7 +711,7 @@ static int row_to_job(const PGresult *r, int row, job_t *j)
     j->progress_steps = (int)get_i64(r, row, 27, 0);
     if (oom) {
         job_clear(j);
-        return fail_msg("postgresql: out of memory reading a job");
+        return store_fail("postgresql: out of memory reading a job");
     }
     return STORE_OK;
 }
@@ -963,12 +953,6 @@ out:
     return result;
 }
 
-static const char *pg_last_error(store_t *base)
-{
-    (void)base;
-    return tl_err;
-}
-
 /* Creates the schema or upgrades it to SCHEMA_VERSION in one transaction, under an advisory
  * lock, so replicas starting together migrate once and the others wait and find it done. */
 static int pg_migrate(store_t *base)
@@ -994,9 +978,9 @@ static int pg_migrate(store_t *base)
     }
     version = (int)get_i64(r, 0, 0, 0);
     if (version > SCHEMA_VERSION) {
-        rc = fail_msg("postgresql %s: schema version %d is newer than this pingvas (%d); "
-                      "upgrade pingvas",
-                      s->where, version, SCHEMA_VERSION);
+        rc = store_fail("postgresql %s: schema version %d is newer than this pingvas (%d); "
+                        "upgrade pingvas",
+                        s->where, version, SCHEMA_VERSION);
         goto out;
     }
     for (int v = version + 1; v <= SCHEMA_VERSION && rc == STORE_OK; v++) {
@@ -1172,10 +1156,9 @@ static int pg_user_credit(store_t *base, const char *name, int64_t delta, int64_
     rc = read_user(&op, name, true, &u, NULL);
     if (rc != STORE_OK)
         goto out;
-    if (__builtin_add_overflow(u.balance, delta, &balance) || balance < 0) {
-        rc = STORE_CONFLICT;
+    rc = store_rule_grant(&u, delta, &balance);
+    if (rc != STORE_OK)
         goto out;
-    }
     rc = set_balance(&op, name, balance);
     if (rc == STORE_OK)
         rc = add_ledger(&op, name, NULL, "grant", delta, balance, now);
@@ -1214,7 +1197,7 @@ static int pg_ledger(store_t *base, const char *name, int limit, ledger_entry_t 
     if (rows > 0) {
         v = calloc((size_t)rows, sizeof *v);
         if (!v) {
-            rc = fail_msg("postgresql: out of memory reading the ledger");
+            rc = store_fail("postgresql: out of memory reading the ledger");
             goto out;
         }
     }
@@ -1238,21 +1221,13 @@ out:
 
 /* ---- jobs ---- */
 
-static int64_t random_seed(void)
-{
-    unsigned char b[4];
-    if (RAND_bytes(b, sizeof b) != 1)
-        abort(); /* no entropy: nothing safe to do */
-    return (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]);
-}
-
 /* Reads the single job row of r into out; STORE_ERR when there is none. */
 static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
 {
     if (!r)
         return STORE_ERR;
     int rc = PQntuples(r) == 1 ? row_to_job(r, 0, out)
-                               : fail_msg("postgresql %s: %s: no row", op->s->where, what);
+                               : store_fail("postgresql %s: %s: no row", op->s->where, what);
     PQclear(r);
     return rc;
 }
@@ -1297,18 +1272,9 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
         if (rc != STORE_OK)
             goto out;
     }
-    if (max_queued > 0 && queued >= max_queued) {
-        rc = STORE_LIMIT;
+    rc = store_rule_admit(&u, queued, reserve, max_queued, max_stored);
+    if (rc != STORE_OK)
         goto out;
-    }
-    if (max_stored > 0 && u.stored >= max_stored) {
-        rc = STORE_FULL;
-        goto out;
-    }
-    if (reserve > 0 && u.balance - u.reserved < reserve) {
-        rc = STORE_NO_CREDITS;
-        goto out;
-    }
     job_new_id(id);
     params_t p = {0};
     p_text(&p, id);
@@ -1319,7 +1285,7 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
     p_i64(&p, prm->height);
     p_i64(&p, prm->steps);
     p_f64(&p, prm->cfg_scale);
-    p_i64(&p, prm->seed < 0 ? random_seed() : prm->seed);
+    p_i64(&p, store_rule_seed(prm->seed));
     p_text(&p, prm->model[0] ? prm->model : JOB_DEFAULT_MODEL);
     p_text(&p, u.tier);
     p_i64(&p, now);
@@ -1392,7 +1358,7 @@ static int pg_job_list(store_t *base, const char *user, int status, int limit, i
     }
     int rows = PQntuples(r);
     if (rows > 0 && !(v = calloc((size_t)rows, sizeof *v))) {
-        rc = fail_msg("postgresql: out of memory listing jobs");
+        rc = store_fail("postgresql: out of memory listing jobs");
         goto out;
     }
     for (; count < rows; count++) {
@@ -1637,18 +1603,7 @@ static int leased_job(op_t *op, const char *id, const char *lease_id, job_status
     char lease[JOB_ID_SIZE] = "";
     int rc = load_job(op, id, true, out, lease);
     *replay = false;
-    if (rc != STORE_OK)
-        return rc;
-    bool same = lease_id && lease[0] && strcmp(lease, lease_id) == 0;
-    if (out->status == JOB_CANCELED)
-        return STORE_CANCELED;
-    if (same && out->status == JOB_IN_PROGRESS)
-        return STORE_OK;
-    if (same && out->status == done) {
-        *replay = true;
-        return STORE_OK;
-    }
-    return STORE_LEASE_LOST;
+    return rc == STORE_OK ? store_rule_lease(out, lease, lease_id, done, replay) : rc;
 }
 
 /* Retention (store.h): the oldest ended jobs, locked (SKIP LOCKED: replicas purge side by side),
@@ -1687,7 +1642,7 @@ static int pg_jobs_purge(store_t *base, int64_t ended_before, int limit, char (*
     }
     PQclear(r);
     if (!list) {
-        rc = fail_msg("postgresql %s: out of memory purging jobs", s->where);
+        rc = store_fail("postgresql %s: out of memory purging jobs", s->where);
         goto out;
     }
     snprintf(list + len, 2, "}");
@@ -1727,14 +1682,12 @@ static int pg_job_complete(store_t *base, const char *id, const char *lease_id, 
         goto out;
     rc = read_user(&op, out->user, true, &u, NULL);
     if (rc != STORE_OK) {
-        rc = rc == STORE_NOT_FOUND ? fail_msg("postgresql %s: job %s has no user", s->where, id)
+        rc = rc == STORE_NOT_FOUND ? store_fail("postgresql %s: job %s has no user", s->where, id)
                                    : rc;
         goto out;
     }
-    if (!(gpu_seconds >= 0))
-        gpu_seconds = 0;
-    int64_t charge =
-        job_charge(gpu_seconds, credit_rate, u.balance, u.reserved, out->credits_reserved);
+    gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
+    int64_t charge = store_rule_charge(gpu_seconds, credit_rate, &u, out);
     char user[USER_NAME_MAX + 1];
     snprintf(user, sizeof user, "%s", out->user);
     job_clear(out);
@@ -1811,7 +1764,7 @@ static int pg_job_fail(store_t *base, const char *id, const char *lease_id, cons
     rc = leased_job(&op, id, lease_id, JOB_FAILED, out, &replay);
     if (rc != STORE_OK || replay)
         goto out;
-    if (retryable && out->attempts < max_attempts)
+    if (store_rule_fail_requeues(out, retryable, max_attempts))
         rc = requeue(&op, id, 0, 0, message ? message : "failed");
     else
         rc = mark_failed(&op, id, message, now);
@@ -1844,7 +1797,7 @@ static int pg_job_release(store_t *base, const char *id, const char *lease_id, i
     rc = leased_job(&op, id, lease_id, JOB_QUEUED, out, &replay);
     if (rc != STORE_OK)
         goto out;
-    rc = requeue(&op, id, -1, 1, NULL);
+    rc = requeue(&op, id, STORE_RELEASE_ATTEMPTS, STORE_RELEASE_RELEASES, NULL);
     if (rc == STORE_OK) {
         job_clear(out);
         rc = load_job(&op, id, false, out, NULL);
@@ -1977,11 +1930,10 @@ static int pg_job_adopt(store_t *base, const char *id, double credit_rate, int64
     if (rc != STORE_OK)
         goto out;
     int64_t reserve = job_estimate_credits(&prm, credit_rate);
-    if (reserve > 0 && u.balance - u.reserved < reserve) {
-        rc = STORE_NO_CREDITS;
+    rc = store_rule_reserve(&u, reserve);
+    if (rc != STORE_OK)
         goto out;
-    }
-    p_i64(&p, random_seed());
+    p_i64(&p, store_rule_seed(-1));
     p_text(&p, u.tier);
     p_i64(&p, now);
     p_i64(&p, reserve > 0 ? reserve : 0);
@@ -2045,7 +1997,7 @@ static void *listen_main(void *arg)
         }
         if (!c) {
             if (!warned)
-                log_warn("event=store_listen_down err=\"%s\"", tl_err);
+                log_warn("event=store_listen_down err=\"%s\"", store_fail_text());
             warned = true;
             if (listener_sleep(s, backoff))
                 break;
@@ -2095,14 +2047,14 @@ static int pg_listen(store_t *base, void (*cb)(void *arg), void *arg)
 {
     pg_store_t *s = pgs(base);
     if (s->listening)
-        return fail_msg("postgresql %s: already listening", s->where);
+        return store_fail("postgresql %s: already listening", s->where);
     if (s->wake_pipe[0] < 0 && pipe2(s->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-        return fail_msg("postgresql: cannot create a pipe: %s", strerror(errno));
+        return store_fail("postgresql: cannot create a pipe: %s", strerror(errno));
     s->cb = cb;
     s->cb_arg = arg;
     atomic_store(&s->stop, 0);
     if (pthread_create(&s->listener, NULL, listen_main, s) != 0)
-        return fail_msg("postgresql: cannot start the listener thread");
+        return store_fail("postgresql: cannot start the listener thread");
     s->listening = true;
     return STORE_OK;
 }
@@ -2252,7 +2204,7 @@ static int pg_rows(pg_store_t *s, const char *what, const char *sql, const param
     }
     int rows = PQntuples(r);
     if (rows > 0 && !(v = calloc((size_t)rows, elem))) {
-        rc = fail_msg("postgresql: out of memory %s", what);
+        rc = store_fail("postgresql: out of memory %s", what);
         goto out;
     }
     for (int i = 0; i < rows; i++)
@@ -2367,7 +2319,7 @@ static int pg_events_read(store_t *base, int64_t after, int64_t upto, const char
     }
     rows = PQntuples(r);
     if (rows > 0 && !(v = calloc((size_t)rows, sizeof *v))) {
-        rc = fail_msg("postgresql: out of memory reading events");
+        rc = store_fail("postgresql: out of memory reading events");
         goto out;
     }
     for (int i = 0; i < rows; i++) {
@@ -2377,7 +2329,7 @@ static int pg_events_read(store_t *base, int64_t after, int64_t upto, const char
         get_copy(r, i, 2, e->kind, sizeof e->kind);
         get_copy(r, i, 3, e->user, sizeof e->user);
         if (!(e->data = strdup(get_s(r, i, 4) ? get_s(r, i, 4) : "{}"))) {
-            rc = fail_msg("postgresql: out of memory reading events");
+            rc = store_fail("postgresql: out of memory reading events");
             goto out;
         }
     }
@@ -2506,7 +2458,6 @@ static int pg_webhook_attempt(store_t *base, const char *job_id, bool delivered,
 static const struct store_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
-    .last_error = pg_last_error,
     .migrate = pg_migrate,
     .ping = pg_ping,
     .user_add = pg_user_add,

@@ -30,6 +30,7 @@
  * reaper alone takes leases back, and the server holds it off while the store itself was
  * unreachable or slow (a worker that could not heartbeat then keeps its job). Once the reaper
  * requeued the job the lease_id is gone and the late worker gets STORE_LEASE_LOST. */
+#include "store/rules.h"
 #include "store/store.h"
 #include "lib/log.h"
 
@@ -47,15 +48,6 @@
 #include <unistd.h>
 
 #define SCHEMA_VERSION 8
-#define ERR_MAX 512
-
-static _Thread_local char tl_err[ERR_MAX];
-
-/* The message of this thread's last STORE_ERR. */
-static const char *store_sqlite_error(void)
-{
-    return tl_err;
-}
 
 /* Version 1 of the schema. Column names of generation_jobs follow the seed's table. */
 /* Triggers that keep users.reserved, users.queued and job_totals equal to sums over the jobs,
@@ -553,19 +545,10 @@ static sqlite_store_t *sq(store_t *s)
 }
 
 /* Records the message of a STORE_ERR for this thread and returns STORE_ERR. */
-static int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail_msg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(tl_err, sizeof tl_err, fmt, ap);
-    va_end(ap);
-    return STORE_ERR;
-}
 
 static int fail_db(sqlite_store_t *s, const char *what)
 {
-    return fail_msg("sqlite %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+    return store_fail("sqlite %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
 /* The prepared statement id, reset and with no bindings; NULL on error (message set). */
@@ -580,8 +563,8 @@ static sqlite3_stmt *st(sqlite_store_t *s, enum stmt_id id)
     if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) !=
         SQLITE_OK) {
         const char *msg = sqlite3_errmsg(s->db);
-        fail_msg("sqlite %s: %s%s", s->path, msg,
-                 strstr(msg, "no such") ? " (run `pingvas migrate` to create the schema)" : "");
+        store_fail("sqlite %s: %s%s", s->path, msg,
+                   strstr(msg, "no such") ? " (run `pingvas migrate` to create the schema)" : "");
         return NULL;
     }
     s->stmt[id] = stmt;
@@ -738,7 +721,7 @@ static int row_to_job(sqlite3_stmt *stmt, job_t *j)
     }
     if (oom) {
         job_clear(j);
-        return fail_msg("sqlite: out of memory reading a job");
+        return store_fail("sqlite: out of memory reading a job");
     }
     return STORE_OK;
 }
@@ -772,7 +755,7 @@ static int exec_sql(sqlite_store_t *s, const char *sql, const char *what)
     char *msg = NULL;
     int rc = STORE_OK;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        rc = fail_msg("sqlite %s: %s: %s", s->path, what, msg ? msg : sqlite3_errmsg(s->db));
+        rc = store_fail("sqlite %s: %s: %s", s->path, what, msg ? msg : sqlite3_errmsg(s->db));
     }
     sqlite3_free(msg);
     return rc;
@@ -869,7 +852,7 @@ store_t *store_sqlite_open(const char *path, char *err, size_t errlen)
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA foreign_keys = ON;", sync);
     if (exec_sql(s, pragmas, "setting up") != STORE_OK) {
-        snprintf(err, errlen, "cannot open SQLite database '%s': %s", s->path, tl_err);
+        snprintf(err, errlen, "cannot open SQLite database '%s': %s", s->path, store_fail_text());
         goto out;
     }
     result = &s->base;
@@ -878,12 +861,6 @@ out:
     if (s)
         sqlite_close(&s->base);
     return result;
-}
-
-static const char *sqlite_last_error(store_t *base)
-{
-    (void)base;
-    return tl_err;
 }
 
 /* Creates the schema or upgrades it to SCHEMA_VERSION, in one transaction. Idempotent.
@@ -916,9 +893,9 @@ static int sqlite_migrate(store_t *base)
     sqlite3_finalize(stmt);
     stmt = NULL;
     if (version > SCHEMA_VERSION) {
-        rc = fail_msg("sqlite %s: schema version %d is newer than this pingvas (%d); upgrade "
-                      "pingvas",
-                      s->path, version, SCHEMA_VERSION);
+        rc = store_fail("sqlite %s: schema version %d is newer than this pingvas (%d); upgrade "
+                        "pingvas",
+                        s->path, version, SCHEMA_VERSION);
         goto out;
     }
     for (int v = version + 1; v <= SCHEMA_VERSION; v++) {
@@ -946,8 +923,8 @@ static int sqlite_migrate(store_t *base)
         }
         rc = step_row(s, stmt, "checking foreign keys");
         if (rc == 1)
-            rc = fail_msg("sqlite %s: migration left a foreign key violation in %s", s->path,
-                          (const char *)sqlite3_column_text(stmt, 0));
+            rc = store_fail("sqlite %s: migration left a foreign key violation in %s", s->path,
+                            (const char *)sqlite3_column_text(stmt, 0));
     }
 out:
     sqlite3_finalize(stmt);
@@ -1110,10 +1087,9 @@ static int sqlite_user_credit(store_t *base, const char *name, int64_t delta, in
     rc = read_user(s, name, &u, NULL);
     if (rc != STORE_OK)
         goto out;
-    if (__builtin_add_overflow(u.balance, delta, &balance) || balance < 0) {
-        rc = STORE_CONFLICT;
+    rc = store_rule_grant(&u, delta, &balance);
+    if (rc != STORE_OK)
         goto out;
-    }
     rc = set_balance(s, name, balance);
     if (rc == STORE_OK)
         rc = add_ledger(s, name, NULL, "grant", delta, balance, now);
@@ -1148,7 +1124,7 @@ static int sqlite_ledger(store_t *base, const char *name, int limit, ledger_entr
             size_t ncap = cap ? cap * 2 : 16;
             ledger_entry_t *nv = realloc(v, ncap * sizeof *nv);
             if (!nv) {
-                rc = fail_msg("sqlite: out of memory reading the ledger");
+                rc = store_fail("sqlite: out of memory reading the ledger");
                 goto out;
             }
             v = nv;
@@ -1175,14 +1151,6 @@ out:
 }
 
 /* ---- jobs ---- */
-
-static int64_t random_seed(void)
-{
-    unsigned char b[4];
-    if (RAND_bytes(b, sizeof b) != 1)
-        abort(); /* no entropy: nothing safe to do */
-    return (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]);
-}
 
 /* The next job sequence number (insertion order and first queue position), inside the open
  * write transaction. STORE_OK or STORE_ERR. */
@@ -1247,18 +1215,9 @@ static int create_one(sqlite_store_t *s, create_req_t *q)
         if (rc != 0)
             goto out;
     }
-    if (q->max_queued > 0 && queued >= q->max_queued) {
-        rc = STORE_LIMIT;
+    rc = store_rule_admit(&u, queued, q->reserve, q->max_queued, q->max_stored);
+    if (rc != STORE_OK)
         goto out;
-    }
-    if (q->max_stored > 0 && u.stored >= q->max_stored) {
-        rc = STORE_FULL;
-        goto out;
-    }
-    if (q->reserve > 0 && u.balance - u.reserved < q->reserve) {
-        rc = STORE_NO_CREDITS;
-        goto out;
-    }
     rc = next_seq(s, &seq);
     if (rc != STORE_OK)
         goto out;
@@ -1276,7 +1235,7 @@ static int create_one(sqlite_store_t *s, create_req_t *q)
     sqlite3_bind_int(stmt, 6, p->height);
     sqlite3_bind_int(stmt, 7, p->steps);
     sqlite3_bind_double(stmt, 8, p->cfg_scale);
-    sqlite3_bind_int64(stmt, 9, p->seed < 0 ? random_seed() : p->seed);
+    sqlite3_bind_int64(stmt, 9, store_rule_seed(p->seed));
     sqlite3_bind_int64(stmt, 10, seq);
     bind_text(stmt, 11, p->model[0] ? p->model : "sd15");
     bind_text(stmt, 12, u.tier);
@@ -1308,16 +1267,16 @@ static void create_batch(sqlite_store_t *s, create_req_t *batch)
     for (create_req_t *q = batch; q; q = q->next) {
         q->rc = rc == STORE_OK ? create_one(s, q) : STORE_ERR;
         if (q->rc == STORE_ERR)
-            snprintf(q->err, sizeof q->err, "%s", store_sqlite_error());
+            snprintf(q->err, sizeof q->err, "%s", store_fail_text());
         if (rc == STORE_OK && sqlite3_get_autocommit(s->db)) {
             /* SQLite rolled the whole transaction back (I/O error, disk full): nothing of the
              * batch was written. */
-            rc = fail_msg("sqlite %s: the transaction was rolled back", s->path);
+            rc = store_fail("sqlite %s: the transaction was rolled back", s->path);
             s->in_tx = false;
         }
     }
     if (rc != STORE_OK || commit(s) != STORE_OK) {
-        const char *msg = store_sqlite_error();
+        const char *msg = store_fail_text();
         for (create_req_t *q = batch; q; q = q->next) {
             if (q->rc == STORE_OK || q->rc == STORE_EXISTS)
                 job_clear(q->out);
@@ -1389,7 +1348,7 @@ static int sqlite_job_create(store_t *base, const char *user, const job_params_t
     pthread_mutex_unlock(&s->gc_mu);
     pthread_cond_destroy(&q.cv);
     if (q.rc == STORE_ERR)
-        fail_msg("%s", q.err);
+        store_fail("%s", q.err);
     if (out == &tmp)
         job_clear(out);
     return q.rc;
@@ -1431,7 +1390,7 @@ static int sqlite_job_list(store_t *base, const char *user, int status, int limi
             size_t ncap = cap ? cap * 2 : 16;
             job_t *nv = realloc(v, ncap * sizeof *nv);
             if (!nv) {
-                rc = fail_msg("sqlite: out of memory listing jobs");
+                rc = store_fail("sqlite: out of memory listing jobs");
                 goto out;
             }
             v = nv;
@@ -1547,10 +1506,9 @@ static int sqlite_job_adopt(store_t *base, const char *id, double credit_rate, i
     if (rc != STORE_OK)
         goto out;
     reserve = job_estimate_credits(&p, credit_rate);
-    if (reserve > 0 && u.balance - u.reserved < reserve) {
-        rc = STORE_NO_CREDITS;
+    rc = store_rule_reserve(&u, reserve);
+    if (rc != STORE_OK)
         goto out;
-    }
     rc = next_seq(s, &seq);
     if (rc != STORE_OK)
         goto out;
@@ -1560,7 +1518,7 @@ static int sqlite_job_adopt(store_t *base, const char *id, double credit_rate, i
         goto out;
     }
     bind_text(stmt, 1, id);
-    sqlite3_bind_int64(stmt, 2, random_seed());
+    sqlite3_bind_int64(stmt, 2, store_rule_seed(-1));
     sqlite3_bind_int64(stmt, 3, seq);
     bind_text(stmt, 4, u.tier);
     sqlite3_bind_int64(stmt, 5, now);
@@ -1626,7 +1584,7 @@ static int sqlite_job_claim(store_t *base, const char *tier, const char *worker_
     bind_text(stmt, 2, user);
     rc = step_row(s, stmt, "picking a job");
     if (rc != 1) {
-        rc = rc == 0 ? fail_msg("sqlite %s: queue head vanished", s->path) : rc;
+        rc = rc == 0 ? store_fail("sqlite %s: queue head vanished", s->path) : rc;
         goto out;
     }
     col_copy(stmt, 0, id, sizeof id);
@@ -1725,18 +1683,7 @@ static int leased_job(sqlite_store_t *s, const char *id, const char *lease_id, j
     char lease[JOB_ID_SIZE] = "";
     int rc = load_job(s, id, out, lease);
     *replay = false;
-    if (rc != STORE_OK)
-        return rc;
-    bool same = lease_id && lease[0] && strcmp(lease, lease_id) == 0;
-    if (out->status == JOB_CANCELED)
-        return STORE_CANCELED;
-    if (same && out->status == JOB_IN_PROGRESS)
-        return STORE_OK;
-    if (same && out->status == done) {
-        *replay = true;
-        return STORE_OK;
-    }
-    return STORE_LEASE_LOST;
+    return rc == STORE_OK ? store_rule_lease(out, lease, lease_id, done, replay) : rc;
 }
 
 /* ceil(gpu_seconds * rate) with floating noise forgiven, 0 for nonsense input. */
@@ -1761,13 +1708,11 @@ static int sqlite_job_complete(store_t *base, const char *id, const char *lease_
         goto out;
     rc = read_user(s, out->user, &u, NULL);
     if (rc != STORE_OK) {
-        rc = rc == STORE_NOT_FOUND ? fail_msg("sqlite %s: job %s has no user", s->path, id) : rc;
+        rc = rc == STORE_NOT_FOUND ? store_fail("sqlite %s: job %s has no user", s->path, id) : rc;
         goto out;
     }
-    if (!(gpu_seconds >= 0))
-        gpu_seconds = 0;
-    int64_t charge =
-        job_charge(gpu_seconds, credit_rate, u.balance, u.reserved, out->credits_reserved);
+    gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
+    int64_t charge = store_rule_charge(gpu_seconds, credit_rate, &u, out);
     sqlite3_stmt *stmt = st(s, S_JOB_COMPLETE);
     if (!stmt) {
         rc = STORE_ERR;
@@ -1837,7 +1782,7 @@ static int sqlite_job_fail(store_t *base, const char *id, const char *lease_id, 
     rc = leased_job(s, id, lease_id, JOB_FAILED, out, &replay);
     if (rc != STORE_OK || replay)
         goto out;
-    if (retryable && out->attempts < max_attempts)
+    if (store_rule_fail_requeues(out, retryable, max_attempts))
         rc = requeue(s, id, 0, 0, message ? message : "failed");
     else
         rc = mark_failed(s, id, message, now);
@@ -1870,7 +1815,7 @@ static int sqlite_job_release(store_t *base, const char *id, const char *lease_i
     rc = leased_job(s, id, lease_id, JOB_QUEUED, out, &replay);
     if (rc != STORE_OK)
         goto out;
-    rc = requeue(s, id, -1, 1, NULL);
+    rc = requeue(s, id, STORE_RELEASE_ATTEMPTS, STORE_RELEASE_RELEASES, NULL);
     if (rc == STORE_OK) {
         job_clear(out);
         rc = load_job(s, id, out, NULL);
@@ -1955,7 +1900,7 @@ static int sqlite_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, i
             size_t ncap = cap ? cap * 2 : 16;
             reap_item_t *nv = realloc(items, ncap * sizeof *nv);
             if (!nv) {
-                rc = fail_msg("sqlite: out of memory reaping");
+                rc = store_fail("sqlite: out of memory reaping");
                 goto out;
             }
             items = nv;
@@ -2146,7 +2091,7 @@ static int sqlite_rows(sqlite_store_t *s, enum stmt_id id, const int64_t *b, int
             size_t ncap = cap ? cap * 2 : 64;
             char *nv = realloc(v, ncap * elem);
             if (!nv) {
-                rc = fail_msg("sqlite: out of memory %s", what);
+                rc = store_fail("sqlite: out of memory %s", what);
                 goto out;
             }
             v = nv;
@@ -2268,7 +2213,7 @@ static int event_row(sqlite3_stmt *stmt, void *row)
     col_copy(stmt, 2, e->kind, sizeof e->kind);
     col_copy(stmt, 3, e->user, sizeof e->user);
     e->data = col_strdup(stmt, 4);
-    return e->data ? STORE_OK : fail_msg("sqlite: out of memory reading events");
+    return e->data ? STORE_OK : store_fail("sqlite: out of memory reading events");
 }
 
 static int sqlite_events_read(store_t *base, int64_t after, int64_t upto, const char *user,
@@ -2283,7 +2228,7 @@ static int sqlite_events_read(store_t *base, int64_t after, int64_t upto, const 
     if (limit <= 0)
         return STORE_OK;
     if (!(v = calloc((size_t)limit, sizeof *v)))
-        return fail_msg("sqlite: out of memory reading events");
+        return store_fail("sqlite: out of memory reading events");
     lock(s);
     sqlite3_stmt *stmt = prepare_once(
         s,
@@ -2397,7 +2342,7 @@ static int sqlite_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int 
     *out = NULL;
     *n = 0;
     if (!v)
-        return fail_msg("sqlite: out of memory reading webhooks");
+        return store_fail("sqlite: out of memory reading webhooks");
     lock(s);
     int rc = begin(s);
     sqlite3_stmt *stmt =
@@ -2463,7 +2408,6 @@ static int sqlite_webhook_attempt(store_t *base, const char *job_id, bool delive
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
-    .last_error = sqlite_last_error,
     .migrate = sqlite_migrate,
     .ping = sqlite_ping,
     .user_add = sqlite_user_add,
