@@ -156,6 +156,21 @@ def test_hung_server_fails_at_deadline(env):
 
 
 @pv.clean_exit
+def test_connection_dropped_mid_job(env):
+    f = fake(env, delay=0.3)
+    f.drop = True
+    env.start_server(*FAST, "--max-attempts", "1")
+    tok = env.add_user("a8")
+    a1111_worker(env, f.url)
+    jid = env.create(tok, {"prompt": "dropped", "steps": 3}).json()["id"]
+    j = env.wait_status(tok, jid, ("completed", "failed"), timeout=60)
+    assert j["status"] == "failed", j
+    msg = j["error_message"] or ""
+    assert "txt2img failed" in msg and f.url in msg, msg
+    assert j["credits_charged"] == 0 and pv.charges_for(env, tok, jid) == []
+
+
+@pv.clean_exit
 def test_sd_server_subset(env):
     """stable-diffusion.cpp's sd-server: one model, no /progress, no /interrupt."""
     png = fake_a1111.make_png(12, 12, (90, 90, 90))
@@ -206,4 +221,5 @@ if __name__ == "__main__":
              test_cancel_interrupts_server, test_server_error_fails_attempts,
              test_unreachable_url_exits_nonzero, test_not_an_a1111_server_exits_nonzero,
              test_progress_while_txt2img_runs, test_hung_server_fails_at_deadline,
+             test_connection_dropped_mid_job,
              test_sd_server_subset, test_up_with_a1111])

@@ -17,6 +17,7 @@ request so tests can check what the worker sent. Run standalone with
 """
 import base64
 import json
+import socket
 import struct
 import sys
 import threading
@@ -67,6 +68,7 @@ class FakeA1111:
         self.step = 0                   # the running txt2img's step, 0 when idle
         self.steps = 0
         self.hang = False               # a txt2img never answers (until interrupted)
+        self.drop = False               # a txt2img's connection is closed without an answer
         self.lock = threading.Lock()
         self._interrupted = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -203,6 +205,10 @@ class FakeA1111:
                         fake.txt2img.append(body)
                     fake.check_txt2img(body)
                     fake.run_steps(body)
+                    if fake.drop:  # the server goes away mid-request: no answer at all
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     if fake.fail_status:
                         self._send(fake.fail_status, fake.fail_body)
                         return
