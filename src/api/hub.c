@@ -50,6 +50,7 @@ struct hub {
     /* hub thread only */
     int64_t gap_at, gap_since_ms; /* waiting at watermark gap_at since gap_since_ms */
     int64_t last_trim_ms;
+    int read_failing; /* the last read of the log failed (logged once) */
 };
 
 int hub_client_gone(struct MHD_Connection *c)
@@ -156,9 +157,14 @@ static void hub_step(hub_t *h)
     size_t n = 0;
     int64_t wm = h->watermark; /* written by this thread only */
     if (store_events_read(h->store, wm, INT64_MAX, NULL, HUB_READ_BATCH, &v, &n) != STORE_OK) {
-        log_warn("event=events_read_failed err=\"%s\"", store_last_error(h->store));
+        if (!h->read_failing) /* once per outage, not every tick */
+            log_warn("event=events_read_failed err=\"%s\"", store_last_error(h->store));
+        h->read_failing = 1;
         return;
     }
+    if (h->read_failing)
+        log_info("event=events_read_recovered");
+    h->read_failing = 0;
     int64_t now = hub_now_ms();
     int64_t nwm = advance_over(h, v, n, wm, now);
     pthread_mutex_lock(&h->mu);
