@@ -1,4 +1,4 @@
-/* images.c: staging, publishing and deleting job images (see images.h). */
+/* images.c: the keys of job images (see images.h). */
 #include "api/images.h"
 
 #include <openssl/evp.h>
@@ -6,26 +6,21 @@
 #include <stdio.h>
 #include <string.h>
 
-#define STAGING_TAG_BYTES 16 /* 128 bits of HMAC in the staging key */
+#define TAG_BYTES 16 /* 128 bits of HMAC in the key */
+#define ID_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 
-int image_public_key(const char *job_id, char *buf, size_t size)
-{
-    int n = snprintf(buf, size, "jobs/%s.png", job_id);
-    return n < 0 || (size_t)n >= size ? -1 : 0;
-}
-
-int image_staging_key(const char *secret, const char *job_id, char *buf, size_t size)
+int image_key(const char *secret, const char *job_id, char *buf, size_t size)
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mlen = 0;
-    char tag[2 * STAGING_TAG_BYTES + 1];
+    char tag[2 * TAG_BYTES + 1];
     if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)job_id,
               strlen(job_id), mac, &mlen) ||
-        mlen < STAGING_TAG_BYTES)
+        mlen < TAG_BYTES)
         return -1;
-    for (int i = 0; i < STAGING_TAG_BYTES; i++)
+    for (int i = 0; i < TAG_BYTES; i++)
         snprintf(tag + 2 * i, 3, "%02x", mac[i]);
-    int n = snprintf(buf, size, "staging/%s-%s.png", job_id, tag);
+    int n = snprintf(buf, size, "jobs/%s-%s.png", job_id, tag);
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
@@ -34,73 +29,57 @@ int image_key_job(const char *key, char *job_id, size_t size)
     if (strncmp(key, "jobs/", 5) != 0)
         return -1;
     const char *id = key + 5;
-    size_t n = strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
-    if (n == 0 || n >= size || strcmp(id + n, ".png") != 0)
+    size_t n = strspn(id, ID_CHARS);
+    if (n == 0 || strcmp(id + n, ".png") != 0)
+        return -1;
+    /* "<id>-<32 hex>": the id is what comes before the tag */
+    const size_t tl = 2 * TAG_BYTES + 1;
+    if (n > tl && id[n - tl] == '-' && strspn(id + n - tl + 1, "0123456789abcdef") == tl - 1)
+        n -= tl;
+    if (n >= size)
         return -1;
     memcpy(job_id, id, n);
     job_id[n] = '\0';
     return 0;
 }
 
-/* Every key a job's image may have: staged under the current (and previous) secret, public. */
-typedef struct job_keys {
-    char staged[2][IMAGE_KEY_MAX];
-    int nstaged;
-    char public[IMAGE_KEY_MAX];
-} job_keys_t;
-
-static int keys(const image_secrets_t *sec, const char *job_id, job_keys_t *k)
+/* The keys a job's image may have: under the current and the previous secret, and the key before
+ * this scheme. Returns how many (2 or 3), or -1. */
+static int keys(const image_secrets_t *sec, const char *job_id, char k[3][IMAGE_KEY_MAX])
 {
-    k->nstaged = 0;
-    if (image_staging_key(sec->current, job_id, k->staged[k->nstaged++], IMAGE_KEY_MAX) != 0)
+    int n = 0;
+    if (image_key(sec->current, job_id, k[n++], IMAGE_KEY_MAX) != 0)
         return -1;
     if (sec->previous && sec->previous[0] &&
-        image_staging_key(sec->previous, job_id, k->staged[k->nstaged++], IMAGE_KEY_MAX) != 0)
+        image_key(sec->previous, job_id, k[n++], IMAGE_KEY_MAX) != 0)
         return -1;
-    return image_public_key(job_id, k->public, IMAGE_KEY_MAX);
+    int len = snprintf(k[n], IMAGE_KEY_MAX, "jobs/%s.png", job_id);
+    return len < 0 || len >= IMAGE_KEY_MAX ? -1 : n + 1;
 }
 
-/* The index of the staged key that exists, -1 when none does, -2 on a storage error. */
-static int find_staged(blob_t *b, const job_keys_t *k)
+int image_uploaded(blob_t *b, const image_secrets_t *sec, const char *job_id, char *key)
 {
-    for (int i = 0; i < k->nstaged; i++) {
-        int rc = blob_exists(b, k->staged[i]);
+    char k[3][IMAGE_KEY_MAX];
+    int n = keys(sec, job_id, k);
+    if (n < 0)
+        return -1;
+    for (int i = 0; i < n - 1; i++) { /* never the old key: it is no upload target any more */
+        int rc = blob_exists(b, k[i]);
+        if (rc == 1)
+            memcpy(key, k[i], IMAGE_KEY_MAX);
         if (rc != 0)
-            return rc == 1 ? i : -2;
+            return rc;
     }
-    return -1;
-}
-
-int image_uploaded(blob_t *b, const image_secrets_t *sec, const char *job_id)
-{
-    job_keys_t k;
-    if (keys(sec, job_id, &k) != 0)
-        return -1;
-    int i = find_staged(b, &k);
-    return i >= 0 ? 1 : i == -2 ? -1 : blob_exists(b, k.public);
-}
-
-int image_publish(blob_t *b, const image_secrets_t *sec, const char *job_id)
-{
-    job_keys_t k;
-    if (keys(sec, job_id, &k) != 0)
-        return -1;
-    int i = find_staged(b, &k);
-    if (i >= 0)
-        return blob_move(b, k.staged[i], k.public);
-    if (i == -2)
-        return -1;
-    return blob_exists(b, k.public) == 1 ? 0 : -1; /* a replay: published already */
+    return 0;
 }
 
 int image_discard(blob_t *b, const image_secrets_t *sec, const char *job_id)
 {
-    job_keys_t k;
-    int rc = 0;
-    if (keys(sec, job_id, &k) != 0)
+    char k[3][IMAGE_KEY_MAX];
+    int n = keys(sec, job_id, k), rc = 0;
+    if (n < 0)
         return -1;
-    for (int i = 0; i < k.nstaged; i++)
-        rc |= blob_delete(b, k.staged[i]);
-    rc |= blob_delete(b, k.public);
+    for (int i = 0; i < n; i++)
+        rc |= blob_delete(b, k[i]);
     return rc ? -1 : 0;
 }

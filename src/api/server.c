@@ -62,7 +62,7 @@ struct server {
     const char *models[MAX_MODELS + 1];
     validate_config_t vcfg;
     ratelimit_t *rl;
-    image_secrets_t image_secrets; /* name staging keys (images.h) */
+    image_secrets_t image_secrets; /* name image keys (images.h) */
 
     pthread_mutex_t wake_mu;
     pthread_cond_t wake_cv;
@@ -967,7 +967,7 @@ static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
     return ret;
 }
 
-/* 1 when key is the published image of a completed job: only those are served, never another
+/* 1 when key is the stored image key of a completed job: only those are served, never another
  * file under the storage root (secrets, the database) nor a running job's image. */
 static int image_servable(server_t *s, const char *key)
 {
@@ -1074,6 +1074,19 @@ static enum MHD_Result lease_error(struct MHD_Connection *c, int rc, server_t *s
     return store_unavailable(s, c);
 }
 
+/* Where the worker of job id uploads its image: the job's image key (images.h), through the
+ * workers' own listener when the server hosts the upload and has one. 0 or -1. */
+static int upload_for(server_t *s, const char *id, upload_target_t *up)
+{
+    char key[IMAGE_KEY_MAX];
+    if (image_key(s->cfg.jwt_secret, id, key, sizeof key) != 0 ||
+        blob_upload_target(s->blob, key, id, s->cfg.lease_ms / 1000 + 3600, up) != 0)
+        return -1;
+    if (up->needs_lease && s->worker_url[0])
+        snprintf(up->url, sizeof up->url, "%s/internal/v1/jobs/%s/image", s->worker_url, id);
+    return 0;
+}
+
 static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
@@ -1132,10 +1145,8 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
     atomic_fetch_add(&metrics.claims, 1);
     if (j.attempts == 1 && j.releases == 0 && j.started_at >= j.created_at)
         histogram_observe(&metrics.queue_wait, (double)(j.started_at - j.created_at) / 1000.0);
-    char key[IMAGE_KEY_MAX];
     upload_target_t up;
-    if (image_staging_key(s->cfg.jwt_secret, j.id, key, sizeof key) != 0 ||
-        blob_upload_target(s->blob, key, j.id, s->cfg.lease_ms / 1000 + 3600, &up) != 0) {
+    if (upload_for(s, j.id, &up) != 0) {
         log_error("event=upload_target_failed job=%s", j.id);
         /* Give the job back untouched rather than strand it. */
         job_t tmp = {0};
@@ -1144,8 +1155,6 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
         job_clear(&j);
         return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
     }
-    if (up.needs_lease && s->worker_url[0]) /* server-hosted upload: the workers' listener */
-        snprintf(up.url, sizeof up.url, "%s/internal/v1/jobs/%s/image", s->worker_url, j.id);
     log_info("event=job_claimed job=%s worker=%s attempt=%d", j.id, worker_id, j.attempts);
     hub_kick(s->hub);
     json_t *job = job_to_json(&j, NULL);
@@ -1159,6 +1168,41 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
                                   "needs_lease", up.needs_lease));
     job_clear(&j);
     return send_json(c, 200, resp);
+}
+
+/* A worker's complete: its image must be in the store; the key it was uploaded to becomes the
+ * job's image in the transaction that completes and charges the job, and so the image becomes
+ * reachable in that transaction (images.h; issue 16, finding 1). 0 with j filled, or -1 with the
+ * answer sent (*ret). */
+static int op_complete(server_t *s, struct MHD_Connection *c, const char *id, const char *lease,
+                       double gpu, int64_t now, job_t *j, enum MHD_Result *ret)
+{
+    char key[IMAGE_KEY_MAX] = "";
+    job_t cur = {0};
+    int rc = store_job_get(s->store, id, &cur);
+    int replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
+    job_clear(&cur);
+    if (rc == STORE_OK && !replay && image_uploaded(s->blob, &s->image_secrets, id, key) != 1) {
+        *ret = fail(c, 409, "image_missing", NULL, "upload the image before completing the job");
+        return -1;
+    }
+    if (rc == STORE_OK)
+        rc = store_job_complete(s->store, id, lease, gpu, key, s->cfg.credit_rate, now, j);
+    if (rc != STORE_OK) {
+        if (rc == STORE_LEASE_LOST)
+            log_warn("event=late_complete_refused job=%s", id);
+        if (rc == STORE_CANCELED)
+            image_discard(s->blob, &s->image_secrets, id);
+        *ret = lease_error(c, rc, s);
+        return -1;
+    }
+    if (!replay) {
+        histogram_observe(&metrics.run_time, gpu);
+        log_info("event=job_completed job=%s gpu_seconds=%.3f charged=%lld", id, gpu,
+                 (long long)j->credits_charged);
+    }
+    job_ended(s, j);
+    return 0;
 }
 
 static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, req_t *r,
@@ -1188,40 +1232,8 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
         return send_json(c, 200, json_pack("{s:I}", "lease_ms", (json_int_t)s->cfg.lease_ms));
     }
     if (strcmp(op, "complete") == 0) {
-        double gpu = w.gpu_seconds;
-        char key[IMAGE_KEY_MAX];
-        image_public_key(id, key, sizeof key);
-        /* The image must be staged before the job can say completed. */
-        job_t cur = {0};
-        rc = store_job_get(s->store, id, &cur);
-        int replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
-        job_clear(&cur);
-        if (rc == STORE_OK && !replay && image_uploaded(s->blob, &s->image_secrets, id) != 1) {
-            return fail(c, 409, "image_missing", NULL,
-                        "upload the image before completing the job");
-        }
-        rc = store_job_complete(s->store, id, lease, gpu, key, s->cfg.credit_rate, now, &j);
-        if (rc != STORE_OK) {
-            if (rc == STORE_LEASE_LOST)
-                log_warn("event=late_complete_refused job=%s", id);
-            if (rc == STORE_CANCELED)
-                image_discard(s->blob, &s->image_secrets, id);
-            return lease_error(c, rc, s);
-        }
-        /* Published only now that the job is completed and charged; a failure here is retried
-         * by the worker (complete is idempotent for its lease, and a replay publishes again). */
-        if (image_publish(s->blob, &s->image_secrets, id) != 0) {
-            log_error("event=image_publish_failed job=%s", id);
-            job_clear(&j);
-            return fail(c, 503, "unavailable", NULL,
-                        "the job is completed but its image could not be published; retry");
-        }
-        if (!replay) {
-            histogram_observe(&metrics.run_time, gpu);
-            log_info("event=job_completed job=%s gpu_seconds=%.3f charged=%lld", id, gpu,
-                     (long long)j.credits_charged);
-        }
-        job_ended(s, &j);
+        if (op_complete(s, c, id, lease, w.gpu_seconds, now, &j, &ret) != 0)
+            return ret;
     } else if (strcmp(op, "fail") == 0) {
         const char *mbuf = w.error;
         rc = store_job_fail(s->store, id, lease, mbuf, w.retryable, s->cfg.max_attempts, now, &j);
@@ -1278,7 +1290,7 @@ static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req
     if (!ok)
         return lease_error(c, canceled ? STORE_CANCELED : STORE_LEASE_LOST, s);
     char key[IMAGE_KEY_MAX];
-    if (image_staging_key(s->cfg.jwt_secret, id, key, sizeof key) != 0)
+    if (image_key(s->cfg.jwt_secret, id, key, sizeof key) != 0)
         return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
     if (blob_put(s->blob, key, r->body, r->len) != 0) {
         if (errno != ENOSPC && errno != EDQUOT)

@@ -57,11 +57,6 @@ int blob_delete(blob_t *b, const char *key)
     return b->ops->del(b, key);
 }
 
-int blob_move(blob_t *b, const char *src, const char *dst)
-{
-    return b->ops->move(b, src, dst);
-}
-
 int blob_upload_target(blob_t *b, const char *key, const char *job_id, int64_t ttl_s,
                        upload_target_t *out)
 {

@@ -26,9 +26,6 @@ int blob_put(blob_t *b, const char *key, const void *data, size_t len);
 int blob_exists(blob_t *b, const char *key);
 /* Removes key; a key that does not exist is not an error. 0 or -1. */
 int blob_delete(blob_t *b, const char *key);
-/* Moves src to dst: dst appears whole (a reader sees it complete or not at all), then src is
- * removed. 0, or -1 (src missing, or a storage error; dst is then absent or complete). */
-int blob_move(blob_t *b, const char *src, const char *dst);
 /* Where a worker uploads the image for key (job_id given for server-hosted uploads). 0 or -1. */
 int blob_upload_target(blob_t *b, const char *key, const char *job_id, int64_t ttl_s,
                        upload_target_t *out);
@@ -44,7 +41,6 @@ struct blob_ops {
     int (*put)(blob_t *b, const char *key, const void *data, size_t len);
     int (*exists)(blob_t *b, const char *key);
     int (*del)(blob_t *b, const char *key);
-    int (*move)(blob_t *b, const char *src, const char *dst);
     int (*upload_target)(blob_t *b, const char *key, const char *job_id, int64_t ttl_s,
                          upload_target_t *out);
     char *(*public_url)(blob_t *b, const char *key);

@@ -196,22 +196,6 @@ static int fs_delete(blob_t *b, const char *key)
     return 0;
 }
 
-/* rename(2) within the root: dst appears whole in one step; both directories are synced. */
-static int fs_move(blob_t *b, const char *src, const char *dst)
-{
-    blob_fs_t *fs = (blob_fs_t *)b;
-    char from[PATH_MAX], to[PATH_MAX], dir[PATH_MAX];
-    if (fs_local_path(b, src, from, sizeof from) != 0 || fs_local_path(b, dst, to, sizeof to) != 0)
-        return -1;
-    parent_dir(to, dir);
-    if (mkdir_p(dir, strlen(fs->root)) != 0 || rename(from, to) != 0)
-        return -1;
-    fsync_dir(dir);
-    parent_dir(from, dir);
-    fsync_dir(dir);
-    return 0;
-}
-
 /* Job ids are UUIDs; anything outside [A-Za-z0-9_-] would need escaping in a URL path. */
 static int job_id_is_safe(const char *id)
 {
@@ -296,7 +280,6 @@ static const struct blob_ops fs_ops = {
     .put = fs_put,
     .exists = fs_exists,
     .del = fs_delete,
-    .move = fs_move,
     .upload_target = fs_upload_target,
     .public_url = fs_public_url,
     .local_path = fs_local_path,

@@ -201,7 +201,7 @@ static void add_header(struct curl_slist **hdrs, const char *name, const char *v
 /* The headers of a signed call: payload hash (S3 wants it in x-amz-content-sha256; libcurl signs
  * it and uses it), the session token of temporary credentials, the body's type. NULL on OOM. */
 static struct curl_slist *call_headers(const aws_creds_t *cr, const void *body, size_t len,
-                                       const char *content_type, const char *copy_source)
+                                       const char *content_type)
 {
     struct curl_slist *hdrs = NULL;
     char hash[65];
@@ -213,8 +213,6 @@ static struct curl_slist *call_headers(const aws_creds_t *cr, const void *body, 
     if (body)
         add_header(&hdrs, "Content-Type", content_type ? content_type : "application/octet-stream",
                    &oom);
-    if (copy_source)
-        add_header(&hdrs, "x-amz-copy-source", copy_source, &oom);
     /* No "Expect:" suppression header here: libcurl 7.88 signs the empty header it then omits,
      * and S3 refuses the signature. */
     if (oom) {
@@ -225,13 +223,11 @@ static struct curl_slist *call_headers(const aws_creds_t *cr, const void *body, 
 }
 
 /* One request signed by libcurl (SigV4, service s3) with the chain's current credentials:
- * method "HEAD", "DELETE" (body NULL) or "PUT" (with body); copy_source, when not NULL, makes the
- * PUT a CopyObject from that URL-encoded "/bucket/key". Returns the HTTP status, or 0 on a
- * transport error (err says why). code gets the S3 error code when the body has one (CopyObject
- * can fail with a 200 and an error body). */
+ * method "HEAD", "DELETE" (body NULL) or "PUT" (with body). Returns the HTTP status, or 0 on a
+ * transport error (err says why). code gets the S3 error code when the body has one. */
 static long s3_call(const blob_s3_t *s, const char *method, const char *path, const void *body,
-                    size_t len, const char *content_type, const char *copy_source, char *code,
-                    size_t code_size, char *err, size_t errlen)
+                    size_t len, const char *content_type, char *code, size_t code_size, char *err,
+                    size_t errlen)
 {
     char url[S3_URL_MAX];
     long status = 0;
@@ -253,7 +249,7 @@ static long s3_call(const blob_s3_t *s, const char *method, const char *path, co
     }
     if (aws_chain_get(s->creds, cr, err, errlen) != 0)
         goto out;
-    hdrs = call_headers(cr, body, len, content_type, copy_source);
+    hdrs = call_headers(cr, body, len, content_type);
     if (!hdrs) {
         snprintf(err, errlen, "cannot build the request headers");
         goto out;
@@ -304,8 +300,8 @@ static int s3_put(blob_t *b, const char *key, const void *data, size_t len)
     size_t kl = strlen(key);
     const char *ct =
         kl > 4 && strcmp(key + kl - 4, ".png") == 0 ? "image/png" : "application/octet-stream";
-    long st = s3_call(s, "PUT", path, data ? data : "", len, ct, NULL, code, sizeof code, err,
-                      sizeof err);
+    long st =
+        s3_call(s, "PUT", path, data ? data : "", len, ct, code, sizeof code, err, sizeof err);
     if (st >= 200 && st < 300)
         return 0;
     log_error("event=s3_put_failed bucket=%s key=%s status=%ld code=%s err=\"%s\"", s->bucket, key,
@@ -319,7 +315,7 @@ static int s3_exists(blob_t *b, const char *key)
     char path[S3_URL_MAX], code[64], err[256];
     if (object_path(s, key, path, sizeof path) != 0)
         return -1;
-    long st = s3_call(s, "HEAD", path, NULL, 0, NULL, NULL, code, sizeof code, err, sizeof err);
+    long st = s3_call(s, "HEAD", path, NULL, 0, NULL, code, sizeof code, err, sizeof err);
     if (st >= 200 && st < 300)
         return 1;
     if (st == 404)
@@ -335,35 +331,12 @@ static int s3_delete(blob_t *b, const char *key)
     char path[S3_URL_MAX], code[64], err[256];
     if (object_path(s, key, path, sizeof path) != 0)
         return -1;
-    long st = s3_call(s, "DELETE", path, NULL, 0, NULL, NULL, code, sizeof code, err, sizeof err);
+    long st = s3_call(s, "DELETE", path, NULL, 0, NULL, code, sizeof code, err, sizeof err);
     if ((st >= 200 && st < 300) || st == 404)
         return 0;
     log_warn("event=s3_delete_failed bucket=%s key=%s status=%ld code=%s err=\"%s\"", s->bucket,
              key, st, code, err);
     return -1;
-}
-
-/* CopyObject (PUT dst with x-amz-copy-source, signed like every server call), then DELETE src:
- * dst appears whole, as S3 objects always do. */
-static int s3_move(blob_t *b, const char *src, const char *dst)
-{
-    blob_s3_t *s = (blob_s3_t *)b;
-    char from[S3_URL_MAX], to[S3_URL_MAX], enc[S3_URL_MAX];
-    char code[64], err[256];
-    /* The copy source is "/bucket/prefix/key", URL-encoded, whatever the addressing style. */
-    int n = snprintf(from, sizeof from, "/%s/%s%s%s", s->bucket, s->prefix, s->prefix[0] ? "/" : "",
-                     src);
-    if (!key_is_safe(src) || n < 0 || (size_t)n >= sizeof from ||
-        object_path(s, dst, to, sizeof to) != 0 || sigv4_uri_encode(from, 1, enc, sizeof enc) < 0)
-        return -1;
-    long st = s3_call(s, "PUT", to, "", 0, NULL, enc, code, sizeof code, err, sizeof err);
-    if (st < 200 || st >= 300 || code[0]) {
-        log_error("event=s3_copy_failed bucket=%s from=%s to=%s status=%ld code=%s err=\"%s\"",
-                  s->bucket, src, dst, st, code, err);
-        return -1;
-    }
-    s3_delete(b, src); /* a leftover staging object is never served; retention removes it */
-    return 0;
 }
 
 /* A presigned PUT for key, valid ttl_s seconds (clamped to 1..7 days): the worker needs no
@@ -436,7 +409,6 @@ static const struct blob_ops s3_ops = {
     .put = s3_put,
     .exists = s3_exists,
     .del = s3_delete,
-    .move = s3_move,
     .upload_target = s3_upload_target,
     .public_url = s3_public_url,
     .local_path = s3_local_path,
@@ -571,7 +543,7 @@ static int check_bucket(blob_s3_t *s, char *err, size_t errlen)
 {
     char code[64], cerr[256];
     const char *path = s->base_path[0] ? s->base_path : "/";
-    long st = s3_call(s, "HEAD", path, NULL, 0, NULL, NULL, code, sizeof code, cerr, sizeof cerr);
+    long st = s3_call(s, "HEAD", path, NULL, 0, NULL, code, sizeof code, cerr, sizeof cerr);
     if (st >= 200 && st < 300)
         return 0;
     if (st == 0)

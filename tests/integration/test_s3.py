@@ -71,8 +71,8 @@ def test_job_image_is_presigned_get(env):
     j = env.create(tok, {"prompt": "a lighthouse", "width": 256, "height": 192, "steps": 2}).json()
     j = env.wait_status(tok, j["id"], "completed", timeout=60)
     url = j["image_url"]
-    want = object_url(s3env, f"jobs/{j['id']}.png")
-    assert url.startswith(want + "?"), (url, want)
+    want = url.split("?")[0]
+    assert want.startswith(object_url(s3env, f"jobs/{j['id']}-")) and want.endswith(".png"), url
     q = query_of(url)
     assert q["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and q["X-Amz-SignedHeaders"] == "host"
     assert q["X-Amz-Expires"] == str(7 * 86400), q
@@ -86,7 +86,7 @@ def test_job_image_is_presigned_get(env):
     st, body = pv_s3.request("GET", urllib.parse.urlsplit(want).path)
     assert st == 200 and body == r.body
     assert env.api("GET", f"/images/jobs/{j['id']}.png").status == 404
-    assert not os.path.exists(os.path.join(env.data, "images", "jobs", f"{j['id']}.png"))
+    assert not os.path.exists(os.path.join(env.data, "images", "jobs"))
     # The worker used no credentials: nothing secret in its environment is needed.
     assert "upload_failed" not in env.log("worker-w0.log")
 
@@ -100,8 +100,9 @@ def test_public_image_base_url(env):
     env.start_worker()
     jid = env.create(tok, {"prompt": "cdn", "steps": 1}).json()["id"]
     j = env.wait_status(tok, jid, "completed", timeout=60)
-    key = f"{prefix + '/' if prefix else ''}jobs/{jid}.png"
-    assert j["image_url"] == f"https://cdn.example.test/img/{key}", j["image_url"]
+    key = f"{prefix + '/' if prefix else ''}jobs/{jid}-"
+    assert j["image_url"].startswith(f"https://cdn.example.test/img/{key}"), j["image_url"]
+    assert len(j["image_url"]) == len(f"https://cdn.example.test/img/{key}") + 32 + 4
 
 
 def test_worker_gets_presigned_put_without_credentials(env):
@@ -116,10 +117,10 @@ def test_worker_gets_presigned_put_without_credentials(env):
     up = c["upload"]
     assert up["method"] == "PUT" and up["needs_lease"] is False, up
     url = up["url"]
-    # A staging key nobody else can name; the public key only after completion (issue 16).
-    staging = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
-    assert url.startswith(object_url(s3env, f"staging/{jid}-")) and staging.endswith(".png"), url
-    assert len(staging) == len(f"{jid}-") + 32 + 4, staging
+    # A key nobody else can name: jobs/<id>-<128-bit tag>.png (issue 16).
+    name = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+    assert url.startswith(object_url(s3env, f"jobs/{jid}-")) and name.endswith(".png"), url
+    assert len(name) == len(f"{jid}-") + 32 + 4, name
     q = query_of(url)
     assert "X-Amz-Signature" in q and q["X-Amz-SignedHeaders"] == "host"
     assert "X-Amz-Security-Token" not in q
@@ -143,7 +144,7 @@ def test_worker_gets_presigned_put_without_credentials(env):
     bad = pv.http("PUT", tamper_signature(url), body, raw=True,
                   headers={"Content-Type": "image/png"})
     assert bad.status == 403 and b"SignatureDoesNotMatch" in bad.body, bad
-    other = url.replace(f"staging/{staging}", f"jobs/{jid}.png")
+    other = url.replace(f"jobs/{name}", f"jobs/{jid}.png")
     bad = pv.http("PUT", other, body, raw=True, headers={"Content-Type": "image/png"})
     assert bad.status == 403, bad
     # Completing before the upload is refused: the server checks the bucket (HEAD) first.
@@ -175,7 +176,7 @@ def test_tampered_and_expired_urls_refused(env):
     q = query_of(url)
     longer = url.replace("X-Amz-Expires=" + q["X-Amz-Expires"], "X-Amz-Expires=604000")
     assert pv.http("GET", longer).status == 403
-    assert pv.http("GET", url.replace(f"{jid}.png", "x.png")).status == 403
+    assert pv.http("GET", url.replace(f"jobs/{jid}", "jobs/x")).status == 403
     # Expired: a URL signed two hours ago for one hour.
     old = pv_s3.presign("GET", url.split("?")[0], expires=3600, now=time.time() - 7200)
     r = pv.http("GET", old)
@@ -203,10 +204,10 @@ def test_server_signed_put_and_head(env):
         r = env.api("POST", f"/internal/v1/jobs/{jid}/complete",
                     {"lease_id": c["lease_id"], "gpu_seconds": 0.1}, token=pv.WORKER_TOKEN)
         assert r.status == 200, r
-        st, got = pv_s3.request("GET", urllib.parse.urlsplit(
-            object_url(s3env, f"jobs/{jid}.png")).path)
+        url = env.job(tok, jid)["image_url"]
+        st, got = pv_s3.request("GET", urllib.parse.urlsplit(url).path)
         assert st == 200 and got == body, (st, len(got))
-        img = pv.http("GET", env.job(tok, jid)["image_url"])
+        img = pv.http("GET", url)
         assert img.status == 200 and img.body == body
         assert img.headers.get("Content-Type") == "image/png"
     assert "s3_put_failed" not in env.log("server.log")

@@ -38,14 +38,18 @@ def stored_keys(env):
     return [k[len(prefix) + 1:] if prefix else k for k in keys]
 
 
-def public_image_reachable(env, jid):
-    """Whether anyone could fetch jobs/<jid>.png: from /images/ (filesystem store) or from the
-    bucket (S3, where a CDN serves the public key)."""
+def legacy_key_reachable(env, jid):
+    """Whether jobs/<jid>.png, the key anyone can name (where the audit polled), can be fetched:
+    from /images/ (filesystem store) or from the bucket (S3, where a CDN would serve it)."""
     base = s3_bucket_path(env)
     if base is None:
         return env.api("GET", f"/images/jobs/{jid}.png").status == 200
     st, _ = pv_s3.request("HEAD", f"{base}/jobs/{jid}.png")
     return st == 200
+
+
+def keys_of(env, jid):
+    return [k for k in stored_keys(env) if jid in k]
 
 
 def claim(env):
@@ -83,30 +87,38 @@ def test_image_hidden_until_completed_and_charged(env):
     jid = env.create(tok, {"prompt": "free lunch", "steps": 2}).json()["id"]
     c = claim(env)
     assert c["job"]["id"] == jid
-    assert f"jobs/{jid}.png" not in c["upload"]["url"], c["upload"]  # never the public key
     upload(env, c)
-    assert not public_image_reachable(env, jid), "a running job's image is reachable"
-    assert env.job(tok, jid)["image_url"] is None
+    assert not legacy_key_reachable(env, jid), "a running job's image is reachable"
+    [key] = keys_of(env, jid)
+    tag = key[len(f"jobs/{jid}-"):-len(".png")]
+    assert len(tag) == 32 and key == f"jobs/{jid}-{tag}.png", key
+    # Nothing a user sees names the key before the job is completed, and /images/ refuses it.
+    seen = env.api("GET", f"/api/v1/generation/{jid}", token=tok).body
+    seen += env.api("GET", "/api/v1/generation", token=tok).body
+    assert tag.encode() not in seen and env.job(tok, jid)["image_url"] is None
+    assert env.api("GET", "/images/" + key).status == 404
     r = env.api("POST", f"/api/v1/generation/{jid}/cancel", token=tok)
     assert r.status == 200 and r.json()["credits_charged"] == 0, r
-    assert not public_image_reachable(env, jid), "a canceled job's image is reachable"
+    assert not legacy_key_reachable(env, jid), "a canceled job's image is reachable"
     assert op(env, c, "complete", gpu_seconds=1.0).status == 409
-    assert not [k for k in stored_keys(env) if jid in k], stored_keys(env)
+    assert not keys_of(env, jid), stored_keys(env)
 
-    # The same path to completion: reachable once completed and charged, and the same bytes.
+    # The same path to completion: reachable from the moment it is completed and charged.
     jid2 = env.create(tok, {"prompt": "paid", "steps": 2}).json()["id"]
     c = claim(env)
     upload(env, c)
-    assert not public_image_reachable(env, jid2)
+    [key2] = keys_of(env, jid2)
+    assert env.job(tok, jid2)["image_url"] is None
     r = op(env, c, "complete", gpu_seconds=2.0)
     assert r.status == 200, r
     j = env.job(tok, jid2)
     assert j["status"] == "completed" and j["credits_charged"] >= 2, j
-    assert public_image_reachable(env, jid2)
+    assert urllib.parse.urlsplit(j["image_url"]).path.endswith(key2), (j["image_url"], key2)
     got = pv.http("GET", j["image_url"])
     assert got.status == 200 and got.body == PNG, got
-    assert op(env, c, "complete", gpu_seconds=2.0).status == 200  # a replay publishes nothing new
-    assert [k for k in stored_keys(env) if jid2 in k] == [f"jobs/{jid2}.png"], stored_keys(env)
+    assert op(env, c, "complete", gpu_seconds=2.0).status == 200  # a replay changes nothing
+    assert keys_of(env, jid2) == [key2], stored_keys(env)
+    assert not legacy_key_reachable(env, jid2)
 
 
 def test_failed_job_image_deleted(env):
@@ -116,10 +128,10 @@ def test_failed_job_image_deleted(env):
     jid = env.create(tok, {"prompt": "x", "steps": 2}).json()["id"]
     c = claim(env)
     upload(env, c)
+    assert keys_of(env, jid)
     r = op(env, c, "fail", error="engine crashed", retryable=False)
     assert r.status == 200 and r.json()["status"] == "failed", r
-    assert not public_image_reachable(env, jid)
-    assert not [k for k in stored_keys(env) if jid in k], stored_keys(env)
+    assert not keys_of(env, jid), stored_keys(env)
 
 
 def raw_request(env, head, body_prefix=b""):
@@ -183,7 +195,7 @@ def complete_one(env, tok, prompt="x"):
 
 def test_images_route_serves_only_job_images(env):
     """Finding 5: with --storage-url file:///DATA, GET /images/worker_token returned the worker
-    token and /images/pingvas.db the database. Only jobs/<id>.png of completed jobs is served,
+    token and /images/pingvas.db the database. Only a completed job's own image key is served,
     and never through a symlink."""
     os.makedirs(env.data, exist_ok=True)
     env.extra_env["DATABASE_URL"] = "sqlite://" + os.path.join(env.data, "pingvas.db")
@@ -194,15 +206,16 @@ def test_images_route_serves_only_job_images(env):
     tok = env.add_user("dave")
     jid = complete_one(env, tok)
     for key in ["worker_token", "pingvas.db", "pingvas.db-wal", "jwt_secret", "jobs",
-                f"staging/{jid}.png", "jobs/../worker_token", "jobs/%2e%2e/worker_token"]:
+                f"jobs/{jid}.png", "jobs/../worker_token", "jobs/%2e%2e/worker_token"]:
         r = env.api("GET", "/images/" + key)
         assert r.status == 404 and b"secret-worker-token" not in r.body, (key, r)
-    assert env.api("GET", f"/images/jobs/{jid}.png").body == PNG
+    path = urllib.parse.urlsplit(env.job(tok, jid)["image_url"]).path
+    assert env.api("GET", path).body == PNG
     # A symlink planted where an image was: refused (O_NOFOLLOW), not followed.
-    img = os.path.join(env.data, "jobs", f"{jid}.png")
+    img = os.path.join(env.data, path[len("/images/"):])
     os.unlink(img)
     os.symlink(os.path.join(env.data, "worker_token"), img)
-    r = env.api("GET", f"/images/jobs/{jid}.png")
+    r = env.api("GET", path)
     assert r.status == 404 and b"secret-worker-token" not in r.body, r
 
 
@@ -467,11 +480,13 @@ def test_stored_jobs_cap_and_retention(env):
     c = claim(env)
     upload(env, c)
     assert op(env, c, "complete", gpu_seconds=1.0).status == 200
-    assert public_image_reachable(env, ids[2])
+    url = env.job(tok, ids[2])["image_url"]
+    assert pv.http("GET", url).status == 200
     charged = env.api("GET", "/api/v1/credits", token=tok).json()
     pv.wait_for(lambda: all(env.api("GET", f"/api/v1/generation/{j}", token=tok).status == 404
                             for j in ids), timeout=60, what="ended jobs purged")
-    assert not public_image_reachable(env, ids[2])
+    # the rows go first, then (in the same sweep) the images
+    pv.wait_for(lambda: pv.http("GET", url).status in (403, 404), what="the image deleted")
     assert not [k for k in stored_keys(env) if any(j in k for j in ids)], stored_keys(env)
     after = env.api("GET", "/api/v1/credits", token=tok).json()
     assert after["balance"] == charged["balance"], (charged, after)  # charges stay

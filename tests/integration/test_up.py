@@ -1,5 +1,6 @@
 """`pingvas up` end to end: the README's first experience."""
 import os
+import urllib.parse
 
 import pv
 
@@ -36,7 +37,9 @@ def test_submit_wait_fetch_png(env):
     assert c["reserved"] == 0
     assert c["balance"] == 10000 - sum(-e["amount"] for e in charges)
     if env.stack == "embedded":  # the image lives under DATA/images
-        assert os.path.exists(os.path.join(env.data, "images", "jobs", job["id"] + ".png"))
+        key = urllib.parse.urlsplit(done["image_url"]).path[len("/images/"):]
+        assert key.startswith(f"jobs/{job['id']}-"), key  # an unguessable key (security.md)
+        assert os.path.exists(os.path.join(env.data, "images", key))
     q = env.api("GET", "/api/v1/queue", token=tok).json()
     assert q["tiers"]["standard"]["workers"] == 2
     assert q["tiers"]["enterprise"]["workers"] == 1
