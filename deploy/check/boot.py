@@ -75,7 +75,8 @@ SERVER_IP, KUBELET_IP, WORKER_IP, STS_IP, S3_IP, KUBE_IP = (
 KUBE_PORT = 6443
 UID = 10001
 SECRETS = {"JWT_SECRET": "boot-jwt-secret-" + secrets.token_hex(8),
-           "PINGVAS_WORKER_TOKEN": "boot-worker-token-" + secrets.token_hex(8)}
+           "PINGVAS_WORKER_TOKEN": "boot-worker-token-" + secrets.token_hex(8),
+           "PINGVAS_WEBHOOK_SECRET": "boot-webhook-secret-" + secrets.token_hex(8)}
 NODE = "ip-10-0-12-34.ec2.internal"
 
 

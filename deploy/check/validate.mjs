@@ -168,7 +168,7 @@ function strictFields(label, typed) {
 }
 
 // ---------------------------------------------------------------- invariants
-const SECRET_KEYS = new Set(["DATABASE_URL", "JWT_SECRET", "PINGVAS_WORKER_TOKEN"]);
+const SECRET_KEYS = new Set(["DATABASE_URL", "JWT_SECRET", "PINGVAS_WORKER_TOKEN", "PINGVAS_WEBHOOK_SECRET"]);
 const SPOT_NOTICE_S = 120;
 // Worker backends this build runs, and the variable naming each one's engine URL (null: none).
 const BACKENDS = { synthetic: null, a1111: "PINGVAS_A1111_URL", comfyui: "PINGVAS_COMFYUI_URL" };
@@ -278,7 +278,7 @@ function invariants(label, objs) {
     return bad;
   });
 
-  check(`${L} server: Deployment with 2+ replicas, /readyz readiness, secrets DATABASE_URL JWT_SECRET PINGVAS_WORKER_TOKEN`, () => {
+  check(`${L} server: Deployment with 2+ replicas, /readyz readiness, secrets DATABASE_URL JWT_SECRET PINGVAS_WORKER_TOKEN PINGVAS_WEBHOOK_SECRET`, () => {
     if (!server) return ["no Deployment runs `pingvas server`"];
     const p = [];
     if (!(server.spec.replicas >= 2)) p.push(`replicas ${server.spec.replicas}`);
