@@ -238,7 +238,40 @@ def test_keepalive_comments(env):
     s.close()
 
 
+def test_live_stream_is_the_log_under_concurrent_writers(env):
+    """Many transactions end at once (PostgreSQL may commit seq N+1 before N): the live stream
+    still delivers exactly the log, in order, nothing skipped."""
+    env.start_server(*FAST)
+    tok = env.add_user("cc")
+    live = SSE(env.url, admin_token(env), last_id=0)
+    pv.wait_for(lambda: live.comments, what="stream open")
+    for i in range(3):
+        env.start_worker("--time-scale", "0.02", name=f"cw{i}")
+    ids = []
+
+    def burst(k):
+        for i in range(10):
+            ids.append(env.create(tok, {"prompt": f"c{k}-{i}", "steps": 1}).json()["id"])
+    threads = [threading.Thread(target=burst, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for j in ids:
+        env.wait_status(tok, j, "completed")
+    replay = SSE(env.url, admin_token(env), last_id=0)
+    pv.wait_for(lambda: all("completed" in replay.job_statuses(j) for j in ids),
+                what="the replay")
+    pv.wait_for(lambda: live.events and live.events[-1][0] >= replay.events[-1][0],
+                what="the live stream to catch up")
+    n = len(replay.events)
+    assert live.events[:n] == replay.events, [e[0] for e in live.events][:50]
+    for x in (live, replay):
+        x.close()
+
+
 if __name__ == "__main__":
     pv.main([test_wait_answers_when_the_job_ends, test_events_own_jobs_and_operator_view,
              test_stream_cap_per_user, test_resume_across_kill9_misses_nothing,
-             test_fleet_view_and_dashboard_files, test_keepalive_comments])
+             test_fleet_view_and_dashboard_files, test_keepalive_comments,
+             test_live_stream_is_the_log_under_concurrent_writers])
