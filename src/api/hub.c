@@ -48,7 +48,7 @@ struct hub {
     size_t nfailures;               /* total kept so far */
 
     /* hub thread only */
-    int64_t gap_at, gap_since_ms; /* waiting at watermark gap_at since gap_since_ms */
+    hub_gap_t gap;
     int64_t last_trim_ms;
     int read_failing; /* the last read of the log failed (logged once) */
 };
@@ -84,17 +84,15 @@ static struct timespec mono_at(int64_t ms)
     return ts;
 }
 
-/* How far the watermark can move over the events read after it: up to the first gap in the
- * sequence that is younger than HUB_GAP_WAIT_MS. */
-static int64_t advance_over(hub_t *h, const store_event_t *v, size_t n, int64_t wm, int64_t now)
+int64_t hub_advance(const store_event_t *v, size_t n, int64_t wm, int64_t now, hub_gap_t *gap)
 {
     for (size_t i = 0; i < n; i++) {
         if (v[i].seq != wm + 1) {
-            if (h->gap_at != wm) {
-                h->gap_at = wm;
-                h->gap_since_ms = now;
+            if (gap->at != wm) {
+                gap->at = wm;
+                gap->since_ms = now;
             }
-            if (now - h->gap_since_ms < HUB_GAP_WAIT_MS)
+            if (now - gap->since_ms < HUB_GAP_WAIT_MS)
                 break;
             log_warn("event=event_gap after=%lld next=%lld", (long long)wm, (long long)v[i].seq);
         }
@@ -166,7 +164,7 @@ static void hub_step(hub_t *h)
         log_info("event=events_read_recovered");
     h->read_failing = 0;
     int64_t now = hub_now_ms();
-    int64_t nwm = advance_over(h, v, n, wm, now);
+    int64_t nwm = hub_advance(v, n, wm, now, &h->gap);
     pthread_mutex_lock(&h->mu);
     keep_failures(h, v, n, nwm);
     if (nwm != wm) {
@@ -239,7 +237,7 @@ hub_t *hub_start(store_t *store, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->cv, &ca);
     pthread_condattr_destroy(&ca);
-    h->gap_at = -1;
+    h->gap.at = -1;
     h->last_trim_ms = hub_now_ms() - HUB_TRIM_EVERY_MS; /* trim once at start */
     if (store_events_last(store, &h->watermark) != STORE_OK) {
         snprintf(err, errlen, "reading the event log: %s", store_last_error(store));

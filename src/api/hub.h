@@ -32,6 +32,16 @@
 
 typedef struct hub hub_t;
 
+/* A gap in the sequence the hub waits at: after watermark `at`, since since_ms. */
+typedef struct hub_gap {
+    int64_t at;
+    int64_t since_ms;
+} hub_gap_t;
+
+/* The new watermark after the events v[0..n) read after wm (seq order): up to the first gap
+ * younger than HUB_GAP_WAIT_MS (gap remembers where and since when it waits), past older ones. */
+int64_t hub_advance(const store_event_t *v, size_t n, int64_t wm, int64_t now, hub_gap_t *gap);
+
 enum { HUB_WOKE = 0, HUB_PARKED = 1 };
 
 /* Starts following the log of store (not owned). NULL with a message in err. */
