@@ -281,18 +281,21 @@ def watch_progress(env, token, jid, timeout=60):
     return wait_for(poll, timeout=timeout, interval=0.02, what=f"job {jid} to end"), seen
 
 
-def up_engine_job(env, png, *backend_args, steps=10):
+def up_engine_job(env, peer, png, *backend_args, steps=10):
     """`pingvas up` with an engine backend (backend_args: --backend ... and its URL), one
-    standard worker, heartbeats every 100 ms; one job of `steps` steps as user demo. Checks that
-    it completes with the engine's png and showed progress on the way; returns the job."""
+    standard worker, heartbeats every 100 ms; one job of `steps` steps as user demo. The peer
+    (a stand-in made with pause_at=5) holds the job at step 5 until the job JSON has shown that
+    progress; then it must complete with the engine's png. Returns the job."""
     env.start_server(*backend_args, "--workers", "1", "--enterprise-workers", "0",
                      "--heartbeat", "100ms", cmd="up")
     tok = run_cli("token", "demo", data=env.data, env=env.env()).stdout.strip()
     jid = env.create(tok, {"prompt": "a lighthouse at dawn", "steps": steps}).json()["id"]
-    j, seen = watch_progress(env, tok, jid)
+    wait_for(lambda: env.job(tok, jid).get("progress") == {"step": 5, "steps": steps},
+             what="progress 5 of the steps while the engine runs")
+    peer.resume.set()
+    j, _ = watch_progress(env, tok, jid)
     assert j["status"] == "completed", j
     assert image_bytes(env, tok, j["image_url"]) == png
-    assert seen and seen[-1]["steps"] == steps, seen
     return j
 
 

@@ -211,8 +211,8 @@ def test_sd_server_subset(env):
 def test_up_with_a1111(env):
     """`pingvas up --backend a1111`: the README's way to run with a local A1111 or sd-server."""
     png = fake_a1111.make_png(10, 10, (1, 2, 3))
-    f = fake(env, delay=0.5, png=png)
-    pv.up_engine_job(env, png, "--backend", "a1111", "--a1111-url", f.url)
+    f = fake(env, delay=0.2, png=png, pause_at=5)
+    pv.up_engine_job(env, f, png, "--backend", "a1111", "--a1111-url", f.url)
     assert f.violations == [], f.violations
 
 

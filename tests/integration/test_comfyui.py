@@ -36,18 +36,21 @@ def assert_not_charged(env, tok, j):
 @pv.clean_exit
 def test_job_gets_engine_png_and_measured_charge(env):
     png = fake_comfyui.make_png(24, 16, (250, 120, 10))
-    f = fake(env, png=png, step_delay=0.05)
+    f = fake(env, png=png, step_delay=0.05, pause_at=6)
     env.start_server(*FAST)
     tok = env.add_user("c1")
     comfy_worker(env, f.url)
     body = {"prompt": "a lighthouse at dawn", "negative_prompt": "blurry", "width": 576,
             "height": 448, "steps": 12, "cfg_scale": 6.5, "seed": 4294967295}
     jid = env.create(tok, body).json()["id"]
+    # The engine holds at step 6 until the job JSON has shown it (heartbeats every 100 ms).
+    pv.wait_for(lambda: env.job(tok, jid).get("progress") == {"step": 6, "steps": 12},
+                what="progress 6 of 12 while ComfyUI runs")
+    f.resume.set()
     j, seen = pv.watch_progress(env, tok, jid)
     assert j["status"] == "completed", j
     assert pv.image_bytes(env, tok, j["image_url"]) == png
-    # ComfyUI's progress messages reached the job JSON on the way (heartbeats every 100 ms).
-    assert seen and all(p["steps"] == 12 for p in seen), seen
+    assert all(p["steps"] == 12 for p in seen), seen
     assert [p["step"] for p in seen] == sorted(p["step"] for p in seen), seen
     assert f.violations == [], f.violations
     # The workflow carried the job's values, typed as ComfyUI wants them.
@@ -260,8 +263,8 @@ def test_bad_workflow_is_a_usage_error(env):
 def test_up_with_comfyui(env):
     """`pingvas up --backend comfyui`: the README's way to run on a GPU with a local ComfyUI."""
     png = fake_comfyui.make_png(16, 16, (5, 5, 200))
-    f = fake(env, png=png, step_delay=0.03)
-    j = pv.up_engine_job(env, png, "--backend", "comfyui", "--comfyui-url", f.url)
+    f = fake(env, png=png, step_delay=0.03, pause_at=5)
+    j = pv.up_engine_job(env, f, png, "--backend", "comfyui", "--comfyui-url", f.url)
     assert j["gpu_seconds"] >= 10 * 0.03 and j["credits_charged"] == math.ceil(j["gpu_seconds"])
     # The default --models follows the engine: sdxl has no checkpoint, so it is refused at
     # submission instead of failing on the worker.

@@ -97,13 +97,16 @@ class WsClient:
 
 
 class FakeComfyUI:
-    def __init__(self, checkpoints=None, png=None, step_delay=0.02, combo_form=False):
+    def __init__(self, checkpoints=None, png=None, step_delay=0.02, combo_form=False,
+                 pause_at=0):
         self.checkpoints = checkpoints if checkpoints is not None else [
             "v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors"]
         self.png = png or make_png(8, 8, (30, 160, 90))
         self.step_delay = step_delay
         self.combo_form = combo_form
         self.mode = "ok"
+        self.pause_at = pause_at   # nonzero: the sampler stops at this step until resume is set
+        self.resume = threading.Event()
         self.hang_after = 2
         self.drop_after = 2
         self.history_late = False  # say "executing" None before the history is stored
@@ -144,6 +147,7 @@ class FakeComfyUI:
             self.lock.notify_all()
         self._interrupt.set()
         self._released.set()
+        self.resume.set()
         for c in list(self.sockets.values()):
             c.drop()
         self.httpd.shutdown()
@@ -345,6 +349,9 @@ class FakeComfyUI:
                 return "error"
             self.send(sid, "progress", {"value": step, "max": steps, "prompt_id": pid,
                                         "node": nid})
+            while step == self.pause_at and not self.resume.wait(0.05):
+                if self._interrupt.is_set() or self._stopping:
+                    break
             if self.mode == "drop" and step == self.drop_after:
                 for c in list(self.sockets.values()):
                     c.drop()
