@@ -1346,9 +1346,10 @@ static enum MHD_Result internal_life(server_t *s, struct MHD_Connection *c, req_
 }
 
 /* GET /api/v1/cost?since=&until=&by= (operators): what the fleet cost (api/cost.h). */
-/* One worker of GET /api/v1/fleet: where it runs, since when, its cold start (start to model
- * loaded) and busy time, as of now. */
-static json_t *fleet_worker_json(const worker_life_t *w, int64_t now)
+/* One worker of GET /api/v1/fleet: where it runs, its state (the presence table's idle or busy;
+ * "loading" before its model is loaded), since when, its cold start (start to model loaded) and
+ * busy time, as of now. */
+static json_t *fleet_worker_json(const worker_life_t *w, const char *state, int64_t now)
 {
     char started[40];
     clock_format_rfc3339(w->started_at, started, sizeof started);
@@ -1359,8 +1360,33 @@ static json_t *fleet_worker_json(const worker_life_t *w, int64_t now)
     json_object_set_new(o, "cold_start_s",
                         w->loaded_at ? json_real((double)(w->loaded_at - w->started_at) / 1000.0)
                                      : json_null());
-    json_object_set_new(o, "state", json_string(w->loaded_at ? "up" : "loading"));
+    json_object_set_new(o, "state", json_string(!w->loaded_at ? "loading" : state ? state : "up"));
     return o;
+}
+
+/* The live workers: lifetimes not ended and heard of lately, with the presence table's state. */
+static int fleet_workers(server_t *s, int64_t now, json_t *arr)
+{
+    worker_life_t *lives = NULL;
+    store_worker_t *seen = NULL;
+    size_t nl = 0, ns = 0;
+    if (store_worker_lives(s->store, now - 86400000, now + 1, &lives, &nl) != STORE_OK ||
+        store_workers_list(s->store, &seen, &ns) != STORE_OK) {
+        free(lives);
+        return -1;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        if (lives[i].ended_at || lives[i].last_seen < now - STORE_LIFE_GRACE_MS)
+            continue;
+        const char *state = NULL;
+        for (size_t k = 0; k < ns && !state; k++)
+            if (strcmp(seen[k].id, lives[i].worker_id) == 0)
+                state = seen[k].state;
+        json_array_append_new(arr, fleet_worker_json(&lives[i], state, now));
+    }
+    free(lives);
+    free(seen);
+    return 0;
 }
 
 /* GET /api/v1/fleet (operators): the dashboard's fleet view in one answer: per-tier backlog and
@@ -1374,18 +1400,12 @@ static enum MHD_Result api_fleet(server_t *s, struct MHD_Connection *c)
         return ret;
     int err;
     json_t *o = queue_json(s, &err);
-    worker_life_t *lives = NULL;
-    size_t n = 0;
-    int64_t now = clock_now_ms();
-    if (err || store_worker_lives(s->store, now - 86400000, now + 1, &lives, &n) != STORE_OK) {
+    json_t *workers = json_array();
+    if (err || fleet_workers(s, clock_now_ms(), workers) != 0) {
+        json_decref(workers);
         json_decref(o);
         return store_unavailable(s, c);
     }
-    json_t *workers = json_array();
-    for (size_t i = 0; i < n; i++)
-        if (!lives[i].ended_at && lives[i].last_seen >= now - STORE_LIFE_GRACE_MS)
-            json_array_append_new(workers, fleet_worker_json(&lives[i], now));
-    free(lives);
     json_object_set_new(o, "workers", workers);
     json_object_set_new(o, "failures", hub_failures(s->hub));
     json_object_set_new(o, "scaling_events", scaling_events_json(s));

@@ -233,3 +233,8 @@ int store_webhook_attempt(store_t *s, const char *job_id, bool delivered, const 
 {
     return s->ops->webhook_attempt(s, job_id, delivered, error, next_at, give_up, now);
 }
+
+int store_workers_list(store_t *s, store_worker_t **out, size_t *n)
+{
+    return s->ops->workers_list(s, out, n);
+}

@@ -185,6 +185,15 @@ int store_listen(store_t *s, void (*cb)(void *arg), void *arg);
 int store_worker_seen(store_t *s, const char *worker_id, const char *tier, const char *state,
                       int64_t now);
 int store_worker_gone(store_t *s, const char *worker_id);
+/* A worker as the presence table knows it (GET /api/v1/fleet). */
+typedef struct store_worker {
+    char id[128];
+    char tier[16];
+    char state[16]; /* "idle" or "busy" */
+    int64_t last_seen;
+} store_worker_t;
+/* Every worker in the presence table. *out is malloc'd (caller frees). */
+int store_workers_list(store_t *s, store_worker_t **out, size_t *n);
 int store_queue_stats(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
                       queue_stats_t *out);
 int store_job_counts(store_t *s, store_job_counts_t *out);
@@ -301,8 +310,9 @@ struct store_ops {
     int (*events_last)(store_t *s, int64_t *seq);
     int (*events_trim)(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
     int (*webhook_get)(store_t *s, const char *job_id, store_webhook_t *out);
-    int (*webhooks_due)(store_t *s, int64_t now, int64_t hold_ms, int limit,
-                        store_webhook_t **out, size_t *n);
+    int (*workers_list)(store_t *s, store_worker_t **out, size_t *n);
+    int (*webhooks_due)(store_t *s, int64_t now, int64_t hold_ms, int limit, store_webhook_t **out,
+                        size_t *n);
     int (*webhook_attempt)(store_t *s, const char *job_id, bool delivered, const char *error,
                            int64_t next_at, bool give_up, int64_t now);
 };

@@ -309,8 +309,8 @@ static const char schema_v7[] =
     "  FOR EACH ROW EXECUTE FUNCTION webhooks_job();";
 /* clang-format on */
 
-static const char *const migrations[SCHEMA_VERSION] = {
-    schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6, schema_v7};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                                       schema_v5, schema_v6, schema_v7};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -2397,6 +2397,23 @@ static void fill_webhook(void *row, const PGresult *r, int i)
     get_copy(r, i, 7, w->last_error, sizeof w->last_error);
 }
 
+static void fill_worker(void *row, const PGresult *r, int i)
+{
+    store_worker_t *w = row;
+    memset(w, 0, sizeof *w);
+    get_copy(r, i, 0, w->id, sizeof w->id);
+    get_copy(r, i, 1, w->tier, sizeof w->tier);
+    get_copy(r, i, 2, w->state, sizeof w->state);
+    w->last_seen = get_i64(r, i, 3, 0);
+}
+
+static int pg_workers_list(store_t *base, store_worker_t **out, size_t *n)
+{
+    return pg_rows(pgs(base), "listing workers",
+                   "SELECT id, tier, state, last_seen FROM workers ORDER BY id", NULL, sizeof **out,
+                   fill_worker, (void **)out, n);
+}
+
 static int pg_webhook_get(store_t *base, const char *job_id, store_webhook_t *out)
 {
     params_t p = {0};
@@ -2490,6 +2507,7 @@ static const struct store_ops pg_ops = {
     .events_last = pg_events_last,
     .events_trim = pg_events_trim,
     .webhook_get = pg_webhook_get,
+    .workers_list = pg_workers_list,
     .webhooks_due = pg_webhooks_due,
     .webhook_attempt = pg_webhook_attempt,
 };

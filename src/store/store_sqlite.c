@@ -381,6 +381,7 @@ enum stmt_id {
     S_ADOPT,
     S_LIFE_REPORT,
     S_LIFE_LIST,
+    S_WORKER_LIST,
     S_USAGE,
     S_PURGE_LIST,
     S_PURGE_LEDGER,
@@ -471,6 +472,7 @@ static const char *const stmt_sql[S_COUNT] = {
         " last_seen = MAX(worker_lifetimes.last_seen, excluded.last_seen),"
         " ended_at = COALESCE(worker_lifetimes.ended_at, excluded.ended_at),"
         " busy_ms = MAX(worker_lifetimes.busy_ms, excluded.busy_ms)",
+    [S_WORKER_LIST] = "SELECT id, tier, state, last_seen FROM workers ORDER BY id",
     [S_LIFE_LIST] = "SELECT id, tier, instance_type, capacity_type, zone, gpus, started_at,"
                     " COALESCE(loaded_at, 0), last_seen, COALESCE(ended_at, 0), busy_ms"
                     " FROM worker_lifetimes WHERE started_at < ?2"
@@ -2133,6 +2135,21 @@ static int sqlite_worker_lives(store_t *base, int64_t since, int64_t until, work
                        fill_life, (void **)out, n);
 }
 
+static void fill_worker(void *row, sqlite3_stmt *stmt)
+{
+    store_worker_t *w = row;
+    col_copy(stmt, 0, w->id, sizeof w->id);
+    col_copy(stmt, 1, w->tier, sizeof w->tier);
+    col_copy(stmt, 2, w->state, sizeof w->state);
+    w->last_seen = sqlite3_column_int64(stmt, 3);
+}
+
+static int sqlite_workers_list(store_t *base, store_worker_t **out, size_t *n)
+{
+    return sqlite_rows(sq(base), S_WORKER_LIST, NULL, 0, "listing workers", sizeof **out,
+                       fill_worker, (void **)out, n);
+}
+
 static void fill_usage(void *row, sqlite3_stmt *stmt)
 {
     usage_row_t *u = row;
@@ -2439,6 +2456,7 @@ static const struct store_ops sqlite_ops = {
     .events_last = sqlite_events_last,
     .events_trim = sqlite_events_trim,
     .webhook_get = sqlite_webhook_get,
+    .workers_list = sqlite_workers_list,
     .webhooks_due = sqlite_webhooks_due,
     .webhook_attempt = sqlite_webhook_attempt,
 };

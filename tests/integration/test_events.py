@@ -211,6 +211,7 @@ def test_fleet_view_and_dashboard_files(env):
     assert set(f["tiers"]) == {"standard", "enterprise"}, f
     w = f["workers"][0]
     assert w["id"] == "wfl" and w["tier"] == "standard" and w["uptime_s"] >= 0, w
+    assert w["state"] in ("idle", "busy") and w["cold_start_s"] is not None, w
     assert isinstance(f["failures"], list) and isinstance(f["scaling_events"], list)
     # an operator also reads the per-tier backlog
     assert env.api("GET", "/api/v1/queue", token=ops).status == 200
