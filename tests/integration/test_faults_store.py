@@ -107,7 +107,7 @@ def test_store_stalled(env):
     assert not lost, f"workers lost their jobs to the store's stall: {lost[:3]}"
     assert not faults.log_events(env, "server.log", "leases_expired"), \
         faults.log_events(env, "server.log", "leases_expired")
-    load.submit(10, prefix="after")
+    load.submit(6, prefix="after")
     load.drain(timeout=90)
     _, figures = load.account()
     load.faults["reap_deferred"] = len(faults.log_events(env, "server.log", "reap_deferred"))
@@ -117,12 +117,20 @@ def test_store_stalled(env):
 def test_store_slow(env):
     seed = faults.seed()
     t0 = time.monotonic()
-    _, proxy = own_cluster(env, proxy_delay_ms=100)
+    cluster, proxy = own_cluster(env, proxy_delay_ms=100)
+    slow = env.extra_env["DATABASE_URL"]
+    direct = slow.replace(f":{proxy.port}/", f":{cluster.port}/")
+    # The server under test goes through the slow link; the setup (schema, users) goes direct.
+    env.extra_env["DATABASE_URL"] = direct
+    pv.run_cli("migrate", data=env.data, env=env.env())
+    env.extra_env["DATABASE_URL"] = slow
     env.start_server("--lease", "6s", "--heartbeat", "1s", "--reaper-interval", "200ms")
-    load = faults.Load(env, seed, users=["ava"])  # each CLI call pays the slow link too
+    env.extra_env["DATABASE_URL"] = direct
+    load = faults.Load(env, seed, users=["ava", "bo"])
+    env.extra_env["DATABASE_URL"] = slow
     for _ in range(3):
         env.start_worker("--time-scale", "0.05", "--imds-url", "off")
-    n = 60 if faults.long_run() else 8
+    n = 60 if faults.long_run() else 6
     load.submit(n, threads=3)
     load.drain(timeout=120)
     _, figures = load.account()
