@@ -14,23 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lib/b64.h"
+#include "backend/a1111_proto.h"
 #include "lib/httpc.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 
 #define A1_URL_MAX BACKEND_URL_MAX
-#define A1_MAX_MODELS 256
-#define A1_NAME_MAX 512
 #define A1_PNG_MAX (64u * 1024u * 1024u)                      /* decoded image cap */
 #define A1_RESP_MAX ((size_t)A1_PNG_MAX / 3 * 4 + (1u << 20)) /* base64 of the cap + JSON */
 #define A1_SMALL_RESP_MAX (4u * 1024u * 1024u)                /* sd-models, errors, interrupt */
 #define A1_PROGRESS_MS 250 /* how often /sdapi/v1/progress is read while a txt2img runs */
-
-typedef struct a1111_model {
-    char title[A1_NAME_MAX];
-    char name[A1_NAME_MAX];
-} a1111_model_t;
 
 typedef struct a1111 {
     backend_t base;       /* first: a backend_t * is an a1111_t * */
@@ -61,30 +54,6 @@ static int a1_request(a1111_t *a, const char *method, const char *path, const ch
     return backend_request(a->h, a->url, method, path, body, timeout_ms, cap, cancel, out);
 }
 
-/* ---- base64 ---- */
-
-/* Decodes the image text: standard or URL-safe base64, white space and padding optional, after
- * an optional "data:...;base64," prefix. Returns a malloc'd buffer (caller frees) and its length
- * in *outlen, or NULL with err set. */
-static unsigned char *image_decode(const char *s, size_t len, size_t max, size_t *outlen, char *err,
-                                   size_t errlen)
-{
-    if (len > 5 && strncmp(s, "data:", 5) == 0) {
-        const char *comma = memchr(s, ',', len);
-        if (!comma) {
-            snprintf(err, errlen, "a1111 backend: malformed data URL in the image");
-            return NULL;
-        }
-        len -= (size_t)(comma + 1 - s);
-        s = comma + 1;
-    }
-    unsigned char *out = b64_decode(s, len, B64_LENIENT, max, outlen);
-    if (!out)
-        snprintf(err, errlen,
-                 "a1111 backend: the image is not valid base64, or larger than %zu bytes", max);
-    return out;
-}
-
 /* ---- models ---- */
 
 static int contains_nocase(const char *hay, const char *needle)
@@ -108,35 +77,16 @@ static const char *checkpoint_for(const a1111_t *a, const char *model)
     return NULL;
 }
 
-/* Parses the sd-models answer (a JSON array of objects). 0, or -1 when it is not that shape. */
+/* Reads the sd-models answer into a->models. 0, or -1 when it is not a list of models. */
 static int parse_models(a1111_t *a, const httpc_resp_t *r)
 {
-    json_t *arr = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
-    if (!json_is_array(arr)) {
-        json_decref(arr);
+    a1111_model_t *v = NULL;
+    int n = 0;
+    if (a1111_parse_models(r->body, r->len, &v, &n) != 0)
         return -1;
-    }
-    size_t n = json_array_size(arr);
-    if (n > A1_MAX_MODELS)
-        n = A1_MAX_MODELS;
     free(a->models);
-    a->models = calloc(n ? n : 1, sizeof *a->models);
-    a->nmodels = 0;
-    if (!a->models) {
-        json_decref(arr);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *m = json_array_get(arr, i);
-        const char *title = json_string_value(json_object_get(m, "title"));
-        const char *name = json_string_value(json_object_get(m, "model_name"));
-        if (!title && !name)
-            continue;
-        a1111_model_t *dst = &a->models[a->nmodels++];
-        snprintf(dst->title, sizeof dst->title, "%s", title ? title : "");
-        snprintf(dst->name, sizeof dst->name, "%s", name ? name : "");
-    }
-    json_decref(arr);
+    a->models = v;
+    a->nmodels = n;
     return 0;
 }
 
@@ -205,21 +155,12 @@ static char *txt2img_body(const a1111_t *a, const job_params_t *p)
     return s;
 }
 
-/* Records the server's progress: state.sampling_step of state.sampling_steps while a job runs
- * (AUTOMATIC1111, Forge, SD.Next), else the "progress" fraction of the job's steps. */
+/* Records the server's progress (a1111_parse_progress). */
 static void progress_from(poller_t *pl, const httpc_resp_t *r)
 {
-    json_t *o = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
-    json_t *st = json_object_get(o, "state");
-    json_t *step = json_object_get(st, "sampling_step"),
-           *steps = json_object_get(st, "sampling_steps");
-    json_t *jobs = json_object_get(st, "job_count"), *frac = json_object_get(o, "progress");
-    int running = !json_is_integer(jobs) || json_integer_value(jobs) > 0;
-    if (running && json_is_integer(step) && json_is_integer(steps) && json_integer_value(steps) > 0)
-        backend_progress(pl->ctl, (int)json_integer_value(step), (int)json_integer_value(steps));
-    else if (running && json_is_number(frac) && json_number_value(frac) > 0)
-        backend_progress(pl->ctl, (int)(json_number_value(frac) * pl->steps), pl->steps);
-    json_decref(o);
+    int step = 0, steps = 0;
+    if (a1111_parse_progress(r->body, r->len, pl->steps, &step, &steps))
+        backend_progress(pl->ctl, step, steps);
 }
 
 static void *poll_main(void *arg)
@@ -236,11 +177,7 @@ static void *poll_main(void *arg)
             progress_from(pl, &r);
         httpc_resp_free(&r);
         pthread_mutex_lock(&pl->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += A1_PROGRESS_MS * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        struct timespec ts = clock_deadline(A1_PROGRESS_MS);
         if (!pl->stop)
             pthread_cond_timedwait(&pl->cv, &pl->mu, &ts);
     }
@@ -303,26 +240,6 @@ static int run_txt2img(a1111_t *a, const job_params_t *p, backend_ctl_t *ctl, ht
     return r->status == 0 ? BACKEND_ERR : BACKEND_OK;
 }
 
-/* The PNG of a 200 txt2img answer: the first entry of "images". NULL with err set. */
-static unsigned char *answer_png(const httpc_resp_t *r, size_t *len, char *err, size_t errlen)
-{
-    json_t *doc = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
-    json_t *first = json_array_get(json_object_get(doc, "images"), 0);
-    unsigned char *png = NULL;
-    if (!json_is_string(first))
-        snprintf(err, errlen, "a1111 backend: txt2img answer has no image");
-    else
-        png = image_decode(json_string_value(first), json_string_length(first), A1_PNG_MAX, len,
-                           err, errlen);
-    if (png && !backend_is_png(png, *len)) {
-        snprintf(err, errlen, "a1111 backend: the server's image is not a PNG");
-        free(png);
-        png = NULL;
-    }
-    json_decref(doc);
-    return png;
-}
-
 static int a1_generate(backend_t *b, const job_params_t *p, backend_ctl_t *ctl,
                        backend_result_t *out, char *err, size_t errlen)
 {
@@ -349,7 +266,7 @@ static int a1_generate(backend_t *b, const job_params_t *p, backend_ctl_t *ctl,
         rc = BACKEND_ERR;
     }
     if (rc == BACKEND_OK) {
-        out->png = answer_png(&r, &out->png_len, err, errlen);
+        out->png = a1111_parse_image(r.body, r.len, A1_PNG_MAX, &out->png_len, err, errlen);
         rc = out->png ? BACKEND_OK : BACKEND_ERR;
     }
     if (rc == BACKEND_OK) {

@@ -190,7 +190,7 @@ static void wipe_free(char *s)
 }
 
 /* Copies the parts into c->cur (all of them, or nothing). 0 or -1 (a part missing or too long). */
-static int set_creds(aws_chain_t *c, const char *ak, const char *sk, const char *tok,
+static int set_creds(aws_creds_t *dst, const char *ak, const char *sk, const char *tok,
                      const char *expiration)
 {
     aws_creds_t n;
@@ -204,7 +204,7 @@ static int set_creds(aws_chain_t *c, const char *ak, const char *sk, const char 
         memcpy(n.secret_key, sk, strlen(sk) + 1);
         if (tok)
             memcpy(n.session_token, tok, strlen(tok) + 1);
-        c->cur = n;
+        *dst = n;
     }
     aws_creds_wipe(&n);
     return ok ? 0 : -1;
@@ -238,8 +238,7 @@ static void sts_error(const httpc_resp_t *r, const char *url, char *err, size_t 
                  r->status, code[0] ? code : "(no error code)", msg[0] ? msg : "(no message)");
 }
 
-/* Parses the <Credentials> of an AssumeRoleWithWebIdentityResponse into c->cur. 0 or -1. */
-static int sts_parse(aws_chain_t *c, const char *body, size_t len)
+int aws_parse_sts(const char *body, size_t len, aws_creds_t *out)
 {
     const char *res = memmem(body, len, "<AssumeRoleWithWebIdentityResult>", 33);
     const char *cr = res ? memmem(res, len - (size_t)(res - body), "<Credentials>", 13) : NULL;
@@ -254,7 +253,7 @@ static int sts_parse(aws_chain_t *c, const char *body, size_t len)
         aws_xml_text(cr, n, "SecretAccessKey", sk, AWS_KEY_MAX) == 0 &&
         aws_xml_text(cr, n, "SessionToken", tok, AWS_TOKEN_MAX) == 0 &&
         aws_xml_text(cr, n, "Expiration", exp, sizeof exp) == 0 && tok[0])
-        rc = set_creds(c, ak, sk, tok, exp);
+        rc = set_creds(out, ak, sk, tok, exp);
     if (sk)
         memset(sk, 0, AWS_KEY_MAX);
     if (tok)
@@ -293,7 +292,7 @@ static int fetch_web_identity(aws_chain_t *c, char *err, size_t errlen)
     httpc_do(c->h, &req, &r);
     if (r.status != 200)
         sts_error(&r, c->url, err, errlen);
-    else if (sts_parse(c, r.body ? r.body : "", r.len) != 0)
+    else if (aws_parse_sts(r.body ? r.body : "", r.len, &c->cur) != 0)
         snprintf(err, errlen,
                  "STS at %s answered 200 without complete <Credentials> (AccessKeyId, "
                  "SecretAccessKey, SessionToken, Expiration)",
@@ -313,16 +312,15 @@ out:
 
 /* ---------- container credentials and IMDS (JSON documents) ---------- */
 
-/* Takes AccessKeyId, SecretAccessKey, Token and Expiration from a JSON credentials document. */
-static int json_creds(aws_chain_t *c, const httpc_resp_t *r, int need_success)
+int aws_parse_json_creds(const char *body, size_t len, int need_success, aws_creds_t *out)
 {
-    json_t *o = r->body ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    json_t *o = body ? json_loadb(body, len, 0, NULL) : NULL;
     const char *code = json_string_value(json_object_get(o, "Code"));
     const char *exp = json_string_value(json_object_get(o, "Expiration"));
     int rc = -1;
     /* Temporary credentials without an expiry would never be renewed: refused. */
     if (json_is_object(o) && exp && (!need_success || (code && strcmp(code, "Success") == 0)))
-        rc = set_creds(c, json_string_value(json_object_get(o, "AccessKeyId")),
+        rc = set_creds(out, json_string_value(json_object_get(o, "AccessKeyId")),
                        json_string_value(json_object_get(o, "SecretAccessKey")),
                        json_string_value(json_object_get(o, "Token")), exp);
     json_decref(o);
@@ -355,7 +353,7 @@ static int fetch_container(aws_chain_t *c, char *err, size_t errlen)
     httpc_do(c->h, &req, &r);
     memset(hdr, 0, sizeof hdr);
     wipe_free(tok);
-    int rc = r.status == 200 ? json_creds(c, &r, 0) : -1;
+    int rc = r.status == 200 ? aws_parse_json_creds(r.body, r.len, 0, &c->cur) : -1;
     if (rc != 0 && r.status == 200)
         snprintf(err, errlen,
                  "container credentials at %s: the answer lacks AccessKeyId, "
@@ -416,7 +414,8 @@ static int fetch_imds(aws_chain_t *c, char *err, size_t errlen)
     snprintf(c->role_arn, sizeof c->role_arn, "%.*s", (int)rl, r.body);
     httpc_resp_free(&r);
     snprintf(path, sizeof path, "%s%s", creds_path, c->role_arn);
-    if (imds_call(c, path, token, &r) != 200 || json_creds(c, &r, 1) != 0)
+    if (imds_call(c, path, token, &r) != 200 ||
+        aws_parse_json_creds(r.body, r.len, 1, &c->cur) != 0)
         snprintf(err, errlen, "IMDS at %s gave no usable credentials for role %s (HTTP %ld)",
                  c->url, c->role_arn, r.status);
     else
@@ -479,7 +478,7 @@ static int pick_env(aws_chain_t *c, char *err, size_t errlen)
         return -1;
     }
     c->src = SRC_ENV;
-    if (set_creds(c, ak, sk, env_nonempty("AWS_SESSION_TOKEN"), NULL) != 0) {
+    if (set_creds(&c->cur, ak, sk, env_nonempty("AWS_SESSION_TOKEN"), NULL) != 0) {
         snprintf(err, errlen,
                  "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_SESSION_TOKEN is "
                  "too long");

@@ -63,4 +63,12 @@ int aws_parse_time(const char *s, int64_t *ms);
  * elements, uses another entity, or does not fit in size bytes. */
 int aws_xml_text(const char *doc, size_t len, const char *name, char *out, size_t size);
 
+/* The <Credentials> of an STS AssumeRoleWithWebIdentityResponse (AccessKeyId, SecretAccessKey,
+ * SessionToken, Expiration, all required). 0 with *out set, or -1 (*out untouched). */
+int aws_parse_sts(const char *body, size_t len, aws_creds_t *out);
+/* A JSON credentials document (container endpoint, IMDS role): AccessKeyId, SecretAccessKey,
+ * Token, Expiration (required); with need_success, "Code" must be "Success" (IMDS). 0 with *out
+ * set, or -1 (*out untouched). */
+int aws_parse_json_creds(const char *body, size_t len, int need_success, aws_creds_t *out);
+
 #endif

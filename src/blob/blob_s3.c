@@ -15,6 +15,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "blob/sigv4.h"
+#include "lib/url.h"
 
 #define S3_KEY_MAX 1024            /* bytes; S3's own limit on a key */
 #define S3_URL_MAX 8192            /* bytes; cap on any URL built here */
@@ -458,6 +459,57 @@ static int parse_storage_url(blob_s3_t *s, const char *url, char *err, size_t er
     return 0;
 }
 
+/* A custom endpoint (MinIO, Ceph, R2, a local test server), path style: scheme://host[:port][/path]
+ * read by curl_url() (url.h). 0 or -1 with err. */
+static int custom_endpoint(blob_s3_t *s, const char *ep, char *err, size_t errlen)
+{
+    url_parts_t u;
+    char why[128], host[300], buf[1400];
+    int bad = url_parse(ep, 0, &u, why, sizeof why) != 0;
+    if (bad || (strcmp(u.scheme, "http") != 0 && strcmp(u.scheme, "https") != 0)) {
+        if (bad && (strncmp(ep, "http://", 7) == 0 || strncmp(ep, "https://", 8) == 0))
+            snprintf(err, errlen,
+                     "AWS_ENDPOINT_URL \"%s\": %s; expected scheme://host[:port][/path] with no "
+                     "user, query or fragment",
+                     ep, why);
+        else
+            snprintf(err, errlen,
+                     "AWS_ENDPOINT_URL \"%s\" must start with http:// or https:// "
+                     "(for example http://127.0.0.1:9000)",
+                     ep);
+        return -1;
+    }
+    if (u.user[0] || u.has_password || u.has_query || u.has_fragment) {
+        snprintf(err, errlen,
+                 "AWS_ENDPOINT_URL \"%s\": expected scheme://host[:port][/path] with no user, "
+                 "query or fragment",
+                 ep);
+        return -1;
+    }
+    /* The Host header clients send omits the scheme's default port; sign what they send. */
+    int dflt = strcmp(u.scheme, "http") == 0 ? 80 : 443;
+    int v6 = strchr(u.host, ':') != NULL;
+    snprintf(host, sizeof host, "%s%s%s", v6 ? "[" : "", u.host, v6 ? "]" : "");
+    if (u.port && u.port != dflt)
+        snprintf(host + strlen(host), sizeof host - strlen(host), ":%d", u.port);
+    size_t pl = strlen(u.path);
+    while (pl > 0 && u.path[pl - 1] == '/')
+        pl--;
+    snprintf(buf, sizeof buf, "%s://%s%.*s", u.scheme, host, (int)pl, u.path);
+    s->scheme = strdup(u.scheme);
+    s->host = strdup(host);
+    s->endpoint = strdup(buf);
+    size_t need = pl + strlen(s->bucket) + 2;
+    s->base_path = malloc(need);
+    if (s->base_path)
+        snprintf(s->base_path, need, "%.*s/%s", (int)pl, u.path, s->bucket);
+    if (!s->scheme || !s->host || !s->base_path || !s->endpoint) {
+        snprintf(err, errlen, "S3 store: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* Sets scheme, host, base_path and endpoint from AWS_ENDPOINT_URL, or AWS's own endpoint
  * (virtual-hosted style) when it is unset. 0 or -1 with err. */
 static int parse_endpoint(blob_s3_t *s, const char *ep, char *err, size_t errlen)
@@ -490,52 +542,7 @@ static int parse_endpoint(blob_s3_t *s, const char *ep, char *err, size_t errlen
         }
         return 0;
     }
-    /* A custom endpoint (MinIO, Ceph, R2, a local test server): path style. */
-    const char *p;
-    if (strncmp(ep, "http://", 7) == 0) {
-        s->scheme = strdup("http");
-        p = ep + 7;
-    } else if (strncmp(ep, "https://", 8) == 0) {
-        s->scheme = strdup("https");
-        p = ep + 8;
-    } else {
-        snprintf(err, errlen,
-                 "AWS_ENDPOINT_URL \"%s\" must start with http:// or https:// "
-                 "(for example http://127.0.0.1:9000)",
-                 ep);
-        return -1;
-    }
-    size_t hl = strcspn(p, "/?#");
-    if (hl == 0 || memchr(p, '@', hl) || p[hl] == '?' || p[hl] == '#' || hl >= sizeof buf) {
-        snprintf(err, errlen,
-                 "AWS_ENDPOINT_URL \"%s\": expected scheme://host[:port][/path] with no user, "
-                 "query or fragment",
-                 ep);
-        return -1;
-    }
-    /* The Host header clients send omits the scheme's default port; sign what they send. */
-    size_t sl = hl;
-    const char *dflt = strcmp(s->scheme, "http") == 0 ? ":80" : ":443";
-    size_t dl = strlen(dflt);
-    if (sl > dl && strncmp(p + sl - dl, dflt, dl) == 0 && p[0] != '[')
-        sl -= dl;
-    s->host = strndup(p, sl);
-    const char *path = p + hl;
-    size_t pl = strlen(path);
-    while (pl > 0 && path[pl - 1] == '/')
-        pl--;
-    size_t need = pl + strlen(s->bucket) + 2;
-    s->base_path = malloc(need);
-    if (s->base_path)
-        snprintf(s->base_path, need, "%.*s/%s", (int)pl, path, s->bucket);
-    n = snprintf(buf, sizeof buf, "%s://%s%.*s", s->scheme ? s->scheme : "", s->host ? s->host : "",
-                 (int)pl, path);
-    s->endpoint = n > 0 && (size_t)n < sizeof buf ? strdup(buf) : strdup(ep);
-    if (!s->scheme || !s->host || !s->base_path || !s->endpoint) {
-        snprintf(err, errlen, "S3 store: out of memory");
-        return -1;
-    }
-    return 0;
+    return custom_endpoint(s, ep, err, errlen);
 }
 
 /* HEAD the bucket so a wrong endpoint, bucket, region or key stops the start, not the first job. */

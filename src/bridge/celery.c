@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "lib/b64.h"
+#include "lib/url.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 
@@ -338,85 +339,38 @@ char *celery_result_for_job(const job_t *j, const char *task_id, const char *ima
 
 /* ---- configuration ---- */
 
-static int pct_decode(const char *in, size_t n, char *out, size_t size)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = in[i];
-        if (c == '%' && i + 2 < n && isxdigit((unsigned char)in[i + 1]) &&
-            isxdigit((unsigned char)in[i + 2])) {
-            char hex[3] = {in[i + 1], in[i + 2], 0};
-            c = (char)strtol(hex, NULL, 16);
-            i += 2;
-        }
-        if (o + 1 >= size)
-            return -1;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
 int celery_parse_redis_url(const char *url, celery_redis_addr_t *out, char *err, size_t errlen)
 {
-    char shown[512]; /* the URL as messages show it: never its password */
+    char shown[512], why[128]; /* the URL as messages show it: never its password */
+    url_parts_t u;
     memset(out, 0, sizeof *out);
-    out->port = 6379;
     log_redact_url(url, shown, sizeof shown);
-    if (!url || strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "REDIS_URL: '%s' is not redis://[[user]:password@]host[:port][/db]",
-                 shown);
+    if (url_parse(url, 0, &u, why, sizeof why) != 0 || strcmp(u.scheme, "redis") != 0) {
+        snprintf(err, errlen,
+                 "REDIS_URL: '%s' is not redis://[[user]:password@]host[:port][/db]%s%s%s", shown,
+                 url && strncmp(url, "redis://", 8) == 0 ? " (" : "",
+                 url && strncmp(url, "redis://", 8) == 0 ? why : "",
+                 url && strncmp(url, "redis://", 8) == 0 ? ")" : "");
         return -1;
     }
-    const char *p = url + 8;
-    const char *end = p + strcspn(p, "/?#");
-    const char *at = memchr(p, '@', (size_t)(end - p));
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        const char *uend = colon ? colon : at;
-        if (pct_decode(p, (size_t)(uend - p), out->user, sizeof out->user) != 0 ||
-            (colon && pct_decode(colon + 1, (size_t)(at - colon - 1), out->password,
-                                 sizeof out->password) != 0)) {
-            snprintf(err, errlen, "REDIS_URL: user or password too long");
-            return -1;
-        }
-        p = at + 1;
-    }
-    const char *colon = memchr(p, ':', (size_t)(end - p));
-    const char *hend = colon ? colon : end;
-    if (hend == p || (size_t)(hend - p) >= sizeof out->host) {
-        snprintf(err, errlen, "REDIS_URL: missing or too long host in '%s'", shown);
+    if (strlen(u.user) >= sizeof out->user || strlen(u.password) >= sizeof out->password) {
+        snprintf(err, errlen, "REDIS_URL: user or password too long");
         return -1;
     }
-    memcpy(out->host, p, (size_t)(hend - p));
-    out->host[hend - p] = '\0';
-    if (colon) {
-        char num[8];
-        char *e = NULL;
-        size_t n = (size_t)(end - colon - 1);
-        if (n == 0 || n >= sizeof num) {
-            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", shown);
-            return -1;
-        }
-        memcpy(num, colon + 1, n);
-        num[n] = '\0';
-        errno = 0;
-        long port = strtol(num, &e, 10);
-        if (errno || *e || port < 1 || port > 65535) {
-            snprintf(err, errlen, "REDIS_URL: bad port in '%s'", shown);
-            return -1;
-        }
-        out->port = (int)port;
-    }
-    if (*end == '/' && end[1] && end[1] != '?' && end[1] != '#') {
+    snprintf(out->host, sizeof out->host, "%s", u.host);
+    snprintf(out->user, sizeof out->user, "%s", u.user);
+    snprintf(out->password, sizeof out->password, "%s", u.password);
+    out->port = u.port ? u.port : 6379;
+    const char *db = u.path[0] == '/' ? u.path + 1 : u.path;
+    if (*db) {
         char *e = NULL;
         errno = 0;
-        long db = strtol(end + 1, &e, 10);
-        if (errno || (*e && *e != '?' && *e != '#') || db < 0 || db > 100000) {
+        long n = strtol(db, &e, 10);
+        if (errno || *e || e == db || n < 0 || n > 100000) {
             snprintf(err, errlen, "REDIS_URL: bad database number in '%s'", shown);
             return -1;
         }
-        out->db = (int)db;
+        out->db = (int)n;
     }
     return 0;
 }

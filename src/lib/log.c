@@ -78,9 +78,10 @@ const char *log_redact_url(const char *url, char *buf, unsigned long size)
         }
     }
     for (const char *p = url; *p;) {
-        if (p == mask_from) {
+        if (p == mask_from) { /* once: an empty password has mask_from == mask_to */
             out_bytes(&o, "***", 3);
             p = mask_to;
+            mask_from = NULL;
             continue;
         }
         int param_start = p == url || strchr("?&; ", p[-1]) != NULL;

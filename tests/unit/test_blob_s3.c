@@ -90,6 +90,12 @@ static void test_unreachable_endpoint_fails_open(void)
     setenv("AWS_ENDPOINT_URL", "ftp://ignored", 1);
     CHECK(open_s3("s3://bucket") == NULL);
     CHECK(strstr(err, "http://127.0.0.1:9/base") != NULL);
+    setenv("AWS_ENDPOINT_URL_S3", "http://[::1]:9/v6//", 1); /* IPv6 loopback, read by curl_url */
+    CHECK(open_s3("s3://bucket") == NULL);
+    CHECK(strstr(err, "unreachable") && strstr(err, "http://[::1]:9/v6"));
+    setenv("AWS_ENDPOINT_URL_S3", "http://[::1/", 1);
+    CHECK(open_s3("s3://bucket") == NULL);
+    CHECK(strstr(err, "AWS_ENDPOINT_URL") != NULL);
 }
 
 #define T_SETUP() curl_global_init(CURL_GLOBAL_DEFAULT)

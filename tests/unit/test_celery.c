@@ -333,6 +333,17 @@ static void test_redis_url(void)
     CHECK_INT(celery_parse_redis_url("redis://h/x", &a, err, sizeof err), -1);
     CHECK_INT(celery_parse_redis_url("redis:///0", &a, err, sizeof err), -1);
     CHECK(strstr(err, "REDIS_URL") != NULL);
+    /* IPv6 loopback (the hand parser took "[" for the host and "::1]" for a port) */
+    CHECK_INT(celery_parse_redis_url("redis://[::1]:6390/2", &a, err, sizeof err), 0);
+    CHECK_STR(a.host, "::1");
+    CHECK_INT(a.port, 6390);
+    CHECK_INT(a.db, 2);
+    CHECK_INT(celery_parse_redis_url("redis://:p%3Aw@[::1]", &a, err, sizeof err), 0);
+    CHECK_STR(a.host, "::1");
+    CHECK_STR(a.password, "p:w");
+    CHECK_INT(a.port, 6379);
+    CHECK_INT(celery_parse_redis_url("redis://:secret@h:0/0", &a, err, sizeof err), -1);
+    CHECK(strstr(err, "secret") == NULL); /* the message never shows the password */
 }
 
 /* ---- store_job_adopt on SQLite ---- */

@@ -28,6 +28,9 @@ static void test_redact_url(void)
     check_redacted("redis://:s3c@ret@host:1/0", "redis://:***@host:1/0");
     check_redacted("redis://u:s3cr/et@host/0", "redis://u:***@host/0");
     check_redacted("redis://u:s3cr?et@host/0", "redis://u:***@host/0");
+    /* an empty password (found by fuzz_url: the scan used to loop forever on it) */
+    check_redacted("redis://user:@host/0", "redis://user:***@host/0");
+    check_redacted(":/\xff\xff://:@", ":/\xff\xff://:***@");
     /* a key=value connection string */
     check_redacted("host=db user=app password=s3cret dbname=x",
                    "host=db user=app password=*** dbname=x");
@@ -53,7 +56,7 @@ static void test_celery_errors_redacted(void)
                                 "redis://:s3cret@host:1/x",
                                 "rediss://:s3cret@host/0",
                                 "redis://host/0?password=s3cret&db=x",
-                                "redis://:s3cret@host:/0"};
+                                "redis://:s3cret@host:0/0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
         int rc = celery_parse_redis_url(bad[i], &a, err, sizeof err);
