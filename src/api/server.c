@@ -132,8 +132,9 @@ static enum MHD_Result send_text(struct MHD_Connection *c, int status, const cha
     return ret;
 }
 
-/* Sends j (takes ownership). */
-static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
+/* Sends j (takes ownership), with one more header when hdr is not NULL. */
+static enum MHD_Result send_json_hdr(struct MHD_Connection *c, int status, json_t *j,
+                                     const char *hdr, const char *value)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -149,13 +150,22 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", "application/json");
+    if (hdr)
+        MHD_add_response_header(r, hdr, value);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     atomic_fetch_add(&metrics.http_requests[status / 100], 1);
     return ret;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, const api_error_t *e)
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
+{
+    return send_json_hdr(c, status, j, NULL, NULL);
+}
+
+/* The error body of e, with one more header when hdr is not NULL (Retry-After of a 429). */
+static enum MHD_Result send_error_hdr(struct MHD_Connection *c, const api_error_t *e,
+                                      const char *hdr, const char *value)
 {
     json_t *err = json_object();
     json_object_set_new(err, "code", json_string(e->code));
@@ -164,7 +174,12 @@ static enum MHD_Result send_error(struct MHD_Connection *c, const api_error_t *e
         json_object_set_new(err, "field", json_string(e->field));
     json_t *o = json_object();
     json_object_set_new(o, "error", err);
-    return send_json(c, e->status, o);
+    return send_json_hdr(c, e->status, o, hdr, value);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, const api_error_t *e)
+{
+    return send_error_hdr(c, e, NULL, NULL);
 }
 
 static enum MHD_Result fail(struct MHD_Connection *c, int status, const char *code,
@@ -472,26 +487,13 @@ static int rate_limited(server_t *s, struct MHD_Connection *c, const char *user,
     double retry_after = 0;
     if (!s->rl || ratelimit_take(s->rl, user, clock_mono_ms(), &retry_after))
         return 0;
-    char msg[200], ra[32];
-    snprintf(msg, sizeof msg,
-             "too many submissions and cancels for user '%s'; retry in %.1f s (--rate-limit)", user,
-             retry_after);
+    char ra[32];
+    api_error_t e;
+    api_error_set(&e, 429, "rate_limited", NULL,
+                  "too many submissions and cancels for user '%s'; retry in %.1f s (--rate-limit)",
+                  user, retry_after);
     snprintf(ra, sizeof ra, "%d", (int)ceil(retry_after));
-    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", "rate_limited", "message", msg);
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    struct MHD_Response *resp =
-        text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE) : NULL;
-    if (!resp) {
-        free(text);
-        *ret = MHD_NO;
-        return 1;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Retry-After", ra);
-    *ret = MHD_queue_response(c, 429, resp);
-    MHD_destroy_response(resp);
-    atomic_fetch_add(&metrics.http_requests[4], 1);
+    *ret = send_error_hdr(c, &e, "Retry-After", ra);
     return 1;
 }
 
@@ -1127,14 +1129,7 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
             return send_text(c, 204, "application/json", "", 0);
         if (left > 500)
             left = 500; /* also catch work requeued by another replica's reaper */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (left % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = clock_deadline(left);
         pthread_mutex_lock(&s->wake_mu);
         while (s->wake_gen == gen && !atomic_load(&s->stopping)) {
             if (pthread_cond_timedwait(&s->wake_cv, &s->wake_mu, &ts) == ETIMEDOUT)

@@ -1,5 +1,5 @@
-/* b64.h: standard base64 decoding (RFC 4648 section 4) for message bodies and images. JWTs use
- * the strict base64url codec in jwt.h instead. */
+/* b64.h: base64 (RFC 4648): the standard alphabet's decoder for message bodies and images, and
+ * the strict base64url codec of JWTs. */
 #ifndef PINGVAS_B64_H
 #define PINGVAS_B64_H
 
@@ -13,5 +13,13 @@ enum {
  * (caller frees) with its length in *outlen, or NULL when the text is malformed, decodes to more
  * than max bytes, or memory runs out. */
 unsigned char *b64_decode(const char *s, size_t len, int flags, size_t max, size_t *outlen);
+
+/* base64url without padding. Encode returns a malloc'd NUL-terminated string (NULL when out of
+ * memory). Decode is strict: no padding, no white space, nothing outside the alphabet, no length
+ * of 1 mod 4, and the unused low bits of the last character zero (so every byte string has one
+ * accepted encoding); it returns a malloc'd buffer (NUL-terminated, *out_len excludes it) or NULL
+ * for invalid input. */
+char *b64url_encode(const unsigned char *data, size_t len);
+unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len);
 
 #endif

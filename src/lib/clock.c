@@ -95,3 +95,13 @@ void clock_sleep_ms(int64_t ms)
     while (nanosleep(&ts, &ts) != 0) {
     }
 }
+
+struct timespec clock_deadline(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = (int64_t)ts.tv_nsec + (ms % 1000) * 1000000;
+    ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    return ts;
+}

@@ -4,6 +4,7 @@
 #define PINGVAS_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* Wall-clock milliseconds since the Unix epoch, plus the steered offset. Steps with the system
  * clock (NTP, an operator): use it for instants shown to people or exchanged with other systems
@@ -22,6 +23,9 @@ int64_t clock_mono_ms(void);
 void clock_advance_ms(int64_t ms);
 /* Formats ms since the epoch as RFC 3339 UTC with milliseconds into buf (at least 32 bytes). */
 void clock_format_rfc3339(int64_t ms, char *buf, unsigned long size);
+/* The CLOCK_REALTIME instant ms real milliseconds from now (not steered), normalised: the
+ * deadline pthread_cond_timedwait takes. */
+struct timespec clock_deadline(int64_t ms);
 /* Sleeps for ms real milliseconds (not steered). */
 void clock_sleep_ms(int64_t ms);
 

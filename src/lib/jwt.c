@@ -18,98 +18,6 @@
 /* The one header we mint. Verification does not depend on its exact bytes. */
 static const char jwt_header_json[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 
-static const char b64url_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* Returns a malloc'd NUL-terminated string; the caller frees it. NULL on allocation failure. */
-char *b64url_encode(const unsigned char *data, size_t len)
-{
-    if (!data && len > 0)
-        return NULL;
-    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
-        return NULL;
-    size_t out_len = len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0);
-    char *out = malloc(out_len + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0, i = 0;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
-        out[o++] = b64url_alphabet[v >> 18 & 63];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-        out[o++] = b64url_alphabet[v >> 6 & 63];
-        out[o++] = b64url_alphabet[v & 63];
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)data[i] << 16;
-        out[o++] = b64url_alphabet[v >> 18 & 63];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8;
-        out[o++] = b64url_alphabet[v >> 18 & 63];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-        out[o++] = b64url_alphabet[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/* Value of one base64url character, or -1. */
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* Strict decoder: no padding, no whitespace, no characters outside the alphabet, no length
- * of 1 mod 4, and the unused low bits of the last character must be zero (so every byte
- * string has exactly one accepted encoding). Returns a malloc'd buffer, NUL-terminated, that
- * the caller frees; *out_len (when out_len is not NULL) excludes the NUL. NULL when invalid. */
-unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len)
-{
-    if (!s && len > 0)
-        return NULL;
-    if (len % 4 == 1)
-        return NULL;
-    size_t n = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
-    unsigned char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_value((unsigned char)s[i]);
-        if (v < 0)
-            goto bad;
-        acc = (acc << 6 | (uint32_t)v) & 0xffffff;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits & 0xff);
-        }
-    }
-    /* Leftover bits (2 or 4) must be zero for a canonical encoding. */
-    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
-        goto bad;
-    out[o] = '\0';
-    if (out_len)
-        *out_len = o;
-    return out;
-bad:
-    free(out);
-    return NULL;
-}
-
 /* HMAC-SHA256 of data into mac (HS256_LEN bytes). Returns 0 or -1. */
 static int hs256(const char *secret, size_t secret_len, const char *data, size_t len,
                  unsigned char *mac)
@@ -231,6 +139,70 @@ static int role_claim(json_t *claims, char *role)
     return 0;
 }
 
+/* The time claims against now: exp required, nbf and iat optional. JWT_OK or the refusal. */
+static int check_times(json_t *claims, int64_t now_s)
+{
+    double exp = 0, nbf = 0, iat = 0, now = (double)now_s;
+    int has = numeric_date(claims, "exp", &exp);
+    if (has <= 0 || exp + JWT_LEEWAY_S < now)
+        return JWT_EXPIRED;
+    has = numeric_date(claims, "nbf", &nbf);
+    if (has < 0)
+        return JWT_MALFORMED;
+    if (has > 0 && nbf > now + JWT_LEEWAY_S)
+        return JWT_NOT_YET;
+    has = numeric_date(claims, "iat", &iat);
+    if (has < 0)
+        return JWT_MALFORMED;
+    return has > 0 && iat > now + JWT_LEEWAY_S ? JWT_NOT_YET : JWT_OK;
+}
+
+/* The claims, once the signature matched: times, role, subject (copied into sub_out). */
+static int check_claims(json_t *claims, int64_t now_s, char *sub_out, size_t sub_size,
+                        char role_out[JWT_ROLE_MAX])
+{
+    int rc = check_times(claims, now_s);
+    if (rc != JWT_OK)
+        return rc;
+    if (role_claim(claims, role_out) != 0)
+        return JWT_MALFORMED;
+    json_t *sub = json_object_get(claims, "sub");
+    size_t n = json_string_length(sub);
+    if (!json_is_string(sub) || !sub_out || n == 0 || n >= sub_size)
+        return JWT_NO_SUBJECT;
+    memcpy(sub_out, json_string_value(sub), n + 1);
+    return JWT_OK;
+}
+
+/* The header: alg exactly "HS256" and no "crit" (RFC 7515 4.1.11: extensions we do not
+ * understand must be refused). */
+static int check_header(const unsigned char *hdr, size_t len)
+{
+    json_t *header = parse_object(hdr, len);
+    json_t *alg = json_object_get(header, "alg");
+    int rc = !header ? JWT_MALFORMED
+             : !json_is_string(alg) || json_string_length(alg) != 5 ||
+                     strcmp(json_string_value(alg), "HS256") != 0
+                 ? JWT_BAD_ALG
+             : json_object_get(header, "crit") ? JWT_MALFORMED
+                                               : JWT_OK;
+    json_decref(header);
+    return rc;
+}
+
+/* The HMAC of the signed part (token up to its second dot) against sig, in constant time. */
+static int check_signature(const char *token, size_t signed_len, const unsigned char *sig,
+                           size_t sig_len, const char *secret, size_t secret_len)
+{
+    unsigned char mac[HS256_LEN];
+    if (!secret || secret_len == 0 || secret_len > INT32_MAX ||
+        hs256(secret, secret_len, token, signed_len, mac) != 0)
+        return JWT_BAD_SIG;
+    int same = sig_len == HS256_LEN && CRYPTO_memcmp(mac, sig, HS256_LEN) == 0;
+    OPENSSL_cleanse(mac, sizeof mac);
+    return same ? JWT_OK : JWT_BAD_SIG;
+}
+
 int jwt_verify_hs256_role(const char *token, size_t token_len, const char *secret,
                           size_t secret_len, int64_t now_s, char *sub_out, size_t sub_size,
                           char role_out[JWT_ROLE_MAX])
@@ -238,102 +210,35 @@ int jwt_verify_hs256_role(const char *token, size_t token_len, const char *secre
     int rc = JWT_MALFORMED;
     unsigned char *hdr = NULL, *pay = NULL, *sig = NULL;
     size_t hdr_len = 0, pay_len = 0, sig_len = 0;
-    json_t *header = NULL, *claims = NULL;
-
+    json_t *claims = NULL;
     if (sub_out && sub_size > 0)
         sub_out[0] = '\0';
     role_out[0] = '\0';
     if (!token || token_len == 0 || token_len > JWT_MAX_LEN)
         goto out;
-
     /* Exactly three parts: two dots. */
     const char *d1 = memchr(token, '.', token_len);
-    if (!d1)
+    const char *d2 = d1 ? memchr(d1 + 1, '.', token_len - (size_t)(d1 + 1 - token)) : NULL;
+    if (!d2 || memchr(d2 + 1, '.', token_len - (size_t)(d2 + 1 - token)) || d1 == token ||
+        d2 == d1 + 1)
         goto out;
-    const char *d2 = memchr(d1 + 1, '.', token_len - (size_t)(d1 + 1 - token));
-    if (!d2 || memchr(d2 + 1, '.', token_len - (size_t)(d2 + 1 - token)))
+    hdr = b64url_decode(token, (size_t)(d1 - token), &hdr_len);
+    pay = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pay_len);
+    sig = b64url_decode(d2 + 1, token_len - (size_t)(d2 + 1 - token), &sig_len);
+    if (!hdr || !pay || !sig || (rc = check_header(hdr, hdr_len)) != JWT_OK)
         goto out;
-    size_t h_len = (size_t)(d1 - token), p_len = (size_t)(d2 - d1 - 1);
-    size_t s_len = token_len - (size_t)(d2 + 1 - token);
-    if (h_len == 0 || p_len == 0)
-        goto out;
-
-    hdr = b64url_decode(token, h_len, &hdr_len);
-    pay = b64url_decode(d1 + 1, p_len, &pay_len);
-    sig = b64url_decode(d2 + 1, s_len, &sig_len);
-    if (!hdr || !pay || !sig)
-        goto out;
-
-    header = parse_object(hdr, hdr_len);
-    if (!header)
-        goto out;
-    json_t *alg = json_object_get(header, "alg");
-    if (!json_is_string(alg) || json_string_length(alg) != 5 ||
-        strcmp(json_string_value(alg), "HS256") != 0) {
-        rc = JWT_BAD_ALG;
-        goto out;
-    }
-    /* RFC 7515 4.1.11: extensions we do not understand must be refused. */
-    if (json_object_get(header, "crit")) {
-        rc = JWT_MALFORMED;
-        goto out;
-    }
-
     /* The signature, before anything in the payload is believed. */
-    rc = JWT_BAD_SIG;
-    if (!secret || secret_len == 0 || secret_len > INT32_MAX)
+    rc = check_signature(token, (size_t)(d2 - token), sig, sig_len, secret, secret_len);
+    if (rc != JWT_OK)
         goto out;
-    unsigned char mac[HS256_LEN];
-    if (hs256(secret, secret_len, token, (size_t)(d2 - token), mac) != 0)
-        goto out;
-    int same = sig_len == HS256_LEN && CRYPTO_memcmp(mac, sig, HS256_LEN) == 0;
-    OPENSSL_cleanse(mac, sizeof mac);
-    if (!same)
-        goto out;
-
-    rc = JWT_MALFORMED;
     claims = parse_object(pay, pay_len);
-    if (!claims)
-        goto out;
-
-    double exp = 0, nbf = 0, iat = 0;
-    double now = (double)now_s;
-    int has = numeric_date(claims, "exp", &exp);
-    if (has <= 0 || exp + JWT_LEEWAY_S < now) {
-        rc = JWT_EXPIRED;
-        goto out;
-    }
-    has = numeric_date(claims, "nbf", &nbf);
-    if (has < 0)
-        goto out; /* JWT_MALFORMED */
-    if (has > 0 && nbf > now + JWT_LEEWAY_S) {
-        rc = JWT_NOT_YET;
-        goto out;
-    }
-    has = numeric_date(claims, "iat", &iat);
-    if (has < 0 || role_claim(claims, role_out) != 0)
-        goto out;
-    if (has > 0 && iat > now + JWT_LEEWAY_S) {
-        rc = JWT_NOT_YET;
-        goto out;
-    }
-
-    rc = JWT_NO_SUBJECT;
-    json_t *sub = json_object_get(claims, "sub");
-    if (!json_is_string(sub) || !sub_out)
-        goto out;
-    size_t n = json_string_length(sub);
-    if (n == 0 || n >= sub_size)
-        goto out;
-    memcpy(sub_out, json_string_value(sub), n + 1);
-    rc = JWT_OK;
+    rc = claims ? check_claims(claims, now_s, sub_out, sub_size, role_out) : JWT_MALFORMED;
 out:
     if (rc != JWT_OK)
         role_out[0] = '\0';
     free(hdr);
     free(pay);
     free(sig);
-    json_decref(header);
     json_decref(claims);
     return rc;
 }

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/b64.h" /* the base64url codec of the tokens */
+
 #define JWT_LEEWAY_S 60
 #define JWT_MAX_LEN 8192
 #define JWT_ROLE_MAX 32        /* bytes of the "role" claim, NUL included */
@@ -39,10 +41,5 @@ int jwt_verify_hs256_role(const char *token, size_t token_len, const char *secre
                           char role_out[JWT_ROLE_MAX]);
 /* A short human reason for a rc ("token expired", ...). */
 const char *jwt_strerror(int rc);
-
-/* base64url without padding. Encode returns a malloc'd NUL-terminated string. Decode returns
- * a malloc'd buffer (NUL-terminated, *out_len excludes it) or NULL for invalid input. */
-char *b64url_encode(const unsigned char *data, size_t len);
-unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len);
 
 #endif

@@ -62,14 +62,7 @@ void autoscaler_poke(autoscaler_t *a)
 
 void autoscaler_wait(autoscaler_t *a, int64_t max_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += max_ms / 1000;
-    ts.tv_nsec += (max_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = clock_deadline(max_ms);
     pthread_mutex_lock(&a->mu);
     while (!a->poked)
         if (pthread_cond_timedwait(&a->cv, &a->mu, &ts) != 0)

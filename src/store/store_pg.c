@@ -472,14 +472,7 @@ static int op_open(pg_store_t *s, op_t *op)
     op->s = s;
     op->slot = -1;
     op->deadline = clock_mono_ms() + s->timeout_ms;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += s->timeout_ms / 1000;
-    ts.tv_nsec += (s->timeout_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = clock_deadline(s->timeout_ms);
     pthread_mutex_lock(&s->mu);
     while (s->nfree == 0) {
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT && s->nfree == 0) {

@@ -91,9 +91,7 @@ static void *alive_main(void *arg)
     lifecycle_t *l = arg;
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += LIFECYCLE_ALIVE_MS / 1000;
+        struct timespec ts = clock_deadline(LIFECYCLE_ALIVE_MS);
         while (!l->stop && pthread_cond_timedwait(&l->cv, &l->mu, &ts) == 0)
             ;
         if (!l->stop)

@@ -207,11 +207,7 @@ static void *watch_main(void *arg)
     pthread_mutex_lock(&g->mu);
     while (!g->stop) {
         if (!g->kick) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = (int64_t)ts.tv_nsec + (g->poll_ms % 1000) * 1000000;
-            ts.tv_sec += (time_t)(g->poll_ms / 1000 + ns / 1000000000);
-            ts.tv_nsec = (long)(ns % 1000000000);
+            struct timespec ts = clock_deadline(g->poll_ms);
             pthread_cond_timedwait(&g->cv, &g->mu, &ts);
         }
         if (g->stop)

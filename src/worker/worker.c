@@ -169,13 +169,7 @@ static void *monitor_main(void *arg)
         }
         pthread_mutex_lock(&r->mu);
         if (!atomic_load(&r->done)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            struct timespec ts = clock_deadline(50);
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
         pthread_mutex_unlock(&r->mu);
