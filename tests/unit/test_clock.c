@@ -1,0 +1,86 @@
+/* test_clock.c: the steady clock against steps of the wall clock (the test hook
+ * PINGVAS_TEST_CLOCK_STEP_FILE, as the integration test test_faults_clock uses it). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "lib/clock.h"
+#include "t.h"
+
+static char step_path[64];
+
+static void set_step(long long ms)
+{
+    FILE *f = fopen(step_path, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fprintf(f, "%lld\n", ms);
+    fclose(f);
+}
+
+/* Waits (at most 2 s) until the hook has picked the step up: the wall clock moved by about `step`
+ * from `before`; returns it. */
+static int64_t wall_after_step(int64_t before, int64_t step)
+{
+    int64_t now = clock_now_ms();
+    for (int i = 0; i < 400; i++) {
+        now = clock_now_ms();
+        if (step > 0 ? now - before >= step : before - now >= -step - 1000)
+            break;
+        clock_sleep_ms(5);
+    }
+    return now;
+}
+
+static void t_setup(void)
+{
+    snprintf(step_path, sizeof step_path, "/tmp/pingvas-test-clock-%d", (int)getpid());
+    set_step(0);
+    setenv("PINGVAS_TEST_CLOCK_STEP_FILE", step_path, 1); /* before the first clock call */
+}
+#define T_SETUP t_setup
+
+static void t_teardown(void)
+{
+    unlink(step_path);
+}
+#define T_TEARDOWN t_teardown
+
+static void test_steady_starts_at_the_wall_clock(void)
+{
+    int64_t wall = clock_now_ms(), steady = clock_steady_ms();
+    CHECK(steady - wall < 1000 && wall - steady < 1000);
+}
+
+static void test_steps_move_the_wall_clock_only(void)
+{
+    int64_t wall0 = clock_now_ms(), steady0 = clock_steady_ms(), mono0 = clock_mono_ms();
+    set_step(240000);
+    int64_t wall1 = wall_after_step(wall0, 240000);
+    CHECK(wall1 - wall0 >= 240000);
+    int64_t steady1 = clock_steady_ms(), mono1 = clock_mono_ms();
+    CHECK(steady1 >= steady0 && steady1 - steady0 <= mono1 - mono0 + 1);
+
+    set_step(-240000);
+    int64_t wall2 = wall_after_step(wall1, -480000);
+    CHECK(wall1 - wall2 >= 479000);
+    int64_t steady2 = clock_steady_ms();
+    CHECK(steady2 >= steady1 && steady2 - steady1 < 5000); /* never backwards, never jumps */
+    set_step(0);
+    wall_after_step(wall2, 240000);
+}
+
+static void test_advance_moves_every_clock(void)
+{
+    int64_t wall = clock_now_ms(), steady = clock_steady_ms(), mono = clock_mono_ms();
+    clock_advance_ms(60000);
+    CHECK(clock_now_ms() - wall >= 60000);
+    CHECK(clock_steady_ms() - steady >= 60000);
+    CHECK(clock_mono_ms() - mono >= 60000);
+}
+
+#define TESTS(X)                                                                                   \
+    X(test_steady_starts_at_the_wall_clock)                                                        \
+    X(test_steps_move_the_wall_clock_only) X(test_advance_moves_every_clock)
+#include "t_main.h"
