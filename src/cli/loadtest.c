@@ -724,12 +724,149 @@ static void pct_print(const char *what, const lt_pct_t *p)
            p->p99, p->max, p->n);
 }
 
+/* What a run measured, for the report. */
+typedef struct lt_sum {
+    size_t failed, canceled, lost, unfinished;
+    double gpu, submit_s, submits_per_s, span_s, jps;
+    int64_t credits;
+    lt_pct_t ps, pq, pe; /* submit latency, queue wait, end to end */
+} lt_sum_t;
+
+/* Counts the outcomes, the charges and the span of the run; latencies into the three arrays. */
+static void tally(lt_t *lt, lt_sum_t *m, double *sub, double *qw, double *e2e)
+{
+    size_t nsub = 0, nqw = 0, ne2e = 0;
+    int64_t first_created = 0, last_completed = 0;
+    for (size_t i = 0; i < lt->njobs; i++) {
+        lt_job_t *j = &lt->jobs[i];
+        if (j->answered && j->submit_status)
+            sub[nsub++] = j->submit_ms;
+        if (!j->id[0])
+            continue;
+        m->gpu += j->gpu_seconds;
+        m->credits += j->credits;
+        if (j->created_at && (!first_created || j->created_at < first_created))
+            first_created = j->created_at;
+        if (j->state == ST_COMPLETED) {
+            if (j->started_at && j->created_at)
+                qw[nqw++] = (double)(j->started_at - j->created_at);
+            if (j->completed_at && j->created_at)
+                e2e[ne2e++] = (double)(j->completed_at - j->created_at);
+            if (j->completed_at > last_completed)
+                last_completed = j->completed_at;
+        }
+        m->failed += j->state == ST_FAILED;
+        m->canceled += j->state == ST_CANCELED;
+        m->lost += j->state == ST_LOST;
+        m->unfinished += j->state != ST_COMPLETED && j->state != ST_FAILED &&
+                         j->state != ST_CANCELED && j->state != ST_LOST;
+    }
+    m->ps = percentiles(sub, nsub);
+    m->pq = percentiles(qw, nqw);
+    m->pe = percentiles(e2e, ne2e);
+    m->submit_s = lt->submit_end ? (double)(lt->submit_end - lt->t0) / 1000.0 : since_start(lt);
+    m->submits_per_s = m->submit_s > 0 ? (double)lt->submitted / m->submit_s : 0;
+    m->span_s = last_completed > first_created && first_created
+                    ? (double)(last_completed - first_created) / 1000.0
+                    : 0;
+    m->jps = m->span_s > 0 ? (double)lt->completed / m->span_s : 0;
+}
+
+static json_t *timeline_json(const lt_t *lt)
+{
+    json_t *tl = json_array();
+    for (size_t i = 0; i < lt->ntimeline; i++) {
+        const lt_sample_t *s = &lt->timeline[i];
+        json_array_append_new(tl, json_pack("{s:f, s:i, s:i, s:i, s:i, s:i}", "t", s->t, "workers",
+                                            s->workers[0] + s->workers[1], "standard",
+                                            s->workers[0], "enterprise", s->workers[1], "queued",
+                                            s->queued, "running", s->running));
+    }
+    return tl;
+}
+
+static void report_json(const lt_t *lt, const lt_sum_t *m, int waited)
+{
+    json_t *fails = json_object();
+    for (int i = 0; i < lt->nfails; i++)
+        json_object_set_new(fails, lt->fails[i].label, json_integer(lt->fails[i].count));
+    json_t *o = json_pack(
+        "{s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:o, s:o, s:o, s:o, s:o, "
+        "s:f, s:I, s:i, s:o, s:f}",
+        "server", lt->base, "jobs", (json_int_t)lt->njobs, "concurrency", lt->cfg.concurrency,
+        "waited", waited, "submitted", (json_int_t)lt->submitted, "accepted",
+        (json_int_t)lt->accepted, "completed", (json_int_t)lt->completed, "failed",
+        (json_int_t)m->failed, "canceled", (json_int_t)m->canceled, "unfinished",
+        (json_int_t)(m->unfinished + m->lost), "submit_seconds", m->submit_s, "submits_per_second",
+        m->submits_per_s, "submit_latency_ms", pct_json(&m->ps), "queue_wait_ms", pct_json(&m->pq),
+        "end_to_end_ms", pct_json(&m->pe), "jobs_per_second",
+        m->span_s > 0 ? json_real(m->jps) : json_null(), "failures_by_status", fails, "gpu_seconds",
+        m->gpu, "credits_charged", (json_int_t)m->credits, "peak_workers", lt->peak_workers,
+        "worker_timeline", timeline_json(lt), "elapsed_seconds", since_start(lt));
+    if (o && lt->err[0])
+        json_object_set_new(o, "first_transport_error", json_string(lt->err));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
+/* The failures and the worker timeline lines of the text report. */
+static void print_failures_and_workers(const lt_t *lt)
+{
+    printf("  failures         ");
+    if (!lt->nfails)
+        printf("none");
+    for (int i = 0; i < lt->nfails; i++)
+        printf("%s%s: %d", i ? ", " : "", lt->fails[i].label, lt->fails[i].count);
+    printf("\n");
+    if (lt->err[0])
+        printf("  first transport error: %s\n", lt->err);
+    printf("  workers          ");
+    if (!lt->ntimeline)
+        printf("no queue samples");
+    for (size_t i = 0; i < lt->ntimeline; i++) {
+        const lt_sample_t *s = &lt->timeline[i];
+        printf("%st=%.1fs workers=%d", i ? " -> " : "", s->t, s->workers[0] + s->workers[1]);
+        if (s->workers[1])
+            printf(" (%d standard, %d enterprise)", s->workers[0], s->workers[1]);
+    }
+    if (lt->ntimeline)
+        printf("  (peak %d)", lt->peak_workers);
+    printf("\n");
+}
+
+static void report_text(const lt_t *lt, const lt_sum_t *m, int waited)
+{
+    printf("pingvas loadtest: %zu jobs at concurrency %d against %s (%s, %dx%d, %d steps)\n",
+           lt->njobs, lt->cfg.concurrency, lt->base, lt->cfg.model, lt->cfg.width, lt->cfg.height,
+           lt->cfg.steps);
+    printf("  submitted %zu, accepted %zu in %.2f s (%.0f submits/s)\n", lt->submitted,
+           lt->accepted, m->submit_s, m->submits_per_s);
+    pct_print("submit latency", &m->ps);
+    if (waited) {
+        pct_print("queue wait", &m->pq);
+        pct_print("end to end", &m->pe);
+        printf("  completed %zu of %zu; failed %zu, canceled %zu, unfinished %zu\n", lt->completed,
+               lt->njobs, m->failed, m->canceled, m->unfinished + m->lost);
+        if (m->span_s > 0)
+            printf("  throughput       %.2f jobs/s (first created to last completed: %.3f s)\n",
+                   m->jps, m->span_s);
+        printf("  GPU-seconds      %.3f\n  credits charged  %lld\n", m->gpu, (long long)m->credits);
+    } else {
+        printf("  not waiting for the jobs (--no-wait)\n");
+    }
+    print_failures_and_workers(lt);
+}
+
 static int report(lt_t *lt, int waited, int timed_out)
 {
     size_t n = lt->njobs;
     double *sub = calloc(n ? n : 1, sizeof *sub);
     double *qw = calloc(n ? n : 1, sizeof *qw);
     double *e2e = calloc(n ? n : 1, sizeof *e2e);
+    lt_sum_t m = {0};
     if (!sub || !qw || !e2e) {
         free(sub);
         free(qw);
@@ -737,149 +874,26 @@ static int report(lt_t *lt, int waited, int timed_out)
         fprintf(stderr, "pingvas loadtest: out of memory\n");
         return 1;
     }
-    size_t nsub = 0, nqw = 0, ne2e = 0, failed = 0, canceled = 0, lost = 0, unfinished = 0;
-    double gpu = 0;
-    int64_t credits = 0, first_created = 0, last_completed = 0;
-    for (size_t i = 0; i < n; i++) {
-        lt_job_t *j = &lt->jobs[i];
-        if (j->answered && j->submit_status)
-            sub[nsub++] = j->submit_ms;
-        if (!j->id[0])
-            continue;
-        gpu += j->gpu_seconds;
-        credits += j->credits;
-        if (j->created_at && (!first_created || j->created_at < first_created))
-            first_created = j->created_at;
-        switch (j->state) {
-        case ST_COMPLETED:
-            if (j->started_at && j->created_at)
-                qw[nqw++] = (double)(j->started_at - j->created_at);
-            if (j->completed_at && j->created_at)
-                e2e[ne2e++] = (double)(j->completed_at - j->created_at);
-            if (j->completed_at > last_completed)
-                last_completed = j->completed_at;
-            break;
-        case ST_FAILED:
-            failed++;
-            break;
-        case ST_CANCELED:
-            canceled++;
-            break;
-        case ST_LOST:
-            lost++;
-            break;
-        default:
-            unfinished++;
-            break;
-        }
-    }
+    tally(lt, &m, sub, qw, e2e);
     if (waited) {
-        for (size_t k = 0; k < failed; k++)
+        for (size_t k = 0; k < m.failed; k++)
             fail_count(lt, "failed");
-        for (size_t k = 0; k < canceled; k++)
+        for (size_t k = 0; k < m.canceled; k++)
             fail_count(lt, "canceled");
-        for (size_t k = 0; k < lost; k++)
+        for (size_t k = 0; k < m.lost; k++)
             fail_count(lt, "lost");
-        for (size_t k = 0; k < unfinished; k++)
+        for (size_t k = 0; k < m.unfinished; k++)
             fail_count(lt, timed_out ? "timed_out" : "interrupted");
     }
-    lt_pct_t ps = percentiles(sub, nsub), pq = percentiles(qw, nqw), pe = percentiles(e2e, ne2e);
-    double submit_s = lt->submit_end ? (double)(lt->submit_end - lt->t0) / 1000.0 : since_start(lt);
-    double submits_per_s = submit_s > 0 ? (double)lt->submitted / submit_s : 0;
-    double span_s = last_completed > first_created && first_created
-                        ? (double)(last_completed - first_created) / 1000.0
-                        : 0;
-    double jps = span_s > 0 ? (double)lt->completed / span_s : 0;
-    int ok = waited ? lt->completed == n : lt->accepted == n;
-
-    if (lt->cfg.json) {
-        json_t *fails = json_object();
-        for (int i = 0; i < lt->nfails; i++)
-            json_object_set_new(fails, lt->fails[i].label, json_integer(lt->fails[i].count));
-        json_t *tl = json_array();
-        for (size_t i = 0; i < lt->ntimeline; i++) {
-            lt_sample_t *s = &lt->timeline[i];
-            json_array_append_new(tl,
-                                  json_pack("{s:f, s:i, s:i, s:i, s:i, s:i}", "t", s->t, "workers",
-                                            s->workers[0] + s->workers[1], "standard",
-                                            s->workers[0], "enterprise", s->workers[1], "queued",
-                                            s->queued, "running", s->running));
-        }
-        json_t *o = json_object();
-        json_object_set_new(o, "server", json_string(lt->base));
-        json_object_set_new(o, "jobs", json_integer((json_int_t)n));
-        json_object_set_new(o, "concurrency", json_integer(lt->cfg.concurrency));
-        json_object_set_new(o, "waited", json_boolean(waited));
-        json_object_set_new(o, "submitted", json_integer((json_int_t)lt->submitted));
-        json_object_set_new(o, "accepted", json_integer((json_int_t)lt->accepted));
-        json_object_set_new(o, "completed", json_integer((json_int_t)lt->completed));
-        json_object_set_new(o, "failed", json_integer((json_int_t)failed));
-        json_object_set_new(o, "canceled", json_integer((json_int_t)canceled));
-        json_object_set_new(o, "unfinished", json_integer((json_int_t)(unfinished + lost)));
-        json_object_set_new(o, "submit_seconds", json_real(submit_s));
-        json_object_set_new(o, "submits_per_second", json_real(submits_per_s));
-        json_object_set_new(o, "submit_latency_ms", pct_json(&ps));
-        json_object_set_new(o, "queue_wait_ms", pct_json(&pq));
-        json_object_set_new(o, "end_to_end_ms", pct_json(&pe));
-        json_object_set_new(o, "jobs_per_second", span_s > 0 ? json_real(jps) : json_null());
-        json_object_set_new(o, "failures_by_status", fails);
-        json_object_set_new(o, "gpu_seconds", json_real(gpu));
-        json_object_set_new(o, "credits_charged", json_integer((json_int_t)credits));
-        json_object_set_new(o, "peak_workers", json_integer(lt->peak_workers));
-        json_object_set_new(o, "worker_timeline", tl);
-        json_object_set_new(o, "elapsed_seconds", json_real(since_start(lt)));
-        if (lt->err[0])
-            json_object_set_new(o, "first_transport_error", json_string(lt->err));
-        char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
-        if (s)
-            printf("%s\n", s);
-        free(s);
-        json_decref(o);
-    } else {
-        printf("pingvas loadtest: %zu jobs at concurrency %d against %s (%s, %dx%d, %d steps)\n", n,
-               lt->cfg.concurrency, lt->base, lt->cfg.model, lt->cfg.width, lt->cfg.height,
-               lt->cfg.steps);
-        printf("  submitted %zu, accepted %zu in %.2f s (%.0f submits/s)\n", lt->submitted,
-               lt->accepted, submit_s, submits_per_s);
-        pct_print("submit latency", &ps);
-        if (waited) {
-            pct_print("queue wait", &pq);
-            pct_print("end to end", &pe);
-            printf("  completed %zu of %zu; failed %zu, canceled %zu, unfinished %zu\n",
-                   lt->completed, n, failed, canceled, unfinished + lost);
-            if (span_s > 0)
-                printf("  throughput       %.2f jobs/s (first created to last completed: %.3f s)\n",
-                       jps, span_s);
-            printf("  GPU-seconds      %.3f\n  credits charged  %lld\n", gpu, (long long)credits);
-        } else {
-            printf("  not waiting for the jobs (--no-wait)\n");
-        }
-        printf("  failures         ");
-        if (!lt->nfails)
-            printf("none");
-        for (int i = 0; i < lt->nfails; i++)
-            printf("%s%s: %d", i ? ", " : "", lt->fails[i].label, lt->fails[i].count);
-        printf("\n");
-        if (lt->err[0])
-            printf("  first transport error: %s\n", lt->err);
-        printf("  workers          ");
-        if (!lt->ntimeline)
-            printf("no queue samples");
-        for (size_t i = 0; i < lt->ntimeline; i++) {
-            lt_sample_t *s = &lt->timeline[i];
-            printf("%st=%.1fs workers=%d", i ? " -> " : "", s->t, s->workers[0] + s->workers[1]);
-            if (s->workers[1])
-                printf(" (%d standard, %d enterprise)", s->workers[0], s->workers[1]);
-        }
-        if (lt->ntimeline)
-            printf("  (peak %d)", lt->peak_workers);
-        printf("\n");
-    }
+    if (lt->cfg.json)
+        report_json(lt, &m, waited);
+    else
+        report_text(lt, &m, waited);
     fflush(stdout);
     free(sub);
     free(qw);
     free(e2e);
-    return ok ? 0 : 1;
+    return (waited ? lt->completed == n : lt->accepted == n) ? 0 : 1;
 }
 
 /* ---------- command ---------- */
@@ -953,14 +967,13 @@ static void lt_free(lt_t *lt)
     free(lt->timeline);
 }
 
-int cmd_loadtest(int argc, char **argv)
+/* Parses the options; 0 to run, else the exit status (usage printed, or EXIT_USAGE). */
+static int lt_options(lt_t *lt, int argc, char **argv, int *exit_status)
 {
-    lt_t lt;
-    memset(&lt, 0, sizeof lt);
     char err[512];
     char *pos[1];
     int npos = 0;
-    int rc = config_parse(lt_opts, NOPTS, &lt.cfg, argc, argv, 2, pos, 0, &npos, err, sizeof err);
+    int rc = config_parse(lt_opts, NOPTS, &lt->cfg, argc, argv, 2, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
         printf("usage: pingvas loadtest [options]\n\n"
                "Submits --jobs jobs with --concurrency requests in flight (keep-alive), waits "
@@ -969,84 +982,93 @@ int cmd_loadtest(int argc, char **argv)
                "worker count over time. Exit status 0 when every job completed, 1 otherwise, 2 "
                "for bad options.\n\n");
         config_usage(stdout, lt_opts, NOPTS);
-        return 0;
+        *exit_status = 0;
+        return -1;
     }
-    if (rc == 0 && check_config(&lt.cfg, err, sizeof err) != 0)
+    if (rc == 0 && check_config(&lt->cfg, err, sizeof err) != 0)
         rc = -1;
     if (rc != 0) {
         fprintf(stderr, "pingvas loadtest: %s\n", err);
-        return EXIT_USAGE;
+        *exit_status = EXIT_USAGE;
+        return -1;
     }
-    snprintf(lt.base, sizeof lt.base, "%s", lt.cfg.server);
-    size_t bl = strlen(lt.base);
-    while (bl && lt.base[bl - 1] == '/')
-        lt.base[--bl] = '\0';
-    snprintf(lt.auth, sizeof lt.auth, "Authorization: Bearer %s", lt.cfg.token);
+    snprintf(lt->base, sizeof lt->base, "%s", lt->cfg.server);
+    size_t bl = strlen(lt->base);
+    while (bl && lt->base[bl - 1] == '/')
+        lt->base[--bl] = '\0';
+    snprintf(lt->auth, sizeof lt->auth, "Authorization: Bearer %s", lt->cfg.token);
+    return 0;
+}
 
-    int status = 1;
-    lt.njobs = (size_t)lt.cfg.jobs;
-    lt.jobs = calloc(lt.njobs, sizeof *lt.jobs);
-    lt.nslots = lt.cfg.concurrency;
-    lt.slots = calloc((size_t)lt.nslots, sizeof *lt.slots);
-    lt.multi = curl_multi_init();
+/* The jobs, the connection slots, the multi handle and the headers. 0, or -1 with a message. */
+static int lt_alloc(lt_t *lt)
+{
     static const char *fixed[] = {"Content-Type: application/json", "Expect:"};
-    lt.hdrs = curl_slist_append(NULL, lt.auth);
-    int hdrs_ok = lt.hdrs != NULL;
-    for (size_t i = 0; hdrs_ok && i < sizeof fixed / sizeof fixed[0]; i++) {
-        struct curl_slist *h = curl_slist_append(lt.hdrs, fixed[i]);
-        hdrs_ok = h != NULL;
-    }
-    if (!lt.jobs || !lt.slots || !lt.multi || !hdrs_ok) {
+    lt->njobs = (size_t)lt->cfg.jobs;
+    lt->jobs = calloc(lt->njobs, sizeof *lt->jobs);
+    lt->slots = calloc((size_t)lt->cfg.concurrency, sizeof *lt->slots);
+    lt->nslots = lt->slots ? lt->cfg.concurrency : 0; /* lt_free walks nslots */
+    lt->multi = curl_multi_init();
+    lt->hdrs = curl_slist_append(NULL, lt->auth);
+    int ok = lt->hdrs != NULL;
+    for (size_t i = 0; ok && i < sizeof fixed / sizeof fixed[0]; i++)
+        ok = curl_slist_append(lt->hdrs, fixed[i]) != NULL;
+    ok = ok && lt->jobs && lt->slots && lt->multi;
+    for (int i = 0; ok && i < lt->nslots; i++)
+        ok = (lt->slots[i].easy = curl_easy_init()) != NULL;
+    ok = ok && (lt->qx.easy = curl_easy_init()) != NULL;
+    if (!ok) {
         fprintf(stderr, "pingvas loadtest: out of memory\n");
-        goto out;
+        return -1;
     }
-    for (int i = 0; i < lt.nslots; i++) {
-        lt.slots[i].easy = curl_easy_init();
-        if (!lt.slots[i].easy) {
-            fprintf(stderr, "pingvas loadtest: cannot create a curl handle\n");
-            goto out;
-        }
-    }
-    lt.qx.easy = curl_easy_init();
-    if (!lt.qx.easy) {
-        fprintf(stderr, "pingvas loadtest: cannot create a curl handle\n");
-        goto out;
-    }
-    curl_multi_setopt(lt.multi, CURLMOPT_MAXCONNECTS, (long)lt.nslots + 1);
-    lt.tty = isatty(STDERR_FILENO);
+    curl_multi_setopt(lt->multi, CURLMOPT_MAXCONNECTS, (long)lt->nslots + 1);
+    lt->tty = isatty(STDERR_FILENO);
+    return 0;
+}
 
+/* Submits, waits (unless --no-wait or ^C) and reports. The exit status. */
+static int lt_run(lt_t *lt)
+{
     struct sigaction sa, old_int;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
-
-    lt.t0 = clock_mono_ms();
-    lt.next_sample = lt.t0;
-    lt.last_progress = lt.t0;
-    if (submit_all(&lt) != 0) {
+    lt->t0 = clock_mono_ms();
+    lt->next_sample = lt->t0;
+    lt->last_progress = lt->t0;
+    if (submit_all(lt) != 0) {
         fprintf(stderr, "pingvas loadtest: out of memory\n");
         sigaction(SIGINT, &old_int, NULL);
-        goto out;
+        return 1;
     }
     /* one queue sample right after submitting, so the timeline has that point */
-    lt.next_sample = 0;
+    lt->next_sample = 0;
     do
-        pump(&lt, 50);
-    while (lt.busy || lt.qx.kind);
-    int waited = !lt.cfg.no_wait && !lt_interrupted;
+        pump(lt, 50);
+    while (lt->busy || lt->qx.kind);
+    int waited = !lt->cfg.no_wait && !lt_interrupted;
     int timed_out = 0;
     if (waited) {
-        int64_t deadline = clock_mono_ms() + lt.cfg.timeout_ms;
-        wait_all(&lt, deadline);
-        timed_out = lt.ended < lt.accepted && !lt_interrupted;
+        wait_all(lt, clock_mono_ms() + lt->cfg.timeout_ms);
+        timed_out = lt->ended < lt->accepted && !lt_interrupted;
     }
-    if (lt.accepted == 0 && lt.err[0])
-        fprintf(stderr, "pingvas loadtest: cannot reach %s: %s\n", lt.base, lt.err);
-    progress(&lt, 1);
+    if (lt->accepted == 0 && lt->err[0])
+        fprintf(stderr, "pingvas loadtest: cannot reach %s: %s\n", lt->base, lt->err);
+    progress(lt, 1);
     sigaction(SIGINT, &old_int, NULL);
-    status = report(&lt, waited, timed_out);
-out:
+    return report(lt, waited, timed_out);
+}
+
+int cmd_loadtest(int argc, char **argv)
+{
+    lt_t lt;
+    int status = 1;
+    memset(&lt, 0, sizeof lt);
+    if (lt_options(&lt, argc, argv, &status) != 0)
+        return status;
+    if (lt_alloc(&lt) == 0)
+        status = lt_run(&lt);
     lt_free(&lt);
     return status;
 }

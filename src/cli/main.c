@@ -1151,10 +1151,122 @@ static int ensure_demo_user(store_t *st, int64_t credits)
     return rc == STORE_OK ? 1 : rc == STORE_EXISTS ? 0 : -1;
 }
 
+/* The default --models follows the engine; a list the operator wrote must fit it. 0, or -1
+ * with the message printed. served holds the list cfg->models then points to. */
+static int up_models(app_config_t *cfg, char *served, size_t size)
+{
+    char unserved[512];
+    if (check_backend_models(cfg, "up", 1, served, size, unserved, sizeof unserved) != 0)
+        return -1;
+    if (!unserved[0])
+        return 0;
+    if (strcmp(cfg->models, DEFAULT_MODELS) != 0 || !served[0]) {
+        fprintf(stderr,
+                "pingvas up: the %s backend cannot run model(s) %s of --models %s (give each a "
+                "checkpoint with --comfyui-checkpoints MODEL=FILE, or leave it out of --models)\n",
+                cfg->backend, unserved, cfg->models);
+        return -1;
+    }
+    log_info("event=models_from_backend models=%s msg=\"the %s backend has no checkpoint for %s\"",
+             served, cfg->backend, unserved);
+    cfg->models = served;
+    return 0;
+}
+
+/* What `pingvas up` runs besides the server. */
+typedef struct up_fleet {
+    char exe[PATH_MAX];
+    int ngpus;
+    autoscale_policy_t pol[2];
+    supervisor_t *sup;
+    autoscaler_t *as;
+} up_fleet_t;
+
+/* The worker supervisor and the autoscaler over server s. 0, or the exit status with the
+ * message printed (f->sup, f->as NULL or to be freed). */
+static int up_fleet_start(const app_config_t *cfg, server_t *s, up_fleet_t *f)
+{
+    char err[512];
+    int gpus[SUP_MAX_SLOTS];
+    worker_args_t wa;
+    ssize_t n = readlink("/proc/self/exe", f->exe, sizeof f->exe - 1);
+    if (n <= 0) {
+        fprintf(stderr, "pingvas up: cannot find my own executable\n");
+        return 1;
+    }
+    f->exe[n] = '\0';
+    worker_args_build(cfg, &wa);
+    f->ngpus = resolve_gpus(cfg, gpus, "up");
+    if (f->ngpus < 0 || build_policies(cfg, f->pol, "up") != 0)
+        return EXIT_USAGE;
+    f->sup = supervisor_new(f->exe, server_worker_url(s), cfg->worker_token, wa.argv, gpus,
+                            f->ngpus > 0 ? f->ngpus : 0);
+    if (!f->sup) {
+        fprintf(stderr, "pingvas up: out of memory\n");
+        return EXIT_FAILURE;
+    }
+    /* A fixed count for a tier turns its autoscaling off. */
+    int fixed[2] = {cfg->workers, cfg->enterprise_workers};
+    for (int t = 0; t < 2; t++)
+        if (fixed[t] >= 0) {
+            supervisor_set_target(f->sup, tier_names[t], fixed[t]);
+            f->pol[t].max_replicas = 0;
+        }
+    autoscaler_io_t io = {.stats = up_stats, .event = up_event, .arg = s};
+    f->as = autoscaler_new(f->sup, f->pol, io, err, sizeof err);
+    if (!f->as) {
+        fprintf(stderr, "pingvas up: %s\n", err);
+        return EXIT_USAGE;
+    }
+    server_set_submit_hook(s, up_poke, f->as);
+    supervisor_set_cold_start_hook(f->sup, on_cold_start, NULL);
+    supervisor_tick(f->sup);
+    return 0;
+}
+
+/* How to use what just started: the URL, the store, the workers, a demo token and requests. */
+static void up_banner(const app_config_t *cfg, server_t *s, const up_fleet_t *f)
+{
+    char wdesc[160], redacted[1024];
+    const autoscale_policy_t *pol = f->pol;
+    if (cfg->workers >= 0 && cfg->enterprise_workers >= 0)
+        snprintf(wdesc, sizeof wdesc, "%d standard + %d enterprise", cfg->workers,
+                 cfg->enterprise_workers);
+    else
+        snprintf(wdesc, sizeof wdesc,
+                 "autoscaled (%s): standard %d..%d, enterprise %d..%d, target backlog %g per "
+                 "worker%s",
+                 cfg->autoscale_mode, pol[0].min_replicas,
+                 cfg->workers >= 0 ? cfg->workers : pol[0].max_replicas, pol[1].min_replicas,
+                 cfg->enterprise_workers >= 0 ? cfg->enterprise_workers : pol[1].max_replicas,
+                 cfg->target_per_worker, f->ngpus > 0 ? ", one per GPU" : "");
+    char *token = jwt_sign_hs256(cfg->jwt_secret, strlen(cfg->jwt_secret), "demo",
+                                 clock_now_ms() / 1000, 86400);
+    const char *tok = token ? token : "TOKEN", *url = server_url(s);
+    printf("pingvas is up: listening on %s\n", url);
+    printf("  data: %s   store: %s\n  workers: %s, %s backend%s\n", cfg->data,
+           log_redact_url(cfg->database_url, redacted, sizeof redacted), wdesc, cfg->backend,
+           strcmp(cfg->backend, "synthetic") == 0 ? ": test workload, not Stable Diffusion" : "");
+    printf("\nSubmit a job as user 'demo' (token valid 24 h; new ones: %s token demo --data "
+           "%s):\n",
+           f->exe, cfg->data);
+    printf("  curl -s -X POST %s/api/v1/generation/create \\\n"
+           "    -H 'Authorization: Bearer %s' \\\n"
+           "    -H 'Content-Type: application/json' -d '{\"prompt\":\"a lighthouse at dawn\"}'\n",
+           url, tok);
+    printf("Then fetch it with the id from the answer:\n");
+    printf("  curl -s %s/api/v1/generation/JOB_ID -H 'Authorization: Bearer %s'\n\n", url, tok);
+    printf("Or open the dashboard at %s/ and sign in with that token (the fleet view: %s token "
+           "ops --role admin --data %s).\n\n",
+           url, f->exe, cfg->data);
+    fflush(stdout);
+    free(token);
+}
+
 static int cmd_up(int argc, char **argv)
 {
     app_config_t cfg;
-    char *pos[1];
+    char *pos[1], err[512], served[512];
     int npos;
     int rc = parse_or_usage(
         "up", "[options]",
@@ -1168,141 +1280,38 @@ static int cmd_up(int argc, char **argv)
     derived_t d;
     if (derive(&cfg, &d, 3 | 8, "up") != 0)
         return EXIT_USAGE;
-    char err[512], served[512], unserved[512];
-    if (check_backend_models(&cfg, "up", 1, served, sizeof served, unserved, sizeof unserved) !=
-        0) {
-        derived_free(&d);
-        return EXIT_USAGE;
+    up_fleet_t f = {0};
+    server_t *s = NULL;
+    int status = up_models(&cfg, served, sizeof served) != 0 ? EXIT_USAGE : 0;
+    if (status == 0) {
+        server_config_t sc;
+        server_config_from(&cfg, &sc);
+        install_stop_handlers();
+        s = server_start(&sc, err, sizeof err);
+        if (!s)
+            fprintf(stderr, "pingvas up: %s\n", err);
+        status = s ? 0 : 1;
     }
-    if (unserved[0]) {
-        /* The default model list follows the engine; a list the operator wrote must fit it. */
-        if (strcmp(cfg.models, DEFAULT_MODELS) != 0 || !served[0]) {
-            fprintf(stderr,
-                    "pingvas up: the %s backend cannot run model(s) %s of --models %s (give "
-                    "each a checkpoint with --comfyui-checkpoints MODEL=FILE, or leave it out "
-                    "of --models)\n",
-                    cfg.backend, unserved, cfg.models);
-            derived_free(&d);
-            return EXIT_USAGE;
-        }
-        log_info("event=models_from_backend models=%s msg=\"the %s backend has no checkpoint for "
-                 "%s\"",
-                 served, cfg.backend, unserved);
-        cfg.models = served;
-    }
-
-    server_config_t sc;
-    server_config_from(&cfg, &sc);
-    install_stop_handlers();
-    server_t *s = server_start(&sc, err, sizeof err);
-    if (!s) {
-        fprintf(stderr, "pingvas up: %s\n", err);
-        derived_free(&d);
-        return 1;
-    }
-    int created = ensure_demo_user(server_store(s), cfg.demo_credits);
-    if (created < 0)
+    if (s && ensure_demo_user(server_store(s), cfg.demo_credits) < 0)
         log_error("event=demo_user_failed err=\"%s\"", store_last_error(server_store(s)));
-
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) {
-        fprintf(stderr, "pingvas up: cannot find my own executable\n");
+    if (status == 0 && (status = up_fleet_start(&cfg, s, &f)) == 0) {
+        write_url_file(cfg.data, server_url(s));
+        up_banner(&cfg, s, &f);
+        while (!got_stop) {
+            supervisor_tick(f.sup);
+            autoscaler_step(f.as, clock_steady_ms());
+            autoscaler_wait(f.as, 100);
+        }
+        log_info("event=up_stopping msg=\"stopping workers (they finish or release their jobs)\"");
+        server_set_submit_hook(s, NULL, NULL);
+        supervisor_stop_all(f.sup, cfg.drain_ms + 10000);
+    }
+    if (s)
         server_stop(s);
-        derived_free(&d);
-        return 1;
-    }
-    exe[n] = '\0';
-    worker_args_t wa;
-    worker_args_build(&cfg, &wa);
-    const char *const *wargs = wa.argv;
-    int gpus[SUP_MAX_SLOTS];
-    int ngpus = resolve_gpus(&cfg, gpus, "up");
-    autoscale_policy_t pol[2];
-    if (ngpus < 0 || build_policies(&cfg, pol, "up") != 0) {
-        server_stop(s);
-        derived_free(&d);
-        return EXIT_USAGE;
-    }
-    supervisor_t *sup = supervisor_new(exe, server_worker_url(s), cfg.worker_token, wargs, gpus,
-                                       ngpus > 0 ? ngpus : 0);
-    if (!sup) {
-        fprintf(stderr, "pingvas up: out of memory\n");
-        server_stop(s);
-        derived_free(&d);
-        return EXIT_FAILURE;
-    }
-    /* A fixed count for a tier turns its autoscaling off. */
-    if (cfg.workers >= 0) {
-        supervisor_set_target(sup, "standard", cfg.workers);
-        pol[0].max_replicas = 0;
-    }
-    if (cfg.enterprise_workers >= 0) {
-        supervisor_set_target(sup, "enterprise", cfg.enterprise_workers);
-        pol[1].max_replicas = 0;
-    }
-    autoscaler_io_t io = {.stats = up_stats, .event = up_event, .arg = s};
-    autoscaler_t *as = autoscaler_new(sup, pol, io, err, sizeof err);
-    if (!as) {
-        fprintf(stderr, "pingvas up: %s\n", err);
-        supervisor_free(sup);
-        server_stop(s);
-        derived_free(&d);
-        return EXIT_USAGE;
-    }
-    server_set_submit_hook(s, up_poke, as);
-    supervisor_set_cold_start_hook(sup, on_cold_start, NULL);
-    supervisor_tick(sup);
-    char wdesc[160];
-    if (cfg.workers >= 0 && cfg.enterprise_workers >= 0)
-        snprintf(wdesc, sizeof wdesc, "%d standard + %d enterprise", cfg.workers,
-                 cfg.enterprise_workers);
-    else
-        snprintf(wdesc, sizeof wdesc,
-                 "autoscaled (%s): standard %d..%d, enterprise %d..%d, target backlog %g per "
-                 "worker%s",
-                 cfg.autoscale_mode, pol[0].min_replicas,
-                 cfg.workers >= 0 ? cfg.workers : pol[0].max_replicas, pol[1].min_replicas,
-                 cfg.enterprise_workers >= 0 ? cfg.enterprise_workers : pol[1].max_replicas,
-                 cfg.target_per_worker, ngpus > 0 ? ", one per GPU" : "");
-
-    write_url_file(cfg.data, server_url(s));
-    char *token = jwt_sign_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), "demo",
-                                 clock_now_ms() / 1000, 86400);
-    char redacted[1024];
-    printf("pingvas is up: listening on %s\n", server_url(s));
-    printf("  data: %s   store: %s\n  workers: %s, %s backend%s\n", cfg.data,
-           log_redact_url(cfg.database_url, redacted, sizeof redacted), wdesc, cfg.backend,
-           strcmp(cfg.backend, "synthetic") == 0 ? ": test workload, not Stable Diffusion" : "");
-    printf("\nSubmit a job as user 'demo' (token valid 24 h; new ones: %s token demo --data "
-           "%s):\n",
-           exe, cfg.data);
-    printf("  curl -s -X POST %s/api/v1/generation/create \\\n"
-           "    -H 'Authorization: Bearer %s' \\\n"
-           "    -H 'Content-Type: application/json' -d '{\"prompt\":\"a lighthouse at dawn\"}'\n",
-           server_url(s), token ? token : "TOKEN");
-    printf("Then fetch it with the id from the answer:\n");
-    printf("  curl -s %s/api/v1/generation/JOB_ID -H 'Authorization: Bearer %s'\n\n", server_url(s),
-           token ? token : "TOKEN");
-    printf("Or open the dashboard at %s/ and sign in with that token (the fleet view: %s token "
-           "ops --role admin --data %s).\n\n",
-           server_url(s), exe, cfg.data);
-    fflush(stdout);
-    free(token);
-
-    while (!got_stop) {
-        supervisor_tick(sup);
-        autoscaler_step(as, clock_steady_ms());
-        autoscaler_wait(as, 100);
-    }
-    log_info("event=up_stopping msg=\"stopping workers (they finish or release their jobs)\"");
-    server_set_submit_hook(s, NULL, NULL);
-    supervisor_stop_all(sup, cfg.drain_ms + 10000);
-    server_stop(s);
-    autoscaler_free(as);
-    supervisor_free(sup);
+    autoscaler_free(f.as);
+    supervisor_free(f.sup);
     derived_free(&d);
-    return 0;
+    return status;
 }
 
 static const opt_t autoscale_opts[] = {
