@@ -154,9 +154,63 @@ static int bind_job_id(json_t *args, json_t *kwargs, celery_msg_t *out, celery_r
     return 0;
 }
 
+/* kombu's delivery bookkeeping and the task id from the envelope's headers and properties (the
+ * id as early as possible: a reject can then still be answered with a result). */
+static void read_envelope(json_t *headers, json_t *props, celery_msg_t *out)
+{
+    const char *tag = obj_str(props, "delivery_tag");
+    if (tag && safe_token(tag, CELERY_ID_MAX))
+        copy_str(out->delivery_tag, sizeof out->delivery_tag, tag);
+    json_t *di = props ? json_object_get(props, "delivery_info") : NULL;
+    copy_str(out->exchange, sizeof out->exchange, obj_str(di, "exchange"));
+    copy_str(out->routing_key, sizeof out->routing_key, obj_str(di, "routing_key"));
+    copy_str(out->reply_to, sizeof out->reply_to, obj_str(props, "reply_to"));
+    json_t *pri = props ? json_object_get(props, "priority") : NULL;
+    if (json_is_integer(pri)) {
+        json_int_t p = json_integer_value(pri);
+        out->priority = p < 0 ? 0 : p > 255 ? 255 : (int)p;
+    }
+    const char *id = obj_str(headers, "id");
+    if (!id)
+        id = obj_str(props, "correlation_id");
+    if (id && safe_token(id, CELERY_ID_MAX))
+        copy_str(out->task_id, sizeof out->task_id, id);
+}
+
+/* The task name and its args and kwargs: protocol 2 (the name in the headers, the body
+ * [args, kwargs, embed]) or protocol 1 (all in the body). The name, or NULL after a reject. */
+static const char *read_task(json_t *headers, json_t *body, json_t **args, json_t **kwargs,
+                             celery_msg_t *out, celery_reject_t *rej)
+{
+    const char *task = obj_str(headers, "task");
+    if (task) {
+        out->protocol = 2;
+        if (!json_is_array(body) || json_array_size(body) < 1) {
+            reject(rej, "bad_body", "ValueError", "builtins",
+                   "protocol 2 body must be [args, kwargs, embed]");
+            return NULL;
+        }
+        *args = json_array_get(body, 0);
+        *kwargs = json_array_get(body, 1);
+        return task;
+    }
+    if (!json_is_object(body) || !obj_str(body, "task")) {
+        reject(rej, "bad_envelope", "ValueError", "builtins",
+               "no task name in headers (protocol 2) or body (protocol 1)");
+        return NULL;
+    }
+    out->protocol = 1;
+    const char *bid = obj_str(body, "id");
+    if (!out->task_id[0] && bid && safe_token(bid, CELERY_ID_MAX))
+        copy_str(out->task_id, sizeof out->task_id, bid);
+    *args = json_object_get(body, "args");
+    *kwargs = json_object_get(body, "kwargs");
+    return obj_str(body, "task");
+}
+
 int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_t *rej)
 {
-    json_t *env = NULL, *body = NULL;
+    json_t *env = NULL, *body = NULL, *args = NULL, *kwargs = NULL;
     json_error_t jerr;
     int rc = -1;
     memset(out, 0, sizeof *out);
@@ -173,32 +227,9 @@ int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_
     }
     json_t *headers = json_object_get(env, "headers");
     json_t *props = json_object_get(env, "properties");
-    if (!json_is_object(headers))
-        headers = NULL;
-    if (!json_is_object(props))
-        props = NULL;
-
-    /* kombu's delivery bookkeeping */
-    const char *tag = obj_str(props, "delivery_tag");
-    if (tag && safe_token(tag, CELERY_ID_MAX))
-        copy_str(out->delivery_tag, sizeof out->delivery_tag, tag);
-    json_t *di = props ? json_object_get(props, "delivery_info") : NULL;
-    copy_str(out->exchange, sizeof out->exchange, obj_str(di, "exchange"));
-    copy_str(out->routing_key, sizeof out->routing_key, obj_str(di, "routing_key"));
-    copy_str(out->reply_to, sizeof out->reply_to, obj_str(props, "reply_to"));
-    json_t *pri = props ? json_object_get(props, "priority") : NULL;
-    if (json_is_integer(pri)) {
-        json_int_t p = json_integer_value(pri);
-        out->priority = p < 0 ? 0 : p > 255 ? 255 : (int)p;
-    }
-
-    /* the task id, as early as possible: a reject can then still be answered with a result */
-    const char *id = obj_str(headers, "id");
-    if (!id)
-        id = obj_str(props, "correlation_id");
-    if (id && safe_token(id, CELERY_ID_MAX))
-        copy_str(out->task_id, sizeof out->task_id, id);
-
+    headers = json_is_object(headers) ? headers : NULL;
+    props = json_is_object(props) ? props : NULL;
+    read_envelope(headers, props, out);
     const char *ctype = obj_str(env, "content-type");
     if (ctype && strcmp(ctype, "application/json") != 0) {
         reject(rej, "unsupported_content_type", "ContentDisallowed", "kombu.exceptions",
@@ -206,33 +237,9 @@ int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_
         goto out;
     }
     body = load_body(env, props, rej);
-    if (!body)
+    const char *task = body ? read_task(headers, body, &args, &kwargs, out, rej) : NULL;
+    if (!task)
         goto out;
-
-    const char *task = obj_str(headers, "task");
-    json_t *args, *kwargs;
-    if (task) {
-        out->protocol = 2;
-        if (!json_is_array(body) || json_array_size(body) < 1) {
-            reject(rej, "bad_body", "ValueError", "builtins",
-                   "protocol 2 body must be [args, kwargs, embed]");
-            goto out;
-        }
-        args = json_array_get(body, 0);
-        kwargs = json_array_get(body, 1);
-    } else if (json_is_object(body) && obj_str(body, "task")) {
-        out->protocol = 1;
-        task = obj_str(body, "task");
-        const char *bid = obj_str(body, "id");
-        if (!out->task_id[0] && bid && safe_token(bid, CELERY_ID_MAX))
-            copy_str(out->task_id, sizeof out->task_id, bid);
-        args = json_object_get(body, "args");
-        kwargs = json_object_get(body, "kwargs");
-    } else {
-        reject(rej, "bad_envelope", "ValueError", "builtins",
-               "no task name in headers (protocol 2) or body (protocol 1)");
-        goto out;
-    }
     copy_str(out->task, sizeof out->task, task);
     if (!out->task_id[0]) {
         reject(rej, "bad_envelope", "ValueError", "builtins", "the message has no valid task id");

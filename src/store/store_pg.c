@@ -840,53 +840,31 @@ static char *strip_pool(const char *url, int *pool, char *err, size_t errlen)
 /* Opens "postgresql://..." lazily: connections are made on first use, so the store opens while
  * the database is down and recovers by itself. The URL is checked here. Caller owns the result
  * (store_close); NULL with a message in err. */
-store_t *store_pg_open(const char *url, char *err, size_t errlen)
+/* PINGVAS_PG_TIMEOUT and PINGVAS_PG_POOL. 0, or -1 with err. */
+static int pg_env(int64_t *timeout_ms, int *pool, char *err, size_t errlen)
 {
-    pg_store_t *s = NULL;
-    store_t *result = NULL;
-    char *clean = NULL;
-    PQconninfoOption *opts = NULL;
-    int pool = POOL_DEFAULT;
-    int64_t timeout_ms = TIMEOUT_DEFAULT_MS;
     const char *tenv = getenv("PINGVAS_PG_TIMEOUT");
     if (tenv && *tenv &&
-        (config_parse_duration(tenv, &timeout_ms) != 0 || timeout_ms < 100 ||
-         timeout_ms > 600000)) {
+        (config_parse_duration(tenv, timeout_ms) != 0 || *timeout_ms < 100 ||
+         *timeout_ms > 600000)) {
         snprintf(err, errlen, "PINGVAS_PG_TIMEOUT: must be a duration from 100ms to 10m (got '%s')",
                  tenv);
-        goto out;
+        return -1;
     }
     const char *env = getenv("PINGVAS_PG_POOL");
-    if (env && *env) {
-        pool = parse_pool(env, strlen(env));
-        if (pool < 0) {
-            snprintf(err, errlen, "PINGVAS_PG_POOL: must be a number from 1 to %d (got '%s')",
-                     POOL_MAX, env);
-            goto out;
-        }
+    if (env && *env && (*pool = parse_pool(env, strlen(env))) < 0) {
+        snprintf(err, errlen, "PINGVAS_PG_POOL: must be a number from 1 to %d (got '%s')", POOL_MAX,
+                 env);
+        return -1;
     }
-    clean = strip_pool(url, &pool, err, errlen);
-    if (!clean)
-        goto out;
-    char *perr = NULL;
-    opts = PQconninfoParse(clean, &perr);
-    if (!opts) {
-        snprintf(err, errlen, "DATABASE_URL: not a valid PostgreSQL URL: %s",
-                 perr ? perr : "out of memory");
-        PQfreemem(perr);
-        goto out;
-    }
-    s = calloc(1, sizeof *s);
-    if (!s) {
-        snprintf(err, errlen, "out of memory opening the PostgreSQL store");
-        goto out;
-    }
-    s->base.ops = &pg_ops;
-    s->wake_pipe[0] = s->wake_pipe[1] = -1;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    return 0;
+}
+
+/* "host:port/db" for messages, from the parsed connection options. */
+static void pg_where(pg_store_t *s, const PQconninfoOption *opts)
+{
     const char *host = NULL, *port = NULL, *db = NULL;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
             continue;
         if (strcmp(o->keyword, "host") == 0 || (strcmp(o->keyword, "hostaddr") == 0 && !host))
@@ -898,8 +876,13 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
     }
     snprintf(s->where, sizeof s->where, "%s:%s/%s", host ? host : "localhost", port ? port : "5432",
              db ? db : "");
-    /* Defaults first, then the URL (expanded as dbname), so the URL can override them. The
-     * connect and statement timeouts follow the operation's bound (libpq's minimum is 2 s). */
+}
+
+/* The connection keywords: defaults first, then the URL (expanded as dbname; owned from here
+ * on), so the URL can override them. The connect and statement timeouts follow the operation's
+ * bound (libpq's minimum is 2 s). 0, or -1 out of memory. */
+static int pg_conn_params(pg_store_t *s, char *url, int64_t timeout_ms)
+{
     char connect_s[16], options[128];
     int64_t tsec = (timeout_ms + 999) / 1000;
     snprintf(connect_s, sizeof connect_s, "%lld", (long long)(tsec < 2 ? 2 : tsec > 5 ? 5 : tsec));
@@ -920,12 +903,45 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
         s->vals[i] = strdup(defaults[i][1]);
         oom = !s->keys[i] || !s->vals[i];
     }
-    if (!oom) {
-        s->keys[nd] = strdup("dbname");
-        s->vals[nd] = clean;
-        clean = NULL;
-        oom = !s->keys[nd];
+    if (oom) {
+        free(url);
+        return -1;
     }
+    s->keys[nd] = strdup("dbname");
+    s->vals[nd] = url;
+    return s->keys[nd] ? 0 : -1;
+}
+
+store_t *store_pg_open(const char *url, char *err, size_t errlen)
+{
+    pg_store_t *s = NULL;
+    store_t *result = NULL;
+    char *clean = NULL, *perr = NULL;
+    PQconninfoOption *opts = NULL;
+    int pool = POOL_DEFAULT;
+    int64_t timeout_ms = TIMEOUT_DEFAULT_MS;
+    if (pg_env(&timeout_ms, &pool, err, errlen) != 0 ||
+        !(clean = strip_pool(url, &pool, err, errlen)))
+        goto out;
+    opts = PQconninfoParse(clean, &perr);
+    if (!opts) {
+        snprintf(err, errlen, "DATABASE_URL: not a valid PostgreSQL URL: %s",
+                 perr ? perr : "out of memory");
+        PQfreemem(perr);
+        goto out;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory opening the PostgreSQL store");
+        goto out;
+    }
+    s->base.ops = &pg_ops;
+    s->wake_pipe[0] = s->wake_pipe[1] = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pg_where(s, opts);
+    int oom = pg_conn_params(s, clean, timeout_ms) != 0;
+    clean = NULL; /* pg_conn_params owns it */
     s->pool_size = pool;
     s->timeout_ms = timeout_ms;
     s->conns = calloc((size_t)pool, sizeof *s->conns);
@@ -1225,6 +1241,25 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
     return rc;
 }
 
+/* The user's job with this idempotency key: STORE_EXISTS with out filled, STORE_OK when there is
+ * none, STORE_ERR. */
+static int idem_lookup(op_t *op, const char *user, const char *idem_key, job_t *out)
+{
+    params_t p = {0};
+    p_text(&p, user);
+    p_text(&p, idem_key);
+    PGresult *r =
+        q(op, "idempotency lookup",
+          "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND idem_key = $2", &p);
+    if (!r)
+        return STORE_ERR;
+    int rc = STORE_OK;
+    if (PQntuples(r) > 0)
+        rc = row_to_job(r, 0, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
+    PQclear(r);
+    return rc;
+}
+
 static int pg_job_create(store_t *base, const char *user, const job_params_t *prm,
                          const char *idem_key, int64_t reserve, int max_queued, int max_stored,
                          int64_t now, job_t *out)
@@ -1247,24 +1282,9 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
         rc = STORE_DISABLED;
     if (rc != STORE_OK)
         goto out;
-    if (idem_key) {
-        params_t p = {0};
-        p_text(&p, user);
-        p_text(&p, idem_key);
-        PGresult *r = q(&op, "idempotency lookup",
-                        "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1"
-                        " AND idem_key = $2",
-                        &p);
-        if (!r) {
-            rc = STORE_ERR;
-            goto out;
-        }
-        if (PQntuples(r) > 0)
-            rc = row_to_job(r, 0, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
-        PQclear(r);
-        if (rc != STORE_OK)
-            goto out;
-    }
+    rc = idem_key ? idem_lookup(&op, user, idem_key, out) : STORE_OK;
+    if (rc != STORE_OK)
+        goto out;
     rc = store_rule_admit(&u, queued, reserve, max_queued, max_stored);
     if (rc != STORE_OK)
         goto out;
@@ -1282,7 +1302,7 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
     p_text(&p, prm->model[0] ? prm->model : JOB_DEFAULT_MODEL);
     p_text(&p, u.tier);
     p_i64(&p, now);
-    p_i64(&p, reserve > 0 ? reserve : 0);
+    p_i64(&p, store_rule_reservation(reserve));
     p_text(&p, idem_key);
     rc = one_job(&op,
                  q(&op, "inserting job",
@@ -1929,7 +1949,7 @@ static int pg_job_adopt(store_t *base, const char *id, double credit_rate, int64
     p_i64(&p, store_rule_seed(-1));
     p_text(&p, u.tier);
     p_i64(&p, now);
-    p_i64(&p, reserve > 0 ? reserve : 0);
+    p_i64(&p, store_rule_reservation(reserve));
     rc = one_job(&op,
                  q(&op, "adopting job",
                    "UPDATE generation_jobs SET status = 'queued',"

@@ -1242,7 +1242,7 @@ static int create_one(sqlite_store_t *s, create_req_t *q)
     bind_text(stmt, 11, p->model[0] ? p->model : "sd15");
     bind_text(stmt, 12, u.tier);
     sqlite3_bind_int64(stmt, 13, q->now);
-    sqlite3_bind_int64(stmt, 14, q->reserve > 0 ? q->reserve : 0);
+    sqlite3_bind_int64(stmt, 14, store_rule_reservation(q->reserve));
     bind_text(stmt, 15, q->idem_key);
     rc = run(s, stmt, "inserting job");
     sqlite3_reset(stmt);
@@ -1524,7 +1524,7 @@ static int sqlite_job_adopt(store_t *base, const char *id, double credit_rate, i
     sqlite3_bind_int64(stmt, 3, seq);
     bind_text(stmt, 4, u.tier);
     sqlite3_bind_int64(stmt, 5, now);
-    sqlite3_bind_int64(stmt, 6, reserve > 0 ? reserve : 0);
+    sqlite3_bind_int64(stmt, 6, store_rule_reservation(reserve));
     rc = run(s, stmt, "adopting a seed job");
     if (rc == STORE_OK)
         rc = load_job(s, id, out, NULL);
