@@ -73,11 +73,13 @@ class Cluster:
     a test may stop and start without disturbing tests running in parallel. initdb and pg_ctl
     refuse to run as root, so as root they run as the `postgres` user."""
 
-    def __init__(self):
+    def __init__(self, dir=None):
+        """dir: an empty directory to hold the cluster (a small file system a test mounts);
+        a new temporary one by default."""
         import pwd
         import tempfile
         self.bin = _bindir()
-        self.dir = tempfile.mkdtemp(prefix="pingvas-pgc-")
+        self.dir = dir or tempfile.mkdtemp(prefix="pingvas-pgc-")
         self.data = os.path.join(self.dir, "data")
         self.port = _free_port()
         self.prefix = []

@@ -9,6 +9,11 @@ names the store and SQLite's "disk is full"; once the filler is removed, creates
 On the production stack (PostgreSQL, S3) nothing is written to the data directory at run time:
 a full one changes nothing, and the test checks that.
 
+Database disk full (a throwaway PostgreSQL cluster of the test's own on a small tmpfs, either
+stack): the same as for SQLite: creates answer 503 once PostgreSQL cannot extend its files,
+reads keep working, /readyz names the store ("No space left on device"), and everything comes
+back by itself when space returns.
+
 Image store full (STORAGE_URL=file:// on its own full tmpfs, with either store): the server
 answers the worker's upload 507 storage_full; the worker releases the job (not a failed attempt,
 nothing charged) and waits before claiming again; /readyz is 503 naming the image store; once
@@ -16,10 +21,12 @@ space returns every job completes once with attempts 1, charged once."""
 import errno
 import os
 import subprocess
+import tempfile
 import time
 
 import faults
 import pv
+import pv_pg
 
 FAST = ["--lease", "2s", "--heartbeat", "300ms", "--reaper-interval", "100ms"]
 
@@ -58,6 +65,58 @@ def readyz(env):
     return r.status, (r.json() or {})
 
 
+def refuse_creates_keep_reads(env, load, full_words=("full", "space")):
+    """Creates until the store cannot write: that create is a 503 with a JSON error; every create
+    answered 201 before is kept (load.accepted); reads keep working; /readyz is 503 and says the
+    disk is full."""
+    tok = load.tokens["ava"]
+    refused = None
+    for i in range(3000):
+        r = env.create(tok, {"prompt": f"fill {i}", "steps": 3},
+                       headers={"Idempotency-Key": f"fill-{i}"}, timeout=15)
+        if r.status != 201:
+            refused = r
+            break
+        load.accepted.append(("ava", r.json()["id"]))
+    assert refused is not None, "the store kept writing on a full disk?"
+    assert refused.status == 503, refused
+    err = refused.json()["error"]
+    assert err["code"] == "unavailable" and err["message"], err
+    load.faults["creates_refused_503"] += 1
+    user, jid = load.accepted[-1]
+    assert env.api("GET", f"/api/v1/generation/{jid}", token=load.tokens[user]).status == 200
+    assert env.api("GET", "/api/v1/generation?limit=5", token=tok).status == 200
+    assert env.api("GET", "/api/v1/credits", token=tok).status == 200
+    st, body = readyz(env)
+    assert st == 503 and any(w in r["error"] for r in body["reasons"] for w in full_words), body
+
+
+def recover(env, load):
+    """Once space is back: creates work and /readyz turns 200 by themselves (no restart), and
+    every job drains."""
+    tok = load.tokens["ava"]
+    pv.wait_for(lambda: env.create(tok, {"prompt": "after", "steps": 3},
+                                   headers={"Idempotency-Key": "after-0"}).status in (200, 201),
+                timeout=30, what="creates to work again")
+    load.accepted.append(("ava", env.create(tok, {"prompt": "after", "steps": 3},
+                                            headers={"Idempotency-Key": "after-0"}).json()["id"]))
+    pv.wait_for(lambda: readyz(env)[0] == 200, timeout=30, what="/readyz to turn 200")
+    load.drain(timeout=120)
+
+
+def full_then_freed(env, load, path, what, while_full, t0):
+    """Fills the file system at path, runs while_full(), frees it; then the recovery, the
+    accounting and the report."""
+    filler = fill(path)
+    load.faults[what + "_full"] += 1
+    while_full()
+    free(filler)
+    load.faults[what + "_freed"] += 1
+    recover(env, load)
+    _, figures = load.account()
+    load.report(what + "_full", figures, t0)
+
+
 def test_data_dir_full(env):
     seed = faults.seed()
     t0 = time.monotonic()
@@ -69,47 +128,15 @@ def test_data_dir_full(env):
     load.submit(10, prefix="before")
     load.drain(timeout=60)
 
-    filler = fill(env.data)
-    load.faults["disk_full"] += 1
-    tok = load.tokens["ava"]
-    if env.stack == "production":
-        # PostgreSQL and S3 hold everything: the full data directory changes nothing.
-        load.submit(10, prefix="while-full")
-        assert readyz(env)[0] == 200
-    else:
-        refused = None
-        for i in range(3000):
-            r = env.create(tok, {"prompt": f"fill {i}", "steps": 3},
-                           headers={"Idempotency-Key": f"fill-{i}"}, timeout=15)
-            if r.status == 201:
-                load.accepted.append(("ava", r.json()["id"]))
-                continue
-            refused = r
-            break
-        assert refused is not None, "the store kept writing on a full disk?"
-        assert refused.status == 503, refused
-        err = refused.json()["error"]
-        assert err["code"] == "unavailable" and err["message"], err
-        load.faults["creates_refused_503"] += 1
-        # Reads keep working.
-        user, jid = load.accepted[-1]
-        assert env.api("GET", f"/api/v1/generation/{jid}", token=load.tokens[user]).status == 200
-        assert env.api("GET", "/api/v1/generation?limit=5", token=tok).status == 200
-        assert env.api("GET", "/api/v1/credits", token=tok).status == 200
-        st, body = readyz(env)
-        assert st == 503 and any("full" in r["error"] for r in body["reasons"]), body
-    free(filler)
-    load.faults["disk_freed"] += 1
-    # Back by itself: no restart.
-    pv.wait_for(lambda: env.create(tok, {"prompt": "after", "steps": 3},
-                                   headers={"Idempotency-Key": "after-0"}).status in (200, 201),
-                timeout=30, what="creates to work again")
-    load.accepted.append(("ava", env.create(tok, {"prompt": "after", "steps": 3},
-                                            headers={"Idempotency-Key": "after-0"}).json()["id"]))
-    pv.wait_for(lambda: readyz(env)[0] == 200, timeout=30, what="/readyz to turn 200")
-    load.drain(timeout=120)
-    _, figures = load.account()
-    load.report("data_dir_full", figures, t0)
+
+    def while_full():
+        if env.stack == "production":
+            # PostgreSQL and S3 hold everything: the full data directory changes nothing.
+            load.submit(10, prefix="while-full")
+            assert readyz(env)[0] == 200
+        else:
+            refuse_creates_keep_reads(env, load)
+    full_then_freed(env, load, env.data, "data_dir", while_full, t0)
 
 
 def test_image_store_full(env):
@@ -147,5 +174,27 @@ def test_image_store_full(env):
     load.report("image_store_full", figures, t0)
 
 
+def test_database_disk_full(env):
+    """PostgreSQL's own disk full (a throwaway cluster on a small tmpfs): creates answer 503,
+    reads keep working, /readyz names the store, and all comes back once space returns."""
+    seed = faults.seed()
+    t0 = time.monotonic()
+    pgdir = tempfile.mkdtemp(prefix="pingvas-pgdisk-")  # not under env.dir: postgres reads it
+    mount_tmpfs(env, pgdir, "160m")
+    env.cleanups.append(lambda: os.rmdir(pgdir))  # after the umount
+    cluster = pv_pg.Cluster(dir=pgdir)
+    env.cleanups.insert(0, cluster.close)
+    db_env, _ = cluster.provision()
+    env.extra_env.update(db_env)  # on the production stack, replaces the shared database
+    env.start_server(*FAST)
+    load = faults.Load(env, seed)
+    env.start_worker("--time-scale", "0.05", "--imds-url", "off")
+    load.submit(5, prefix="before")
+    load.drain(timeout=60)
+    full_then_freed(env, load, pgdir, "database_disk",
+                    lambda: refuse_creates_keep_reads(env, load), t0)
+
+
 if __name__ == "__main__":
-    pv.main([pv.clean_exit(test_data_dir_full), pv.clean_exit(test_image_store_full)])
+    pv.main([pv.clean_exit(test_data_dir_full), pv.clean_exit(test_image_store_full),
+             pv.clean_exit(test_database_disk_full)])
