@@ -10,7 +10,8 @@
  * 1..39 bytes without NUL, gpu_seconds in [0, 1e7), an error message, heartbeat progress
  * 0 <= step <= steps <= 1e6; a lifecycle report's event, tier, capacity type, placement
  * characters, gpus 1..64 and busy 0..1e12 ms); a refused one is a 400
- * with a code and a message that can be sent as JSON. */
+ * with a code and a message that can be sent as JSON. A first byte 'J' feeds the claim answer to
+ * the worker's decoder (wire_parse_job) instead. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,10 +52,38 @@ static void check_life(const wire_life_t *l)
             abort();
 }
 
+/* An accepted claim answer has an id and a lease, parameters inside the create body's bounds and
+ * an http(s) upload target; a refused one says why. */
+static void check_job(const char *body, size_t len)
+{
+    wire_job_t j;
+    char err[128] = "";
+    if (wire_parse_job(body, len, &j, err, sizeof err) != 0) {
+        if (!err[0] || j.params.prompt)
+            abort();
+        return;
+    }
+    const job_params_t *p = &j.params;
+    if (!j.id[0] || !j.lease_id[0] || j.heartbeat_ms < 1 || j.lease_ms < 1 || !p->prompt ||
+        !p->negative_prompt || p->width < JOB_SIZE_MIN || p->width > JOB_SIZE_MAX ||
+        p->height < JOB_SIZE_MIN || p->height > JOB_SIZE_MAX || p->steps < JOB_STEPS_MIN ||
+        p->steps > JOB_STEPS_MAX || !(p->cfg_scale >= JOB_CFG_MIN && p->cfg_scale <= JOB_CFG_MAX) ||
+        p->seed < 0 || p->seed > JOB_SEED_MAX)
+        abort();
+    if (strncmp(j.upload.url, "http", 4) != 0 ||
+        (strcmp(j.upload.method, "PUT") != 0 && strcmp(j.upload.method, "POST") != 0))
+        abort();
+    wire_job_clear(&j);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
+    if (data[0] == 'J') { /* the claim answer, as the worker decodes it */
+        check_job((const char *)data + 1, size - 1);
+        return 0;
+    }
     unsigned sel = data[0] % 8;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;

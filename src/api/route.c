@@ -1,6 +1,8 @@
 /* route.c: the URL routing table of the server, without side effects. */
 #include "api/route.h"
 
+#include "core/wire.h" /* the worker protocol's paths */
+
 #include <string.h>
 
 /* If url starts with prefix, copies the next path segment into id (refusing an empty or
@@ -74,15 +76,15 @@ void route_parse(const char *method, const char *url, route_t *out)
         }
     } else if (strncmp(url, "/internal/", 10) == 0) {
         out->id = ROUTE_WORKER_NOT_FOUND;
-        if (strcmp(url, "/internal/v1/claim") == 0 && post) {
+        if (strcmp(url, WIRE_PATH_CLAIM) == 0 && post) {
             out->id = ROUTE_WORKER_CLAIM;
-        } else if (strcmp(url, "/internal/v1/bye") == 0 && post) {
+        } else if (strcmp(url, WIRE_PATH_BYE) == 0 && post) {
             out->id = ROUTE_WORKER_BYE;
-        } else if (strcmp(url, "/internal/v1/scaling/events") == 0 && post) {
+        } else if (strcmp(url, WIRE_PATH_SCALING_EVENTS) == 0 && post) {
             out->id = ROUTE_WORKER_SCALING_EVENT;
-        } else if (strcmp(url, "/internal/v1/workers/report") == 0 && post) {
+        } else if (strcmp(url, WIRE_PATH_WORKER_REPORT) == 0 && post) {
             out->id = ROUTE_WORKER_LIFE;
-        } else if ((rest = take_segment(url, "/internal/v1/jobs/", out->job_id, JOB_ID_SIZE))) {
+        } else if ((rest = take_segment(url, WIRE_PATH_JOBS, out->job_id, JOB_ID_SIZE))) {
             if (strcmp(rest, "/image") == 0 && strcmp(method, "PUT") == 0) {
                 out->id = ROUTE_WORKER_IMAGE;
             } else if (post && rest[0] == '/') {

@@ -1085,7 +1085,7 @@ static int upload_for(server_t *s, const char *id, upload_target_t *up)
         blob_upload_target(s->blob, key, id, s->cfg.lease_ms / 1000 + 3600, up) != 0)
         return -1;
     if (up->needs_lease && s->worker_url[0])
-        snprintf(up->url, sizeof up->url, "%s/internal/v1/jobs/%s/image", s->worker_url, id);
+        return wire_job_url(up->url, sizeof up->url, s->worker_url, id, "image");
     return 0;
 }
 
@@ -1152,17 +1152,14 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
     }
     log_info("event=job_claimed job=%s worker=%s attempt=%d", j.id, worker_id, j.attempts);
     hub_kick(s->hub);
-    json_t *job = job_to_json(&j, NULL);
-    json_t *resp = json_object();
-    json_object_set_new(resp, "job", job);
-    json_object_set_new(resp, "lease_id", json_string(j.lease_id));
-    json_object_set_new(resp, "lease_ms", json_integer(s->cfg.lease_ms));
-    json_object_set_new(resp, "heartbeat_ms", json_integer(s->cfg.heartbeat_ms));
-    json_object_set_new(resp, "upload",
-                        json_pack("{s:s, s:s, s:b}", "method", up.method, "url", up.url,
-                                  "needs_lease", up.needs_lease));
+    char *text = wire_claim_answer(&j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
+                                   up.needs_lease);
     job_clear(&j);
-    return send_json(c, 200, resp);
+    if (!text)
+        return fail(c, 500, "internal", NULL, "out of memory");
+    ret = send_text(c, 200, "application/json", text, strlen(text));
+    free(text);
+    return ret;
 }
 
 /* A worker's complete: its image must be in the store; the key it was uploaded to becomes the

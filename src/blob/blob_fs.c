@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/wire.h"
+
 #define BLOB_KEY_MAX 512 /* bytes; keys are short ("jobs/<uuid>.png") */
 #define BLOB_URL_MAX 4096
 
@@ -218,9 +220,7 @@ static int fs_upload_target(blob_t *b, const char *key, const char *job_id, int6
     memset(out, 0, sizeof *out);
     if (!fs->server_url || !key_is_safe(key) || !job_id_is_safe(job_id))
         return -1;
-    int n =
-        snprintf(out->url, sizeof out->url, "%s/internal/v1/jobs/%s/image", fs->server_url, job_id);
-    if (n < 0 || (size_t)n >= sizeof out->url) {
+    if (wire_job_url(out->url, sizeof out->url, fs->server_url, job_id, "image") != 0) {
         memset(out, 0, sizeof *out);
         return -1;
     }

@@ -1428,7 +1428,7 @@ int cmd_autoscale(int argc, char **argv)
     exe[n] = '\0';
     remote_t r = {.h = curl_easy_init(), .token = cfg.worker_token};
     snprintf(r.queue_url, sizeof r.queue_url, "%s/api/v1/queue", server);
-    snprintf(r.events_url, sizeof r.events_url, "%s/internal/v1/scaling/events", server);
+    snprintf(r.events_url, sizeof r.events_url, "%s" WIRE_PATH_SCALING_EVENTS, server);
     worker_args_t wa;
     worker_args_build(&cfg, &wa);
     supervisor_t *sup =

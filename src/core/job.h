@@ -75,6 +75,16 @@ int job_params_copy(job_params_t *dst, const job_params_t *src);
 /* Builds the public job JSON (DESIGN section 3). image_url may be NULL. Caller owns the result. */
 json_t *job_to_json(const job_t *j, const char *image_url);
 
+/* Parameter bounds (DESIGN section 3): the create body and the worker's claim decoder check
+ * the same ones. */
+#define JOB_SIZE_MIN 64
+#define JOB_SIZE_MAX 2048
+#define JOB_STEPS_MIN 1
+#define JOB_STEPS_MAX 150
+#define JOB_CFG_MIN 1.0
+#define JOB_CFG_MAX 30.0
+#define JOB_SEED_MAX 4294967295LL
+
 /* Parameter defaults (DESIGN section 3). */
 #define JOB_DEFAULT_MODEL "sd15"
 #define JOB_DEFAULT_SIZE 512

@@ -26,16 +26,16 @@
 
 static const char *const default_models[] = {"sd15", NULL};
 
-#define WH_MIN 64
-#define WH_MAX 2048
+#define WH_MIN JOB_SIZE_MIN
+#define WH_MAX JOB_SIZE_MAX
 #define WH_DEFAULT 512
-#define STEPS_MIN 1
-#define STEPS_MAX 150
+#define STEPS_MIN JOB_STEPS_MIN
+#define STEPS_MAX JOB_STEPS_MAX
 #define STEPS_DEFAULT 20
-#define CFG_MIN 1.0
-#define CFG_MAX 30.0
+#define CFG_MIN JOB_CFG_MIN
+#define CFG_MAX JOB_CFG_MAX
 #define CFG_DEFAULT 7.0
-#define SEED_MAX 4294967295LL
+#define SEED_MAX JOB_SEED_MAX
 
 enum field_id {
     F_PROMPT,

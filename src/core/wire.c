@@ -192,3 +192,166 @@ int wire_parse_life(const char *body, size_t len, wire_life_t *out, api_error_t 
     json_decref(o);
     return 0;
 }
+
+/* ---- paths and the worker's request bodies ---- */
+
+int wire_job_url(char *buf, size_t size, const char *base, const char *id, const char *op)
+{
+    int n = snprintf(buf, size, "%s" WIRE_PATH_JOBS "%s/%s", base, id, op);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
+}
+
+/* Dumps o (taking it) as compact JSON; NULL when o is NULL or out of memory. */
+static char *dump(json_t *o)
+{
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+char *wire_claim_body(const char *worker_id, const char *tier, int64_t wait_ms)
+{
+    return dump(json_pack("{s:s, s:s, s:I}", "worker_id", worker_id, "tier", tier, "wait_ms",
+                          (json_int_t)wait_ms));
+}
+
+char *wire_bye_body(const char *worker_id)
+{
+    return dump(json_pack("{s:s}", "worker_id", worker_id));
+}
+
+char *wire_complete_body(const char *lease_id, double gpu_seconds)
+{
+    return dump(json_pack("{s:s, s:f}", "lease_id", lease_id, "gpu_seconds", gpu_seconds));
+}
+
+char *wire_fail_body(const char *lease_id, const char *error, int retryable)
+{
+    return dump(
+        json_pack("{s:s, s:s, s:b}", "lease_id", lease_id, "error", error, "retryable", retryable));
+}
+
+char *wire_release_body(const char *lease_id)
+{
+    return dump(json_pack("{s:s}", "lease_id", lease_id));
+}
+
+/* ---- the claim answer ---- */
+
+char *wire_claim_answer(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
+                        const char *up_method, const char *up_url, int up_needs_lease)
+{
+    json_t *job = job_to_json(j, NULL);
+    if (!job)
+        return NULL;
+    return dump(json_pack("{s:o, s:s, s:I, s:I, s:{s:s, s:s, s:b}}", "job", job, "lease_id",
+                          j->lease_id, "lease_ms", (json_int_t)lease_ms, "heartbeat_ms",
+                          (json_int_t)heartbeat_ms, "upload", "method", up_method, "url", up_url,
+                          "needs_lease", up_needs_lease));
+}
+
+void wire_job_clear(wire_job_t *j)
+{
+    job_params_clear(&j->params);
+    memset(j, 0, sizeof *j);
+}
+
+/* An integer field in lo..hi into *v; def when absent (def < lo: required). 0 or -1. */
+static int int_in(json_t *o, const char *name, int64_t lo, int64_t hi, int64_t def, int64_t *v)
+{
+    json_t *x = json_object_get(o, name);
+    if (!x && def >= lo) {
+        *v = def;
+        return 0;
+    }
+    if (!json_is_integer(x) || json_integer_value(x) < lo || json_integer_value(x) > hi)
+        return -1;
+    *v = json_integer_value(x);
+    return 0;
+}
+
+/* The job's parameters, inside the create body's bounds. NULL, or the name of the bad field. */
+static const char *job_params_from(json_t *job, job_params_t *p)
+{
+    int64_t w, h, steps, seed;
+    json_t *cfg = json_object_get(job, "cfg_scale");
+    const char *prompt = str_field(job, "prompt", (size_t)PROMPT_MAX_CHARS * 4);
+    json_t *neg = json_object_get(job, "negative_prompt");
+    const char *model = str_field(job, "model", MODEL_NAME_MAX);
+    if (!prompt)
+        return "prompt";
+    if (neg && !json_is_null(neg) &&
+        (!json_is_string(neg) || strlen(json_string_value(neg)) != json_string_length(neg)))
+        return "negative_prompt";
+    if (int_in(job, "width", JOB_SIZE_MIN, JOB_SIZE_MAX, -1, &w) ||
+        int_in(job, "height", JOB_SIZE_MIN, JOB_SIZE_MAX, -1, &h))
+        return "width/height";
+    if (int_in(job, "steps", JOB_STEPS_MIN, JOB_STEPS_MAX, -1, &steps))
+        return "steps";
+    if (!json_is_number(cfg) || !(json_number_value(cfg) >= JOB_CFG_MIN) ||
+        !(json_number_value(cfg) <= JOB_CFG_MAX))
+        return "cfg_scale";
+    if (int_in(job, "seed", 0, JOB_SEED_MAX, -1, &seed))
+        return "seed";
+    p->prompt = strdup(prompt);
+    p->negative_prompt = strdup(json_is_string(neg) ? json_string_value(neg) : "");
+    snprintf(p->model, sizeof p->model, "%s", model ? model : JOB_DEFAULT_MODEL);
+    p->width = (int)w;
+    p->height = (int)h;
+    p->steps = (int)steps;
+    p->cfg_scale = json_number_value(cfg);
+    p->seed = seed;
+    return p->prompt && p->negative_prompt ? NULL : "(out of memory)";
+}
+
+/* The upload target. NULL, or the name of the bad field. */
+static const char *upload_from(json_t *up, wire_upload_t *out)
+{
+    const char *method = str_field(up, "method", sizeof out->method - 1);
+    const char *url = str_field(up, "url", sizeof out->url - 1);
+    json_t *nl = json_object_get(up, "needs_lease");
+    if (!method || (strcmp(method, "PUT") != 0 && strcmp(method, "POST") != 0))
+        return "upload.method";
+    if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+        return "upload.url";
+    if (nl && !json_is_boolean(nl))
+        return "upload.needs_lease";
+    snprintf(out->method, sizeof out->method, "%s", method);
+    snprintf(out->url, sizeof out->url, "%s", url);
+    out->needs_lease = json_is_true(nl);
+    return NULL;
+}
+
+int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, size_t errlen)
+{
+    api_error_t e;
+    memset(out, 0, sizeof *out);
+    json_t *o = object_body(body, len, &e);
+    json_t *job = json_object_get(o, "job");
+    const char *id = str_field(job, "id", JOB_ID_SIZE - 1);
+    const char *lease = str_field(o, "lease_id", JOB_ID_SIZE - 1);
+    const char *bad =
+        !o                                                          ? "(not a JSON object)"
+        : !json_is_object(job)                                      ? "job"
+        : !id                                                       ? "job.id"
+        : !lease                                                    ? "lease_id"
+        : int_in(o, "lease_ms", 1, 3600000, 0, &out->lease_ms) != 0 ? "lease_ms"
+        : int_in(o, "heartbeat_ms", 1, 3600000, WIRE_HEARTBEAT_DEFAULT_MS, &out->heartbeat_ms) != 0
+            ? "heartbeat_ms"
+            : NULL;
+    if (!bad)
+        bad = job_params_from(job, &out->params);
+    if (!bad)
+        bad = upload_from(json_object_get(o, "upload"), &out->upload);
+    if (!bad) {
+        snprintf(out->id, sizeof out->id, "%s", id);
+        snprintf(out->lease_id, sizeof out->lease_id, "%s", lease);
+    }
+    json_decref(o);
+    if (bad) {
+        snprintf(err, errlen, "the claim answer has no valid %s", bad);
+        wire_job_clear(out);
+        return -1;
+    }
+    return 0;
+}

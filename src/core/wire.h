@@ -1,6 +1,8 @@
-/* wire.h: parsing and validation of worker-protocol request bodies (claim, heartbeat, complete,
- * fail, release, bye), as pure functions of the body bytes so that they can be fuzzed. The
- * server calls them; a refusal fills an api_error_t that the server sends as is. */
+/* wire.h: the worker protocol (DESIGN section 6), both sides, as pure functions so that they can
+ * be fuzzed: its paths, the request bodies the worker encodes and the server parses and checks
+ * (claim, heartbeat, complete, fail, release, bye, lifecycle report), and the claim answer the
+ * server encodes and the worker decodes and checks. A refusal on the server side fills an
+ * api_error_t that the server sends as is. */
 #ifndef PINGVAS_WIRE_H
 #define PINGVAS_WIRE_H
 
@@ -65,5 +67,50 @@ int wire_parse_report(const char *op, const char *body, size_t len, wire_report_
 char *wire_heartbeat_body(const char *lease_id, int step, int steps);
 
 int wire_parse_bye(const char *body, size_t len, wire_bye_t *out, api_error_t *e);
+
+/* ---- paths (after the server's base URL) ---- */
+#define WIRE_PATH_CLAIM "/internal/v1/claim"
+#define WIRE_PATH_BYE "/internal/v1/bye"
+#define WIRE_PATH_SCALING_EVENTS "/internal/v1/scaling/events"
+#define WIRE_PATH_WORKER_REPORT "/internal/v1/workers/report"
+#define WIRE_PATH_JOBS "/internal/v1/jobs/" /* + <id>/<op>: heartbeat ... release, image */
+
+/* base + WIRE_PATH_JOBS + id + "/" + op into buf. 0, or -1 when it does not fit. */
+int wire_job_url(char *buf, size_t size, const char *base, const char *id, const char *op);
+
+/* ---- request bodies the worker sends (malloc'd, NUL-terminated; NULL when out of memory) ---- */
+char *wire_claim_body(const char *worker_id, const char *tier, int64_t wait_ms);
+char *wire_bye_body(const char *worker_id);
+char *wire_complete_body(const char *lease_id, double gpu_seconds);
+char *wire_fail_body(const char *lease_id, const char *error, int retryable);
+char *wire_release_body(const char *lease_id);
+
+/* ---- the claim answer ---- */
+#define WIRE_HEARTBEAT_DEFAULT_MS 3000
+#define WIRE_URL_MAX 2048
+
+typedef struct wire_upload {
+    char method[8];         /* "PUT" or "POST" */
+    char url[WIRE_URL_MAX]; /* where the image goes */
+    int needs_lease;        /* send the worker token and the lease (the server's own store) */
+} wire_upload_t;
+
+typedef struct wire_job {
+    char id[JOB_ID_SIZE];
+    char lease_id[JOB_ID_SIZE];
+    int64_t lease_ms, heartbeat_ms; /* 1..3600000; heartbeat WIRE_HEARTBEAT_DEFAULT_MS if absent */
+    job_params_t params;            /* owned: wire_job_clear */
+    wire_upload_t upload;
+} wire_job_t;
+
+/* The server's 200 answer to a claim for job j (leased: j->lease_id set). NULL when out of
+ * memory; the caller frees the text. */
+char *wire_claim_answer(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
+                        const char *up_method, const char *up_url, int up_needs_lease);
+/* Decodes and checks a claim answer: the job's id and lease, its parameters inside the create
+ * body's bounds (job.h), the upload target. 0 with out filled (wire_job_clear), or -1 with a
+ * reason in err (out cleared). */
+int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, size_t errlen);
+void wire_job_clear(wire_job_t *j);
 
 #endif

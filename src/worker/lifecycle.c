@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/wire.h"
 #include "lib/clock.h"
 #include "lib/httpc.h"
 #include "lib/log.h"
@@ -108,7 +109,7 @@ lifecycle_t *lifecycle_start(const worker_config_t *cfg, const char *worker_id)
         return NULL;
     l->cfg = cfg;
     l->h = curl_easy_init();
-    snprintf(l->url, sizeof l->url, "%s/internal/v1/workers/report", cfg->server_url);
+    snprintf(l->url, sizeof l->url, "%s" WIRE_PATH_WORKER_REPORT, cfg->server_url);
     snprintf(l->worker_id, sizeof l->worker_id, "%s", worker_id);
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);

@@ -92,33 +92,14 @@ static int64_t drain_deadline(const worker_config_t *cfg)
     return atomic_load(&stop_at_mono) + d;
 }
 
-static void job_url(char *buf, size_t size, const char *base, const char *id, const char *op)
-{
-    snprintf(buf, size, "%s/internal/v1/jobs/%s/%s", base, id, op);
-}
-
+/* Posts body (wire.h; NULL: out of memory, status 0) to the job's op; returns the HTTP status
+ * (0 on transport error). */
 static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
-                      char *body);
-
-/* Posts {"lease_id":...} plus extra fields; returns the HTTP status (0 on transport error). */
-static long post_op(CURL *h, const worker_config_t *cfg, const char *id, const char *lease,
-                    const char *op, json_t *extra)
+                      const char *body)
 {
-    json_t *o = extra ? extra : json_object();
-    json_object_set_new(o, "lease_id", json_string(lease));
-    char *body = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return post_body(h, cfg, id, op, body);
-}
-
-/* Posts body (malloc'd; freed here; NULL: out of memory, status 0) to the job's op. */
-static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
-                      char *body)
-{
-    if (!body)
-        return 0;
     char url[1024];
-    job_url(url, sizeof url, cfg->server_url, id, op);
+    if (!body || wire_job_url(url, sizeof url, cfg->server_url, id, op) != 0)
+        return 0;
     httpc_req_t req = {.method = "POST",
                        .url = url,
                        .bearer = cfg->token,
@@ -127,7 +108,6 @@ static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const
                        .timeout_ms = 10000};
     httpc_resp_t resp;
     httpc_do(h, &req, &resp);
-    free(body);
     long st = resp.status;
     if (st == 0)
         log_warn("event=http_error op=%s job=%s err=\"%s\"", op, id, resp.error);
@@ -157,8 +137,9 @@ static void *monitor_main(void *arg)
         if (now >= next_hb && atomic_load(&r->reason) != CANCEL_LOST) {
             int step = 0, steps = 0;
             backend_progress_get(&r->ctl, &step, &steps);
-            long st = post_body(h, r->cfg, r->id, "heartbeat",
-                                wire_heartbeat_body(r->lease, step, steps));
+            char *hb = wire_heartbeat_body(r->lease, step, steps);
+            long st = post_body(h, r->cfg, r->id, "heartbeat", hb);
+            free(hb);
             if (st == 409 || st == 404) {
                 log_warn("event=lease_gone job=%s status=%ld", r->id, st);
                 int expected = CANCEL_NONE;
@@ -180,13 +161,12 @@ static void *monitor_main(void *arg)
 
 /* Retries op until a definite answer: 2xx -> 0, 409/404 -> 1 (lease gone), gives up after
  * give_up_ms -> -1. Transient errors back off from 100 ms to 5 s. */
-static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, const char *lease,
-                          const char *op, json_t *extra, int64_t give_up_ms)
+static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+                          const char *body, int64_t give_up_ms)
 {
     int64_t backoff = 100, end = clock_mono_ms() + give_up_ms;
     for (;;) {
-        json_t *copy = extra ? json_deep_copy(extra) : NULL;
-        long st = post_op(h, cfg, id, lease, op, copy);
+        long st = post_body(h, cfg, id, op, body);
         if (st >= 200 && st < 300)
             return 0;
         if (st == 409 || st == 404)
@@ -202,14 +182,11 @@ static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, c
     }
 }
 
-static int upload(CURL *h, const worker_config_t *cfg, json_t *up, const char *lease,
+static int upload(CURL *h, const worker_config_t *cfg, const wire_upload_t *up, const char *lease,
                   const backend_result_t *res, const char *id)
 {
-    const char *url = json_string_value(json_object_get(up, "url"));
-    const char *method = json_string_value(json_object_get(up, "method"));
-    int needs_lease = json_is_true(json_object_get(up, "needs_lease"));
-    if (!url || !method)
-        return -1;
+    const char *url = up->url, *method = up->method;
+    int needs_lease = up->needs_lease;
     char lease_hdr[128];
     snprintf(lease_hdr, sizeof lease_hdr, "X-Pingvas-Lease: %s", lease);
     int64_t backoff = 100, end = clock_mono_ms() + 120000;
@@ -245,36 +222,53 @@ static int upload(CURL *h, const worker_config_t *cfg, json_t *up, const char *l
     }
 }
 
-static const char *jstr(json_t *o, const char *key, const char *def)
+/* Reports a job's end under its lease until the server answers (body from wire.h; NULL when out
+ * of memory: nothing sent). Returns what until_answered returns. */
+static int report_end(CURL *h, const worker_config_t *cfg, const running_t *r, const char *op,
+                      char *body, int64_t give_up_ms)
 {
-    const char *v = json_string_value(json_object_get(o, key));
-    return v ? v : def;
+    int rc = body ? until_answered(h, cfg, r->id, op, body, give_up_ms) : -1;
+    free(body);
+    return rc;
+}
+
+/* After a generation that worked: the upload, then complete; release on a full image store (1),
+ * fail (retryable) when the upload failed. */
+static int finish_generated(CURL *h, const worker_config_t *cfg, const running_t *r,
+                            const wire_job_t *wj, const backend_result_t *res)
+{
+    int up = upload(h, cfg, &wj->upload, r->lease, res, r->id);
+    if (up == 0) {
+        int c = report_end(h, cfg, r, "complete", wire_complete_body(r->lease, res->gpu_seconds),
+                           600000);
+        if (c == 0)
+            log_info("event=job_done job=%s gpu_seconds=%.3f", r->id, res->gpu_seconds);
+        else
+            log_warn("event=complete_refused job=%s (lease lost or canceled)", r->id);
+    } else if (up == 1) {
+        log_warn("event=upload_refused job=%s (lease lost or canceled)", r->id);
+    } else if (up == 2) {
+        report_end(h, cfg, r, "release", wire_release_body(r->lease), 30000);
+        log_info("event=job_released job=%s reason=storage_full", r->id);
+        return 1;
+    } else {
+        report_end(h, cfg, r, "fail", wire_fail_body(r->lease, "image upload failed", 1), 60000);
+    }
+    return 0;
 }
 
 /* Runs one claimed job to its end. Returns 1 when the image store was full (the job was
  * released: no failed attempt, no charge), else 0. */
-static int run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *claim)
+static int run_job(const worker_config_t *cfg, backend_t *be, CURL *h, const wire_job_t *wj)
 {
-    json_t *job = json_object_get(claim, "job");
     running_t r;
+    const job_params_t *p = &wj->params;
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
-    snprintf(r.id, sizeof r.id, "%s", jstr(job, "id", ""));
-    snprintf(r.lease, sizeof r.lease, "%s", jstr(claim, "lease_id", ""));
-    json_t *hb = json_object_get(claim, "heartbeat_ms");
-    r.heartbeat_ms =
-        json_is_integer(hb) && json_integer_value(hb) > 0 ? json_integer_value(hb) : 3000;
-    job_params_t p = {0};
-    p.prompt = strdup(jstr(job, "prompt", ""));
-    p.negative_prompt = strdup(jstr(job, "negative_prompt", ""));
-    snprintf(p.model, sizeof p.model, "%s", jstr(job, "model", "sd15"));
-    p.width = (int)json_integer_value(json_object_get(job, "width"));
-    p.height = (int)json_integer_value(json_object_get(job, "height"));
-    p.steps = (int)json_integer_value(json_object_get(job, "steps"));
-    p.cfg_scale = json_number_value(json_object_get(job, "cfg_scale"));
-    p.seed = json_integer_value(json_object_get(job, "seed"));
-
-    r.estimate_s = be->ops->estimate_seconds(be, &p);
+    snprintf(r.id, sizeof r.id, "%s", wj->id);
+    snprintf(r.lease, sizeof r.lease, "%s", wj->lease_id);
+    r.heartbeat_ms = wj->heartbeat_ms;
+    r.estimate_s = be->ops->estimate_seconds(be, p);
     r.started_mono = clock_mono_ms();
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
@@ -282,48 +276,26 @@ static int run_job(const worker_config_t *cfg, backend_t *be, CURL *h, json_t *c
     pthread_t mon;
     int mon_ok = pthread_create(&mon, NULL, monitor_main, &r) == 0;
 
-    log_info("event=job_start job=%s steps=%d size=%dx%d estimate_s=%.2f", r.id, p.steps, p.width,
-             p.height, r.estimate_s);
+    log_info("event=job_start job=%s steps=%d size=%dx%d estimate_s=%.2f", r.id, p->steps, p->width,
+             p->height, r.estimate_s);
     backend_result_t res = {0};
     char err[256] = "";
-    int rc = be->ops->generate(be, &p, &r.ctl, &res, err, sizeof err), full = 0;
+    int rc = be->ops->generate(be, p, &r.ctl, &res, err, sizeof err), full = 0;
     atomic_store(&r.generating, 0);
 
     if (rc == BACKEND_OK && atomic_load(&r.reason) == CANCEL_NONE) {
-        int up = upload(h, cfg, json_object_get(claim, "upload"), r.lease, &res, r.id);
-        if (up == 0) {
-            json_t *extra = json_pack("{s:f}", "gpu_seconds", res.gpu_seconds);
-            int c = until_answered(h, cfg, r.id, r.lease, "complete", extra, 600000);
-            json_decref(extra);
-            if (c == 0)
-                log_info("event=job_done job=%s gpu_seconds=%.3f", r.id, res.gpu_seconds);
-            else
-                log_warn("event=complete_refused job=%s (lease lost or canceled)", r.id);
-        } else if (up == 1) {
-            log_warn("event=upload_refused job=%s (lease lost or canceled)", r.id);
-        } else if (up == 2) {
-            until_answered(h, cfg, r.id, r.lease, "release", NULL, 30000);
-            log_info("event=job_released job=%s reason=storage_full", r.id);
-            full = 1;
-        } else {
-            json_t *extra = json_pack("{s:s, s:b}", "error", "image upload failed", "retryable", 1);
-            until_answered(h, cfg, r.id, r.lease, "fail", extra, 60000);
-            json_decref(extra);
-        }
+        full = finish_generated(h, cfg, &r, wj, &res);
     } else if (atomic_load(&r.reason) == CANCEL_RELEASE) {
-        until_answered(h, cfg, r.id, r.lease, "release", NULL, 30000);
+        report_end(h, cfg, &r, "release", wire_release_body(r.lease), 30000);
         log_info("event=job_released job=%s", r.id);
     } else if (atomic_load(&r.reason) != CANCEL_NONE) {
         log_info("event=job_abandoned job=%s (lease lost or canceled)", r.id);
     } else {
-        json_t *extra =
-            json_pack("{s:s, s:b}", "error", err[0] ? err : "generation failed", "retryable", 1);
-        until_answered(h, cfg, r.id, r.lease, "fail", extra, 60000);
-        json_decref(extra);
+        report_end(h, cfg, &r, "fail",
+                   wire_fail_body(r.lease, err[0] ? err : "generation failed", 1), 60000);
         log_warn("event=job_error job=%s err=\"%s\"", r.id, err);
     }
     free(res.png);
-    job_params_clear(&p);
 
     pthread_mutex_lock(&r.mu);
     atomic_store(&r.done, 1);
@@ -415,11 +387,8 @@ int worker_run(const worker_config_t *cfg)
 
     CURL *h = curl_easy_init();
     char url[1024];
-    snprintf(url, sizeof url, "%s/internal/v1/claim", cfg->server_url);
-    json_t *cb = json_pack("{s:s, s:s, s:I}", "worker_id", wid, "tier", cfg->tier, "wait_ms",
-                           (json_int_t)cfg->claim_wait_ms);
-    char *claim_body = cb ? json_dumps(cb, JSON_COMPACT) : NULL;
-    json_decref(cb);
+    snprintf(url, sizeof url, "%s" WIRE_PATH_CLAIM, cfg->server_url);
+    char *claim_body = wire_claim_body(wid, cfg->tier, cfg->claim_wait_ms);
     int64_t backoff = 100, full_backoff = FULL_BACKOFF_MS;
     int jobs = 0, status = 0;
     if (!h || !claim_body) {
@@ -449,21 +418,21 @@ int worker_run(const worker_config_t *cfg)
         httpc_do(h, &req, &resp);
         if (resp.status == 200) {
             backoff = 100;
-            json_error_t je;
-            json_t *claim = json_loadb(resp.body, resp.len, 0, &je);
+            wire_job_t wj;
+            char why[128];
+            int bad = wire_parse_job(resp.body, resp.len, &wj, why, sizeof why);
             httpc_resp_free(&resp);
-            if (!claim || !json_is_object(json_object_get(claim, "job"))) {
-                log_error("event=bad_claim_response");
-                json_decref(claim);
+            if (bad) { /* the lease runs out and the job goes back to the queue */
+                log_error("event=bad_claim_response err=\"%s\"", why);
                 continue;
             }
             report('B');
             pod_guard_set_busy(cfg->guard, 1);
             lifecycle_busy(life, 1);
-            int full = run_job(cfg, be, h, claim);
+            int full = run_job(cfg, be, h, &wj);
             lifecycle_busy(life, 0);
             pod_guard_set_busy(cfg->guard, 0); /* idle again (the next claim may mark it busy) */
-            json_decref(claim);
+            wire_job_clear(&wj);
             jobs++;
             full_store_wait(full, &full_backoff);
             continue;
@@ -490,10 +459,8 @@ int worker_run(const worker_config_t *cfg)
     }
     free(claim_body);
     /* Tell the server this worker is gone so the fleet view is right at once. */
-    json_t *bye = json_pack("{s:s}", "worker_id", wid);
-    char *bye_body = bye ? json_dumps(bye, JSON_COMPACT) : NULL;
-    json_decref(bye);
-    snprintf(url, sizeof url, "%s/internal/v1/bye", cfg->server_url);
+    char *bye_body = wire_bye_body(wid);
+    snprintf(url, sizeof url, "%s" WIRE_PATH_BYE, cfg->server_url);
     if (bye_body) {
         httpc_req_t req = {.method = "POST",
                            .url = url,
