@@ -11,7 +11,7 @@
  * 0 <= step <= steps <= 1e6; a lifecycle report's event, tier, capacity type, placement
  * characters, gpus 1..64 and busy 0..1e12 ms); a refused one is a 400
  * with a code and a message that can be sent as JSON. A first byte 'J' feeds the claim answer to
- * the worker's decoder (wire_parse_job) instead. */
+ * the worker's decoder (wire_parse_job) instead, 'S' a scaling event (wire_parse_scaling). */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -82,6 +82,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (data[0] == 'J') { /* the claim answer, as the worker decodes it */
         check_job((const char *)data + 1, size - 1);
+        return 0;
+    }
+    if (data[0] == 'S') { /* a scaling event of `pingvas autoscale` */
+        wire_scaling_t ev;
+        api_error_t e;
+        if (wire_parse_scaling((const char *)data + 1, size - 1, &ev, &e) != 0)
+            check_error(&e);
+        else if (tier_index(ev.tier) < 0 || ev.from < 0 || ev.to < 0 ||
+                 ev.from > WIRE_REPLICAS_MAX || ev.to > WIRE_REPLICAS_MAX ||
+                 strnlen(ev.reason, sizeof ev.reason) > WIRE_REASON_MAX)
+            abort();
         return 0;
     }
     unsigned sel = data[0] % 8;

@@ -1035,23 +1035,6 @@ static enum MHD_Result serve_dashboard(struct MHD_Connection *c, const char *nam
 
 /* ---------- worker protocol ---------- */
 
-/* Parses an internal JSON body; sends 400 and returns NULL on error. */
-static json_t *internal_body(struct MHD_Connection *c, req_t *r, enum MHD_Result *ret)
-{
-    if (r->too_big) {
-        *ret = fail(c, 413, "payload_too_large", NULL, "worker request body too large");
-        return NULL;
-    }
-    json_error_t je;
-    json_t *o = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &je);
-    if (!o || !json_is_object(o)) {
-        json_decref(o);
-        *ret = fail(c, 400, "invalid_json", NULL, "worker request body must be a JSON object");
-        return NULL;
-    }
-    return o;
-}
-
 /* Checks the size cap of a worker-protocol body; sends 413 and returns -1 when over it. */
 static int internal_size_ok(struct MHD_Connection *c, req_t *r, enum MHD_Result *ret)
 {
@@ -1436,22 +1419,13 @@ static enum MHD_Result api_cost(server_t *s, struct MHD_Connection *c)
 static enum MHD_Result internal_scaling_event(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
-    json_t *o = internal_body(c, r, &ret);
-    if (!o)
+    wire_scaling_t ev;
+    api_error_t e;
+    if (internal_size_ok(c, r, &ret) != 0)
         return ret;
-    const char *tier = json_string_value(json_object_get(o, "tier"));
-    json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
-    const char *reason = json_string_value(json_object_get(o, "reason"));
-    if (tier_index(tier) < 0 || !json_is_integer(from) || !json_is_integer(to) ||
-        json_integer_value(from) < 0 || json_integer_value(to) < 0 ||
-        json_integer_value(from) > 100000 || json_integer_value(to) > 100000) {
-        json_decref(o);
-        return fail(c, 400, "invalid_argument", NULL,
-                    "a scaling event needs tier, from and to (0..100000) and a reason");
-    }
-    server_record_scaling_event(s, clock_steady_ms(), tier, (int)json_integer_value(from),
-                                (int)json_integer_value(to), reason ? reason : "");
-    json_decref(o);
+    if (wire_parse_scaling(r->body, r->len, &ev, &e) != 0)
+        return send_error(c, &e);
+    server_record_scaling_event(s, clock_steady_ms(), ev.tier, ev.from, ev.to, ev.reason);
     return send_text(c, 200, "application/json", "{}", 2);
 }
 

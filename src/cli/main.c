@@ -1378,10 +1378,7 @@ static void remote_event(void *arg, const char *tier, int from, int to, const ch
 {
     remote_t *r = arg;
     log_info("event=scaling tier=%s from=%d to=%d reason=\"%s\"", tier, from, to, reason);
-    json_t *o =
-        json_pack("{s:s, s:i, s:i, s:s}", "tier", tier, "from", from, "to", to, "reason", reason);
-    char *body = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
+    char *body = wire_scaling_body(tier, from, to, reason);
     if (!body)
         return;
     httpc_req_t req = {.method = "POST",

@@ -355,3 +355,39 @@ int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, siz
     }
     return 0;
 }
+
+/* ---- scaling events ---- */
+
+int wire_parse_scaling(const char *body, size_t len, wire_scaling_t *out, api_error_t *e)
+{
+    memset(out, 0, sizeof *out);
+    json_t *o = object_body(body, len, e);
+    if (!o)
+        return -1;
+    const char *tier = json_string_value(json_object_get(o, "tier"));
+    json_t *from = json_object_get(o, "from"), *to = json_object_get(o, "to");
+    json_t *reason = json_object_get(o, "reason");
+    int ok = tier_index(tier) >= 0 && json_is_integer(from) && json_is_integer(to) &&
+             json_integer_value(from) >= 0 && json_integer_value(to) >= 0 &&
+             json_integer_value(from) <= WIRE_REPLICAS_MAX &&
+             json_integer_value(to) <= WIRE_REPLICAS_MAX &&
+             (!reason || (json_is_string(reason) &&
+                          strlen(json_string_value(reason)) == json_string_length(reason)));
+    if (ok) {
+        snprintf(out->tier, sizeof out->tier, "%s", tier);
+        out->from = (int)json_integer_value(from);
+        out->to = (int)json_integer_value(to);
+        snprintf(out->reason, sizeof out->reason, "%s", reason ? json_string_value(reason) : "");
+    } else {
+        api_error_set(e, 400, "invalid_argument", NULL,
+                      "a scaling event needs tier, from and to (0..100000) and a reason");
+    }
+    json_decref(o);
+    return ok ? 0 : -1;
+}
+
+char *wire_scaling_body(const char *tier, int from, int to, const char *reason)
+{
+    return dump(json_pack("{s:s, s:i, s:i, s:s}", "tier", tier, "from", from, "to", to, "reason",
+                          reason ? reason : ""));
+}

@@ -68,6 +68,19 @@ char *wire_heartbeat_body(const char *lease_id, int step, int steps);
 
 int wire_parse_bye(const char *body, size_t len, wire_bye_t *out, api_error_t *e);
 
+/* A scaling decision of `pingvas autoscale` (POST /internal/v1/scaling/events). */
+#define WIRE_REPLICAS_MAX 100000
+#define WIRE_REASON_MAX 255
+typedef struct wire_scaling {
+    char tier[16];
+    int from, to;                     /* 0..WIRE_REPLICAS_MAX */
+    char reason[WIRE_REASON_MAX + 1]; /* "" when absent; cut at WIRE_REASON_MAX bytes */
+} wire_scaling_t;
+
+int wire_parse_scaling(const char *body, size_t len, wire_scaling_t *out, api_error_t *e);
+/* The body wire_parse_scaling reads (malloc'd; NULL when out of memory). */
+char *wire_scaling_body(const char *tier, int from, int to, const char *reason);
+
 /* ---- paths (after the server's base URL) ---- */
 #define WIRE_PATH_CLAIM "/internal/v1/claim"
 #define WIRE_PATH_BYE "/internal/v1/bye"

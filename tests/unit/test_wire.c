@@ -126,8 +126,33 @@ static void test_worker_bodies_parse(void)
     CHECK_INT(wire_job_url(url, 20, "http://h:1", "abc", "heartbeat"), -1);
 }
 
+static void test_scaling_event(void)
+{
+    api_error_t e;
+    wire_scaling_t ev;
+    char *s = wire_scaling_body("enterprise", 2, 5, "backlog 12 > 2 x 3");
+    CHECK_INT(wire_parse_scaling(s, strlen(s), &ev, &e), 0);
+    CHECK_STR(ev.tier, "enterprise");
+    CHECK_INT(ev.from, 2);
+    CHECK_INT(ev.to, 5);
+    CHECK_STR(ev.reason, "backlog 12 > 2 x 3");
+    free(s);
+    static const char *const bad[] = {
+        "{\"tier\":\"gold\",\"from\":1,\"to\":2}",
+        "{\"tier\":\"standard\",\"from\":-1,\"to\":2}",
+        "{\"tier\":\"standard\",\"from\":1,\"to\":100001}",
+        "{\"tier\":\"standard\",\"from\":1,\"to\":2,\"reason\":7}",
+        "[]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_INT(wire_parse_scaling(bad[i], strlen(bad[i]), &ev, &e), -1);
+        CHECK_INT(e.status, 400);
+    }
+}
+
 #define TESTS(X)                                                                                   \
     X(test_claim_answer_round_trip)                                                                \
     X(test_claim_answer_checked)                                                                   \
-    X(test_worker_bodies_parse)
+    X(test_worker_bodies_parse)                                                                    \
+    X(test_scaling_event)
 #include "t_main.h"
