@@ -1,5 +1,13 @@
-/* server.c: HTTP front of pingvas on libmicrohttpd (one thread per connection, so a long-poll
- * claim simply blocks its own thread). Every state change goes through the store. */
+/* server.c: HTTP front of pingvas on libmicrohttpd, event-driven: a small pool of epoll threads
+ * (MHD_USE_EPOLL_INTERNAL_THREAD, 4 x CPUs, at least 16) serves every connection; no thread per
+ * connection. Two kinds of request are parked (MHD_suspend_connection) instead of holding a
+ * thread, and resumed with their answer:
+ * - creates: parsed, authenticated and validated on the pool thread, then queued to the create
+ *   writer, one thread that commits every create waiting at that moment in one transaction
+ *   (store_job_create_many: the group commit) and resumes their connections;
+ * - long-poll claims that found no work: the claim dispatcher, one thread, retries them when
+ *   work arrives (server_notify_work), at least every 500 ms, and answers 204 at their deadline.
+ * Every state change goes through the store. */
 #include "api/server.h"
 
 #include <arpa/inet.h>
@@ -95,9 +103,21 @@ struct server {
     price_catalog_t prices;     /* GET /api/v1/cost */
     hub_t *hub;                 /* follows the event log (hub.h) */
     webhook_sender_t *webhooks; /* delivers the webhook outbox (webhook.h) */
+
+    /* Parked requests (see the top of this file). */
+    pthread_mutex_t park_mu;
+    pthread_cond_t create_cv;           /* signalled when a create is queued */
+    struct req *creates, *creates_tail; /* queued for the create writer */
+    struct req *claims;                 /* long-poll claims waiting for work, oldest first */
+    atomic_int suspended;               /* connections parked right now */
+    atomic_int threads_stop;            /* set once the daemons are stopped */
+    pthread_t writer, dispatcher;
+    int writer_started, dispatcher_started;
 };
 
-/* Per-request state: the body, accumulated up to a cap. */
+enum park_kind { PARK_NONE, PARK_CREATE, PARK_CLAIM };
+
+/* Per-request state: the body, accumulated up to a cap, and what a parked request needs. */
 typedef struct req {
     char *body;
     size_t len;
@@ -106,6 +126,21 @@ typedef struct req {
     int too_big;
     int64_t start_us;
     int64_t wait_deadline; /* ?wait=: hub_now_ms() when it runs out; 0 before the first look */
+    enum park_kind park;   /* PARK_NONE unless suspended or resumed with an answer */
+    int answered;          /* set just before the resume */
+    struct MHD_Connection *conn;
+    struct req *next;
+    /* a create: its arguments and, once answered, its outcome (create.rc, create.out) */
+    char user[USER_NAME_MAX + 1];
+    char *idem;
+    job_params_t params;
+    store_create_t create;
+    /* a claim: rc of the last try (STORE_OK with job, STORE_EMPTY at the deadline, STORE_ERR),
+     * or -1 when the client went away */
+    wire_claim_t claim;
+    int64_t deadline_mono, seen_mono;
+    int claim_rc;
+    job_t job;
 } req_t;
 
 /* ---------- helpers ---------- */
@@ -195,16 +230,22 @@ static void store_fault(server_t *s)
     atomic_store(&s->store_fault_ms, clock_mono_ms());
 }
 
-static enum MHD_Result store_unavailable(server_t *s, struct MHD_Connection *c)
+/* 503 for a store error whose message is err (recorded as the store's last fault). */
+static enum MHD_Result unavailable(server_t *s, struct MHD_Connection *c, const char *err)
 {
     store_fault(s);
     pthread_mutex_lock(&s->fault_mu);
     s->store_err_at = clock_mono_ms();
-    snprintf(s->store_err, sizeof s->store_err, "%s", store_last_error(s->store));
+    snprintf(s->store_err, sizeof s->store_err, "%s", err);
     pthread_mutex_unlock(&s->fault_mu);
-    log_error("event=store_error err=\"%s\"", store_last_error(s->store));
+    log_error("event=store_error err=\"%s\"", err);
     return fail(c, 503, "unavailable", NULL,
                 "the job store is unavailable; retry shortly (the request changed nothing)");
+}
+
+static enum MHD_Result store_unavailable(server_t *s, struct MHD_Connection *c)
+{
+    return unavailable(s, c, store_last_error(s->store));
 }
 
 static char *image_url_for(server_t *s, const job_t *j)
@@ -276,14 +317,20 @@ static json_t *webhook_job(void *arg, const char *job_id)
     return o;
 }
 
-void server_notify_work(server_t *s)
+/* Wakes the claim dispatcher (a new parked claim, new work, shutting down). */
+static void wake_dispatcher(server_t *s)
 {
-    if (s->hub)
-        hub_kick(s->hub); /* a job was created or went back to the queue: an event */
     pthread_mutex_lock(&s->wake_mu);
     s->wake_gen++;
     pthread_cond_broadcast(&s->wake_cv);
     pthread_mutex_unlock(&s->wake_mu);
+}
+
+void server_notify_work(server_t *s)
+{
+    if (s->hub)
+        hub_kick(s->hub); /* a job was created or went back to the queue: an event */
+    wake_dispatcher(s);
 }
 
 /* The store's cross-process wakeup (PostgreSQL LISTEN/NOTIFY), called from a store thread. */
@@ -447,6 +494,207 @@ static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *r
     return 0;
 }
 
+/* ---------- parked requests ---------- */
+
+/* Suspends c and hands r to the create writer (PARK_CREATE) or the claim dispatcher
+ * (PARK_CLAIM). The connection is suspended before anyone else can see r, so the resume can
+ * never come first. */
+static void park(server_t *s, struct MHD_Connection *c, req_t *r, enum park_kind kind)
+{
+    r->park = kind;
+    r->conn = c;
+    r->next = NULL;
+    atomic_fetch_add(&s->suspended, 1);
+    MHD_suspend_connection(c);
+    pthread_mutex_lock(&s->park_mu);
+    if (kind == PARK_CREATE) {
+        if (s->creates_tail)
+            s->creates_tail->next = r;
+        else
+            s->creates = r;
+        s->creates_tail = r;
+        pthread_cond_signal(&s->create_cv);
+    } else {
+        req_t **pp = &s->claims;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = r;
+    }
+    pthread_mutex_unlock(&s->park_mu);
+    if (kind == PARK_CLAIM)
+        wake_dispatcher(s); /* the dispatcher takes it at once */
+}
+
+/* Resumes the connections of the list (their answers are in). r may be freed by a pool thread
+ * as soon as it is resumed, so next is read first. */
+static void resume_all(req_t *r)
+{
+    while (r) {
+        req_t *next = r->next;
+        r->answered = 1;
+        MHD_resume_connection(r->conn);
+        r = next;
+    }
+}
+
+#define CREATE_BATCH_MAX 256
+
+/* Answers every create queued right now with the store error err, untried: they came while the
+ * store was failing (a stalled database costs each batch a whole PINGVAS_PG_TIMEOUT, and one
+ * writer must not make the queue behind it wait that long again and again). */
+static void fail_queued(server_t *s, const char *err)
+{
+    pthread_mutex_lock(&s->park_mu);
+    req_t *list = s->creates;
+    s->creates = s->creates_tail = NULL;
+    pthread_mutex_unlock(&s->park_mu);
+    for (req_t *r = list; r; r = r->next) {
+        r->create.rc = STORE_ERR;
+        snprintf(r->create.err, sizeof r->create.err, "%s", err);
+    }
+    resume_all(list);
+}
+
+/* The create writer: takes every queued create (up to CREATE_BATCH_MAX), commits them in one
+ * transaction, resumes their connections. Runs until threads_stop with nothing queued. */
+static void *writer_main(void *arg)
+{
+    server_t *s = arg;
+    store_create_t *items = calloc(CREATE_BATCH_MAX, sizeof *items);
+    for (;;) {
+        pthread_mutex_lock(&s->park_mu);
+        while (!s->creates && !atomic_load(&s->threads_stop))
+            pthread_cond_wait(&s->create_cv, &s->park_mu);
+        req_t *batch = s->creates, *last = batch;
+        size_t n = batch ? 1 : 0;
+        while (last && last->next && n < CREATE_BATCH_MAX && items) {
+            last = last->next;
+            n++;
+        }
+        if (batch) {
+            s->creates = last->next;
+            last->next = NULL;
+            if (!s->creates)
+                s->creates_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->park_mu);
+        if (!batch)
+            break;
+        size_t i = 0;
+        for (req_t *r = batch; r && items; r = r->next)
+            items[i++] = r->create;
+        if (items)
+            store_job_create_many(s->store, items, n);
+        i = 0;
+        int created = 0;
+        for (req_t *r = batch; r; r = r->next, i++) {
+            if (items) {
+                r->create = items[i];
+                created += r->create.rc == STORE_OK;
+            } else {
+                r->create.rc = STORE_ERR;
+                snprintf(r->create.err, sizeof r->create.err, "out of memory");
+            }
+        }
+        if (created)
+            server_notify_work(s);
+        if (items && !created && batch->create.rc == STORE_ERR)
+            fail_queued(s, batch->create.err);
+        resume_all(batch);
+    }
+    free(items);
+    return NULL;
+}
+
+/* One try of a parked claim: 1 when it has its answer (a job, the deadline, an error, or the
+ * client gone), 0 to keep waiting. *tier_empty is set when the store had nothing for its tier. */
+static int claim_try(server_t *s, req_t *r, int *tier_empty)
+{
+    int64_t mono = clock_mono_ms();
+    /* A worker that gave up waiting (stopped, killed) must not be handed a job it will never
+     * see: that job would sit leased until its lease expired, and lose an attempt. */
+    if (hub_client_gone(r->conn)) {
+        log_debug("event=claim_abandoned worker=%s", r->claim.worker_id);
+        r->claim_rc = -1;
+        return 1;
+    }
+    if (mono - r->seen_mono >= 5000) {
+        store_worker_seen(s->store, r->claim.worker_id, r->claim.tier, "idle", clock_steady_ms());
+        r->seen_mono = mono;
+    }
+    if (!*tier_empty) {
+        r->claim_rc = store_job_claim(s->store, r->claim.tier, r->claim.worker_id, s->cfg.lease_ms,
+                                      clock_steady_ms(), &r->job);
+        if (r->claim_rc == STORE_ERR)
+            snprintf(r->create.err, sizeof r->create.err, "%s", store_last_error(s->store));
+        if (r->claim_rc != STORE_EMPTY)
+            return 1;
+        *tier_empty = 1;
+    }
+    r->claim_rc = STORE_EMPTY;
+    return mono >= r->deadline_mono || atomic_load(&s->stopping);
+}
+
+/* One round of the dispatcher over the parked claims, oldest first; answers and resumes those
+ * that are done, keeps the others in order. Returns the earliest deadline left (or -1). */
+static int64_t dispatch_round(server_t *s)
+{
+    pthread_mutex_lock(&s->park_mu);
+    req_t *list = s->claims;
+    s->claims = NULL;
+    pthread_mutex_unlock(&s->park_mu);
+    req_t *keep = NULL, **keep_tail = &keep, *done = NULL, **done_tail = &done;
+    int empty_std = 0, empty_ent = 0;
+    int64_t next_deadline = -1;
+    while (list) {
+        req_t *r = list;
+        list = r->next;
+        r->next = NULL;
+        int *empty = strcmp(r->claim.tier, "enterprise") == 0 ? &empty_ent : &empty_std;
+        if (claim_try(s, r, empty)) {
+            *done_tail = r;
+            done_tail = &r->next;
+        } else {
+            *keep_tail = r;
+            keep_tail = &r->next;
+            if (next_deadline < 0 || r->deadline_mono < next_deadline)
+                next_deadline = r->deadline_mono;
+        }
+    }
+    pthread_mutex_lock(&s->park_mu);
+    *keep_tail = s->claims; /* claims parked during this round go after the older ones */
+    s->claims = keep;
+    pthread_mutex_unlock(&s->park_mu);
+    resume_all(done);
+    return next_deadline;
+}
+
+/* The claim dispatcher: a round whenever work may have arrived (server_notify_work), at the
+ * nearest deadline, and at least every 500 ms (work requeued by another replica's reaper). */
+static void *dispatcher_main(void *arg)
+{
+    server_t *s = arg;
+    uint64_t gen = 0;
+    while (!atomic_load(&s->threads_stop)) {
+        int64_t next = dispatch_round(s);
+        int64_t wait = 500;
+        if (next >= 0 && next - clock_mono_ms() < wait)
+            wait = next - clock_mono_ms() > 0 ? next - clock_mono_ms() : 0;
+        struct timespec ts = clock_deadline(wait);
+        pthread_mutex_lock(&s->wake_mu);
+        while (s->wake_gen == gen && !atomic_load(&s->threads_stop) && !atomic_load(&s->stopping)) {
+            if (pthread_cond_timedwait(&s->wake_cv, &s->wake_mu, &ts) == ETIMEDOUT)
+                break;
+        }
+        gen = s->wake_gen;
+        pthread_mutex_unlock(&s->wake_mu);
+        if (atomic_load(&s->stopping) && !atomic_load(&s->threads_stop))
+            clock_sleep_ms(5); /* shutting down: answer whatever parks, without spinning */
+    }
+    dispatch_round(s); /* nothing may stay suspended */
+    return NULL;
+}
+
 /* ---------- public API ---------- */
 
 static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
@@ -543,53 +791,60 @@ static enum MHD_Result api_create(server_t *s, struct MHD_Connection *c, req_t *
         return fail(c, 400, "invalid_argument", "Idempotency-Key",
                     "Idempotency-Key must be 1 to 255 characters");
     }
-    int64_t reserve = server_estimate_credits(&p, s->cfg.credit_rate);
-    job_t j = {0};
-    int rc = store_job_create(s->store, u.name, &p, idem, reserve, s->cfg.max_queued_per_user,
-                              s->cfg.max_jobs_per_user, clock_steady_ms(), &j);
-    job_params_clear(&p);
-    switch (rc) {
+    r->params = p; /* the request owns the parameters from here (freed in on_completed) */
+    snprintf(r->user, sizeof r->user, "%s", u.name);
+    r->idem = idem ? strdup(idem) : NULL;
+    if (idem && !r->idem)
+        return fail(c, 503, "unavailable", NULL, "out of memory; retry");
+    r->create = (store_create_t){.user = r->user,
+                                 .p = &r->params,
+                                 .idem_key = r->idem,
+                                 .reserve = server_estimate_credits(&p, s->cfg.credit_rate),
+                                 .max_queued = s->cfg.max_queued_per_user,
+                                 .max_stored = s->cfg.max_jobs_per_user,
+                                 .now = clock_steady_ms()};
+    park(s, c, r, PARK_CREATE);
+    return MHD_YES;
+}
+
+/* The answer to a create once the writer committed it (r->create.rc and .out). */
+static enum MHD_Result create_answer(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    store_create_t *q = &r->create;
+    job_t *j = &q->out;
+    api_error_t e;
+    switch (q->rc) {
     case STORE_OK:
         atomic_fetch_add(&metrics.jobs_created, 1);
-        log_info("event=job_created job=%s user=%s tier=%s reserve=%lld", j.id, u.name, j.tier,
-                 (long long)reserve);
-        server_notify_work(s);
+        log_info("event=job_created job=%s user=%s tier=%s reserve=%lld", j->id, r->user, j->tier,
+                 (long long)q->reserve);
         if (s->submit_fn)
-            s->submit_fn(s->submit_arg, j.tier);
-        ret = send_json(c, 201, job_json_webhook(s, &j));
-        break;
+            s->submit_fn(s->submit_arg, j->tier);
+        return send_json(c, 201, job_json_webhook(s, j));
     case STORE_EXISTS:
-        ret = send_json(c, 200, job_json_webhook(s, &j));
-        break;
+        return send_json(c, 200, job_json_webhook(s, j));
     case STORE_NO_CREDITS:
         atomic_fetch_add(&metrics.jobs_rejected_credits, 1);
-        ret = no_credits(s, c, u.name, reserve);
-        break;
+        return no_credits(s, c, r->user, q->reserve);
     case STORE_DISABLED:
-        ret = user_disabled(c, u.name);
-        break;
+        return user_disabled(c, r->user);
     case STORE_LIMIT:
         api_error_set(&e, 429, "too_many_queued", NULL,
-                      "user '%s' already has %d queued jobs; wait for some to finish", u.name,
+                      "user '%s' already has %d queued jobs; wait for some to finish", r->user,
                       s->cfg.max_queued_per_user);
-        ret = send_error(c, &e);
-        break;
+        return send_error(c, &e);
     case STORE_FULL:
         api_error_set(&e, 429, "too_many_jobs", NULL,
                       "user '%s' has %d stored jobs, the most allowed (--max-jobs-per-user); "
                       "ended jobs are deleted %lld days after they end (--retention)",
-                      u.name, s->cfg.max_jobs_per_user,
+                      r->user, s->cfg.max_jobs_per_user,
                       (long long)(s->cfg.retention_ms / 86400000));
-        ret = send_error(c, &e);
-        break;
+        return send_error(c, &e);
     case STORE_NOT_FOUND:
-        ret = fail(c, 401, "unauthenticated", NULL, "the token's user does not exist");
-        break;
+        return fail(c, 401, "unauthenticated", NULL, "the token's user does not exist");
     default:
-        ret = store_unavailable(s, c);
+        return unavailable(s, c, q->err);
     }
-    job_clear(&j);
-    return ret;
 }
 
 /* The ?wait= of GET /api/v1/generation/{id}: 0 without one, else ms (at most WAIT_MAX_MS);
@@ -1072,75 +1327,30 @@ static int upload_for(server_t *s, const char *id, upload_target_t *up)
     return 0;
 }
 
-static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req_t *r)
+/* The answer to a claim that got r->job: its lease and where to upload the image. */
+static enum MHD_Result claim_answer(server_t *s, struct MHD_Connection *c, req_t *r)
 {
-    enum MHD_Result ret;
-    if (internal_size_ok(c, r, &ret) != 0)
-        return ret;
-    wire_claim_t cl;
-    api_error_t e;
-    if (wire_parse_claim(r->body, r->len, &cl, &e) != 0)
-        return send_error(c, &e);
-    const char *worker_id = cl.worker_id, *tier_buf = cl.tier;
-    int64_t wait_ms = cl.wait_ms;
-
-    int64_t deadline = clock_mono_ms() + wait_ms;
-    int64_t last_seen = 0;
-    job_t j = {0};
-    for (;;) {
-        if (clock_mono_ms() - last_seen >= 5000) {
-            store_worker_seen(s->store, worker_id, tier_buf, "idle", clock_steady_ms());
-            last_seen = clock_mono_ms();
-        }
-        pthread_mutex_lock(&s->wake_mu);
-        uint64_t gen = s->wake_gen;
-        pthread_mutex_unlock(&s->wake_mu);
-        /* A worker that gave up waiting (stopped, killed) must not be handed a job it will never
-         * see: that job would sit leased until its lease expired, and lose an attempt. */
-        if (hub_client_gone(c)) {
-            log_debug("event=claim_abandoned worker=%s", worker_id);
-            return MHD_NO;
-        }
-        int rc =
-            store_job_claim(s->store, tier_buf, worker_id, s->cfg.lease_ms, clock_steady_ms(), &j);
-        if (rc == STORE_OK)
-            break;
-        if (rc != STORE_EMPTY)
-            return store_unavailable(s, c);
-        int64_t left = deadline - clock_mono_ms();
-        if (left <= 0 || atomic_load(&s->stopping))
-            return send_text(c, 204, "application/json", "", 0);
-        if (left > 500)
-            left = 500; /* also catch work requeued by another replica's reaper */
-        struct timespec ts = clock_deadline(left);
-        pthread_mutex_lock(&s->wake_mu);
-        while (s->wake_gen == gen && !atomic_load(&s->stopping)) {
-            if (pthread_cond_timedwait(&s->wake_cv, &s->wake_mu, &ts) == ETIMEDOUT)
-                break;
-        }
-        pthread_mutex_unlock(&s->wake_mu);
-    }
+    job_t *j = &r->job;
     atomic_fetch_add(&metrics.claims, 1);
-    if (j.attempts == 1 && j.releases == 0 && j.started_at >= j.created_at)
-        histogram_observe(&metrics.queue_wait, (double)(j.started_at - j.created_at) / 1000.0);
+    if (j->attempts == 1 && j->releases == 0 && j->started_at >= j->created_at)
+        histogram_observe(&metrics.queue_wait, (double)(j->started_at - j->created_at) / 1000.0);
     upload_target_t up;
-    if (upload_for(s, j.id, &up) != 0) {
-        log_error("event=upload_target_failed job=%s", j.id);
+    if (upload_for(s, j->id, &up) != 0) {
+        log_error("event=upload_target_failed job=%s", j->id);
         /* Give the job back untouched rather than strand it. */
         job_t tmp = {0};
-        store_job_release(s->store, j.id, j.lease_id, clock_steady_ms(), &tmp);
+        store_job_release(s->store, j->id, j->lease_id, clock_steady_ms(), &tmp);
         job_clear(&tmp);
-        job_clear(&j);
         return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
     }
-    log_info("event=job_claimed job=%s worker=%s attempt=%d", j.id, worker_id, j.attempts);
+    log_info("event=job_claimed job=%s worker=%s attempt=%d", j->id, r->claim.worker_id,
+             j->attempts);
     hub_kick(s->hub);
-    char *text = wire_claim_answer(&j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
+    char *text = wire_claim_answer(j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
                                    up.needs_lease);
-    job_clear(&j);
     if (!text)
         return fail(c, 500, "internal", NULL, "out of memory");
-    ret = send_text(c, 200, "application/json", text, strlen(text));
+    enum MHD_Result ret = send_text(c, 200, "application/json", text, strlen(text));
     free(text);
     return ret;
 }
@@ -1178,6 +1388,40 @@ static int op_complete(server_t *s, struct MHD_Connection *c, const char *id, co
     }
     job_ended(s, j);
     return 0;
+}
+
+/* The answer to a claim whose last try (claim_try) ended it. */
+static enum MHD_Result claim_finish(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    switch (r->claim_rc) {
+    case -1:
+        return MHD_NO; /* the worker went away: close without handing out a job */
+    case STORE_OK:
+        return claim_answer(s, c, r);
+    case STORE_EMPTY:
+        return send_text(c, 204, "application/json", "", 0);
+    default:
+        return unavailable(s, c, r->create.err);
+    }
+}
+
+/* A claim: tried at once on this thread; with no work and wait_ms > 0 it is parked for the
+ * dispatcher (no thread waits for it). */
+static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    enum MHD_Result ret;
+    if (internal_size_ok(c, r, &ret) != 0)
+        return ret;
+    api_error_t e;
+    if (wire_parse_claim(r->body, r->len, &r->claim, &e) != 0)
+        return send_error(c, &e);
+    r->deadline_mono = clock_mono_ms() + r->claim.wait_ms;
+    r->conn = c;
+    int tier_empty = 0;
+    if (claim_try(s, r, &tier_empty))
+        return claim_finish(s, c, r);
+    park(s, c, r, PARK_CLAIM);
+    return MHD_YES;
 }
 
 static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, req_t *r,
@@ -1613,6 +1857,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     connguard_request_done(c);
+    if (r->park != PARK_NONE) {
+        if (!r->answered)
+            return MHD_YES; /* still parked */
+        enum park_kind k = r->park;
+        r->park = PARK_NONE;
+        atomic_fetch_sub(&s->suspended, 1);
+        return k == PARK_CREATE ? create_answer(s, c, r) : claim_finish(s, c, r);
+    }
     if (!atomic_load(&s->ready))
         return fail(c, 503, "unavailable", NULL, "the server is starting; retry shortly");
     if (r->too_big && strncmp(url, "/api/v1/generation/create", 25) != 0 &&
@@ -1646,6 +1898,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         return;
     histogram_observe(&metrics.http_latency, (double)(now_us() - r->start_us) / 1e6);
     free(r->body);
+    free(r->idem);
+    job_params_clear(&r->params);
+    job_clear(&r->create.out);
+    job_clear(&r->job);
     free(r);
     *con_cls = NULL;
 }
@@ -1746,6 +2002,16 @@ static int bind_addr(const char *bind, int port, struct sockaddr_storage *ss, in
     return -1;
 }
 
+/* The pool of epoll threads: 4 x online CPUs, at least 16. Creates and waiting claims are
+ * parked, but a request that reads or writes the store in place (a get, a complete) holds its
+ * thread for as long as the store takes, so a stalled store (PINGVAS_PG_TIMEOUT) must not take
+ * every thread at once. Idle threads cost nothing but their stacks. */
+static unsigned front_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 4 && n < 64 ? (unsigned)n * 4 : 16;
+}
+
 /* Starts one libmicrohttpd daemon on bind:port answering with handler: the connection limit,
  * the per-IP limit (0: none), the idle timeout, and the guard's deadlines. A port another process
  * holds, a second pingvas included, is an error: no SO_REUSEPORT. Sets *bound to the port bound
@@ -1759,16 +2025,17 @@ static struct MHD_Daemon *start_daemon(server_t *s, const char *bind, int port,
         snprintf(err, errlen, "--bind: '%s' is not an IPv4 or IPv6 address", bind);
         return NULL;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_POLL | (*v6 ? MHD_USE_IPv6 : 0);
-    struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-        connguard_notify, s->guard, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(s->cfg.max_connections > 0 ? s->cfg.max_connections : 4096),
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        NULL, MHD_OPTION_END);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     (*v6 ? MHD_USE_IPv6 : 0);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                         MHD_OPTION_NOTIFY_CONNECTION, connguard_notify, s->guard,
+                         MHD_OPTION_THREAD_POOL_SIZE, front_threads(), MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)(s->cfg.max_connections > 0 ? s->cfg.max_connections : 4096),
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!d) {
         snprintf(err, errlen, "cannot listen on %s%s%s:%d: %s (is another server using the port?)",
                  *v6 ? "[" : "", bind, *v6 ? "]" : "", port, strerror(errno));
@@ -1840,6 +2107,8 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     pthread_cond_init(&s->wake_cv, NULL);
     pthread_mutex_init(&s->events_mu, NULL);
     pthread_mutex_init(&s->fault_mu, NULL);
+    pthread_mutex_init(&s->park_mu, NULL);
+    pthread_cond_init(&s->create_cv, NULL);
 
     s->models_buf = strdup(cfg->models && *cfg->models ? cfg->models : "sd15");
     int nm = 0;
@@ -1881,6 +2150,12 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
     store_listen(s->store, store_work_cb, s);
 
+    s->writer_started = pthread_create(&s->writer, NULL, writer_main, s) == 0;
+    s->dispatcher_started = pthread_create(&s->dispatcher, NULL, dispatcher_main, s) == 0;
+    if (!s->writer_started || !s->dispatcher_started) {
+        snprintf(err, errlen, "cannot start the create writer and claim dispatcher threads");
+        goto fail;
+    }
     if (server_listen(s, cfg, err, errlen) != 0)
         goto fail;
     hub_set_daemon(s->hub, s->mhd);
@@ -1947,6 +2222,35 @@ void server_set_submit_hook(server_t *s, server_submit_fn fn, void *arg)
     s->submit_arg = arg;
 }
 
+/* Stops both listeners: no new connections; parked claims are answered (204) and queued
+ * creates committed and answered before the daemons stop, so no connection stays suspended. */
+static void stop_front(server_t *s)
+{
+    MHD_socket lfd = s->mhd ? MHD_quiesce_daemon(s->mhd) : MHD_INVALID_SOCKET;
+    MHD_socket wfd = s->wmhd ? MHD_quiesce_daemon(s->wmhd) : MHD_INVALID_SOCKET;
+    for (int i = 0; i < 2000 && atomic_load(&s->suspended) > 0; i++) {
+        wake_dispatcher(s);
+        clock_sleep_ms(5);
+    }
+    if (s->mhd)
+        MHD_stop_daemon(s->mhd);
+    if (s->wmhd)
+        MHD_stop_daemon(s->wmhd);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd); /* quiesced: ours to close, after the stop */
+    if (wfd != MHD_INVALID_SOCKET)
+        close(wfd);
+    atomic_store(&s->threads_stop, 1);
+    wake_dispatcher(s);
+    pthread_mutex_lock(&s->park_mu);
+    pthread_cond_broadcast(&s->create_cv);
+    pthread_mutex_unlock(&s->park_mu);
+    if (s->writer_started)
+        pthread_join(s->writer, NULL);
+    if (s->dispatcher_started)
+        pthread_join(s->dispatcher, NULL);
+}
+
 void server_stop(server_t *s)
 {
     if (!s)
@@ -1954,10 +2258,7 @@ void server_stop(server_t *s)
     atomic_store(&s->stopping, 1);
     server_notify_work(s);
     hub_stop(s->hub); /* resumes every parked connection: MHD_stop_daemon needs them resumed */
-    if (s->mhd)
-        MHD_stop_daemon(s->mhd);
-    if (s->wmhd)
-        MHD_stop_daemon(s->wmhd);
+    stop_front(s);
     connguard_stop(s->guard);
     webhook_stop(s->webhooks);
     if (s->reaper_started)
@@ -1974,5 +2275,7 @@ void server_stop(server_t *s)
     pthread_mutex_destroy(&s->wake_mu);
     pthread_mutex_destroy(&s->events_mu);
     pthread_mutex_destroy(&s->fault_mu);
+    pthread_cond_destroy(&s->create_cv);
+    pthread_mutex_destroy(&s->park_mu);
     free(s);
 }

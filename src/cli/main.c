@@ -144,7 +144,7 @@ typedef struct app_config {
     {                                                                                              \
         "database-url", "DATABASE_URL", OPT_STR, NULL, 0, 0, O(database_url),                      \
             "store: sqlite:///path[?synchronous=normal] or postgresql://...[?pool=N] (pool also "  \
-            "from PINGVAS_PG_POOL, default 8; an operation gives up after PINGVAS_PG_TIMEOUT, "    \
+            "from PINGVAS_PG_POOL, default 2 x CPUs + 4, at least 8; an operation gives up after PINGVAS_PG_TIMEOUT, "    \
             "default 10s) [default: sqlite://DATA/pingvas.db]"                                     \
     }
 #define OPT_STORAGE                                                                                \

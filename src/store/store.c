@@ -71,7 +71,35 @@ int store_ledger(store_t *s, const char *name, int limit, ledger_entry_t **out, 
 int store_job_create(store_t *s, const char *user, const job_params_t *p, const char *idem_key,
                      int64_t reserve, int max_queued, int max_stored, int64_t now, job_t *out)
 {
-    return s->ops->job_create(s, user, p, idem_key, reserve, max_queued, max_stored, now, out);
+    if (s->ops->job_create)
+        return s->ops->job_create(s, user, p, idem_key, reserve, max_queued, max_stored, now, out);
+    store_create_t c = {.user = user,
+                        .p = p,
+                        .idem_key = idem_key,
+                        .reserve = reserve,
+                        .max_queued = max_queued,
+                        .max_stored = max_stored,
+                        .now = now};
+    s->ops->job_create_many(s, &c, 1); /* the error message stays the store's last error */
+    if (out)
+        *out = c.out;
+    else
+        job_clear(&c.out);
+    return c.rc;
+}
+
+int store_job_create_many(store_t *s, store_create_t *items, size_t n)
+{
+    if (s->ops->job_create_many)
+        return s->ops->job_create_many(s, items, n);
+    for (size_t i = 0; i < n; i++) {
+        store_create_t *c = &items[i];
+        c->rc = s->ops->job_create(s, c->user, c->p, c->idem_key, c->reserve, c->max_queued,
+                                   c->max_stored, c->now, &c->out);
+        if (c->rc == STORE_ERR)
+            snprintf(c->err, sizeof c->err, "%s", store_fail_text());
+    }
+    return STORE_OK;
 }
 
 int store_jobs_purge(store_t *s, int64_t ended_before, int limit, char (*ids)[JOB_ID_SIZE], int *n)

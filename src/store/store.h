@@ -128,6 +128,24 @@ int store_job_create(store_t *s, const char *user, const job_params_t *p, const 
  * into ids (limit entries) and their count into *n, so the caller deletes their images. */
 int store_jobs_purge(store_t *s, int64_t ended_before, int limit, char (*ids)[JOB_ID_SIZE], int *n);
 int store_job_get(store_t *s, const char *id, job_t *out);
+/* One create of a batch for store_job_create_many: store_job_create's arguments, then its
+ * outcome, rc (what store_job_create would return), out (filled on STORE_OK and STORE_EXISTS;
+ * the caller job_clears it) and err (the message of a STORE_ERR). */
+typedef struct store_create {
+    const char *user;
+    const job_params_t *p;
+    const char *idem_key;
+    int64_t reserve;
+    int max_queued;
+    int max_stored;
+    int64_t now;
+    int rc;
+    job_t out;
+    char err[256];
+} store_create_t;
+/* Runs n creates as one group commit where the store can (one transaction, each create keeping
+ * its own outcome, as if run one after the other). Every item gets its rc; returns STORE_OK. */
+int store_job_create_many(store_t *s, store_create_t *items, size_t n);
 /* The user's jobs, newest first; status < 0 for any; cursor_seq 0 for the first page, else only
  * jobs with seq < cursor_seq. *out is malloc'd array of n jobs: job_clear each, then free. */
 int store_job_list(store_t *s, const char *user, int status, int limit, int64_t cursor_seq,
@@ -277,6 +295,8 @@ struct store_ops {
                       int64_t reserve, int max_queued, int max_stored, int64_t now, job_t *out);
     int (*jobs_purge)(store_t *s, int64_t ended_before, int limit, char (*ids)[JOB_ID_SIZE],
                       int *n);
+    /* one of job_create and job_create_many may be NULL: store.c runs the other */
+    int (*job_create_many)(store_t *s, store_create_t *items, size_t n);
     int (*job_get)(store_t *s, const char *id, job_t *out);
     int (*job_list)(store_t *s, const char *user, int status, int limit, int64_t cursor_seq,
                     job_t **out, size_t *n);

@@ -4,14 +4,17 @@
  * Semantics are those of store_sqlite.c (same tables, columns, lease rules, charges, queue
  * order); what differs is how concurrency is made safe:
  *
- * - A fixed pool of connections (default 8; "?pool=N" in the URL, stripped before connecting,
- *   or PINGVAS_PG_POOL) behind a mutex and condition variable. Each operation takes one
+ * - A fixed pool of connections (default 2 x online CPUs + 4, at least 8: the server's front
+ *   threads, its create writer, claim dispatcher and reaper; "?pool=N" in the URL, stripped before
+ * connecting, or PINGVAS_PG_POOL) behind a mutex and condition variable. Each operation takes one
  *   connection, runs one transaction (READ COMMITTED) and gives it back.
  * - Row locks instead of a database-wide write lock. Lock order is always job row(s), then the
  *   user row (also taken by the triggers that keep users.reserved), then job_totals, so two
- *   transactions never wait for each other in a cycle. A create locks the user row
- *   (SELECT ... FOR UPDATE) before checking balance - reserved, so concurrent creates and
- *   charges of one user take turns and the balance never goes negative.
+ *   transactions never wait for each other in a cycle. A create's reservation is one
+ *   conditional statement (UPDATE users ... WHERE balance - reserved >= reserve, which locks the
+ *   row, feeding the INSERT of the job), so concurrent creates and charges of one user take
+ *   turns and the balance never goes negative. Creates gathered by the server come as a batch
+ *   (store_job_create_many) and share one transaction: one commit for all.
  * - Claims pick with FOR UPDATE SKIP LOCKED: two replicas never claim the same job and never
  *   wait on each other's candidate. The reaper takes one expired job per transaction, also
  *   with SKIP LOCKED, so it can run on every replica at once.
@@ -53,7 +56,7 @@
 
 #define SCHEMA_VERSION 7
 #define ERR_MAX 512
-#define POOL_DEFAULT 8
+#define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
 #define TIMEOUT_DEFAULT_MS 10000 /* one operation, pool wait included (PINGVAS_PG_TIMEOUT) */
 #define MAX_PARAMS 20
@@ -918,7 +921,10 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
     store_t *result = NULL;
     char *clean = NULL, *perr = NULL;
     PQconninfoOption *opts = NULL;
-    int pool = POOL_DEFAULT;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN); /* the pool is sized from the CPU count */
+    int pool = ncpu > 0 && ncpu < 64 ? (int)ncpu * 2 + 4 : POOL_MIN_DEFAULT;
+    if (pool < POOL_MIN_DEFAULT)
+        pool = POOL_MIN_DEFAULT;
     int64_t timeout_ms = TIMEOUT_DEFAULT_MS;
     if (pg_env(&timeout_ms, &pool, err, errlen) != 0 ||
         !(clean = strip_pool(url, &pool, err, errlen)))
@@ -1260,38 +1266,31 @@ static int idem_lookup(op_t *op, const char *user, const char *idem_key, job_t *
     return rc;
 }
 
-static int pg_job_create(store_t *base, const char *user, const job_params_t *prm,
-                         const char *idem_key, int64_t reserve, int max_queued, int max_stored,
-                         int64_t now, job_t *out)
+/* Why a create inserted nothing, by the admission rule (rules.c) on the user's row, now locked:
+ * STORE_NOT_FOUND, STORE_DISABLED, STORE_LIMIT, STORE_FULL or STORE_NO_CREDITS; STORE_OK if
+ * the row changed in between and the create may be tried again. */
+static int create_refusal(op_t *op, const store_create_t *c)
 {
-    pg_store_t *s = pgs(base);
-    job_t tmp;
     user_t u;
     int64_t queued = 0;
-    char id[JOB_ID_SIZE];
-    op_t op;
-    if (!out)
-        out = &tmp;
-    memset(out, 0, sizeof *out);
-    int rc = op_begin(s, &op);
+    int rc = read_user(op, c->user, true, &u, &queued);
     if (rc != STORE_OK)
-        goto out;
-    /* the user row lock serializes this user's creates and charges */
-    rc = read_user(&op, user, true, &u, &queued);
-    if (rc == STORE_OK && u.disabled_at)
-        rc = STORE_DISABLED;
-    if (rc != STORE_OK)
-        goto out;
-    rc = idem_key ? idem_lookup(&op, user, idem_key, out) : STORE_OK;
-    if (rc != STORE_OK)
-        goto out;
-    rc = store_rule_admit(&u, queued, reserve, max_queued, max_stored);
-    if (rc != STORE_OK)
-        goto out;
-    job_new_id(id);
+        return rc;
+    if (u.disabled_at)
+        return STORE_DISABLED;
+    return store_rule_admit(&u, queued, c->reserve, c->max_queued, c->max_stored);
+}
+
+/* The conditional INSERT of a new job id: a conditional UPDATE of the user's row (which takes
+ * the row lock) checks the admission rule (not disabled, the queued and stored caps, balance -
+ * reserved >= reserve) and feeds the INSERT, which reads its tier from it; the row's triggers
+ * then add the job to users.reserved/queued/stored. No row: refused, nothing written. */
+static PGresult *insert_job(op_t *op, const store_create_t *c, const char *id)
+{
+    const job_params_t *prm = c->p;
     params_t p = {0};
     p_text(&p, id);
-    p_text(&p, user);
+    p_text(&p, c->user);
     p_text(&p, prm->prompt ? prm->prompt : "");
     p_text(&p, prm->negative_prompt ? prm->negative_prompt : "");
     p_i64(&p, prm->width);
@@ -1300,33 +1299,99 @@ static int pg_job_create(store_t *base, const char *user, const job_params_t *pr
     p_f64(&p, prm->cfg_scale);
     p_i64(&p, store_rule_seed(prm->seed));
     p_text(&p, prm->model[0] ? prm->model : JOB_DEFAULT_MODEL);
-    p_text(&p, u.tier);
-    p_i64(&p, now);
-    p_i64(&p, store_rule_reservation(reserve));
-    p_text(&p, idem_key);
-    rc = one_job(&op,
-                 q(&op, "inserting job",
-                   "INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt,"
-                   " width, height, steps, cfg_scale, seed, seq, model, tier, created_at,"
-                   " credits_reserved, queue_pos, idem_key)"
-                   " SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"
-                   " $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, $11, $12::BIGINT, $13::BIGINT,"
-                   " n.v, $14 FROM (SELECT nextval('generation_jobs_seq') AS v) n"
-                   " RETURNING " JOB_COLS NOTIFY_COL,
-                   &p),
-                 "inserting job", out);
-    if (rc == STORE_OK && prm->webhook_url) {
+    p_i64(&p, c->now);
+    p_i64(&p, store_rule_reservation(c->reserve));
+    p_text(&p, c->idem_key);
+    p_i64(&p, c->max_queued);
+    p_i64(&p, c->max_stored);
+    return q(op, "inserting job",
+             "WITH u AS (UPDATE users SET queued = queued WHERE name = $2 AND disabled_at IS NULL"
+             " AND ($12::BIGINT <= 0 OR balance - reserved >= $12::BIGINT)"
+             " AND ($14::BIGINT <= 0 OR queued < $14::BIGINT)"
+             " AND ($15::BIGINT <= 0 OR stored < $15::BIGINT) RETURNING tier)"
+             " INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt,"
+             " width, height, steps, cfg_scale, seed, seq, model, tier, created_at,"
+             " credits_reserved, queue_pos, idem_key)"
+             " SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"
+             " $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, u.tier, $11::BIGINT,"
+             " $12::BIGINT, n.v, $13 FROM u, (SELECT nextval('generation_jobs_seq') AS v) n"
+             " RETURNING " JOB_COLS NOTIFY_COL,
+             &p);
+}
+
+/* One create inside the open transaction of op: the reservation is one statement (insert_job).
+ * When it inserts nothing, create_refusal names the reason under the row lock; if the row had
+ * changed in between, the insert is tried once more (now decisive: the row is ours). Fills c->rc
+ * and c->out; a refusal writes nothing. */
+static void create_in_tx(op_t *op, store_create_t *c)
+{
+    char id[JOB_ID_SIZE];
+    c->rc = STORE_OK;
+    if (c->idem_key) { /* a disabled or missing user is refused before a replay is answered */
+        user_t u;
+        c->rc = read_user(op, c->user, false, &u, NULL);
+        if (c->rc == STORE_OK && u.disabled_at)
+            c->rc = STORE_DISABLED;
+        if (c->rc == STORE_OK)
+            c->rc = idem_lookup(op, c->user, c->idem_key, &c->out);
+    }
+    if (c->rc != STORE_OK)
+        return;
+    job_new_id(id);
+    PGresult *r = insert_job(op, c, id);
+    for (int tries = 1; r && PQntuples(r) == 0; tries++) {
+        PQclear(r);
+        c->rc = create_refusal(op, c);
+        if (c->rc != STORE_OK || tries == 2) {
+            c->rc = c->rc == STORE_OK ? STORE_NO_CREDITS : c->rc;
+            return;
+        }
+        r = insert_job(op, c, id);
+    }
+    c->rc = one_job(op, r, "inserting job", &c->out);
+    if (c->rc == STORE_OK && c->p->webhook_url) {
         params_t w = {0};
         p_text(&w, id);
-        p_text(&w, prm->webhook_url);
-        rc = exec(&op, "recording a webhook", "INSERT INTO webhooks(job_id, url) VALUES ($1, $2)",
-                  &w);
+        p_text(&w, c->p->webhook_url);
+        c->rc = exec(op, "recording a webhook", "INSERT INTO webhooks(job_id, url) VALUES ($1, $2)",
+                     &w);
+        if (c->rc != STORE_OK)
+            job_clear(&c->out);
     }
-out:
-    rc = op_end(&op, rc);
-    if ((rc != STORE_OK && rc != STORE_EXISTS) || out == &tmp)
-        job_clear(out);
-    return rc;
+}
+
+/* Creates the batch in one transaction (group commit: one commit, one WAL flush for all). If a
+ * statement of one create fails on a live connection (a constraint), the transaction and with it
+ * the whole batch is gone, so each create is retried in a transaction of its own. If the
+ * connection failed or timed out, or the commit failed (its outcome unknown), every create of
+ * the batch is STORE_ERR (the client retries, with its Idempotency-Key). */
+static int pg_job_create_many(store_t *base, store_create_t *items, size_t n)
+{
+    pg_store_t *s = pgs(base);
+    op_t op;
+    for (size_t i = 0; i < n; i++) {
+        memset(&items[i].out, 0, sizeof items[i].out);
+        items[i].rc = STORE_ERR;
+    }
+    int rc = op_begin(s, &op);
+    bool retry = false;
+    for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+        create_in_tx(&op, &items[i]);
+        if (items[i].rc == STORE_ERR) {
+            rc = STORE_ERR;
+            retry = n > 1 && op.c != NULL; /* op.c is dropped on a timeout or a broken link */
+        }
+    }
+    if (op_end(&op, rc) == STORE_OK)
+        return STORE_OK;
+    for (size_t i = 0; i < n; i++) {
+        job_clear(&items[i].out);
+        items[i].rc = STORE_ERR;
+        snprintf(items[i].err, sizeof items[i].err, "%s", store_fail_text());
+    }
+    for (size_t i = 0; retry && i < n; i++)
+        pg_job_create_many(base, &items[i], 1);
+    return STORE_OK;
 }
 
 static int pg_job_get(store_t *base, const char *id, job_t *out)
@@ -2495,7 +2560,8 @@ static const struct store_ops pg_ops = {
     .user_set_disabled = pg_user_set_disabled,
     .user_credit = pg_user_credit,
     .ledger = pg_ledger,
-    .job_create = pg_job_create,
+    .job_create = NULL, /* store.c runs a batch of one */
+    .job_create_many = pg_job_create_many,
     .jobs_purge = pg_jobs_purge,
     .job_get = pg_job_get,
     .job_list = pg_job_list,

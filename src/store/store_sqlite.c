@@ -508,21 +508,13 @@ static const char *const stmt_sql[S_COUNT] = {
                 " lease_expires_at = NULL WHERE id = ?1 AND seq IS NULL",
 };
 
-/* One job creation waiting for the group commit (see sqlite_job_create). */
+/* One job creation waiting for the group commit (see sqlite_job_create): its arguments and
+ * outcome (c), and how its thread waits. */
 typedef struct create_req {
-    const char *user;
-    const job_params_t *p;
-    const char *idem_key;
-    int64_t reserve;
-    int max_queued;
-    int max_stored;
-    int64_t now;
-    job_t *out;
-    int rc;
+    store_create_t *c;
     bool done;
     bool lead;         /* this request's thread runs the next batch */
     pthread_cond_t cv; /* signalled when done or lead turns true */
-    char err[256];     /* the message of a STORE_ERR, for the waiting thread */
     struct create_req *next;
 } create_req_t;
 
@@ -1187,10 +1179,10 @@ static int insert_webhook(sqlite_store_t *s, const char *id, const char *url)
     return rc;
 }
 
-static int create_one(sqlite_store_t *s, create_req_t *q)
+static int create_one(sqlite_store_t *s, store_create_t *q)
 {
     const job_params_t *p = q->p;
-    job_t *out = q->out;
+    job_t *out = &q->out;
     user_t u;
     int64_t queued = 0, seq = 0;
     char id[JOB_ID_SIZE];
@@ -1266,7 +1258,8 @@ static void create_batch(sqlite_store_t *s, create_req_t *batch)
 {
     lock(s);
     int rc = begin(s);
-    for (create_req_t *q = batch; q; q = q->next) {
+    for (create_req_t *r = batch; r; r = r->next) {
+        store_create_t *q = r->c;
         q->rc = rc == STORE_OK ? create_one(s, q) : STORE_ERR;
         if (q->rc == STORE_ERR)
             snprintf(q->err, sizeof q->err, "%s", store_fail_text());
@@ -1279,9 +1272,10 @@ static void create_batch(sqlite_store_t *s, create_req_t *batch)
     }
     if (rc != STORE_OK || commit(s) != STORE_OK) {
         const char *msg = store_fail_text();
-        for (create_req_t *q = batch; q; q = q->next) {
+        for (create_req_t *r = batch; r; r = r->next) {
+            store_create_t *q = r->c;
             if (q->rc == STORE_OK || q->rc == STORE_EXISTS)
-                job_clear(q->out);
+                job_clear(&q->out);
             q->rc = STORE_ERR;
             snprintf(q->err, sizeof q->err, "%s", msg);
         }
@@ -1293,23 +1287,9 @@ static void create_batch(sqlite_store_t *s, create_req_t *batch)
  * one transaction, then hands over to whoever queued during that; the others wait for their
  * result. Each create keeps its own outcome (a savepoint each). Under load this turns N commits
  * and N hand-offs of the store lock into one. */
-static int sqlite_job_create(store_t *base, const char *user, const job_params_t *p,
-                             const char *idem_key, int64_t reserve, int max_queued, int max_stored,
-                             int64_t now, job_t *out)
+static void group_commit(sqlite_store_t *s, store_create_t *c)
 {
-    sqlite_store_t *s = sq(base);
-    job_t tmp;
-    if (!out)
-        out = &tmp;
-    memset(out, 0, sizeof *out);
-    create_req_t q = {.user = user,
-                      .p = p,
-                      .idem_key = idem_key,
-                      .reserve = reserve,
-                      .max_queued = max_queued,
-                      .max_stored = max_stored,
-                      .now = now,
-                      .out = out};
+    create_req_t q = {.c = c};
     pthread_cond_init(&q.cv, NULL);
     pthread_mutex_lock(&s->gc_mu);
     if (s->gc_tail)
@@ -1349,11 +1329,35 @@ static int sqlite_job_create(store_t *base, const char *user, const job_params_t
     }
     pthread_mutex_unlock(&s->gc_mu);
     pthread_cond_destroy(&q.cv);
-    if (q.rc == STORE_ERR)
-        store_fail("%s", q.err);
-    if (out == &tmp)
-        job_clear(out);
-    return q.rc;
+    if (c->rc == STORE_ERR)
+        store_fail("%s", c->err); /* the caller's store_last_error */
+}
+
+/* The group commit of a batch the caller gathered (the server's create queue): one
+ * transaction, one savepoint per create, so each keeps its own outcome. */
+static int sqlite_job_create_many(store_t *base, store_create_t *items, size_t n)
+{
+    sqlite_store_t *s = sq(base);
+    if (n == 1) { /* one create from a thread of its own: joins the others (group_commit) */
+        memset(&items[0].out, 0, sizeof items[0].out);
+        group_commit(s, &items[0]);
+        return STORE_OK;
+    }
+    create_req_t *reqs = calloc(n ? n : 1, sizeof *reqs);
+    for (size_t i = 0; i < n; i++) {
+        memset(&items[i].out, 0, sizeof items[i].out);
+        if (!reqs) {
+            items[i].rc = STORE_ERR;
+            snprintf(items[i].err, sizeof items[i].err, "out of memory");
+            continue;
+        }
+        reqs[i].c = &items[i];
+        reqs[i].next = i + 1 < n ? &reqs[i + 1] : NULL;
+    }
+    if (reqs && n)
+        create_batch(s, reqs);
+    free(reqs);
+    return STORE_OK;
 }
 
 static int sqlite_job_get(store_t *base, const char *id, job_t *out)
@@ -2432,7 +2436,8 @@ static const struct store_ops sqlite_ops = {
     .user_set_disabled = sqlite_user_set_disabled,
     .user_credit = sqlite_user_credit,
     .ledger = sqlite_ledger,
-    .job_create = sqlite_job_create,
+    .job_create = NULL, /* store.c runs a batch of one: group_commit */
+    .job_create_many = sqlite_job_create_many,
     .jobs_purge = sqlite_jobs_purge,
     .job_get = sqlite_job_get,
     .job_list = sqlite_job_list,
