@@ -335,7 +335,8 @@ static int held_by_node(const worker_config_t *cfg)
     return 1;
 }
 
-int worker_run(const worker_config_t *cfg)
+/* Signals (SIGTERM/SIGINT drain, SIGUSR1 retire) and the supervisor's status pipe. */
+static void worker_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -352,17 +353,135 @@ int worker_run(const worker_config_t *cfg)
         if (*end == '\0' && v > 2 && v < 65536)
             status_fd = (int)v;
     }
+}
 
-    char wid[160];
+/* --worker-id, or host-pid-random. */
+static void worker_id(const worker_config_t *cfg, char *wid, size_t size)
+{
     if (cfg->worker_id && *cfg->worker_id) {
-        snprintf(wid, sizeof wid, "%s", cfg->worker_id);
-    } else {
-        char host[64] = "host", rnd[9];
-        gethostname(host, sizeof host - 1);
-        random_hex(rnd, 4);
-        snprintf(wid, sizeof wid, "%.60s-%d-%s", host, (int)getpid(), rnd);
+        snprintf(wid, size, "%s", cfg->worker_id);
+        return;
     }
-    char err[512];
+    char host[64] = "host", rnd[9];
+    gethostname(host, sizeof host - 1);
+    random_hex(rnd, 4);
+    snprintf(wid, size, "%.60s-%d-%s", host, (int)getpid(), rnd);
+}
+
+/* What the claim loop works with. */
+typedef struct claimer {
+    const worker_config_t *cfg;
+    backend_t *be;
+    lifecycle_t *life;
+    CURL *h;
+    const char *wid;
+    int jobs;
+    int64_t full_backoff;
+} claimer_t;
+
+/* A 200 claim answer: decodes it and runs the job. */
+static void take_job(claimer_t *c, const httpc_resp_t *resp)
+{
+    wire_job_t wj;
+    char why[128];
+    if (wire_parse_job(resp->body, resp->len, &wj, why, sizeof why) != 0) {
+        /* the lease runs out and the job goes back to the queue */
+        log_error("event=bad_claim_response err=\"%s\"", why);
+        return;
+    }
+    report('B');
+    pod_guard_set_busy(c->cfg->guard, 1);
+    lifecycle_busy(c->life, 1);
+    int full = run_job(c->cfg, c->be, c->h, &wj);
+    lifecycle_busy(c->life, 0);
+    pod_guard_set_busy(c->cfg->guard, 0); /* idle again (the next claim may mark it busy) */
+    wire_job_clear(&wj);
+    c->jobs++;
+    full_store_wait(full, &c->full_backoff);
+}
+
+/* 0 to claim again, 1 to stop (max jobs done, retire asked, stop asked). */
+static int claim_loop_done(claimer_t *c)
+{
+    if (atomic_load(&stop_requested) || (c->cfg->max_jobs > 0 && c->jobs >= c->cfg->max_jobs))
+        return 1;
+    if (atomic_load(&retire_requested)) {
+        log_info("event=worker_retire worker=%s msg=\"idle; leaving as the autoscaler asked\"",
+                 c->wid);
+        return 1;
+    }
+    return 0;
+}
+
+/* Claims and runs jobs until told to stop. The worker's exit status (1: the token refused). */
+static int claim_loop(claimer_t *c, const char *claim_body)
+{
+    const worker_config_t *cfg = c->cfg;
+    char url[1024];
+    int64_t backoff = 100;
+    snprintf(url, sizeof url, "%s" WIRE_PATH_CLAIM, cfg->server_url);
+    while (!claim_loop_done(c)) {
+        if (held_by_node(cfg))
+            continue;
+        report('I');
+        httpc_req_t req = {.method = "POST",
+                           .url = url,
+                           .bearer = cfg->token,
+                           .body = claim_body,
+                           .body_len = strlen(claim_body),
+                           .timeout_ms = cfg->claim_wait_ms + 15000,
+                           .abort_flag = &stop_requested};
+        httpc_resp_t resp;
+        httpc_do(c->h, &req, &resp);
+        long st = resp.status;
+        if (st == 200) {
+            backoff = 100;
+            take_job(c, &resp);
+        } else if (st == 204) {
+            pod_guard_set_busy(cfg->guard, 0); /* idle: first to go on a scale-down */
+        } else if (st == 401) {
+            log_error("event=unauthorized msg=\"the server refused the worker token; set "
+                      "PINGVAS_WORKER_TOKEN to the server's token\"");
+        } else if (!atomic_load(&stop_requested)) {
+            log_warn("event=claim_retry status=%ld err=\"%s\" backoff_ms=%lld", st, resp.error,
+                     (long long)backoff);
+        }
+        httpc_resp_free(&resp);
+        if (st == 401)
+            return 1;
+        if (st == 200 || st == 204)
+            continue;
+        for (int64_t slept = 0; slept < backoff && !atomic_load(&stop_requested); slept += 50)
+            clock_sleep_ms(50);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    return 0;
+}
+
+/* Tells the server this worker is gone so the fleet view is right at once. */
+static void say_bye(const worker_config_t *cfg, CURL *h, const char *wid)
+{
+    char url[1024], *body = wire_bye_body(wid);
+    snprintf(url, sizeof url, "%s" WIRE_PATH_BYE, cfg->server_url);
+    if (!body)
+        return;
+    httpc_req_t req = {.method = "POST",
+                       .url = url,
+                       .bearer = cfg->token,
+                       .body = body,
+                       .body_len = strlen(body),
+                       .timeout_ms = 2000};
+    httpc_resp_t resp;
+    httpc_do(h, &req, &resp);
+    httpc_resp_free(&resp);
+    free(body);
+}
+
+int worker_run(const worker_config_t *cfg)
+{
+    char wid[160], err[512];
+    worker_signals();
+    worker_id(cfg, wid, sizeof wid);
     backend_t *be = backend_create(&cfg->backend, err, sizeof err);
     if (!be) {
         log_error("event=backend_error err=\"%s\"", err);
@@ -379,104 +498,28 @@ int worker_run(const worker_config_t *cfg)
     lifecycle_loaded(life);
     log_info("event=worker_ready worker=%s tier=%s backend=%s model_load_ms=%lld server=%s", wid,
              cfg->tier, cfg->backend.name, (long long)(clock_mono_ms() - t0), cfg->server_url);
-
     report('R');
     imds_watch_t *imds = NULL;
     if (cfg->imds_url && *cfg->imds_url)
         imds = imds_watch_start(cfg->imds_url, cfg->imds_poll_ms, worker_request_stop);
-
-    CURL *h = curl_easy_init();
-    char url[1024];
-    snprintf(url, sizeof url, "%s" WIRE_PATH_CLAIM, cfg->server_url);
+    claimer_t c = {.cfg = cfg,
+                   .be = be,
+                   .life = life,
+                   .wid = wid,
+                   .h = curl_easy_init(),
+                   .full_backoff = FULL_BACKOFF_MS};
     char *claim_body = wire_claim_body(wid, cfg->tier, cfg->claim_wait_ms);
-    int64_t backoff = 100, full_backoff = FULL_BACKOFF_MS;
-    int jobs = 0, status = 0;
-    if (!h || !claim_body) {
+    int status = 1;
+    if (c.h && claim_body)
+        status = claim_loop(&c, claim_body);
+    else
         log_error("event=worker_out_of_memory worker=%s", wid);
-        atomic_store(&stop_requested, 1); /* no claim loop */
-        status = 1;
-    }
-    while (!atomic_load(&stop_requested)) {
-        if (cfg->max_jobs > 0 && jobs >= cfg->max_jobs)
-            break;
-        if (atomic_load(&retire_requested)) {
-            log_info("event=worker_retire worker=%s msg=\"idle; leaving as the autoscaler asked\"",
-                     wid);
-            break;
-        }
-        if (held_by_node(cfg))
-            continue;
-        report('I');
-        httpc_req_t req = {.method = "POST",
-                           .url = url,
-                           .bearer = cfg->token,
-                           .body = claim_body,
-                           .body_len = strlen(claim_body),
-                           .timeout_ms = cfg->claim_wait_ms + 15000,
-                           .abort_flag = &stop_requested};
-        httpc_resp_t resp;
-        httpc_do(h, &req, &resp);
-        if (resp.status == 200) {
-            backoff = 100;
-            wire_job_t wj;
-            char why[128];
-            int bad = wire_parse_job(resp.body, resp.len, &wj, why, sizeof why);
-            httpc_resp_free(&resp);
-            if (bad) { /* the lease runs out and the job goes back to the queue */
-                log_error("event=bad_claim_response err=\"%s\"", why);
-                continue;
-            }
-            report('B');
-            pod_guard_set_busy(cfg->guard, 1);
-            lifecycle_busy(life, 1);
-            int full = run_job(cfg, be, h, &wj);
-            lifecycle_busy(life, 0);
-            pod_guard_set_busy(cfg->guard, 0); /* idle again (the next claim may mark it busy) */
-            wire_job_clear(&wj);
-            jobs++;
-            full_store_wait(full, &full_backoff);
-            continue;
-        }
-        if (resp.status == 204) {
-            httpc_resp_free(&resp);
-            pod_guard_set_busy(cfg->guard, 0); /* idle: first to go on a scale-down */
-            continue;
-        }
-        if (resp.status == 401) {
-            log_error("event=unauthorized msg=\"the server refused the worker token; set "
-                      "PINGVAS_WORKER_TOKEN to the server's token\"");
-            httpc_resp_free(&resp);
-            status = 1;
-            break;
-        }
-        if (!atomic_load(&stop_requested))
-            log_warn("event=claim_retry status=%ld err=\"%s\" backoff_ms=%lld", resp.status,
-                     resp.error, (long long)backoff);
-        httpc_resp_free(&resp);
-        for (int64_t slept = 0; slept < backoff && !atomic_load(&stop_requested); slept += 50)
-            clock_sleep_ms(50);
-        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-    }
     free(claim_body);
-    /* Tell the server this worker is gone so the fleet view is right at once. */
-    char *bye_body = wire_bye_body(wid);
-    snprintf(url, sizeof url, "%s" WIRE_PATH_BYE, cfg->server_url);
-    if (bye_body) {
-        httpc_req_t req = {.method = "POST",
-                           .url = url,
-                           .bearer = cfg->token,
-                           .body = bye_body,
-                           .body_len = strlen(bye_body),
-                           .timeout_ms = 2000};
-        httpc_resp_t resp;
-        httpc_do(h, &req, &resp);
-        httpc_resp_free(&resp);
-        free(bye_body);
-    }
-    curl_easy_cleanup(h);
+    say_bye(cfg, c.h, wid);
+    curl_easy_cleanup(c.h);
     imds_watch_stop(imds);
     lifecycle_end(life);
     be->ops->destroy(be);
-    log_info("event=worker_exit worker=%s jobs=%d", wid, jobs);
+    log_info("event=worker_exit worker=%s jobs=%d", wid, c.jobs);
     return status;
 }
