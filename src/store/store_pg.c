@@ -1328,8 +1328,11 @@ static void create_in_tx(op_t *op, store_create_t *c)
     char id[JOB_ID_SIZE];
     c->rc = STORE_OK;
     if (c->idem_key) { /* a disabled or missing user is refused before a replay is answered */
+        /* The user row lock (FOR UPDATE) serializes two creates with the same key: the second
+         * one's lookup then sees the first one's job instead of both inserting (a unique
+         * violation, STORE_ERR; test_store test_concurrent_creates on PostgreSQL). */
         user_t u;
-        c->rc = read_user(op, c->user, false, &u, NULL);
+        c->rc = read_user(op, c->user, true, &u, NULL);
         if (c->rc == STORE_OK && u.disabled_at)
             c->rc = STORE_DISABLED;
         if (c->rc == STORE_OK)
