@@ -2093,6 +2093,87 @@ static int server_listen(server_t *s, const server_config_t *cfg, char *err, siz
     return 0;
 }
 
+/* The allowed models from --models (comma-separated; "sd15" when none). 0, or -1 out of memory. */
+static int server_models(server_t *s, const server_config_t *cfg)
+{
+    s->models_buf = strdup(cfg->models && *cfg->models ? cfg->models : "sd15");
+    if (!s->models_buf)
+        return -1;
+    int nm = 0;
+    for (char *tok = s->models_buf; tok && nm < MAX_MODELS;) {
+        char *comma = strchr(tok, ',');
+        if (comma)
+            *comma = '\0';
+        if (*tok)
+            s->models[nm++] = tok;
+        tok = comma ? comma + 1 : NULL;
+    }
+    if (nm == 0)
+        s->models[nm++] = "sd15";
+    s->models[nm] = NULL;
+    s->vcfg.models = s->models;
+    s->vcfg.default_model = s->models[0];
+
+    return 0;
+}
+
+/* The store, migrated, with the events hub over it and its cross-process wakeups. 0 or -1. */
+static int server_open_store(server_t *s, const server_config_t *cfg, char *err, size_t errlen)
+{
+    s->store = store_open(cfg->database_url, err, errlen);
+    if (!s->store)
+        return -1;
+    if (store_migrate(s->store) != STORE_OK) {
+        char redacted[1024];
+        snprintf(err, errlen, "migrating %s: %s",
+                 log_redact_url(cfg->database_url, redacted, sizeof redacted),
+                 store_last_error(s->store));
+        return -1;
+    }
+    s->hub = hub_start(s->store, err, errlen);
+    if (!s->hub)
+        return -1;
+    /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
+    store_listen(s->store, store_work_cb, s);
+
+    return 0;
+}
+
+/* The image store, the webhooks, the reaper and the Celery bridge. 0 or -1 with err. */
+static int server_start_services(server_t *s, const server_config_t *cfg, char *err, size_t errlen)
+{
+    s->blob = blob_open(cfg->storage_url, cfg->public_image_base_url, s->url, err, errlen);
+    if (!s->blob)
+        return -1;
+    webhook_config_t wc = {.secret = cfg->webhook_secret,
+                           .allow_private = cfg->allow_private_webhooks,
+                           .retry_min_ms =
+                               cfg->webhook_retry_ms > 0 ? cfg->webhook_retry_ms : 5000};
+    if (cfg->webhook_secret && *cfg->webhook_secret) {
+        s->webhooks = webhook_start(s->store, &wc, webhook_job, s, err, errlen);
+        if (!s->webhooks)
+            return -1;
+    }
+
+    store_fault(s); /* workers could not heartbeat while this server was not up */
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the reaper thread");
+        return -1;
+    }
+    s->reaper_started = 1;
+    if (cfg->redis_url && *cfg->redis_url) {
+        celery_config_t cc = {.redis_url = cfg->redis_url,
+                              .queue = cfg->celery_queue,
+                              .visibility_timeout_ms = cfg->celery_visibility_ms,
+                              .credit_rate = cfg->credit_rate};
+        s->celery =
+            celery_bridge_start(&cc, s->store, celery_image_url, celery_work, s, err, errlen);
+        if (!s->celery)
+            return -1;
+    }
+    return 0;
+}
+
 server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
 {
     server_t *s = calloc(1, sizeof *s);
@@ -2110,22 +2191,10 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->park_mu, NULL);
     pthread_cond_init(&s->create_cv, NULL);
 
-    s->models_buf = strdup(cfg->models && *cfg->models ? cfg->models : "sd15");
-    int nm = 0;
-    for (char *tok = s->models_buf; tok && nm < MAX_MODELS;) {
-        char *comma = strchr(tok, ',');
-        if (comma)
-            *comma = '\0';
-        if (*tok)
-            s->models[nm++] = tok;
-        tok = comma ? comma + 1 : NULL;
+    if (server_models(s, cfg) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
     }
-    if (nm == 0)
-        s->models[nm++] = "sd15";
-    s->models[nm] = NULL;
-    s->vcfg.models = s->models;
-    s->vcfg.default_model = s->models[0];
-
     if (!cfg->prices_path)
         prices_default(&s->prices);
     else if (prices_load(cfg->prices_path, &s->prices, err, errlen) != 0)
@@ -2134,22 +2203,8 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     if (cfg->rate_limit > 0)
         s->rl = ratelimit_new(cfg->rate_limit, cfg->rate_burst > 0 ? cfg->rate_burst : 1);
 
-    s->store = store_open(cfg->database_url, err, errlen);
-    if (!s->store)
+    if (server_open_store(s, cfg, err, errlen) != 0)
         goto fail;
-    if (store_migrate(s->store) != STORE_OK) {
-        char redacted[1024];
-        snprintf(err, errlen, "migrating %s: %s",
-                 log_redact_url(cfg->database_url, redacted, sizeof redacted),
-                 store_last_error(s->store));
-        goto fail;
-    }
-    s->hub = hub_start(s->store, err, errlen);
-    if (!s->hub)
-        goto fail;
-    /* STORE_NOT_FOUND: no cross-process channel (SQLite); the server's own wakeups suffice */
-    store_listen(s->store, store_work_cb, s);
-
     s->writer_started = pthread_create(&s->writer, NULL, writer_main, s) == 0;
     s->dispatcher_started = pthread_create(&s->dispatcher, NULL, dispatcher_main, s) == 0;
     if (!s->writer_started || !s->dispatcher_started) {
@@ -2160,35 +2215,8 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
         goto fail;
     hub_set_daemon(s->hub, s->mhd);
 
-    s->blob = blob_open(cfg->storage_url, cfg->public_image_base_url, s->url, err, errlen);
-    if (!s->blob)
+    if (server_start_services(s, cfg, err, errlen) != 0)
         goto fail;
-    webhook_config_t wc = {.secret = cfg->webhook_secret,
-                           .allow_private = cfg->allow_private_webhooks,
-                           .retry_min_ms =
-                               cfg->webhook_retry_ms > 0 ? cfg->webhook_retry_ms : 5000};
-    if (cfg->webhook_secret && *cfg->webhook_secret) {
-        s->webhooks = webhook_start(s->store, &wc, webhook_job, s, err, errlen);
-        if (!s->webhooks)
-            goto fail;
-    }
-
-    store_fault(s); /* workers could not heartbeat while this server was not up */
-    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
-        snprintf(err, errlen, "cannot start the reaper thread");
-        goto fail;
-    }
-    s->reaper_started = 1;
-    if (cfg->redis_url && *cfg->redis_url) {
-        celery_config_t cc = {.redis_url = cfg->redis_url,
-                              .queue = cfg->celery_queue,
-                              .visibility_timeout_ms = cfg->celery_visibility_ms,
-                              .credit_rate = cfg->credit_rate};
-        s->celery =
-            celery_bridge_start(&cc, s->store, celery_image_url, celery_work, s, err, errlen);
-        if (!s->celery)
-            goto fail;
-    }
     atomic_store(&s->ready, 1);
     return s;
 fail:
