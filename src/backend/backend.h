@@ -70,8 +70,8 @@ void backend_error_detail(const httpc_resp_t *r, char *buf, size_t buflen);
 
 #define BACKEND_LOAD_TRIES 6 /* sleeps of 0.25, 0.5, 1, 2, 4 s between them: about 8 s */
 /* GETs base+path at worker start until a definite answer: a transport error or a 5xx (an engine
- * still starting) is retried BACKEND_LOAD_TRIES times in all. out holds the last answer; the
- * caller frees it. */
+ * still starting) is tried BACKEND_LOAD_TRIES times in all (BACKEND_LOAD_TRIES - 1 retries). out
+ * holds the last answer; the caller frees it. */
 void backend_get_patient(void *h, const char *base, const char *path, size_t cap,
                          httpc_resp_t *out);
 
