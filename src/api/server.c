@@ -644,14 +644,14 @@ static int64_t dispatch_round(server_t *s)
     s->claims = NULL;
     pthread_mutex_unlock(&s->park_mu);
     req_t *keep = NULL, **keep_tail = &keep, *done = NULL, **done_tail = &done;
-    int empty_std = 0, empty_ent = 0;
+    int empty[TIER_COUNT] = {0}; /* a tier found empty is not asked again this round */
     int64_t next_deadline = -1;
     while (list) {
         req_t *r = list;
         list = r->next;
         r->next = NULL;
-        int *empty = strcmp(r->claim.tier, "enterprise") == 0 ? &empty_ent : &empty_std;
-        if (claim_try(s, r, empty)) {
+        int t = tier_index(r->claim.tier);
+        if (claim_try(s, r, &empty[t > 0 ? t : 0])) {
             *done_tail = r;
             done_tail = &r->next;
         } else {
@@ -1063,17 +1063,16 @@ static enum MHD_Result api_credits(server_t *s, struct MHD_Connection *c)
 
 static json_t *queue_json(server_t *s, int *err)
 {
-    static const char *tiers[] = {"standard", "enterprise"};
     json_t *t = json_object();
     *err = 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < TIER_COUNT; i++) {
         queue_stats_t q;
-        if (store_queue_stats(s->store, tiers[i], s->cfg.worker_ttl_ms, clock_steady_ms(), &q) !=
-            STORE_OK) {
+        if (store_queue_stats(s->store, tier_names[i], s->cfg.worker_ttl_ms, clock_steady_ms(),
+                              &q) != STORE_OK) {
             *err = 1;
             break;
         }
-        json_object_set_new(t, tiers[i],
+        json_object_set_new(t, tier_names[i],
                             json_pack("{s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t)q.queued,
                                       "running", (json_int_t)q.running, "backlog",
                                       (json_int_t)(q.queued + q.running), "workers",

@@ -778,8 +778,8 @@ static json_t *timeline_json(const lt_t *lt)
     for (size_t i = 0; i < lt->ntimeline; i++) {
         const lt_sample_t *s = &lt->timeline[i];
         json_array_append_new(tl, json_pack("{s:f, s:i, s:i, s:i, s:i, s:i}", "t", s->t, "workers",
-                                            s->workers[0] + s->workers[1], "standard",
-                                            s->workers[0], "enterprise", s->workers[1], "queued",
+                                            s->workers[0] + s->workers[1], tier_names[0],
+                                            s->workers[0], tier_names[1], s->workers[1], "queued",
                                             s->queued, "running", s->running));
     }
     return tl;

@@ -144,7 +144,8 @@ typedef struct app_config {
     {                                                                                              \
         "database-url", "DATABASE_URL", OPT_STR, NULL, 0, 0, O(database_url),                      \
             "store: sqlite:///path[?synchronous=normal] or postgresql://...[?pool=N] (pool also "  \
-            "from PINGVAS_PG_POOL, default 2 x CPUs + 4, at least 8; an operation gives up after PINGVAS_PG_TIMEOUT, "    \
+            "from PINGVAS_PG_POOL, default 2 x CPUs + 4, at least 8; an operation gives up after " \
+            "PINGVAS_PG_TIMEOUT, "                                                                 \
             "default 10s) [default: sqlite://DATA/pingvas.db]"                                     \
     }
 #define OPT_STORAGE                                                                                \
@@ -1147,7 +1148,7 @@ static void worker_args_build(const app_config_t *cfg, worker_args_t *wa)
 
 static int ensure_demo_user(store_t *st, int64_t credits)
 {
-    int rc = store_user_add(st, "demo", "standard", credits, clock_now_ms());
+    int rc = store_user_add(st, "demo", tier_names[0], credits, clock_now_ms());
     return rc == STORE_OK ? 1 : rc == STORE_EXISTS ? 0 : -1;
 }
 

@@ -41,7 +41,7 @@ int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_
         return -1;
     const char *wid = str_field(o, "worker_id", WIRE_WORKER_ID_MAX);
     json_t *tv = json_object_get(o, "tier");
-    const char *tier = tv ? json_string_value(tv) : "standard";
+    const char *tier = tv ? json_string_value(tv) : tier_names[0];
     json_t *wv = json_object_get(o, "wait_ms");
     int64_t wait_ms = json_is_integer(wv) ? json_integer_value(wv) : 0;
     if (!wid || tier_index(tier) < 0 || wait_ms < 0 || wait_ms > WIRE_CLAIM_WAIT_MAX_MS ||

@@ -1102,7 +1102,7 @@ static int pg_user_add(store_t *base, const char *name, const char *tier, int64_
         goto out;
     params_t p = {0};
     p_text(&p, name);
-    p_text(&p, tier && *tier ? tier : "standard");
+    p_text(&p, tier && *tier ? tier : tier_names[0]);
     p_i64(&p, credits);
     p_i64(&p, now);
     r = q(&op, "adding user",

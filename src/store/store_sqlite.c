@@ -1028,7 +1028,7 @@ static int sqlite_user_add(store_t *base, const char *name, const char *tier, in
         goto out;
     }
     bind_text(stmt, 1, name);
-    bind_text(stmt, 2, tier && *tier ? tier : "standard");
+    bind_text(stmt, 2, tier && *tier ? tier : tier_names[0]);
     sqlite3_bind_int64(stmt, 3, credits);
     sqlite3_bind_int64(stmt, 4, now);
     rc = run(s, stmt, "adding user");
