@@ -1,4 +1,4 @@
-"""bench.py: the measurements of bench/run.sh (issue 3 section 6), pingvas beside BullMQ.
+"""bench.py: the measurements of bench/run.sh (issue 3 section 6, issue 12), pingvas beside BullMQ.
 
 Run through bench/run.sh, which builds the Release binary and installs the peer first:
     python3 bench/bench.py BIN PEER_DIR RESULTS_MD COMMAND_LINE
@@ -163,21 +163,26 @@ JOB = {"prompt": "Test image", "model": "sd15", "width": 64, "height": 64, "step
 
 # ---------- (a) submissions/s at 64 connections ----------
 
+def run_wrk(url, token, get=False):
+    """wrk -t2 -c64 for SUBMIT_SECONDS with create.lua (creates, or GETs of url with get); its
+    WRK_JSON line, with per_second (2xx only)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(ENV, PINGVAS_TOKEN=token, PINGVAS_WRK_GET="1" if get else "0")
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{SUBMIT_SECONDS}s", "--latency", "-s",
+                          os.path.join(here, "create.lua"), url], env=env,
+                         capture_output=True, text=True, timeout=SUBMIT_SECONDS + 60).stdout
+    w = json.loads(re.search(r"WRK_JSON (\{.*\})", out).group(1))
+    w["per_second"] = (w["requests"] - w["non2xx"]) / w["seconds"]
+    return w
+
+
 def bench_submit(pg=False):
     st = Stack("submit-pg" if pg else "submit", pg=pg)
     try:
         srv = st.start("server")
         token = st.user()
-        env = dict(ENV, PINGVAS_TOKEN=token)
-        here = os.path.dirname(os.path.abspath(__file__))
         log(f"(a) pingvas: wrk -t2 -c64 -d{SUBMIT_SECONDS}s POST /api/v1/generation/create")
-        out = subprocess.run(["wrk", "-t2", "-c64", f"-d{SUBMIT_SECONDS}s", "--latency", "-s",
-                              os.path.join(here, "create.lua"),
-                              st.url + "/api/v1/generation/create"], env=env,
-                             capture_output=True, text=True, timeout=SUBMIT_SECONDS + 60).stdout
-        m = re.search(r"WRK_JSON (\{.*\})", out)
-        w = json.loads(m.group(1))
-        w["per_second"] = (w["requests"] - w["non2xx"]) / w["seconds"]
+        w = run_wrk(st.url + "/api/v1/generation/create", token)
         key = "a_pg" if pg else "a_pingvas"
         results[key] = w
         if not pg:
@@ -185,6 +190,10 @@ def bench_submit(pg=False):
         # count what the server really holds: every 201 must be a queued job
         q = api(st.url, "/api/v1/queue", token)["tiers"]["standard"]["queued"]
         results[key]["queued_after"] = q
+        if not pg:
+            jid = api(st.url, "/api/v1/generation?limit=1", token)["jobs"][0]["id"]
+            log(f"GET job: wrk -t2 -c64 -d{SUBMIT_SECONDS}s GET /api/v1/generation/{{id}}")
+            results["get"] = run_wrk(st.url + "/api/v1/generation/" + jid, token, get=True)
     finally:
         st.close()
 
@@ -317,8 +326,9 @@ def bench_idle_cpu():
 def start_redis():
     d = tempfile.mkdtemp(prefix="pingvas-bench-redis-")
     port = 16379 + os.getpid() % 1000
-    # AOF with fsync every second: like pingvas's SQLite WAL with synchronous=NORMAL, an
-    # acknowledged job survives a crash of the process, not necessarily a power loss.
+    # AOF with fsync every second (BullMQ's usual setup): an acknowledged job survives a crash of
+    # the process, not necessarily a power loss. pingvas runs its durable default here
+    # (synchronous=FULL: every acknowledgement survives a power loss), the stricter of the two.
     p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
                           "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -367,17 +377,23 @@ def table():
     srv_mb = max(r["server_hwm_kb_submit"] or 0, r["server_hwm_kb_e2e"] or 0) / 1024
     wrk_mb = (r["worker_hwm_kb"] or 0) / 1024
     rows = [
-        ("(a) job submissions/s, 64 connections", fmt(a["per_second"], "/s"),
-         fmt(ab["per_second"], "/s"), ">= 20,000/s", a["per_second"] >= 20000),
+        ("(a) job submissions/s, 64 connections, SQLite (synchronous=FULL, the default)",
+         fmt(a["per_second"], "/s"), fmt(ab["per_second"], "/s"),
+         f">= 1.0x BullMQ (ratio {a['per_second'] / ab['per_second']:.2f}x)",
+         a["per_second"] >= ab["per_second"]),
         (f"(b) end-to-end jobs/s, 64x64, 0 GPU time, 4 workers ({b['jobs']:,} jobs)",
-         fmt(b["jobs_per_second"], "/s"), fmt(bb["jobs_per_second"], "/s"), ">= 5,000/s",
-         (b["jobs_per_second"] or 0) >= 5000 and b["completed"] == b["jobs"]),
-        ("(a) on the PostgreSQL store", fmt(r["a_pg"]["per_second"], "/s"), "-", ">= 20,000/s",
-         r["a_pg"]["per_second"] >= 20000),
+         fmt(b["jobs_per_second"], "/s"), fmt(bb["jobs_per_second"], "/s"),
+         f">= 0.5x BullMQ (ratio {(b['jobs_per_second'] or 0) / bb['jobs_per_second']:.2f}x)",
+         (b["jobs_per_second"] or 0) >= 0.5 * bb["jobs_per_second"] and
+         b["completed"] == b["jobs"]),
+        ("(a) on the PostgreSQL store, one user", fmt(r["a_pg"]["per_second"], "/s"), "-",
+         ">= 10,000/s", r["a_pg"]["per_second"] >= 10000),
         (f"(b) on the PostgreSQL store ({r['b_pg']['jobs']:,} jobs)",
-         fmt(r["b_pg"]["jobs_per_second"], "/s"), "-", ">= 5,000/s",
-         (r["b_pg"]["jobs_per_second"] or 0) >= 5000 and r["b_pg"]["completed"] ==
+         fmt(r["b_pg"]["jobs_per_second"], "/s"), "-", ">= 2,000/s",
+         (r["b_pg"]["jobs_per_second"] or 0) >= 2000 and r["b_pg"]["completed"] ==
          r["b_pg"]["jobs"]),
+        ("GET /api/v1/generation/{id}, 64 connections", fmt(r["get"]["per_second"], "/s"), "-",
+         ">= 80,000/s", r["get"]["per_second"] >= 80000),
         ("(c) idle-worker pickup p50 / p99 (submit to claim)",
          f"{fmt(c['p50'], ' ms')} / {fmt(c['p99'], ' ms')}", "-", "p99 < 5 ms", c["p99"] < 5),
         ("(d) scale from zero (submit to first claim, model load excluded), median of "
@@ -385,7 +401,8 @@ def table():
          d["p50"] < 50),
         ("(e) peak RSS of the server (VmHWM)", fmt(srv_mb, " MB", 1), "-", "< 50 MB",
          srv_mb < 50),
-        ("(e) peak RSS of a worker (VmHWM)", fmt(wrk_mb, " MB", 1), "-", "< 10 MB", wrk_mb < 10),
+        ("(e) peak RSS of a worker (VmHWM)", fmt(wrk_mb, " MB", 1), "-", "<= 10 MB",
+         wrk_mb <= 10),
         (f"(f) CPU of an idle `pingvas up --workers 2` ({f['processes']} processes, "
          f"{f['seconds']:.0f} s)", fmt(f["percent_of_one_core"], " % of a core", 3), "-", "< 1 %",
          f["percent_of_one_core"] < 1),
@@ -404,14 +421,20 @@ def write_results(m, tbl):
         f"2xx, {a['socket_errors']} socket errors, latency p50 {a['p50_ms']:.2f} ms / p99 "
         f"{a['p99_ms']:.2f} ms (wrk, which shares the 2 cores); {a['queued_after']:,} jobs "
         f"queued afterwards. BullMQ: {ab['adds']:,} adds in {ab['seconds']:.1f} s, p50 "
-        f"{ab['latency_ms']['p50']:.2f} ms / p99 {ab['latency_ms']['p99']:.2f} ms.",
+        f"{ab['latency_ms']['p50']:.2f} ms / p99 {ab['latency_ms']['p99']:.2f} ms (redis-server "
+        f"with AOF appendfsync everysec: a power loss may lose its last second of adds, where "
+        f"pingvas's defaults lose none).",
+        f"- GET job: {r['get']['requests']:,} requests in {r['get']['seconds']:.1f} s, "
+        f"{r['get']['non2xx']} not 2xx, p50 {r['get']['p50_ms']:.2f} ms / p99 "
+        f"{r['get']['p99_ms']:.2f} ms (wrk on the same 2 cores).",
         f"- (b) pingvas: {b['completed']:,} of {b['jobs']:,} completed, submitted at "
         f"{b['submits_per_second']:,.0f}/s, queue wait p50 {b['queue_wait_ms']['p50']:.0f} ms, "
         f"failures {b['failures_by_status'] or 'none'}. BullMQ: {bb['jobs']:,} jobs in "
         f"{bb['seconds']:.2f} s (adds done after {bb['submit_seconds']:.2f} s).",
         f"- PostgreSQL rows: the same (a) and (b) against `pingvas server` with "
         f"DATABASE_URL on the loopback PostgreSQL 15 of scripts/services/postgres.sh (fsync off, "
-        f"as a throwaway test cluster); (a) {r['a_pg']['requests']:,} requests, p50 "
+        f"as a throwaway test cluster: these rows do not include PostgreSQL's own disk "
+        f"flushes); (a) {r['a_pg']['requests']:,} requests, p50 "
         f"{r['a_pg']['p50_ms']:.2f} ms / p99 {r['a_pg']['p99_ms']:.2f} ms; (b) "
         f"{r['b_pg']['completed']:,} of {r['b_pg']['jobs']:,} completed.",
         f"- (c) {r['c_pickup_ms']['n']} samples, mean {r['c_pickup_ms']['mean']:.2f} ms, max "

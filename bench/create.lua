@@ -1,9 +1,14 @@
 -- wrk script for bench/run.sh (a): every request creates one job, the seed's create body at
--- 64x64 and 1 step. The token comes from the environment (PINGVAS_TOKEN).
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+-- 64x64 and 1 step. The token comes from the environment (PINGVAS_TOKEN). With
+-- PINGVAS_WRK_GET=1 every request is a GET of wrk's URL instead (the GET job row).
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("PINGVAS_TOKEN")
-wrk.body = '{"prompt":"Test image","model":"sd15","width":64,"height":64,"steps":1}'
+if os.getenv("PINGVAS_WRK_GET") == "1" then
+  wrk.method = "GET"
+else
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.body = '{"prompt":"Test image","model":"sd15","width":64,"height":64,"steps":1}'
+end
 
 local statuses = {}
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# bench/ab.sh BIN [get]: one A/B sample for bench/RESULTS.md. Starts a fresh `BIN server` (one
+# user, no rate limit, no queued cap) and runs `wrk -t2 -c64 -d5s -s bench/create.lua` against it:
+# POST creates, or with `get` GETs of one job. Prints answers/s and the server's CPU (utime +
+# stime from /proc) per 2xx answer. Run it for two binaries in turn on the same machine.
+set -euo pipefail
+BIN=$1
+MODE=${2:-create}
+HERE=$(cd "$(dirname "$0")" && pwd)
+D=$(mktemp -d)
+trap 'kill $P 2>/dev/null; wait $P 2>/dev/null; rm -rf "$D"' EXIT
+export PINGVAS_RATE_LIMIT=0 JWT_SECRET=ab-secret-0123456789abcdef0123456789
+export PINGVAS_WORKER_TOKEN=ab-worker-token-0123456789abcdef
+mkdir -p "$D/data"
+"$BIN" user add u --credits 1000000000 --data "$D/data" >/dev/null
+PINGVAS_TOKEN=$("$BIN" token u --data "$D/data")
+export PINGVAS_TOKEN
+"$BIN" server --port 0 --data "$D/data" --log-level warn --max-queued-per-user 0 >"$D/out" 2>"$D/err" &
+P=$!
+for _ in $(seq 100); do grep -q "listening on " "$D/out" && break; sleep 0.1; done
+URL=$(grep -o "http://[0-9.:]*" "$D/out" | head -1)
+TARGET=$URL/api/v1/generation/create
+GET=0
+if [ "$MODE" = get ]; then
+  ID=$(curl -s -H "Authorization: Bearer $PINGVAS_TOKEN" -H "Content-Type: application/json" \
+    -d '{"prompt":"x"}' "$TARGET" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  TARGET=$URL/api/v1/generation/$ID
+  GET=1
+fi
+T0=$(awk '{print $14 + $15}' "/proc/$P/stat")
+OUT=$(PINGVAS_WRK_GET=$GET wrk -t2 -c64 -d5s -s "$HERE/create.lua" "$TARGET" | grep WRK_JSON)
+T1=$(awk '{print $14 + $15}' "/proc/$P/stat")
+python3 - "$OUT" "$T0" "$T1" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+w = json.loads(sys.argv[1].split(" ", 1)[1])
+ok = w["requests"] - w["non2xx"]
+cpu_us = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4]) * 1e6
+print(f"{ok / w['seconds']:,.0f}/s, server CPU {cpu_us / max(ok, 1):.1f} us per answer, "
+      f"p50 {w['p50_ms']:.2f} ms, {w['non2xx']} not 2xx")
+PY
