@@ -1,9 +1,10 @@
 /* server.c: HTTP front of pingvas on libmicrohttpd, event-driven: a small pool of epoll threads
- * (MHD_USE_EPOLL_INTERNAL_THREAD, 4 x CPUs, at least 16) serves every connection; no thread per
+ * (MHD_USE_EPOLL_INTERNAL_THREAD, 16 x CPUs, at least 64) serves every connection; no thread per
  * connection. Two kinds of request are parked (MHD_suspend_connection) instead of holding a
  * thread, and resumed with their answer:
  * - creates: parsed, authenticated and validated on the pool thread, then queued to the create
- *   writer, one thread that commits every create waiting at that moment in one transaction
+ *   writer (one thread on SQLite, four on PostgreSQL), which commits every create waiting at that
+ *   moment in one transaction
  *   (store_job_create_many: the group commit) and resumes their connections;
  * - long-poll claims that found no work: the claim dispatcher, one thread, retries them when
  *   work arrives (server_notify_work), at least every 500 ms, and answers 204 at their deadline.
@@ -55,6 +56,11 @@
 #define READY_FAULT_MS 10000 /* /readyz reports a store or image store fault this long */
 #define WAIT_MAX_MS 60000    /* GET /api/v1/generation/{id}?wait= */
 #define STREAMS_PER_USER 8   /* open GET /api/v1/events streams per user (429 beyond) */
+
+/* Create writers: one on SQLite (one writer is the group commit; more would split its batches),
+ * WRITERS_MAX on PostgreSQL (batches in flight side by side on their own connections, and a
+ * stalled database does not hold the whole queue behind one batch). */
+#define WRITERS_MAX 4
 
 struct server {
     server_config_t cfg;
@@ -111,8 +117,8 @@ struct server {
     struct req *claims;                 /* long-poll claims waiting for work, oldest first */
     atomic_int suspended;               /* connections parked right now */
     atomic_int threads_stop;            /* set once the daemons are stopped */
-    pthread_t writer, dispatcher;
-    int writer_started, dispatcher_started;
+    pthread_t writers[WRITERS_MAX], dispatcher;
+    int nwriters, dispatcher_started; /* nwriters: create writer threads started */
 };
 
 enum park_kind { PARK_NONE, PARK_CREATE, PARK_CLAIM };
@@ -2001,14 +2007,16 @@ static int bind_addr(const char *bind, int port, struct sockaddr_storage *ss, in
     return -1;
 }
 
-/* The pool of epoll threads: 4 x online CPUs, at least 16. Creates and waiting claims are
+/* The pool of epoll threads: 16 x online CPUs, at least 64. Creates and waiting claims are
  * parked, but a request that reads or writes the store in place (a get, a complete) holds its
- * thread for as long as the store takes, so a stalled store (PINGVAS_PG_TIMEOUT) must not take
- * every thread at once. Idle threads cost nothing but their stacks. */
+ * thread for as long as the store takes, and the connections its thread accepted wait behind it:
+ * with a stalled store (PINGVAS_PG_TIMEOUT) a thread holding several clients would answer the
+ * last of them only after several timeouts. Many threads keep that rare; they cost their stacks
+ * (256 KiB reserved each, little of it touched) and nothing while idle. */
 static unsigned front_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 4 && n < 64 ? (unsigned)n * 4 : 16;
+    return n > 4 && n < 64 ? (unsigned)n * 16 : 64;
 }
 
 /* Starts one libmicrohttpd daemon on bind:port answering with handler: the connection limit,
@@ -2204,9 +2212,12 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
 
     if (server_open_store(s, cfg, err, errlen) != 0)
         goto fail;
-    s->writer_started = pthread_create(&s->writer, NULL, writer_main, s) == 0;
+    int want = strcmp(store_kind(s->store), "sqlite") == 0 ? 1 : WRITERS_MAX;
+    while (s->nwriters < want &&
+           pthread_create(&s->writers[s->nwriters], NULL, writer_main, s) == 0)
+        s->nwriters++;
     s->dispatcher_started = pthread_create(&s->dispatcher, NULL, dispatcher_main, s) == 0;
-    if (!s->writer_started || !s->dispatcher_started) {
+    if (s->nwriters < want || !s->dispatcher_started) {
         snprintf(err, errlen, "cannot start the create writer and claim dispatcher threads");
         goto fail;
     }
@@ -2272,8 +2283,8 @@ static void stop_front(server_t *s)
     pthread_mutex_lock(&s->park_mu);
     pthread_cond_broadcast(&s->create_cv);
     pthread_mutex_unlock(&s->park_mu);
-    if (s->writer_started)
-        pthread_join(s->writer, NULL);
+    for (int i = 0; i < s->nwriters; i++)
+        pthread_join(s->writers[i], NULL);
     if (s->dispatcher_started)
         pthread_join(s->dispatcher, NULL);
 }

@@ -27,6 +27,11 @@ void store_close(store_t *s)
         s->ops->close(s);
 }
 
+const char *store_kind(const store_t *s)
+{
+    return s->ops->name;
+}
+
 const char *store_last_error(store_t *s)
 {
     (void)s; /* one message per thread, whichever store failed (store/rules.h) */

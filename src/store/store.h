@@ -98,6 +98,8 @@ typedef struct store store_t;
  * message in err. Caller owns the result (store_close). */
 store_t *store_open(const char *url, char *err, size_t errlen);
 void store_close(store_t *s);
+/* "sqlite" or "postgresql". */
+const char *store_kind(const store_t *s);
 /* Message of the last STORE_ERR on this thread. */
 const char *store_last_error(store_t *s);
 
