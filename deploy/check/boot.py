@@ -8,8 +8,8 @@ the ConfigMaps from the render, the Secret `pingvas-secrets` from test values, d
 fields from a made-up pod), as uid 10001 like the pods' securityContext. Loopback stand-ins play
 what the cluster and AWS provide:
   - a network namespace of its own (unshare --net), so that the rendered ports (8080, 8188, 7860)
-    and --bind 0.0.0.0 touch nothing outside; the shared PostgreSQL, Redis and S3 servers of
-    /work/services.env are reachable inside at their usual loopback ports through Unix-socket
+    and --bind 0.0.0.0 touch nothing outside; the shared PostgreSQL, Redis and S3 servers that
+    scripts/services/*.sh start are reachable inside at their usual loopback ports through Unix-socket
     forwarders;
   - pod IPs: the server pod is 127.0.0.2, worker pods 127.0.0.4; probes come from 127.0.0.3
     (the kubelet), so a server bound to 127.0.0.1 fails them;
@@ -37,8 +37,8 @@ worker claims and completes a job, the image is in the rendered bucket, and the 
 rendered REDIS_URL completes.
 
 Run: PINGVAS_BIN=build/pingvas python3 deploy/check/boot.py (CTest: deploy.boot). Needs root (or
-user namespaces), kubectl with kustomize v4+, openssl, python3-yaml and the services of
-/work/services.env (scripts/services/*.sh). PINGVAS_BOOT_TREES=base,dev limits the trees;
+user namespaces), kubectl with kustomize v4+, openssl, python3-yaml and the services that
+scripts/services/*.sh start (eval their output). PINGVAS_BOOT_TREES=base,dev limits the trees;
 PINGVAS_BOOT_USERNS=1 uses a user namespace even as root (as it does without CAP_SYS_ADMIN).
 """
 import base64
@@ -957,8 +957,8 @@ def main():
                   "scripts/check-deploy.sh)", file=sys.stderr)
             return 2
     if not os.environ.get("PINGVAS_TEST_PG_URL") or not os.environ.get("PINGVAS_TEST_REDIS_URL"):
-        print("boot: the test services are not set up: source /work/services.env (or eval "
-              "scripts/services/*.sh)", file=sys.stderr)
+        print("boot: the test services are not set up: eval the output of each "
+              "scripts/services/*.sh first (scripts/test.sh does)", file=sys.stderr)
         return 2
     return outside(sys.argv[1:])
 

@@ -1,9 +1,9 @@
 /* test_store.c: the store contract (store.h), one suite run against both stores: SQLite on a
  * temporary file, then PostgreSQL on a fresh database per test on the server named by
- * PINGVAS_TEST_PG_URL (/work/services.env, scripts/test.sh). Without that variable the PostgreSQL
- * half says that it did not run (and fails when PINGVAS_TEST_STORE_REQUIRE_PG=1, as CTest sets it
- * for the production configuration). The lease state machine is driven by explicit `now` values:
- * nothing sleeps. */
+ * PINGVAS_TEST_PG_URL (printed by scripts/services/postgres.sh, exported by scripts/test.sh).
+ * Without that variable the PostgreSQL half says that it did not run (and fails when
+ * PINGVAS_TEST_STORE_REQUIRE_PG=1, as CTest sets it for the production configuration). The lease
+ * state machine is driven by explicit `now` values: nothing sleeps. */
 #include "t.h"
 
 #include <curl/curl.h>
@@ -1452,8 +1452,8 @@ int main(int argc, char **argv)
     printf("NOT RUN: the PostgreSQL half (this build has no libpq)\n");
 #else
     if (!t_admin || !*t_admin)
-        printf("NOT RUN: the PostgreSQL half (PINGVAS_TEST_PG_URL is not set; source "
-               "/work/services.env or run scripts/services/postgres.sh)\n");
+        printf("NOT RUN: the PostgreSQL half (PINGVAS_TEST_PG_URL is not set; run "
+               "eval \"$(scripts/services/postgres.sh)\" first)\n");
 #endif
     if (t_admin && *t_admin) {
         t_pg = 1;
