@@ -686,6 +686,31 @@ typedef struct derived {
     char *whsecret;
 } derived_t;
 
+/* The default image store, file://DATA/images, with DATA made absolute (a file URL needs an
+ * absolute path; the default DATA is ./data). 0, or -1 after printing why. */
+static int default_storage(app_config_t *cfg, derived_t *d, const char *cmd)
+{
+    char cwd[PATH_MAX] = "";
+    const char *data = cfg->data;
+    if (data[0] != '/') {
+        if (!getcwd(cwd, sizeof cwd)) {
+            fprintf(stderr, "pingvas %s: cannot resolve --data %s: %s\n", cmd, data,
+                    strerror(errno));
+            return -1;
+        }
+        while (data[0] == '.' && data[1] == '/')
+            data += 2;
+    }
+    int n = snprintf(d->storage, sizeof d->storage, "file://%s%s%s/images", cwd, cwd[0] ? "/" : "",
+                     data);
+    if (n < 0 || (size_t)n >= sizeof d->storage) {
+        fprintf(stderr, "pingvas %s: --data %s: path too long\n", cmd, cfg->data);
+        return -1;
+    }
+    cfg->storage_url = d->storage;
+    return 0;
+}
+
 /* need_secrets: 1 the JWT secret, 2 the worker token, | 4 read them only (never generate), | 8 the
  * webhook secret (generated into DATA/webhook_secret when not given). */
 static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char *cmd)
@@ -701,10 +726,8 @@ static int derive(app_config_t *cfg, derived_t *d, int need_secrets, const char 
         snprintf(d->db, sizeof d->db, "sqlite://%s/pingvas.db", cfg->data);
         cfg->database_url = d->db;
     }
-    if (!cfg->storage_url || !*cfg->storage_url) {
-        snprintf(d->storage, sizeof d->storage, "file://%s/images", cfg->data);
-        cfg->storage_url = d->storage;
-    }
+    if ((!cfg->storage_url || !*cfg->storage_url) && default_storage(cfg, d, cmd) != 0)
+        return -1;
     if (need_secrets & 1) {
         if (!cfg->jwt_secret || !*cfg->jwt_secret) {
             d->jwt =

@@ -124,10 +124,10 @@ class Env:
         e.update(self.extra_env)
         return e
 
-    def _spawn(self, args, logname):
+    def _spawn(self, args, logname, cwd=None):
         log = open(os.path.join(self.dir, logname), "ab")
         p = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=log, env=self.env(),
-                             start_new_session=True)
+                             start_new_session=True, cwd=cwd)
         p.logname = logname
         self.procs.append(p)
         return p

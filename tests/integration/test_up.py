@@ -58,5 +58,28 @@ def test_restart_keeps_demo_and_secrets(env):
     assert len([e for e in c["ledger"] if e["kind"] == "grant"]) == 1  # demo created once
 
 
+def test_default_data_directory(env):
+    """`pingvas up` exactly as scripts/up.sh runs it: no --data, so DATA is ./data under the
+    working directory (a relative path). A job completes and its image is served."""
+    import threading
+    p = env._spawn(["up", "--port", "0", "--workers", "1", "--enterprise-workers", "0",
+                    "--time-scale", "0.05"], "up-default.log", cwd=env.dir)
+    env.url = env._await_url(p)
+    env.server = p
+    threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
+    pv.wait_for(lambda: pv.http("GET", env.url + "/healthz").status == 200, what="healthz")
+    data = os.path.join(env.dir, "data")
+    tok = pv.run_cli("token", "demo", data=data, env=env.env()).stdout.strip()
+    r = env.create(tok, {"prompt": "a lighthouse at dawn", "width": 64, "height": 64})
+    assert r.status == 201, r
+    done = env.wait_status(tok, r.json()["id"], "completed")
+    img = pv.http("GET", done["image_url"])
+    assert img.status == 200 and pv.png_size(img.body) == (64, 64), img
+    if env.stack == "embedded":
+        assert os.path.exists(os.path.join(data, "pingvas.db"))
+        assert os.path.isdir(os.path.join(data, "images"))
+
+
 if __name__ == "__main__":
-    pv.main([test_submit_wait_fetch_png, test_restart_keeps_demo_and_secrets])
+    pv.main([test_submit_wait_fetch_png, test_restart_keeps_demo_and_secrets,
+             test_default_data_directory])
