@@ -828,15 +828,37 @@ static void server_config_from(const app_config_t *cfg, server_config_t *sc)
 }
 
 static volatile sig_atomic_t got_stop;
+/* The stop signal also writes a byte here: it may be delivered to any of the server's threads,
+ * so a pause() in the main thread could sleep through it (a SIGTERM right after start hung
+ * `pingvas server`). */
+static int stop_pipe[2] = {-1, -1};
 
 static void on_stop_signal(int sig)
 {
     (void)sig;
     got_stop = 1;
+    if (stop_pipe[1] >= 0) {
+        int saved = errno;
+        ssize_t w = write(stop_pipe[1], "", 1);
+        (void)w;
+        errno = saved;
+    }
+}
+
+/* Returns once SIGTERM or SIGINT has arrived, on whichever thread. */
+static void wait_for_stop(void)
+{
+    while (!got_stop) {
+        char b;
+        if (stop_pipe[0] < 0 || (read(stop_pipe[0], &b, 1) < 0 && errno != EINTR))
+            clock_sleep_ms(100); /* no pipe: poll the flag */
+    }
 }
 
 static void install_stop_handlers(void)
 {
+    if (stop_pipe[0] < 0 && pipe2(stop_pipe, O_CLOEXEC) == 0)
+        fcntl(stop_pipe[1], F_SETFL, O_NONBLOCK);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -894,8 +916,7 @@ static int cmd_server(int argc, char **argv)
     char redacted[1024];
     log_info("event=server_started url=%s store=%s", server_url(s),
              log_redact_url(cfg.database_url, redacted, sizeof redacted));
-    while (!got_stop)
-        pause();
+    wait_for_stop();
     log_info("event=server_stopping");
     server_stop(s);
     derived_free(&d);
