@@ -17,8 +17,8 @@
 int comfyui_workflow_check(json_t *wf, char *why, size_t whylen);
 
 /* A deep copy of wf with the job's values in its placeholders (a number where the whole string
- * is a numeric placeholder; every placeholder inside a longer string replaced by its text). New reference; NULL when out of memory.
- * negative_prompt may be NULL (""). */
+ * is a numeric placeholder; every placeholder inside a longer string replaced by its text). New
+ * reference; NULL when out of memory. negative_prompt may be NULL (""). */
 json_t *comfyui_workflow_fill(json_t *wf, const job_params_t *p, const char *checkpoint);
 
 enum comfyui_msg_kind {

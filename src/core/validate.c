@@ -51,8 +51,8 @@ enum field_id {
 };
 
 static const char *const field_names[F_COUNT] = {
-    "prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "seed",
-    "webhook_url",
+    "prompt", "negative_prompt", "model", "width",       "height",
+    "steps",  "cfg_scale",       "seed",  "webhook_url",
 };
 
 /* The message a client sees when a field has the wrong type or an out-of-range value that
@@ -303,7 +303,8 @@ static int take_webhook(const json_t *v, char **out, api_error_t *e)
     net_url_t u;
     if (memchr(s, '\0', json_string_length(v)) || netguard_parse_url(s, &u, why, sizeof why) != 0)
         return api_error_set(e, 422, "invalid_argument", "webhook_url", "webhook_url %s",
-                             memchr(s, '\0', json_string_length(v)) ? "must not contain NULs" : why);
+                             memchr(s, '\0', json_string_length(v)) ? "must not contain NULs"
+                                                                    : why);
     *out = strdup(s);
     if (!*out)
         return api_error_set(e, 503, "unavailable", "webhook_url", "out of memory; retry later");

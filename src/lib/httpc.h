@@ -23,9 +23,9 @@ typedef struct httpc_req {
     size_t body_len;
     const char *content_type; /* default application/json when a body is given */
     long timeout_ms;
-    atomic_int *abort_flag; /* when nonzero the transfer is aborted (status 0) */
-    size_t max_response;    /* cap on the response body; 0 = HTTPC_RESPONSE_MAX */
-    const char *ca_file;    /* PEM bundle to verify https peers with, or NULL (system store) */
+    atomic_int *abort_flag;     /* when nonzero the transfer is aborted (status 0) */
+    size_t max_response;        /* cap on the response body; 0 = HTTPC_RESPONSE_MAX */
+    const char *ca_file;        /* PEM bundle to verify https peers with, or NULL (system store) */
     const char *const *headers; /* more "Name: value" headers, NULL-terminated, or NULL */
     const char *resolve;        /* "host:port:address": connect there, not where DNS says */
     const char *protocols;      /* allowed schemes ("https", "http,https"), or NULL for any */
