@@ -365,19 +365,21 @@ static void exec_raw(const char *sql)
     sqlite3_close(db);
 }
 
-static void test_sqlite_job_adopt(void)
+/* A migrated store in a temporary directory with the users and the seed's rows of
+ * test_sqlite_job_adopt, or NULL. */
+static store_t *open_seed_store(void)
 {
     char err[256];
     snprintf(t_dir, sizeof t_dir, "/tmp/pingvas-celery-XXXXXX");
     if (!mkdtemp(t_dir)) {
         CHECK(0);
-        return;
+        return NULL;
     }
     snprintf(t_path, sizeof t_path, "%s/t.db", t_dir);
     store_t *s = store_open(t_path, err, sizeof err);
     CHECK(s != NULL);
     if (!s)
-        return;
+        return NULL;
     CHECK_INT(store_migrate(s), STORE_OK);
     CHECK_INT(store_migrate(s), STORE_OK);
     CHECK_INT(store_user_add(s, "alice", "enterprise", 1000, 1), STORE_OK);
@@ -392,13 +394,25 @@ static void test_sqlite_job_adopt(void)
              "('j3', 'nobody', 'pending', 'no user');"
              "INSERT INTO generation_jobs (id, user_id, status, prompt, steps) VALUES "
              "('j4', 'poor', 'pending', 'too dear', 150);");
-    /* a pending row is not a job yet */
-    queue_stats_t qs;
-    CHECK_INT(store_queue_stats(s, "enterprise", 0, 10, &qs), STORE_OK);
-    CHECK_INT(qs.queued, 0);
-    job_t j;
-    CHECK_INT(store_job_claim(s, "enterprise", "w", 1000, 10, &j), STORE_EMPTY);
+    return s;
+}
 
+static void remove_seed_store(store_t *s)
+{
+    store_close(s);
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "%s%s", t_path, sfx[i]);
+        unlink(p);
+    }
+    rmdir(t_dir);
+}
+
+/* The seed's row j1 adopted: a queued job with its columns, a seed, the reservation made. */
+static void check_adopt_full_row(store_t *s)
+{
+    job_t j;
     CHECK_INT(store_job_adopt(s, "j1", 1.0, 100, &j), STORE_OK);
     CHECK_STR(j.id, "j1");
     CHECK_INT(j.status, JOB_QUEUED);
@@ -416,6 +430,20 @@ static void test_sqlite_job_adopt(void)
     user_t u;
     CHECK_INT(store_user_get(s, "alice", &u), STORE_OK);
     CHECK_INT(u.reserved, reserve);
+}
+
+static void test_sqlite_job_adopt(void)
+{
+    store_t *s = open_seed_store();
+    if (!s)
+        return;
+    /* a pending row is not a job yet */
+    queue_stats_t qs;
+    CHECK_INT(store_queue_stats(s, "enterprise", 0, 10, &qs), STORE_OK);
+    CHECK_INT(qs.queued, 0);
+    job_t j;
+    CHECK_INT(store_job_claim(s, "enterprise", "w", 1000, 10, &j), STORE_EMPTY);
+    check_adopt_full_row(s);
 
     CHECK_INT(store_job_adopt(s, "j1", 1.0, 200, &j), STORE_EXISTS);
     CHECK_INT(j.created_at, 100);
@@ -444,14 +472,7 @@ static void test_sqlite_job_adopt(void)
     for (size_t i = 0; i < n; i++)
         job_clear(&list[i]);
     free(list);
-    store_close(s);
-    static const char *const sfx[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        char p[160];
-        snprintf(p, sizeof p, "%s%s", t_path, sfx[i]);
-        unlink(p);
-    }
-    rmdir(t_dir);
+    remove_seed_store(s);
 }
 
 #define TESTS(X)                                                                                   \

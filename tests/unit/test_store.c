@@ -536,11 +536,59 @@ static void test_max_stored_and_purge(void)
     close_fresh(s);
 }
 
+/* test_lease_state_machine: the old lease holder's heartbeat and late reports change nothing
+ * while j (the job's second attempt) runs; clears j. */
+static void check_stale_lease_refused(store_t *s, const char *first, const char *lease1,
+                                      int64_t now, job_t *jp)
+{
+    job_t j = *jp, k;
+    CHECK_INT(store_job_heartbeat(s, first, lease1, LEASE, now), STORE_LEASE_LOST);
+    CHECK_INT(store_job_complete(s, first, lease1, 3.0, "img/old.png", 1.0, now, &k),
+              STORE_LEASE_LOST);
+    CHECK_INT(store_job_fail(s, first, lease1, "boom", false, 3, now, &k), STORE_LEASE_LOST);
+    CHECK_INT(store_job_release(s, first, lease1, now, &k), STORE_LEASE_LOST);
+    CHECK_INT(balance(s, "u"), 100);
+    CHECK_INT(ledger_rows(s, "u", "charge"), 0);
+    CHECK_INT(store_job_get(s, first, &k), STORE_OK);
+    CHECK_INT(k.status, JOB_IN_PROGRESS);
+    CHECK_STR(k.lease_id, j.lease_id);
+    CHECK(k.image_key == NULL);
+    job_clear(&k);
+    job_clear(&j);
+}
+
+/* test_lease_state_machine: attempts 2 and 3 expire; the third expiry fails the job. */
+static void check_third_expiry_fails(store_t *s, const char *first, int64_t now)
+{
+    job_t j;
+    int req = -1, fl = -1;
+    now += LEASE + 1;
+    CHECK_INT(store_reap(s, 3, 0, now, &req, &fl), STORE_OK);
+    CHECK_INT(req, 1);
+    CHECK_INT(store_job_claim(s, "standard", "w3", LEASE, now, &j), STORE_OK);
+    CHECK_STR(j.id, first);
+    CHECK_INT(j.attempts, 3);
+    job_clear(&j);
+    now += LEASE + 1;
+    CHECK_INT(store_reap(s, 3, 0, now, &req, &fl), STORE_OK);
+    CHECK_INT(req, 0);
+    CHECK_INT(fl, 1);
+    CHECK_INT(store_job_get(s, first, &j), STORE_OK);
+    CHECK_INT(j.status, JOB_FAILED);
+    CHECK_STR(j.error_message, "lease expired 3 times (worker lost)");
+    CHECK_INT(j.completed_at, now);
+    CHECK_INT(j.credits_charged, 0);
+    CHECK_INT(j.credits_reserved, 0);
+    job_clear(&j);
+    CHECK_INT(balance(s, "u"), 100);
+    CHECK_INT(reserved(s, "u"), 2); /* the two queued ones */
+}
+
 static void test_lease_state_machine(void)
 {
     store_t *s = open_fresh();
     char first[JOB_ID_SIZE], older[JOB_ID_SIZE];
-    job_t j, k;
+    job_t j;
     int req = -1, fl = -1;
     CHECK(s != NULL);
     if (!s)
@@ -601,42 +649,8 @@ static void test_lease_state_machine(void)
     CHECK(strcmp(j.lease_id, lease1) != 0);
     CHECK_STR(j.worker_id, "w2");
 
-    /* the old lease holder's heartbeat and late reports change nothing */
-    CHECK_INT(store_job_heartbeat(s, first, lease1, LEASE, now), STORE_LEASE_LOST);
-    CHECK_INT(store_job_complete(s, first, lease1, 3.0, "img/old.png", 1.0, now, &k),
-              STORE_LEASE_LOST);
-    CHECK_INT(store_job_fail(s, first, lease1, "boom", false, 3, now, &k), STORE_LEASE_LOST);
-    CHECK_INT(store_job_release(s, first, lease1, now, &k), STORE_LEASE_LOST);
-    CHECK_INT(balance(s, "u"), 100);
-    CHECK_INT(ledger_rows(s, "u", "charge"), 0);
-    CHECK_INT(store_job_get(s, first, &k), STORE_OK);
-    CHECK_INT(k.status, JOB_IN_PROGRESS);
-    CHECK_STR(k.lease_id, j.lease_id);
-    CHECK(k.image_key == NULL);
-    job_clear(&k);
-    job_clear(&j);
-
-    /* attempt 2 and 3 expire; the third expiry fails the job */
-    now += LEASE + 1;
-    CHECK_INT(store_reap(s, 3, 0, now, &req, &fl), STORE_OK);
-    CHECK_INT(req, 1);
-    CHECK_INT(store_job_claim(s, "standard", "w3", LEASE, now, &j), STORE_OK);
-    CHECK_STR(j.id, first);
-    CHECK_INT(j.attempts, 3);
-    job_clear(&j);
-    now += LEASE + 1;
-    CHECK_INT(store_reap(s, 3, 0, now, &req, &fl), STORE_OK);
-    CHECK_INT(req, 0);
-    CHECK_INT(fl, 1);
-    CHECK_INT(store_job_get(s, first, &j), STORE_OK);
-    CHECK_INT(j.status, JOB_FAILED);
-    CHECK_STR(j.error_message, "lease expired 3 times (worker lost)");
-    CHECK_INT(j.completed_at, now);
-    CHECK_INT(j.credits_charged, 0);
-    CHECK_INT(j.credits_reserved, 0);
-    job_clear(&j);
-    CHECK_INT(balance(s, "u"), 100);
-    CHECK_INT(reserved(s, "u"), 2); /* the two queued ones */
+    check_stale_lease_refused(s, first, lease1, now, &j);
+    check_third_expiry_fails(s, first, now);
     close_fresh(s);
 }
 
