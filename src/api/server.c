@@ -147,6 +147,9 @@ typedef struct req {
     int64_t deadline_mono, seen_mono;
     int claim_rc;
     job_t job;
+    /* a complete-and-claim parked for its next job: the completed job's answer, sent with the
+     * claim's outcome as its "next" (claim_finish) */
+    json_t *done;
 } req_t;
 
 /* ---------- helpers ---------- */
@@ -1332,67 +1335,175 @@ static int upload_for(server_t *s, const char *id, upload_target_t *up)
     return 0;
 }
 
-/* The answer to a claim that got r->job: its lease and where to upload the image. */
-static enum MHD_Result claim_answer(server_t *s, struct MHD_Connection *c, req_t *r)
+/* The claim answer (wire.h) for r->job, leased to r->claim.worker_id: its lease and where to
+ * upload the image. 0 with *out set (NULL when out of memory), or -1 when the upload target could
+ * not be prepared (the job was given back untouched rather than stranded). */
+static int claim_answer_json(server_t *s, req_t *r, json_t **out)
 {
     job_t *j = &r->job;
+    *out = NULL;
     atomic_fetch_add(&metrics.claims, 1);
     if (j->attempts == 1 && j->releases == 0 && j->started_at >= j->created_at)
         histogram_observe(&metrics.queue_wait, (double)(j->started_at - j->created_at) / 1000.0);
     upload_target_t up;
     if (upload_for(s, j->id, &up) != 0) {
         log_error("event=upload_target_failed job=%s", j->id);
-        /* Give the job back untouched rather than strand it. */
         job_t tmp = {0};
         store_job_release(s->store, j->id, j->lease_id, clock_steady_ms(), &tmp);
         job_clear(&tmp);
-        return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
+        return -1;
     }
     log_info("event=job_claimed job=%s worker=%s attempt=%d", j->id, r->claim.worker_id,
              j->attempts);
     hub_kick(s->hub);
-    char *text = wire_claim_answer(j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
-                                   up.needs_lease);
-    if (!text)
-        return fail(c, 500, "internal", NULL, "out of memory");
-    enum MHD_Result ret = send_text(c, 200, "application/json", text, strlen(text));
-    free(text);
-    return ret;
+    *out = wire_claim_answer_json(j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
+                                  up.needs_lease);
+    return 0;
 }
 
-/* A worker's complete: its image must be in the store; the key it was uploaded to becomes the
- * job's image in the transaction that completes and charges the job, and so the image becomes
- * reachable in that transaction (images.h; issue 16, finding 1). 0 with j filled, or -1 with the
- * answer sent (*ret). */
-static int op_complete(server_t *s, struct MHD_Connection *c, const char *id, const char *lease,
-                       double gpu, int64_t now, job_t *j, enum MHD_Result *ret)
+/* The answer to a claim that got r->job. */
+static enum MHD_Result claim_answer(server_t *s, struct MHD_Connection *c, req_t *r)
 {
-    char key[IMAGE_KEY_MAX] = "";
+    json_t *a;
+    if (claim_answer_json(s, r, &a) != 0)
+        return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
+    if (!a)
+        return fail(c, 500, "internal", NULL, "out of memory");
+    return send_json(c, 200, a);
+}
+
+/* The answer to a complete-and-claim (r->done, taken): the completed job with "next", the claim
+ * answer of r->job when the claim got one (claim_rc STORE_OK), else null. The completion is
+ * committed whatever the claim's outcome, so a claim that failed is answered with no next job,
+ * never with an error. */
+static enum MHD_Result done_answer(server_t *s, struct MHD_Connection *c, req_t *r)
+{
+    json_t *done = r->done, *next = NULL;
+    r->done = NULL;
+    if (r->claim_rc == STORE_OK && claim_answer_json(s, r, &next) == 0 && !next) {
+        json_decref(done);
+        return fail(c, 500, "internal", NULL, "out of memory");
+    }
+    json_object_set_new(done, "next", next ? next : json_null());
+    return send_json(c, 200, done);
+}
+
+/* Stores the uploaded PNG of job id at its image key (images.h) into key (IMAGE_KEY_MAX bytes).
+ * 0, or -1 with the refusal sent (*ret): 422 not a PNG, 507 storage_full (the worker releases the
+ * job: not a failed attempt), 503 any other storage error. */
+static int store_image(server_t *s, struct MHD_Connection *c, const char *id, const char *png,
+                       size_t len, char *key, enum MHD_Result *ret)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len < 8 || memcmp(png, sig, 8) != 0) {
+        *ret = fail(c, 422, "invalid_argument", NULL, "the upload is not a PNG");
+        return -1;
+    }
+    if (image_key(s->cfg.jwt_secret, id, key, IMAGE_KEY_MAX) != 0) {
+        *ret = fail(c, 503, "unavailable", NULL, "could not store the image; retry");
+        return -1;
+    }
+    if (blob_put(s->blob, key, png, len) == 0)
+        return 0;
+    if (errno != ENOSPC && errno != EDQUOT) {
+        *ret = fail(c, 503, "unavailable", NULL, "could not store the image; retry");
+        return -1;
+    }
+    log_error("event=image_store_full job=%s", id);
+    pthread_mutex_lock(&s->fault_mu);
+    s->blob_full_at = clock_mono_ms();
+    pthread_mutex_unlock(&s->fault_mu);
+    *ret = fail(c, 507, "storage_full", NULL,
+                "the image store is full: release the job (not a failed attempt) and claim "
+                "again later");
+    return -1;
+}
+
+/* The image of a complete: the PNG it carries (png != NULL: stored now, under the lease it
+ * names; nothing is stored for a job that lease no longer holds, whose complete the store then
+ * refuses), or the one uploaded before. key is "" for a replay. 0, or -1 with the refusal sent. */
+static int complete_image(server_t *s, struct MHD_Connection *c, const char *id, const char *lease,
+                          const char *png, size_t png_len, char *key, int *replay,
+                          enum MHD_Result *ret)
+{
     job_t cur = {0};
     int rc = store_job_get(s->store, id, &cur);
-    int replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
+    *replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
+    int holder =
+        rc == STORE_OK && cur.status == JOB_IN_PROGRESS && strcmp(cur.lease_id, lease) == 0;
     job_clear(&cur);
-    if (rc == STORE_OK && !replay && image_uploaded(s->blob, &s->image_secrets, id, key) != 1) {
+    key[0] = '\0';
+    if (rc != STORE_OK) {
+        *ret = lease_error(c, rc, s);
+        return -1;
+    }
+    if (*replay || (png && !holder))
+        return 0;
+    if (png)
+        return store_image(s, c, id, png, png_len, key, ret);
+    if (image_uploaded(s->blob, &s->image_secrets, id, key) != 1) {
         *ret = fail(c, 409, "image_missing", NULL, "upload the image before completing the job");
         return -1;
     }
-    if (rc == STORE_OK)
-        rc = store_job_complete(s->store, id, lease, gpu, key, s->cfg.credit_rate, now, j);
+    return 0;
+}
+
+/* A worker's complete: its image must be in the store (or come with it: png); the key it was
+ * stored at becomes the job's image in the transaction that completes and charges the job, and
+ * so the image becomes reachable in that transaction (images.h; issue 16, finding 1). With
+ * w->has_next the same transaction claims the worker's next job (store_job_complete_claim): the
+ * answer is the completed job with "next"; a refused complete claims nothing. */
+static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t *r, const char *id,
+                                   const wire_report_t *w, const char *png, size_t png_len)
+{
+    char key[IMAGE_KEY_MAX];
+    int replay;
+    enum MHD_Result ret;
+    if (complete_image(s, c, id, w->lease_id, png, png_len, key, &replay, &ret) != 0)
+        return ret;
+    store_complete_t sc = {.id = id,
+                           .lease_id = w->lease_id,
+                           .image_key = key,
+                           .gpu_seconds = w->gpu_seconds,
+                           .credit_rate = s->cfg.credit_rate,
+                           .now = clock_steady_ms(),
+                           .tier = w->next.tier,
+                           .worker_id = w->next.worker_id,
+                           .lease_ms = s->cfg.lease_ms};
+    int rc = w->has_next ? store_job_complete_claim(s->store, &sc)
+                         : store_job_complete(s->store, id, w->lease_id, w->gpu_seconds, key,
+                                              sc.credit_rate, sc.now, &sc.done);
     if (rc != STORE_OK) {
         if (rc == STORE_LEASE_LOST)
             log_warn("event=late_complete_refused job=%s", id);
         if (rc == STORE_CANCELED)
             image_discard(s->blob, &s->image_secrets, id);
-        *ret = lease_error(c, rc, s);
-        return -1;
+        return lease_error(c, rc, s);
     }
     if (!replay) {
-        histogram_observe(&metrics.run_time, gpu);
-        log_info("event=job_completed job=%s gpu_seconds=%.3f charged=%lld", id, gpu,
-                 (long long)j->credits_charged);
+        histogram_observe(&metrics.run_time, w->gpu_seconds);
+        log_info("event=job_completed job=%s gpu_seconds=%.3f charged=%lld", id, w->gpu_seconds,
+                 (long long)sc.done.credits_charged);
     }
-    job_ended(s, j);
-    return 0;
+    job_ended(s, &sc.done);
+    json_t *done = job_to_json(&sc.done, NULL);
+    job_clear(&sc.done);
+    if (!w->has_next)
+        return send_json(c, 200, done);
+    r->done = done;
+    r->claim = w->next;
+    r->claim_rc = sc.next_rc == STORE_OK ? STORE_OK : STORE_EMPTY;
+    job_clear(&r->job);
+    r->job = sc.next; /* owned by r from here (on_completed) */
+    if (!done)
+        return fail(c, 500, "internal", NULL, "out of memory");
+    if (r->claim_rc == STORE_EMPTY && w->next.wait_ms > 0 && !atomic_load(&s->stopping)) {
+        r->deadline_mono = clock_mono_ms() + w->next.wait_ms;
+        r->seen_mono = 0; /* the first try records the worker idle */
+        park(s, c, r, PARK_CLAIM);
+        return MHD_YES;
+    }
+    return done_answer(s, c, r);
 }
 
 /* The answer to a claim whose last try (claim_try) ended it. */
@@ -1402,10 +1513,16 @@ static enum MHD_Result claim_finish(server_t *s, struct MHD_Connection *c, req_t
     case -1:
         return MHD_NO; /* the worker went away: close without handing out a job */
     case STORE_OK:
-        return claim_answer(s, c, r);
+        return r->done ? done_answer(s, c, r) : claim_answer(s, c, r);
     case STORE_EMPTY:
+        if (r->done)
+            return done_answer(s, c, r);
         return send_text(c, 204, "application/json", "", 0);
     default:
+        if (r->done) { /* the completion stands: answered without a next job */
+            r->claim_rc = STORE_EMPTY;
+            return done_answer(s, c, r);
+        }
         return unavailable(s, c, r->create.err);
     }
 }
@@ -1429,6 +1546,14 @@ static enum MHD_Result internal_claim(server_t *s, struct MHD_Connection *c, req
     return MHD_YES;
 }
 
+/* 1 when a request carries a PNG body (Content-Type: image/png): a complete that brings its
+ * image, its JSON report in the WIRE_HEADER_REPORT header. */
+static int carries_image(struct MHD_Connection *c)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    return ct && strncasecmp(ct, "image/png", 9) == 0;
+}
+
 static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, req_t *r,
                                        const char *id, const char *op)
 {
@@ -1437,8 +1562,21 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
         return ret;
     wire_report_t w;
     api_error_t e;
-    if (wire_parse_report(op, r->body, r->len, &w, &e) != 0)
+    const char *body = r->body, *png = NULL;
+    size_t len = r->len;
+    if (strcmp(op, "complete") == 0 && carries_image(c)) {
+        body = MHD_lookup_connection_value(c, MHD_HEADER_KIND, WIRE_HEADER_REPORT);
+        if (!body)
+            return fail(c, 400, "invalid_argument", WIRE_HEADER_REPORT,
+                        "a complete that carries the image needs the " WIRE_HEADER_REPORT
+                        " header (the complete's JSON body)");
+        len = strlen(body);
+        png = r->body ? r->body : "";
+    }
+    if (wire_parse_report(op, body, len, &w, &e) != 0)
         return send_error(c, &e);
+    if (png)
+        return op_complete(s, c, r, id, &w, png, r->len);
     const char *lease = w.lease_id;
     int64_t now = clock_steady_ms();
     job_t j = {0};
@@ -1456,8 +1594,7 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
         return send_json(c, 200, json_pack("{s:I}", "lease_ms", (json_int_t)s->cfg.lease_ms));
     }
     if (strcmp(op, "complete") == 0) {
-        if (op_complete(s, c, id, lease, w.gpu_seconds, now, &j, &ret) != 0)
-            return ret;
+        return op_complete(s, c, r, id, &w, NULL, 0);
     } else if (strcmp(op, "fail") == 0) {
         const char *mbuf = w.error;
         rc = store_job_fail(s->store, id, lease, mbuf, w.retryable, s->cfg.max_attempts, now, &j);
@@ -1494,9 +1631,6 @@ static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req
                     "image upload needs the X-Pingvas-Lease header");
     if (r->too_big)
         return fail(c, 413, "payload_too_large", NULL, "image larger than 64 MiB");
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (r->len < 8 || memcmp(r->body, sig, 8) != 0)
-        return fail(c, 422, "invalid_argument", NULL, "the upload is not a PNG");
     job_t j = {0};
     int rc = store_job_get(s->store, id, &j);
     if (rc == STORE_ERR)
@@ -1514,19 +1648,9 @@ static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req
     if (!ok)
         return lease_error(c, canceled ? STORE_CANCELED : STORE_LEASE_LOST, s);
     char key[IMAGE_KEY_MAX];
-    if (image_key(s->cfg.jwt_secret, id, key, sizeof key) != 0)
-        return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
-    if (blob_put(s->blob, key, r->body, r->len) != 0) {
-        if (errno != ENOSPC && errno != EDQUOT)
-            return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
-        log_error("event=image_store_full job=%s", id);
-        pthread_mutex_lock(&s->fault_mu);
-        s->blob_full_at = clock_mono_ms();
-        pthread_mutex_unlock(&s->fault_mu);
-        return fail(c, 507, "storage_full", NULL,
-                    "the image store is full: release the job (not a failed attempt) and claim "
-                    "again later");
-    }
+    enum MHD_Result ret;
+    if (store_image(s, c, id, r->body ? r->body : "", r->len, key, &ret) != 0)
+        return ret;
     return send_text(c, 200, "application/json", "{}", 2);
 }
 
@@ -1814,6 +1938,20 @@ static int answer_on_headers(server_t *s, struct MHD_Connection *c, const char *
     return 0;
 }
 
+/* The cap on a request's body: an image (an upload, or a complete that carries it) IMAGE_MAX,
+ * another worker-protocol body INTERNAL_BODY_MAX, the rest CREATE_BODY_MAX. */
+static size_t body_limit(struct MHD_Connection *c, const char *url, const char *method)
+{
+    if (strncmp(url, "/internal/", 10) != 0)
+        return CREATE_BODY_MAX;
+    size_t n = strlen(url);
+    int jobs = strncmp(url, "/internal/v1/jobs/", 18) == 0;
+    if (jobs && (strcmp(method, "PUT") == 0 ||
+                 (n > 9 && strcmp(url + n - 9, "/complete") == 0 && carries_image(c))))
+        return IMAGE_MAX;
+    return INTERNAL_BODY_MAX;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -1821,10 +1959,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     server_t *s = cls;
     req_t *r = *con_cls;
     if (!r) {
-        size_t limit = strncmp(url, "/internal/v1/jobs/", 18) == 0 && strcmp(method, "PUT") == 0
-                           ? IMAGE_MAX
-                       : strncmp(url, "/internal/", 10) == 0 ? INTERNAL_BODY_MAX
-                                                             : CREATE_BODY_MAX;
+        size_t limit = body_limit(c, url, method);
         enum MHD_Result ret;
         if (answer_on_headers(s, c, url, method, limit, &ret)) {
             connguard_request_done(c);
@@ -1907,6 +2042,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     job_params_clear(&r->params);
     job_clear(&r->create.out);
     job_clear(&r->job);
+    json_decref(r->done);
     free(r);
     *con_cls = NULL;
 }

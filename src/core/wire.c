@@ -33,28 +33,53 @@ static const char *str_field(json_t *o, const char *name, size_t maxlen)
     return s;
 }
 
-int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_t *e)
+/* The claim's fields from object o (a claim body, or a complete's "next"). 0 or -1 with e. */
+static int claim_from(json_t *o, wire_claim_t *out, api_error_t *e)
 {
-    memset(out, 0, sizeof *out);
-    json_t *o = object_body(body, len, e);
-    if (!o)
-        return -1;
     const char *wid = str_field(o, "worker_id", WIRE_WORKER_ID_MAX);
     json_t *tv = json_object_get(o, "tier");
     const char *tier = tv ? json_string_value(tv) : tier_names[0];
     json_t *wv = json_object_get(o, "wait_ms");
     int64_t wait_ms = json_is_integer(wv) ? json_integer_value(wv) : 0;
     if (!wid || tier_index(tier) < 0 || wait_ms < 0 || wait_ms > WIRE_CLAIM_WAIT_MAX_MS ||
-        (wv && !json_is_integer(wv))) {
-        json_decref(o);
+        (wv && !json_is_integer(wv)))
         return api_error_set(e, 400, "invalid_argument", NULL,
                              "claim needs worker_id (1..127 chars), tier (standard|enterprise) "
                              "and wait_ms (0..60000)");
-    }
     snprintf(out->worker_id, sizeof out->worker_id, "%s", wid);
     snprintf(out->tier, sizeof out->tier, "%s", tier);
     out->wait_ms = wait_ms;
+    return 0;
+}
+
+int wire_parse_claim(const char *body, size_t len, wire_claim_t *out, api_error_t *e)
+{
+    memset(out, 0, sizeof *out);
+    json_t *o = object_body(body, len, e);
+    if (!o)
+        return -1;
+    int rc = claim_from(o, out, e);
     json_decref(o);
+    return rc;
+}
+
+/* The complete's gpu_seconds and optional "next" (complete-and-claim). 0 or -1 with e. */
+static int complete_from(json_t *o, wire_report_t *out, api_error_t *e)
+{
+    json_t *g = json_object_get(o, "gpu_seconds");
+    double gpu = json_is_number(g) ? json_number_value(g) : -1;
+    if (!(gpu >= 0 && gpu < WIRE_GPU_SECONDS_MAX))
+        return api_error_set(e, 400, "invalid_argument", "gpu_seconds",
+                             "gpu_seconds must be a number from 0 to 1e7");
+    out->gpu_seconds = gpu;
+    json_t *next = json_object_get(o, "next");
+    if (!next || json_is_null(next))
+        return 0;
+    if (!json_is_object(next) || claim_from(next, &out->next, e) != 0)
+        return api_error_set(e, 400, "invalid_argument", "next",
+                             "next must be a claim: worker_id (1..127 chars), tier "
+                             "(standard|enterprise) and wait_ms (0..60000)");
+    out->has_next = 1;
     return 0;
 }
 
@@ -104,14 +129,7 @@ int wire_parse_report(const char *op, const char *body, size_t len, wire_report_
     }
     snprintf(out->lease_id, sizeof out->lease_id, "%s", lease);
     if (strcmp(op, "complete") == 0) {
-        json_t *g = json_object_get(o, "gpu_seconds");
-        double gpu = json_is_number(g) ? json_number_value(g) : -1;
-        if (!(gpu >= 0 && gpu < WIRE_GPU_SECONDS_MAX)) {
-            rc = api_error_set(e, 400, "invalid_argument", "gpu_seconds",
-                               "gpu_seconds must be a number from 0 to 1e7");
-            goto out;
-        }
-        out->gpu_seconds = gpu;
+        rc = complete_from(o, out, e);
     } else if (strcmp(op, "heartbeat") == 0) {
         rc = parse_progress(o, out, e);
     } else if (strcmp(op, "fail") == 0) {
@@ -220,9 +238,17 @@ char *wire_bye_body(const char *worker_id)
     return dump(json_pack("{s:s}", "worker_id", worker_id));
 }
 
-char *wire_complete_body(const char *lease_id, double gpu_seconds)
+char *wire_complete_body(const char *lease_id, double gpu_seconds, const wire_claim_t *next)
 {
-    return dump(json_pack("{s:s, s:f}", "lease_id", lease_id, "gpu_seconds", gpu_seconds));
+    json_t *o = json_pack("{s:s, s:f}", "lease_id", lease_id, "gpu_seconds", gpu_seconds);
+    if (o && next &&
+        json_object_set_new(o, "next",
+                            json_pack("{s:s, s:s, s:I}", "worker_id", next->worker_id, "tier",
+                                      next->tier, "wait_ms", (json_int_t)next->wait_ms)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
 }
 
 char *wire_fail_body(const char *lease_id, const char *error, int retryable)
@@ -241,13 +267,20 @@ char *wire_release_body(const char *lease_id)
 char *wire_claim_answer(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
                         const char *up_method, const char *up_url, int up_needs_lease)
 {
+    return dump(
+        wire_claim_answer_json(j, lease_ms, heartbeat_ms, up_method, up_url, up_needs_lease));
+}
+
+json_t *wire_claim_answer_json(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
+                               const char *up_method, const char *up_url, int up_needs_lease)
+{
     json_t *job = job_to_json(j, NULL);
     if (!job)
         return NULL;
-    return dump(json_pack("{s:o, s:s, s:I, s:I, s:{s:s, s:s, s:b}}", "job", job, "lease_id",
-                          j->lease_id, "lease_ms", (json_int_t)lease_ms, "heartbeat_ms",
-                          (json_int_t)heartbeat_ms, "upload", "method", up_method, "url", up_url,
-                          "needs_lease", up_needs_lease));
+    return (json_pack("{s:o, s:s, s:I, s:I, s:{s:s, s:s, s:b}}", "job", job, "lease_id",
+                      j->lease_id, "lease_ms", (json_int_t)lease_ms, "heartbeat_ms",
+                      (json_int_t)heartbeat_ms, "upload", "method", up_method, "url", up_url,
+                      "needs_lease", up_needs_lease));
 }
 
 void wire_job_clear(wire_job_t *j)
@@ -322,11 +355,10 @@ static const char *upload_from(json_t *up, wire_upload_t *out)
     return NULL;
 }
 
-int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, size_t errlen)
+/* A claim answer from object o (NULL: not a JSON object). 0 or -1 with err (out cleared). */
+static int job_from(json_t *o, wire_job_t *out, char *err, size_t errlen)
 {
-    api_error_t e;
     memset(out, 0, sizeof *out);
-    json_t *o = object_body(body, len, &e);
     json_t *job = json_object_get(o, "job");
     const char *id = str_field(job, "id", JOB_ID_SIZE - 1);
     const char *lease = str_field(o, "lease_id", JOB_ID_SIZE - 1);
@@ -347,13 +379,39 @@ int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, siz
         snprintf(out->id, sizeof out->id, "%s", id);
         snprintf(out->lease_id, sizeof out->lease_id, "%s", lease);
     }
-    json_decref(o);
     if (bad) {
         snprintf(err, errlen, "the claim answer has no valid %s", bad);
         wire_job_clear(out);
         return -1;
     }
     return 0;
+}
+
+int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, size_t errlen)
+{
+    api_error_t e;
+    json_t *o = object_body(body, len, &e);
+    int rc = job_from(o, out, err, errlen);
+    json_decref(o);
+    return rc;
+}
+
+int wire_parse_complete_answer(const char *body, size_t len, wire_job_t *next, char *err,
+                               size_t errlen)
+{
+    api_error_t e;
+    memset(next, 0, sizeof *next);
+    json_t *o = object_body(body, len, &e);
+    json_t *n = json_object_get(o, "next");
+    int rc = 0;
+    if (!o) {
+        snprintf(err, errlen, "the complete answer is not a JSON object");
+        rc = -1;
+    } else if (n && !json_is_null(n)) {
+        rc = job_from(n, next, err, errlen) == 0 ? 1 : -1;
+    }
+    json_decref(o);
+    return rc;
 }
 
 /* ---- scaling events ---- */

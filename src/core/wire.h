@@ -6,6 +6,7 @@
 #ifndef PINGVAS_WIRE_H
 #define PINGVAS_WIRE_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,7 +31,9 @@ typedef struct wire_report {
     double gpu_seconds;             /* complete: 0 <= x < 1e7 */
     char error[WIRE_ERROR_MAX + 1]; /* fail: the message ("worker reported an error") */
     int retryable;                  /* fail: default 1 */
-    int step, steps; /* heartbeat: progress, 0 <= step <= steps <= WIRE_STEPS_MAX; 0 0: none */
+    int step, steps;   /* heartbeat: progress, 0 <= step <= steps <= WIRE_STEPS_MAX; 0 0: none */
+    int has_next;      /* complete: a "next" claim came with it (complete-and-claim) */
+    wire_claim_t next; /* complete: that claim */
 } wire_report_t;
 
 typedef struct wire_bye {
@@ -87,6 +90,9 @@ char *wire_scaling_body(const char *tier, int from, int to, const char *reason);
 #define WIRE_PATH_SCALING_EVENTS "/internal/v1/scaling/events"
 #define WIRE_PATH_WORKER_REPORT "/internal/v1/workers/report"
 #define WIRE_PATH_JOBS "/internal/v1/jobs/" /* + <id>/<op>: heartbeat ... release, image */
+/* A complete that carries the image (the server's own image store): Content-Type image/png, the
+ * PNG as the body, and the complete's JSON body in this header instead. */
+#define WIRE_HEADER_REPORT "X-Pingvas-Report"
 
 /* base + WIRE_PATH_JOBS + id + "/" + op into buf. 0, or -1 when it does not fit. */
 int wire_job_url(char *buf, size_t size, const char *base, const char *id, const char *op);
@@ -94,7 +100,9 @@ int wire_job_url(char *buf, size_t size, const char *base, const char *id, const
 /* ---- request bodies the worker sends (malloc'd, NUL-terminated; NULL when out of memory) ---- */
 char *wire_claim_body(const char *worker_id, const char *tier, int64_t wait_ms);
 char *wire_bye_body(const char *worker_id);
-char *wire_complete_body(const char *lease_id, double gpu_seconds);
+/* next: also ask for the next job (complete-and-claim; NULL: no). ASCII only, so that it also
+ * fits the WIRE_HEADER_REPORT header of a complete that carries the image. */
+char *wire_complete_body(const char *lease_id, double gpu_seconds, const wire_claim_t *next);
 char *wire_fail_body(const char *lease_id, const char *error, int retryable);
 char *wire_release_body(const char *lease_id);
 
@@ -125,5 +133,15 @@ char *wire_claim_answer(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
  * reason in err (out cleared). */
 int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, size_t errlen);
 void wire_job_clear(wire_job_t *j);
+
+/* The claim answer as a JSON object (wire_claim_answer's text; the complete answer's "next").
+ * NULL when out of memory; the caller json_decref()s it. */
+json_t *wire_claim_answer_json(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
+                               const char *up_method, const char *up_url, int up_needs_lease);
+/* The answer to a complete (the completed job's JSON) and its "next": 1 with next filled
+ * (wire_job_clear) when it carries a claim answer that wire_parse_job accepts, 0 when it has
+ * none ("next" null or absent), -1 with err when the body or the next job is malformed. */
+int wire_parse_complete_answer(const char *body, size_t len, wire_job_t *next, char *err,
+                               size_t errlen);
 
 #endif

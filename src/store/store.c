@@ -151,7 +151,43 @@ int store_job_heartbeat_progress(store_t *s, const char *id, const char *lease_i
 int store_job_complete(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
                        const char *image_key, double credit_rate, int64_t now, job_t *out)
 {
-    return s->ops->job_complete(s, id, lease_id, gpu_seconds, image_key, credit_rate, now, out);
+    if (!s->ops->job_complete_claim)
+        return s->ops->job_complete(s, id, lease_id, gpu_seconds, image_key, credit_rate, now, out);
+    store_complete_t c = {.id = id,
+                          .lease_id = lease_id,
+                          .image_key = image_key,
+                          .gpu_seconds = gpu_seconds,
+                          .credit_rate = credit_rate,
+                          .now = now}; /* no tier: claims nothing */
+    int rc = store_job_complete_claim(s, &c);
+    if (out)
+        *out = c.done;
+    else
+        job_clear(&c.done);
+    return rc;
+}
+
+int store_job_complete_claim(store_t *s, store_complete_t *c)
+{
+    memset(&c->done, 0, sizeof c->done);
+    memset(&c->next, 0, sizeof c->next);
+    c->next_rc = STORE_EMPTY;
+    int rc;
+    if (s->ops->job_complete_claim) {
+        rc = s->ops->job_complete_claim(s, c);
+    } else {
+        rc = s->ops->job_complete(s, c->id, c->lease_id, c->gpu_seconds, c->image_key,
+                                  c->credit_rate, c->now, &c->done);
+        if (rc == STORE_OK && c->tier)
+            c->next_rc = store_job_claim(s, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
+    }
+    if (rc != STORE_OK) {
+        job_clear(&c->done);
+        c->next_rc = STORE_EMPTY;
+    }
+    if (c->next_rc != STORE_OK)
+        job_clear(&c->next);
+    return rc;
 }
 
 int store_job_fail(store_t *s, const char *id, const char *lease_id, const char *message,

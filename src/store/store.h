@@ -176,6 +176,25 @@ int store_job_heartbeat_progress(store_t *s, const char *id, const char *lease_i
  * nothing. */
 int store_job_complete(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
                        const char *image_key, double credit_rate, int64_t now, job_t *out);
+/* Complete-and-claim (the worker protocol's complete with "next", DESIGN section 5): completes
+ * job id exactly as store_job_complete does and then claims the tier's next job for worker_id
+ * exactly as store_job_claim does, in ONE transaction when the store implements job_complete_claim
+ * (both stores do), else in two. A refused complete (any code but STORE_OK) claims nothing. When
+ * the complete is STORE_OK, next_rc is the claim's code: STORE_OK (next filled, job_clear it),
+ * STORE_EMPTY, or STORE_ERR (only in the two-transaction fallback: the complete stands). A store
+ * error inside the one transaction rolls both back and returns STORE_ERR. */
+typedef struct store_complete {
+    const char *id, *lease_id, *image_key;
+    double gpu_seconds, credit_rate;
+    int64_t now;
+    job_t done;       /* out: the completed job (job_clear it) */
+    const char *tier; /* NULL: claim nothing (a plain complete) */
+    const char *worker_id;
+    int64_t lease_ms;
+    int next_rc; /* out */
+    job_t next;  /* out */
+} store_complete_t;
+int store_job_complete_claim(store_t *s, store_complete_t *c);
 /* Ends an attempt with an error. Back to the front of the queue when retryable and
  * attempts < max_attempts; else failed (reservation freed, nothing charged). */
 int store_job_fail(store_t *s, const char *id, const char *lease_id, const char *message,
@@ -309,6 +328,9 @@ struct store_ops {
                          int64_t now, int step, int steps);
     int (*job_complete)(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
                         const char *image_key, double credit_rate, int64_t now, job_t *out);
+    /* Complete-and-claim in one transaction (done and next cleared by the caller; claims nothing
+     * without c->tier); serves store_job_complete too. NULL: job_complete, then job_claim. */
+    int (*job_complete_claim)(store_t *s, store_complete_t *c);
     int (*job_fail)(store_t *s, const char *id, const char *lease_id, const char *message,
                     bool retryable, int max_attempts, int64_t now, job_t *out);
     int (*job_release)(store_t *s, const char *id, const char *lease_id, int64_t now, job_t *out);

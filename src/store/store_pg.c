@@ -1602,23 +1602,15 @@ static int pick_job(op_t *op, const char *tier, char *id)
     return rc;
 }
 
-static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
-                        int64_t now, job_t *out)
+/* The claim (store_job_claim) inside op's transaction; out filled on STORE_OK. */
+static int claim_in(op_t *op, const char *tier, const char *worker_id, int64_t lease_ms,
+                    int64_t now, job_t *out)
 {
-    pg_store_t *s = pgs(base);
-    job_t tmp;
     char id[JOB_ID_SIZE];
     char lease[JOB_ID_SIZE];
-    op_t op;
-    if (!out)
-        out = &tmp;
-    memset(out, 0, sizeof *out);
-    int rc = op_begin(s, &op);
+    int rc = pick_job(op, tier, id);
     if (rc != STORE_OK)
-        goto out;
-    rc = pick_job(&op, tier, id);
-    if (rc != STORE_OK)
-        goto out;
+        return rc;
     random_hex(lease, 16);
     params_t p = {0};
     p_text(&p, id);
@@ -1626,8 +1618,8 @@ static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, 
     p_text(&p, worker_id);
     p_i64(&p, now + lease_ms);
     p_i64(&p, now);
-    rc = one_job(&op,
-                 q(&op, "claiming job",
+    rc = one_job(op,
+                 q(op, "claiming job",
                    "UPDATE generation_jobs SET status = 'in_progress', lease_id = $2,"
                    " worker_id = $3, lease_expires_at = $4, attempts = attempts + 1,"
                    " started_at = COALESCE(started_at, $5), progress_step = NULL,"
@@ -1636,8 +1628,22 @@ static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, 
                    &p),
                  "claiming job", out);
     if (rc == STORE_OK && worker_id && *worker_id)
-        rc = worker_upsert(&op, worker_id, tier, "busy", now);
-out:
+        rc = worker_upsert(op, worker_id, tier, "busy", now);
+    return rc;
+}
+
+static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
+                        int64_t now, job_t *out)
+{
+    pg_store_t *s = pgs(base);
+    job_t tmp;
+    op_t op;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    int rc = op_begin(s, &op);
+    if (rc == STORE_OK)
+        rc = claim_in(&op, tier, worker_id, lease_ms, now, out);
     rc = op_end(&op, rc);
     if (rc != STORE_OK || out == &tmp)
         job_clear(out);
@@ -1774,29 +1780,21 @@ out:
     return rc;
 }
 
-static int pg_job_complete(store_t *base, const char *id, const char *lease_id, double gpu_seconds,
-                           const char *image_key, double credit_rate, int64_t now, job_t *out)
+/* The complete (store_job_complete) inside op's transaction; out filled on STORE_OK (and maybe
+ * on a refusal: the caller clears it). */
+static int complete_in(op_t *op, const char *id, const char *lease_id, double gpu_seconds,
+                       const char *image_key, double credit_rate, int64_t now, job_t *out)
 {
-    pg_store_t *s = pgs(base);
-    job_t tmp;
     user_t u;
     bool replay = false;
-    op_t op;
-    if (!out)
-        out = &tmp;
-    memset(out, 0, sizeof *out);
-    int rc = op_begin(s, &op);
-    if (rc != STORE_OK)
-        goto out;
-    rc = leased_job(&op, id, lease_id, JOB_COMPLETED, out, &replay);
+    int rc = leased_job(op, id, lease_id, JOB_COMPLETED, out, &replay);
     if (rc != STORE_OK || replay)
-        goto out;
-    rc = read_user(&op, out->user, true, &u, NULL);
-    if (rc != STORE_OK) {
-        rc = rc == STORE_NOT_FOUND ? store_fail("postgresql %s: job %s has no user", s->where, id)
-                                   : rc;
-        goto out;
-    }
+        return rc;
+    rc = read_user(op, out->user, true, &u, NULL);
+    if (rc != STORE_OK)
+        return rc == STORE_NOT_FOUND
+                   ? store_fail("postgresql %s: job %s has no user", op->s->where, id)
+                   : rc;
     gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
     int64_t charge = store_rule_charge(gpu_seconds, credit_rate, &u, out);
     char user[USER_NAME_MAX + 1];
@@ -1808,22 +1806,35 @@ static int pg_job_complete(store_t *base, const char *id, const char *lease_id, 
     p_f64(&p, gpu_seconds);
     p_i64(&p, now);
     p_i64(&p, charge);
-    rc = exec(&op, "completing job",
+    rc = exec(op, "completing job",
               "UPDATE generation_jobs SET status = 'completed', image_url = $2,"
               " error_message = NULL, gpu_seconds = $3, completed_at = $4, credits_charged = $5,"
               " credits_reserved = 0, lease_expires_at = NULL WHERE id = $1",
               &p);
     if (rc == STORE_OK)
-        rc = set_balance(&op, user, u.balance - charge);
+        rc = set_balance(op, user, u.balance - charge);
     if (rc == STORE_OK)
-        rc = add_ledger(&op, user, id, "charge", -charge, u.balance - charge, now);
+        rc = add_ledger(op, user, id, "charge", -charge, u.balance - charge, now);
     if (rc == STORE_OK)
-        rc = load_job(&op, id, false, out, NULL);
-out:
-    rc = op_end(&op, rc);
-    if (rc != STORE_OK || out == &tmp)
-        job_clear(out);
+        rc = load_job(op, id, false, out, NULL);
     return rc;
+}
+
+/* Complete-and-claim (store.h) in one transaction: one BEGIN/COMMIT round trip and one WAL flush
+ * for both. */
+static int pg_job_complete_claim(store_t *base, store_complete_t *c)
+{
+    op_t op;
+    int rc = op_begin(pgs(base), &op);
+    if (rc == STORE_OK)
+        rc = complete_in(&op, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
+                         c->now, &c->done);
+    if (rc == STORE_OK && c->tier) {
+        c->next_rc = claim_in(&op, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
+        if (c->next_rc == STORE_ERR)
+            rc = STORE_ERR;
+    }
+    return op_end(&op, rc);
 }
 
 /* Puts a job back at the front of its tier's queue, lease cleared, and wakes idle workers. */
@@ -2601,7 +2612,8 @@ static const struct store_ops pg_ops = {
     .job_cancel = pg_job_cancel,
     .job_claim = pg_job_claim,
     .job_heartbeat = pg_job_heartbeat,
-    .job_complete = pg_job_complete,
+    .job_complete = NULL, /* store.c runs job_complete_claim without a claim */
+    .job_complete_claim = pg_job_complete_claim,
     .job_fail = pg_job_fail,
     .job_release = pg_job_release,
     .reap = pg_reap,

@@ -1552,55 +1552,36 @@ static int worker_upsert(sqlite_store_t *s, const char *worker_id, const char *t
     return run(s, stmt, "recording worker");
 }
 
-static int sqlite_job_claim(store_t *base, const char *tier, const char *worker_id,
-                            int64_t lease_ms, int64_t now, job_t *out)
+/* The claim (store_job_claim) inside the open transaction; out filled on STORE_OK. */
+static int claim_tx(sqlite_store_t *s, const char *tier, const char *worker_id, int64_t lease_ms,
+                    int64_t now, job_t *out)
 {
-    sqlite_store_t *s = sq(base);
-    job_t tmp;
     char user[USER_NAME_MAX + 1];
     char id[JOB_ID_SIZE];
     char lease[JOB_ID_SIZE];
-    int rc;
-    if (!out)
-        out = &tmp;
-    memset(out, 0, sizeof *out);
-    lock(s);
-    rc = begin(s);
-    if (rc != STORE_OK)
-        goto out;
     sqlite3_stmt *stmt = st(s, S_JOB_PICK_USER);
-    if (!stmt) {
-        rc = STORE_ERR;
-        goto out;
-    }
+    if (!stmt)
+        return STORE_ERR;
     bind_text(stmt, 1, tier);
-    rc = step_row(s, stmt, "picking a user");
-    if (rc != 1) {
-        rc = rc == 0 ? STORE_EMPTY : rc;
-        goto out;
-    }
+    int rc = step_row(s, stmt, "picking a user");
+    if (rc != 1)
+        return rc == 0 ? STORE_EMPTY : rc;
     col_copy(stmt, 0, user, sizeof user);
     sqlite3_reset(stmt);
     stmt = st(s, S_JOB_HEAD);
-    if (!stmt) {
-        rc = STORE_ERR;
-        goto out;
-    }
+    if (!stmt)
+        return STORE_ERR;
     bind_text(stmt, 1, tier);
     bind_text(stmt, 2, user);
     rc = step_row(s, stmt, "picking a job");
-    if (rc != 1) {
-        rc = rc == 0 ? store_fail("sqlite %s: queue head vanished", s->path) : rc;
-        goto out;
-    }
+    if (rc != 1)
+        return rc == 0 ? store_fail("sqlite %s: queue head vanished", s->path) : rc;
     col_copy(stmt, 0, id, sizeof id);
     sqlite3_reset(stmt);
     random_hex(lease, 16);
     stmt = st(s, S_JOB_CLAIM);
-    if (!stmt) {
-        rc = STORE_ERR;
-        goto out;
-    }
+    if (!stmt)
+        return STORE_ERR;
     bind_text(stmt, 1, id);
     bind_text(stmt, 2, lease);
     bind_text(stmt, 3, worker_id);
@@ -1611,7 +1592,21 @@ static int sqlite_job_claim(store_t *base, const char *tier, const char *worker_
         rc = worker_upsert(s, worker_id, tier, "busy", now);
     if (rc == STORE_OK)
         rc = load_job(s, id, out, NULL);
-out:
+    return rc;
+}
+
+static int sqlite_job_claim(store_t *base, const char *tier, const char *worker_id,
+                            int64_t lease_ms, int64_t now, job_t *out)
+{
+    sqlite_store_t *s = sq(base);
+    job_t tmp;
+    if (!out)
+        out = &tmp;
+    memset(out, 0, sizeof *out);
+    lock(s);
+    int rc = begin(s);
+    if (rc == STORE_OK)
+        rc = claim_tx(s, tier, worker_id, lease_ms, now, out);
     rc = finish(s, rc);
     if (rc != STORE_OK || out == &tmp)
         job_clear(out);
@@ -1693,37 +1688,25 @@ static int leased_job(sqlite_store_t *s, const char *id, const char *lease_id, j
 }
 
 /* ceil(gpu_seconds * rate) with floating noise forgiven, 0 for nonsense input. */
-static int sqlite_job_complete(store_t *base, const char *id, const char *lease_id,
-                               double gpu_seconds, const char *image_key, double credit_rate,
-                               int64_t now, job_t *out)
+/* The complete (store_job_complete) inside the open transaction; out filled on STORE_OK (and
+ * maybe on a refusal: the caller clears it). */
+static int complete_tx(sqlite_store_t *s, const char *id, const char *lease_id, double gpu_seconds,
+                       const char *image_key, double credit_rate, int64_t now, job_t *out)
 {
-    sqlite_store_t *s = sq(base);
-    job_t tmp;
     user_t u;
     bool replay = false;
-    int rc;
-    if (!out)
-        out = &tmp;
-    memset(out, 0, sizeof *out);
-    lock(s);
-    rc = begin(s);
-    if (rc != STORE_OK)
-        goto out;
-    rc = leased_job(s, id, lease_id, JOB_COMPLETED, out, &replay);
+    int rc = leased_job(s, id, lease_id, JOB_COMPLETED, out, &replay);
     if (rc != STORE_OK || replay)
-        goto out;
+        return rc;
     rc = read_user(s, out->user, &u, NULL);
-    if (rc != STORE_OK) {
-        rc = rc == STORE_NOT_FOUND ? store_fail("sqlite %s: job %s has no user", s->path, id) : rc;
-        goto out;
-    }
+    if (rc != STORE_OK)
+        return rc == STORE_NOT_FOUND ? store_fail("sqlite %s: job %s has no user", s->path, id)
+                                     : rc;
     gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
     int64_t charge = store_rule_charge(gpu_seconds, credit_rate, &u, out);
     sqlite3_stmt *stmt = st(s, S_JOB_COMPLETE);
-    if (!stmt) {
-        rc = STORE_ERR;
-        goto out;
-    }
+    if (!stmt)
+        return STORE_ERR;
     bind_text(stmt, 1, id);
     bind_text(stmt, 2, image_key);
     sqlite3_bind_double(stmt, 3, gpu_seconds);
@@ -1738,11 +1721,24 @@ static int sqlite_job_complete(store_t *base, const char *id, const char *lease_
         job_clear(out);
         rc = load_job(s, id, out, NULL);
     }
-out:
-    rc = finish(s, rc);
-    if (rc != STORE_OK || out == &tmp)
-        job_clear(out);
     return rc;
+}
+
+/* Complete-and-claim (store.h) in one transaction: one commit (one WAL fsync) for both. */
+static int sqlite_job_complete_claim(store_t *base, store_complete_t *c)
+{
+    sqlite_store_t *s = sq(base);
+    lock(s);
+    int rc = begin(s);
+    if (rc == STORE_OK)
+        rc = complete_tx(s, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
+                         c->now, &c->done);
+    if (rc == STORE_OK && c->tier) {
+        c->next_rc = claim_tx(s, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
+        if (c->next_rc == STORE_ERR)
+            rc = STORE_ERR;
+    }
+    return finish(s, rc);
 }
 
 /* Puts a job back at the front of its tier's queue, lease cleared. */
@@ -2444,7 +2440,8 @@ static const struct store_ops sqlite_ops = {
     .job_cancel = sqlite_job_cancel,
     .job_claim = sqlite_job_claim,
     .job_heartbeat = sqlite_job_heartbeat,
-    .job_complete = sqlite_job_complete,
+    .job_complete = NULL, /* store.c runs job_complete_claim without a claim */
+    .job_complete_claim = sqlite_job_complete_claim,
     .job_fail = sqlite_job_fail,
     .job_release = sqlite_job_release,
     .reap = sqlite_reap,

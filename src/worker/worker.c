@@ -92,27 +92,53 @@ static int64_t drain_deadline(const worker_config_t *cfg)
     return atomic_load(&stop_at_mono) + d;
 }
 
-/* Posts body (wire.h; NULL: out of memory, status 0) to the job's op; returns the HTTP status
- * (0 on transport error). */
-static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
-                      const char *body)
+/* A PNG that goes in the request itself (a complete that carries its image), or none. */
+typedef struct image_body {
+    const unsigned char *png;
+    size_t len;
+} image_body_t;
+
+/* Posts body (wire.h; NULL: out of memory, status 0) to the job's op; with img->png the PNG is
+ * the body and body goes in the WIRE_HEADER_REPORT header. Returns the HTTP status (0 on
+ * transport error); the answer is kept in *keep when keep is not NULL (httpc_resp_free it). */
+static long post_op(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+                    const char *body, const image_body_t *img, httpc_resp_t *keep)
 {
-    char url[1024];
-    if (!body || wire_job_url(url, sizeof url, cfg->server_url, id, op) != 0)
+    char url[1024], *hdr = NULL;
+    httpc_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    if (img && body && asprintf(&hdr, WIRE_HEADER_REPORT ": %s", body) < 0)
+        hdr = NULL;
+    if (!body || (img && !hdr) || wire_job_url(url, sizeof url, cfg->server_url, id, op) != 0) {
+        free(hdr);
+        if (keep)
+            *keep = resp;
         return 0;
+    }
     httpc_req_t req = {.method = "POST",
                        .url = url,
                        .bearer = cfg->token,
-                       .body = body,
-                       .body_len = strlen(body),
-                       .timeout_ms = 10000};
-    httpc_resp_t resp;
+                       .extra_header = hdr,
+                       .body = img ? (const void *)img->png : body,
+                       .body_len = img ? img->len : strlen(body),
+                       .content_type = img ? "image/png" : NULL,
+                       .timeout_ms = img ? 60000 : 10000};
     httpc_do(h, &req, &resp);
+    free(hdr);
     long st = resp.status;
     if (st == 0)
         log_warn("event=http_error op=%s job=%s err=\"%s\"", op, id, resp.error);
-    httpc_resp_free(&resp);
+    if (keep)
+        *keep = resp;
+    else
+        httpc_resp_free(&resp);
     return st;
+}
+
+static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+                      const char *body)
+{
+    return post_op(h, cfg, id, op, body, NULL, NULL);
 }
 
 static void *monitor_main(void *arg)
@@ -159,18 +185,30 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-/* Retries op until a definite answer: 2xx -> 0, 409/404 -> 1 (lease gone), gives up after
- * give_up_ms -> -1. Transient errors back off from 100 ms to 5 s. */
-static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
-                          const char *body, int64_t give_up_ms)
+/* Retries op (post_op) until a definite answer: 2xx -> 0 (the answer in *keep when keep is not
+ * NULL), 409/404 -> 1 (lease gone), 507 -> 2 (the image it carries met a full image store), gives
+ * up after give_up_ms -> -1. Transient errors back off from 100 ms to 5 s. */
+static int send_op(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+                   const char *body, const image_body_t *img, int64_t give_up_ms,
+                   httpc_resp_t *keep)
 {
     int64_t backoff = 100, end = clock_mono_ms() + give_up_ms;
     for (;;) {
-        long st = post_body(h, cfg, id, op, body);
+        httpc_resp_t resp;
+        long st = post_op(h, cfg, id, op, body, img, &resp);
+        if (st >= 200 && st < 300 && keep) {
+            *keep = resp;
+            return 0;
+        }
+        httpc_resp_free(&resp);
         if (st >= 200 && st < 300)
             return 0;
         if (st == 409 || st == 404)
             return 1;
+        if (st == 507 && img) {
+            log_warn("event=upload_storage_full job=%s", id);
+            return 2;
+        }
         if (st >= 400 && st < 500 && st != 429) {
             log_error("event=protocol_error op=%s job=%s status=%ld", op, id, st);
             return -1;
@@ -180,6 +218,12 @@ static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, c
         clock_sleep_ms(backoff);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
+}
+
+static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+                          const char *body, int64_t give_up_ms)
+{
+    return send_op(h, cfg, id, op, body, NULL, give_up_ms, NULL);
 }
 
 static int upload(CURL *h, const worker_config_t *cfg, const wire_upload_t *up, const char *lease,
@@ -232,22 +276,80 @@ static int report_end(CURL *h, const worker_config_t *cfg, const running_t *r, c
     return rc;
 }
 
-/* After a generation that worked: the upload, then complete; release on a full image store (1),
- * fail (retryable) when the upload failed. */
-static int finish_generated(CURL *h, const worker_config_t *cfg, const running_t *r,
-                            const wire_job_t *wj, const backend_result_t *res)
+/* The complete of a generated image, asking for the next job when ask is set
+ * (complete-and-claim). Where the server hosts the images (upload.needs_lease) the PNG goes in
+ * the complete itself, else it is uploaded first. 0 done (*has_next and next filled when the
+ * answer carried a job), 1 lease gone, 2 the image store was full, -1 the image could not be
+ * stored. */
+static int complete_job(CURL *h, const worker_config_t *cfg, const running_t *r,
+                        const wire_job_t *wj, const backend_result_t *res, const wire_claim_t *ask,
+                        wire_job_t *next, int *has_next)
 {
-    int up = upload(h, cfg, &wj->upload, r->lease, res, r->id);
-    if (up == 0) {
-        int c = report_end(h, cfg, r, "complete", wire_complete_body(r->lease, res->gpu_seconds),
-                           600000);
-        if (c == 0)
-            log_info("event=job_done job=%s gpu_seconds=%.3f", r->id, res->gpu_seconds);
-        else
-            log_warn("event=complete_refused job=%s (lease lost or canceled)", r->id);
-    } else if (up == 1) {
-        log_warn("event=upload_refused job=%s (lease lost or canceled)", r->id);
-    } else if (up == 2) {
+    image_body_t img = {.png = res->png, .len = res->png_len};
+    int carry = wj->upload.needs_lease;
+    if (!carry) {
+        int up = upload(h, cfg, &wj->upload, r->lease, res, r->id);
+        if (up != 0)
+            return up;
+    }
+    char *body = wire_complete_body(r->lease, res->gpu_seconds, ask);
+    httpc_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    int rc =
+        body ? send_op(h, cfg, r->id, "complete", body, carry ? &img : NULL, 600000, &resp) : -1;
+    free(body);
+    if (rc == -1 && !carry) {
+        log_warn("event=complete_failed job=%s", r->id);
+        rc = 0; /* the image is up: nothing to fail; the lease runs out if it never lands */
+    }
+    char why[128];
+    if (rc == 0 && ask) {
+        *has_next = wire_parse_complete_answer(resp.body, resp.len, next, why, sizeof why);
+        if (*has_next < 0) /* the lease of a job in it runs out and the job goes back */
+            log_error("event=bad_complete_response job=%s err=\"%s\"", r->id, why);
+        *has_next = *has_next > 0;
+    }
+    httpc_resp_free(&resp);
+    return rc;
+}
+
+/* What the claim loop works with. */
+typedef struct claimer {
+    const worker_config_t *cfg;
+    backend_t *be;
+    lifecycle_t *life;
+    CURL *h;
+    const char *wid;
+    int jobs;
+    int64_t full_backoff;
+} claimer_t;
+
+/* Whether the complete of the job running now may ask for the next one: not when this job is
+ * the last one allowed (--max-jobs), nor once a stop or a retire was asked, nor while the node is
+ * being disrupted: a draining or retiring worker is never handed a job. */
+static int may_take_next(const claimer_t *c)
+{
+    return !atomic_load(&stop_requested) && !atomic_load(&retire_requested) &&
+           !(c->cfg->max_jobs > 0 && c->jobs + 1 >= c->cfg->max_jobs) &&
+           !pod_guard_hold(c->cfg->guard);
+}
+
+/* After a generation that worked: the image and the complete (asking for the next job with ask
+ * when may_take_next says so now); release on a full image store (returns 1), fail (retryable)
+ * when the image could not be stored. */
+static int finish_generated(const claimer_t *c, const running_t *r, const wire_job_t *wj,
+                            const backend_result_t *res, const wire_claim_t *ask, wire_job_t *next,
+                            int *has_next)
+{
+    CURL *h = c->h;
+    const worker_config_t *cfg = c->cfg;
+    int rc = complete_job(h, cfg, r, wj, res, may_take_next(c) ? ask : NULL, next, has_next);
+    if (rc == 0) {
+        log_info("event=job_done job=%s gpu_seconds=%.3f next=%s", r->id, res->gpu_seconds,
+                 *has_next ? next->id : "-");
+    } else if (rc == 1) {
+        log_warn("event=complete_refused job=%s (lease lost or canceled)", r->id);
+    } else if (rc == 2) {
         report_end(h, cfg, r, "release", wire_release_body(r->lease), 30000);
         log_info("event=job_released job=%s reason=storage_full", r->id);
         return 1;
@@ -257,10 +359,15 @@ static int finish_generated(CURL *h, const worker_config_t *cfg, const running_t
     return 0;
 }
 
-/* Runs one claimed job to its end. Returns 1 when the image store was full (the job was
+/* Runs one claimed job to its end; a complete asks for the next job when ask is not NULL, and
+ * *has_next tells whether next was filled. Returns 1 when the image store was full (the job was
  * released: no failed attempt, no charge), else 0. */
-static int run_job(const worker_config_t *cfg, backend_t *be, CURL *h, const wire_job_t *wj)
+static int run_job(const claimer_t *c, const wire_job_t *wj, const wire_claim_t *ask,
+                   wire_job_t *next, int *has_next)
 {
+    const worker_config_t *cfg = c->cfg;
+    backend_t *be = c->be;
+    CURL *h = c->h;
     running_t r;
     const job_params_t *p = &wj->params;
     memset(&r, 0, sizeof r);
@@ -284,7 +391,7 @@ static int run_job(const worker_config_t *cfg, backend_t *be, CURL *h, const wir
     atomic_store(&r.generating, 0);
 
     if (rc == BACKEND_OK && atomic_load(&r.reason) == CANCEL_NONE) {
-        full = finish_generated(h, cfg, &r, wj, &res);
+        full = finish_generated(c, &r, wj, &res, ask, next, has_next);
     } else if (atomic_load(&r.reason) == CANCEL_RELEASE) {
         report_end(h, cfg, &r, "release", wire_release_body(r.lease), 30000);
         log_info("event=job_released job=%s", r.id);
@@ -368,21 +475,11 @@ static void worker_id(const worker_config_t *cfg, char *wid, size_t size)
     snprintf(wid, size, "%.60s-%d-%s", host, (int)getpid(), rnd);
 }
 
-/* What the claim loop works with. */
-typedef struct claimer {
-    const worker_config_t *cfg;
-    backend_t *be;
-    lifecycle_t *life;
-    CURL *h;
-    const char *wid;
-    int jobs;
-    int64_t full_backoff;
-} claimer_t;
-
-/* A 200 claim answer: decodes it and runs the job. */
+/* A 200 claim answer: decodes it and runs the job, then each next job its complete brought
+ * (complete-and-claim), until a complete brings none. */
 static void take_job(claimer_t *c, const httpc_resp_t *resp)
 {
-    wire_job_t wj;
+    wire_job_t wj, next;
     char why[128];
     if (wire_parse_job(resp->body, resp->len, &wj, why, sizeof why) != 0) {
         /* the lease runs out and the job goes back to the queue */
@@ -392,12 +489,25 @@ static void take_job(claimer_t *c, const httpc_resp_t *resp)
     report('B');
     pod_guard_set_busy(c->cfg->guard, 1);
     lifecycle_busy(c->life, 1);
-    int full = run_job(c->cfg, c->be, c->h, &wj);
-    lifecycle_busy(c->life, 0);
-    pod_guard_set_busy(c->cfg->guard, 0); /* idle again (the next claim may mark it busy) */
-    wire_job_clear(&wj);
-    c->jobs++;
-    full_store_wait(full, &c->full_backoff);
+    wire_claim_t ask;
+    memset(&ask, 0, sizeof ask);
+    snprintf(ask.worker_id, sizeof ask.worker_id, "%s", c->wid);
+    snprintf(ask.tier, sizeof ask.tier, "%s", c->cfg->tier);
+    for (;;) {
+        int has_next = 0;
+        memset(&next, 0, sizeof next);
+        int full = run_job(c, &wj, &ask, &next, &has_next);
+        wire_job_clear(&wj);
+        c->jobs++;
+        if (!has_next) {
+            lifecycle_busy(c->life, 0);
+            pod_guard_set_busy(c->cfg->guard, 0); /* idle again (the next claim may mark it) */
+            full_store_wait(full, &c->full_backoff);
+            return;
+        }
+        full_store_wait(0, &c->full_backoff);
+        wj = next;
+    }
 }
 
 /* 0 to claim again, 1 to stop (max jobs done, retire asked, stop asked). */

@@ -103,7 +103,7 @@ static void test_worker_bodies_parse(void)
     CHECK_STR(c.tier, "enterprise");
     CHECK_INT(c.wait_ms, 20000);
     free(s);
-    s = wire_complete_body("lease-1", 2.25);
+    s = wire_complete_body("lease-1", 2.25, NULL);
     CHECK_INT(wire_parse_report("complete", s, strlen(s), &r, &e), 0);
     CHECK_STR(r.lease_id, "lease-1");
     CHECK_NEAR(r.gpu_seconds, 2.25, 1e-9);
@@ -150,8 +150,56 @@ static void test_scaling_event(void)
     }
 }
 
+/* Complete-and-claim: "next" in the complete body, and the complete answer's "next". */
+static void test_complete_and_claim(void)
+{
+    api_error_t e;
+    wire_report_t r;
+    wire_claim_t next = {.worker_id = "w-9", .tier = "enterprise", .wait_ms = 0};
+    char *s = wire_complete_body("lease-1", 1.5, &next);
+    CHECK_INT(wire_parse_report("complete", s, strlen(s), &r, &e), 0);
+    CHECK_INT(r.has_next, 1);
+    CHECK_STR(r.next.worker_id, "w-9");
+    CHECK_STR(r.next.tier, "enterprise");
+    free(s);
+    static const char *const bad[] = {
+        "{\"lease_id\":\"l\",\"gpu_seconds\":1,\"next\":5}",
+        "{\"lease_id\":\"l\",\"gpu_seconds\":1,\"next\":{\"tier\":\"standard\"}}",
+        "{\"lease_id\":\"l\",\"gpu_seconds\":1,\"next\":{\"worker_id\":\"w\",\"wait_ms\":-1}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_INT(wire_parse_report("complete", bad[i], strlen(bad[i]), &r, &e), -1);
+        CHECK_STR(e.field, "next");
+    }
+    s = "{\"lease_id\":\"l\",\"gpu_seconds\":1,\"next\":null}";
+    CHECK_INT(wire_parse_report("complete", s, strlen(s), &r, &e), 0);
+    CHECK_INT(r.has_next, 0);
+
+    job_t j = leased_job();
+    json_t *done = json_pack("{s:s, s:o}", "id", "done-1", "next",
+                             wire_claim_answer_json(&j, 30000, 2500, "PUT", "http://h:1/x", 1));
+    char *text = json_dumps(done, JSON_COMPACT);
+    wire_job_t w;
+    char err[128];
+    CHECK_INT(wire_parse_complete_answer(text, strlen(text), &w, err, sizeof err), 1);
+    CHECK_STR(w.id, j.id);
+    CHECK_STR(w.lease_id, j.lease_id);
+    wire_job_clear(&w);
+    free(text);
+    json_object_set_new(done, "next", json_null());
+    text = json_dumps(done, JSON_COMPACT);
+    CHECK_INT(wire_parse_complete_answer(text, strlen(text), &w, err, sizeof err), 0);
+    free(text);
+    json_object_set_new(done, "next", json_pack("{s:s}", "job", "x"));
+    text = json_dumps(done, JSON_COMPACT);
+    CHECK_INT(wire_parse_complete_answer(text, strlen(text), &w, err, sizeof err), -1);
+    free(text);
+    CHECK_INT(wire_parse_complete_answer("nope", 4, &w, err, sizeof err), -1);
+    json_decref(done);
+}
+
 #define TESTS(X)                                                                                   \
     X(test_claim_answer_round_trip)                                                                \
+    X(test_complete_and_claim)                                                                     \
     X(test_claim_answer_checked)                                                                   \
     X(test_worker_bodies_parse)                                                                    \
     X(test_scaling_event)
