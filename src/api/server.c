@@ -291,25 +291,47 @@ static json_t *job_json(server_t *s, const job_t *j)
     return o;
 }
 
-/* A job's JSON with its webhook delivery, when it has one: url, id (the webhook-id), state
+/* Adds w, a job's webhook delivery, to its JSON o as "webhook": url, id (the webhook-id), state
  * (waiting until the job ends, then pending, delivered or failed), attempts, last_error,
- * delivered_at. */
+ * delivered_at. Returns o. */
+static json_t *with_webhook(json_t *o, const job_t *j, const store_webhook_t *w)
+{
+    if (!o)
+        return o;
+    char at[40], id[JOB_ID_SIZE + 8];
+    clock_format_rfc3339(w->delivered_at, at, sizeof at);
+    snprintf(id, sizeof id, "msg_%s", j->id);
+    json_t *wh = json_pack("{s:s, s:s, s:s, s:i}", "url", w->url, "id", id, "state", w->state,
+                           "attempts", w->attempts);
+    json_object_set_new(wh, "last_error",
+                        w->last_error[0] ? json_string(w->last_error) : json_null());
+    json_object_set_new(wh, "delivered_at", w->delivered_at ? json_string(at) : json_null());
+    json_object_set_new(o, "webhook", wh);
+    return o;
+}
+
+/* A job's JSON with its webhook delivery (with_webhook), when it has one. */
 static json_t *job_json_webhook(server_t *s, const job_t *j)
 {
     json_t *o = job_json(s, j);
     store_webhook_t w;
     if (!o || store_webhook_get(s->store, j->id, &w) != STORE_OK)
         return o;
-    char at[40], id[JOB_ID_SIZE + 8];
-    clock_format_rfc3339(w.delivered_at, at, sizeof at);
-    snprintf(id, sizeof id, "msg_%s", j->id);
-    json_t *wh = json_pack("{s:s, s:s, s:s, s:i}", "url", w.url, "id", id, "state", w.state,
-                           "attempts", w.attempts);
-    json_object_set_new(wh, "last_error",
-                        w.last_error[0] ? json_string(w.last_error) : json_null());
-    json_object_set_new(wh, "delivered_at", w.delivered_at ? json_string(at) : json_null());
-    json_object_set_new(o, "webhook", wh);
-    return o;
+    return with_webhook(o, j, &w);
+}
+
+/* The JSON of a job just created with parameters p: its webhook is the one of p, waiting (the
+ * store wrote it so in the job's transaction), so the answer needs no second read. */
+static json_t *job_json_created(server_t *s, const job_t *j, const job_params_t *p)
+{
+    json_t *o = job_json(s, j);
+    if (!p->webhook_url)
+        return o;
+    store_webhook_t w = {.attempts = 0};
+    snprintf(w.job_id, sizeof w.job_id, "%s", j->id);
+    snprintf(w.url, sizeof w.url, "%s", p->webhook_url);
+    snprintf(w.state, sizeof w.state, "waiting");
+    return with_webhook(o, j, &w);
 }
 
 /* The webhook sender's view of a job: its JSON, or NULL when it is gone. */
@@ -829,7 +851,7 @@ static enum MHD_Result create_answer(server_t *s, struct MHD_Connection *c, req_
                  (long long)q->reserve);
         if (s->submit_fn)
             s->submit_fn(s->submit_arg, j->tier);
-        return send_json(c, 201, job_json_webhook(s, j));
+        return send_json(c, 201, job_json_created(s, j, &r->params));
     case STORE_EXISTS:
         return send_json(c, 200, job_json_webhook(s, j));
     case STORE_NO_CREDITS:

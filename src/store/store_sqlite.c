@@ -331,6 +331,10 @@ static const char schema_v8[] =
 static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
                                                        schema_v5, schema_v6, schema_v7, schema_v8};
 
+#define WEBHOOK_COLS                                                                               \
+    "job_id, url, state, attempts, COALESCE(next_at, 0), COALESCE(ended_at, 0),"                   \
+    " COALESCE(delivered_at, 0), COALESCE(last_error, '')"
+
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
     "id, user_id, tier, status, prompt, negative_prompt, model, width, height, steps, "            \
@@ -386,6 +390,11 @@ enum stmt_id {
     S_PURGE_LIST,
     S_PURGE_LEDGER,
     S_PURGE_JOB,
+    S_SAVEPOINT,
+    S_RELEASE,
+    S_ROLLBACK_TO,
+    S_WEBHOOK_INSERT,
+    S_WEBHOOK_GET,
     S_COUNT
 };
 
@@ -399,6 +408,12 @@ static const char *const stmt_sql[S_COUNT] = {
                      "'canceled') AND completed_at < ?1 ORDER BY completed_at LIMIT ?2",
     [S_PURGE_LEDGER] = "UPDATE credit_ledger SET job_id = NULL WHERE job_id = ?1",
     [S_PURGE_JOB] = "DELETE FROM generation_jobs WHERE id = ?1",
+    /* one create of a group commit (create_one) */
+    [S_SAVEPOINT] = "SAVEPOINT create_one",
+    [S_RELEASE] = "RELEASE create_one",
+    [S_ROLLBACK_TO] = "ROLLBACK TO create_one",
+    [S_WEBHOOK_INSERT] = "INSERT INTO webhooks(job_id, url) VALUES (?1, ?2)",
+    [S_WEBHOOK_GET] = "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = ?1",
     [S_USER_INSERT] = "INSERT INTO users(name, tier, balance, created_at) VALUES (?1, ?2, ?3, ?4)",
     [S_USER_SET_BALANCE] = "UPDATE users SET balance = ?2 WHERE name = ?1",
     [S_USER_SET_DISABLED] = "UPDATE users SET disabled_at = IIF(?2, COALESCE(disabled_at, ?3),"
@@ -1168,59 +1183,83 @@ static sqlite3_stmt *prepare_once(sqlite_store_t *s, const char *sql, const char
 /* The job's webhook outbox row (state waiting), in the job's transaction. */
 static int insert_webhook(sqlite_store_t *s, const char *id, const char *url)
 {
-    sqlite3_stmt *stmt =
-        prepare_once(s, "INSERT INTO webhooks(job_id, url) VALUES (?1, ?2)", "recording a webhook");
+    sqlite3_stmt *stmt = st(s, S_WEBHOOK_INSERT);
     if (!stmt)
         return STORE_ERR;
     bind_text(stmt, 1, id);
     bind_text(stmt, 2, url);
-    int rc = run(s, stmt, "recording a webhook");
-    sqlite3_finalize(stmt);
+    return run(s, stmt, "recording a webhook");
+}
+
+/* Runs one of the savepoint statements of create_one. Only opening one records its error: a
+ * rollback or release after a failure keeps the first error as this thread's message. */
+static int savepoint(sqlite_store_t *s, enum stmt_id id)
+{
+    sqlite3_stmt *stmt = st(s, id);
+    if (!stmt)
+        return STORE_ERR;
+    if (id == S_SAVEPOINT)
+        return run(s, stmt, "savepoint");
+    sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    return STORE_OK;
+}
+
+/* The idempotency lookup of a create: 0 when the key is new, STORE_EXISTS with out filled when
+ * the user already has a job with it, or STORE_ERR. */
+static int find_idem(sqlite_store_t *s, const store_create_t *q, job_t *out)
+{
+    sqlite3_stmt *stmt = st(s, S_JOB_BY_IDEM);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, q->user);
+    bind_text(stmt, 2, q->idem_key);
+    int rc = step_row(s, stmt, "idempotency lookup");
+    if (rc == 1)
+        rc = row_to_job(stmt, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
+    sqlite3_reset(stmt);
     return rc;
 }
 
-static int create_one(sqlite_store_t *s, store_create_t *q)
+/* The row create_one just inserted, as row_to_job would read it back (no second read). */
+static int inserted_job(const store_create_t *q, const char *id, const char *tier, int64_t seed,
+                        int64_t seq, job_t *out)
 {
     const job_params_t *p = q->p;
-    job_t *out = &q->out;
-    user_t u;
-    int64_t queued = 0, seq = 0;
-    char id[JOB_ID_SIZE];
-    int rc;
-    if (sqlite3_exec(s->db, "SAVEPOINT create_one", NULL, NULL, NULL) != SQLITE_OK)
-        return fail_db(s, "savepoint");
-    rc = read_user(s, q->user, &u, &queued);
-    if (rc == STORE_OK && u.disabled_at)
-        rc = STORE_DISABLED;
-    if (rc != STORE_OK)
-        goto out;
-    if (q->idem_key) {
-        sqlite3_stmt *stmt = st(s, S_JOB_BY_IDEM);
-        if (!stmt) {
-            rc = STORE_ERR;
-            goto out;
-        }
-        bind_text(stmt, 1, q->user);
-        bind_text(stmt, 2, q->idem_key);
-        rc = step_row(s, stmt, "idempotency lookup");
-        if (rc == 1)
-            rc = row_to_job(stmt, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
-        sqlite3_reset(stmt);
-        if (rc != 0)
-            goto out;
+    memset(out, 0, sizeof *out);
+    snprintf(out->id, sizeof out->id, "%s", id);
+    snprintf(out->user, sizeof out->user, "%s", q->user);
+    snprintf(out->tier, sizeof out->tier, "%s", tier);
+    out->status = JOB_QUEUED;
+    out->params = *p;
+    out->params.webhook_url = NULL;
+    snprintf(out->params.model, sizeof out->params.model, "%s", p->model[0] ? p->model : "sd15");
+    out->params.seed = seed;
+    out->params.prompt = strdup(p->prompt ? p->prompt : "");
+    out->params.negative_prompt = strdup(p->negative_prompt ? p->negative_prompt : "");
+    out->seq = seq;
+    out->created_at = q->now;
+    out->credits_reserved = store_rule_reservation(q->reserve);
+    if (!out->params.prompt || !out->params.negative_prompt) {
+        job_clear(out);
+        return store_fail("sqlite: out of memory creating a job");
     }
-    rc = store_rule_admit(&u, queued, q->reserve, q->max_queued, q->max_stored);
+    return STORE_OK;
+}
+
+/* Inserts the job row (and its webhook row) of an admitted create; out is the new job. */
+static int insert_job(sqlite_store_t *s, const store_create_t *q, const user_t *u, job_t *out)
+{
+    const job_params_t *p = q->p;
+    int64_t seq = 0, seed = store_rule_seed(p->seed);
+    char id[JOB_ID_SIZE];
+    int rc = next_seq(s, &seq);
     if (rc != STORE_OK)
-        goto out;
-    rc = next_seq(s, &seq);
-    if (rc != STORE_OK)
-        goto out;
+        return rc;
     job_new_id(id);
     sqlite3_stmt *stmt = st(s, S_JOB_INSERT);
-    if (!stmt) {
-        rc = STORE_ERR;
-        goto out;
-    }
+    if (!stmt)
+        return STORE_ERR;
     bind_text(stmt, 1, id);
     bind_text(stmt, 2, q->user);
     bind_text(stmt, 3, p->prompt ? p->prompt : "");
@@ -1229,24 +1268,45 @@ static int create_one(sqlite_store_t *s, store_create_t *q)
     sqlite3_bind_int(stmt, 6, p->height);
     sqlite3_bind_int(stmt, 7, p->steps);
     sqlite3_bind_double(stmt, 8, p->cfg_scale);
-    sqlite3_bind_int64(stmt, 9, store_rule_seed(p->seed));
+    sqlite3_bind_int64(stmt, 9, seed);
     sqlite3_bind_int64(stmt, 10, seq);
     bind_text(stmt, 11, p->model[0] ? p->model : "sd15");
-    bind_text(stmt, 12, u.tier);
+    bind_text(stmt, 12, u->tier);
     sqlite3_bind_int64(stmt, 13, q->now);
     sqlite3_bind_int64(stmt, 14, store_rule_reservation(q->reserve));
     bind_text(stmt, 15, q->idem_key);
     rc = run(s, stmt, "inserting job");
-    sqlite3_reset(stmt);
     if (rc == STORE_OK && p->webhook_url)
         rc = insert_webhook(s, id, p->webhook_url);
     if (rc == STORE_OK)
-        rc = load_job(s, id, out, NULL);
-out:
-    reset_all(s);
+        rc = inserted_job(q, id, u->tier, seed, seq, out);
+    return rc;
+}
+
+/* Creates one job inside the open transaction, under a savepoint so that a refusal or an error
+ * undoes only this job's writes. Returns a STORE_* code; out is filled on OK and EXISTS. */
+static int create_one(sqlite_store_t *s, store_create_t *q)
+{
+    job_t *out = &q->out;
+    user_t u;
+    int64_t queued = 0;
+    int rc = savepoint(s, S_SAVEPOINT);
     if (rc != STORE_OK)
-        sqlite3_exec(s->db, "ROLLBACK TO create_one", NULL, NULL, NULL);
-    sqlite3_exec(s->db, "RELEASE create_one", NULL, NULL, NULL);
+        return rc;
+    rc = read_user(s, q->user, &u, &queued);
+    if (rc == STORE_OK && u.disabled_at)
+        rc = STORE_DISABLED;
+    if (rc == STORE_OK && q->idem_key)
+        rc = find_idem(s, q, out); /* 0 (STORE_OK): the key is new */
+    if (rc == STORE_OK)
+        rc = store_rule_admit(&u, queued, q->reserve, q->max_queued, q->max_stored);
+    if (rc == STORE_OK)
+        rc = insert_job(s, q, &u, out);
+    if (rc != STORE_OK) {
+        reset_all(s);
+        savepoint(s, S_ROLLBACK_TO);
+    }
+    savepoint(s, S_RELEASE);
     if (rc != STORE_OK && rc != STORE_EXISTS)
         job_clear(out);
     return rc;
@@ -2312,10 +2372,6 @@ static int sqlite_events_trim(store_t *base, int64_t keep_ms, int64_t keep_progr
 
 /* ---- webhooks (the outbox) ---- */
 
-#define WEBHOOK_COLS                                                                               \
-    "job_id, url, state, attempts, COALESCE(next_at, 0), COALESCE(ended_at, 0),"                   \
-    " COALESCE(delivered_at, 0), COALESCE(last_error, '')"
-
 static int webhook_row(sqlite3_stmt *stmt, void *row)
 {
     store_webhook_t *w = row;
@@ -2336,8 +2392,7 @@ static int sqlite_webhook_get(store_t *base, const char *job_id, store_webhook_t
     sqlite_store_t *s = sq(base);
     memset(out, 0, sizeof *out);
     lock(s);
-    sqlite3_stmt *stmt = prepare_once(s, "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = ?1",
-                                      "reading a webhook");
+    sqlite3_stmt *stmt = st(s, S_WEBHOOK_GET);
     int rc = STORE_ERR;
     if (stmt) {
         bind_text(stmt, 1, job_id);
@@ -2346,7 +2401,6 @@ static int sqlite_webhook_get(store_t *base, const char *job_id, store_webhook_t
             webhook_row(stmt, out);
         rc = rc == 1 ? STORE_OK : rc == 0 ? STORE_NOT_FOUND : STORE_ERR;
     }
-    sqlite3_finalize(stmt);
     return finish(s, rc);
 }
 
