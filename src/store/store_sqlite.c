@@ -544,7 +544,21 @@ typedef struct sqlite_store {
     pthread_mutex_t gc_mu;
     create_req_t *gc_head, *gc_tail;
     bool gc_leader;
+    /* Read connections (reader_take): job, user and webhook reads run on one of these, in
+     * parallel with each other and with the writer (WAL readers see the last commit and never
+     * wait for a write), instead of queueing for mu behind a group commit and its fsync. A
+     * reader is a sqlite_store_t of its own (db, statements) whose owner is the store. */
+    pthread_mutex_t rd_mu;
+    pthread_cond_t rd_cv;
+    struct sqlite_store *rd_free; /* idle readers, linked by rd_next */
+    struct sqlite_store *rd_next;
+    struct sqlite_store *owner; /* a reader's store; NULL for the store itself */
+    int rd_open;                /* readers opened */
 } sqlite_store_t;
+
+/* At most this many read connections per store (each has its own page cache); a read finding
+ * them all busy waits for one. */
+#define READERS_MAX 8
 
 static const struct store_ops sqlite_ops;
 
@@ -775,13 +789,93 @@ static void sqlite_close(store_t *base)
     sqlite_store_t *s = sq(base);
     if (!s)
         return;
+    for (sqlite_store_t *r = s->rd_free, *next; r; r = next) {
+        next = r->rd_next;
+        sqlite_close(&r->base);
+    }
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
     sqlite3_close(s->db);
-    pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->gc_mu);
-    free(s->path);
+    if (!s->owner) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_mutex_destroy(&s->gc_mu);
+        pthread_mutex_destroy(&s->rd_mu);
+        pthread_cond_destroy(&s->rd_cv);
+        free(s->path);
+    }
     free(s);
+}
+
+/* A new read connection of s, or NULL (the read then runs on the store's own connection). */
+static sqlite_store_t *reader_open(sqlite_store_t *s)
+{
+    sqlite_store_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->base.ops = s->base.ops;
+    r->owner = s;
+    r->path = s->path;
+    if (sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_busy_timeout(r->db, 5000) != SQLITE_OK ||
+        sqlite3_exec(r->db, "PRAGMA query_only = ON", NULL, NULL, NULL) != SQLITE_OK) {
+        log_warn("event=sqlite_reader_open_failed path=%s err=\"%s\"", s->path,
+                 r->db ? sqlite3_errmsg(r->db) : "out of memory");
+        sqlite_close(&r->base);
+        return NULL;
+    }
+    return r;
+}
+
+/* An idle read connection of s for the calling thread (give it back with reader_put), or NULL
+ * when s cannot have one (":memory:", or opening one failed). */
+static sqlite_store_t *reader_take(sqlite_store_t *s)
+{
+    if (strcmp(s->path, ":memory:") == 0)
+        return NULL;
+    pthread_mutex_lock(&s->rd_mu);
+    while (!s->rd_free && s->rd_open >= READERS_MAX)
+        pthread_cond_wait(&s->rd_cv, &s->rd_mu);
+    sqlite_store_t *r = s->rd_free;
+    if (r) {
+        s->rd_free = r->rd_next;
+        pthread_mutex_unlock(&s->rd_mu);
+        return r;
+    }
+    s->rd_open++;
+    pthread_mutex_unlock(&s->rd_mu);
+    r = reader_open(s);
+    if (!r) {
+        pthread_mutex_lock(&s->rd_mu);
+        s->rd_open--;
+        pthread_cond_signal(&s->rd_cv);
+        pthread_mutex_unlock(&s->rd_mu);
+    }
+    return r;
+}
+
+static void reader_put(sqlite_store_t *s, sqlite_store_t *r)
+{
+    pthread_mutex_lock(&s->rd_mu);
+    r->rd_next = s->rd_free;
+    s->rd_free = r;
+    pthread_cond_signal(&s->rd_cv);
+    pthread_mutex_unlock(&s->rd_mu);
+}
+
+/* Runs the read fn(connection, arg) on a read connection of s, or on s's own under its lock when
+ * there is none. Returns what fn returned. */
+static int read_op(sqlite_store_t *s, int (*fn)(sqlite_store_t *db, void *arg), void *arg)
+{
+    sqlite_store_t *r = reader_take(s);
+    if (!r) {
+        lock(s);
+        return finish(s, fn(s, arg));
+    }
+    int rc = fn(r, arg);
+    reset_all(r);
+    reader_put(s, r);
+    return rc;
 }
 
 /* Creates path with mode 0600, or takes group and other permissions off an existing one (also its
@@ -846,6 +940,8 @@ store_t *store_sqlite_open(const char *path, char *err, size_t errlen)
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gc_mu, NULL);
+    pthread_mutex_init(&s->rd_mu, NULL);
+    pthread_cond_init(&s->rd_cv, NULL);
     make_private(s->path);
     int orc = sqlite3_open_v2(
         s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -1053,13 +1149,22 @@ out:
     return finish(s, rc);
 }
 
+/* The arguments of a read run by read_op: a key and where its row goes. */
+struct read_arg {
+    const char *key;
+    void *out;
+};
+
+static int user_read(sqlite_store_t *db, void *arg)
+{
+    struct read_arg *a = arg;
+    return read_user(db, a->key, a->out, NULL);
+}
+
 static int sqlite_user_get(store_t *base, const char *name, user_t *out)
 {
-    sqlite_store_t *s = sq(base);
-    int rc;
-    lock(s);
-    rc = read_user(s, name, out, NULL);
-    return finish(s, rc);
+    struct read_arg a = {name, out};
+    return read_op(sq(base), user_read, &a);
 }
 
 static int sqlite_user_set_disabled(store_t *base, const char *name, bool disabled, int64_t now)
@@ -1420,14 +1525,17 @@ static int sqlite_job_create_many(store_t *base, store_create_t *items, size_t n
     return STORE_OK;
 }
 
+static int job_read(sqlite_store_t *db, void *arg)
+{
+    struct read_arg *a = arg;
+    return load_job(db, a->key, a->out, NULL);
+}
+
 static int sqlite_job_get(store_t *base, const char *id, job_t *out)
 {
-    sqlite_store_t *s = sq(base);
-    int rc;
+    struct read_arg a = {id, out};
     memset(out, 0, sizeof *out);
-    lock(s);
-    rc = load_job(s, id, out, NULL);
-    return finish(s, rc);
+    return read_op(sq(base), job_read, &a);
 }
 
 static int sqlite_job_list(store_t *base, const char *user, int status, int limit,
@@ -2387,21 +2495,25 @@ static int webhook_row(sqlite3_stmt *stmt, void *row)
     return STORE_OK;
 }
 
+static int webhook_read(sqlite_store_t *db, void *arg)
+{
+    struct read_arg *a = arg;
+    sqlite3_stmt *stmt = st(db, S_WEBHOOK_GET);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, a->key);
+    int rc = step_row(db, stmt, "reading a webhook");
+    if (rc == 1)
+        webhook_row(stmt, a->out);
+    sqlite3_reset(stmt);
+    return rc == 1 ? STORE_OK : rc == 0 ? STORE_NOT_FOUND : STORE_ERR;
+}
+
 static int sqlite_webhook_get(store_t *base, const char *job_id, store_webhook_t *out)
 {
-    sqlite_store_t *s = sq(base);
+    struct read_arg a = {job_id, out};
     memset(out, 0, sizeof *out);
-    lock(s);
-    sqlite3_stmt *stmt = st(s, S_WEBHOOK_GET);
-    int rc = STORE_ERR;
-    if (stmt) {
-        bind_text(stmt, 1, job_id);
-        rc = step_row(s, stmt, "reading a webhook");
-        if (rc == 1)
-            webhook_row(stmt, out);
-        rc = rc == 1 ? STORE_OK : rc == 0 ? STORE_NOT_FOUND : STORE_ERR;
-    }
-    return finish(s, rc);
+    return read_op(sq(base), webhook_read, &a);
 }
 
 static int sqlite_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int limit,
