@@ -176,18 +176,16 @@ static enum MHD_Result send_text(struct MHD_Connection *c, int status, const cha
     return ret;
 }
 
-/* Sends j (takes ownership), with one more header when hdr is not NULL. */
-static enum MHD_Result send_json_hdr(struct MHD_Connection *c, int status, json_t *j,
-                                     const char *hdr, const char *value)
+/* Sends the JSON text (malloc'd, taken over; NULL: out of memory, a 500) with one more header
+ * when hdr is not NULL. */
+static enum MHD_Result send_json_text(struct MHD_Connection *c, int status, char *text, size_t len,
+                                      const char *hdr, const char *value)
 {
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
     if (!text) {
         static const char oom[] =
             "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
         return send_text(c, 500, "application/json", oom, sizeof oom - 1);
     }
-    size_t len = strlen(text);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(text);
@@ -200,6 +198,15 @@ static enum MHD_Result send_json_hdr(struct MHD_Connection *c, int status, json_
     MHD_destroy_response(r);
     atomic_fetch_add(&metrics.http_requests[status / 100], 1);
     return ret;
+}
+
+/* Sends j (takes ownership), with one more header when hdr is not NULL. */
+static enum MHD_Result send_json_hdr(struct MHD_Connection *c, int status, json_t *j,
+                                     const char *hdr, const char *value)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return send_json_text(c, status, text, text ? strlen(text) : 0, hdr, value);
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
@@ -291,47 +298,57 @@ static json_t *job_json(server_t *s, const job_t *j)
     return o;
 }
 
-/* Adds w, a job's webhook delivery, to its JSON o as "webhook": url, id (the webhook-id), state
- * (waiting until the job ends, then pending, delivered or failed), attempts, last_error,
- * delivered_at. Returns o. */
-static json_t *with_webhook(json_t *o, const job_t *j, const store_webhook_t *w)
+/* Sends a job's JSON (job_to_json's text, written without a tree: the answer of every create
+ * and GET) with its webhook delivery w when not NULL: url, id (the webhook-id), state (waiting
+ * until the job ends, then pending, delivered or failed), attempts, last_error, delivered_at. */
+static enum MHD_Result send_job(server_t *s, struct MHD_Connection *c, int status, const job_t *j,
+                                const store_webhook_t *w)
 {
-    if (!o)
-        return o;
-    char at[40], id[JOB_ID_SIZE + 8];
-    clock_format_rfc3339(w->delivered_at, at, sizeof at);
-    snprintf(id, sizeof id, "msg_%s", j->id);
-    json_t *wh = json_pack("{s:s, s:s, s:s, s:i}", "url", w->url, "id", id, "state", w->state,
-                           "attempts", w->attempts);
-    json_object_set_new(wh, "last_error",
-                        w->last_error[0] ? json_string(w->last_error) : json_null());
-    json_object_set_new(wh, "delivered_at", w->delivered_at ? json_string(at) : json_null());
-    json_object_set_new(o, "webhook", wh);
-    return o;
+    jsonw_t jw = {0};
+    char *url = image_url_for(s, j);
+    jsonw_open(&jw);
+    job_json_members(&jw, j, url);
+    free(url);
+    if (w) {
+        char at[40], id[JOB_ID_SIZE + 8];
+        clock_format_rfc3339(w->delivered_at, at, sizeof at);
+        snprintf(id, sizeof id, "msg_%s", j->id);
+        jsonw_open_key(&jw, "webhook");
+        jsonw_str(&jw, "url", w->url);
+        jsonw_str(&jw, "id", id);
+        jsonw_str(&jw, "state", w->state);
+        jsonw_int(&jw, "attempts", w->attempts);
+        jsonw_str(&jw, "last_error", w->last_error[0] ? w->last_error : NULL);
+        jsonw_str(&jw, "delivered_at", w->delivered_at ? at : NULL);
+        jsonw_close(&jw);
+    }
+    jsonw_close(&jw);
+    size_t len = 0;
+    char *text = jsonw_take(&jw, &len);
+    return send_json_text(c, status, text, len, NULL, NULL);
 }
 
-/* A job's JSON with its webhook delivery (with_webhook), when it has one. */
-static json_t *job_json_webhook(server_t *s, const job_t *j)
+/* Sends a job's JSON with its webhook delivery, read from the store, when it has one. */
+static enum MHD_Result send_job_webhook(server_t *s, struct MHD_Connection *c, int status,
+                                        const job_t *j)
 {
-    json_t *o = job_json(s, j);
     store_webhook_t w;
-    if (!o || store_webhook_get(s->store, j->id, &w) != STORE_OK)
-        return o;
-    return with_webhook(o, j, &w);
+    int has = store_webhook_get(s->store, j->id, &w) == STORE_OK;
+    return send_job(s, c, status, j, has ? &w : NULL);
 }
 
-/* The JSON of a job just created with parameters p: its webhook is the one of p, waiting (the
- * store wrote it so in the job's transaction), so the answer needs no second read. */
-static json_t *job_json_created(server_t *s, const job_t *j, const job_params_t *p)
+/* Sends the JSON of a job just created with parameters p: its webhook is the one of p, waiting
+ * (the store wrote it so in the job's transaction), so the answer needs no second read. */
+static enum MHD_Result send_job_created(server_t *s, struct MHD_Connection *c, const job_t *j,
+                                        const job_params_t *p)
 {
-    json_t *o = job_json(s, j);
     if (!p->webhook_url)
-        return o;
+        return send_job(s, c, 201, j, NULL);
     store_webhook_t w = {.attempts = 0};
     snprintf(w.job_id, sizeof w.job_id, "%s", j->id);
     snprintf(w.url, sizeof w.url, "%s", p->webhook_url);
     snprintf(w.state, sizeof w.state, "waiting");
-    return with_webhook(o, j, &w);
+    return send_job(s, c, 201, j, &w);
 }
 
 /* The webhook sender's view of a job: its JSON, or NULL when it is gone. */
@@ -851,9 +868,9 @@ static enum MHD_Result create_answer(server_t *s, struct MHD_Connection *c, req_
                  (long long)q->reserve);
         if (s->submit_fn)
             s->submit_fn(s->submit_arg, j->tier);
-        return send_json(c, 201, job_json_created(s, j, &r->params));
+        return send_job_created(s, c, j, &r->params);
     case STORE_EXISTS:
-        return send_json(c, 200, job_json_webhook(s, j));
+        return send_job_webhook(s, c, 200, j);
     case STORE_NO_CREDITS:
         atomic_fetch_add(&metrics.jobs_rejected_credits, 1);
         return no_credits(s, c, r->user, q->reserve);
@@ -940,7 +957,7 @@ static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, req_t *r, 
         if (hub_wait(s->hub, c, gen, r->wait_deadline) == HUB_PARKED)
             return MHD_YES;
     }
-    ret = send_json(c, 200, job_json_webhook(s, &j));
+    ret = send_job_webhook(s, c, 200, &j);
     job_clear(&j);
     return ret;
 }

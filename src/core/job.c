@@ -114,6 +114,51 @@ json_t *job_to_json(const job_t *j, const char *image_url)
     return o;
 }
 
+/* A time member: RFC 3339, null when unset. */
+static void time_member(jsonw_t *w, const char *key, int64_t ms)
+{
+    char buf[40];
+    if (ms <= 0) {
+        jsonw_null(w, key);
+        return;
+    }
+    clock_format_rfc3339(ms, buf, sizeof buf);
+    jsonw_str(w, key, buf);
+}
+
+void job_json_members(jsonw_t *w, const job_t *j, const char *image_url)
+{
+    jsonw_str(w, "id", j->id);
+    jsonw_str(w, "status", job_status_name(j->status));
+    jsonw_str(w, "prompt", j->params.prompt ? j->params.prompt : "");
+    jsonw_str(w, "negative_prompt", j->params.negative_prompt ? j->params.negative_prompt : "");
+    jsonw_str(w, "model", j->params.model);
+    jsonw_int(w, "width", j->params.width);
+    jsonw_int(w, "height", j->params.height);
+    jsonw_int(w, "steps", j->params.steps);
+    jsonw_real(w, "cfg_scale", j->params.cfg_scale);
+    jsonw_int(w, "seed", j->params.seed);
+    jsonw_str(w, "tier", j->tier);
+    time_member(w, "created_at", j->created_at);
+    time_member(w, "started_at", j->started_at);
+    time_member(w, "completed_at", j->completed_at);
+    jsonw_int(w, "attempts", j->attempts);
+    jsonw_int(w, "releases", j->releases);
+    jsonw_str(w, "image_url", image_url);
+    jsonw_str(w, "error_message", j->error_message);
+    jsonw_real(w, "gpu_seconds", j->gpu_seconds);
+    jsonw_int(w, "credits_reserved", j->credits_reserved);
+    jsonw_int(w, "credits_charged", j->credits_charged);
+    if (j->status == JOB_IN_PROGRESS && j->progress_steps > 0) {
+        jsonw_open_key(w, "progress");
+        jsonw_int(w, "step", j->progress_step);
+        jsonw_int(w, "steps", j->progress_steps);
+        jsonw_close(w);
+    } else {
+        jsonw_null(w, "progress");
+    }
+}
+
 void random_hex(char *buf, int nbytes)
 {
     unsigned char raw[64];

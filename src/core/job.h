@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <jansson.h>
 
+#include "lib/jsonw.h"
+
 #define JOB_ID_SIZE 40   /* UUID text plus NUL */
 #define USER_NAME_MAX 64 /* bytes, [A-Za-z0-9_.-] */
 #define MODEL_NAME_MAX 64
@@ -74,6 +76,9 @@ int job_params_copy(job_params_t *dst, const job_params_t *src);
 
 /* Builds the public job JSON (DESIGN section 3). image_url may be NULL. Caller owns the result. */
 json_t *job_to_json(const job_t *j, const char *image_url);
+/* The members of job_to_json's object, in its order and text, written to w (lib/jsonw.h) without
+ * a tree: the caller opens and closes the object (and may add members). */
+void job_json_members(jsonw_t *w, const job_t *j, const char *image_url);
 
 /* Parameter bounds (DESIGN section 3): the create body and the worker's claim decoder check
  * the same ones. */

@@ -1,0 +1,183 @@
+/* jsonw.c: see jsonw.h. */
+#include "lib/jsonw.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Room for n more bytes (and the NUL); 0 or -1 with err set. */
+static int reserve(jsonw_t *w, size_t n)
+{
+    if (w->err)
+        return -1;
+    if (w->len + n + 1 <= w->cap)
+        return 0;
+    size_t cap = w->cap ? w->cap : 512;
+    while (cap < w->len + n + 1)
+        cap *= 2;
+    char *nb = cap <= JSONW_MAX ? realloc(w->buf, cap) : NULL;
+    if (!nb) {
+        w->err = 1;
+        return -1;
+    }
+    w->buf = nb;
+    w->cap = cap;
+    return 0;
+}
+
+static void put(jsonw_t *w, const char *s, size_t n)
+{
+    if (reserve(w, n) != 0)
+        return;
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
+}
+
+/* s as a JSON string: '"', '\\' and control characters escaped, everything else as is (valid
+ * UTF-8 stays UTF-8, as jansson writes it without JSON_ENSURE_ASCII). */
+static void put_string(jsonw_t *w, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    put(w, "\"", 1);
+    const char *run = s;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p >= 0x20 && *p != '"' && *p != '\\')
+            continue;
+        put(w, run, (size_t)((const char *)p - run));
+        run = (const char *)p + 1;
+        char esc[6] = {'\\', 0};
+        size_t n = 2;
+        switch (*p) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[*p >> 4];
+            esc[5] = hex[*p & 15];
+            n = 6;
+        }
+        put(w, esc, n);
+    }
+    put(w, run, strlen(run));
+    put(w, "\"", 1);
+}
+
+/* The comma before a member (not before the first of its object) and its key. */
+static void member(jsonw_t *w, const char *key)
+{
+    if (w->depth > 0) {
+        if (!w->first[w->depth - 1])
+            put(w, ",", 1);
+        w->first[w->depth - 1] = 0;
+    }
+    if (key) {
+        put_string(w, key);
+        put(w, ":", 1);
+    }
+}
+
+void jsonw_open_key(jsonw_t *w, const char *key)
+{
+    if (w->depth >= JSONW_DEPTH) {
+        w->err = 1;
+        return;
+    }
+    member(w, key);
+    put(w, "{", 1);
+    w->first[w->depth++] = 1;
+}
+
+void jsonw_close(jsonw_t *w)
+{
+    if (w->depth > 0)
+        w->depth--;
+    put(w, "}", 1);
+}
+
+void jsonw_str(jsonw_t *w, const char *key, const char *v)
+{
+    member(w, key);
+    if (v)
+        put_string(w, v);
+    else
+        put(w, "null", 4);
+}
+
+void jsonw_int(jsonw_t *w, const char *key, int64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof num, "%" PRId64, v);
+    member(w, key);
+    put(w, num, (size_t)n);
+}
+
+/* jansson's real: "%.17g", ".0" after a whole number, the exponent without '+' and leading
+ * zeros ("1e+20" is "1e20", "1e-07" is "1e-7"). */
+void jsonw_real(jsonw_t *w, const char *key, double v)
+{
+    char num[40];
+    int n = snprintf(num, sizeof num, "%.17g", v);
+    if (n < 0 || (size_t)n >= sizeof num - 2) {
+        w->err = 1;
+        return;
+    }
+    if (!strchr(num, '.') && !strchr(num, 'e') && !strchr(num, 'n') && !strchr(num, 'i'))
+        memcpy(num + n, ".0", 3);
+    char *e = strchr(num, 'e');
+    if (e) {
+        char *from = e + 1, *to = e + 1;
+        if (*from == '+')
+            from++;
+        else if (*from == '-')
+            from++, to++;
+        while (*from == '0' && from[1])
+            from++;
+        memmove(to, from, strlen(from) + 1);
+    }
+    member(w, key);
+    put(w, num, strlen(num));
+}
+
+void jsonw_null(jsonw_t *w, const char *key)
+{
+    member(w, key);
+    put(w, "null", 4);
+}
+
+char *jsonw_take(jsonw_t *w, size_t *len)
+{
+    char *text = w->err || !w->buf ? NULL : w->buf;
+    if (!text)
+        free(w->buf);
+    if (len)
+        *len = text ? w->len : 0;
+    *w = (jsonw_t){0};
+    return text;
+}
+
+void jsonw_free(jsonw_t *w)
+{
+    free(w->buf);
+    *w = (jsonw_t){0};
+}
