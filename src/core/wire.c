@@ -248,7 +248,9 @@ char *wire_complete_body(const char *lease_id, double gpu_seconds, const wire_cl
         json_decref(o);
         return NULL;
     }
-    return o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(o);
+    return text;
 }
 
 char *wire_fail_body(const char *lease_id, const char *error, int retryable)
