@@ -340,6 +340,7 @@ typedef struct pg_store {
     int pool_size;
     int64_t timeout_ms; /* bound of one operation: pool wait, connect and statements */
     PGconn **conns;     /* pool_size slots; NULL = not connected */
+    unsigned *prepared; /* per slot: the PREP_ statements its connection has prepared (bits) */
     int *free_slots;
     int nfree;
     pthread_mutex_t mu;
@@ -358,6 +359,7 @@ typedef struct op {
     pg_store_t *s;
     int slot;
     PGconn *c;
+    unsigned prepared; /* the connection's prepared statements (pg_store_t.prepared) */
     bool tx;
     int64_t deadline; /* clock_mono_ms() by which the operation gives up (STORE_ERR) */
 } op_t;
@@ -487,14 +489,17 @@ static int op_open(pg_store_t *s, op_t *op)
     }
     op->slot = s->free_slots[--s->nfree];
     op->c = s->conns[op->slot];
+    op->prepared = s->prepared[op->slot];
     s->conns[op->slot] = NULL;
     pthread_mutex_unlock(&s->mu);
     if (op->c && !conn_alive(op->c)) {
         PQfinish(op->c);
         op->c = NULL;
     }
-    if (!op->c)
+    if (!op->c) {
         op->c = connect_new(s);
+        op->prepared = 0;
+    }
     return op->c ? STORE_OK : STORE_ERR;
 }
 
@@ -510,6 +515,7 @@ static void op_close(op_t *op)
     }
     pthread_mutex_lock(&s->mu);
     s->conns[op->slot] = op->c;
+    s->prepared[op->slot] = op->c ? op->prepared : 0;
     s->free_slots[s->nfree++] = op->slot;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -542,24 +548,21 @@ static void op_drop(op_t *op)
 {
     PQfinish(op->c);
     op->c = NULL;
+    op->prepared = 0;
 }
 
-/* Waits, until the operation's deadline, for the answer to the statement just sent; returns
- * the last result (NULL with the message set and the connection dropped when the database did
- * not answer in time or the connection broke). A stalled server (SIGSTOP, a hung host) still
- * has its kernel acknowledge our packets, so neither keepalives nor tcp_user_timeout notice it:
- * this deadline is what bounds the wait. */
-static PGresult *await_result(op_t *op, const char *what)
+/* Waits, until the operation's deadline, until the connection can hand over its next result,
+ * and returns PQgetResult's answer (NULL between the statements of a pipeline and after the last
+ * result). *ok is false (message set, connection dropped) when the database did not answer in
+ * time or the connection broke. A stalled server (SIGSTOP, a hung host) still has its kernel
+ * acknowledge our packets, so neither keepalives nor tcp_user_timeout notice it: this deadline
+ * is what bounds the wait. */
+static PGresult *next_result(op_t *op, const char *what, bool *ok)
 {
-    PGresult *last = NULL;
+    *ok = true;
     for (;;) {
-        while (!PQisBusy(op->c)) {
-            PGresult *r = PQgetResult(op->c);
-            if (!r)
-                return last;
-            PQclear(last);
-            last = r;
-        }
+        if (!PQisBusy(op->c))
+            return PQgetResult(op->c);
         int64_t left = op->deadline - clock_mono_ms();
         struct pollfd pfd = {.fd = PQsocket(op->c), .events = POLLIN};
         int n = left > 0 ? poll(&pfd, 1, left > 60000 ? 60000 : (int)left) : 0;
@@ -574,11 +577,29 @@ static PGresult *await_result(op_t *op, const char *what)
                            op->s->where, what, (long long)op->s->timeout_ms);
             else
                 fail_res(op, what, NULL);
-            PQclear(last);
             op_drop(op);
+            *ok = false;
             return NULL;
         }
     }
+}
+
+/* Waits for the answer to the statement just sent; returns its last result (NULL with the
+ * message set and the connection dropped when next_result failed). */
+static PGresult *await_result(op_t *op, const char *what)
+{
+    PGresult *last = NULL;
+    bool ok;
+    PGresult *r;
+    while ((r = next_result(op, what, &ok)) != NULL) {
+        PQclear(last);
+        last = r;
+    }
+    if (!ok) {
+        PQclear(last);
+        return NULL;
+    }
+    return last;
 }
 
 /* Runs one statement. Returns the result (caller PQclear()s it) when it succeeded, else NULL
@@ -614,6 +635,204 @@ static int exec(op_t *op, const char *what, const char *sql, const params_t *p)
     return STORE_OK;
 }
 
+/* ---- pipelines ---- */
+
+/* One statement of a pipeline (pipe_run): its text and parameters in, its result out (the caller
+ * PQclears it; NULL when the pipeline failed). prep: 0, or the PREP_ number under which the
+ * connection prepares it once and then runs it without planning it again. */
+typedef struct stmt {
+    const char *sql;
+    const params_t *p;
+    int prep;
+    PGresult *r;
+} stmt_t;
+
+/* BEGIN first: the pipeline opens the operation's transaction. Never COMMIT in a pipeline: a
+ * COMMIT sent before the answers arrived commits even when the operation gave up waiting (a
+ * stalled database resumes and runs it), so a 503 would hide a write (test_faults_store). */
+#define PIPE_BEGIN 1
+/* The statements prepared once per connection (stmt_t.prep; at most 31). */
+#define PREP_CREATE 1
+
+/* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
+ * prepare before its first use on the connection), statement numbers. */
+#define Q_BEGIN (-1)
+#define Q_PREPARE (1 << 20)
+
+typedef struct plan {
+    int *q;
+    int nq;
+} plan_t;
+
+/* Lays out the queries of st[0..n) under flags (plan->q malloc'd; NULL when out of memory). */
+static int plan_make(const op_t *op, const stmt_t *st, int n, int flags, plan_t *plan)
+{
+    plan->nq = 0;
+    plan->q = malloc((size_t)(2 * n + 1) * sizeof *plan->q);
+    if (!plan->q)
+        return STORE_ERR;
+    unsigned have = op->prepared;
+    if (flags & PIPE_BEGIN)
+        plan->q[plan->nq++] = Q_BEGIN;
+    for (int i = 0; i < n; i++) {
+        if (st[i].prep > 0 && !(have & (1u << st[i].prep))) {
+            plan->q[plan->nq++] = Q_PREPARE + i;
+            have |= 1u << st[i].prep;
+        }
+        plan->q[plan->nq++] = i;
+    }
+    return STORE_OK;
+}
+
+/* Sends one query of a plan. */
+static bool send_one(PGconn *c, const stmt_t *st, int q)
+{
+    char name[16];
+    if (q == Q_BEGIN)
+        return PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    const stmt_t *s = &st[q >= Q_PREPARE ? q - Q_PREPARE : q];
+    const char *const *v = s->p ? s->p->v : NULL;
+    int nv = s->p ? s->p->n : 0;
+    snprintf(name, sizeof name, "pingvas_%d", s->prep);
+    if (q >= Q_PREPARE)
+        return PQsendPrepare(c, name, s->sql, 0, NULL);
+    if (s->prep > 0)
+        return PQsendQueryPrepared(c, name, nv, v, NULL, NULL, 0);
+    return PQsendQueryParams(c, s->sql, nv, NULL, v, NULL, NULL, 0);
+}
+
+/* Queues the plan's queries and a sync, and writes them all; reads what arrives meanwhile so that
+ * neither side blocks on a full socket. STORE_ERR with the connection dropped when sending failed
+ * or the deadline passed. */
+static int pipe_send(op_t *op, const char *what, const stmt_t *st, const plan_t *plan)
+{
+    PGconn *c = op->c;
+    bool ok = PQenterPipelineMode(c) && PQsetnonblocking(c, 1) == 0;
+    for (int i = 0; ok && i < plan->nq; i++)
+        ok = send_one(c, st, plan->q[i]);
+    ok = ok && PQpipelineSync(c);
+    int f;
+    while (ok && (f = PQflush(c)) != 0) {
+        int64_t left = op->deadline - clock_mono_ms();
+        struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN | POLLOUT};
+        int pn = left > 0 ? poll(&pfd, 1, left > 60000 ? 60000 : (int)left) : 0;
+        if (pn < 0 && errno == EINTR)
+            continue;
+        ok = f > 0 && (pn > 0 || left > 60000) && (!(pfd.revents & POLLIN) || PQconsumeInput(c));
+        if (!ok && pn == 0 && left <= 60000)
+            return store_fail("postgresql %s: %s: no answer within %lld ms (the database is "
+                              "stalled or unreachable; PINGVAS_PG_TIMEOUT)",
+                              op->s->where, what, (long long)op->s->timeout_ms),
+                   op_drop(op), STORE_ERR;
+    }
+    if (!ok)
+        return fail_res(op, what, NULL), op_drop(op), STORE_ERR;
+    return STORE_OK;
+}
+
+/* Reads the answers of a pipeline pipe_send sent: the last result of each query into res[] (nq
+ * of them), then the sync; leaves pipeline mode. *got counts the queries answered. STORE_ERR with
+ * the connection dropped (results cleared) when the database did not answer in time. */
+static int pipe_read(op_t *op, const char *what, PGresult **res, int nq, int *got)
+{
+    bool ok = true;
+    for (*got = 0; ok && *got < nq; (*got)++) {
+        PGresult *r;
+        while ((r = next_result(op, what, &ok)) != NULL) {
+            PQclear(res[*got]);
+            res[*got] = r;
+        }
+        if (!ok)
+            break;
+    }
+    PGresult *sync = ok ? next_result(op, what, &ok) : NULL;
+    ok = ok && sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    if (ok && (PQexitPipelineMode(op->c) == 0 || PQsetnonblocking(op->c, 0) != 0)) {
+        fail_res(op, what, NULL);
+        ok = false;
+    }
+    if (ok)
+        return STORE_OK;
+    if (op->c) { /* an answer out of step: the connection cannot be trusted any more */
+        store_fail("postgresql %s: %s: the pipeline's answers were out of step", op->s->where,
+                   what);
+        op_drop(op);
+    }
+    for (int i = 0; i < nq; i++) {
+        PQclear(res[i]);
+        res[i] = NULL;
+    }
+    return STORE_ERR;
+}
+
+/* The outcome of a pipeline's answers: STORE_OK when every query succeeded (the statements'
+ * results moved to st[]), else STORE_ERR with the first failure's message (results cleared).
+ * Records the statements prepared, and the operation's transaction open (PIPE_BEGIN). */
+static int pipe_outcome(op_t *op, const char *what, stmt_t *st, const plan_t *plan, PGresult **res)
+{
+    int rc = STORE_OK;
+    for (int i = 0; i < plan->nq; i++) {
+        int q = plan->q[i];
+        ExecStatusType t = res[i] ? PQresultStatus(res[i]) : PGRES_FATAL_ERROR;
+        bool good = t == PGRES_TUPLES_OK || t == PGRES_COMMAND_OK;
+        if (q == Q_BEGIN)
+            op->tx = true;
+        if (good && q >= Q_PREPARE)
+            op->prepared |= 1u << st[q - Q_PREPARE].prep;
+        if (rc == STORE_OK && !good)
+            rc = fail_res(op, what, res[i]);
+    }
+    for (int i = 0; i < plan->nq; i++) {
+        if (rc == STORE_OK && plan->q[i] >= 0 && plan->q[i] < Q_PREPARE)
+            st[plan->q[i]].r = res[i];
+        else
+            PQclear(res[i]);
+        res[i] = NULL;
+    }
+    return rc;
+}
+
+/* One try of pipe_run on the operation's connection; *got counts the queries answered. */
+static int pipe_try(op_t *op, const char *what, stmt_t *st, int n, int flags, int *got)
+{
+    plan_t plan;
+    PGresult **res = NULL;
+    int rc = plan_make(op, st, n, flags, &plan);
+    if (rc == STORE_OK && !(res = calloc((size_t)plan.nq, sizeof *res)))
+        rc = STORE_ERR;
+    if (rc != STORE_OK)
+        store_fail("postgresql %s: %s: out of memory", op->s->where, what);
+    else if (!op->c)
+        rc = store_fail("postgresql %s: %s: the connection was dropped", op->s->where, what);
+    if (rc == STORE_OK)
+        rc = pipe_send(op, what, st, &plan);
+    if (rc == STORE_OK)
+        rc = pipe_read(op, what, res, plan.nq, got);
+    if (rc == STORE_OK)
+        rc = pipe_outcome(op, what, st, &plan, res);
+    free(plan.q);
+    free(res);
+    return rc;
+}
+
+/* Runs statements st[0..n) in one round trip (libpq pipeline mode), with BEGIN before them when
+ * flags has PIPE_BEGIN (op_end then commits). STORE_OK with every st[i].r set, or STORE_ERR
+ * (message set; a failed statement aborts those after it and leaves the transaction to op_end's
+ * ROLLBACK). A pooled connection found dead by a pipeline that opens the transaction, before any
+ * answer, is replaced once (nothing it ran can stay), as op_begin does. */
+static int pipe_run(op_t *op, const char *what, stmt_t *st, int n, int flags)
+{
+    for (int i = 0; i < n; i++)
+        st[i].r = NULL;
+    int got = 0;
+    int rc = pipe_try(op, what, st, n, flags, &got);
+    if (rc != STORE_OK && !op->c && !got && (flags & PIPE_BEGIN) &&
+        clock_mono_ms() < op->deadline && (op->c = connect_new(op->s)) != NULL)
+        rc = pipe_try(op, what, st, n, flags, &got);
+    return rc;
+}
+
 /* Takes a connection and starts a transaction. A connection that turns out to be broken at
  * BEGIN (nothing has been done yet) is replaced once. */
 static int op_begin(pg_store_t *s, op_t *op)
@@ -625,6 +844,7 @@ static int op_begin(pg_store_t *s, op_t *op)
     if (rc != STORE_OK && op->c && PQstatus(op->c) != CONNECTION_OK) {
         PQfinish(op->c);
         op->c = connect_new(s);
+        op->prepared = 0;
         rc = op->c ? exec(op, "begin", "BEGIN", NULL) : STORE_ERR;
     }
     op->tx = rc == STORE_OK;
@@ -774,6 +994,7 @@ static void pg_close(store_t *base)
             PQfinish(s->conns[i]);
     free(s->conns);
     free(s->free_slots);
+    free(s->prepared);
     free_kv(s->keys);
     free_kv(s->vals);
     pthread_mutex_destroy(&s->mu);
@@ -952,7 +1173,8 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
     s->timeout_ms = timeout_ms;
     s->conns = calloc((size_t)pool, sizeof *s->conns);
     s->free_slots = calloc((size_t)pool, sizeof *s->free_slots);
-    if (oom || !s->conns || !s->free_slots) {
+    s->prepared = calloc((size_t)pool, sizeof *s->prepared);
+    if (oom || !s->conns || !s->free_slots || !s->prepared) {
         snprintf(err, errlen, "out of memory opening the PostgreSQL store");
         goto out;
     }
@@ -1247,120 +1469,145 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
     return rc;
 }
 
-/* The user's job with this idempotency key: STORE_EXISTS with out filled, STORE_OK when there is
- * none, STORE_ERR. */
-static int idem_lookup(op_t *op, const char *user, const char *idem_key, job_t *out)
+/* One create as one statement; a batch pipelines one a create (create_run). The user's row is
+ * locked first (FOR UPDATE: a batch's creates run in user order, so batches lock users in one
+ * order, and the row read is the newest one, after any wait). The job of the Idempotency-Key is
+ * looked up. The INSERT happens when the user is active, the key unused and the admission rule
+ * holds on that row (rules.c: balance - reserved >= reserve, the queued and stored caps); its
+ * triggers add the job to users.reserved/queued/stored, and a webhook is recorded with it. The
+ * answer: the job's columns (JOB_COLS) with kind 1 (inserted) or 2 (the key's job), or NULL ones
+ * (neither), then the user's row as the statement saw it (USER_COLS' order from tier); no row:
+ * no such user. ON CONFLICT DO NOTHING: a create with the same key committed while this one
+ * waited for the row lock (after this statement's snapshot); the answer is then "neither" on an
+ * admissible row, and the create runs once more (create_alone), when its lookup sees that job. */
+/* clang-format off */
+#define CREATE_SQL                                                                                 \
+    "WITH u AS (SELECT tier, balance, reserved, queued, stored, disabled_at FROM users"             \
+    "  WHERE name = $2 FOR UPDATE),"                                                               \
+    " e AS (SELECT " JOB_COLS " FROM generation_jobs WHERE $13::TEXT IS NOT NULL"                  \
+    "  AND user_id = $2 AND idem_key = $13),"                                                      \
+    " ins AS (INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt, width,"    \
+    "  height, steps, cfg_scale, seed, seq, model, tier, created_at, credits_reserved, queue_pos," \
+    "  idem_key) SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"          \
+    "  $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, u.tier, $11::BIGINT, $12::BIGINT, n.v, $13"     \
+    "  FROM u, (SELECT nextval('generation_jobs_seq') AS v) n WHERE u.disabled_at IS NULL"         \
+    "  AND NOT EXISTS (SELECT 1 FROM e)"                                                           \
+    "  AND ($12::BIGINT <= 0 OR u.balance - u.reserved >= $12::BIGINT)"                            \
+    "  AND ($14::BIGINT <= 0 OR u.queued < $14::BIGINT)"                                           \
+    "  AND ($15::BIGINT <= 0 OR u.stored < $15::BIGINT)"                                           \
+    "  ON CONFLICT DO NOTHING RETURNING " JOB_COLS "),"                                            \
+    " w AS (INSERT INTO webhooks(job_id, url) SELECT id, $16 FROM ins WHERE $16::TEXT IS NOT NULL)," \
+    " x AS (SELECT " JOB_COLS ", 1 AS kind FROM ins UNION ALL SELECT " JOB_COLS ", 2 FROM e)"     \
+    " SELECT x.*, u.tier, u.balance, u.reserved, u.queued, u.stored, COALESCE(u.disabled_at, 0),"  \
+    "  (SELECT pg_notify('" CHANNEL "', COALESCE(ins.tier, 'standard')) FROM ins)"                 \
+    " FROM u LEFT JOIN x ON true"
+/* clang-format on */
+#define CREATE_KIND 28     /* the kind column of CREATE_SQL's answer; the user's row follows */
+#define CREATE_AGAIN (-99) /* a create's rc: run it once more, alone (see CREATE_SQL) */
+
+/* The parameters of create c's statement (CREATE_SQL), the new job's id first. */
+static void create_params(params_t *p, const store_create_t *c, const char *id)
 {
-    params_t p = {0};
-    p_text(&p, user);
-    p_text(&p, idem_key);
-    PGresult *r =
-        q(op, "idempotency lookup",
-          "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND idem_key = $2", &p);
-    if (!r)
-        return STORE_ERR;
-    int rc = STORE_OK;
-    if (PQntuples(r) > 0)
-        rc = row_to_job(r, 0, out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
-    PQclear(r);
+    const job_params_t *prm = c->p;
+    memset(p, 0, sizeof *p);
+    p_text(p, id);
+    p_text(p, c->user);
+    p_text(p, prm->prompt ? prm->prompt : "");
+    p_text(p, prm->negative_prompt ? prm->negative_prompt : "");
+    p_i64(p, prm->width);
+    p_i64(p, prm->height);
+    p_i64(p, prm->steps);
+    p_f64(p, prm->cfg_scale);
+    p_i64(p, store_rule_seed(prm->seed));
+    p_text(p, prm->model[0] ? prm->model : JOB_DEFAULT_MODEL);
+    p_i64(p, c->now);
+    p_i64(p, store_rule_reservation(c->reserve));
+    p_text(p, c->idem_key);
+    p_i64(p, c->max_queued);
+    p_i64(p, c->max_stored);
+    p_text(p, prm->webhook_url);
+}
+
+/* Create c's outcome from its statement's answer r: STORE_OK or STORE_EXISTS (the replay of its
+ * Idempotency-Key; a disabled user is refused first) with c->out filled, the admission rule's
+ * refusal on the row the statement saw, or CREATE_AGAIN. */
+static int create_answer(const PGresult *r, store_create_t *c)
+{
+    if (PQntuples(r) == 0)
+        return STORE_NOT_FOUND;
+    user_t u = {0};
+    int k = CREATE_KIND + 1;
+    get_copy(r, 0, k, u.tier, sizeof u.tier);
+    u.balance = get_i64(r, 0, k + 1, 0);
+    u.reserved = get_i64(r, 0, k + 2, 0);
+    int64_t queued = get_i64(r, 0, k + 3, 0);
+    u.stored = get_i64(r, 0, k + 4, 0);
+    u.disabled_at = get_i64(r, 0, k + 5, 0);
+    int64_t kind = get_i64(r, 0, CREATE_KIND, 0);
+    if (kind == 1)
+        return row_to_job(r, 0, &c->out);
+    if (u.disabled_at)
+        return STORE_DISABLED;
+    if (kind == 2)
+        return row_to_job(r, 0, &c->out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
+    int rc = store_rule_admit(&u, queued, c->reserve, c->max_queued, c->max_stored);
+    return rc == STORE_OK ? CREATE_AGAIN : rc;
+}
+
+/* Runs the creates items[order[k]] (k < n; order NULL: in turn) as one pipeline, BEGIN and one
+ * statement a create, then COMMIT: two round trips and one commit for the batch, the user rows
+ * locked in order. STORE_OK with each rc set, or STORE_ERR (nothing committed, or the commit's
+ * outcome unknown) with *live false when the connection failed or timed out, true when a statement
+ * failed (a constraint: the batch is gone, each create may run again alone). */
+static int create_run(pg_store_t *s, store_create_t *items, const size_t *order, size_t n,
+                      bool *live)
+{
+    char(*ids)[JOB_ID_SIZE] = malloc(n * sizeof *ids);
+    params_t *p = malloc(n * sizeof *p);
+    stmt_t *st = malloc(n * sizeof *st);
+    op_t op;
+    *live = true;
+    int rc = ids && p && st ? op_open(s, &op)
+                            : store_fail("postgresql %s: out of memory creating jobs", s->where);
+    if (ids && p && st) {
+        for (size_t k = 0; k < n; k++) {
+            job_new_id(ids[k]);
+            create_params(&p[k], &items[order ? order[k] : k], ids[k]);
+            st[k] = (stmt_t){.sql = CREATE_SQL, .p = &p[k], .prep = PREP_CREATE};
+        }
+        if (rc == STORE_OK)
+            rc = pipe_run(&op, "inserting jobs", st, (int)n, PIPE_BEGIN);
+        *live = op.c != NULL;
+        for (size_t k = 0; rc == STORE_OK && k < n; k++) {
+            store_create_t *c = &items[order ? order[k] : k];
+            c->rc = create_answer(st[k].r, c);
+            PQclear(st[k].r);
+        }
+        int ran = rc;
+        rc = op_end(&op, rc);
+        *live = *live && (ran != STORE_OK || rc == STORE_OK); /* a failed commit: outcome unknown */
+    }
+    free(ids);
+    free(p);
+    free(st);
     return rc;
 }
 
-/* Why a create inserted nothing, by the admission rule (rules.c) on the user's row, now locked:
- * STORE_NOT_FOUND, STORE_DISABLED, STORE_LIMIT, STORE_FULL or STORE_NO_CREDITS; STORE_OK if
- * the row changed in between and the create may be tried again. */
-static int create_refusal(op_t *op, const store_create_t *c)
+/* Runs create c alone (a batch of one), once more when its answer says so. */
+static void create_alone(pg_store_t *s, store_create_t *c)
 {
-    user_t u;
-    int64_t queued = 0;
-    int rc = read_user(op, c->user, true, &u, &queued);
-    if (rc != STORE_OK)
-        return rc;
-    if (u.disabled_at)
-        return STORE_DISABLED;
-    return store_rule_admit(&u, queued, c->reserve, c->max_queued, c->max_stored);
-}
-
-/* The conditional INSERT of a new job id: a conditional UPDATE of the user's row (which takes
- * the row lock) checks the admission rule (not disabled, the queued and stored caps, balance -
- * reserved >= reserve) and feeds the INSERT, which reads its tier from it; the row's triggers
- * then add the job to users.reserved/queued/stored. No row: refused, nothing written. */
-static PGresult *insert_job(op_t *op, const store_create_t *c, const char *id)
-{
-    const job_params_t *prm = c->p;
-    params_t p = {0};
-    p_text(&p, id);
-    p_text(&p, c->user);
-    p_text(&p, prm->prompt ? prm->prompt : "");
-    p_text(&p, prm->negative_prompt ? prm->negative_prompt : "");
-    p_i64(&p, prm->width);
-    p_i64(&p, prm->height);
-    p_i64(&p, prm->steps);
-    p_f64(&p, prm->cfg_scale);
-    p_i64(&p, store_rule_seed(prm->seed));
-    p_text(&p, prm->model[0] ? prm->model : JOB_DEFAULT_MODEL);
-    p_i64(&p, c->now);
-    p_i64(&p, store_rule_reservation(c->reserve));
-    p_text(&p, c->idem_key);
-    p_i64(&p, c->max_queued);
-    p_i64(&p, c->max_stored);
-    return q(op, "inserting job",
-             "WITH u AS (UPDATE users SET queued = queued WHERE name = $2 AND disabled_at IS NULL"
-             " AND ($12::BIGINT <= 0 OR balance - reserved >= $12::BIGINT)"
-             " AND ($14::BIGINT <= 0 OR queued < $14::BIGINT)"
-             " AND ($15::BIGINT <= 0 OR stored < $15::BIGINT) RETURNING tier)"
-             " INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt,"
-             " width, height, steps, cfg_scale, seed, seq, model, tier, created_at,"
-             " credits_reserved, queue_pos, idem_key)"
-             " SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"
-             " $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, u.tier, $11::BIGINT,"
-             " $12::BIGINT, n.v, $13 FROM u, (SELECT nextval('generation_jobs_seq') AS v) n"
-             " RETURNING " JOB_COLS NOTIFY_COL,
-             &p);
-}
-
-/* One create inside the open transaction of op: the reservation is one statement (insert_job).
- * When it inserts nothing, create_refusal names the reason under the row lock; if the row had
- * changed in between, the insert is tried once more (now decisive: the row is ours). Fills c->rc
- * and c->out; a refusal writes nothing. */
-static void create_in_tx(op_t *op, store_create_t *c)
-{
-    char id[JOB_ID_SIZE];
-    c->rc = STORE_OK;
-    if (c->idem_key) { /* a disabled or missing user is refused before a replay is answered */
-        /* The user row lock (FOR UPDATE) serializes two creates with the same key: the second
-         * one's lookup then sees the first one's job instead of both inserting (a unique
-         * violation, STORE_ERR; test_store test_concurrent_creates on PostgreSQL). */
-        user_t u;
-        c->rc = read_user(op, c->user, true, &u, NULL);
-        if (c->rc == STORE_OK && u.disabled_at)
-            c->rc = STORE_DISABLED;
-        if (c->rc == STORE_OK)
-            c->rc = idem_lookup(op, c->user, c->idem_key, &c->out);
-    }
-    if (c->rc != STORE_OK)
-        return;
-    job_new_id(id);
-    PGresult *r = insert_job(op, c, id);
-    for (int tries = 1; r && PQntuples(r) == 0; tries++) {
-        PQclear(r);
-        c->rc = create_refusal(op, c);
-        if (c->rc != STORE_OK || tries == 2) {
-            c->rc = c->rc == STORE_OK ? STORE_NO_CREDITS : c->rc;
+    bool live;
+    for (int tries = 0; tries < 2; tries++) {
+        if (create_run(s, c, NULL, 1, &live) != STORE_OK) {
+            job_clear(&c->out);
+            c->rc = STORE_ERR;
+            snprintf(c->err, sizeof c->err, "%s", store_fail_text());
             return;
         }
-        r = insert_job(op, c, id);
+        if (c->rc != CREATE_AGAIN)
+            return;
     }
-    c->rc = one_job(op, r, "inserting job", &c->out);
-    if (c->rc == STORE_OK && c->p->webhook_url) {
-        params_t w = {0};
-        p_text(&w, id);
-        p_text(&w, c->p->webhook_url);
-        c->rc = exec(op, "recording a webhook", "INSERT INTO webhooks(job_id, url) VALUES ($1, $2)",
-                     &w);
-        if (c->rc != STORE_OK)
-            job_clear(&c->out);
-    }
+    c->rc = STORE_NO_CREDITS;
 }
 
 /* The order in which a batch's creates run: by user name, then by arrival (a stable insertion
@@ -1384,46 +1631,36 @@ static size_t *create_order(const store_create_t *items, size_t n)
     return o;
 }
 
-/* Creates the batch in one transaction (group commit: one commit, one WAL flush for all), in
+/* Creates the batch in one pipelined transaction (create_run: group commit, two round trips), in
  * create_order. If a statement of one create fails on a live connection (a constraint), the
- * transaction and with it the whole batch is gone, so each create is retried in a transaction of
- * its own (as it is when the order cannot be allocated: one user row per transaction cannot
- * deadlock). If the connection failed or timed out, or the commit failed (its outcome unknown),
- * every create of the batch is STORE_ERR (the client retries, with its Idempotency-Key). */
+ * transaction and with it the whole batch is gone, so each create is retried alone (as it is when
+ * the order cannot be allocated: one user row per transaction cannot deadlock). If the connection
+ * failed or timed out, or the commit failed (its outcome unknown), every create of the batch is
+ * STORE_ERR (the client retries, with its Idempotency-Key). */
 static int pg_job_create_many(store_t *base, store_create_t *items, size_t n)
 {
     pg_store_t *s = pgs(base);
-    op_t op;
     for (size_t i = 0; i < n; i++) {
         memset(&items[i].out, 0, sizeof items[i].out);
         items[i].rc = STORE_ERR;
     }
     size_t *order = n > 1 ? create_order(items, n) : NULL;
-    if (n > 1 && !order) {
-        for (size_t i = 0; i < n; i++)
-            pg_job_create_many(base, &items[i], 1);
-        return STORE_OK;
-    }
-    int rc = op_begin(s, &op);
-    bool retry = false;
-    for (size_t k = 0; rc == STORE_OK && k < n; k++) {
-        store_create_t *c = &items[order ? order[k] : k];
-        create_in_tx(&op, c);
-        if (c->rc == STORE_ERR) {
-            rc = STORE_ERR;
-            retry = n > 1 && op.c != NULL; /* op.c is dropped on a timeout or a broken link */
+    bool live = true;
+    int rc = n > 1 && !order ? STORE_ERR : create_run(s, items, order, n, &live);
+    bool alone = n > 1 && (!order || live);
+    free(order);
+    for (size_t i = 0; i < n; i++) {
+        store_create_t *c = &items[i];
+        if (rc != STORE_OK && alone) {
+            create_alone(s, c);
+        } else if (rc != STORE_OK) {
+            job_clear(&c->out);
+            c->rc = STORE_ERR;
+            snprintf(c->err, sizeof c->err, "%s", store_fail_text());
+        } else if (c->rc == CREATE_AGAIN) {
+            create_alone(s, c);
         }
     }
-    free(order);
-    if (op_end(&op, rc) == STORE_OK)
-        return STORE_OK;
-    for (size_t i = 0; i < n; i++) {
-        job_clear(&items[i].out);
-        items[i].rc = STORE_ERR;
-        snprintf(items[i].err, sizeof items[i].err, "%s", store_fail_text());
-    }
-    for (size_t i = 0; retry && i < n; i++)
-        pg_job_create_many(base, &items[i], 1);
     return STORE_OK;
 }
 
