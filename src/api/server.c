@@ -32,6 +32,7 @@
 #include "bridge/celery.h"
 #include "lib/clock.h"
 #include "lib/jwt.h"
+#include "lib/jwtcache.h"
 #include "lib/log.h"
 #include "api/connguard.h"
 #include "api/dashboard.h"
@@ -109,6 +110,7 @@ struct server {
     price_catalog_t prices;     /* GET /api/v1/cost */
     hub_t *hub;                 /* follows the event log (hub.h) */
     webhook_sender_t *webhooks; /* delivers the webhook outbox (webhook.h) */
+    jwtcache_t *jwt_cache;      /* tokens verified OK this second (lib/jwtcache.h) */
 
     /* Parked requests (see the top of this file). */
     pthread_mutex_t park_mu;
@@ -435,14 +437,20 @@ static int auth_token(server_t *s, struct MHD_Connection *c, char *sub, char *ro
                     "'pingvas token NAME')");
         return -1;
     }
-    char role_buf[JWT_ROLE_MAX];
+    char role_buf[JWT_ROLE_MAX], *claim = role ? role : role_buf;
     int64_t now_s = clock_now_ms() / 1000;
+    size_t len = strlen(tok);
+    /* the same token verified OK this same second: the same outcome (lib/jwtcache.h) */
+    if (jwtcache_get(s->jwt_cache, tok, len, now_s, sub, USER_NAME_MAX + 1, claim))
+        return 0;
     const char *prev = s->cfg.jwt_secret_previous;
-    int rc = jwt_verify_hs256_role(tok, strlen(tok), s->cfg.jwt_secret, strlen(s->cfg.jwt_secret),
-                                   now_s, sub, USER_NAME_MAX + 1, role ? role : role_buf);
+    int rc = jwt_verify_hs256_role(tok, len, s->cfg.jwt_secret, strlen(s->cfg.jwt_secret), now_s,
+                                   sub, USER_NAME_MAX + 1, claim);
     if (rc == JWT_BAD_SIG && prev && *prev)
-        rc = jwt_verify_hs256_role(tok, strlen(tok), prev, strlen(prev), now_s, sub,
-                                   USER_NAME_MAX + 1, role ? role : role_buf);
+        rc = jwt_verify_hs256_role(tok, len, prev, strlen(prev), now_s, sub, USER_NAME_MAX + 1,
+                                   claim);
+    if (rc == JWT_OK)
+        jwtcache_put(s->jwt_cache, tok, len, now_s, sub, claim);
     if (rc != JWT_OK) {
         char msg[160];
         snprintf(msg, sizeof msg, "invalid token: %s", jwt_strerror(rc));
@@ -2382,6 +2390,7 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     else if (prices_load(cfg->prices_path, &s->prices, err, errlen) != 0)
         goto fail;
 
+    s->jwt_cache = jwtcache_new(); /* NULL: every token verified every time */
     if (cfg->rate_limit > 0)
         s->rl = ratelimit_new(cfg->rate_limit, cfg->rate_burst > 0 ? cfg->rate_burst : 1);
 
@@ -2483,6 +2492,7 @@ void server_stop(server_t *s)
      * have stopped (a start that failed after the listener began freed it under them). */
     hub_free(s->hub);
     ratelimit_free(s->rl);
+    jwtcache_free(s->jwt_cache);
     free(s->models_buf);
     pthread_cond_destroy(&s->wake_cv);
     pthread_mutex_destroy(&s->wake_mu);
