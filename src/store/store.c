@@ -229,6 +229,11 @@ int store_job_counts(store_t *s, store_job_counts_t *out)
     return s->ops->job_counts(s, out);
 }
 
+int store_explain(store_t *s, const char *name, char *out, size_t len)
+{
+    return s->ops->explain(s, name, out, len);
+}
+
 int store_worker_report(store_t *s, const worker_life_t *r, int event, int64_t now)
 {
     return s->ops->worker_report(s, r, event, now);

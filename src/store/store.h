@@ -301,6 +301,13 @@ int store_webhook_attempt(store_t *s, const char *job_id, bool delivered, const 
  * keep_progress_ms (by the store's own clock). */
 int store_events_trim(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
 
+/* The plan the database chooses for one of the store's statements on the hot paths and the
+ * background ticks (create, claim, get, list, reaper, purge, queue statistics), by name
+ * ("job_get", "job_list", "reap_list", "stats_jobs", ...; see each store's table), as text into
+ * out: for tests that keep those statements searching an index as the history grows (issue 12).
+ * STORE_NOT_FOUND for a name this store does not have. */
+int store_explain(store_t *s, const char *name, char *out, size_t len);
+
 /* Implementation side: each backend fills a vtable. */
 struct store_ops {
     const char *name;
@@ -342,6 +349,7 @@ struct store_ops {
     int (*queue_stats)(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
                        queue_stats_t *out);
     int (*job_counts)(store_t *s, store_job_counts_t *out);
+    int (*explain)(store_t *s, const char *name, char *out, size_t len);
     int (*worker_report)(store_t *s, const worker_life_t *r, int event, int64_t now);
     int (*worker_lives)(store_t *s, int64_t since, int64_t until, worker_life_t **out, size_t *n);
     int (*usage)(store_t *s, int64_t since, int64_t until, usage_row_t **out, size_t *n);

@@ -323,6 +323,30 @@ static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, sch
     "lease_expires_at, progress_step, progress_steps"
 #define COL_LEASE 23
 
+/* Statements of the hot paths and background ticks that store_pg_explain shows (tests check
+ * their plans search an index). */
+#define SQL_JOB_LIST                                                                               \
+    "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND seq < $2"                     \
+    " AND ($3::TEXT IS NULL OR status = $3) ORDER BY seq DESC LIMIT $4"
+#define SQL_PURGE_LIST                                                                             \
+    "SELECT id FROM generation_jobs WHERE status IN ('completed','failed','canceled')"             \
+    " AND completed_at < $1 ORDER BY completed_at LIMIT $2"
+#define SQL_REAP_LIST                                                                              \
+    "SELECT id, attempts FROM generation_jobs WHERE status = 'in_progress'"                        \
+    " AND lease_expires_at < $1 ORDER BY queue_pos DESC LIMIT 1"
+#define SQL_QUEUE_STATS                                                                            \
+    "SELECT (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1 AND status = 'queued'),"         \
+    " (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1 AND status = 'in_progress'),"          \
+    " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2),"                         \
+    " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2 AND state = 'idle')"
+#define SQL_LEDGER_LIST                                                                            \
+    "SELECT id, kind, job_id, amount, balance_after, created_at FROM credit_ledger"                \
+    " WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
+#define SQL_USAGE                                                                                  \
+    "SELECT user_id, tier, completed_at / 86400000 AS day, COUNT(*), SUM(gpu_seconds)"             \
+    " FROM generation_jobs WHERE status = 'completed' AND completed_at >= $1"                      \
+    " AND completed_at < $2 GROUP BY user_id, tier, day ORDER BY day, user_id, tier"
+
 /* An extra result column that wakes idle workers of the row's tier on every replica: the
  * notification is sent when the transaction commits (store_listen receives it). */
 #define NOTIFY_COL ", pg_notify('" CHANNEL "', COALESCE(tier, 'standard'))"
@@ -932,16 +956,15 @@ static int row_to_job(const PGresult *r, int row, job_t *j)
     return STORE_OK;
 }
 
+#define SQL_JOB_GET "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1"
+
 /* Loads job id into out (may be NULL), locking the row when lock_row. The raw lease_id goes
  * to lease if not NULL (JOB_ID_SIZE bytes). STORE_NOT_FOUND if absent. */
 static int load_job(op_t *op, const char *id, bool lock_row, job_t *out, char *lease)
 {
     params_t p = {0};
     p_text(&p, id);
-    PGresult *r = q(op, "loading job",
-                    lock_row ? "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1 FOR UPDATE"
-                             : "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1",
-                    &p);
+    PGresult *r = q(op, "loading job", lock_row ? SQL_JOB_GET " FOR UPDATE" : SQL_JOB_GET, &p);
     int rc;
     if (!r)
         return STORE_ERR;
@@ -1422,10 +1445,7 @@ static int pg_ledger(store_t *base, const char *name, int limit, ledger_entry_t 
     params_t p = {0};
     p_text(&p, name);
     p_i64(&p, limit);
-    r = q(&op, "reading the ledger",
-          "SELECT id, kind, job_id, amount, balance_after, created_at FROM credit_ledger"
-          " WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
-          &p);
+    r = q(&op, "reading the ledger", SQL_LEDGER_LIST, &p);
     if (!r) {
         rc = STORE_ERR;
         goto out;
@@ -1696,10 +1716,7 @@ static int pg_job_list(store_t *base, const char *user, int status, int limit, i
     p_i64(&p, cursor_seq > 0 ? cursor_seq : INT64_MAX);
     p_text(&p, status >= 0 ? job_status_name((job_status_t)status) : NULL);
     p_i64(&p, limit);
-    r = q(&op, "listing jobs",
-          "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND seq < $2"
-          " AND ($3::TEXT IS NULL OR status = $3) ORDER BY seq DESC LIMIT $4",
-          &p);
+    r = q(&op, "listing jobs", SQL_JOB_LIST, &p);
     if (!r) {
         rc = STORE_ERR;
         goto out;
@@ -1796,6 +1813,11 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     "    AND h.status = 'queued' AND h.user_id = u.name) AS head"                                  \
     " FROM u WHERE u.name IS NOT NULL ORDER BY running, head LIMIT 1"
 
+/* The fair-share user's first queued job in the tier. */
+#define SQL_JOB_HEAD                                                                               \
+    "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued' AND user_id = $2"        \
+    " ORDER BY queue_pos LIMIT 1"
+
 /* Locks the job to claim: the fair-share user's first queued job, or, when another replica is
  * claiming all of that user's jobs right now, the tier's first unlocked queued job. id is
  * filled; STORE_EMPTY when nothing is claimable. */
@@ -1814,10 +1836,7 @@ static int pick_job(op_t *op, const char *tier, char *id)
     if (!any)
         return STORE_EMPTY;
     p_text(&p, user);
-    r = q(op, "picking a job",
-          "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued' AND user_id = $2"
-          " ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED",
-          &p);
+    r = q(op, "picking a job", SQL_JOB_HEAD " FOR UPDATE SKIP LOCKED", &p);
     if (!r)
         return STORE_ERR;
     if (PQntuples(r) == 0) {
@@ -1976,11 +1995,7 @@ static int pg_jobs_purge(store_t *base, int64_t ended_before, int limit, char (*
         goto out;
     p_i64(&p, ended_before);
     p_i64(&p, limit);
-    PGresult *r = q(&op, "finding ended jobs",
-                    "SELECT id FROM generation_jobs WHERE status IN ('completed','failed',"
-                    "'canceled') AND completed_at < $1 ORDER BY completed_at LIMIT $2"
-                    " FOR UPDATE SKIP LOCKED",
-                    &p);
+    PGresult *r = q(&op, "finding ended jobs", SQL_PURGE_LIST " FOR UPDATE SKIP LOCKED", &p);
     if (!r) {
         rc = STORE_ERR;
         goto out;
@@ -2186,11 +2201,7 @@ static int pg_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64
         }
         params_t p = {0};
         p_i64(&p, now);
-        PGresult *r = q(&op, "finding expired leases",
-                        "SELECT id, attempts FROM generation_jobs WHERE status = 'in_progress'"
-                        " AND lease_expires_at < $1 ORDER BY queue_pos DESC LIMIT 1"
-                        " FOR UPDATE SKIP LOCKED",
-                        &p);
+        PGresult *r = q(&op, "finding expired leases", SQL_REAP_LIST " FOR UPDATE SKIP LOCKED", &p);
         if (!r) {
             rc = op_end(&op, STORE_ERR);
             break;
@@ -2456,15 +2467,7 @@ static int pg_queue_stats(store_t *base, const char *tier, int64_t worker_ttl_ms
     params_t p = {0};
     p_text(&p, tier);
     p_i64(&p, worker_ttl_ms > 0 ? now - worker_ttl_ms : INT64_MIN);
-    PGresult *r = q(&op, "queue stats",
-                    "SELECT"
-                    " (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1 AND status = 'queued'),"
-                    " (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1"
-                    "   AND status = 'in_progress'),"
-                    " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2),"
-                    " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2"
-                    "   AND state = 'idle')",
-                    &p);
+    PGresult *r = q(&op, "queue stats", SQL_QUEUE_STATS, &p);
     if (!r) {
         rc = STORE_ERR;
         goto out;
@@ -2622,12 +2625,8 @@ static int pg_usage(store_t *base, int64_t since, int64_t until, usage_row_t **o
     params_t p = {0};
     p_i64(&p, since);
     p_i64(&p, until);
-    return pg_rows(pgs(base), "reading usage",
-                   "SELECT user_id, tier, completed_at / 86400000 AS day, COUNT(*),"
-                   " SUM(gpu_seconds) FROM generation_jobs WHERE status = 'completed'"
-                   " AND completed_at >= $1 AND completed_at < $2"
-                   " GROUP BY user_id, tier, day ORDER BY day, user_id, tier",
-                   &p, sizeof **out, fill_usage, (void **)out, n);
+    return pg_rows(pgs(base), "reading usage", SQL_USAGE, &p, sizeof **out, fill_usage,
+                   (void **)out, n);
 }
 
 /* ---- events (GET /api/v1/events) ---- */
@@ -2831,6 +2830,54 @@ static int pg_webhook_attempt(store_t *base, const char *job_id, bool delivered,
     return op_end(&op, rc);
 }
 
+/* store_explain: EXPLAIN of the named statement with sample values, sequential scans disabled
+ * for it (so that a table still read from end to end has no index that could serve it, however
+ * small the table is now), the plan's lines into out. */
+static int pg_explain(store_t *base, const char *name, char *out, size_t len)
+{
+    static const struct {
+        const char *name, *sql;
+        int n;
+        const char *v[4];
+    } named[] = {
+        {"job_get", SQL_JOB_GET, 1, {"x"}},
+        {"job_list", SQL_JOB_LIST, 4, {"u", "9223372036854775807", NULL, "21"}},
+        {"job_pick_user", PICK_USER_SQL, 1, {"standard"}},
+        {"job_head", SQL_JOB_HEAD, 2, {"standard", "u"}},
+        {"reap_list", SQL_REAP_LIST, 1, {"0"}},
+        {"stats_jobs", SQL_QUEUE_STATS, 2, {"standard", "0"}},
+        {"purge_list", SQL_PURGE_LIST, 2, {"0", "100"}},
+        {"ledger_list", SQL_LEDGER_LIST, 2, {"u", "10"}},
+        {"usage", SQL_USAGE, 2, {"0", "1"}},
+    };
+    size_t k = 0;
+    while (k < sizeof named / sizeof named[0] && strcmp(named[k].name, name) != 0)
+        k++;
+    if (k == sizeof named / sizeof named[0])
+        return STORE_NOT_FOUND;
+    char sql[2048];
+    snprintf(sql, sizeof sql, "EXPLAIN %s", named[k].sql);
+    params_t p = {0};
+    for (int i = 0; i < named[k].n; i++)
+        p_text(&p, named[k].v[i]);
+    op_t op;
+    int rc = op_begin(pgs(base), &op);
+    if (rc == STORE_OK)
+        rc = exec(&op, "explaining", "SET LOCAL enable_seqscan = off", NULL);
+    PGresult *r = rc == STORE_OK ? q(&op, "explaining", sql, &p) : NULL;
+    size_t used = 0;
+    if (len)
+        out[0] = '\0';
+    for (int row = 0; r && row < PQntuples(r); row++) {
+        int w = snprintf(out + used, len - used, "%s\n", PQgetvalue(r, row, 0));
+        used += w > 0 && (size_t)w < len - used ? (size_t)w : 0;
+    }
+    if (rc == STORE_OK && !r)
+        rc = STORE_ERR;
+    PQclear(r);
+    return op_end(&op, rc);
+}
+
 static const struct store_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -2861,6 +2908,7 @@ static const struct store_ops pg_ops = {
     .usage = pg_usage,
     .queue_stats = pg_queue_stats,
     .job_counts = pg_job_counts,
+    .explain = pg_explain,
     .job_adopt = pg_job_adopt,
     .listen = pg_listen,
     .event_add = pg_event_add,

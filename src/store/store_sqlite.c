@@ -2588,6 +2588,55 @@ static int sqlite_webhook_attempt(store_t *base, const char *job_id, bool delive
     return finish(s, rc);
 }
 
+/* store_explain: EXPLAIN QUERY PLAN of the named statement, its steps' details one a line. */
+static int sqlite_explain(store_t *base, const char *name, char *out, size_t len)
+{
+    static const struct {
+        const char *name;
+        enum stmt_id id;
+    } named[] = {
+        {"job_get", S_JOB_GET},
+        {"job_by_idem", S_JOB_BY_IDEM},
+        {"job_next_seq", S_JOB_NEXT_SEQ},
+        {"job_list", S_JOB_LIST},
+        {"job_pick_user", S_JOB_PICK_USER},
+        {"job_head", S_JOB_HEAD},
+        {"job_requeue", S_JOB_REQUEUE},
+        {"reap_list", S_REAP_LIST},
+        {"worker_expire", S_WORKER_EXPIRE},
+        {"stats_jobs", S_STATS_JOBS},
+        {"stats_workers", S_STATS_WORKERS},
+        {"purge_list", S_PURGE_LIST},
+        {"purge_ledger", S_PURGE_LEDGER},
+        {"ledger_list", S_LEDGER_LIST},
+        {"usage", S_USAGE},
+    };
+    sqlite_store_t *s = sq(base);
+    const char *sql = NULL;
+    for (size_t i = 0; i < sizeof named / sizeof named[0] && !sql; i++)
+        if (strcmp(named[i].name, name) == 0)
+            sql = stmt_sql[named[i].id];
+    if (!sql)
+        return STORE_NOT_FOUND;
+    char *q = sqlite3_mprintf("EXPLAIN QUERY PLAN %s", sql);
+    if (!q)
+        return store_fail("sqlite: out of memory explaining %s", name);
+    lock(s);
+    sqlite3_stmt *stmt = prepare_once(s, q, "explaining a query");
+    sqlite3_free(q);
+    int rc = stmt ? STORE_OK : STORE_ERR;
+    size_t used = 0;
+    if (len)
+        out[0] = '\0';
+    while (stmt && (rc = step_row(s, stmt, "explaining a query")) == 1) {
+        const unsigned char *d = sqlite3_column_text(stmt, 3);
+        int n = snprintf(out + used, len - used, "%s\n", d ? (const char *)d : "");
+        used += n > 0 && (size_t)n < len - used ? (size_t)n : 0;
+    }
+    sqlite3_finalize(stmt);
+    return finish(s, rc < 0 ? STORE_ERR : STORE_OK);
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -2618,6 +2667,7 @@ static const struct store_ops sqlite_ops = {
     .usage = sqlite_usage,
     .queue_stats = sqlite_queue_stats,
     .job_counts = sqlite_job_counts,
+    .explain = sqlite_explain,
     .job_adopt = sqlite_job_adopt,
     .event_add = sqlite_event_add,
     .events_read = sqlite_events_read,

@@ -1292,6 +1292,70 @@ static void test_workers_and_stats(void)
     close_fresh(s);
 }
 
+/* The queries of the hot paths and of the background ticks search an index, never scan the jobs
+ * (or the ledger): their cost stays flat as the history grows (issue 12, the size rows of
+ * bench/RESULTS.md). Each is checked against the plan the store itself gets. */
+static const struct {
+    const char *name;
+    const char *sqlite, *pg; /* the index its plan must use on each store (NULL: no such query) */
+} t_plans[] = {
+    {"job_get", "sqlite_autoindex_generation_jobs_1", "generation_jobs_pkey"},
+    {"job_by_idem", "generation_jobs_idem", NULL},
+    {"job_next_seq", "sqlite_autoindex_generation_jobs_2", NULL}, /* PostgreSQL: a sequence */
+    {"job_list", "generation_jobs_user", "generation_jobs_user"},
+    {"job_pick_user", "generation_jobs_fair", "generation_jobs_fair"},
+    {"job_head", "generation_jobs_fair", "generation_jobs_fair"},
+    {"job_requeue", "generation_jobs_claim", NULL},
+    /* PostgreSQL: either partial index of the running jobs */
+    {"reap_list", "generation_jobs_reap", "generation_jobs_reap|generation_jobs_running"},
+    {"stats_jobs", "generation_jobs_claim",
+     "generation_jobs_claim|generation_jobs_fair|generation_jobs_running"}, /* live jobs only */
+    {"purge_list", "generation_jobs_ended", "generation_jobs_ended"},
+    {"purge_ledger", "sqlite_autoindex_credit_ledger_1", NULL},
+    {"ledger_list", "credit_ledger_user", "credit_ledger_user"},
+    {"usage", "generation_jobs_completed", "generation_jobs_completed"},
+};
+
+/* Whether plan names one of the indexes in alternatives ("a|b"). */
+static int plan_uses(const char *plan, const char *alternatives)
+{
+    char name[128];
+    for (const char *p = alternatives; *p;) {
+        size_t n = strcspn(p, "|");
+        snprintf(name, sizeof name, "%.*s", (int)n, p);
+        if (strstr(plan, name))
+            return 1;
+        p += n + (p[n] == '|');
+    }
+    return 0;
+}
+
+static void test_query_plans(void)
+{
+    store_t *s = open_fresh();
+    char plan[2048];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    for (size_t i = 0; i < sizeof t_plans / sizeof t_plans[0]; i++) {
+        const char *index = t_pg ? t_plans[i].pg : t_plans[i].sqlite;
+        int rc = store_explain(s, t_plans[i].name, plan, sizeof plan);
+        CHECK_INT(rc, index ? STORE_OK : STORE_NOT_FOUND);
+        if (!index)
+            continue;
+        /* SQLite: "SCAN t" reads all of t; PostgreSQL: "Seq Scan on t" with seqscan off */
+        int ok = rc == STORE_OK && plan_uses(plan, index) &&
+                 !strstr(plan, "SCAN generation_jobs") && !strstr(plan, "SCAN credit_ledger") &&
+                 !strstr(plan, "Seq Scan on generation_jobs") &&
+                 !strstr(plan, "Seq Scan on credit_ledger");
+        if (!ok)
+            fprintf(stderr, "%s: expected a search of %s, got:\n%s", t_plans[i].name, index, plan);
+        CHECK(ok);
+    }
+    CHECK_INT(store_explain(s, "no_such_query", plan, sizeof plan), STORE_NOT_FOUND);
+    close_fresh(s);
+}
+
 /* The event log: triggers write a "job" event per status change and a "worker" event per
  * worker change, in the same transaction; reads filter by user; seq only grows. */
 static void test_event_log(void)
@@ -1431,6 +1495,7 @@ static void test_throughput_report(void)
     X(test_concurrent_claims)                                                                      \
     X(test_concurrent_creates)                                                                     \
     X(test_workers_and_stats)                                                                      \
+    X(test_query_plans)                                                                            \
     X(test_event_log)                                                                              \
     X(test_throughput_report)
 #define T_ENTRY(fn) {#fn, fn},
