@@ -321,6 +321,420 @@ def bench_idle_cpu():
         st.close()
 
 
+# ---------- size rows: per-operation cost at 0 / 100,000 / 1,000,000 stored jobs ----------
+#
+# The store is filled with N jobs in SQL against the schema `pingvas migrate` created (the
+# shipped schema, triggers included): the history of SIZE_USERS users, ended jobs (97 %
+# completed, each with its charge in the ledger, 2 % failed, 1 % canceled) spread over the last
+# 25 days (inside the default 30-day retention, so the purge has nothing to do at start). The
+# job-event trigger is off during the fill (the event log keeps 24 h, not the history) and is put
+# back as it was. Then `pingvas server` runs on it and each operation is timed one request at a
+# time on one keep-alive connection (median and p99 of SIZE_REQS requests, client included),
+# with the server's CPU per request (the sum of its threads' run time from
+# /proc/PID/task/*/schedstat). The backlog is the same at every size: the SIZE_REQS measured
+# creates, from the SIZE_USERS users in turn, are what the claims then take; so the rows compare
+# the cost of the stored history alone (the queue statistics and the fair-share pick grow with
+# the backlog and the users waiting, which do not change here).
+
+SIZES = [0, 100000, 1000000]
+SIZE_USERS = 50
+SIZE_REQS = 300 if QUICK else 1000
+SIZE_USER = "fill000"  # the measured user: one of the fill's users, with its share of the jobs
+
+SQLITE_FILL = """WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n),
+r AS (SELECT i, lower(hex(randomblob(16))) AS h,
+  CASE WHEN i % 50 = 7 THEN 'failed' WHEN i % 100 = 13 THEN 'canceled'
+       ELSE 'completed' END AS st,
+  :now - (:n - i) * (25 * 86400000 / (:n + 1)) - 60000 AS t FROM c)
+INSERT INTO generation_jobs(id, user_id, status, prompt, width, height, steps, cfg_scale, seed,
+  seq, model, tier, created_at, started_at, completed_at, attempts, image_url, error_message,
+  gpu_seconds, credits_charged, credits_reserved, queue_pos, worker_id)
+SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-a' ||
+  substr(h, 18, 3) || '-' || substr(h, 21, 12), printf('fill%03d', abs(random()) % :users), st,
+  'a photo of a cat number ' || i, 512, 512, 20, 7.0, i, i, 'sd15', 'standard', t,
+  IIF(st IN ('completed', 'failed'), t + 2000, NULL), IIF(st = 'queued', NULL, t + 5000),
+  IIF(st = 'queued', 0, 1), IIF(st = 'completed', 'images/' || h || '.png', NULL),
+  IIF(st = 'failed', 'lease expired 3 times (worker lost)', NULL),
+  IIF(st = 'completed', 3.0, 0), IIF(st = 'completed', 3, 0), IIF(st = 'queued', 10, 0), i,
+  IIF(st = 'queued', NULL, 'w' || (i % 8)) FROM r"""
+
+PG_FILL = """INSERT INTO generation_jobs(id, user_id, status, prompt, width, height, steps, cfg_scale,
+  seed, seq, model, tier, created_at, started_at, completed_at, attempts, image_url,
+  error_message, gpu_seconds, credits_charged, credits_reserved, queue_pos, worker_id)
+SELECT md5(i::text || random()::text)::uuid::text, format('fill%s', lpad((random() * (:users - 1))
+  ::int::text, 3, '0')), st, 'a photo of a cat number ' || i, 512, 512, 20, 7.0, i, i, 'sd15',
+  'standard', t, CASE WHEN st IN ('completed', 'failed') THEN t + 2000 END,
+  CASE WHEN st <> 'queued' THEN t + 5000 END, CASE WHEN st = 'queued' THEN 0 ELSE 1 END,
+  CASE WHEN st = 'completed' THEN 'images/' || i || '.png' END,
+  CASE WHEN st = 'failed' THEN 'lease expired 3 times (worker lost)' END,
+  CASE WHEN st = 'completed' THEN 3.0 ELSE 0 END, CASE WHEN st = 'completed' THEN 3 ELSE 0 END,
+  CASE WHEN st = 'queued' THEN 10 ELSE 0 END, i,
+  CASE WHEN st <> 'queued' THEN 'w' || (i % 8) END
+FROM (SELECT i, CASE WHEN i % 50 = 7 THEN 'failed' WHEN i % 100 = 13 THEN 'canceled'
+        ELSE 'completed' END AS st,
+        :now - (:n - i) * (25 * 86400000::bigint / (:n + 1)) - 60000 AS t
+      FROM generate_series(1::bigint, :n) AS i) AS r"""
+
+
+def fill_sqlite(path, n):
+    import sqlite3
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA synchronous = OFF")  # the fill only; the server opens it with its defaults
+    c.execute("PRAGMA cache_size = -262144")
+    c.execute("BEGIN IMMEDIATE")
+    trig = c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                     " AND name LIKE 'events_job%'").fetchall()
+    for name, _ in trig:
+        c.execute(f"DROP TRIGGER {name}")
+    p = {"n": n, "users": SIZE_USERS, "now": int(time.time() * 1000)}
+    c.execute("WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c"
+              " WHERE i < :users - 1) INSERT INTO users(name, tier, balance, created_at)"
+              " SELECT printf('fill%03d', i), 'standard', 1000000000000, :now FROM c", p)
+    if n:
+        c.execute(SQLITE_FILL, p)
+        c.execute("INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after,"
+                  " created_at) SELECT user_id, id, 'charge', -3, 1000000000000, completed_at"
+                  " FROM generation_jobs WHERE status = 'completed' ORDER BY seq")
+    for _, sql in trig:
+        c.execute(sql)
+    c.execute("COMMIT")
+    c.close()
+
+
+def fill_pg(url, n):
+    now = int(time.time() * 1000)
+    sql = PG_FILL.replace(":users", str(SIZE_USERS)).replace(":now", str(now)).replace(
+        ":n", str(n))
+    script = "\n".join([
+        "BEGIN;",
+        # Row triggers that add to a few hot rows (job_totals, each user's stored count) are
+        # off during the fill (in one transaction each of their updates would leave a dead row
+        # version behind for the next to step over: hours for 1,000,000 rows); the sums they
+        # keep are set afterwards from the rows, as the schema's own migration does for
+        # users.stored. The fill inserts ended jobs only, which reserve and queue nothing.
+        "ALTER TABLE generation_jobs DISABLE TRIGGER events_job;",
+        "ALTER TABLE generation_jobs DISABLE TRIGGER generation_jobs_sums;",
+        "ALTER TABLE generation_jobs DISABLE TRIGGER generation_jobs_stored;",
+        f"INSERT INTO users(name, tier, balance, created_at) SELECT format('fill%s',"
+        f" lpad(i::text, 3, '0')), 'standard', 1000000000000, {now}"
+        f" FROM generate_series(0, {SIZE_USERS - 1}) AS i;",
+        (sql + ";") if n else "",
+        "INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after, created_at)"
+        " SELECT user_id, id, 'charge', -3, 1000000000000, completed_at FROM generation_jobs"
+        " WHERE status = 'completed' ORDER BY seq;",
+        f"SELECT setval('generation_jobs_seq', {max(n, 1)});",
+        "UPDATE users SET stored = (SELECT COUNT(*) FROM generation_jobs j"
+        " WHERE j.user_id = name);",
+        "UPDATE job_totals t SET jobs = a.jobs, gpu_seconds = a.gpu, credits_charged = a.charged"
+        " FROM (SELECT status, COUNT(*) AS jobs, SUM(gpu_seconds) AS gpu,"
+        " SUM(credits_charged) AS charged FROM generation_jobs GROUP BY status) a"
+        " WHERE t.status = a.status;",
+        "ALTER TABLE generation_jobs ENABLE TRIGGER generation_jobs_stored;",
+        "ALTER TABLE generation_jobs ENABLE TRIGGER generation_jobs_sums;",
+        "ALTER TABLE generation_jobs ENABLE TRIGGER events_job;",
+        "COMMIT;",
+        "VACUUM ANALYZE;",
+    ])
+    p = subprocess.run(["psql", url, "-qv", "ON_ERROR_STOP=1"], input=script, text=True,
+                       capture_output=True)
+    if p.returncode:
+        raise SystemExit(f"bench: filling PostgreSQL failed: {p.stderr.strip()}")
+
+
+def _png():
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+
+
+PNG = _png()
+
+
+def run_ns(pid):
+    """CPU time of all of pid's threads, ns (schedstat: finer than /proc/PID/stat's ticks)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # gone
+        return 0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+class Conn:
+    """One keep-alive HTTP connection; call() returns (status, parsed body or None)."""
+
+    def __init__(self, url):
+        import http.client
+        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        self.c = http.client.HTTPConnection(host, int(port), timeout=60)
+
+    def call(self, method, path, token, body=None, ctype="application/json", headers=None):
+        h = {"Authorization": "Bearer " + token}
+        if body is not None:
+            h["Content-Type"] = ctype
+        h.update(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        self.c.request(method, path, body=body, headers=h)
+        r = self.c.getresponse()
+        data = r.read()
+        return r.status, (json.loads(data) if data and data[:1] in (b"{", b"[") else None)
+
+
+def expect(status, want, what):
+    if status not in want:
+        raise SystemExit(f"bench: size rows: {what} answered {status}")
+
+
+class SizeRun:
+    """One size: its stack (store filled with n jobs), server, connection and figures."""
+
+    def __init__(self, n, pg):
+        self.n, self.pg = n, pg
+        self.st = Stack(f"size-{n}-pg" if pg else f"size-{n}", pg=pg)
+        self.lat, self.cpu = {}, {}
+        self.created, self.claimed = [], []
+
+    def fill(self):
+        st = self.st
+        os.makedirs(st.data, exist_ok=True)
+        subprocess.run([BIN, "migrate", "--data", st.data, "--log-level", "warn"], env=st.env,
+                       check=True, capture_output=True)
+        t0 = time.monotonic()
+        if self.pg:
+            fill_pg(st.env["DATABASE_URL"], self.n)
+        else:
+            fill_sqlite(os.path.join(st.data, "pingvas.db"), self.n)
+        self.fill_s = time.monotonic() - t0
+        os.sync()  # the fill's pages on disk now, not written back under the measurement
+        self.ids = []
+        if self.n:
+            q = (f"SELECT id FROM generation_jobs WHERE user_id = '{SIZE_USER}'"
+                 f" ORDER BY random() LIMIT {SIZE_REQS}")
+            if self.pg:
+                self.ids = subprocess.run(["psql", st.env["DATABASE_URL"], "-Atc", q],
+                                          check=True, capture_output=True,
+                                          text=True).stdout.split()
+            else:
+                import sqlite3
+                with sqlite3.connect(os.path.join(st.data, "pingvas.db")) as db:
+                    self.ids = [row[0] for row in db.execute(q)]
+        self.tokens = [subprocess.run([BIN, "token", f"fill{u:03d}", "--data", st.data],
+                                      env=st.env, check=True, capture_output=True,
+                                      text=True).stdout.strip() for u in range(SIZE_USERS)]
+        self.token = self.tokens[0]  # SIZE_USER's: GET job and list
+
+    def start(self, *args):
+        t0 = time.monotonic()
+        self.srv = self.st.start("server", *args)
+        self.start_ms = (time.monotonic() - t0) * 1000
+        self.c = Conn(self.st.url)
+
+    def stop(self):
+        os.killpg(self.srv.pid, signal.SIGTERM)
+        self.srv.wait(timeout=60)
+
+    def cpu_ns(self):
+        """The server's CPU time, and on PostgreSQL also that of the database's backends (the
+        server's pool; the loopback cluster's processes are on this machine)."""
+        ns = run_ns(self.srv.pid)
+        if self.pg:
+            pids = subprocess.run(["psql", os.environ["PINGVAS_TEST_PG_URL"], "-Atc",
+                                   "SELECT pid FROM pg_stat_activity WHERE datname = "
+                                   f"'{self.st.pgdb}'"], capture_output=True,
+                                  text=True).stdout.split()
+            ns += sum(run_ns(int(p)) for p in pids if os.path.exists(f"/proc/{p}"))
+        return ns
+
+    def batch(self, name, fn, count):
+        """count requests of fn, each timed; the CPU spent over the batch."""
+        lat = self.lat.setdefault(name, [])
+        cpu0 = self.cpu_ns()
+        for _ in range(count):
+            t0 = time.perf_counter()
+            fn()
+            lat.append((time.perf_counter() - t0) * 1000)
+        self.cpu[name] = self.cpu.get(name, 0) + self.cpu_ns() - cpu0
+
+    def create(self):
+        # every other create is SIZE_USER's (it lists and GETs its own), the others in turn
+        i = len(self.lat.get("create", ()))
+        tok = self.tokens[0 if i % 2 == 0 else 1 + i // 2 % (len(self.tokens) - 1)]
+        s, j = self.c.call("POST", "/api/v1/generation/create", tok, JOB)
+        expect(s, (201,), "create")
+        if i % 2 == 0:
+            self.created.append(j["id"])
+
+    def get(self):
+        ids = self.ids or self.created
+        jid = ids[len(self.lat["get"]) % len(ids)]
+        expect(self.c.call("GET", "/api/v1/generation/" + jid, self.token)[0], (200,), "GET job")
+
+    def list(self):
+        expect(self.c.call("GET", "/api/v1/generation?limit=20", self.token)[0], (200,), "list")
+
+    def queue(self):
+        expect(self.c.call("GET", "/api/v1/queue", self.token)[0], (200,), "queue")
+
+    def claim(self):
+        s, b = self.c.call("POST", "/internal/v1/claim", ENV["PINGVAS_WORKER_TOKEN"],
+                           {"worker_id": "size-w1", "tier": "standard", "wait_ms": 0})
+        expect(s, (200,), "claim")
+        self.claimed.append((b["job"]["id"], b["lease_id"]))
+
+    def upload(self):
+        jid, lease = self.claimed[len(self.lat["upload"]) % len(self.claimed)]
+        s, _ = self.c.call("PUT", f"/internal/v1/jobs/{jid}/image", ENV["PINGVAS_WORKER_TOKEN"],
+                           PNG, "image/png", {"X-Pingvas-Lease": lease})
+        expect(s, (200, 201, 204), "image upload")
+
+    def complete(self):
+        jid, lease = self.claimed.pop()
+        s, _ = self.c.call("POST", f"/internal/v1/jobs/{jid}/complete",
+                           ENV["PINGVAS_WORKER_TOKEN"], {"lease_id": lease, "gpu_seconds": 1.0})
+        expect(s, (200,), "complete")
+
+    def figures(self, name):
+        v = self.lat[name]
+        return {"p50_ms": statistics.median(v), "p99_ms": pct(v, 99),
+                "cpu_us": self.cpu[name] / 1000 / len(v), "n": len(v)}
+
+
+SIZE_OPS = ["create", "get", "list", "queue", "claim", "upload", "complete"]
+SIZE_ROUNDS = 5
+
+
+def bench_sizes(pg=False):
+    """The size rows on one store: the sizes run side by side, and each operation's requests
+    are spread over SIZE_ROUNDS rounds that go through the sizes in turn, so that the machine's
+    load changes weigh on every size alike."""
+    runs = [SizeRun(n, pg) for n in SIZES]
+    try:
+        for r in runs:
+            r.fill()
+            r.start()
+            log(f"size rows{' (PostgreSQL)' if pg else ''}: {r.n:,} jobs filled in "
+                f"{r.fill_s:.1f} s, server up in {r.start_ms:.0f} ms")
+        for r in runs:  # warm-up: the first requests (statements prepared, caches)
+            for _ in range(20):
+                r.create()
+                r.list()
+                r.queue()
+            r.lat.clear()
+            r.cpu.clear()
+            r.created.clear()
+        per = SIZE_REQS // SIZE_ROUNDS
+        log(f"size rows: {per * SIZE_ROUNDS} requests of each operation per size, 1 connection")
+        for ops in (["create"], ["get"], ["list"], ["queue"], ["claim", "upload", "complete"]):
+            for _ in range(SIZE_ROUNDS):
+                for r in runs:
+                    for op in ops:  # claims, then their uploads, then their completes
+                        r.batch(op, getattr(r, op), per)
+        # The reaper (leases and the retention purge) ticking every 10 ms on idle servers: the
+        # server's CPU per tick (all of its idle CPU counted).
+        for r in runs:
+            r.stop()
+            r.start("--reaper-interval", "10ms")
+        time.sleep(1)
+        c0, t0 = [r.cpu_ns() for r in runs], time.monotonic()
+        time.sleep(2 if QUICK else 4)
+        c1, ticks = [r.cpu_ns() for r in runs], (time.monotonic() - t0) / 0.010
+        out = {}
+        for r, c, e in zip(runs, c0, c1):
+            fig = {op: r.figures(op) for op in SIZE_OPS}
+            fig["reaper_tick"] = {"cpu_us": (e - c) / 1000 / ticks}
+            fig["fill_s"], fig["start_ms"] = r.fill_s, r.start_ms
+            out[str(r.n)] = fig
+        results["size_pg" if pg else "size"] = out
+    finally:
+        for r in runs:
+            r.st.close()
+
+
+SIZE_NAMES = {
+    "create": "create (POST /api/v1/generation/create)",
+    "get": "GET /api/v1/generation/{id} (a random one of the user's jobs)",
+    "list": "list the user's jobs (GET /api/v1/generation?limit=20)",
+    "queue": "queue statistics (GET /api/v1/queue)",
+    "claim": "claim (POST /internal/v1/claim)",
+    "upload": "image upload (PUT /internal/v1/jobs/{id}/image)",
+    "complete": "complete (POST /internal/v1/jobs/{id}/complete)",
+    "reaper_tick": "reaper tick (leases, retention purge), idle server every 10 ms",
+}
+
+
+def size_spread(r, op):
+    """(max / min - 1) of the server's CPU per request over the sizes, in %."""
+    v = [r[str(n)][op]["cpu_us"] for n in SIZES]
+    return 100.0 * (max(v) / min(v) - 1) if min(v) > 0 else None
+
+
+def size_worst(key):
+    r = results.get(key)
+    if not r:
+        return None, None
+    return max(((size_spread(r, op), op) for op in SIZE_NAMES), key=lambda x: x[0] or 0)
+
+
+def size_table(key, label):
+    r = results[key]
+    head = " | ".join(f"{n:,} jobs" for n in SIZES)
+    cpu = ("the CPU per request of the server and its PostgreSQL backends" if key == "size_pg"
+           else "the server's CPU per request")
+    lines = [f"**{label}**: median latency (p99) at 1 connection, and {cpu}",
+             "",
+             f"| operation | {head} | CPU spread | flat within 20 % |",
+             "|---|" + "---|" * len(SIZES) + "---|---|"]
+    for op, name in SIZE_NAMES.items():
+        cells = []
+        for n in SIZES:
+            f = r[str(n)][op]
+            lat = (f"{f['p50_ms']:.2f} ms ({f['p99_ms']:.1f}), " if "p50_ms" in f else "")
+            cells.append(f"{lat}{f['cpu_us']:.0f} us")
+        sp = size_spread(r, op)
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {fmt(sp, ' %')} | {'yes' if sp is not None and sp <= 20 else 'no'} |")
+    fills = ", ".join(f"{n:,} in {r[str(n)]['fill_s']:.1f} s" for n in SIZES if n)
+    starts = ", ".join(f"{r[str(n)]['start_ms']:.0f} ms" for n in SIZES)
+    lines += ["", f"Filled (SQL against the migrated schema): {fills}; server start to listening "
+              f"at each size: {starts}."]
+    return "\n".join(lines)
+
+
+def write_size_block(m):
+    parts = [f"Measured {m['date']} with `{CMDLINE}` on {m['nproc']} cores ({m['cpu']}), "
+             f"{SIZE_REQS} requests of each operation per size in {SIZE_ROUNDS} rounds that go "
+             f"through the sizes in turn.", ""]
+    if "size" in results:
+        parts += [size_table("size", "SQLite (the default)"), ""]
+    if "size_pg" in results:
+        parts += [size_table("size_pg", "PostgreSQL"), ""]
+    replace_block(RESULTS, "bench-size", "\n".join(parts))
+
+
+def replace_block(path, name, body):
+    begin_m, end_m = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin_m}\n{body.rstrip()}\n{end_m}"
+    with open(path) as f:
+        old = f.read()
+    b, e = old.find(begin_m), old.find(end_m)
+    new = (old.rstrip() + "\n\n" + block + "\n" if b < 0 or e < 0 else
+           old[:b] + block + old[e + len(end_m):])
+    with open(path, "w") as f:
+        f.write(new)
+
+
 # ---------- peer: redis-server ----------
 
 def start_redis():
@@ -352,11 +766,15 @@ def machine():
                 break
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    redis = subprocess.run(["redis-server", "--version"], capture_output=True,
-                           text=True).stdout.split()[2]
-    with open(os.path.join(PEER, "node_modules", "bullmq", "package.json")) as f:
-        bull = json.load(f)["version"]
+    try:  # the peer's versions (absent in a BENCH_ONLY=size run)
+        node = subprocess.run(["node", "--version"], capture_output=True,
+                              text=True).stdout.strip()
+        redis = subprocess.run(["redis-server", "--version"], capture_output=True,
+                               text=True).stdout.split()[2]
+        with open(os.path.join(PEER, "node_modules", "bullmq", "package.json")) as f:
+            bull = json.load(f)["version"]
+    except (OSError, IndexError, ValueError):
+        node = redis = bull = "n/a"
     return {"nproc": os.cpu_count(), "cpu": cpu, "memory": f"{mem_kb / 1048576:.1f} GiB",
             "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                  time.gmtime()),
@@ -403,6 +821,15 @@ def table():
          srv_mb < 50),
         ("(e) peak RSS of a worker (VmHWM)", fmt(wrk_mb, " MB", 1), "-", "<= 10 MB",
          wrk_mb <= 10),
+    ]
+    for key, store in (("size", "SQLite"), ("size_pg", "PostgreSQL")):
+        sp, op = size_worst(key)
+        if sp is not None:
+            rows.append((f"size rows, {store}: the largest spread of the server's CPU per "
+                         f"request over {' / '.join(f'{n:,}' for n in SIZES)} stored jobs "
+                         f"(table below)", f"{sp:.0f} % ({op})", "-", "flat within 20 %",
+                         sp <= 20))
+    rows += [
         (f"(f) CPU of an idle `pingvas up --workers 2` ({f['processes']} processes, "
          f"{f['seconds']:.0f} s)", fmt(f["percent_of_one_core"], " % of a core", 3), "-", "< 1 %",
          f["percent_of_one_core"] < 1),
@@ -495,13 +922,30 @@ def main():
     bench_pickup()
     bench_scale_from_zero()
     bench_idle_cpu()
+    bench_sizes()
+    bench_sizes(pg=True)
     tbl = table()
     print(tbl)
     with open(os.path.join(os.path.dirname(BIN), "bench-last-run.json"), "w") as f:
         json.dump({"machine": m, "results": results}, f, indent=1)
     write_results(m, tbl)
+    write_size_block(m)
+    log(f"done in {time.monotonic() - t0:.0f} s; wrote {RESULTS}")
+
+
+def main_size():
+    """BENCH_ONLY=size: the size rows alone; rewrites only their block of RESULTS_MD."""
+    t0 = time.monotonic()
+    m = machine()
+    bench_sizes()
+    bench_sizes(pg=True)
+    for key, label in (("size", "SQLite"), ("size_pg", "PostgreSQL")):
+        print(size_table(key, label) + "\n")
+    with open(os.path.join(os.path.dirname(BIN), "bench-size-last-run.json"), "w") as f:
+        json.dump({"machine": m, "results": results}, f, indent=1)
+    write_size_block(m)
     log(f"done in {time.monotonic() - t0:.0f} s; wrote {RESULTS}")
 
 
 if __name__ == "__main__":
-    main()
+    main_size() if os.environ.get("BENCH_ONLY") == "size" else main()

@@ -4,6 +4,9 @@
 #   bench/run.sh            build Release (build-bench/), install the peer, measure, print the
 #                           table and update bench/RESULTS.md between its bench markers
 #   BENCH_QUICK=1 bench/run.sh   shorter runs, for working on the script itself
+#   BENCH_ONLY=size bench/run.sh the size rows alone (per-operation cost at 0 / 100,000 /
+#                           1,000,000 stored jobs, SQLite and PostgreSQL, a few minutes); rewrites
+#                           only their block of bench/RESULTS.md
 #
 # Needs (Debian 12): cmake, a C compiler and pingvas's -dev packages (scripts/deps.sh), wrk,
 # redis-server, nodejs + npm, python3. Missing wrk/redis-server/npm are installed with apt-get
@@ -13,11 +16,15 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 CMDLINE="bench/run.sh${*:+ $*}"
 [ "${BENCH_QUICK:-}" = 1 ] && CMDLINE="BENCH_QUICK=1 $CMDLINE"
+SIZE_ONLY=0
+[ "${BENCH_ONLY:-}" = size ] && SIZE_ONLY=1 && CMDLINE="BENCH_ONLY=size $CMDLINE"
 
 need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v npm >/dev/null || need+=(nodejs npm)
+if [ $SIZE_ONLY = 0 ]; then
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v npm >/dev/null || need+=(nodejs npm)
+fi
 command -v pgrep >/dev/null || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -44,8 +51,10 @@ if ! { cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DPINGVAS_WERROR=OFF
   exit 1
 fi
 
-echo "bench: installing the peer (npm ci in bench/peer)" >&2
-(cd bench/peer && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+if [ $SIZE_ONLY = 0 ]; then
+  echo "bench: installing the peer (npm ci in bench/peer)" >&2
+  (cd bench/peer && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 exec python3 bench/bench.py "$ROOT/build-bench/pingvas" "$ROOT/bench/peer" \
   "$ROOT/bench/RESULTS.md" "$CMDLINE"
