@@ -46,7 +46,7 @@ declare -A SRCS=(
   [celery]="src/bridge/celery.c src/core/job.c src/lib/b64.c src/lib/clock.c src/lib/log.c src/lib/url.c"
   [comfyui]="src/backend/comfyui_proto.c"
   [a1111]="src/backend/a1111_proto.c src/lib/b64.c"
-  [aws]="src/blob/awscreds.c src/blob/sigv4.c src/worker/imds.c src/lib/httpc.c src/lib/clock.c src/lib/log.c"
+  [aws]="src/blob/awscreds.c src/blob/sigv4.c src/worker/imds.c src/lib/httpc.c src/lib/http1.c src/lib/clock.c src/lib/log.c"
   [url]="src/lib/url.c src/lib/log.c src/lib/clock.c"
 )
 declare -A LIBS=(

@@ -1,7 +1,6 @@
 /* webhook.c: the webhook outbox's delivery thread (webhook.h). */
 #include "api/webhook.h"
 
-#include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -32,7 +31,7 @@ struct webhook_sender {
     size_t keylen;
     webhook_job_fn job_fn;
     void *arg;
-    void *curl;
+    httpc_t *http; /* the deliveries' client */
     pthread_t thread;
     int started;
     atomic_int stopping;
@@ -161,7 +160,7 @@ static int attempt(webhook_sender_t *w, const store_webhook_t *r, const char *bo
                        .resolve = resolve,
                        .protocols = w->cfg.allow_private ? "http,https" : "https"};
     httpc_resp_t resp;
-    int rc = httpc_do(w->curl, &req, &resp);
+    int rc = httpc_do(w->http, &req, &resp);
     if (rc != 0 && resp.status == 0 && strstr(resp.error, "larger than"))
         rc = 0; /* a long answer is still an answer; its status came first */
     if (rc == 0 && resp.status >= 200 && resp.status < 300) {
@@ -260,7 +259,7 @@ webhook_sender_t *webhook_start(store_t *st, const webhook_config_t *cfg, webhoo
         webhook_stop(w);
         return NULL;
     }
-    if (!(w->curl = curl_easy_init()) || pthread_create(&w->thread, NULL, webhook_main, w) != 0) {
+    if (!(w->http = httpc_new()) || pthread_create(&w->thread, NULL, webhook_main, w) != 0) {
         snprintf(err, errlen, "cannot start the webhook sender");
         webhook_stop(w);
         return NULL;
@@ -287,8 +286,8 @@ void webhook_stop(webhook_sender_t *w)
     webhook_kick(w);
     if (w->started)
         pthread_join(w->thread, NULL);
-    if (w->curl)
-        curl_easy_cleanup(w->curl);
+    if (w->http)
+        httpc_free(w->http);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     OPENSSL_cleanse(w->key, sizeof w->key);

@@ -6,7 +6,6 @@
 #include "backend/backend.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -28,7 +27,7 @@
 typedef struct a1111 {
     backend_t base;       /* first: a backend_t * is an a1111_t * */
     char url[A1_URL_MAX]; /* base URL without a trailing slash */
-    CURL *h;
+    httpc_t *h;
     int loaded;
     a1111_model_t *models;
     int nmodels;
@@ -166,7 +165,7 @@ static void progress_from(poller_t *pl, const httpc_resp_t *r)
 static void *poll_main(void *arg)
 {
     poller_t *pl = arg;
-    CURL *h = curl_easy_init();
+    httpc_t *h = httpc_new();
     pthread_mutex_lock(&pl->mu);
     while (!pl->stop && h) {
         pthread_mutex_unlock(&pl->mu);
@@ -183,7 +182,7 @@ static void *poll_main(void *arg)
     }
     pthread_mutex_unlock(&pl->mu);
     if (h)
-        curl_easy_cleanup(h);
+        httpc_free(h);
     return NULL;
 }
 
@@ -289,7 +288,7 @@ static void a1_destroy(backend_t *b)
     if (!a)
         return;
     if (a->h)
-        curl_easy_cleanup(a->h);
+        httpc_free(a->h);
     free(a->models);
     free(a);
 }
@@ -311,7 +310,7 @@ backend_t *backend_a1111_create(const backend_config_t *cfg, char *err, size_t e
                          err, errlen) != 0)
         return NULL;
     a1111_t *a = calloc(1, sizeof *a);
-    if (!a || !(a->h = curl_easy_init())) {
+    if (!a || !(a->h = httpc_new())) {
         free(a);
         snprintf(err, errlen, "a1111 backend: out of memory");
         return NULL;

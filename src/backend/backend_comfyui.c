@@ -7,8 +7,8 @@
  * POSTs /interrupt when it runs. Rules and limits: docs/backends.md. */
 #include "backend/backend.h"
 #include "backend/comfyui_proto.h"
+#include "blob/sigv4.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,7 +64,7 @@ typedef struct comfy {
     backend_t base; /* first: a backend_t * is a comfy_t * */
     char url[BACKEND_URL_MAX];
     char workflow_src[512]; /* "the shipped SD 1.5 workflow" or the file's path */
-    CURL *h;
+    httpc_t *h;
     json_t *workflow;
     ckpt_t ckpts[CF_MAX_CKPTS];
     int nckpts;
@@ -427,11 +427,11 @@ static int view_image(run_t *r, json_t *img, backend_result_t *out)
     char path[2048] = "/view?";
     for (int i = 0; i < 3; i++) {
         const char *v = json_string_value(json_object_get(img, fields[i]));
-        char *esc = curl_easy_escape(r->c->h, v ? v : (i == 2 ? "output" : ""), 0);
+        char esc[2048]; /* percent-encoded as a query value (the encoder of SigV4 does just that) */
+        if (sigv4_uri_encode(v ? v : (i == 2 ? "output" : ""), 0, esc, sizeof esc) < 0)
+            esc[0] = '\0';
         size_t used = strlen(path);
-        snprintf(path + used, sizeof path - used, "%s%s=%s", i ? "&" : "", fields[i],
-                 esc ? esc : "");
-        curl_free(esc);
+        snprintf(path + used, sizeof path - used, "%s%s=%s", i ? "&" : "", fields[i], esc);
     }
     httpc_resp_t resp;
     cf_request(r->c, "GET", path, NULL, CF_PNG_MAX, &resp);
@@ -638,7 +638,7 @@ static void cf_destroy(backend_t *b)
     if (!c)
         return;
     if (c->h)
-        curl_easy_cleanup(c->h);
+        httpc_free(c->h);
     json_decref(c->workflow);
     free(c);
 }
@@ -657,7 +657,7 @@ static const struct backend_ops comfy_ops = {
 backend_t *backend_comfyui_create(const backend_config_t *cfg, char *err, size_t errlen)
 {
     comfy_t *c = calloc(1, sizeof *c);
-    if (!c || !(c->h = curl_easy_init())) {
+    if (!c || !(c->h = httpc_new())) {
         free(c);
         snprintf(err, errlen, "comfyui backend: out of memory");
         return NULL;

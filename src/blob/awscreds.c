@@ -2,7 +2,6 @@
  * IMDSv2). Contract and order in awscreds.h; design in docs/deploy.md ("AWS credentials"). */
 #include "blob/awscreds.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -35,7 +34,7 @@ struct aws_chain {
     char token_file[AWS_URL_MAX]; /* web identity token, or container authorization token */
     const char *token_env;        /* container: AWS_CONTAINER_AUTHORIZATION_TOKEN, or NULL */
     pthread_mutex_t mu;
-    CURL *h;
+    httpc_t *h;
     aws_creds_t cur;
     int64_t retry_after_ms; /* no refresh attempt before this (after a failure) */
 };
@@ -596,7 +595,7 @@ aws_chain_t *aws_chain_open(const char *region, char *err, size_t errlen)
     if (pick_source(c, err, errlen) != 0)
         goto fail;
     if (c->src != SRC_ENV) {
-        c->h = curl_easy_init();
+        c->h = httpc_new();
         if (!c->h) {
             snprintf(err, errlen, "AWS credentials: cannot create an HTTP client");
             goto fail;
@@ -663,7 +662,7 @@ void aws_chain_close(aws_chain_t *c)
     if (!c)
         return;
     if (c->h)
-        curl_easy_cleanup(c->h);
+        httpc_free(c->h);
     pthread_mutex_destroy(&c->mu);
     aws_creds_wipe(&c->cur);
     free(c);

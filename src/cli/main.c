@@ -1332,7 +1332,7 @@ static const opt_t autoscale_opts[] = {
 };
 
 typedef struct remote {
-    CURL *h;
+    httpc_t *h;
     char queue_url[1100];
     char events_url[1100];
     const char *token;
@@ -1413,7 +1413,7 @@ int cmd_autoscale(int argc, char **argv)
         return 1;
     }
     exe[n] = '\0';
-    remote_t r = {.h = curl_easy_init(), .token = cfg.worker_token};
+    remote_t r = {.h = httpc_new(), .token = cfg.worker_token};
     snprintf(r.queue_url, sizeof r.queue_url, "%s/api/v1/queue", server);
     snprintf(r.events_url, sizeof r.events_url, "%s" WIRE_PATH_SCALING_EVENTS, server);
     worker_args_t wa;
@@ -1422,7 +1422,7 @@ int cmd_autoscale(int argc, char **argv)
         supervisor_new(exe, server, cfg.worker_token, wa.argv, gpus, ngpus > 0 ? ngpus : 0);
     if (!sup) {
         fprintf(stderr, "pingvas autoscale: out of memory\n");
-        curl_easy_cleanup(r.h);
+        httpc_free(r.h);
         return EXIT_FAILURE;
     }
     autoscaler_io_t io = {.stats = remote_stats, .event = remote_event, .arg = &r};
@@ -1430,7 +1430,7 @@ int cmd_autoscale(int argc, char **argv)
     if (!as) {
         fprintf(stderr, "pingvas autoscale: %s\n", err);
         supervisor_free(sup);
-        curl_easy_cleanup(r.h);
+        httpc_free(r.h);
         return EXIT_USAGE;
     }
     install_stop_handlers();
@@ -1446,7 +1446,7 @@ int cmd_autoscale(int argc, char **argv)
     supervisor_stop_all(sup, cfg.drain_ms + 10000);
     autoscaler_free(as);
     supervisor_free(sup);
-    curl_easy_cleanup(r.h);
+    httpc_free(r.h);
     return 0;
 }
 
@@ -1893,7 +1893,11 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* A worker leaves libcurl (and OpenSSL's initialisation) to its first https:// request, if
+     * any: curl_easy_init initialises it then (thread safe: curl_version_info's
+     * CURL_VERSION_THREADSAFE). Its plain HTTP goes through lib/http1.c. */
+    if (argc < 2 || strcmp(argv[1], "worker") != 0)
+        curl_global_init(CURL_GLOBAL_DEFAULT);
     int status;
     if (argc < 2) {
         usage(stderr);

@@ -5,6 +5,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/http1.h"
+
+struct httpc {
+    http1_conn_t plain; /* http:// */
+    CURL *curl;         /* everything else; made on first need */
+};
+
+httpc_t *httpc_new(void)
+{
+    httpc_t *h = calloc(1, sizeof *h);
+    if (h)
+        h->plain.fd = -1;
+    return h;
+}
+
+void httpc_free(httpc_t *h)
+{
+    if (!h)
+        return;
+    http1_close(&h->plain);
+    if (h->curl)
+        curl_easy_cleanup(h->curl);
+    free(h);
+}
+
 typedef struct sink {
     httpc_resp_t *r;
     size_t cap;
@@ -36,14 +61,9 @@ static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, cur
     return flag && atomic_load(flag) ? 1 : 0;
 }
 
-int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
+/* req through libcurl on c. */
+static int curl_do(CURL *c, const httpc_req_t *req, httpc_resp_t *out)
 {
-    CURL *c = h;
-    memset(out, 0, sizeof *out);
-    if (!c) { /* curl_easy_init failed: out of memory */
-        snprintf(out->error, sizeof out->error, "out of memory (no HTTP handle)");
-        return -1;
-    }
     curl_easy_reset(c);
     struct curl_slist *hdrs = NULL;
     char auth[4200];
@@ -103,6 +123,20 @@ int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out)
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
     return 0;
+}
+
+int httpc_do(httpc_t *h, const httpc_req_t *req, httpc_resp_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (h && http1_takes(req))
+        return http1_do(&h->plain, req, out);
+    if (h && !h->curl)
+        h->curl = curl_easy_init();
+    if (!h || !h->curl) {
+        snprintf(out->error, sizeof out->error, "out of memory (no HTTP handle)");
+        return -1;
+    }
+    return curl_do(h->curl, req, out);
 }
 
 void httpc_resp_free(httpc_resp_t *r)

@@ -1,4 +1,7 @@
-/* httpc.h: a small blocking HTTP client on libcurl for workers and the CLI. */
+/* httpc.h: a small blocking HTTP client for workers, the CLI and webhooks. http:// requests go
+ * over plain HTTP/1.1 without libcurl (lib/http1.h); https:// (and a configured proxy) through a
+ * libcurl easy handle made on first need, so that a worker that only talks plain HTTP never
+ * loads libcurl's TLS stacks. */
 #ifndef PINGVAS_HTTPC_H
 #define PINGVAS_HTTPC_H
 
@@ -31,9 +34,16 @@ typedef struct httpc_req {
     const char *protocols;      /* allowed schemes ("https", "http,https"), or NULL for any */
 } httpc_req_t;
 
-/* Performs req on handle h (a CURL easy handle reused for keep-alive). Returns 0 when a
- * response arrived (any status), -1 on a transport error. Always fills out; free out->body. */
-int httpc_do(void *h, const httpc_req_t *req, httpc_resp_t *out);
+typedef struct httpc httpc_t;
+
+/* A client: its connections are kept alive between requests. Used by one thread at a time.
+ * NULL when out of memory; httpc_free(NULL) does nothing. */
+httpc_t *httpc_new(void);
+void httpc_free(httpc_t *h);
+
+/* Performs req on h. Returns 0 when a response arrived (any status), -1 on a transport error
+ * (h NULL included). Always fills out; free out->body with httpc_resp_free. */
+int httpc_do(httpc_t *h, const httpc_req_t *req, httpc_resp_t *out);
 void httpc_resp_free(httpc_resp_t *r);
 
 #endif

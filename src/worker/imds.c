@@ -1,6 +1,5 @@
 #include "worker/imds.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,7 +21,7 @@ struct imds_watch {
     imds_stop_fn on_notice;
     pthread_t thread;
     atomic_int stop;
-    CURL *h;
+    httpc_t *h;
     char token[512];
     int64_t token_expires_mono;
 };
@@ -139,7 +138,7 @@ int imds_placement(const char *base_url, char *instance_type, size_t itsize, cha
     size_t n = strlen(w.base);
     while (n && w.base[n - 1] == '/')
         w.base[--n] = '\0';
-    w.h = curl_easy_init();
+    w.h = httpc_new();
     int rc = -1;
     if (w.h && fetch_token(&w) == 0) {
         meta_value(&w, "/latest/meta-data/instance-type", instance_type, itsize);
@@ -148,7 +147,7 @@ int imds_placement(const char *base_url, char *instance_type, size_t itsize, cha
         rc = 0;
     }
     if (w.h)
-        curl_easy_cleanup(w.h);
+        httpc_free(w.h);
     return rc;
 }
 
@@ -163,18 +162,18 @@ imds_watch_t *imds_watch_start(const char *base_url, int64_t poll_ms, imds_stop_
         w->base[--n] = '\0';
     w->poll_ms = poll_ms > 0 ? poll_ms : 5000;
     w->on_notice = on_notice;
-    w->h = curl_easy_init();
+    w->h = httpc_new();
     if (!w->h || fetch_token(w) != 0) {
         log_info("event=imds_off url=%s msg=\"instance metadata not reachable; spot notices "
                  "will not be watched\"",
                  w->base);
         if (w->h)
-            curl_easy_cleanup(w->h);
+            httpc_free(w->h);
         free(w);
         return NULL;
     }
     if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
-        curl_easy_cleanup(w->h);
+        httpc_free(w->h);
         free(w);
         return NULL;
     }
@@ -188,6 +187,6 @@ void imds_watch_stop(imds_watch_t *w)
         return;
     atomic_store(&w->stop, 1);
     pthread_join(w->thread, NULL);
-    curl_easy_cleanup(w->h);
+    httpc_free(w->h);
     free(w);
 }

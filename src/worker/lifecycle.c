@@ -1,6 +1,5 @@
 #include "worker/lifecycle.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,7 +15,7 @@
 
 struct lifecycle {
     const worker_config_t *cfg;
-    CURL *h; /* under mu */
+    httpc_t *h; /* under mu */
     char url[1024];
     char worker_id[160];
     char instance_type[64], capacity_type[32], zone[64];
@@ -108,7 +107,7 @@ lifecycle_t *lifecycle_start(const worker_config_t *cfg, const char *worker_id)
     if (!l)
         return NULL;
     l->cfg = cfg;
-    l->h = curl_easy_init();
+    l->h = httpc_new();
     snprintf(l->url, sizeof l->url, "%s" WIRE_PATH_WORKER_REPORT, cfg->server_url);
     snprintf(l->worker_id, sizeof l->worker_id, "%s", worker_id);
     pthread_mutex_init(&l->mu, NULL);
@@ -160,7 +159,7 @@ void lifecycle_end(lifecycle_t *l)
     send_report(l, "ended");
     pthread_mutex_unlock(&l->mu);
     if (l->h)
-        curl_easy_cleanup(l->h);
+        httpc_free(l->h);
     pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->mu);
     free(l);

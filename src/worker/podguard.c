@@ -2,7 +2,6 @@
  * the Kubernetes API. Contract in podguard.h. */
 #include "worker/podguard.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -33,7 +32,7 @@ struct pod_guard {
     int hold;       /* 1 while the node is being disrupted */
     int kick;       /* check the node now */
     int stop;
-    CURL *h_main, *h_watch; /* one handle per thread */
+    httpc_t *h_main, *h_watch; /* one handle per thread */
 };
 
 /* Reads the first line of a small file into buf. 0 or -1. */
@@ -59,7 +58,7 @@ static int name_ok(const char *s)
 
 /* One API call on handle h with the current service-account token. body NULL: GET. Returns the
  * HTTP status (0: no answer); the answer is in r (caller frees). */
-static long api_call(pod_guard_t *g, CURL *h, const char *method, const char *path,
+static long api_call(pod_guard_t *g, httpc_t *h, const char *method, const char *path,
                      const char *body, httpc_resp_t *r)
 {
     char *token = malloc(PG_TOKEN_MAX), url[1024];
@@ -88,7 +87,7 @@ static long api_call(pod_guard_t *g, CURL *h, const char *method, const char *pa
 
 /* Merge-patches the pod's annotations: cost and dnd are a value or NULL (remove); keep_cost 1
  * leaves the deletion cost alone. 0 or -1 (logged). */
-static int patch_pod(pod_guard_t *g, CURL *h, const char *cost, const char *dnd, int keep_cost)
+static int patch_pod(pod_guard_t *g, httpc_t *h, const char *cost, const char *dnd, int keep_cost)
 {
     json_t *ann = json_object();
     if (!keep_cost)
@@ -115,7 +114,7 @@ static int patch_pod(pod_guard_t *g, CURL *h, const char *cost, const char *dnd,
 
 /* 1 when the node is being disrupted (Karpenter's taint, deletion, cordon), 0 when not, -1 when
  * it cannot be read. */
-static int node_disrupted(pod_guard_t *g, CURL *h)
+static int node_disrupted(pod_guard_t *g, httpc_t *h)
 {
     char path[600];
     snprintf(path, sizeof path, "/api/v1/nodes/%s", g->node);
@@ -147,7 +146,7 @@ int pod_guard_placement(pod_guard_t *g, char *instance_type, size_t itsize, char
                         size_t capsize, char *zone, size_t zsize)
 {
     instance_type[0] = capacity[0] = zone[0] = '\0';
-    CURL *h = g ? curl_easy_init() : NULL;
+    httpc_t *h = g ? httpc_new() : NULL;
     if (!h)
         return -1;
     char path[600];
@@ -172,7 +171,7 @@ int pod_guard_placement(pod_guard_t *g, char *instance_type, size_t itsize, char
                  st);
     json_decref(o);
     httpc_resp_free(&r);
-    curl_easy_cleanup(h);
+    httpc_free(h);
     return rc;
 }
 
@@ -315,15 +314,15 @@ pod_guard_t *pod_guard_start(const pod_guard_config_t *cfg, char *err, unsigned 
     }
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
-    g->h_main = curl_easy_init();
-    g->h_watch = curl_easy_init();
+    g->h_main = httpc_new();
+    g->h_watch = httpc_new();
     g->kick = 1; /* first node check at once */
     if (!g->h_main || !g->h_watch || pthread_create(&g->thread, NULL, watch_main, g) != 0) {
         snprintf(err, errlen, "cannot start the node watch");
         if (g->h_main)
-            curl_easy_cleanup(g->h_main);
+            httpc_free(g->h_main);
         if (g->h_watch)
-            curl_easy_cleanup(g->h_watch);
+            httpc_free(g->h_watch);
         pthread_cond_destroy(&g->cv);
         pthread_mutex_destroy(&g->mu);
         free(g);
@@ -343,8 +342,8 @@ void pod_guard_stop(pod_guard_t *g)
     pthread_cond_signal(&g->cv);
     pthread_mutex_unlock(&g->mu);
     pthread_join(g->thread, NULL);
-    curl_easy_cleanup(g->h_main);
-    curl_easy_cleanup(g->h_watch);
+    httpc_free(g->h_main);
+    httpc_free(g->h_watch);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     free(g);

@@ -3,7 +3,6 @@
  * window or must be released at once. */
 #include "worker/worker.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -101,7 +100,7 @@ typedef struct image_body {
 /* Posts body (wire.h; NULL: out of memory, status 0) to the job's op; with img->png the PNG is
  * the body and body goes in the WIRE_HEADER_REPORT header. Returns the HTTP status (0 on
  * transport error); the answer is kept in *keep when keep is not NULL (httpc_resp_free it). */
-static long post_op(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+static long post_op(httpc_t *h, const worker_config_t *cfg, const char *id, const char *op,
                     const char *body, const image_body_t *img, httpc_resp_t *keep)
 {
     char url[1024], *hdr = NULL;
@@ -135,7 +134,7 @@ static long post_op(CURL *h, const worker_config_t *cfg, const char *id, const c
     return st;
 }
 
-static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+static long post_body(httpc_t *h, const worker_config_t *cfg, const char *id, const char *op,
                       const char *body)
 {
     return post_op(h, cfg, id, op, body, NULL, NULL);
@@ -144,7 +143,7 @@ static long post_body(CURL *h, const worker_config_t *cfg, const char *id, const
 static void *monitor_main(void *arg)
 {
     running_t *r = arg;
-    CURL *h = curl_easy_init();
+    httpc_t *h = httpc_new();
     int64_t next_hb = clock_mono_ms() + r->heartbeat_ms;
     while (!atomic_load(&r->done)) {
         int64_t now = clock_mono_ms();
@@ -181,14 +180,14 @@ static void *monitor_main(void *arg)
         }
         pthread_mutex_unlock(&r->mu);
     }
-    curl_easy_cleanup(h);
+    httpc_free(h);
     return NULL;
 }
 
 /* Retries op (post_op) until a definite answer: 2xx -> 0 (the answer in *keep when keep is not
  * NULL), 409/404 -> 1 (lease gone), 507 -> 2 (the image it carries met a full image store), gives
  * up after give_up_ms -> -1. Transient errors back off from 100 ms to 5 s. */
-static int send_op(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+static int send_op(httpc_t *h, const worker_config_t *cfg, const char *id, const char *op,
                    const char *body, const image_body_t *img, int64_t give_up_ms,
                    httpc_resp_t *keep)
 {
@@ -220,13 +219,13 @@ static int send_op(CURL *h, const worker_config_t *cfg, const char *id, const ch
     }
 }
 
-static int until_answered(CURL *h, const worker_config_t *cfg, const char *id, const char *op,
+static int until_answered(httpc_t *h, const worker_config_t *cfg, const char *id, const char *op,
                           const char *body, int64_t give_up_ms)
 {
     return send_op(h, cfg, id, op, body, NULL, give_up_ms, NULL);
 }
 
-static int upload(CURL *h, const worker_config_t *cfg, const wire_upload_t *up, const char *lease,
+static int upload(httpc_t *h, const worker_config_t *cfg, const wire_upload_t *up, const char *lease,
                   const backend_result_t *res, const char *id)
 {
     const char *url = up->url, *method = up->method;
@@ -268,7 +267,7 @@ static int upload(CURL *h, const worker_config_t *cfg, const wire_upload_t *up, 
 
 /* Reports a job's end under its lease until the server answers (body from wire.h; NULL when out
  * of memory: nothing sent). Returns what until_answered returns. */
-static int report_end(CURL *h, const worker_config_t *cfg, const running_t *r, const char *op,
+static int report_end(httpc_t *h, const worker_config_t *cfg, const running_t *r, const char *op,
                       char *body, int64_t give_up_ms)
 {
     int rc = body ? until_answered(h, cfg, r->id, op, body, give_up_ms) : -1;
@@ -281,7 +280,7 @@ static int report_end(CURL *h, const worker_config_t *cfg, const running_t *r, c
  * the complete itself, else it is uploaded first. 0 done (*has_next and next filled when the
  * answer carried a job), 1 lease gone, 2 the image store was full, -1 the image could not be
  * stored. */
-static int complete_job(CURL *h, const worker_config_t *cfg, const running_t *r,
+static int complete_job(httpc_t *h, const worker_config_t *cfg, const running_t *r,
                         const wire_job_t *wj, const backend_result_t *res, const wire_claim_t *ask,
                         wire_job_t *next, int *has_next)
 {
@@ -318,7 +317,7 @@ typedef struct claimer {
     const worker_config_t *cfg;
     backend_t *be;
     lifecycle_t *life;
-    CURL *h;
+    httpc_t *h;
     const char *wid;
     int jobs;
     int64_t full_backoff;
@@ -341,7 +340,7 @@ static int finish_generated(const claimer_t *c, const running_t *r, const wire_j
                             const backend_result_t *res, const wire_claim_t *ask, wire_job_t *next,
                             int *has_next)
 {
-    CURL *h = c->h;
+    httpc_t *h = c->h;
     const worker_config_t *cfg = c->cfg;
     int rc = complete_job(h, cfg, r, wj, res, may_take_next(c) ? ask : NULL, next, has_next);
     if (rc == 0) {
@@ -367,7 +366,7 @@ static int run_job(const claimer_t *c, const wire_job_t *wj, const wire_claim_t 
 {
     const worker_config_t *cfg = c->cfg;
     backend_t *be = c->be;
-    CURL *h = c->h;
+    httpc_t *h = c->h;
     running_t r;
     const job_params_t *p = &wj->params;
     memset(&r, 0, sizeof r);
@@ -569,7 +568,7 @@ static int claim_loop(claimer_t *c, const char *claim_body)
 }
 
 /* Tells the server this worker is gone so the fleet view is right at once. */
-static void say_bye(const worker_config_t *cfg, CURL *h, const char *wid)
+static void say_bye(const worker_config_t *cfg, httpc_t *h, const char *wid)
 {
     char url[1024], *body = wire_bye_body(wid);
     snprintf(url, sizeof url, "%s" WIRE_PATH_BYE, cfg->server_url);
@@ -616,7 +615,7 @@ int worker_run(const worker_config_t *cfg)
                    .be = be,
                    .life = life,
                    .wid = wid,
-                   .h = curl_easy_init(),
+                   .h = httpc_new(),
                    .full_backoff = FULL_BACKOFF_MS};
     char *claim_body = wire_claim_body(wid, cfg->tier, cfg->claim_wait_ms);
     int status = 1;
@@ -626,7 +625,7 @@ int worker_run(const worker_config_t *cfg)
         log_error("event=worker_out_of_memory worker=%s", wid);
     free(claim_body);
     say_bye(cfg, c.h, wid);
-    curl_easy_cleanup(c.h);
+    httpc_free(c.h);
     imds_watch_stop(imds);
     lifecycle_end(life);
     be->ops->destroy(be);

@@ -1,4 +1,4 @@
-/* test_httpc.c: the HTTP client helper when its handle could not be made (curl_easy_init failed:
+/* test_httpc.c: the HTTP client helper when its handle could not be made (httpc_new failed:
  * out of memory): an error answer, never a crash (the worker and its monitor thread rely on it). */
 #include "lib/httpc.h"
 #include "t.h"

@@ -1,0 +1,606 @@
+/* http1.c: plain HTTP/1.1 for httpc (contract in http1.h). Error texts are libcurl's for the same
+ * conditions, so that logs read the same whichever transport carried a request. */
+#include "lib/http1.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define H1_CONNECT_TIMEOUT_MS 5000 /* as httpc's CURLOPT_CONNECTTIMEOUT_MS */
+#define H1_HEAD_MAX (64 * 1024)    /* cap on the request head we write and each line we read */
+#define H1_BUF 8192
+#define H1_ABORT_SLICE_MS 100 /* how often a wait looks at req->abort_flag */
+
+typedef struct target {
+    char host[256]; /* without IPv6 brackets */
+    char port[8];
+    char hostport[272]; /* the Host header's value, as written in the URL */
+    const char *path;   /* from the first '/' or '?' of the URL; "" means "/" */
+    size_t path_len;    /* up to a '#' */
+} target_t;
+
+typedef struct io {
+    int fd;
+    int64_t deadline; /* real monotonic ms */
+    atomic_int *abort;
+    const char *err; /* set with the first error */
+    size_t got;      /* bytes received so far */
+    char buf[H1_BUF];
+    size_t off, len;
+} io_t;
+
+typedef struct body {
+    httpc_resp_t *r;
+    size_t cap, alloc;
+    int too_big;
+} body_t;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Splits an http:// URL. 0, or -1 when this module does not take it (other scheme, userinfo, a
+ * bad port, characters a request line cannot carry). */
+static int split_url(const char *url, target_t *t)
+{
+    if (strncasecmp(url, "http://", 7) != 0)
+        return -1;
+    const char *a = url + 7, *end = a + strcspn(a, "/?#");
+    size_t alen = (size_t)(end - a);
+    if (alen == 0 || alen >= sizeof t->hostport || memchr(a, '@', alen))
+        return -1;
+    memcpy(t->hostport, a, alen);
+    t->hostport[alen] = '\0';
+    const char *h = t->hostport, *colon;
+    size_t hlen;
+    if (*h == '[') {
+        const char *rb = strchr(h, ']');
+        if (!rb)
+            return -1;
+        hlen = (size_t)(rb - h - 1);
+        h++;
+        colon = rb[1] == ':' ? rb + 1 : (rb[1] ? NULL : rb + 1);
+        if (!colon)
+            return -1;
+    } else {
+        colon = strchr(h, ':');
+        hlen = colon ? (size_t)(colon - h) : strlen(h);
+    }
+    if (hlen == 0 || hlen >= sizeof t->host)
+        return -1;
+    memcpy(t->host, h, hlen);
+    t->host[hlen] = '\0';
+    const char *p = colon && *colon == ':' ? colon + 1 : "";
+    if (!*p)
+        snprintf(t->port, sizeof t->port, "80");
+    else {
+        char *e;
+        long port = strtol(p, &e, 10);
+        if (*e || port < 1 || port > 65535 || strspn(p, "0123456789") != strlen(p))
+            return -1;
+        snprintf(t->port, sizeof t->port, "%ld", port);
+    }
+    t->path = end;
+    t->path_len = strcspn(end, "#");
+    for (size_t i = 0; i < t->path_len; i++)
+        if ((unsigned char)end[i] <= ' ' || end[i] == 0x7f)
+            return -1;
+    return 0;
+}
+
+/* 1 when the comma-separated list names scheme (case-insensitively). */
+static int list_has(const char *list, const char *scheme)
+{
+    size_t n = strlen(scheme);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncasecmp(p, scheme, n) == 0)
+            return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+int http1_takes(const httpc_req_t *req)
+{
+    target_t t;
+    if (!req->url || split_url(req->url, &t) != 0)
+        return 0;
+    if (req->protocols && !list_has(req->protocols, "http"))
+        return 0;
+    /* the variables libcurl reads for an http:// URL: a proxy is libcurl's business */
+    const char *vars[] = {"http_proxy", "ALL_PROXY", "all_proxy"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return 0;
+    }
+    return 1;
+}
+
+/* Waits until fd is ready for events, the deadline passes or the abort flag rises. 0 or -1. */
+static int io_wait(io_t *io, short events)
+{
+    for (;;) {
+        if (io->abort && atomic_load(io->abort)) {
+            io->err = "Callback aborted";
+            return -1;
+        }
+        int64_t left = io->deadline - mono_ms();
+        if (left <= 0) {
+            io->err = "Timeout was reached";
+            return -1;
+        }
+        if (io->abort && left > H1_ABORT_SLICE_MS)
+            left = H1_ABORT_SLICE_MS;
+        struct pollfd pfd = {.fd = io->fd, .events = events};
+        int n = poll(&pfd, 1, (int)left);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR) {
+            io->err = "Failure when receiving data from the peer";
+            return -1;
+        }
+    }
+}
+
+/* Connects to one address before the connect deadline. The socket, or -1. */
+static int connect_one(io_t *io, const struct addrinfo *ai, int64_t connect_deadline)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+        return fd;
+    if (errno == EINPROGRESS) {
+        io_t w = *io;
+        w.fd = fd;
+        if (w.deadline > connect_deadline)
+            w.deadline = connect_deadline;
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (io_wait(&w, POLLOUT) == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
+            soerr == 0)
+            return fd;
+        if (w.err && strcmp(w.err, "Timeout was reached") != 0)
+            io->err = w.err; /* aborted: say so rather than "could not connect" */
+    }
+    close(fd);
+    return -1;
+}
+
+/* Resolves t (or the address req->resolve pins for it) and connects. 0 with io->fd set, or -1. */
+static int connect_to(io_t *io, const target_t *t, const char *resolve)
+{
+    char pin[300] = "";
+    if (resolve) {
+        char prefix[300];
+        snprintf(prefix, sizeof prefix, "%s:%s:", t->host, t->port);
+        if (strncmp(resolve, prefix, strlen(prefix)) == 0) {
+            const char *addr = resolve + strlen(prefix);
+            size_t n = strlen(addr);
+            if (n > 2 && addr[0] == '[' && addr[n - 1] == ']')
+                snprintf(pin, sizeof pin, "%.*s", (int)(n - 2), addr + 1);
+            else
+                snprintf(pin, sizeof pin, "%s", addr);
+        }
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | (pin[0] ? AI_NUMERICHOST : 0)};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(pin[0] ? pin : t->host, t->port, &hints, &res) != 0 || !res) {
+        io->err = "Couldn't resolve host name";
+        return -1;
+    }
+    int64_t cdl = mono_ms() + H1_CONNECT_TIMEOUT_MS;
+    io->fd = -1;
+    for (struct addrinfo *ai = res; ai && io->fd < 0 && !io->err; ai = ai->ai_next)
+        io->fd = connect_one(io, ai, cdl);
+    freeaddrinfo(res);
+    if (io->fd < 0 && !io->err)
+        io->err = mono_ms() >= io->deadline ? "Timeout was reached" : "Couldn't connect to server";
+    return io->fd < 0 ? -1 : 0;
+}
+
+/* Writes the iovecs whole. 0 or -1. */
+static int send_all(io_t *io, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(io->fd, &m, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(io, POLLOUT) == 0)
+                continue;
+            if (!io->err)
+                io->err = "Failed sending data to the peer";
+            return -1;
+        }
+        size_t left = (size_t)w;
+        while (n > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* Reads more into io->buf (which must be empty). Bytes read, 0 at the end of the stream, -1. */
+static ssize_t io_fill(io_t *io)
+{
+    io->off = io->len = 0;
+    for (;;) {
+        ssize_t n = recv(io->fd, io->buf, sizeof io->buf, 0);
+        if (n >= 0) {
+            io->len = (size_t)n;
+            io->got += (size_t)n;
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(io, POLLIN) == 0)
+            continue;
+        if (!io->err)
+            io->err = "Failure when receiving data from the peer";
+        return -1;
+    }
+}
+
+/* Reads one line (CRLF or LF, removed) into line. Its length, or -1. */
+static ssize_t read_line(io_t *io, char *line, size_t cap)
+{
+    size_t n = 0;
+    for (;;) {
+        if (io->off == io->len) {
+            ssize_t r = io_fill(io);
+            if (r <= 0) {
+                if (r == 0 && !io->err)
+                    io->err = io->got ? "Transferred a partial file" : "Empty reply from server";
+                return -1;
+            }
+        }
+        char ch = io->buf[io->off++];
+        if (ch == '\n')
+            break;
+        if (n + 1 >= cap) {
+            io->err = "Weird server reply";
+            return -1;
+        }
+        line[n++] = ch;
+    }
+    if (n > 0 && line[n - 1] == '\r')
+        n--;
+    line[n] = '\0';
+    return (ssize_t)n;
+}
+
+/* Appends n bytes to the body under its cap. 0 or -1. */
+static int body_add(body_t *b, const char *p, size_t n)
+{
+    httpc_resp_t *r = b->r;
+    if (n > b->cap || r->len > b->cap - n) {
+        b->too_big = 1;
+        return -1;
+    }
+    if (r->len + n + 1 > b->alloc) {
+        size_t want = b->alloc ? b->alloc : 1024;
+        while (want < r->len + n + 1)
+            want *= 2;
+        char *nb = realloc(r->body, want);
+        if (!nb)
+            return -1;
+        r->body = nb;
+        b->alloc = want;
+    }
+    memcpy(r->body + r->len, p, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return 0;
+}
+
+/* Moves up to n bytes (all when n is SIZE_MAX: until the end of the stream) into b. 0 or -1. */
+static int read_body(io_t *io, body_t *b, size_t n)
+{
+    while (n > 0) {
+        if (io->off == io->len) {
+            ssize_t r = io_fill(io);
+            if (r < 0)
+                return -1;
+            if (r == 0) {
+                if (n == SIZE_MAX)
+                    return 0;
+                io->err = "Transferred a partial file";
+                return -1;
+            }
+        }
+        size_t take = io->len - io->off < n ? io->len - io->off : n;
+        if (body_add(b, io->buf + io->off, take) != 0)
+            return -1;
+        io->off += take;
+        if (n != SIZE_MAX)
+            n -= take;
+    }
+    return 0;
+}
+
+/* Reads a chunked body and its trailer. 0 or -1. */
+static int read_chunked(io_t *io, body_t *b)
+{
+    char line[256];
+    for (;;) {
+        if (read_line(io, line, sizeof line) < 0)
+            return -1;
+        char *e;
+        errno = 0;
+        unsigned long long size = strtoull(line, &e, 16);
+        if (e == line || errno || (*e && *e != ';' && *e != ' ' && *e != '\t') ||
+            size > SIZE_MAX / 2) {
+            io->err = "Weird server reply";
+            return -1;
+        }
+        if (size == 0)
+            break;
+        if (read_body(io, b, (size_t)size) != 0 || read_line(io, line, sizeof line) != 0) {
+            if (!io->err && !b->too_big)
+                io->err = "Weird server reply";
+            return -1;
+        }
+    }
+    for (;;) { /* trailer fields, up to the empty line */
+        ssize_t n = read_line(io, line, sizeof line);
+        if (n <= 0)
+            return (int)n;
+    }
+}
+
+typedef struct head {
+    long status;
+    int http11, close, chunked;
+    long long length; /* -1 when not given */
+} head_t;
+
+/* Reads the status line and the header fields of one response. 0 or -1. */
+static int read_head(io_t *io, head_t *h)
+{
+    char line[1024];
+    if (read_line(io, line, sizeof line) < 0)
+        return -1;
+    char *e;
+    if (strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
+        (h->status = strtol(line + 9, &e, 10)) < 100 || h->status > 999 || e != line + 12) {
+        io->err = "Weird server reply";
+        return -1;
+    }
+    h->http11 = line[7] == '1';
+    h->close = !h->http11;
+    h->chunked = 0;
+    h->length = -1;
+    for (size_t total = 0;;) {
+        ssize_t n = read_line(io, line, sizeof line);
+        if (n < 0 || (total += (size_t)n) > H1_HEAD_MAX) {
+            io->err = io->err ? io->err : "Weird server reply";
+            return -1;
+        }
+        if (n == 0)
+            return 0;
+        char *v = strchr(line, ':');
+        if (!v)
+            continue;
+        *v++ = '\0';
+        v += strspn(v, " \t");
+        if (strcasecmp(line, "content-length") == 0) {
+            errno = 0;
+            h->length = strtoll(v, &e, 10);
+            if (errno || e == v || h->length < 0) {
+                io->err = "Weird server reply";
+                return -1;
+            }
+        } else if (strcasecmp(line, "transfer-encoding") == 0)
+            h->chunked = strcasestr(v, "chunked") != NULL;
+        else if (strcasecmp(line, "connection") == 0)
+            h->close = strcasestr(v, "close") ? 1 : strcasestr(v, "keep-alive") ? 0 : h->close;
+    }
+}
+
+/* Appends a formatted header line to the head under H1_HEAD_MAX. 0 or -1. */
+static int head_add(char *buf, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, H1_HEAD_MAX - *len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= H1_HEAD_MAX - *len)
+        return -1;
+    *len += (size_t)n;
+    return 0;
+}
+
+/* 1 when h is a "Name: value" (or "Name:") header line for name. */
+static int header_is(const char *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h && strncasecmp(h, name, n) == 0 && h[n] == ':';
+}
+
+/* 1 when the caller gives a header called name: as with libcurl, it replaces the default one,
+ * and "Name:" with no value leaves the header out. */
+static int caller_has(const httpc_req_t *req, const char *name)
+{
+    if (header_is(req->extra_header, name))
+        return 1;
+    for (const char *const *x = req->headers; x && *x; x++)
+        if (header_is(*x, name))
+            return 1;
+    return 0;
+}
+
+/* Appends the caller's header h unless it is empty ("Name:") or would break the head. 0 or -1. */
+static int caller_add(char *head, size_t *len, const char *h)
+{
+    const char *v = strchr(h, ':');
+    if (!v || !v[1 + strspn(v + 1, " \t")] || strpbrk(h, "\r\n"))
+        return 0;
+    return head_add(head, len, "%s\r\n", h);
+}
+
+/* The request head of req into head (H1_HEAD_MAX bytes). Its length, or 0 when it is too long. */
+static size_t build_head(char *head, const httpc_req_t *req, const target_t *t)
+{
+    size_t len = 0;
+    int bad = head_add(head, &len, "%s %s%.*s HTTP/1.1\r\n", req->method,
+                       t->path[0] == '/' ? "" : "/", (int)t->path_len, t->path) != 0;
+    if (!bad && !caller_has(req, "Host"))
+        bad = head_add(head, &len, "Host: %s\r\n", t->hostport) != 0;
+    if (!bad && !caller_has(req, "Accept"))
+        bad = head_add(head, &len, "Accept: */*\r\n") != 0;
+    if (!bad && req->bearer)
+        bad = head_add(head, &len, "Authorization: Bearer %s\r\n", req->bearer) != 0;
+    if (!bad && req->extra_header)
+        bad = caller_add(head, &len, req->extra_header) != 0;
+    for (const char *const *x = req->headers; !bad && x && *x; x++)
+        bad = caller_add(head, &len, *x) != 0;
+    if (!bad && req->body && !caller_has(req, "Content-Type"))
+        bad = head_add(head, &len, "Content-Type: %s\r\n",
+                       req->content_type ? req->content_type : "application/json") != 0;
+    int sized = req->body || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0;
+    if (!bad && sized)
+        bad = head_add(head, &len, "Content-Length: %zu\r\n", req->body ? req->body_len : 0) != 0;
+    if (!bad)
+        bad = head_add(head, &len, "\r\n") != 0;
+    return bad ? 0 : len;
+}
+
+/* Writes req's head and body. 0 or -1. */
+static int send_request(io_t *io, const httpc_req_t *req, const target_t *t)
+{
+    char *head = malloc(H1_HEAD_MAX);
+    size_t len = head ? build_head(head, req, t) : 0;
+    if (len == 0) {
+        io->err = head ? "request headers too large" : "out of memory";
+        free(head);
+        return -1;
+    }
+    struct iovec iov[2] = {{head, len}, {(void *)req->body, req->body ? req->body_len : 0}};
+    int rc = send_all(io, iov, req->body && req->body_len ? 2 : 1);
+    free(head);
+    return rc;
+}
+
+/* Reads one final response (1xx answers skipped) into b. 0 or -1; *keep says whether the
+ * connection may carry the next request. */
+static int read_response(io_t *io, const httpc_req_t *req, body_t *b, int *keep)
+{
+    head_t h;
+    do {
+        if (read_head(io, &h) != 0)
+            return -1;
+    } while (h.status < 200);
+    b->r->status = h.status;
+    int rc = 0;
+    int none = strcmp(req->method, "HEAD") == 0 || h.status == 204 || h.status == 304;
+    if (none)
+        ;
+    else if (h.chunked)
+        rc = read_chunked(io, b);
+    else if (h.length >= 0)
+        rc = read_body(io, b, (size_t)h.length);
+    else {
+        rc = read_body(io, b, SIZE_MAX);
+        h.close = 1;
+    }
+    *keep = rc == 0 && !h.close && io->off == io->len;
+    return rc;
+}
+
+void http1_close(http1_conn_t *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->key[0] = '\0';
+}
+
+/* One attempt on c: 0, or -1 with *retry set when a reused connection died before answering. */
+static int attempt(http1_conn_t *c, const httpc_req_t *req, const target_t *t, io_t *io, body_t *b,
+                   int *retry)
+{
+    char key[300];
+    snprintf(key, sizeof key, "%s %s", t->host, t->port);
+    int reused = c->fd >= 0 && strcmp(c->key, key) == 0;
+    if (!reused) {
+        http1_close(c);
+        if (connect_to(io, t, req->resolve) != 0)
+            return -1;
+        c->fd = io->fd;
+        snprintf(c->key, sizeof c->key, "%s", key);
+    }
+    io->fd = c->fd;
+    int keep = 0;
+    int rc = send_request(io, req, t);
+    if (rc == 0)
+        rc = read_response(io, req, b, &keep);
+    if (!keep)
+        http1_close(c);
+    *retry = rc != 0 && reused && io->got == 0 && !b->too_big && !(io->abort && *io->abort) &&
+             mono_ms() < io->deadline;
+    return rc;
+}
+
+int http1_do(http1_conn_t *c, const httpc_req_t *req, httpc_resp_t *out)
+{
+    memset(out, 0, sizeof *out);
+    target_t t;
+    if (split_url(req->url, &t) != 0) {
+        snprintf(out->error, sizeof out->error, "URL using bad/illegal format or missing URL");
+        return -1;
+    }
+    body_t b = {.r = out, .cap = req->max_response ? req->max_response : HTTPC_RESPONSE_MAX};
+    int retry = 0, rc;
+    int64_t deadline = mono_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 30000);
+    do {
+        io_t *io = malloc(sizeof *io);
+        if (!io) {
+            snprintf(out->error, sizeof out->error, "out of memory");
+            return -1;
+        }
+        *io = (io_t){.fd = -1, .deadline = deadline, .abort = req->abort_flag};
+        rc = attempt(c, req, &t, io, &b, &retry);
+        if (rc != 0 && !retry) {
+            if (b.too_big)
+                snprintf(out->error, sizeof out->error, "response larger than %zu bytes", b.cap);
+            else
+                snprintf(out->error, sizeof out->error, "%s", io->err ? io->err : "out of memory");
+        }
+        free(io);
+        if (rc != 0) { /* a failed attempt keeps nothing of its answer */
+            free(out->body);
+            out->body = NULL;
+            out->len = 0;
+            b.alloc = 0;
+            out->status = 0;
+        }
+    } while (rc != 0 && retry); /* a retry runs on a new connection, which never retries */
+    return rc;
+}
