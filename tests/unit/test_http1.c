@@ -94,6 +94,14 @@ static httpc_req_t get_req(const peer_t *p, char *url, size_t size, const char *
     return (httpc_req_t){.method = "GET", .url = url, .timeout_ms = 10000};
 }
 
+/* Starts p; a GET of / on it (url: 128 bytes) with c not connected yet. */
+static httpc_req_t start(peer_t *p, http1_conn_t *c, char *url)
+{
+    peer_start(p);
+    *c = (http1_conn_t){.fd = -1};
+    return get_req(p, url, 128, "/");
+}
+
 static void test_writes_the_request_and_keeps_the_connection(void)
 {
     peer_t p = {.nsteps = 2,
@@ -145,10 +153,9 @@ static void test_chunked_close_and_interim_answers(void)
                            "HTTP/1.1 204 No Content\r\n\r\n",
                            "HTTP/1.0 200 OK\r\n\r\nuntil the end"},
                 .close_after = {0, 0, 1}};
-    peer_start(&p);
-    http1_conn_t c = {.fd = -1};
+    http1_conn_t c;
     char url[128];
-    httpc_req_t req = get_req(&p, url, sizeof url, "/");
+    httpc_req_t req = start(&p, &c, url);
     httpc_resp_t r;
     CHECK_INT(http1_do(&c, &req, &r), 0);
     CHECK_INT(r.status, 200);
@@ -171,10 +178,9 @@ static void test_retries_once_when_an_idle_connection_was_closed(void)
                 .answer = {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
                            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"},
                 .close_after = {1, 0}};
-    peer_start(&p);
-    http1_conn_t c = {.fd = -1};
+    http1_conn_t c;
     char url[128];
-    httpc_req_t req = get_req(&p, url, sizeof url, "/");
+    httpc_req_t req = start(&p, &c, url);
     httpc_resp_t r;
     CHECK_INT(http1_do(&c, &req, &r), 0);
     httpc_resp_free(&r);
@@ -192,10 +198,9 @@ static void test_cap_abort_and_refused(void)
 {
     peer_t p = {.nsteps = 2,
                 .answer = {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789", NULL}};
-    peer_start(&p);
-    http1_conn_t c = {.fd = -1};
+    http1_conn_t c;
     char url[128];
-    httpc_req_t req = get_req(&p, url, sizeof url, "/");
+    httpc_req_t req = start(&p, &c, url);
     req.max_response = 4;
     httpc_resp_t r;
     CHECK_INT(http1_do(&c, &req, &r), -1);
