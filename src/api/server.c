@@ -949,9 +949,11 @@ static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, req_t *r, 
     if (!r->wait_deadline)
         r->wait_deadline = hub_now_ms() + wait_ms;
     job_t j = {0};
+    store_webhook_t w;
+    bool has_webhook = false;
     for (;;) {
         uint64_t gen = hub_gen(s->hub);
-        int rc = store_job_get(s->store, id, &j);
+        int rc = store_job_get_webhook(s->store, id, &j, &w, &has_webhook);
         if (rc == STORE_ERR)
             return store_unavailable(s, c);
         if (rc != STORE_OK || strcmp(j.user, u.name) != 0) {
@@ -965,7 +967,7 @@ static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, req_t *r, 
         if (hub_wait(s->hub, c, gen, r->wait_deadline) == HUB_PARKED)
             return MHD_YES;
     }
-    ret = send_job_webhook(s, c, 200, &j);
+    ret = send_job(s, c, 200, &j, has_webhook ? &w : NULL);
     job_clear(&j);
     return ret;
 }

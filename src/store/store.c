@@ -296,6 +296,24 @@ int store_webhook_get(store_t *s, const char *job_id, store_webhook_t *out)
     return s->ops->webhook_get(s, job_id, out);
 }
 
+int store_job_get_webhook(store_t *s, const char *id, job_t *out, store_webhook_t *w,
+                          bool *has_webhook)
+{
+    *has_webhook = false;
+    if (s->ops->job_get_webhook)
+        return s->ops->job_get_webhook(s, id, out, w, has_webhook);
+    int rc = s->ops->job_get(s, id, out);
+    if (rc != STORE_OK)
+        return rc;
+    int wrc = s->ops->webhook_get(s, id, w);
+    if (wrc == STORE_ERR) {
+        job_clear(out);
+        return STORE_ERR;
+    }
+    *has_webhook = wrc == STORE_OK;
+    return STORE_OK;
+}
+
 int store_webhooks_due(store_t *s, int64_t now, int64_t hold_ms, int limit, store_webhook_t **out,
                        size_t *n)
 {

@@ -336,9 +336,11 @@ static const char schema_v8[] =
 static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
                                                        schema_v5, schema_v6, schema_v7, schema_v8};
 
-#define WEBHOOK_COLS                                                                               \
-    "job_id, url, state, attempts, COALESCE(next_at, 0), COALESCE(ended_at, 0),"                   \
-    " COALESCE(delivered_at, 0), COALESCE(last_error, '')"
+/* The webhooks columns read by webhook_cols, in this order, of table t ("" or "webhooks."). */
+#define WEBHOOK_COLS_OF(t)                                                                         \
+    t "job_id, " t "url, " t "state, " t "attempts, COALESCE(" t "next_at, 0), COALESCE(" t        \
+      "ended_at, 0), COALESCE(" t "delivered_at, 0), COALESCE(" t "last_error, '')"
+#define WEBHOOK_COLS WEBHOOK_COLS_OF("")
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -346,6 +348,8 @@ static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, sch
     "cfg_scale, seed, seq, created_at, started_at, completed_at, attempts, releases, image_url, "  \
     "error_message, gpu_seconds, credits_reserved, credits_charged, lease_id, worker_id, "         \
     "lease_expires_at, progress_step, progress_steps"
+
+#define JOB_NCOLS 28 /* columns in JOB_COLS */
 
 /* The front of a job's tier queue, for an UPDATE of generation_jobs: one before the smallest
  * queued position, or the job's own position when nothing is queued. */
@@ -400,6 +404,7 @@ enum stmt_id {
     S_ROLLBACK_TO,
     S_WEBHOOK_INSERT,
     S_WEBHOOK_GET,
+    S_JOB_GET_WEBHOOK,
     S_COUNT
 };
 
@@ -419,6 +424,11 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_ROLLBACK_TO] = "ROLLBACK TO create_one",
     [S_WEBHOOK_INSERT] = "INSERT INTO webhooks(job_id, url) VALUES (?1, ?2)",
     [S_WEBHOOK_GET] = "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = ?1",
+    /* JOB_COLS (JOB_NCOLS of them), then WEBHOOK_COLS (NULLs without a webhook) */
+    [S_JOB_GET_WEBHOOK] = "SELECT j.*, " WEBHOOK_COLS_OF(
+        "webhooks.") " FROM (SELECT " JOB_COLS
+                     " FROM generation_jobs WHERE id = ?1) j LEFT JOIN webhooks"
+                     " ON webhooks.job_id = j.id",
     [S_USER_INSERT] = "INSERT INTO users(name, tier, balance, created_at) VALUES (?1, ?2, ?3, ?4)",
     [S_USER_SET_BALANCE] = "UPDATE users SET balance = ?2 WHERE name = ?1",
     [S_USER_SET_DISABLED] = "UPDATE users SET disabled_at = IIF(?2, COALESCE(disabled_at, ?3),"
@@ -2487,18 +2497,22 @@ static int sqlite_events_trim(store_t *base, int64_t keep_ms, int64_t keep_progr
 
 /* ---- webhooks (the outbox) ---- */
 
+/* Fills w from the WEBHOOK_COLS starting at column i of the current row. */
+static void webhook_cols(sqlite3_stmt *stmt, int i, store_webhook_t *w)
+{
+    col_copy(stmt, i, w->job_id, sizeof w->job_id);
+    col_copy(stmt, i + 1, w->url, sizeof w->url);
+    col_copy(stmt, i + 2, w->state, sizeof w->state);
+    w->attempts = sqlite3_column_int(stmt, i + 3);
+    w->next_at = sqlite3_column_int64(stmt, i + 4);
+    w->ended_at = sqlite3_column_int64(stmt, i + 5);
+    w->delivered_at = sqlite3_column_int64(stmt, i + 6);
+    col_copy(stmt, i + 7, w->last_error, sizeof w->last_error);
+}
+
 static int webhook_row(sqlite3_stmt *stmt, void *row)
 {
-    store_webhook_t *w = row;
-    memset(w, 0, sizeof *w);
-    col_copy(stmt, 0, w->job_id, sizeof w->job_id);
-    col_copy(stmt, 1, w->url, sizeof w->url);
-    col_copy(stmt, 2, w->state, sizeof w->state);
-    w->attempts = sqlite3_column_int(stmt, 3);
-    w->next_at = sqlite3_column_int64(stmt, 4);
-    w->ended_at = sqlite3_column_int64(stmt, 5);
-    w->delivered_at = sqlite3_column_int64(stmt, 6);
-    col_copy(stmt, 7, w->last_error, sizeof w->last_error);
+    webhook_cols(stmt, 0, row);
     return STORE_OK;
 }
 
@@ -2519,8 +2533,44 @@ static int webhook_read(sqlite_store_t *db, void *arg)
 static int sqlite_webhook_get(store_t *base, const char *job_id, store_webhook_t *out)
 {
     struct read_arg a = {job_id, out};
-    memset(out, 0, sizeof *out);
     return read_op(sq(base), webhook_read, &a);
+}
+
+/* The outputs of sqlite_job_get_webhook for read_op. */
+struct job_webhook_out {
+    job_t *job;
+    store_webhook_t *w;
+    bool *has_webhook;
+};
+
+static int job_webhook_read(sqlite_store_t *db, void *arg)
+{
+    struct read_arg *a = arg;
+    struct job_webhook_out *o = a->out;
+    sqlite3_stmt *stmt = st(db, S_JOB_GET_WEBHOOK);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, a->key);
+    int rc = step_row(db, stmt, "reading a job");
+    if (rc == 1) {
+        rc = row_to_job(stmt, o->job);
+        *o->has_webhook = rc == STORE_OK && sqlite3_column_type(stmt, JOB_NCOLS) != SQLITE_NULL;
+        if (*o->has_webhook)
+            webhook_cols(stmt, JOB_NCOLS, o->w);
+    } else if (rc == 0) {
+        rc = STORE_NOT_FOUND;
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+static int sqlite_job_get_webhook(store_t *base, const char *id, job_t *out, store_webhook_t *w,
+                                  bool *has_webhook)
+{
+    struct job_webhook_out o = {out, w, has_webhook};
+    struct read_arg a = {id, &o};
+    memset(out, 0, sizeof *out);
+    return read_op(sq(base), job_webhook_read, &a);
 }
 
 static int sqlite_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int limit,
@@ -2681,6 +2731,7 @@ static const struct store_ops sqlite_ops = {
     .events_last = sqlite_events_last,
     .events_trim = sqlite_events_trim,
     .webhook_get = sqlite_webhook_get,
+    .job_get_webhook = sqlite_job_get_webhook,
     .workers_list = sqlite_workers_list,
     .webhooks_due = sqlite_webhooks_due,
     .webhook_attempt = sqlite_webhook_attempt,

@@ -370,6 +370,91 @@ static void test_create_fields_and_seed(void)
     close_fresh(s);
 }
 
+/* Every field of two jobs is equal (the create's answer against a read, or two reads). */
+static void check_same_job(const job_t *a, const job_t *b)
+{
+    CHECK_STR(a->id, b->id);
+    CHECK_STR(a->user, b->user);
+    CHECK_STR(a->tier, b->tier);
+    CHECK_INT(a->status, b->status);
+    CHECK_STR(a->params.prompt, b->params.prompt);
+    CHECK_STR(a->params.negative_prompt, b->params.negative_prompt);
+    CHECK_STR(a->params.model, b->params.model);
+    CHECK_INT(a->params.width, b->params.width);
+    CHECK_INT(a->params.height, b->params.height);
+    CHECK_INT(a->params.steps, b->params.steps);
+    CHECK_NEAR(a->params.cfg_scale, b->params.cfg_scale, 0);
+    CHECK_INT(a->params.seed, b->params.seed);
+    CHECK(a->params.webhook_url == NULL && b->params.webhook_url == NULL);
+    CHECK_INT(a->seq, b->seq);
+    CHECK_INT(a->created_at, b->created_at);
+    CHECK_INT(a->started_at, b->started_at);
+    CHECK_INT(a->completed_at, b->completed_at);
+    CHECK_INT(a->attempts, b->attempts);
+    CHECK_INT(a->releases, b->releases);
+    CHECK((a->image_key == NULL) == (b->image_key == NULL));
+    CHECK((a->error_message == NULL) == (b->error_message == NULL));
+    CHECK_NEAR(a->gpu_seconds, b->gpu_seconds, 0);
+    CHECK_INT(a->credits_reserved, b->credits_reserved);
+    CHECK_INT(a->credits_charged, b->credits_charged);
+    CHECK_STR(a->lease_id, b->lease_id);
+    CHECK_STR(a->worker_id, b->worker_id);
+    CHECK_INT(a->lease_expires_at, b->lease_expires_at);
+    CHECK_INT(a->progress_step, b->progress_step);
+    CHECK_INT(a->progress_steps, b->progress_steps);
+}
+
+/* The job a create answers is the job a read finds, field for field; store_job_get_webhook gives
+ * the job and its webhook (or none) as store_job_get and store_webhook_get do. */
+static void test_create_answer_and_get_webhook(void)
+{
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 1000, T0), STORE_OK);
+    job_params_t p = params(-1), q = params(7);
+    q.webhook_url = "https://hooks.example.com/done?x=1";
+    q.model[0] = '\0'; /* the default model */
+    job_t a, b, g;
+    store_webhook_t w, w2;
+    bool has = true;
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 3, 0, 0, T0, &a), STORE_OK);
+    CHECK_INT(store_job_create(s, "u", &q, "key-1", 4, 0, 0, T0 + 1, &b), STORE_OK);
+    CHECK_INT(store_job_get(s, a.id, &g), STORE_OK);
+    check_same_job(&a, &g);
+    job_clear(&g);
+    CHECK_INT(store_job_get_webhook(s, a.id, &g, &w, &has), STORE_OK);
+    CHECK(!has);
+    check_same_job(&a, &g);
+    job_clear(&g);
+    CHECK_INT(store_job_get(s, b.id, &g), STORE_OK);
+    check_same_job(&b, &g);
+    job_clear(&g);
+    CHECK_INT(store_job_get_webhook(s, b.id, &g, &w, &has), STORE_OK);
+    CHECK(has);
+    check_same_job(&b, &g);
+    CHECK_INT(store_webhook_get(s, b.id, &w2), STORE_OK);
+    CHECK_STR(w.job_id, b.id);
+    CHECK_STR(w.url, w2.url);
+    CHECK_STR(w.url, "https://hooks.example.com/done?x=1");
+    CHECK_STR(w.state, "waiting");
+    CHECK_STR(w.state, w2.state);
+    CHECK_INT(w.attempts, w2.attempts);
+    CHECK_INT(w.delivered_at, 0);
+    CHECK_STR(w.last_error, "");
+    job_clear(&g);
+    /* the idempotent replay answers the stored job */
+    CHECK_INT(store_job_create(s, "u", &q, "key-1", 4, 0, 0, T0 + 2, &g), STORE_EXISTS);
+    check_same_job(&b, &g);
+    job_clear(&g);
+    CHECK_INT(store_job_get_webhook(s, "no-such-id", &g, &w, &has), STORE_NOT_FOUND);
+    CHECK(!has);
+    job_clear(&a);
+    job_clear(&b);
+    close_fresh(s);
+}
+
 static void test_reservations(void)
 {
     store_t *s = open_fresh();
@@ -1476,6 +1561,7 @@ static void test_throughput_report(void)
     X(test_open_and_migrate)                                                                       \
     X(test_users_and_ledger)                                                                       \
     X(test_create_fields_and_seed)                                                                 \
+    X(test_create_answer_and_get_webhook)                                                          \
     X(test_reservations)                                                                           \
     X(test_idempotency_key)                                                                        \
     X(test_user_disable)                                                                           \
