@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION 8
 #define ERR_MAX 512
 #define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
@@ -312,8 +312,12 @@ static const char schema_v7[] =
     "  FOR EACH ROW EXECUTE FUNCTION webhooks_job();";
 /* clang-format on */
 
+/* Version 8: store_sqlite.c's version 9, a user's jobs of one status through an index. */
+static const char schema_v8[] =
+    "CREATE INDEX generation_jobs_user_status ON generation_jobs(user_id, status, seq);";
+
 static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                                       schema_v5, schema_v6, schema_v7};
+                                                       schema_v5, schema_v6, schema_v7, schema_v8};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -2842,6 +2846,7 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
     } named[] = {
         {"job_get", SQL_JOB_GET, 1, {"x"}},
         {"job_list", SQL_JOB_LIST, 4, {"u", "9223372036854775807", NULL, "21"}},
+        {"job_list_status", SQL_JOB_LIST, 4, {"u", "9223372036854775807", "in_progress", "21"}},
         {"job_pick_user", PICK_USER_SQL, 1, {"standard"}},
         {"job_head", SQL_JOB_HEAD, 2, {"standard", "u"}},
         {"reap_list", SQL_REAP_LIST, 1, {"0"}},

@@ -52,7 +52,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 8
+#define SCHEMA_VERSION 9
 
 /* Version 1 of the schema. Column names of generation_jobs follow the seed's table. */
 /* Triggers that keep users.reserved, users.queued and job_totals equal to sums over the jobs,
@@ -333,8 +333,14 @@ static const char schema_v8[] =
     "  BEGIN DELETE FROM webhooks WHERE job_id = OLD.id; END;";
 /* clang-format on */
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                                       schema_v5, schema_v6, schema_v7, schema_v8};
+/* Version 9: a user's jobs of one status, newest first (GET /api/v1/generation?status=), found
+ * through an index instead of by reading all of the user's jobs (issue 12: flat as it grows). */
+static const char schema_v9[] =
+    "CREATE INDEX generation_jobs_user_status ON generation_jobs(user_id, status, seq);";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
+                                                       schema_v4, schema_v5, schema_v6,
+                                                       schema_v7, schema_v8, schema_v9};
 
 /* The webhooks columns read by webhook_cols, in this order, of table t ("" or "webhooks."). */
 #define WEBHOOK_COLS_OF(t)                                                                         \
@@ -373,6 +379,7 @@ enum stmt_id {
     S_JOB_NEXT_SEQ,
     S_JOB_INSERT,
     S_JOB_LIST,
+    S_JOB_LIST_STATUS,
     S_JOB_CANCEL,
     S_JOB_PICK_USER,
     S_JOB_HEAD,
@@ -446,7 +453,9 @@ static const char *const stmt_sql[S_COUNT] = {
                      " credits_reserved, queue_pos, idem_key) VALUES (?1, ?2, 'queued', ?3, ?4,"
                      " ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?10, ?15)",
     [S_JOB_LIST] = "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = ?1 AND seq < ?2"
-                   " AND (?3 IS NULL OR status = ?3) ORDER BY seq DESC LIMIT ?4",
+                   " ORDER BY seq DESC LIMIT ?4",
+    [S_JOB_LIST_STATUS] = "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = ?1"
+                          " AND status = ?3 AND seq < ?2 ORDER BY seq DESC LIMIT ?4",
     [S_JOB_CANCEL] = "UPDATE generation_jobs SET status = 'canceled', completed_at = ?2,"
                      " lease_id = NULL, lease_expires_at = NULL, credits_reserved = 0"
                      " WHERE id = ?1",
@@ -1567,14 +1576,15 @@ static int sqlite_job_list(store_t *base, const char *user, int status, int limi
     lock(s);
     if (limit <= 0)
         goto out;
-    sqlite3_stmt *stmt = st(s, S_JOB_LIST);
+    sqlite3_stmt *stmt = st(s, status >= 0 ? S_JOB_LIST_STATUS : S_JOB_LIST);
     if (!stmt) {
         rc = STORE_ERR;
         goto out;
     }
     bind_text(stmt, 1, user);
     sqlite3_bind_int64(stmt, 2, cursor_seq > 0 ? cursor_seq : INT64_MAX);
-    bind_text(stmt, 3, status >= 0 ? job_status_name((job_status_t)status) : NULL);
+    if (status >= 0)
+        bind_text(stmt, 3, job_status_name((job_status_t)status));
     sqlite3_bind_int(stmt, 4, limit);
     while ((rc = step_row(s, stmt, "listing jobs")) == 1) {
         if (count == cap) {
@@ -2656,6 +2666,7 @@ static int sqlite_explain(store_t *base, const char *name, char *out, size_t len
         {"job_by_idem", S_JOB_BY_IDEM},
         {"job_next_seq", S_JOB_NEXT_SEQ},
         {"job_list", S_JOB_LIST},
+        {"job_list_status", S_JOB_LIST_STATUS},
         {"job_pick_user", S_JOB_PICK_USER},
         {"job_head", S_JOB_HEAD},
         {"job_requeue", S_JOB_REQUEUE},

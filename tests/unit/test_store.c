@@ -1388,6 +1388,7 @@ static const struct {
     {"job_by_idem", "generation_jobs_idem", NULL},
     {"job_next_seq", "sqlite_autoindex_generation_jobs_2", NULL}, /* PostgreSQL: a sequence */
     {"job_list", "generation_jobs_user", "generation_jobs_user"},
+    {"job_list_status", "generation_jobs_user_status", "generation_jobs_user_status"},
     {"job_pick_user", "generation_jobs_fair", "generation_jobs_fair"},
     {"job_head", "generation_jobs_fair", "generation_jobs_fair"},
     {"job_requeue", "generation_jobs_claim", NULL},
@@ -1438,6 +1439,58 @@ static void test_query_plans(void)
         CHECK(ok);
     }
     CHECK_INT(store_explain(s, "no_such_query", plan, sizeof plan), STORE_NOT_FOUND);
+    close_fresh(s);
+}
+
+/* Runs sql on the current test's store through a second connection; 0 on success. */
+static int raw_exec(const char *sql)
+{
+    if (t_pg) {
+#ifdef PINGVAS_HAVE_PQ
+        return pg_exec(t_url, sql) < 0 ? -1 : 0;
+#else
+        return -1;
+#endif
+    }
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(t_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+                     sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK
+                 ? 0
+                 : -1;
+    if (rc)
+        fprintf(stderr, "sqlite: %s: %s\n", sql, sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return rc;
+}
+
+/* A store of the previous schema version (no index of a user's jobs by status) gets the index
+ * from `pingvas migrate`, and its jobs stay listed as before. */
+static void test_migrate_user_status_index(void)
+{
+    store_t *s = open_fresh();
+    char plan[2048], id[JOB_ID_SIZE];
+    job_t *v = NULL;
+    size_t n = 0;
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(create(s, "ann", 10, T0, id), STORE_OK);
+    CHECK_INT(raw_exec("DROP INDEX generation_jobs_user_status;"
+                       " UPDATE schema_version SET version = version - 1"),
+              0);
+    CHECK_INT(store_migrate(s), STORE_OK);
+    CHECK_INT(store_explain(s, "job_list_status", plan, sizeof plan), STORE_OK);
+    CHECK(strstr(plan, "generation_jobs_user_status") != NULL);
+    CHECK_INT(store_job_list(s, "ann", JOB_QUEUED, 10, 0, &v, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    if (n == 1)
+        CHECK_STR(v[0].id, id);
+    for (size_t i = 0; i < n; i++)
+        job_clear(&v[i]);
+    free(v);
+    CHECK_INT(count_jobs(s, "ann", JOB_COMPLETED), 0);
+    CHECK_INT(count_jobs(s, "ann", -1), 1);
     close_fresh(s);
 }
 
@@ -1582,6 +1635,7 @@ static void test_throughput_report(void)
     X(test_concurrent_creates)                                                                     \
     X(test_workers_and_stats)                                                                      \
     X(test_query_plans)                                                                            \
+    X(test_migrate_user_status_index)                                                              \
     X(test_event_log)                                                                              \
     X(test_throughput_report)
 #define T_ENTRY(fn) {#fn, fn},
