@@ -584,6 +584,11 @@ class SizeRun:
     def list(self):
         expect(self.c.call("GET", "/api/v1/generation?limit=20", self.token)[0], (200,), "list")
 
+    def list_status(self):
+        # the user's running jobs: none (no claim has run yet), the most a filter can read
+        expect(self.c.call("GET", "/api/v1/generation?status=in_progress&limit=20",
+                           self.token)[0], (200,), "list by status")
+
     def queue(self):
         expect(self.c.call("GET", "/api/v1/queue", self.token)[0], (200,), "queue")
 
@@ -611,7 +616,7 @@ class SizeRun:
                 "cpu_us": self.cpu[name] / 1000 / len(v), "n": len(v)}
 
 
-SIZE_OPS = ["create", "get", "list", "queue", "claim", "upload", "complete"]
+SIZE_OPS = ["create", "get", "list", "list_status", "queue", "claim", "upload", "complete"]
 SIZE_ROUNDS = 5
 
 
@@ -636,7 +641,8 @@ def bench_sizes(pg=False):
             r.created.clear()
         per = SIZE_REQS // SIZE_ROUNDS
         log(f"size rows: {per * SIZE_ROUNDS} requests of each operation per size, 1 connection")
-        for ops in (["create"], ["get"], ["list"], ["queue"], ["claim", "upload", "complete"]):
+        for ops in (["create"], ["get"], ["list"], ["list_status"], ["queue"],
+                    ["claim", "upload", "complete"]):
             for _ in range(SIZE_ROUNDS):
                 for r in runs:
                     for op in ops:  # claims, then their uploads, then their completes
@@ -666,6 +672,7 @@ SIZE_NAMES = {
     "create": "create (POST /api/v1/generation/create)",
     "get": "GET /api/v1/generation/{id} (a random one of the user's jobs)",
     "list": "list the user's jobs (GET /api/v1/generation?limit=20)",
+    "list_status": "list the user's running jobs, none (?status=in_progress&limit=20)",
     "queue": "queue statistics (GET /api/v1/queue)",
     "claim": "claim (POST /internal/v1/claim)",
     "upload": "image upload (PUT /internal/v1/jobs/{id}/image)",
