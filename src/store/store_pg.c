@@ -389,7 +389,8 @@ typedef struct op {
     PGconn *c;
     unsigned prepared; /* the connection's prepared statements (pg_store_t.prepared) */
     bool tx;
-    int64_t deadline; /* clock_mono_ms() by which the operation gives up (STORE_ERR) */
+    bool begin_pending; /* op_begin: BEGIN goes out with the first statement (pipe_run) */
+    int64_t deadline;   /* clock_mono_ms() by which the operation gives up (STORE_ERR) */
 } op_t;
 
 /* Text parameters of one statement. */
@@ -630,39 +631,6 @@ static PGresult *await_result(op_t *op, const char *what)
     return last;
 }
 
-/* Runs one statement. Returns the result (caller PQclear()s it) when it succeeded, else NULL
- * with the message set. */
-static PGresult *q(op_t *op, const char *what, const char *sql, const params_t *p)
-{
-    if (!op->c)
-        return store_fail("postgresql %s: %s: the connection was dropped", op->s->where, what),
-               NULL;
-    if (!PQsendQueryParams(op->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL, NULL, 0)) {
-        fail_res(op, what, NULL);
-        op_drop(op);
-        return NULL;
-    }
-    PGresult *r = await_result(op, what);
-    if (!op->c)
-        return NULL;
-    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return r;
-    fail_res(op, what, r);
-    PQclear(r);
-    return NULL;
-}
-
-/* Runs a statement whose rows are not needed. */
-static int exec(op_t *op, const char *what, const char *sql, const params_t *p)
-{
-    PGresult *r = q(op, what, sql, p);
-    if (!r)
-        return STORE_ERR;
-    PQclear(r);
-    return STORE_OK;
-}
-
 /* ---- pipelines ---- */
 
 /* One statement of a pipeline (pipe_run): its text and parameters in, its result out (the caller
@@ -675,12 +643,15 @@ typedef struct stmt {
     PGresult *r;
 } stmt_t;
 
-/* BEGIN first: the pipeline opens the operation's transaction. Never COMMIT in a pipeline: a
- * COMMIT sent before the answers arrived commits even when the operation gave up waiting (a
- * stalled database resumes and runs it), so a 503 would hide a write (test_faults_store). */
-#define PIPE_BEGIN 1
 /* The statements prepared once per connection (stmt_t.prep; at most 31). */
 #define PREP_CREATE 1
+#define PREP_CLAIM 2
+#define PREP_HEARTBEAT 3
+#define PREP_JOB_LOCK 4
+#define PREP_JOB_USER 5
+#define PREP_COMPLETE 6
+#define PREP_BALANCE 7
+#define PREP_LEDGER 8
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -692,15 +663,16 @@ typedef struct plan {
     int nq;
 } plan_t;
 
-/* Lays out the queries of st[0..n) under flags (plan->q malloc'd; NULL when out of memory). */
-static int plan_make(const op_t *op, const stmt_t *st, int n, int flags, plan_t *plan)
+/* Lays out the queries of st[0..n), BEGIN first when the operation's transaction is still to
+ * open (plan->q malloc'd; STORE_ERR when out of memory). */
+static int plan_make(const op_t *op, const stmt_t *st, int n, plan_t *plan)
 {
     plan->nq = 0;
     plan->q = malloc((size_t)(2 * n + 1) * sizeof *plan->q);
     if (!plan->q)
         return STORE_ERR;
     unsigned have = op->prepared;
-    if (flags & PIPE_BEGIN)
+    if (op->begin_pending)
         plan->q[plan->nq++] = Q_BEGIN;
     for (int i = 0; i < n; i++) {
         if (st[i].prep > 0 && !(have & (1u << st[i].prep))) {
@@ -822,11 +794,11 @@ static int pipe_outcome(op_t *op, const char *what, stmt_t *st, const plan_t *pl
 }
 
 /* One try of pipe_run on the operation's connection; *got counts the queries answered. */
-static int pipe_try(op_t *op, const char *what, stmt_t *st, int n, int flags, int *got)
+static int pipe_try(op_t *op, const char *what, stmt_t *st, int n, int *got)
 {
     plan_t plan;
     PGresult **res = NULL;
-    int rc = plan_make(op, st, n, flags, &plan);
+    int rc = plan_make(op, st, n, &plan);
     if (rc == STORE_OK && !(res = calloc((size_t)plan.nq, sizeof *res)))
         rc = STORE_ERR;
     if (rc != STORE_OK)
@@ -844,38 +816,77 @@ static int pipe_try(op_t *op, const char *what, stmt_t *st, int n, int flags, in
     return rc;
 }
 
-/* Runs statements st[0..n) in one round trip (libpq pipeline mode), with BEGIN before them when
- * flags has PIPE_BEGIN (op_end then commits). STORE_OK with every st[i].r set, or STORE_ERR
- * (message set; a failed statement aborts those after it and leaves the transaction to op_end's
- * ROLLBACK). A pooled connection found dead by a pipeline that opens the transaction, before any
- * answer, is replaced once (nothing it ran can stay), as op_begin does. */
-static int pipe_run(op_t *op, const char *what, stmt_t *st, int n, int flags)
+/* Runs statements st[0..n) in one round trip (libpq pipeline mode), with the BEGIN of op_begin
+ * before them when it is still to be sent. Never COMMIT in a pipeline: a COMMIT sent before the
+ * answers arrived commits even when the operation gave up waiting (a stalled database resumes
+ * and runs it), so a 503 would hide a write (test_faults_store); op_end commits. STORE_OK with
+ * every st[i].r set, or STORE_ERR (message set; a failed statement aborts those after it and
+ * leaves the transaction to op_end's ROLLBACK). A pooled connection found dead by the pipeline
+ * that opens the transaction, before any answer, is replaced once (nothing it ran can stay). */
+static int pipe_run(op_t *op, const char *what, stmt_t *st, int n)
 {
     for (int i = 0; i < n; i++)
         st[i].r = NULL;
     int got = 0;
-    int rc = pipe_try(op, what, st, n, flags, &got);
-    if (rc != STORE_OK && !op->c && !got && (flags & PIPE_BEGIN) &&
-        clock_mono_ms() < op->deadline && (op->c = connect_new(op->s)) != NULL)
-        rc = pipe_try(op, what, st, n, flags, &got);
+    bool first = op->begin_pending;
+    int rc = pipe_try(op, what, st, n, &got);
+    if (rc != STORE_OK && !op->c && !got && first && clock_mono_ms() < op->deadline &&
+        (op->c = connect_new(op->s)) != NULL)
+        rc = pipe_try(op, what, st, n, &got);
+    op->begin_pending = false;
     return rc;
 }
 
-/* Takes a connection and starts a transaction. A connection that turns out to be broken at
- * BEGIN (nothing has been done yet) is replaced once. */
+/* Runs one statement through pipe_run (prepared as prep when above 0): its result, or NULL with
+ * the message set. */
+static PGresult *q_pipe(op_t *op, const char *what, int prep, const char *sql, const params_t *p)
+{
+    stmt_t st = {.sql = sql, .p = p, .prep = prep};
+    return pipe_run(op, what, &st, 1) == STORE_OK ? st.r : NULL;
+}
+
+/* Runs one statement. Returns the result (caller PQclear()s it) when it succeeded, else NULL
+ * with the message set. */
+static PGresult *q(op_t *op, const char *what, const char *sql, const params_t *p)
+{
+    if (op->begin_pending)
+        return q_pipe(op, what, 0, sql, p);
+    if (!op->c)
+        return store_fail("postgresql %s: %s: the connection was dropped", op->s->where, what),
+               NULL;
+    if (!PQsendQueryParams(op->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL, NULL, 0)) {
+        fail_res(op, what, NULL);
+        op_drop(op);
+        return NULL;
+    }
+    PGresult *r = await_result(op, what);
+    if (!op->c)
+        return NULL;
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return r;
+    fail_res(op, what, r);
+    PQclear(r);
+    return NULL;
+}
+
+/* Runs a statement whose rows are not needed. */
+static int exec(op_t *op, const char *what, const char *sql, const params_t *p)
+{
+    PGresult *r = q(op, what, sql, p);
+    if (!r)
+        return STORE_ERR;
+    PQclear(r);
+    return STORE_OK;
+}
+
+/* Takes a connection for a transaction. Its BEGIN goes out with the first statement, in one
+ * round trip (pipe_run); a connection that turns out to be broken then, before any answer
+ * (nothing has been done yet), is replaced once. */
 static int op_begin(pg_store_t *s, op_t *op)
 {
     int rc = op_open(s, op);
-    if (rc != STORE_OK)
-        return rc;
-    rc = exec(op, "begin", "BEGIN", NULL);
-    if (rc != STORE_OK && op->c && PQstatus(op->c) != CONNECTION_OK) {
-        PQfinish(op->c);
-        op->c = connect_new(s);
-        op->prepared = 0;
-        rc = op->c ? exec(op, "begin", "BEGIN", NULL) : STORE_ERR;
-    }
-    op->tx = rc == STORE_OK;
+    op->begin_pending = rc == STORE_OK;
     return rc;
 }
 
@@ -962,6 +973,17 @@ static int row_to_job(const PGresult *r, int row, job_t *j)
 
 #define SQL_JOB_GET "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1"
 
+/* The JOB_COLS row of r into out (may be NULL), its raw lease_id to lease if not NULL
+ * (JOB_ID_SIZE bytes); STORE_NOT_FOUND when r has no row. Does not clear r. */
+static int job_from(const PGresult *r, job_t *out, char *lease)
+{
+    if (PQntuples(r) == 0)
+        return STORE_NOT_FOUND;
+    if (lease)
+        get_copy(r, 0, COL_LEASE, lease, JOB_ID_SIZE);
+    return out ? row_to_job(r, 0, out) : STORE_OK;
+}
+
 /* Loads job id into out (may be NULL), locking the row when lock_row. The raw lease_id goes
  * to lease if not NULL (JOB_ID_SIZE bytes). STORE_NOT_FOUND if absent. */
 static int load_job(op_t *op, const char *id, bool lock_row, job_t *out, char *lease)
@@ -969,17 +991,9 @@ static int load_job(op_t *op, const char *id, bool lock_row, job_t *out, char *l
     params_t p = {0};
     p_text(&p, id);
     PGresult *r = q(op, "loading job", lock_row ? SQL_JOB_GET " FOR UPDATE" : SQL_JOB_GET, &p);
-    int rc;
     if (!r)
         return STORE_ERR;
-    if (PQntuples(r) == 0) {
-        rc = STORE_NOT_FOUND;
-        goto out;
-    }
-    if (lease)
-        get_copy(r, 0, COL_LEASE, lease, JOB_ID_SIZE);
-    rc = out ? row_to_job(r, 0, out) : STORE_OK;
-out:
+    int rc = job_from(r, out, lease);
     PQclear(r);
     return rc;
 }
@@ -1282,6 +1296,25 @@ static int pg_ping(store_t *base)
 #define USER_COLS                                                                                  \
     "name, tier, balance, created_at, reserved, queued, COALESCE(disabled_at, 0), stored"
 
+/* Fills u (zeroed first) from the USER_COLS row of r (and *queued, if not NULL); STORE_NOT_FOUND
+ * when r has no row. Does not clear r. */
+static int user_from(const PGresult *r, user_t *u, int64_t *queued)
+{
+    memset(u, 0, sizeof *u);
+    if (PQntuples(r) == 0)
+        return STORE_NOT_FOUND;
+    get_copy(r, 0, 0, u->name, sizeof u->name);
+    get_copy(r, 0, 1, u->tier, sizeof u->tier);
+    u->balance = get_i64(r, 0, 2, 0);
+    u->created_at = get_i64(r, 0, 3, 0);
+    u->reserved = get_i64(r, 0, 4, 0);
+    if (queued)
+        *queued = get_i64(r, 0, 5, 0);
+    u->disabled_at = get_i64(r, 0, 6, 0);
+    u->stored = get_i64(r, 0, 7, 0);
+    return STORE_OK;
+}
+
 /* Reads a user's row (locked FOR UPDATE when lock_row). STORE_NOT_FOUND if absent. */
 static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64_t *queued)
 {
@@ -1292,49 +1325,50 @@ static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64
                     lock_row ? "SELECT " USER_COLS " FROM users WHERE name = $1 FOR UPDATE"
                              : "SELECT " USER_COLS " FROM users WHERE name = $1",
                     &p);
-    int rc = STORE_OK;
     if (!r)
         return STORE_ERR;
-    if (PQntuples(r) == 0) {
-        rc = STORE_NOT_FOUND;
-        goto out;
-    }
-    get_copy(r, 0, 0, u->name, sizeof u->name);
-    get_copy(r, 0, 1, u->tier, sizeof u->tier);
-    u->balance = get_i64(r, 0, 2, 0);
-    u->created_at = get_i64(r, 0, 3, 0);
-    u->reserved = get_i64(r, 0, 4, 0);
-    if (queued)
-        *queued = get_i64(r, 0, 5, 0);
-    u->disabled_at = get_i64(r, 0, 6, 0);
-    u->stored = get_i64(r, 0, 7, 0);
-out:
+    int rc = user_from(r, u, queued);
     PQclear(r);
     return rc;
 }
 
+#define BALANCE_SQL "UPDATE users SET balance = $2 WHERE name = $1"
+#define LEDGER_SQL                                                                                 \
+    "INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after, created_at)"          \
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+
+static void balance_params(params_t *p, const char *name, int64_t balance)
+{
+    memset(p, 0, sizeof *p);
+    p_text(p, name);
+    p_i64(p, balance);
+}
+
 static int set_balance(op_t *op, const char *name, int64_t balance)
 {
-    params_t p = {0};
-    p_text(&p, name);
-    p_i64(&p, balance);
-    return exec(op, "updating balance", "UPDATE users SET balance = $2 WHERE name = $1", &p);
+    params_t p;
+    balance_params(&p, name, balance);
+    return exec(op, "updating balance", BALANCE_SQL, &p);
+}
+
+static void ledger_params(params_t *p, const char *user, const char *job_id, const char *kind,
+                          int64_t amount, int64_t balance_after, int64_t now)
+{
+    memset(p, 0, sizeof *p);
+    p_text(p, user);
+    p_text(p, job_id);
+    p_text(p, kind);
+    p_i64(p, amount);
+    p_i64(p, balance_after);
+    p_i64(p, now);
 }
 
 static int add_ledger(op_t *op, const char *user, const char *job_id, const char *kind,
                       int64_t amount, int64_t balance_after, int64_t now)
 {
-    params_t p = {0};
-    p_text(&p, user);
-    p_text(&p, job_id);
-    p_text(&p, kind);
-    p_i64(&p, amount);
-    p_i64(&p, balance_after);
-    p_i64(&p, now);
-    return exec(op, "writing the ledger",
-                "INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after,"
-                " created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &p);
+    params_t p;
+    ledger_params(&p, user, job_id, kind, amount, balance_after, now);
+    return exec(op, "writing the ledger", LEDGER_SQL, &p);
 }
 
 static int pg_user_add(store_t *base, const char *name, const char *tier, int64_t credits,
@@ -1591,7 +1625,7 @@ static int create_run(pg_store_t *s, store_create_t *items, const size_t *order,
     stmt_t *st = malloc(n * sizeof *st);
     op_t op;
     *live = true;
-    int rc = ids && p && st ? op_open(s, &op)
+    int rc = ids && p && st ? op_begin(s, &op)
                             : store_fail("postgresql %s: out of memory creating jobs", s->where);
     if (ids && p && st) {
         for (size_t k = 0; k < n; k++) {
@@ -1600,7 +1634,7 @@ static int create_run(pg_store_t *s, store_create_t *items, const size_t *order,
             st[k] = (stmt_t){.sql = CREATE_SQL, .p = &p[k], .prep = PREP_CREATE};
         }
         if (rc == STORE_OK)
-            rc = pipe_run(&op, "inserting jobs", st, (int)n, PIPE_BEGIN);
+            rc = pipe_run(&op, "inserting jobs", st, (int)n);
         *live = op.c != NULL;
         for (size_t k = 0; rc == STORE_OK && k < n; k++) {
             store_create_t *c = &items[order ? order[k] : k];
@@ -1787,6 +1821,11 @@ out:
     return rc;
 }
 
+#define WORKER_UPSERT "INSERT INTO workers(id, tier, state, last_seen) "
+#define WORKER_UPSERT_CONFLICT                                                                     \
+    " ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, state = excluded.state,"                \
+    " last_seen = excluded.last_seen"
+
 static int worker_upsert(op_t *op, const char *worker_id, const char *tier, const char *state,
                          int64_t now)
 {
@@ -1796,99 +1835,71 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     p_text(&p, state);
     p_i64(&p, now);
     return exec(op, "recording worker",
-                "INSERT INTO workers(id, tier, state, last_seen) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, state = excluded.state,"
-                " last_seen = excluded.last_seen",
-                &p);
+                WORKER_UPSERT "VALUES ($1, $2, $3, $4)" WORKER_UPSERT_CONFLICT, &p);
 }
 
-/* Fair share: among users with queued jobs in the tier (walked through the index, one seek a
- * user), the one with the fewest running jobs there, ties to the earliest head job. */
-#define PICK_USER_SQL                                                                              \
+/* Fair share: among users with queued jobs in tier $1 (walked through the index, one seek a
+ * user: FAIR_USERS), the one with the fewest running jobs there, ties to the earliest head job
+ * (FAIR_PICK). */
+#define FAIR_USERS                                                                                 \
     "WITH RECURSIVE u(name) AS ("                                                                  \
     " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = $1 AND status = 'queued')"     \
     " UNION ALL"                                                                                   \
     " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = $1 AND status = 'queued'"      \
-    "   AND user_id > u.name) FROM u WHERE u.name IS NOT NULL)"                                    \
-    " SELECT u.name,"                                                                              \
+    "   AND user_id > u.name) FROM u WHERE u.name IS NOT NULL)"
+#define FAIR_PICK                                                                                  \
+    "SELECT u.name,"                                                                               \
     "  (SELECT COUNT(*) FROM generation_jobs r WHERE r.tier = $1 AND r.user_id = u.name"           \
     "    AND r.status = 'in_progress') AS running,"                                                \
     "  (SELECT MIN(h.queue_pos) FROM generation_jobs h WHERE h.tier = $1"                          \
     "    AND h.status = 'queued' AND h.user_id = u.name) AS head"                                  \
     " FROM u WHERE u.name IS NOT NULL ORDER BY running, head LIMIT 1"
+#define PICK_USER_SQL FAIR_USERS " " FAIR_PICK
 
-/* The fair-share user's first queued job in the tier. */
-#define SQL_JOB_HEAD                                                                               \
-    "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued' AND user_id = $2"        \
+/* The first queued job in tier $1 of the user named by the SQL expression `user`. */
+#define JOB_HEAD_OF(user)                                                                          \
+    "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued' AND user_id = " user     \
     " ORDER BY queue_pos LIMIT 1"
+#define SQL_JOB_HEAD JOB_HEAD_OF("$2")
 
-/* Locks the job to claim: the fair-share user's first queued job, or, when another replica is
- * claiming all of that user's jobs right now, the tier's first unlocked queued job. id is
- * filled; STORE_EMPTY when nothing is claimable. */
-static int pick_job(op_t *op, const char *tier, char *id)
-{
-    params_t p = {0};
-    char user[USER_NAME_MAX + 1] = "";
-    p_text(&p, tier);
-    PGresult *r = q(op, "picking a user", PICK_USER_SQL, &p);
-    if (!r)
-        return STORE_ERR;
-    bool any = PQntuples(r) > 0;
-    if (any)
-        get_copy(r, 0, 0, user, sizeof user);
-    PQclear(r);
-    if (!any)
-        return STORE_EMPTY;
-    p_text(&p, user);
-    r = q(op, "picking a job", SQL_JOB_HEAD " FOR UPDATE SKIP LOCKED", &p);
-    if (!r)
-        return STORE_ERR;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        p.n = 1;
-        r = q(op, "picking a job",
-              "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued'"
-              " ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED",
-              &p);
-        if (!r)
-            return STORE_ERR;
-    }
-    int rc = STORE_EMPTY;
-    if (PQntuples(r) > 0) {
-        get_copy(r, 0, 0, id, JOB_ID_SIZE);
-        rc = STORE_OK;
-    }
-    PQclear(r);
-    return rc;
-}
+/* A claim as one statement (prepared once per connection), in one round trip with its BEGIN:
+ * the fair-share user (f), its first queued job locked (a), or, when another replica is claiming
+ * all of that user's jobs right now, the tier's first unlocked queued job (b: SKIP LOCKED, so
+ * claims never wait on each other's candidates); the job leased (c) and the worker, if named,
+ * recorded busy (w). No row: nothing claimable. */
+/* clang-format off */
+#define CLAIM_SQL                                                                                  \
+    FAIR_USERS ", f AS (" FAIR_PICK "),"                                                           \
+    " a AS (" JOB_HEAD_OF("(SELECT name FROM f)") " FOR UPDATE SKIP LOCKED),"                      \
+    " b AS (SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued'"                  \
+    "  AND NOT EXISTS (SELECT 1 FROM a) ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED),"       \
+    " c AS (UPDATE generation_jobs SET status = 'in_progress', lease_id = $2, worker_id = $3,"     \
+    "  lease_expires_at = $4::BIGINT, attempts = attempts + 1,"                                    \
+    "  started_at = COALESCE(started_at, $5::BIGINT), progress_step = NULL, progress_steps = NULL" \
+    "  FROM (SELECT id AS jid FROM a UNION ALL SELECT id FROM b) j WHERE id = j.jid"               \
+    "  AND status = 'queued' RETURNING " JOB_COLS "),"                                             \
+    " w AS (" WORKER_UPSERT "SELECT $3, $1, 'busy', $5::BIGINT FROM c WHERE $3 <> ''"             \
+    WORKER_UPSERT_CONFLICT ")"                                                                     \
+    " SELECT * FROM c"
+/* clang-format on */
 
-/* The claim (store_job_claim) inside op's transaction; out filled on STORE_OK. */
+/* The claim (store_job_claim) inside op's transaction (CLAIM_SQL); out filled on STORE_OK. */
 static int claim_in(op_t *op, const char *tier, const char *worker_id, int64_t lease_ms,
                     int64_t now, job_t *out)
 {
-    char id[JOB_ID_SIZE];
     char lease[JOB_ID_SIZE];
-    int rc = pick_job(op, tier, id);
-    if (rc != STORE_OK)
-        return rc;
     random_hex(lease, 16);
     params_t p = {0};
-    p_text(&p, id);
+    p_text(&p, tier);
     p_text(&p, lease);
     p_text(&p, worker_id);
     p_i64(&p, now + lease_ms);
     p_i64(&p, now);
-    rc = one_job(op,
-                 q(op, "claiming job",
-                   "UPDATE generation_jobs SET status = 'in_progress', lease_id = $2,"
-                   " worker_id = $3, lease_expires_at = $4, attempts = attempts + 1,"
-                   " started_at = COALESCE(started_at, $5), progress_step = NULL,"
-                   " progress_steps = NULL WHERE id = $1 AND status = 'queued'"
-                   " RETURNING " JOB_COLS,
-                   &p),
-                 "claiming job", out);
-    if (rc == STORE_OK && worker_id && *worker_id)
-        rc = worker_upsert(op, worker_id, tier, "busy", now);
+    PGresult *r = q_pipe(op, "claiming job", PREP_CLAIM, CLAIM_SQL, &p);
+    if (!r)
+        return STORE_ERR;
+    int rc = PQntuples(r) > 0 ? row_to_job(r, 0, out) : STORE_EMPTY;
+    PQclear(r);
     return rc;
 }
 
@@ -1929,45 +1940,35 @@ static int lease_refusal(op_t *op, const char *id)
 static int pg_job_heartbeat(store_t *base, const char *id, const char *lease_id, int64_t lease_ms,
                             int64_t now, int step, int steps)
 {
-    pg_store_t *s = pgs(base);
-    char worker[128] = "";
     op_t op;
-    int rc = op_begin(s, &op);
+    int rc = op_begin(pgs(base), &op);
     if (rc != STORE_OK)
-        goto out;
+        return op_end(&op, rc);
     params_t p = {0};
     p_text(&p, id);
     p_text(&p, lease_id ? lease_id : "");
     p_i64(&p, now + lease_ms);
     p_i64(&p, step);
     p_i64(&p, steps);
-    PGresult *r = q(&op, "extending lease",
-                    "UPDATE generation_jobs SET lease_expires_at = $3,"
-                    " progress_step = CASE WHEN $5::integer > 0 THEN $4::integer"
-                    " ELSE progress_step END,"
-                    " progress_steps = CASE WHEN $5::integer > 0 THEN $5::integer"
-                    " ELSE progress_steps END WHERE id = $1"
-                    " AND status = 'in_progress' AND lease_id = $2 RETURNING worker_id",
-                    &p);
-    if (!r) {
-        rc = STORE_ERR;
-        goto out;
-    }
+    p_i64(&p, now);
+    /* one statement (and its BEGIN) in one round trip: the lease, then the worker's last_seen */
+    PGresult *r = q_pipe(&op, "extending lease", PREP_HEARTBEAT,
+                         "WITH j AS (UPDATE generation_jobs SET lease_expires_at = $3::BIGINT,"
+                         " progress_step = CASE WHEN $5::integer > 0 THEN $4::integer"
+                         " ELSE progress_step END,"
+                         " progress_steps = CASE WHEN $5::integer > 0 THEN $5::integer"
+                         " ELSE progress_steps END WHERE id = $1"
+                         " AND status = 'in_progress' AND lease_id = $2 RETURNING worker_id),"
+                         " w AS (UPDATE workers SET last_seen = $6::BIGINT FROM j"
+                         " WHERE workers.id = j.worker_id)"
+                         " SELECT worker_id FROM j",
+                         &p);
+    if (!r)
+        return op_end(&op, STORE_ERR);
     bool extended = PQntuples(r) > 0;
-    if (extended)
-        get_copy(r, 0, 0, worker, sizeof worker);
     PQclear(r);
-    if (!extended) {
+    if (!extended)
         rc = lease_refusal(&op, id);
-        goto out;
-    }
-    if (worker[0]) {
-        params_t w = {0};
-        p_text(&w, worker);
-        p_i64(&w, now);
-        rc = exec(&op, "touching worker", "UPDATE workers SET last_seen = $2 WHERE id = $1", &w);
-    }
-out:
     return op_end(&op, rc);
 }
 
@@ -2043,37 +2044,56 @@ static int complete_in(op_t *op, const char *id, const char *lease_id, double gp
 {
     user_t u;
     bool replay = false;
-    int rc = leased_job(op, id, lease_id, JOB_COMPLETED, out, &replay);
-    if (rc != STORE_OK || replay)
-        return rc;
-    rc = read_user(op, out->user, true, &u, NULL);
-    if (rc != STORE_OK)
-        return rc == STORE_NOT_FOUND
-                   ? store_fail("postgresql %s: job %s has no user", op->s->where, id)
-                   : rc;
-    gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
-    int64_t charge = store_rule_charge(gpu_seconds, credit_rate, &u, out);
-    char user[USER_NAME_MAX + 1];
-    snprintf(user, sizeof user, "%s", out->user);
-    job_clear(out);
+    char lease[JOB_ID_SIZE] = "";
     params_t p = {0};
     p_text(&p, id);
-    p_text(&p, image_key);
-    p_f64(&p, gpu_seconds);
-    p_i64(&p, now);
-    p_i64(&p, charge);
-    rc = exec(op, "completing job",
-              "UPDATE generation_jobs SET status = 'completed', image_url = $2,"
-              " error_message = NULL, gpu_seconds = $3, completed_at = $4, credits_charged = $5,"
-              " credits_reserved = 0, lease_expires_at = NULL WHERE id = $1",
-              &p);
+    /* the job, then its user (the lock order), both locked, in one round trip with the BEGIN */
+    stmt_t rd[2] = {{.sql = "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1 FOR UPDATE",
+                     .p = &p,
+                     .prep = PREP_JOB_LOCK},
+                    {.sql = "SELECT " USER_COLS " FROM users WHERE name ="
+                            " (SELECT user_id FROM generation_jobs WHERE id = $1) FOR UPDATE",
+                     .p = &p,
+                     .prep = PREP_JOB_USER}};
+    int rc = pipe_run(op, "loading job", rd, 2);
+    if (rc != STORE_OK)
+        return rc;
+    rc = job_from(rd[0].r, out, lease);
     if (rc == STORE_OK)
-        rc = set_balance(op, user, u.balance - charge);
-    if (rc == STORE_OK)
-        rc = add_ledger(op, user, id, "charge", -charge, u.balance - charge, now);
-    if (rc == STORE_OK)
-        rc = load_job(op, id, false, out, NULL);
-    return rc;
+        rc = store_rule_lease(out, lease, lease_id, JOB_COMPLETED, &replay);
+    int urc = user_from(rd[1].r, &u, NULL);
+    PQclear(rd[0].r);
+    PQclear(rd[1].r);
+    if (rc != STORE_OK || replay)
+        return rc;
+    if (urc != STORE_OK)
+        return store_fail("postgresql %s: job %s has no user", op->s->where, id);
+    gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
+    int64_t charge = store_rule_charge(gpu_seconds, credit_rate, &u, out);
+    params_t pj = {0}, pb, pl;
+    p_text(&pj, id);
+    p_text(&pj, image_key);
+    p_f64(&pj, gpu_seconds);
+    p_i64(&pj, now);
+    p_i64(&pj, charge);
+    balance_params(&pb, u.name, u.balance - charge);
+    ledger_params(&pl, u.name, id, "charge", -charge, u.balance - charge, now);
+    job_clear(out);
+    /* the job, the balance and the ledger in one round trip */
+    stmt_t wr[3] = {{.sql = "UPDATE generation_jobs SET status = 'completed', image_url = $2,"
+                            " error_message = NULL, gpu_seconds = $3, completed_at = $4,"
+                            " credits_charged = $5, credits_reserved = 0, lease_expires_at = NULL"
+                            " WHERE id = $1 RETURNING " JOB_COLS,
+                     .p = &pj,
+                     .prep = PREP_COMPLETE},
+                    {.sql = BALANCE_SQL, .p = &pb, .prep = PREP_BALANCE},
+                    {.sql = LEDGER_SQL, .p = &pl, .prep = PREP_LEDGER}};
+    rc = pipe_run(op, "completing job", wr, 3);
+    if (rc != STORE_OK)
+        return rc;
+    PQclear(wr[1].r);
+    PQclear(wr[2].r);
+    return one_job(op, wr[0].r, "completing job", out);
 }
 
 /* Complete-and-claim (store.h) in one transaction: one BEGIN/COMMIT round trip and one WAL flush
