@@ -475,9 +475,19 @@ class Conn:
     """One keep-alive HTTP connection; call() returns (status, parsed body or None)."""
 
     def __init__(self, url):
+        self.url = url
+        self.c = None
+        self.fresh()
+
+    def fresh(self):
+        """A new connection, already open (the server closes one idle for --header-timeout)."""
         import http.client
-        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        if self.c:
+            self.c.close()
+        host, port = self.url.split("//", 1)[1].rsplit(":", 1)
         self.c = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.c.request("GET", "/healthz")
+        self.c.getresponse().read()
 
     def call(self, method, path, token, body=None, ctype="application/json", headers=None):
         h = {"Authorization": "Bearer " + token}
@@ -560,6 +570,7 @@ class SizeRun:
     def batch(self, name, fn, count):
         """count requests of fn, each timed; the CPU spent over the batch."""
         lat = self.lat.setdefault(name, [])
+        self.c.fresh()  # untimed: the other sizes' batches may have kept this one idle for long
         cpu0 = self.cpu_ns()
         for _ in range(count):
             t0 = time.perf_counter()
@@ -632,6 +643,7 @@ def bench_sizes(pg=False):
             log(f"size rows{' (PostgreSQL)' if pg else ''}: {r.n:,} jobs filled in "
                 f"{r.fill_s:.1f} s, server up in {r.start_ms:.0f} ms")
         for r in runs:  # warm-up: the first requests (statements prepared, caches)
+            r.c.fresh()
             for _ in range(20):
                 r.create()
                 r.list()
