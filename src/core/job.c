@@ -187,15 +187,20 @@ void job_new_id(char *buf)
              r[15]);
 }
 
+int64_t job_cost(double gpu_seconds, double rate)
+{
+    double units = gpu_seconds * rate;
+    if (units >= 9e15)
+        return INT64_C(9000000000000000);
+    if (units > 0) /* also false for NaN */
+        return (int64_t)ceil(units - 1e-9);
+    return 0;
+}
+
 int64_t job_charge(double gpu_seconds, double rate, int64_t balance, int64_t user_reserved,
                    int64_t job_reserved)
 {
-    double units = gpu_seconds * rate;
-    int64_t cost = 0;
-    if (units >= 9e15)
-        cost = INT64_C(9000000000000000);
-    else if (units > 0) /* also false for NaN */
-        cost = (int64_t)ceil(units - 1e-9);
+    int64_t cost = job_cost(gpu_seconds, rate);
     int64_t payable = balance - (user_reserved - job_reserved);
     if (payable > balance)
         payable = balance; /* a reservation never adds to what there is */

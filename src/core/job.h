@@ -107,6 +107,9 @@ int64_t job_estimate_credits(const job_params_t *p, double rate);
  * later, already reserved jobs unpaid (issue 16, finding 8). */
 int64_t job_charge(double gpu_seconds, double rate, int64_t balance, int64_t user_reserved,
                    int64_t job_reserved);
+/* job_charge's ceil(gpu_seconds x rate) alone, before the cap (store_pg.c applies the cap in SQL,
+ * on the user's row as it is when the charge is written). */
+int64_t job_cost(double gpu_seconds, double rate);
 
 /* Fills buf (JOB_ID_SIZE) with a random UUIDv4. */
 void job_new_id(char *buf);

@@ -648,10 +648,7 @@ typedef struct stmt {
 #define PREP_CLAIM 2
 #define PREP_HEARTBEAT 3
 #define PREP_JOB_LOCK 4
-#define PREP_JOB_USER 5
-#define PREP_COMPLETE 6
-#define PREP_BALANCE 7
-#define PREP_LEDGER 8
+#define PREP_COMPLETE 5
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -1883,24 +1880,44 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     " SELECT * FROM c"
 /* clang-format on */
 
-/* The claim (store_job_claim) inside op's transaction (CLAIM_SQL); out filled on STORE_OK. */
+/* A claim's statement (CLAIM_SQL) with its parameters: the lease is made here. */
+typedef struct claim_stmt {
+    params_t p;
+    char lease[JOB_ID_SIZE];
+    stmt_t st;
+} claim_stmt_t;
+
+static void claim_stmt(claim_stmt_t *c, const char *tier, const char *worker_id, int64_t lease_ms,
+                       int64_t now)
+{
+    memset(c, 0, sizeof *c);
+    random_hex(c->lease, 16);
+    p_text(&c->p, tier);
+    p_text(&c->p, c->lease);
+    p_text(&c->p, worker_id);
+    p_i64(&c->p, now + lease_ms);
+    p_i64(&c->p, now);
+    c->st = (stmt_t){.sql = CLAIM_SQL, .p = &c->p, .prep = PREP_CLAIM};
+}
+
+/* The claimed job from a claim's result (cleared): STORE_OK with out filled, or STORE_EMPTY. */
+static int claim_answer(stmt_t *st, job_t *out)
+{
+    int rc = PQntuples(st->r) > 0 ? row_to_job(st->r, 0, out) : STORE_EMPTY;
+    PQclear(st->r);
+    st->r = NULL;
+    return rc;
+}
+
+/* The claim (store_job_claim) inside op's transaction; out filled on STORE_OK. */
 static int claim_in(op_t *op, const char *tier, const char *worker_id, int64_t lease_ms,
                     int64_t now, job_t *out)
 {
-    char lease[JOB_ID_SIZE];
-    random_hex(lease, 16);
-    params_t p = {0};
-    p_text(&p, tier);
-    p_text(&p, lease);
-    p_text(&p, worker_id);
-    p_i64(&p, now + lease_ms);
-    p_i64(&p, now);
-    PGresult *r = q_pipe(op, "claiming job", PREP_CLAIM, CLAIM_SQL, &p);
-    if (!r)
+    claim_stmt_t c;
+    claim_stmt(&c, tier, worker_id, lease_ms, now);
+    if (pipe_run(op, "claiming job", &c.st, 1) != STORE_OK)
         return STORE_ERR;
-    int rc = PQntuples(r) > 0 ? row_to_job(r, 0, out) : STORE_EMPTY;
-    PQclear(r);
-    return rc;
+    return claim_answer(&c.st, out);
 }
 
 static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
@@ -2037,79 +2054,91 @@ out:
     return rc;
 }
 
-/* The complete (store_job_complete) inside op's transaction; out filled on STORE_OK (and maybe
- * on a refusal: the caller clears it). */
+/* A complete's writes as one statement (prepared once per connection), after the job was loaded,
+ * locked and its lease checked: the user's row locked (o), the charge on it (ch: job_charge's
+ * cap, what the user can pay without touching the other jobs' reservations, balance - (reserved -
+ * this job's reservation $7), between 0 and the balance, over the cost $5), the balance (b), the
+ * job (j; its trigger then frees the reservation) and the ledger row (l). The user's row is thus
+ * locked only from this statement to the COMMIT, not across the round trips before it. */
+/* clang-format off */
+#define COMPLETE_SQL                                                                               \
+    "WITH o AS (SELECT balance, reserved FROM users WHERE name = $6 FOR UPDATE),"                  \
+    " ch AS (SELECT balance, LEAST($5::BIGINT, GREATEST(0, LEAST(balance,"                         \
+    "  balance - (reserved - $7::BIGINT)))) AS charge FROM o),"                                    \
+    " b AS (UPDATE users SET balance = ch.balance - ch.charge FROM ch WHERE name = $6"             \
+    "  RETURNING users.balance),"                                                                  \
+    " j AS (UPDATE generation_jobs SET status = 'completed', image_url = $2, error_message = NULL," \
+    "  gpu_seconds = $3::DOUBLE PRECISION, completed_at = $4::BIGINT,"                             \
+    "  credits_charged = (SELECT charge FROM ch), credits_reserved = 0, lease_expires_at = NULL"    \
+    "  WHERE id = $1 RETURNING " JOB_COLS "),"                                                     \
+    " l AS (INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after, created_at)"   \
+    "  SELECT $6, $1, 'charge', -ch.charge, b.balance, $4::BIGINT FROM ch, b)"                     \
+    " SELECT * FROM j"
+/* clang-format on */
+
+/* The complete (store_job_complete) inside op's transaction: the job loaded and locked (one round
+ * trip, with the BEGIN), its lease checked, then COMPLETE_SQL and `tail` if not NULL (the claim
+ * of complete-and-claim) in a second. STORE_OK with out filled (and tail->r set: a replay runs
+ * tail alone); a refusal runs neither. */
 static int complete_in(op_t *op, const char *id, const char *lease_id, double gpu_seconds,
-                       const char *image_key, double credit_rate, int64_t now, job_t *out)
+                       const char *image_key, double credit_rate, int64_t now, job_t *out,
+                       stmt_t *tail)
 {
-    user_t u;
     bool replay = false;
     char lease[JOB_ID_SIZE] = "";
     params_t p = {0};
     p_text(&p, id);
-    /* the job, then its user (the lock order), both locked, in one round trip with the BEGIN */
-    stmt_t rd[2] = {{.sql = "SELECT " JOB_COLS " FROM generation_jobs WHERE id = $1 FOR UPDATE",
-                     .p = &p,
-                     .prep = PREP_JOB_LOCK},
-                    {.sql = "SELECT " USER_COLS " FROM users WHERE name ="
-                            " (SELECT user_id FROM generation_jobs WHERE id = $1) FOR UPDATE",
-                     .p = &p,
-                     .prep = PREP_JOB_USER}};
-    int rc = pipe_run(op, "loading job", rd, 2);
-    if (rc != STORE_OK)
-        return rc;
-    rc = job_from(rd[0].r, out, lease);
+    PGresult *r = q_pipe(op, "loading job", PREP_JOB_LOCK, SQL_JOB_GET " FOR UPDATE", &p);
+    if (!r)
+        return STORE_ERR;
+    int rc = job_from(r, out, lease);
+    PQclear(r);
     if (rc == STORE_OK)
         rc = store_rule_lease(out, lease, lease_id, JOB_COMPLETED, &replay);
-    int urc = user_from(rd[1].r, &u, NULL);
-    PQclear(rd[0].r);
-    PQclear(rd[1].r);
-    if (rc != STORE_OK || replay)
+    if (rc != STORE_OK || (replay && !tail))
         return rc;
-    if (urc != STORE_OK)
-        return store_fail("postgresql %s: job %s has no user", op->s->where, id);
+    if (replay)
+        return pipe_run(op, "claiming job", tail, 1);
     gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
-    int64_t charge = store_rule_charge(gpu_seconds, credit_rate, &u, out);
-    params_t pj = {0}, pb, pl;
-    p_text(&pj, id);
-    p_text(&pj, image_key);
-    p_f64(&pj, gpu_seconds);
-    p_i64(&pj, now);
-    p_i64(&pj, charge);
-    balance_params(&pb, u.name, u.balance - charge);
-    ledger_params(&pl, u.name, id, "charge", -charge, u.balance - charge, now);
+    params_t pc = {0};
+    p_text(&pc, id);
+    p_text(&pc, image_key);
+    p_f64(&pc, gpu_seconds);
+    p_i64(&pc, now);
+    p_i64(&pc, job_cost(gpu_seconds, credit_rate));
+    p_text(&pc, out->user);
+    p_i64(&pc, out->credits_reserved);
+    stmt_t wr[2] = {{.sql = COMPLETE_SQL, .p = &pc, .prep = PREP_COMPLETE}};
+    if (tail)
+        wr[1] = *tail;
+    rc = pipe_run(op, "completing job", wr, tail ? 2 : 1);
     job_clear(out);
-    /* the job, the balance and the ledger in one round trip */
-    stmt_t wr[3] = {{.sql = "UPDATE generation_jobs SET status = 'completed', image_url = $2,"
-                            " error_message = NULL, gpu_seconds = $3, completed_at = $4,"
-                            " credits_charged = $5, credits_reserved = 0, lease_expires_at = NULL"
-                            " WHERE id = $1 RETURNING " JOB_COLS,
-                     .p = &pj,
-                     .prep = PREP_COMPLETE},
-                    {.sql = BALANCE_SQL, .p = &pb, .prep = PREP_BALANCE},
-                    {.sql = LEDGER_SQL, .p = &pl, .prep = PREP_LEDGER}};
-    rc = pipe_run(op, "completing job", wr, 3);
     if (rc != STORE_OK)
         return rc;
-    PQclear(wr[1].r);
-    PQclear(wr[2].r);
+    if (tail)
+        tail->r = wr[1].r;
     return one_job(op, wr[0].r, "completing job", out);
 }
 
-/* Complete-and-claim (store.h) in one transaction: one BEGIN/COMMIT round trip and one WAL flush
- * for both. */
+/* Complete-and-claim (store.h) in one transaction: the claim goes out with the complete's writes
+ * (complete_in), so both take three round trips with the COMMIT and one WAL flush. */
 static int pg_job_complete_claim(store_t *base, store_complete_t *c)
 {
     op_t op;
+    claim_stmt_t cl;
+    if (c->tier)
+        claim_stmt(&cl, c->tier, c->worker_id, c->lease_ms, c->now);
     int rc = op_begin(pgs(base), &op);
     if (rc == STORE_OK)
         rc = complete_in(&op, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
-                         c->now, &c->done);
+                         c->now, &c->done, c->tier ? &cl.st : NULL);
     if (rc == STORE_OK && c->tier) {
-        c->next_rc = claim_in(&op, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
+        c->next_rc = claim_answer(&cl.st, &c->next);
         if (c->next_rc == STORE_ERR)
             rc = STORE_ERR;
     }
+    if (c->tier)
+        PQclear(cl.st.r);
     return op_end(&op, rc);
 }
 
