@@ -844,10 +844,10 @@ def table():
     for key, store in (("size", "SQLite"), ("size_pg", "PostgreSQL")):
         sp, op = size_worst(key)
         if sp is not None:
-            rows.append((f"size rows, {store}: the largest spread of the server's CPU per "
-                         f"request over {' / '.join(f'{n:,}' for n in SIZES)} stored jobs "
-                         f"(table below)", f"{sp:.0f} % ({op})", "-", "flat within 20 %",
-                         sp <= 20))
+            cpu = "CPU per request" + (" (server and backends)" if key == "size_pg" else "")
+            rows.append((f"size rows, {store}: the largest spread of the {cpu} over "
+                         f"{' / '.join(f'{n:,}' for n in SIZES)} stored jobs (the bench-size "
+                         f"table)", f"{sp:.0f} % ({op})", "-", "flat within 20 %", sp <= 20))
     rows += [
         (f"(f) CPU of an idle `pingvas up --workers 2` ({f['processes']} processes, "
          f"{f['seconds']:.0f} s)", fmt(f["percent_of_one_core"], " % of a core", 3), "-", "< 1 %",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh: pingvas's benchmarks beside BullMQ, in one run on this machine (~4 minutes).
+# bench/run.sh: pingvas's benchmarks beside BullMQ, in one run on this machine (~9 minutes).
 #
 #   bench/run.sh            build Release (build-bench/), install the peer, measure, print the
 #                           table and update bench/RESULTS.md between its bench markers
