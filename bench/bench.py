@@ -382,8 +382,13 @@ def fill_sqlite(path, n):
     c.execute("PRAGMA synchronous = OFF")  # the fill only; the server opens it with its defaults
     c.execute("PRAGMA cache_size = -262144")
     c.execute("BEGIN IMMEDIATE")
-    trig = c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
-                     " AND name LIKE 'events_job%'").fetchall()
+    # As on PostgreSQL (fill_pg): the job-event triggers and those that add to a few hot rows are
+    # off during the fill and put back as they were (their SQL from the schema itself); the sums
+    # the latter keep are then set from the rows. The fill inserts ended jobs only, which
+    # reserve and queue nothing.
+    trig = c.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN"
+                     " ('events_job_ai', 'events_job_au', 'generation_jobs_ai',"
+                     " 'generation_jobs_stored_ai')").fetchall()
     for name, _ in trig:
         c.execute(f"DROP TRIGGER {name}")
     p = {"n": n, "users": SIZE_USERS, "now": int(time.time() * 1000)}
@@ -395,6 +400,11 @@ def fill_sqlite(path, n):
         c.execute("INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after,"
                   " created_at) SELECT user_id, id, 'charge', -3, 1000000000000, completed_at"
                   " FROM generation_jobs WHERE status = 'completed' ORDER BY seq")
+        c.execute("UPDATE users SET stored = (SELECT COUNT(*) FROM generation_jobs j"
+                  " WHERE j.user_id = name)")
+        c.execute("UPDATE job_totals SET (jobs, gpu_seconds, credits_charged) = (SELECT"
+                  " COUNT(*), TOTAL(gpu_seconds), TOTAL(credits_charged) FROM generation_jobs j"
+                  " WHERE j.status = job_totals.status)")
     for _, sql in trig:
         c.execute(sql)
     c.execute("COMMIT")
