@@ -114,16 +114,20 @@ struct server {
 
     /* Parked requests (see the top of this file). */
     pthread_mutex_t park_mu;
-    pthread_cond_t create_cv;           /* signalled when a create is queued */
-    struct req *creates, *creates_tail; /* queued for the create writer */
-    struct req *claims;                 /* long-poll claims waiting for work, oldest first */
-    atomic_int suspended;               /* connections parked right now */
-    atomic_int threads_stop;            /* set once the daemons are stopped */
+    pthread_cond_t create_cv;               /* signalled when a create is queued */
+    struct req *creates, *creates_tail;     /* queued for the create writer */
+    struct req *claims;                     /* long-poll claims waiting for work, oldest first */
+    pthread_cond_t complete_cv;             /* signalled when a complete is queued */
+    struct req *completes, *completes_tail; /* queued for the complete writer (SQLite) */
+    pthread_t completer;
+    int completer_started;
+    atomic_int suspended;    /* connections parked right now */
+    atomic_int threads_stop; /* set once the daemons are stopped */
     pthread_t writers[WRITERS_MAX], dispatcher;
     int nwriters, dispatcher_started; /* nwriters: create writer threads started */
 };
 
-enum park_kind { PARK_NONE, PARK_CREATE, PARK_CLAIM };
+enum park_kind { PARK_NONE, PARK_CREATE, PARK_CLAIM, PARK_COMPLETE };
 
 /* Per-request state: the body, accumulated up to a cap, and what a parked request needs. */
 typedef struct req {
@@ -152,6 +156,16 @@ typedef struct req {
     /* a complete-and-claim parked for its next job: the completed job's answer, sent with the
      * claim's outcome as its "next" (claim_finish) */
     json_t *done;
+    /* a complete (op_complete): its report, the PNG it carries (in body, or NULL) and whether
+     * to store it at key (put, img), then its outcome (sc) */
+    wire_report_t report;
+    const char *png;
+    size_t png_len;
+    int put, replay;
+    char job_id[JOB_ID_SIZE];
+    char key[IMAGE_KEY_MAX];
+    blob_item_t img;
+    store_complete_t sc;
 } req_t;
 
 /* ---------- helpers ---------- */
@@ -552,18 +566,26 @@ static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *r
 
 /* ---------- parked requests ---------- */
 
-/* Suspends c and hands r to the create writer (PARK_CREATE) or the claim dispatcher
- * (PARK_CLAIM). The connection is suspended before anyone else can see r, so the resume can
- * never come first. */
+/* Suspends c and hands r to the create writer (PARK_CREATE), the claim dispatcher
+ * (PARK_CLAIM) or the complete writer (PARK_COMPLETE). The connection is suspended before anyone
+ * else can see r, so the resume can never come first. */
 static void park(server_t *s, struct MHD_Connection *c, req_t *r, enum park_kind kind)
 {
     r->park = kind;
+    r->answered = 0;
     r->conn = c;
     r->next = NULL;
     atomic_fetch_add(&s->suspended, 1);
     MHD_suspend_connection(c);
     pthread_mutex_lock(&s->park_mu);
-    if (kind == PARK_CREATE) {
+    if (kind == PARK_COMPLETE) {
+        if (s->completes_tail)
+            s->completes_tail->next = r;
+        else
+            s->completes = r;
+        s->completes_tail = r;
+        pthread_cond_signal(&s->complete_cv);
+    } else if (kind == PARK_CREATE) {
         if (s->creates_tail)
             s->creates_tail->next = r;
         else
@@ -593,6 +615,30 @@ static void resume_all(req_t *r)
     }
 }
 
+/* Waits for the queue head..tail to hold a request (cv signals it) and takes up to max of them,
+ * their count in *n; NULL once threads_stop is set with nothing queued. */
+static req_t *take_batch(server_t *s, req_t **head, req_t **tail, pthread_cond_t *cv, size_t max,
+                         size_t *n)
+{
+    pthread_mutex_lock(&s->park_mu);
+    while (!*head && !atomic_load(&s->threads_stop))
+        pthread_cond_wait(cv, &s->park_mu);
+    req_t *batch = *head, *last = batch;
+    *n = batch ? 1 : 0;
+    while (last && last->next && *n < max) {
+        last = last->next;
+        (*n)++;
+    }
+    if (batch) {
+        *head = last->next;
+        last->next = NULL;
+        if (!*head)
+            *tail = NULL;
+    }
+    pthread_mutex_unlock(&s->park_mu);
+    return batch;
+}
+
 #define CREATE_BATCH_MAX 256
 
 /* Answers every create queued right now with the store error err, untried: they came while the
@@ -618,22 +664,9 @@ static void *writer_main(void *arg)
     server_t *s = arg;
     store_create_t *items = calloc(CREATE_BATCH_MAX, sizeof *items);
     for (;;) {
-        pthread_mutex_lock(&s->park_mu);
-        while (!s->creates && !atomic_load(&s->threads_stop))
-            pthread_cond_wait(&s->create_cv, &s->park_mu);
-        req_t *batch = s->creates, *last = batch;
-        size_t n = batch ? 1 : 0;
-        while (last && last->next && n < CREATE_BATCH_MAX && items) {
-            last = last->next;
-            n++;
-        }
-        if (batch) {
-            s->creates = last->next;
-            last->next = NULL;
-            if (!s->creates)
-                s->creates_tail = NULL;
-        }
-        pthread_mutex_unlock(&s->park_mu);
+        size_t n;
+        req_t *batch = take_batch(s, &s->creates, &s->creates_tail, &s->create_cv,
+                                  items ? CREATE_BATCH_MAX : 1, &n);
         if (!batch)
             break;
         size_t i = 0;
@@ -1437,11 +1470,25 @@ static enum MHD_Result done_answer(server_t *s, struct MHD_Connection *c, req_t 
     return send_json(c, 200, done);
 }
 
-/* Stores the uploaded PNG of job id at its image key (images.h) into key (IMAGE_KEY_MAX bytes).
- * 0, or -1 with the refusal sent (*ret): 422 not a PNG, 507 storage_full (the worker releases the
- * job: not a failed attempt), 503 any other storage error. */
-static int store_image(server_t *s, struct MHD_Connection *c, const char *id, const char *png,
-                       size_t len, char *key, enum MHD_Result *ret)
+/* The answer to an image the store could not take (err: its errno): 507 storage_full when the
+ * store is full (the worker releases the job: not a failed attempt), else 503. */
+static enum MHD_Result image_refused(server_t *s, struct MHD_Connection *c, const char *id, int err)
+{
+    if (err != ENOSPC && err != EDQUOT)
+        return fail(c, 503, "unavailable", NULL, "could not store the image; retry");
+    log_error("event=image_store_full job=%s", id);
+    pthread_mutex_lock(&s->fault_mu);
+    s->blob_full_at = clock_mono_ms();
+    pthread_mutex_unlock(&s->fault_mu);
+    return fail(c, 507, "storage_full", NULL,
+                "the image store is full: release the job (not a failed attempt) and claim "
+                "again later");
+}
+
+/* Names the image of job id (its key, images.h) after checking that png is one. 0, or -1 with
+ * the refusal sent (*ret): 422 not a PNG, 503. */
+static int image_name(server_t *s, struct MHD_Connection *c, const char *id, const char *png,
+                      size_t len, char *key, enum MHD_Result *ret)
 {
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len < 8 || memcmp(png, sig, 8) != 0) {
@@ -1452,76 +1499,61 @@ static int store_image(server_t *s, struct MHD_Connection *c, const char *id, co
         *ret = fail(c, 503, "unavailable", NULL, "could not store the image; retry");
         return -1;
     }
+    return 0;
+}
+
+/* Stores the uploaded PNG of job id at its image key into key (IMAGE_KEY_MAX bytes). 0, or -1
+ * with the refusal sent (*ret). */
+static int store_image(server_t *s, struct MHD_Connection *c, const char *id, const char *png,
+                       size_t len, char *key, enum MHD_Result *ret)
+{
+    if (image_name(s, c, id, png, len, key, ret) != 0)
+        return -1;
     if (blob_put(s->blob, key, png, len) == 0)
         return 0;
-    if (errno != ENOSPC && errno != EDQUOT) {
-        *ret = fail(c, 503, "unavailable", NULL, "could not store the image; retry");
-        return -1;
-    }
-    log_error("event=image_store_full job=%s", id);
-    pthread_mutex_lock(&s->fault_mu);
-    s->blob_full_at = clock_mono_ms();
-    pthread_mutex_unlock(&s->fault_mu);
-    *ret = fail(c, 507, "storage_full", NULL,
-                "the image store is full: release the job (not a failed attempt) and claim "
-                "again later");
+    *ret = image_refused(s, c, id, errno);
     return -1;
 }
 
-/* The image of a complete: the PNG it carries (png != NULL: stored now, under the lease it
- * names; nothing is stored for a job that lease no longer holds, whose complete the store then
- * refuses), or the one uploaded before. key is "" for a replay. 0, or -1 with the refusal sent. */
-static int complete_image(server_t *s, struct MHD_Connection *c, const char *id, const char *lease,
-                          const char *png, size_t png_len, char *key, int *replay,
-                          enum MHD_Result *ret)
+/* The image of r's complete: the PNG it carries (r->png: to be stored at r->key, r->put set,
+ * under the lease it names; nothing is stored for a job that lease no longer holds, whose
+ * complete the store then refuses), or the one uploaded before. r->key is "" for a replay. 0, or
+ * -1 with the refusal sent. */
+static int complete_image(server_t *s, struct MHD_Connection *c, req_t *r, enum MHD_Result *ret)
 {
     job_t cur = {0};
-    int rc = store_job_get(s->store, id, &cur);
-    *replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
-    int holder =
-        rc == STORE_OK && cur.status == JOB_IN_PROGRESS && strcmp(cur.lease_id, lease) == 0;
+    int rc = store_job_get(s->store, r->job_id, &cur);
+    r->replay = rc == STORE_OK && cur.status == JOB_COMPLETED;
+    int holder = rc == STORE_OK && cur.status == JOB_IN_PROGRESS &&
+                 strcmp(cur.lease_id, r->report.lease_id) == 0;
     job_clear(&cur);
-    key[0] = '\0';
+    r->key[0] = '\0';
     if (rc != STORE_OK) {
         *ret = lease_error(c, rc, s);
         return -1;
     }
-    if (*replay || (png && !holder))
+    if (r->replay || (r->png && !holder))
         return 0;
-    if (png)
-        return store_image(s, c, id, png, png_len, key, ret);
-    if (image_uploaded(s->blob, &s->image_secrets, id, key) != 1) {
+    if (r->png) {
+        r->put = 1;
+        return image_name(s, c, r->job_id, r->png, r->png_len, r->key, ret);
+    }
+    if (image_uploaded(s->blob, &s->image_secrets, r->job_id, r->key) != 1) {
         *ret = fail(c, 409, "image_missing", NULL, "upload the image before completing the job");
         return -1;
     }
     return 0;
 }
 
-/* A worker's complete: its image must be in the store (or come with it: png); the key it was
- * stored at becomes the job's image in the transaction that completes and charges the job, and
- * so the image becomes reachable in that transaction (images.h; issue 16, finding 1). With
- * w->has_next the same transaction claims the worker's next job (store_job_complete_claim): the
- * answer is the completed job with "next"; a refused complete claims nothing. */
-static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t *r, const char *id,
-                                   const wire_report_t *w, const char *png, size_t png_len)
+/* The answer to r's complete once it is committed (or refused): r->sc.rc, r->sc.done, and with
+ * a "next" the claim's outcome (r->sc.next_rc, r->sc.next). */
+static enum MHD_Result complete_finish(server_t *s, struct MHD_Connection *c, req_t *r)
 {
-    char key[IMAGE_KEY_MAX];
-    int replay;
-    enum MHD_Result ret;
-    if (complete_image(s, c, id, w->lease_id, png, png_len, key, &replay, &ret) != 0)
-        return ret;
-    store_complete_t sc = {.id = id,
-                           .lease_id = w->lease_id,
-                           .image_key = key,
-                           .gpu_seconds = w->gpu_seconds,
-                           .credit_rate = s->cfg.credit_rate,
-                           .now = clock_steady_ms(),
-                           .tier = w->next.tier,
-                           .worker_id = w->next.worker_id,
-                           .lease_ms = s->cfg.lease_ms};
-    int rc = w->has_next ? store_job_complete_claim(s->store, &sc)
-                         : store_job_complete(s->store, id, w->lease_id, w->gpu_seconds, key,
-                                              sc.credit_rate, sc.now, &sc.done);
+    const wire_report_t *w = &r->report;
+    const char *id = r->job_id;
+    if (r->put && r->img.rc != 0)
+        return image_refused(s, c, id, r->img.err);
+    int rc = r->sc.rc;
     if (rc != STORE_OK) {
         if (rc == STORE_LEASE_LOST)
             log_warn("event=late_complete_refused job=%s", id);
@@ -1529,21 +1561,22 @@ static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t 
             image_discard(s->blob, &s->image_secrets, id);
         return lease_error(c, rc, s);
     }
-    if (!replay) {
+    if (!r->replay) {
         histogram_observe(&metrics.run_time, w->gpu_seconds);
         log_info("event=job_completed job=%s gpu_seconds=%.3f charged=%lld", id, w->gpu_seconds,
-                 (long long)sc.done.credits_charged);
+                 (long long)r->sc.done.credits_charged);
     }
-    job_ended(s, &sc.done);
-    json_t *done = job_to_json(&sc.done, NULL);
-    job_clear(&sc.done);
+    job_ended(s, &r->sc.done);
+    json_t *done = job_to_json(&r->sc.done, NULL);
+    job_clear(&r->sc.done);
     if (!w->has_next)
         return send_json(c, 200, done);
     r->done = done;
     r->claim = w->next;
-    r->claim_rc = sc.next_rc == STORE_OK ? STORE_OK : STORE_EMPTY;
+    r->claim_rc = r->sc.next_rc == STORE_OK ? STORE_OK : STORE_EMPTY;
     job_clear(&r->job);
-    r->job = sc.next; /* owned by r from here (on_completed) */
+    r->job = r->sc.next; /* owned by r from here (on_completed) */
+    memset(&r->sc.next, 0, sizeof r->sc.next);
     if (!done)
         return fail(c, 500, "internal", NULL, "out of memory");
     if (r->claim_rc == STORE_EMPTY && w->next.wait_ms > 0 && !atomic_load(&s->stopping)) {
@@ -1553,6 +1586,103 @@ static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t 
         return MHD_YES;
     }
     return done_answer(s, c, r);
+}
+
+/* A worker's complete (r->report, r->png): its image must be in the store (or come with it);
+ * the key it was stored at becomes the job's image in the transaction that completes and charges
+ * the job, and so the image becomes reachable in that transaction (images.h; issue 16, finding
+ * 1). With a "next" the same transaction claims the worker's next job (store.h
+ * store_job_complete_claim): the answer is the completed job with "next"; a refused complete
+ * claims nothing. Where the store commits completes in batches (SQLite) the complete is parked
+ * for the complete writer (completer_main), which stores the images of its whole batch with
+ * one fsync each and one per directory, then commits the batch in one transaction. */
+static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t *r, const char *id)
+{
+    enum MHD_Result ret;
+    const wire_report_t *w = &r->report;
+    snprintf(r->job_id, sizeof r->job_id, "%s", id);
+    if (complete_image(s, c, r, &ret) != 0)
+        return ret;
+    r->sc = (store_complete_t){.id = r->job_id,
+                               .lease_id = w->lease_id,
+                               .image_key = r->key,
+                               .gpu_seconds = w->gpu_seconds,
+                               .credit_rate = s->cfg.credit_rate,
+                               .now = clock_steady_ms(),
+                               .tier = w->has_next ? w->next.tier : NULL,
+                               .worker_id = w->next.worker_id,
+                               .lease_ms = s->cfg.lease_ms};
+    r->img = (blob_item_t){.key = r->key, .data = r->png, .len = r->png_len};
+    if (store_batches_completes(s->store)) {
+        park(s, c, r, PARK_COMPLETE);
+        return MHD_YES;
+    }
+    if (r->put) {
+        blob_put_many(s->blob, &r->img, 1);
+        if (r->img.rc != 0)
+            return complete_finish(s, c, r);
+    }
+    store_job_complete_claim(s->store, &r->sc);
+    return complete_finish(s, c, r);
+}
+
+#define COMPLETE_BATCH_MAX 64
+
+/* Commits a batch of parked completes: their images first, all made durable together
+ * (blob_put_many), then, for those whose image is stored, one store transaction
+ * (store_job_complete_many). No complete is answered before its image and its commit are
+ * durable. items and imgs hold COMPLETE_BATCH_MAX each. */
+static void complete_batch(server_t *s, req_t *batch, store_complete_t *items, blob_item_t *imgs)
+{
+    size_t ni = 0, n = 0;
+    for (req_t *r = batch; r; r = r->next)
+        if (r->put)
+            imgs[ni++] = r->img;
+    if (ni)
+        blob_put_many(s->blob, imgs, ni);
+    ni = 0;
+    for (req_t *r = batch; r; r = r->next) {
+        if (r->put)
+            r->img = imgs[ni++];
+        if (!r->put || r->img.rc == 0)
+            items[n++] = r->sc;
+    }
+    store_job_complete_many(s->store, items, n);
+    n = 0;
+    for (req_t *r = batch; r; r = r->next)
+        if (!r->put || r->img.rc == 0)
+            r->sc = items[n++];
+}
+
+/* The complete writer (SQLite): takes every queued complete (up to COMPLETE_BATCH_MAX), commits
+ * them (complete_batch), resumes their connections. Runs until threads_stop with nothing
+ * queued. */
+static void *completer_main(void *arg)
+{
+    server_t *s = arg;
+    store_complete_t *items = calloc(COMPLETE_BATCH_MAX, sizeof *items);
+    blob_item_t *imgs = calloc(COMPLETE_BATCH_MAX, sizeof *imgs);
+    for (;;) {
+        size_t n;
+        req_t *batch = take_batch(s, &s->completes, &s->completes_tail, &s->complete_cv,
+                                  COMPLETE_BATCH_MAX, &n);
+        if (!batch)
+            break;
+        if (items && imgs) {
+            complete_batch(s, batch, items, imgs);
+        } else { /* out of memory: one at a time */
+            for (req_t *r = batch; r; r = r->next) {
+                if (r->put)
+                    blob_put_many(s->blob, &r->img, 1);
+                if (!r->put || r->img.rc == 0)
+                    store_job_complete_claim(s->store, &r->sc);
+            }
+        }
+        resume_all(batch);
+    }
+    free(items);
+    free(imgs);
+    return NULL;
 }
 
 /* The answer to a claim whose last try (claim_try) ended it. */
@@ -1624,8 +1754,12 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
     }
     if (wire_parse_report(op, body, len, &w, &e) != 0)
         return send_error(c, &e);
-    if (png)
-        return op_complete(s, c, r, id, &w, png, r->len);
+    if (strcmp(op, "complete") == 0) {
+        r->report = w;
+        r->png = png;
+        r->png_len = png ? r->len : 0;
+        return op_complete(s, c, r, id);
+    }
     const char *lease = w.lease_id;
     int64_t now = clock_steady_ms();
     job_t j = {0};
@@ -1642,9 +1776,7 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
             hub_kick(s->hub); /* a progress event */
         return send_json(c, 200, json_pack("{s:I}", "lease_ms", (json_int_t)s->cfg.lease_ms));
     }
-    if (strcmp(op, "complete") == 0) {
-        return op_complete(s, c, r, id, &w, NULL, 0);
-    } else if (strcmp(op, "fail") == 0) {
+    if (strcmp(op, "fail") == 0) {
         const char *mbuf = w.error;
         rc = store_job_fail(s->store, id, lease, mbuf, w.retryable, s->cfg.max_attempts, now, &j);
         if (rc != STORE_OK)
@@ -2052,6 +2184,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         enum park_kind k = r->park;
         r->park = PARK_NONE;
         atomic_fetch_sub(&s->suspended, 1);
+        if (k == PARK_COMPLETE)
+            return complete_finish(s, c, r);
         return k == PARK_CREATE ? create_answer(s, c, r) : claim_finish(s, c, r);
     }
     if (!atomic_load(&s->ready))
@@ -2091,6 +2225,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     job_params_clear(&r->params);
     job_clear(&r->create.out);
     job_clear(&r->job);
+    job_clear(&r->sc.done);
+    job_clear(&r->sc.next);
     json_decref(r->done);
     free(r);
     *con_cls = NULL;
@@ -2382,6 +2518,7 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->fault_mu, NULL);
     pthread_mutex_init(&s->park_mu, NULL);
     pthread_cond_init(&s->create_cv, NULL);
+    pthread_cond_init(&s->complete_cv, NULL);
 
     if (server_models(s, cfg) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -2403,7 +2540,10 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
            pthread_create(&s->writers[s->nwriters], NULL, writer_main, s) == 0)
         s->nwriters++;
     s->dispatcher_started = pthread_create(&s->dispatcher, NULL, dispatcher_main, s) == 0;
-    if (s->nwriters < want || !s->dispatcher_started) {
+    if (store_batches_completes(s->store))
+        s->completer_started = pthread_create(&s->completer, NULL, completer_main, s) == 0;
+    if (s->nwriters < want || !s->dispatcher_started ||
+        (store_batches_completes(s->store) && !s->completer_started)) {
         snprintf(err, errlen, "cannot start the create writer and claim dispatcher threads");
         goto fail;
     }
@@ -2468,9 +2608,12 @@ static void stop_front(server_t *s)
     wake_dispatcher(s);
     pthread_mutex_lock(&s->park_mu);
     pthread_cond_broadcast(&s->create_cv);
+    pthread_cond_broadcast(&s->complete_cv);
     pthread_mutex_unlock(&s->park_mu);
     for (int i = 0; i < s->nwriters; i++)
         pthread_join(s->writers[i], NULL);
+    if (s->completer_started)
+        pthread_join(s->completer, NULL);
     if (s->dispatcher_started)
         pthread_join(s->dispatcher, NULL);
 }
@@ -2501,6 +2644,7 @@ void server_stop(server_t *s)
     pthread_mutex_destroy(&s->events_mu);
     pthread_mutex_destroy(&s->fault_mu);
     pthread_cond_destroy(&s->create_cv);
+    pthread_cond_destroy(&s->complete_cv);
     pthread_mutex_destroy(&s->park_mu);
     free(s);
 }

@@ -1,6 +1,8 @@
 /* blob.c: opens the image store named by STORAGE_URL and forwards each operation to it. */
 #include "blob/blob.h"
 
+#include <errno.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +47,18 @@ void blob_close(blob_t *b)
 int blob_put(blob_t *b, const char *key, const void *data, size_t len)
 {
     return b->ops->put(b, key, data, len);
+}
+
+void blob_put_many(blob_t *b, blob_item_t *items, size_t n)
+{
+    if (b->ops->put_many) {
+        b->ops->put_many(b, items, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        items[i].rc = b->ops->put(b, items[i].key, items[i].data, items[i].len);
+        items[i].err = items[i].rc == 0 ? 0 : errno;
+    }
 }
 
 int blob_exists(blob_t *b, const char *key)

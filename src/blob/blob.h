@@ -22,6 +22,17 @@ blob_t *blob_open(const char *url, const char *public_base, const char *server_u
 void blob_close(blob_t *b);
 /* Stores data under key. 0 or -1; on -1, errno is ENOSPC (or EDQUOT) when the store is full. */
 int blob_put(blob_t *b, const char *key, const void *data, size_t len);
+/* One image of blob_put_many: key, data, len in; rc (0 or -1) and err (the errno of a -1) out. */
+typedef struct blob_item {
+    const char *key;
+    const void *data;
+    size_t len;
+    int rc, err;
+} blob_item_t;
+/* Stores n images, each as blob_put would, and makes them durable together: the filesystem store
+ * writes every file, then fsyncs each and each directory ONCE before any returns (not a file and
+ * a directory fsync per image); other stores put them one by one. Every item gets its own rc. */
+void blob_put_many(blob_t *b, blob_item_t *items, size_t n);
 /* 1 if the key exists, 0 if not, -1 on error. */
 int blob_exists(blob_t *b, const char *key);
 /* Removes key; a key that does not exist is not an error. 0 or -1. */
@@ -39,6 +50,7 @@ struct blob_ops {
     const char *name;
     void (*close)(blob_t *b);
     int (*put)(blob_t *b, const char *key, const void *data, size_t len);
+    void (*put_many)(blob_t *b, blob_item_t *items, size_t n); /* NULL: put, one by one */
     int (*exists)(blob_t *b, const char *key);
     int (*del)(blob_t *b, const char *key);
     int (*upload_target)(blob_t *b, const char *key, const char *job_id, int64_t ttl_s,

@@ -167,11 +167,30 @@ int store_job_complete(store_t *s, const char *id, const char *lease_id, double 
     return rc;
 }
 
-int store_job_complete_claim(store_t *s, store_complete_t *c)
+static void complete_start(store_complete_t *c)
 {
     memset(&c->done, 0, sizeof c->done);
     memset(&c->next, 0, sizeof c->next);
     c->next_rc = STORE_EMPTY;
+    c->rc = STORE_ERR;
+}
+
+/* Keeps only what the outcome rc says is there. Returns rc. */
+static int complete_end(store_complete_t *c, int rc)
+{
+    c->rc = rc;
+    if (rc != STORE_OK) {
+        job_clear(&c->done);
+        c->next_rc = STORE_EMPTY;
+    }
+    if (c->next_rc != STORE_OK)
+        job_clear(&c->next);
+    return rc;
+}
+
+int store_job_complete_claim(store_t *s, store_complete_t *c)
+{
+    complete_start(c);
     int rc;
     if (s->ops->job_complete_claim) {
         rc = s->ops->job_complete_claim(s, c);
@@ -181,13 +200,26 @@ int store_job_complete_claim(store_t *s, store_complete_t *c)
         if (rc == STORE_OK && c->tier)
             c->next_rc = store_job_claim(s, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
     }
-    if (rc != STORE_OK) {
-        job_clear(&c->done);
-        c->next_rc = STORE_EMPTY;
+    return complete_end(c, rc);
+}
+
+void store_job_complete_many(store_t *s, store_complete_t *items, size_t n)
+{
+    if (!s->ops->job_complete_many) {
+        for (size_t i = 0; i < n; i++)
+            store_job_complete_claim(s, &items[i]);
+        return;
     }
-    if (c->next_rc != STORE_OK)
-        job_clear(&c->next);
-    return rc;
+    for (size_t i = 0; i < n; i++)
+        complete_start(&items[i]);
+    s->ops->job_complete_many(s, items, n);
+    for (size_t i = 0; i < n; i++)
+        complete_end(&items[i], items[i].rc);
+}
+
+int store_batches_completes(const store_t *s)
+{
+    return s->ops->job_complete_many != NULL;
 }
 
 int store_job_fail(store_t *s, const char *id, const char *lease_id, const char *message,

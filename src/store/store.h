@@ -193,8 +193,16 @@ typedef struct store_complete {
     int64_t lease_ms;
     int next_rc; /* out */
     job_t next;  /* out */
+    int rc;      /* out: the item's code in store_job_complete_many */
 } store_complete_t;
 int store_job_complete_claim(store_t *s, store_complete_t *c);
+/* A batch of them (the server's complete writer): each item exactly as store_job_complete_claim,
+ * its code in items[i].rc, all in ONE transaction (one commit) when the store implements
+ * job_complete_many (SQLite), else one by one. A refused item writes nothing and changes nothing
+ * for the others; a store error fails the whole batch (every rc STORE_ERR, nothing written). */
+void store_job_complete_many(store_t *s, store_complete_t *items, size_t n);
+/* 1 when the store commits a batch of completes in one transaction (job_complete_many). */
+int store_batches_completes(const store_t *s);
 /* Ends an attempt with an error. Back to the front of the queue when retryable and
  * attempts < max_attempts; else failed (reservation freed, nothing charged). */
 int store_job_fail(store_t *s, const char *id, const char *lease_id, const char *message,
@@ -344,6 +352,8 @@ struct store_ops {
     /* Complete-and-claim in one transaction (done and next cleared by the caller; claims nothing
      * without c->tier); serves store_job_complete too. NULL: job_complete, then job_claim. */
     int (*job_complete_claim)(store_t *s, store_complete_t *c);
+    /* The batch in one transaction (each rc set; outputs cleared by the caller), or NULL. */
+    void (*job_complete_many)(store_t *s, store_complete_t *items, size_t n);
     int (*job_fail)(store_t *s, const char *id, const char *lease_id, const char *message,
                     bool retryable, int max_attempts, int64_t now, job_t *out);
     int (*job_release)(store_t *s, const char *id, const char *lease_id, int64_t now, job_t *out);

@@ -1919,21 +1919,37 @@ static int complete_tx(sqlite_store_t *s, const char *id, const char *lease_id, 
     return rc;
 }
 
-/* Complete-and-claim (store.h) in one transaction: one commit (one WAL fsync) for both. */
-static int sqlite_job_complete_claim(store_t *base, store_complete_t *c)
+/* A batch of complete-and-claims in one transaction: one commit (one WAL fsync) for all. A
+ * refusal is found before its item writes anything, so it leaves the others alone; an error
+ * rolls the whole batch back. */
+static void sqlite_job_complete_many(store_t *base, store_complete_t *items, size_t n)
 {
     sqlite_store_t *s = sq(base);
     lock(s);
     int rc = begin(s);
-    if (rc == STORE_OK)
-        rc = complete_tx(s, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
-                         c->now, &c->done);
-    if (rc == STORE_OK && c->tier) {
-        c->next_rc = claim_tx(s, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
-        if (c->next_rc == STORE_ERR)
+    for (size_t i = 0; i < n && rc == STORE_OK; i++) {
+        store_complete_t *c = &items[i];
+        c->rc = complete_tx(s, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
+                            c->now, &c->done);
+        if (c->rc == STORE_OK && c->tier) {
+            c->next_rc = claim_tx(s, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
+            if (c->next_rc == STORE_ERR)
+                c->rc = STORE_ERR;
+        }
+        if (c->rc == STORE_ERR)
             rc = STORE_ERR;
+        reset_all(s);
     }
-    return finish(s, rc);
+    rc = finish(s, rc);
+    for (size_t i = 0; i < n && rc != STORE_OK; i++)
+        items[i].rc = STORE_ERR;
+}
+
+/* Complete-and-claim (store.h): a batch of one (one commit for both). */
+static int sqlite_job_complete_claim(store_t *base, store_complete_t *c)
+{
+    sqlite_job_complete_many(base, c, 1);
+    return c->rc;
 }
 
 /* Puts a job back at the front of its tier's queue, lease cleared. */
@@ -2725,6 +2741,7 @@ static const struct store_ops sqlite_ops = {
     .job_heartbeat = sqlite_job_heartbeat,
     .job_complete = NULL, /* store.c runs job_complete_claim without a claim */
     .job_complete_claim = sqlite_job_complete_claim,
+    .job_complete_many = sqlite_job_complete_many,
     .job_fail = sqlite_job_fail,
     .job_release = sqlite_job_release,
     .reap = sqlite_reap,

@@ -169,7 +169,10 @@ def test_worker_one_request_per_job(env):
     for jid in ids:
         env.wait_status(tok, jid, "completed", timeout=60)
     assert charges(env, tok) == sorted(ids)
-    done = [ln for ln in env.log(w.logname).splitlines() if "event=job_done" in ln]
+    def done_lines():
+        lines = [ln for ln in env.log(w.logname).splitlines() if "event=job_done" in ln]
+        return lines if len(lines) == 12 else None
+    done = pv.wait_for(done_lines, what="the worker's 12 job_done lines")
     chained = [ln for ln in done if "next=-" not in ln]
     assert len(done) == 12 and len(chained) >= 10, done
     assert all(env.job(tok, j)["attempts"] == 1 for j in ids)
