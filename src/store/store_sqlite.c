@@ -715,10 +715,13 @@ static char *col_strdup(sqlite3_stmt *stmt, int i)
     return v ? strdup((const char *)v) : NULL;
 }
 
+/* Copies a text column into dst (size bytes, truncated; "" for NULL), as snprintf "%s" would. */
 static void col_copy(sqlite3_stmt *stmt, int i, char *dst, size_t size)
 {
     const unsigned char *v = sqlite3_column_text(stmt, i);
-    snprintf(dst, size, "%s", v ? (const char *)v : "");
+    size_t n = v ? strnlen((const char *)v, size - 1) : 0;
+    memcpy(dst, v ? (const char *)v : "", n);
+    dst[n] = '\0';
 }
 
 /* Fills j (zeroed first) from a row of JOB_COLS. STORE_ERR on allocation failure (j cleared). */
