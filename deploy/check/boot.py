@@ -858,6 +858,20 @@ def image_packages():
                         subprocess.run(["readelf", "-d", BIN], capture_output=True, text=True).stdout)
     libs = dict(re.findall(r"^\s*(\S+) => (\S+)", subprocess.run(["ldd", BIN], capture_output=True,
                                                                    text=True).stdout, re.M))
+    # and the libraries the binary loads on first use (src/lib/lazydeps.c: soname and package)
+    lazy = re.findall(r'^LZ_LIBRARY\(\w+, \w+, "([^"]+)", "([^"]+)"\)',
+                      open(os.path.join(ROOT, "src", "lib", "lazydeps.c")).read(), re.M)
+    assert lazy, "src/lib/lazydeps.c: no LZ_LIBRARY rows found"
+    lazy_problems = []
+    for soname, package in lazy:
+        path = next((d + "/" + soname for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+                                                "/lib", "/usr/lib")
+                     if os.path.exists(d + "/" + soname)), "")
+        if owner_of(path) != package:  # the name lazylib's error message tells to install
+            lazy_problems.append(f"{soname} is in {owner_of(path)}, not {package} as lazydeps.c says")
+        needed.append(soname)
+        libs[soname] = path
+    assert not lazy_problems, "; ".join(lazy_problems)
     if any(re.match(r"lib(asan|ubsan)\.so", lib) for lib in needed):
         log("image: skipped for a sanitizer build (it links differently from the image's Release "
             "build; the plain build checks it)")
@@ -881,7 +895,8 @@ def image_packages():
         if devpkg not in build:
             problems.append(f"{lib}: its -dev ({devpkg}) is not installed in the build stage")
     assert not problems, "deploy/docker/Dockerfile: " + "; ".join(problems)
-    log(f"image: the runtime stage has the packages of all {len(needed)} libraries the binary links")
+    log(f"image: the runtime stage has the packages of all {len(needed)} libraries the binary links "
+        f"or loads on first use ({len(lazy)})")
 
 
 def kube_api_tls(work):
