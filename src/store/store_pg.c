@@ -375,6 +375,7 @@ typedef struct pg_store {
     int64_t timeout_ms; /* bound of one operation: pool wait, connect and statements */
     PGconn **conns;     /* pool_size slots; NULL = not connected */
     unsigned *prepared; /* per slot: the PREP_ statements its connection has prepared (bits) */
+    bool no_prepare;    /* PINGVAS_PG_PREPARE=off: every statement unnamed (PgBouncer) */
     int *free_slots;
     int nfree;
     pthread_mutex_t mu;
@@ -675,10 +676,11 @@ static int plan_make(const op_t *op, const stmt_t *st, int n, plan_t *plan)
     if (!plan->q)
         return STORE_ERR;
     unsigned have = op->prepared;
+    bool named = !op->s->no_prepare;
     if (op->begin_pending)
         plan->q[plan->nq++] = Q_BEGIN;
     for (int i = 0; i < n; i++) {
-        if (st[i].prep > 0 && !(have & (1u << st[i].prep))) {
+        if (named && st[i].prep > 0 && !(have & (1u << st[i].prep))) {
             plan->q[plan->nq++] = Q_PREPARE + i;
             have |= 1u << st[i].prep;
         }
@@ -687,8 +689,8 @@ static int plan_make(const op_t *op, const stmt_t *st, int n, plan_t *plan)
     return STORE_OK;
 }
 
-/* Sends one query of a plan. */
-static bool send_one(PGconn *c, const stmt_t *st, int q)
+/* Sends one query of a plan (named: prepared statements are in use). */
+static bool send_one(PGconn *c, const stmt_t *st, int q, bool named)
 {
     char name[16];
     if (q == Q_BEGIN)
@@ -699,7 +701,7 @@ static bool send_one(PGconn *c, const stmt_t *st, int q)
     snprintf(name, sizeof name, "pingvas_%d", s->prep);
     if (q >= Q_PREPARE)
         return PQsendPrepare(c, name, s->sql, 0, NULL);
-    if (s->prep > 0)
+    if (named && s->prep > 0)
         return PQsendQueryPrepared(c, name, nv, v, NULL, NULL, 0);
     return PQsendQueryParams(c, s->sql, nv, NULL, v, NULL, NULL, 0);
 }
@@ -712,7 +714,7 @@ static int pipe_send(op_t *op, const char *what, const stmt_t *st, const plan_t 
     PGconn *c = op->c;
     bool ok = PQenterPipelineMode(c) && PQsetnonblocking(c, 1) == 0;
     for (int i = 0; ok && i < plan->nq; i++)
-        ok = send_one(c, st, plan->q[i]);
+        ok = send_one(c, st, plan->q[i], !op->s->no_prepare);
     ok = ok && PQpipelineSync(c);
     int f;
     while (ok && (f = PQflush(c)) != 0) {
@@ -1109,8 +1111,14 @@ static char *strip_pool(const char *url, int *pool, char *err, size_t errlen)
  * the database is down and recovers by itself. The URL is checked here. Caller owns the result
  * (store_close); NULL with a message in err. */
 /* PINGVAS_PG_TIMEOUT and PINGVAS_PG_POOL. 0, or -1 with err. */
-static int pg_env(int64_t *timeout_ms, int *pool, char *err, size_t errlen)
+static int pg_env(int64_t *timeout_ms, int *pool, bool *no_prepare, char *err, size_t errlen)
 {
+    const char *penv = getenv("PINGVAS_PG_PREPARE");
+    *no_prepare = penv && (strcmp(penv, "off") == 0 || strcmp(penv, "0") == 0);
+    if (penv && *penv && !*no_prepare && strcmp(penv, "on") != 0 && strcmp(penv, "1") != 0) {
+        snprintf(err, errlen, "PINGVAS_PG_PREPARE: must be on or off (got '%s')", penv);
+        return -1;
+    }
     const char *tenv = getenv("PINGVAS_PG_TIMEOUT");
     if (tenv && *tenv &&
         (config_parse_duration(tenv, timeout_ms) != 0 || *timeout_ms < 100 ||
@@ -1191,7 +1199,8 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
     if (pool < POOL_MIN_DEFAULT)
         pool = POOL_MIN_DEFAULT;
     int64_t timeout_ms = TIMEOUT_DEFAULT_MS;
-    if (pg_env(&timeout_ms, &pool, err, errlen) != 0 ||
+    bool no_prepare = false;
+    if (pg_env(&timeout_ms, &pool, &no_prepare, err, errlen) != 0 ||
         !(clean = strip_pool(url, &pool, err, errlen)))
         goto out;
     opts = PQconninfoParse(clean, &perr);
@@ -1215,6 +1224,7 @@ store_t *store_pg_open(const char *url, char *err, size_t errlen)
     clean = NULL; /* pg_conn_params owns it */
     s->pool_size = pool;
     s->timeout_ms = timeout_ms;
+    s->no_prepare = no_prepare;
     s->conns = calloc((size_t)pool, sizeof *s->conns);
     s->free_slots = calloc((size_t)pool, sizeof *s->free_slots);
     s->prepared = calloc((size_t)pool, sizeof *s->prepared);
