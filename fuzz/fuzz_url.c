@@ -44,11 +44,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ok && strlen(u.password) >= 8 && !strchr(u.password, '%') && strlen(url) < sizeof shown &&
         strchr(url, '@') && strchr(url, '@') == strrchr(url, '@') &&
         strncasecmp(url, u.scheme, sl) == 0 && strncmp(url + sl, "://", 3) == 0) {
-        /* the password as written must stand in the userinfo (a percent-encoded one decodes to
-         * text that may stand, written plainly, in the host or path: that is not a leak) */
+        /* the password must stand, written as it decodes, between the userinfo's ':' and the
+         * '@', and nowhere else in the URL (a percent-encoded one may decode to text written
+         * plainly in the user name, host or path: that is not a leak) */
+        const char *at = strchr(url, '@'), *colon = strchr(url + sl + 3, ':');
+        size_t pl = strlen(u.password);
         const char *first = strstr(url, u.password);
-        if (first && first < strchr(url, '@') && !strstr(first + 1, u.password) &&
-            strstr(shown, u.password))
+        if (colon && colon < at && colon + 1 + pl == at && first == colon + 1 &&
+            !strstr(first + 1, u.password) && strstr(shown, u.password))
             abort();
     }
     free(url);
