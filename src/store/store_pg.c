@@ -1877,6 +1877,10 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
 #define SQL_JOB_HEAD JOB_HEAD_OF("$2")
 
 /* A claim as one statement (prepared once per connection), in one round trip with its BEGIN:
+ * (c finds the job by its id alone: a or b locked it queued. With "AND status = 'queued'" there
+ * too, statistics taken when little was queued (a large table is analyzed rarely) made the
+ * planner prefer a scan of a queued-jobs partial index to the primary key, so that every claim
+ * read the whole backlog; issue 12, flat as it grows.)
  * the fair-share user (f), its first queued job locked (a), or, when another replica is claiming
  * all of that user's jobs right now, the tier's first unlocked queued job (b: SKIP LOCKED, so
  * claims never wait on each other's candidates); the job leased (c) and the worker, if named,
@@ -1890,8 +1894,8 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     " c AS (UPDATE generation_jobs SET status = 'in_progress', lease_id = $2, worker_id = $3,"     \
     "  lease_expires_at = $4::BIGINT, attempts = attempts + 1,"                                    \
     "  started_at = COALESCE(started_at, $5::BIGINT), progress_step = NULL, progress_steps = NULL" \
-    "  FROM (SELECT id AS jid FROM a UNION ALL SELECT id FROM b) j WHERE id = j.jid"               \
-    "  AND status = 'queued' RETURNING " JOB_COLS "),"                                             \
+    "  WHERE id = (SELECT id FROM a UNION ALL SELECT id FROM b LIMIT 1)"                           \
+    "  RETURNING " JOB_COLS "),"                                                                   \
     " w AS (" WORKER_UPSERT "SELECT $3, $1, 'busy', $5::BIGINT FROM c WHERE $3 <> ''"             \
     WORKER_UPSERT_CONFLICT ")"                                                                     \
     " SELECT * FROM c"
@@ -1971,6 +1975,19 @@ static int lease_refusal(op_t *op, const char *id)
     return rc;
 }
 
+/* One statement (and its BEGIN) in one round trip: the lease, then the worker's last_seen. The
+ * status is compared with a sub-select, not a literal, so that the planner cannot match the
+ * running-jobs partial indexes and scan all of them instead of the primary key (it did, with
+ * statistics taken when few jobs ran: every heartbeat then read every running job). */
+#define HEARTBEAT_SQL                                                                              \
+    "WITH j AS (UPDATE generation_jobs SET lease_expires_at = $3::BIGINT,"                         \
+    " progress_step = CASE WHEN $5::integer > 0 THEN $4::integer ELSE progress_step END,"          \
+    " progress_steps = CASE WHEN $5::integer > 0 THEN $5::integer ELSE progress_steps END"         \
+    " WHERE id = $1 AND status = (SELECT 'in_progress'::TEXT) AND lease_id = $2"                   \
+    " RETURNING worker_id),"                                                                       \
+    " w AS (UPDATE workers SET last_seen = $6::BIGINT FROM j WHERE workers.id = j.worker_id)"      \
+    " SELECT worker_id FROM j"
+
 static int pg_job_heartbeat(store_t *base, const char *id, const char *lease_id, int64_t lease_ms,
                             int64_t now, int step, int steps)
 {
@@ -1986,17 +2003,7 @@ static int pg_job_heartbeat(store_t *base, const char *id, const char *lease_id,
     p_i64(&p, steps);
     p_i64(&p, now);
     /* one statement (and its BEGIN) in one round trip: the lease, then the worker's last_seen */
-    PGresult *r = q_pipe(&op, "extending lease", PREP_HEARTBEAT,
-                         "WITH j AS (UPDATE generation_jobs SET lease_expires_at = $3::BIGINT,"
-                         " progress_step = CASE WHEN $5::integer > 0 THEN $4::integer"
-                         " ELSE progress_step END,"
-                         " progress_steps = CASE WHEN $5::integer > 0 THEN $5::integer"
-                         " ELSE progress_steps END WHERE id = $1"
-                         " AND status = 'in_progress' AND lease_id = $2 RETURNING worker_id),"
-                         " w AS (UPDATE workers SET last_seen = $6::BIGINT FROM j"
-                         " WHERE workers.id = j.worker_id)"
-                         " SELECT worker_id FROM j",
-                         &p);
+    PGresult *r = q_pipe(&op, "extending lease", PREP_HEARTBEAT, HEARTBEAT_SQL, &p);
     if (!r)
         return op_end(&op, STORE_ERR);
     bool extended = PQntuples(r) > 0;
@@ -2908,7 +2915,7 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
     static const struct {
         const char *name, *sql;
         int n;
-        const char *v[4];
+        const char *v[6];
     } named[] = {
         {"job_get", SQL_JOB_GET, 1, {"x"}},
         {"job_list", SQL_JOB_LIST, 3, {"u", "9223372036854775807", "21"}},
@@ -2920,6 +2927,8 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
         {"purge_list", SQL_PURGE_LIST, 2, {"0", "100"}},
         {"ledger_list", SQL_LEDGER_LIST, 2, {"u", "10"}},
         {"usage", SQL_USAGE, 2, {"0", "1"}},
+        {"job_claim", CLAIM_SQL, 5, {"standard", "lease", "w1", "1", "1"}},
+        {"job_heartbeat", HEARTBEAT_SQL, 6, {"x", "lease", "1", "0", "0", "1"}},
     };
     size_t k = 0;
     while (k < sizeof named / sizeof named[0] && strcmp(named[k].name, name) != 0)
