@@ -285,6 +285,9 @@ LWS_FNS(LZ_DEF, LZ_DEFV, LZ_SKIP)
     X(PGconn *, PQconnectdb, (const char *a0), (a0))                                               \
     X(PGconn *, PQconnectdbParams, (const char *const *a0, const char *const *a1, int a2),         \
       (a0, a1, a2))                                                                                \
+    X(PostgresPollingStatusType, PQconnectPoll, (PGconn * a0), (a0))                               \
+    X(PGconn *, PQconnectStartParams, (const char *const *a0, const char *const *a1, int a2),      \
+      (a0, a1, a2))                                                                                \
     XV(PQconninfoFree, (PQconninfoOption * a0), (a0))                                              \
     X(PQconninfoOption *, PQconninfoParse, (const char *a0, char **a1), (a0, a1))                  \
     X(int, PQconsumeInput, (PGconn * a0), (a0))                                                    \

@@ -472,19 +472,47 @@ static void on_notice(void *arg, const char *msg)
     log_debug("event=store_notice msg=\"%.*s\"", (int)n, msg);
 }
 
-/* A new connection, or NULL with the message set. Caller owns it (PQfinish). */
-static PGconn *connect_new(pg_store_t *s)
+/* Sets the message of a connection that failed (libpq's, without its trailing newlines). */
+static void connect_failed(pg_store_t *s, PGconn *c)
 {
-    PGconn *c = PQconnectdbParams((const char *const *)s->keys, (const char *const *)s->vals, 1);
+    char msg[ERR_MAX];
+    snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    store_fail("postgresql %s: cannot connect: %s", s->where, msg);
+}
+
+/* A new connection made by clock_mono_ms() deadline, or NULL with the message set. Caller owns
+ * it (PQfinish). Non-blocking (PQconnectPoll): libpq's connect_timeout would let a connect that
+ * started late in an operation (after a wait for a pool slot) run a whole timeout past the
+ * operation's deadline, and a stalled database's kernel still accepts the TCP connection. */
+static PGconn *connect_new(pg_store_t *s, int64_t deadline)
+{
+    PGconn *c = PQconnectStartParams((const char *const *)s->keys, (const char *const *)s->vals, 1);
     if (!c)
         return store_fail("postgresql %s: out of memory connecting", s->where), NULL;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        int64_t left = deadline - clock_mono_ms();
+        struct pollfd pfd = {.fd = PQsocket(c),
+                             .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        int n = left > 0 ? poll(&pfd, 1, left > 60000 ? 60000 : (int)left) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 && left > 60000)
+            continue;
+        if (n <= 0) {
+            store_fail("postgresql %s: cannot connect: no answer within %lld ms (the database is "
+                       "stalled or unreachable; PINGVAS_PG_TIMEOUT)",
+                       s->where, (long long)s->timeout_ms);
+            PQfinish(c);
+            return NULL;
+        }
+        st = PQconnectPoll(c);
+    }
     if (PQstatus(c) != CONNECTION_OK) {
-        char msg[ERR_MAX];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
-        size_t n = strlen(msg);
-        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-            msg[--n] = '\0';
-        store_fail("postgresql %s: cannot connect: %s", s->where, msg);
+        connect_failed(s, c);
         PQfinish(c);
         return NULL;
     }
@@ -533,7 +561,7 @@ static int op_open(pg_store_t *s, op_t *op)
         op->c = NULL;
     }
     if (!op->c) {
-        op->c = connect_new(s);
+        op->c = connect_new(s, op->deadline);
         op->prepared = 0;
     }
     return op->c ? STORE_OK : STORE_ERR;
@@ -836,7 +864,7 @@ static int pipe_run(op_t *op, const char *what, stmt_t *st, int n)
     bool first = op->begin_pending;
     int rc = pipe_try(op, what, st, n, &got);
     if (rc != STORE_OK && !op->c && !got && first && clock_mono_ms() < op->deadline &&
-        (op->c = connect_new(op->s)) != NULL)
+        (op->c = connect_new(op->s, op->deadline)) != NULL)
         rc = pipe_try(op, what, st, n, &got);
     op->begin_pending = false;
     return rc;
@@ -2437,7 +2465,7 @@ static void *listen_main(void *arg)
     int backoff = 100;
     bool warned = false;
     while (!atomic_load(&s->stop)) {
-        PGconn *c = connect_new(s);
+        PGconn *c = connect_new(s, clock_mono_ms() + s->timeout_ms);
         if (c && !listen_exec(s, &c, "LISTEN " CHANNEL)) {
             PQfinish(c);
             c = NULL;
