@@ -67,7 +67,8 @@ class Stack:
     def start(self, cmd, *args):
         """`pingvas server|up` on an ephemeral port; returns the process, sets self.url."""
         p = self.spawn([BIN, cmd, "--port", "0", "--data", self.data, "--log-level", "warn",
-                        "--max-queued-per-user", "0"] + list(args), f"{cmd}.log",
+                        "--max-queued-per-user", "0", "--max-jobs-per-user", "1000000000"]
+                       + list(args), f"{cmd}.log",
                        stdout=subprocess.PIPE)
         end = time.monotonic() + 30
         while time.monotonic() < end:
@@ -574,13 +575,16 @@ class SizeRun:
         self.srv.wait(timeout=60)
 
     def cpu_ns(self):
-        """The server's CPU time, and on PostgreSQL also that of the database's backends (the
-        server's pool; the loopback cluster's processes are on this machine)."""
+        """The server's CPU time, and on PostgreSQL also that of the database's client backends
+        (the server's pool; the loopback cluster's processes are on this machine). Autovacuum
+        workers are left out: one that starts during a batch would add its whole run (an ANALYZE
+        of the table, started by earlier batches' changes too) to that batch alone."""
         ns = run_ns(self.srv.pid)
         if self.pg:
             pids = subprocess.run(["psql", os.environ["PINGVAS_TEST_PG_URL"], "-Atc",
                                    "SELECT pid FROM pg_stat_activity WHERE datname = "
-                                   f"'{self.st.pgdb}'"], capture_output=True,
+                                   f"'{self.st.pgdb}' AND backend_type = 'client backend'"],
+                                  capture_output=True,
                                   text=True).stdout.split()
             ns += sum(run_ns(int(p)) for p in pids if os.path.exists(f"/proc/{p}"))
         return ns
