@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 9
+#define SCHEMA_VERSION 8
 #define ERR_MAX 512
 #define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
@@ -316,21 +316,8 @@ static const char schema_v7[] =
 static const char schema_v8[] =
     "CREATE INDEX generation_jobs_user_status ON generation_jobs(user_id, status, seq);";
 
-/* Version 9: the jobs table vacuumed and analyzed after a fixed number of changed rows, not a
- * share of the table. By default autovacuum waits for 20 % of the rows (10 % for ANALYZE): with a
- * million stored jobs, hundreds of thousands of claims and completes, so the queued-jobs
- * statistics stay those of the last quiet spell (the claim's head lookup then walks the tier's
- * whole backlog instead of the user's index: 52 buffers against 4 per claim with 1,000 queued
- * jobs of 50 users) and dead entries pile up in the live-jobs partial indexes. A queue table's
- * hot part is its live rows, whose number does not grow with the history. */
-static const char schema_v9[] =
-    "ALTER TABLE generation_jobs SET (autovacuum_vacuum_scale_factor = 0,"
-    "  autovacuum_vacuum_threshold = 5000, autovacuum_analyze_scale_factor = 0,"
-    "  autovacuum_analyze_threshold = 2000);";
-
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
-                                                       schema_v4, schema_v5, schema_v6,
-                                                       schema_v7, schema_v8, schema_v9};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                                       schema_v5, schema_v6, schema_v7, schema_v8};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
