@@ -225,8 +225,8 @@ static int until_answered(httpc_t *h, const worker_config_t *cfg, const char *id
     return send_op(h, cfg, id, op, body, NULL, give_up_ms, NULL);
 }
 
-static int upload(httpc_t *h, const worker_config_t *cfg, const wire_upload_t *up, const char *lease,
-                  const backend_result_t *res, const char *id)
+static int upload(httpc_t *h, const worker_config_t *cfg, const wire_upload_t *up,
+                  const char *lease, const backend_result_t *res, const char *id)
 {
     const char *url = up->url, *method = up->method;
     int needs_lease = up->needs_lease;
