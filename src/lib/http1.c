@@ -2,6 +2,8 @@
  * conditions, so that logs read the same whichever transport carried a request. */
 #include "lib/http1.h"
 
+#include "lib/clock.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -13,7 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define H1_CONNECT_TIMEOUT_MS 5000 /* as httpc's CURLOPT_CONNECTTIMEOUT_MS */
@@ -44,13 +45,6 @@ typedef struct body {
     size_t cap, alloc;
     int too_big;
 } body_t;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Splits an http:// URL. 0, or -1 when this module does not take it (other scheme, userinfo, a
  * bad port, characters a request line cannot carry). */
@@ -139,7 +133,7 @@ static int io_wait(io_t *io, short events)
             io->err = "Callback aborted";
             return -1;
         }
-        int64_t left = io->deadline - mono_ms();
+        int64_t left = io->deadline - clock_mono_ms();
         if (left <= 0) {
             io->err = "Timeout was reached";
             return -1;
@@ -208,13 +202,14 @@ static int connect_to(io_t *io, const target_t *t, const char *resolve)
         io->err = "Couldn't resolve host name";
         return -1;
     }
-    int64_t cdl = mono_ms() + H1_CONNECT_TIMEOUT_MS;
+    int64_t cdl = clock_mono_ms() + H1_CONNECT_TIMEOUT_MS;
     io->fd = -1;
     for (struct addrinfo *ai = res; ai && io->fd < 0 && !io->err; ai = ai->ai_next)
         io->fd = connect_one(io, ai, cdl);
     freeaddrinfo(res);
     if (io->fd < 0 && !io->err)
-        io->err = mono_ms() >= io->deadline ? "Timeout was reached" : "Couldn't connect to server";
+        io->err =
+            clock_mono_ms() >= io->deadline ? "Timeout was reached" : "Couldn't connect to server";
     return io->fd < 0 ? -1 : 0;
 }
 
@@ -564,7 +559,7 @@ static int attempt(http1_conn_t *c, const httpc_req_t *req, const target_t *t, i
     if (!keep)
         http1_close(c);
     *retry = rc != 0 && reused && io->got == 0 && !b->too_big && !(io->abort && *io->abort) &&
-             mono_ms() < io->deadline;
+             clock_mono_ms() < io->deadline;
     return rc;
 }
 
@@ -578,7 +573,7 @@ int http1_do(http1_conn_t *c, const httpc_req_t *req, httpc_resp_t *out)
     }
     body_t b = {.r = out, .cap = req->max_response ? req->max_response : HTTPC_RESPONSE_MAX};
     int retry = 0, rc;
-    int64_t deadline = mono_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 30000);
+    int64_t deadline = clock_mono_ms() + (req->timeout_ms > 0 ? req->timeout_ms : 30000);
     do {
         io_t *io = malloc(sizeof *io);
         if (!io) {
