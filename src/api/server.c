@@ -1588,6 +1588,16 @@ static enum MHD_Result complete_finish(server_t *s, struct MHD_Connection *c, re
     return done_answer(s, c, r);
 }
 
+/* Stores a complete's image (when it came with the complete), then, if it is stored, commits the
+ * complete (and its next claim) on its own: r->img.rc and r->sc hold the outcomes. */
+static void complete_one(server_t *s, req_t *r)
+{
+    if (r->put)
+        blob_put_many(s->blob, &r->img, 1);
+    if (!r->put || r->img.rc == 0)
+        store_job_complete_claim(s->store, &r->sc);
+}
+
 /* A worker's complete (r->report, r->png): its image must be in the store (or come with it);
  * the key it was stored at becomes the job's image in the transaction that completes and charges
  * the job, and so the image becomes reachable in that transaction (images.h; issue 16, finding
@@ -1617,12 +1627,7 @@ static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t 
         park(s, c, r, PARK_COMPLETE);
         return MHD_YES;
     }
-    if (r->put) {
-        blob_put_many(s->blob, &r->img, 1);
-        if (r->img.rc != 0)
-            return complete_finish(s, c, r);
-    }
-    store_job_complete_claim(s->store, &r->sc);
+    complete_one(s, r);
     return complete_finish(s, c, r);
 }
 
@@ -1671,12 +1676,8 @@ static void *completer_main(void *arg)
         if (items && imgs) {
             complete_batch(s, batch, items, imgs);
         } else { /* out of memory: one at a time */
-            for (req_t *r = batch; r; r = r->next) {
-                if (r->put)
-                    blob_put_many(s->blob, &r->img, 1);
-                if (!r->put || r->img.rc == 0)
-                    store_job_complete_claim(s->store, &r->sc);
-            }
+            for (req_t *r = batch; r; r = r->next)
+                complete_one(s, r);
         }
         resume_all(batch);
     }
