@@ -151,8 +151,6 @@ int store_job_heartbeat_progress(store_t *s, const char *id, const char *lease_i
 int store_job_complete(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
                        const char *image_key, double credit_rate, int64_t now, job_t *out)
 {
-    if (!s->ops->job_complete_claim)
-        return s->ops->job_complete(s, id, lease_id, gpu_seconds, image_key, credit_rate, now, out);
     store_complete_t c = {.id = id,
                           .lease_id = lease_id,
                           .image_key = image_key,
@@ -191,16 +189,7 @@ static int complete_end(store_complete_t *c, int rc)
 int store_job_complete_claim(store_t *s, store_complete_t *c)
 {
     complete_start(c);
-    int rc;
-    if (s->ops->job_complete_claim) {
-        rc = s->ops->job_complete_claim(s, c);
-    } else {
-        rc = s->ops->job_complete(s, c->id, c->lease_id, c->gpu_seconds, c->image_key,
-                                  c->credit_rate, c->now, &c->done);
-        if (rc == STORE_OK && c->tier)
-            c->next_rc = store_job_claim(s, c->tier, c->worker_id, c->lease_ms, c->now, &c->next);
-    }
-    return complete_end(c, rc);
+    return complete_end(c, s->ops->job_complete_claim(s, c));
 }
 
 void store_job_complete_many(store_t *s, store_complete_t *items, size_t n)

@@ -178,11 +178,10 @@ int store_job_complete(store_t *s, const char *id, const char *lease_id, double 
                        const char *image_key, double credit_rate, int64_t now, job_t *out);
 /* Complete-and-claim (the worker protocol's complete with "next", DESIGN section 5): completes
  * job id exactly as store_job_complete does and then claims the tier's next job for worker_id
- * exactly as store_job_claim does, in ONE transaction when the store implements job_complete_claim
- * (both stores do), else in two. A refused complete (any code but STORE_OK) claims nothing. When
- * the complete is STORE_OK, next_rc is the claim's code: STORE_OK (next filled, job_clear it),
- * STORE_EMPTY, or STORE_ERR (only in the two-transaction fallback: the complete stands). A store
- * error inside the one transaction rolls both back and returns STORE_ERR. */
+ * exactly as store_job_claim does, in ONE transaction. A refused complete (any code but STORE_OK)
+ * claims nothing. When the complete is STORE_OK, next_rc is the claim's code: STORE_OK (next
+ * filled, job_clear it) or STORE_EMPTY. A store error inside the transaction rolls both back and
+ * returns STORE_ERR. */
 typedef struct store_complete {
     const char *id, *lease_id, *image_key;
     double gpu_seconds, credit_rate;
@@ -347,10 +346,8 @@ struct store_ops {
                      int64_t now, job_t *out);
     int (*job_heartbeat)(store_t *s, const char *id, const char *lease_id, int64_t lease_ms,
                          int64_t now, int step, int steps);
-    int (*job_complete)(store_t *s, const char *id, const char *lease_id, double gpu_seconds,
-                        const char *image_key, double credit_rate, int64_t now, job_t *out);
     /* Complete-and-claim in one transaction (done and next cleared by the caller; claims nothing
-     * without c->tier); serves store_job_complete too. NULL: job_complete, then job_claim. */
+     * without c->tier); serves store_job_complete too. */
     int (*job_complete_claim)(store_t *s, store_complete_t *c);
     /* The batch in one transaction (each rc set; outputs cleared by the caller), or NULL. */
     void (*job_complete_many)(store_t *s, store_complete_t *items, size_t n);

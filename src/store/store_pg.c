@@ -3004,7 +3004,6 @@ static const struct store_ops pg_ops = {
     .job_cancel = pg_job_cancel,
     .job_claim = pg_job_claim,
     .job_heartbeat = pg_job_heartbeat,
-    .job_complete = NULL, /* store.c runs job_complete_claim without a claim */
     .job_complete_claim = pg_job_complete_claim,
     .job_fail = pg_job_fail,
     .job_release = pg_job_release,

@@ -2742,7 +2742,6 @@ static const struct store_ops sqlite_ops = {
     .job_cancel = sqlite_job_cancel,
     .job_claim = sqlite_job_claim,
     .job_heartbeat = sqlite_job_heartbeat,
-    .job_complete = NULL, /* store.c runs job_complete_claim without a claim */
     .job_complete_claim = sqlite_job_complete_claim,
     .job_complete_many = sqlite_job_complete_many,
     .job_fail = sqlite_job_fail,
