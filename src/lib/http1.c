@@ -544,6 +544,7 @@ static int attempt(http1_conn_t *c, const httpc_req_t *req, const target_t *t, i
     char key[300];
     snprintf(key, sizeof key, "%s %s", t->host, t->port);
     int reused = c->fd >= 0 && strcmp(c->key, key) == 0;
+    *retry = 0; /* a new connection that cannot be made is not retried either */
     if (!reused) {
         http1_close(c);
         if (connect_to(io, t, req->resolve) != 0)

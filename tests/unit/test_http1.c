@@ -194,6 +194,25 @@ static void test_retries_once_when_an_idle_connection_was_closed(void)
     CHECK_INT(p.accepts, 2);
 }
 
+/* The peer went away altogether (a restarted server): the kept connection is dead, and the one
+ * retry on a new connection is refused, which ends the request (it went on connecting again and
+ * again, a core busy until the request's deadline). */
+static void test_gone_peer_ends_after_one_retry(void)
+{
+    peer_t p = {.nsteps = 1, .answer = {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"}};
+    http1_conn_t c;
+    char url[128];
+    httpc_req_t req = start(&p, &c, url);
+    httpc_resp_t r;
+    CHECK_INT(http1_do(&c, &req, &r), 0);
+    httpc_resp_free(&r);
+    peer_stop(&p); /* its connection and its listener closed */
+    req.timeout_ms = 600000;
+    CHECK_INT(http1_do(&c, &req, &r), -1);
+    CHECK_STR(r.error, "Couldn't connect to server");
+    http1_close(&c);
+}
+
 static void test_cap_abort_and_refused(void)
 {
     peer_t p = {.nsteps = 2,
@@ -251,6 +270,7 @@ static void test_takes_plain_http_only(void)
     X(test_writes_the_request_and_keeps_the_connection)                                            \
     X(test_chunked_close_and_interim_answers)                                                      \
     X(test_retries_once_when_an_idle_connection_was_closed)                                        \
+    X(test_gone_peer_ends_after_one_retry)                                                         \
     X(test_cap_abort_and_refused)                                                                  \
     X(test_takes_plain_http_only)
 #include "t_main.h"
