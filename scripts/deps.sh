@@ -8,8 +8,11 @@ PKGS=(build-essential cmake pkg-config git curl ca-certificates python3
       libhiredis-dev libssl-dev libpng-dev libwebsockets-dev sqlite3)
 if [ "${1:-}" = "--test" ]; then
   # python3-yaml, openssl: the boot test of deploy/ (deploy/check/boot.py); chromium: the
-  # dashboard's browser test (tests/integration/test_dashboard.py, driven by puppeteer-core)
-  PKGS+=(clang libclang-rt-14-dev postgresql redis-server nodejs npm python3-yaml openssl chromium)
+  # dashboard's browser test (tests/integration/test_dashboard.py, driven by puppeteer-core);
+  # python3-celery, python3-redis: the seed's real Celery producer and its Redis result backend
+  # (tests/integration/test_celery_python.py)
+  PKGS+=(clang libclang-rt-14-dev postgresql redis-server nodejs npm python3-yaml openssl chromium
+         python3-celery python3-redis)
 fi
 
 missing=()

@@ -1,0 +1,187 @@
+"""The Celery bridge driven by the seed's real Celery: Debian 12's python3-celery (5.2, kombu 5.2,
+redis-py 4.3; scripts/deps.sh --test installs them) as the producer and result reader, the real
+`pingvas` binary as the worker side.
+
+The app is configured as the seed's (`Celery(name, broker=REDIS_URL, backend=REDIS_URL)`, JSON,
+message protocol 2, the default queue `celery`); the seed's API inserts a `generation_jobs` row
+and sends `tasks.generate_image(job_id)`. Checked as a Celery user checks it: `AsyncResult.get()`
+returns the seed task's return value, failures raise the exception Celery stored, a canceled job
+is REVOKED, the task id chosen by the producer is the one answered. Each test takes its own Redis
+database (test_celery.take_db); both stacks, as every integration test.
+
+python3-celery lives in /usr/lib/python3/dist-packages, which only Debian's /usr/bin/python3
+sees: when the interpreter running this file is another one (a pyenv or venv python3 first on
+PATH), the file runs itself again under /usr/bin/python3."""
+import os
+import sys
+
+try:
+    import celery
+except ImportError:
+    if os.path.exists("/usr/bin/python3") and not os.environ.get("PINGVAS_CELERY_REEXEC"):
+        os.environ["PINGVAS_CELERY_REEXEC"] = "1"
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    print("python3-celery is not installed: run scripts/deps.sh --test", file=sys.stderr)
+    print("0 passed, 1 failed")
+    sys.exit(1)
+
+import celery.exceptions  # noqa: E402
+from celery.result import AsyncResult  # noqa: E402
+
+import pv  # noqa: E402
+from test_celery import REDIS_URL, assert_drained, insert_seed_row, take_db  # noqa: E402
+from test_security import claim, op  # noqa: E402
+
+WORKER = ["--time-scale", "0"]
+TASK = "tasks.generate_image"
+
+
+def seed_app(env, url):
+    """The producer as the seed configures it: broker and result backend on the same Redis."""
+    app = celery.Celery("pingvas-api", broker=url, backend=url)
+    app.conf.broker_connection_retry_on_startup = False
+    env.cleanups.append(app.close)
+    return app
+
+
+def seed_task(app):
+    """The seed's task as the API imports it (`generate_image.delay(job_id)`): only its name and
+    signature matter to the producer; pingvas runs it."""
+    @app.task(bind=True, name=TASK)
+    def generate_image(self, job_id: str):
+        raise AssertionError("the producer never runs the task")
+    return generate_image
+
+
+def start(env, *args, worker=True):
+    env.start_server(*args)
+    tok = env.add_user("alice", credits=1000000)
+    if worker:
+        env.start_worker(*WORKER)
+    return tok
+
+
+def raises(res, exc_type, timeout=60):
+    """The exception AsyncResult.get() raises (it must raise exc_type)."""
+    try:
+        value = res.get(timeout=timeout)
+    except exc_type as e:
+        return e
+    raise AssertionError(f"get() returned {value!r}, expected {exc_type.__name__}")
+
+
+def check_success(env, tok, res, jid):
+    out = res.get(timeout=60)
+    assert out["success"] is True and set(out) == {"success", "image_url"}, out
+    assert res.state == "SUCCESS" and res.successful() and res.ready(), res.state
+    assert res.traceback is None and res.date_done is not None
+    j = env.job(tok, jid)
+    assert j["status"] == "completed", j
+    # (on S3 the URL is presigned per request: the same object, maybe another signature)
+    assert out["image_url"].split("?", 1)[0] == j["image_url"].split("?", 1)[0], (out, j)
+    img = pv.image_bytes(env, tok, out["image_url"])
+    assert pv.png_size(img) == (j["width"], j["height"]), j
+    return out
+
+
+def test_send_task_delay_apply_async_get(env):
+    """The three ways a producer sends the seed's task, each answered on its own task id."""
+    r, url = take_db(env)
+    tok = start(env)
+    app = seed_app(env, url)
+    gen = seed_task(app)
+    jids = [insert_seed_row(env, "alice", prompt=f"python celery {i}") for i in range(4)]
+    sent = [
+        app.send_task(TASK, args=[jids[0]]),
+        gen.delay(jids[1]),
+        gen.apply_async(kwargs={"job_id": jids[2]}, task_id="seed-chosen-task-id-0001"),
+        app.send_task(TASK, args=(jids[3],), task_id="seed-chosen-task-id-0002"),
+    ]
+    assert sent[2].id == "seed-chosen-task-id-0001"
+    for res, jid in zip(sent, jids):
+        assert res.id != jid
+        check_success(env, tok, res, jid)
+    # Another process (a new app, as the seed's API answering a status request) reads the same.
+    other = seed_app(env, url)
+    again = other.AsyncResult("seed-chosen-task-id-0002")
+    assert again.state == "SUCCESS" and again.get(timeout=10)["success"] is True
+    assert again.result == sent[3].result
+    assert_drained(r)
+    assert r.cmd("HLEN", "pingvas-celery-tasks") == 0
+
+
+def test_group_and_custom_queue_priorities(env):
+    """A group of the seed's task on a named queue at every kombu priority step: all run, and
+    GroupResult.get() gives the results in order."""
+    r, url = take_db(env)
+    tok = start(env, "--celery-queue", "gpu")
+    app = seed_app(env, url)
+    gen = seed_task(app)
+    jids = [insert_seed_row(env, "alice", prompt=f"group {i}") for i in range(4)]
+    sigs = [gen.signature((jid,), queue="gpu", priority=p) for jid, p in zip(jids, (0, 3, 6, 9))]
+    g = celery.group(sigs).apply_async()
+    out = g.get(timeout=60)
+    assert [o["success"] for o in out] == [True] * 4, out
+    for res, jid in zip(g.results, jids):
+        check_success(env, tok, res, jid)
+    assert g.successful() and g.completed_count() == 4
+    assert_drained(r, "gpu")
+
+
+def test_failures_are_celery_failures(env):
+    """A row that does not exist, a task pingvas does not run, bad arguments, and a job whose
+    engine failed: get() raises what a Celery worker would have stored."""
+    r, url = take_db(env)
+    tok = start(env, worker=False)
+    app = seed_app(env, url)
+    gen = seed_task(app)
+    missing = "no-such-job-0001"
+    e = raises(app.send_task(TASK, args=[missing]), ValueError)
+    assert str(e) == f"Job {missing} not found", e
+    res = app.send_task("tasks.other", args=["x"])
+    e = raises(res, celery.exceptions.NotRegistered)
+    assert res.state == "FAILURE" and res.failed()
+    assert res.traceback.startswith("Traceback (most recent call last):"), res.traceback
+    e = raises(app.send_task(TASK, args=[]), TypeError)
+    assert "missing 1 required positional argument: 'job_id'" in str(e), e
+    # propagate=False gives the exception instead of raising it
+    res = gen.apply_async(args=[42])
+    got = res.get(timeout=60, propagate=False)
+    assert isinstance(got, ValueError) and res.state == "FAILURE", got
+    # The engine fails the job (reported through the worker protocol, not retryable).
+    jid = insert_seed_row(env, "alice")
+    res = gen.delay(jid)
+    pv.wait_for(lambda: env.job(tok, jid).get("status") == "queued", what="the row adopted")
+    c = claim(env)
+    assert c["job"]["id"] == jid, c
+    assert op(env, c, "fail", error="CUDA out of memory", retryable=False).status == 200
+    e = raises(res, RuntimeError)
+    assert str(e) == "CUDA out of memory" and res.state == "FAILURE", e
+    assert env.job(tok, jid)["status"] == "failed"
+    assert_drained(r)
+
+
+def test_cancel_is_revoked(env):
+    """A job canceled through the pingvas API is REVOKED for Celery (TaskRevokedError)."""
+    r, url = take_db(env)
+    tok = start(env, worker=False)
+    app = seed_app(env, url)
+    jid = insert_seed_row(env, "alice")
+    res = app.send_task(TASK, args=[jid])
+    pv.wait_for(lambda: env.job(tok, jid).get("status") == "queued", what="the row adopted")
+    assert res.state == "PENDING"
+    c = env.api("POST", f"/api/v1/generation/{jid}/cancel", token=tok)
+    assert c.status == 200 and c.json()["status"] == "canceled", c
+    raises(res, celery.exceptions.TaskRevokedError)
+    assert res.state == "REVOKED"
+    assert env.api("GET", "/api/v1/credits", token=tok).json()["reserved"] == 0
+
+
+if __name__ == "__main__":
+    if not REDIS_URL:
+        print("PINGVAS_TEST_REDIS_URL is not set: run `eval \"$(scripts/services/redis.sh)\"` "
+              "first (scripts/test.sh does)", file=sys.stderr)
+        print("0 passed, 1 failed")
+        sys.exit(1)
+    pv.main([test_send_task_delay_apply_async_get, test_group_and_custom_queue_priorities,
+             test_failures_are_celery_failures, test_cancel_is_revoked])
