@@ -195,6 +195,7 @@ def assert_drained(r, queue="celery"):
 
 
 def start(env, *args, worker=True):
+    """The server (REDIS_URL from take_db), user alice, and a worker unless worker=False."""
     env.start_server(*args)
     tok = env.add_user("alice", credits=1000000)
     if worker:
@@ -400,13 +401,18 @@ def test_every_task_of_a_job_gets_its_result(env):
     assert r.cmd("HLEN", "pingvas-celery-tasks") == 0
 
 
-if __name__ == "__main__":
+def main(tests):
+    """pv.main for the Celery suites, which need the Redis service."""
     if not REDIS_URL:
         print("PINGVAS_TEST_REDIS_URL is not set: run `eval \"$(scripts/services/redis.sh)\"` "
               "first (scripts/test.sh does)", file=sys.stderr)
         print("0 passed, 1 failed")
         sys.exit(1)
-    pv.main([test_npm_celery_client_gets_success, test_python_celery5_envelope_and_publish,
-             test_priority_lists_plain_json_body_and_queue_name,
-             test_rejects_write_failure_and_keep_running, test_kill9_between_pop_and_ack_loses_nothing,
-             test_every_task_of_a_job_gets_its_result])
+    pv.main(tests)
+
+
+if __name__ == "__main__":
+    main([test_npm_celery_client_gets_success, test_python_celery5_envelope_and_publish,
+          test_priority_lists_plain_json_body_and_queue_name,
+          test_rejects_write_failure_and_keep_running, test_kill9_between_pop_and_ack_loses_nothing,
+          test_every_task_of_a_job_gets_its_result])

@@ -29,10 +29,9 @@ import celery.exceptions  # noqa: E402
 from celery.result import AsyncResult  # noqa: E402
 
 import pv  # noqa: E402
-from test_celery import REDIS_URL, assert_drained, insert_seed_row, take_db  # noqa: E402
+from test_celery import assert_drained, insert_seed_row, main, start, take_db  # noqa: E402
 from test_security import claim, op  # noqa: E402
 
-WORKER = ["--time-scale", "0"]
 TASK = "tasks.generate_image"
 
 
@@ -51,14 +50,6 @@ def seed_task(app):
     def generate_image(self, job_id: str):
         raise AssertionError("the producer never runs the task")
     return generate_image
-
-
-def start(env, *args, worker=True):
-    env.start_server(*args)
-    tok = env.add_user("alice", credits=1000000)
-    if worker:
-        env.start_worker(*WORKER)
-    return tok
 
 
 def raises(res, exc_type, timeout=60):
@@ -178,10 +169,5 @@ def test_cancel_is_revoked(env):
 
 
 if __name__ == "__main__":
-    if not REDIS_URL:
-        print("PINGVAS_TEST_REDIS_URL is not set: run `eval \"$(scripts/services/redis.sh)\"` "
-              "first (scripts/test.sh does)", file=sys.stderr)
-        print("0 passed, 1 failed")
-        sys.exit(1)
-    pv.main([test_send_task_delay_apply_async_get, test_group_and_custom_queue_priorities,
-             test_failures_are_celery_failures, test_cancel_is_revoked])
+    main([test_send_task_delay_apply_async_get, test_group_and_custom_queue_priorities,
+          test_failures_are_celery_failures, test_cancel_is_revoked])
