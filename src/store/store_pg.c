@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 8
+#define SCHEMA_VERSION 9
 #define ERR_MAX 512
 #define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
@@ -316,8 +316,40 @@ static const char schema_v7[] =
 static const char schema_v8[] =
     "CREATE INDEX generation_jobs_user_status ON generation_jobs(user_id, status, seq);";
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                                       schema_v5, schema_v6, schema_v7, schema_v8};
+/* Version 9: a create accounts for its own job (CREATE_SQL: one update of the user's row adds
+ * its reservation, queued and stored counts, and the statement writes its event), so the row
+ * triggers of an INSERT no longer fire for it: three PL/pgSQL calls and a second new version of
+ * the user's row per create were most of a create's cost. An inserted row that is queued with a
+ * queue position is such a create's (store_job_create is the only writer of one: the seed's API
+ * inserts rows without a queue position, `pending` or `queued`, and adopt fills it by an UPDATE,
+ * which the triggers follow as before); every other INSERT keeps its triggers. */
+#define CREATE_SELF_ACCOUNTED "NEW.status = 'queued' AND NEW.queue_pos IS NOT NULL"
+#define ROW_INSERT_TRIGGER(name, fn)                                                               \
+    "CREATE TRIGGER " name " AFTER INSERT ON generation_jobs FOR EACH ROW"                         \
+    "  WHEN (NOT (" CREATE_SELF_ACCOUNTED ")) EXECUTE FUNCTION " fn "();"
+/* clang-format off */
+static const char schema_v9[] =
+    "DROP TRIGGER IF EXISTS generation_jobs_sums_insert ON generation_jobs;"
+    "DROP TRIGGER IF EXISTS generation_jobs_stored_insert ON generation_jobs;"
+    "DROP TRIGGER IF EXISTS events_job_insert ON generation_jobs;"
+    "DROP TRIGGER generation_jobs_sums ON generation_jobs;"
+    "CREATE TRIGGER generation_jobs_sums AFTER DELETE OR UPDATE OF status, user_id,"
+    "  credits_reserved, gpu_seconds, credits_charged ON generation_jobs"
+    "  FOR EACH ROW EXECUTE FUNCTION generation_jobs_sums();"
+    ROW_INSERT_TRIGGER("generation_jobs_sums_insert", "generation_jobs_sums")
+    "DROP TRIGGER generation_jobs_stored ON generation_jobs;"
+    "CREATE TRIGGER generation_jobs_stored AFTER DELETE ON generation_jobs"
+    "  FOR EACH ROW EXECUTE FUNCTION generation_jobs_stored();"
+    ROW_INSERT_TRIGGER("generation_jobs_stored_insert", "generation_jobs_stored")
+    "DROP TRIGGER events_job ON generation_jobs;"
+    "CREATE TRIGGER events_job AFTER UPDATE OF status, progress_step ON generation_jobs"
+    "  FOR EACH ROW EXECUTE FUNCTION events_job();"
+    ROW_INSERT_TRIGGER("events_job_insert", "events_job");
+/* clang-format on */
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
+                                                       schema_v4, schema_v5, schema_v6,
+                                                       schema_v7, schema_v8, schema_v9};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -1568,33 +1600,38 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
     return rc;
 }
 
-/* One create as one statement; a batch pipelines one a create (create_run). The user's row is
- * locked first (FOR UPDATE: a batch's creates run in user order, so batches lock users in one
- * order, and the row read is the newest one, after any wait). The job of the Idempotency-Key is
- * looked up. The INSERT happens when the user is active, the key unused and the admission rule
- * holds on that row (rules.c: balance - reserved >= reserve, the queued and stored caps); its
- * triggers add the job to users.reserved/queued/stored, and a webhook is recorded with it. The
- * answer: the job's columns (JOB_COLS) with kind 1 (inserted) or 2 (the key's job), or NULL ones
- * (neither), then the user's row as the statement saw it (USER_COLS' order from tier); no row:
- * no such user. ON CONFLICT DO NOTHING: a create with the same key committed while this one
- * waited for the row lock (after this statement's snapshot); the answer is then "neither" on an
- * admissible row, and the create runs once more (create_alone), when its lookup sees that job. */
+/* One create as one statement; a batch pipelines one a create (create_run). The job of the
+ * Idempotency-Key is looked up. One UPDATE of the user's row admits and accounts the create: it
+ * waits for the row's lock (a batch's creates run in user order, so batches lock users in one
+ * order), checks the rule on the newest row (rules.c: active, key unused, balance - reserved >=
+ * reserve, the queued and stored caps) and adds the job's reservation and one to queued and
+ * stored; the job is inserted only from that update's row, with its event and webhook (the
+ * INSERT triggers do not fire for it: schema_v9). The answer: the job's columns (JOB_COLS) with
+ * kind 1 (inserted) or 2 (the key's job), or NULL ones (neither), then the user's row as the
+ * statement's snapshot saw it (USER_COLS' order from tier); no row: no such user. When the update
+ * refused on a newer row than that snapshot (it waited for another transaction), the snapshot
+ * row may admit: the create runs once more (CREATE_AGAIN, create_alone) and sees the newer row.
+ * A create with the same key committed while this one waited violates generation_jobs_idem:
+ * the statement fails and the batch's creates run again alone, when the lookup finds that job. */
 /* clang-format off */
 #define CREATE_SQL                                                                                 \
     "WITH u AS (SELECT tier, balance, reserved, queued, stored, disabled_at FROM users"             \
-    "  WHERE name = $2 FOR UPDATE),"                                                               \
+    "  WHERE name = $2),"                                                                          \
     " e AS (SELECT " JOB_COLS " FROM generation_jobs WHERE $13::TEXT IS NOT NULL"                  \
     "  AND user_id = $2 AND idem_key = $13),"                                                      \
+    " a AS (UPDATE users SET reserved = reserved + $12::BIGINT, queued = queued + 1,"              \
+    "  stored = stored + 1 WHERE name = $2 AND disabled_at IS NULL AND NOT EXISTS (SELECT 1 FROM e)" \
+    "  AND ($12::BIGINT <= 0 OR balance - reserved >= $12::BIGINT)"                                \
+    "  AND ($14::BIGINT <= 0 OR queued < $14::BIGINT)"                                             \
+    "  AND ($15::BIGINT <= 0 OR stored < $15::BIGINT) RETURNING tier),"                            \
     " ins AS (INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt, width,"    \
     "  height, steps, cfg_scale, seed, seq, model, tier, created_at, credits_reserved, queue_pos," \
     "  idem_key) SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"          \
-    "  $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, u.tier, $11::BIGINT, $12::BIGINT, n.v, $13"     \
-    "  FROM u, (SELECT nextval('generation_jobs_seq') AS v) n WHERE u.disabled_at IS NULL"         \
-    "  AND NOT EXISTS (SELECT 1 FROM e)"                                                           \
-    "  AND ($12::BIGINT <= 0 OR u.balance - u.reserved >= $12::BIGINT)"                            \
-    "  AND ($14::BIGINT <= 0 OR u.queued < $14::BIGINT)"                                           \
-    "  AND ($15::BIGINT <= 0 OR u.stored < $15::BIGINT)"                                           \
-    "  ON CONFLICT DO NOTHING RETURNING " JOB_COLS "),"                                            \
+    "  $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, a.tier, $11::BIGINT, $12::BIGINT, n.v, $13"     \
+    "  FROM a, (SELECT nextval('generation_jobs_seq') AS v) n RETURNING " JOB_COLS "),"     \
+    " ev AS (INSERT INTO events(created_at, kind, user_id, job_id, data) SELECT " PG_NOW_MS ","    \
+    "  'job', user_id, id, json_build_object('id', id, 'status', status, 'tier', tier,"            \
+    "  'attempts', attempts, 'error_message', error_message)::text FROM ins),"                    \
     " w AS (INSERT INTO webhooks(job_id, url) SELECT id, $16 FROM ins WHERE $16::TEXT IS NOT NULL)," \
     " x AS (SELECT " JOB_COLS ", 1 AS kind FROM ins UNION ALL SELECT " JOB_COLS ", 2 FROM e)"     \
     " SELECT x.*, u.tier, u.balance, u.reserved, u.queued, u.stored, COALESCE(u.disabled_at, 0),"  \
