@@ -1770,9 +1770,10 @@ static size_t *create_order(const store_create_t *items, size_t n)
 /* Creates the batch in one pipelined transaction (create_run: group commit, two round trips), in
  * create_order. If a statement of one create fails on a live connection (a constraint), the
  * transaction and with it the whole batch is gone, so each create is retried alone (as it is when
- * the order cannot be allocated: one user row per transaction cannot deadlock). If the connection
- * failed or timed out, or the commit failed (its outcome unknown), every create of the batch is
- * STORE_ERR (the client retries, with its Idempotency-Key). */
+ * the order cannot be allocated: one user row per transaction cannot deadlock), a batch of one
+ * too (its Idempotency-Key committed by another create meanwhile: the second run finds that job).
+ * If the connection failed or timed out, or the commit failed (its outcome unknown), every create
+ * of the batch is STORE_ERR (the client retries, with its Idempotency-Key). */
 static int pg_job_create_many(store_t *base, store_create_t *items, size_t n)
 {
     pg_store_t *s = pgs(base);
@@ -1783,7 +1784,7 @@ static int pg_job_create_many(store_t *base, store_create_t *items, size_t n)
     size_t *order = n > 1 ? create_order(items, n) : NULL;
     bool live = true;
     int rc = n > 1 && !order ? STORE_ERR : create_run(s, items, order, n, &live);
-    bool alone = n > 1 && (!order || live);
+    bool alone = n > 1 ? !order || live : live;
     free(order);
     for (size_t i = 0; i < n; i++) {
         store_create_t *c = &items[i];
