@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 9
+#define SCHEMA_VERSION 10
 #define ERR_MAX 512
 #define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
@@ -347,9 +347,55 @@ static const char schema_v9[] =
     ROW_INSERT_TRIGGER("events_job_insert", "events_job");
 /* clang-format on */
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3,
-                                                       schema_v4, schema_v5, schema_v6,
-                                                       schema_v7, schema_v8, schema_v9};
+/* Version 10: the queue, a table of the queued jobs alone (job_id, tier, user_id, queue_pos) kept
+ * in the transaction of each change (by triggers, and by a create itself: its queue_pos is its
+ * seq), which the claim reads instead of the queued-jobs index of generation_jobs (dropped: nothing
+ * else read it). Issue 12, flat as it grows: the claim's fair-share walk over that index cost 2 to
+ * 3 times more with a million ended jobs in the table than with none, the same plan and buffers:
+ * autovacuum visits generation_jobs after 10 % of its rows changed, so with a large history the
+ * queued jobs' pages stay not all-visible and the dead index entries of jobs claimed since stay in
+ * the index (an index-only scan then reads the heap for every entry), and the planner's statistics
+ * are those of the last ANALYZE (none queued). The queue is as small as the backlog: autovacuum
+ * keeps it visible and analyzed whatever the history, and its only index besides the key is the one
+ * the claim searches, so no statistics can make the plan walk anything else. */
+#define QUEUED_ROW(r)                                                                              \
+    "(" r ".status = 'queued' AND " r ".tier IS NOT NULL AND " r ".queue_pos IS NOT NULL)"
+/* clang-format off */
+static const char schema_v10[] =
+    "CREATE TABLE job_queue ("
+    "  job_id TEXT PRIMARY KEY NOT NULL,"
+    "  tier TEXT NOT NULL,"
+    "  user_id TEXT NOT NULL,"
+    "  queue_pos BIGINT NOT NULL);"
+    "CREATE INDEX job_queue_fair ON job_queue(tier, user_id, queue_pos);"
+    "INSERT INTO job_queue SELECT id, tier, user_id, queue_pos FROM generation_jobs j"
+    "  WHERE " QUEUED_ROW("j") ";"
+    "DROP INDEX generation_jobs_fair;"
+    "CREATE FUNCTION job_queue_sync() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  IF TG_OP <> 'INSERT' THEN\n"
+    "    DELETE FROM job_queue WHERE job_id = OLD.id;\n"
+    "  END IF;\n"
+    "  IF TG_OP <> 'DELETE' AND " QUEUED_ROW("NEW") " THEN\n"
+    "    INSERT INTO job_queue VALUES (NEW.id, NEW.tier, NEW.user_id, NEW.queue_pos);\n"
+    "  END IF;\n"
+    "  RETURN NULL;\n"
+    "END $$;\n"
+    /* WHEN: the function runs only for a row that leaves or moves in the queue, or enters it
+     * by an UPDATE (adopt, requeue); the only INSERT of a queued row with a queue position is a
+     * create's (schema_v9), whose statement adds its queue row itself (CREATE_SQL) */
+    "CREATE TRIGGER job_queue_delete AFTER DELETE ON generation_jobs FOR EACH ROW"
+    "  WHEN (OLD.status = 'queued') EXECUTE FUNCTION job_queue_sync();"
+    "CREATE TRIGGER job_queue_update AFTER UPDATE OF status, tier, user_id, queue_pos"
+    "  ON generation_jobs FOR EACH ROW WHEN (" QUEUED_ROW("OLD") " IS DISTINCT FROM "
+    "  " QUEUED_ROW("NEW") " OR (" QUEUED_ROW("NEW") " AND (OLD.tier, OLD.user_id, OLD.queue_pos)"
+    "  IS DISTINCT FROM (NEW.tier, NEW.user_id, NEW.queue_pos)))"
+    "  EXECUTE FUNCTION job_queue_sync();";
+/* clang-format on */
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                                       schema_v5, schema_v6, schema_v7, schema_v8,
+                                                       schema_v9, schema_v10};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -1605,13 +1651,13 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
  * waits for the row's lock (a batch's creates run in user order, so batches lock users in one
  * order), checks the rule on the newest row (rules.c: active, key unused, balance - reserved >=
  * reserve, the queued and stored caps) and adds the job's reservation and one to queued and
- * stored; the job is inserted only from that update's row, with its event and webhook (the
- * INSERT triggers do not fire for it: schema_v9). The answer: the job's columns (JOB_COLS) with
- * kind 1 (inserted) or 2 (the key's job), or NULL ones (neither), then the user's row as the
- * statement's snapshot saw it (USER_COLS' order from tier); no row: no such user. When the update
- * refused on a newer row than that snapshot (it waited for another transaction), the snapshot
- * row may admit: the create runs once more (CREATE_AGAIN, create_alone) and sees the newer row.
- * A create with the same key committed while this one waited violates generation_jobs_idem:
+ * stored; the job is inserted only from that update's row, with its event, webhook and queue row
+ * (the INSERT triggers do not fire for it: schema_v9, schema_v10). The answer: the job's columns
+ * (JOB_COLS) with kind 1 (inserted) or 2 (the key's job), or NULL ones (neither), then the user's
+ * row as the statement's snapshot saw it (USER_COLS' order from tier); no row: no such user. When
+ * the update refused on a newer row than that snapshot (it waited for another transaction), the
+ * snapshot row may admit: the create runs once more (CREATE_AGAIN, create_alone) and sees the newer
+ * row. A create with the same key committed while this one waited violates generation_jobs_idem:
  * the statement fails and the batch's creates run again alone, when the lookup finds that job. */
 /* clang-format off */
 #define CREATE_SQL                                                                                 \
@@ -1633,6 +1679,7 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
     "  'job', user_id, id, json_build_object('id', id, 'status', status, 'tier', tier,"            \
     "  'attempts', attempts, 'error_message', error_message)::text FROM ins),"                    \
     " w AS (INSERT INTO webhooks(job_id, url) SELECT id, $16 FROM ins WHERE $16::TEXT IS NOT NULL)," \
+    " qu AS (INSERT INTO job_queue SELECT id, tier, user_id, seq FROM ins),"                 \
     " x AS (SELECT " JOB_COLS ", 1 AS kind FROM ins UNION ALL SELECT " JOB_COLS ", 2 FROM e)"     \
     " SELECT x.*, u.tier, u.balance, u.reserved, u.queued, u.stored, COALESCE(u.disabled_at, 0),"  \
     "  (SELECT pg_notify('" CHANNEL "', COALESCE(ins.tier, 'standard')) FROM ins)"                 \
@@ -1918,49 +1965,54 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
                 WORKER_UPSERT "VALUES ($1, $2, $3, $4)" WORKER_UPSERT_CONFLICT, &p);
 }
 
-/* Fair share: among users with queued jobs in tier $1 (walked through the index, one seek a
- * user: FAIR_USERS), the one with the fewest running jobs there, ties to the earliest head job
- * (FAIR_PICK). */
+/* Fair share: among users with queued jobs in tier $1 (walked through the queue's index, one seek
+ * a user: FAIR_USERS), the one with the fewest running jobs there, ties to the earliest head job
+ * (FAIR_PICK). The queue (job_queue, schema_v10) holds the queued jobs alone. */
 #define FAIR_USERS                                                                                 \
     "WITH RECURSIVE u(name) AS ("                                                                  \
-    " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = $1 AND status = 'queued')"     \
+    " SELECT (SELECT MIN(user_id) FROM job_queue WHERE tier = $1)"                                 \
     " UNION ALL"                                                                                   \
-    " SELECT (SELECT MIN(user_id) FROM generation_jobs WHERE tier = $1 AND status = 'queued'"      \
-    "   AND user_id > u.name) FROM u WHERE u.name IS NOT NULL)"
+    " SELECT (SELECT MIN(user_id) FROM job_queue WHERE tier = $1 AND user_id > u.name)"            \
+    "  FROM u WHERE u.name IS NOT NULL)"
 #define FAIR_PICK                                                                                  \
     "SELECT u.name,"                                                                               \
     "  (SELECT COUNT(*) FROM generation_jobs r WHERE r.tier = $1 AND r.user_id = u.name"           \
     "    AND r.status = 'in_progress') AS running,"                                                \
-    "  (SELECT MIN(h.queue_pos) FROM generation_jobs h WHERE h.tier = $1"                          \
-    "    AND h.status = 'queued' AND h.user_id = u.name) AS head"                                  \
+    "  (SELECT MIN(h.queue_pos) FROM job_queue h WHERE h.tier = $1 AND h.user_id = u.name) AS "    \
+    "head"                                                                                         \
     " FROM u WHERE u.name IS NOT NULL ORDER BY running, head LIMIT 1"
 #define PICK_USER_SQL FAIR_USERS " " FAIR_PICK
 
 /* The first queued job in tier $1 of the user named by the SQL expression `user`. */
 #define JOB_HEAD_OF(user)                                                                          \
-    "SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued' AND user_id = " user     \
-    " ORDER BY queue_pos LIMIT 1"
+    "SELECT job_id FROM job_queue WHERE tier = $1 AND user_id = " user " ORDER BY queue_pos "      \
+    "LIMIT 1"
 #define SQL_JOB_HEAD JOB_HEAD_OF("$2")
 
 /* A claim as one statement (prepared once per connection), in one round trip with its BEGIN:
- * (c finds the job by its id alone: a or b locked it queued. With "AND status = 'queued'" there
- * too, statistics taken when little was queued (a large table is analyzed rarely) made the
- * planner prefer a scan of a queued-jobs partial index to the primary key, so that every claim
- * read the whole backlog; issue 12, flat as it grows.)
- * the fair-share user (f), its first queued job locked (a), or, when another replica is claiming
- * all of that user's jobs right now, the tier's first unlocked queued job (b: SKIP LOCKED, so
- * claims never wait on each other's candidates); the job leased (c) and the worker, if named,
- * recorded busy (w). No row: nothing claimable. */
+ * the fair-share user (f), its first queued job's queue row locked (a), or, when another replica
+ * is claiming all of that user's jobs right now, the tier's first unlocked one (b: SKIP LOCKED, so
+ * claims never wait on each other's candidates); the job's row locked (j, SKIP LOCKED too: the
+ * claim holds a queue row there, and anything else that takes a job out of the queue locks the
+ * job's row first, then its queue row through the trigger; so a claim never waits for a job row,
+ * and the two orders cannot deadlock), the job leased (c) and the worker, if named, recorded busy
+ * (w). No row: nothing claimable. A queue row locked here is one the job's row still matches: a
+ * change that takes the job out of the queue deletes the row (which SKIP LOCKED then passes) in
+ * the same transaction. j and c find the job by its id alone (with "AND status = 'queued'" too,
+ * statistics taken when little was queued made the planner prefer a scan of a queued-jobs partial
+ * index to the primary key; issue 12, flat as it grows). */
 /* clang-format off */
 #define CLAIM_SQL                                                                                  \
     FAIR_USERS ", f AS (" FAIR_PICK "),"                                                           \
     " a AS (" JOB_HEAD_OF("(SELECT name FROM f)") " FOR UPDATE SKIP LOCKED),"                      \
-    " b AS (SELECT id FROM generation_jobs WHERE tier = $1 AND status = 'queued'"                  \
-    "  AND NOT EXISTS (SELECT 1 FROM a) ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED),"       \
+    " b AS (SELECT job_id FROM job_queue WHERE tier = $1 AND NOT EXISTS (SELECT 1 FROM a)"         \
+    "  ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED),"                                        \
+    " j AS (SELECT id FROM generation_jobs WHERE id ="                                             \
+    "  (SELECT job_id FROM a UNION ALL SELECT job_id FROM b LIMIT 1) FOR UPDATE SKIP LOCKED),"     \
     " c AS (UPDATE generation_jobs SET status = 'in_progress', lease_id = $2, worker_id = $3,"     \
     "  lease_expires_at = $4::BIGINT, attempts = attempts + 1,"                                    \
     "  started_at = COALESCE(started_at, $5::BIGINT), progress_step = NULL, progress_steps = NULL" \
-    "  WHERE id = (SELECT id FROM a UNION ALL SELECT id FROM b LIMIT 1)"                           \
+    "  WHERE id = (SELECT id FROM j)"                                                              \
     "  RETURNING " JOB_COLS "),"                                                                   \
     " w AS (" WORKER_UPSERT "SELECT $3, $1, 'busy', $5::BIGINT FROM c WHERE $3 <> ''"             \
     WORKER_UPSERT_CONFLICT ")"                                                                     \

@@ -130,8 +130,9 @@ static void remove_db(void)
     rmdir(t_dir);
 }
 
-/* The values the triggers and creates keep (users.reserved, queued and stored, job_totals) must
- * equal the sums over the jobs: checked through a second connection. */
+/* The values the triggers and creates keep (users.reserved, queued and stored, job_totals, and
+ * PostgreSQL's queue table) must equal the sums over the jobs: checked through a second
+ * connection. */
 static void check_derived(void)
 {
     static const char sql[] =
@@ -145,12 +146,21 @@ static void check_derived(void)
         "   COALESCE(SUM(credits_charged), 0) FROM generation_jobs j WHERE j.status = t.status)"
         "   OR abs(t.gpu_seconds - (SELECT COALESCE(SUM(gpu_seconds), 0) FROM generation_jobs j"
         "   WHERE j.status = t.status)) > 1e-6)";
+    /* PostgreSQL: the queue table (store_pg.c, schema_v10) holds exactly the queued jobs */
+    static const char queue_sql[] =
+        "SELECT COUNT(*) FROM (SELECT id, tier, user_id, queue_pos FROM generation_jobs"
+        "  WHERE status = 'queued' AND tier IS NOT NULL AND queue_pos IS NOT NULL) g"
+        " FULL JOIN job_queue q ON q.job_id = g.id AND q.tier = g.tier AND q.user_id = g.user_id"
+        "  AND q.queue_pos = g.queue_pos WHERE g.id IS NULL OR q.job_id IS NULL";
     long long bad = -1;
     if (t_pg) {
+        long long bad_queue = -1;
 #ifdef PINGVAS_HAVE_PQ
         bad = pg_exec(t_url, sql);
+        bad_queue = pg_exec(t_url, queue_sql);
 #endif
         CHECK_INT(bad, 0);
+        CHECK_INT(bad_queue, 0);
         return;
     }
     sqlite3 *db = NULL;
@@ -1390,35 +1400,38 @@ static const struct {
     {"job_next_seq", "sqlite_autoindex_generation_jobs_2", NULL}, /* PostgreSQL: a sequence */
     {"job_list", "generation_jobs_user", "generation_jobs_user"},
     {"job_list_status", "generation_jobs_user_status", "generation_jobs_user_status"},
-    {"job_pick_user", "generation_jobs_fair", "generation_jobs_fair"},
-    {"job_head", "generation_jobs_fair", "generation_jobs_fair"},
+    /* PostgreSQL: the queue table of the queued jobs alone (store_pg.c, schema_v10) */
+    {"job_pick_user", "generation_jobs_fair", "job_queue_fair"},
+    {"job_head", "generation_jobs_fair", "job_queue_fair"},
     {"job_requeue", "generation_jobs_claim", NULL},
     /* PostgreSQL: either partial index of the running jobs */
     {"reap_list", "generation_jobs_reap", "generation_jobs_reap|generation_jobs_running"},
     {"stats_jobs", "generation_jobs_claim",
-     "generation_jobs_claim|generation_jobs_fair|generation_jobs_running"}, /* live jobs only */
+     "generation_jobs_claim|generation_jobs_running"}, /* live jobs only */
     {"purge_list", "generation_jobs_ended", "generation_jobs_ended"},
     {"purge_ledger", "sqlite_autoindex_credit_ledger_1", NULL},
     {"ledger_list", "credit_ledger_user", "credit_ledger_user"},
     {"usage", "generation_jobs_completed", "generation_jobs_completed"},
     /* PostgreSQL: the job leased or renewed by its primary key, not by a scan of the partial
-     * index of the queued or running jobs (one statement each there; see store_pg.c) */
-    {"job_claim", NULL, "generation_jobs_pkey"},
+     * index of the queued or running jobs (one statement each there; see store_pg.c); the claim
+     * finds the fair-share user and its head job in the queue's index */
+    {"job_claim", NULL, "generation_jobs_pkey&job_queue_fair"},
     {"job_heartbeat", NULL, "generation_jobs_pkey"},
 };
 
-/* Whether plan names one of the indexes in alternatives ("a|b"). */
+/* Whether plan names one of the indexes in alternatives ("a|b"), or all of them ("a&b"). */
 static int plan_uses(const char *plan, const char *alternatives)
 {
     char name[128];
+    int all = strchr(alternatives, '&') != NULL;
     for (const char *p = alternatives; *p;) {
-        size_t n = strcspn(p, "|");
+        size_t n = strcspn(p, "|&");
         snprintf(name, sizeof name, "%.*s", (int)n, p);
-        if (strstr(plan, name))
-            return 1;
-        p += n + (p[n] == '|');
+        if ((strstr(plan, name) == NULL) == all)
+            return !all;
+        p += n + (p[n] != '\0');
     }
-    return 0;
+    return all;
 }
 
 static void test_query_plans(void)
@@ -1435,10 +1448,10 @@ static void test_query_plans(void)
         if (!index)
             continue;
         /* SQLite: "SCAN t" reads all of t; PostgreSQL: "Seq Scan on t" with seqscan off */
-        int ok = rc == STORE_OK && plan_uses(plan, index) &&
-                 !strstr(plan, "SCAN generation_jobs") && !strstr(plan, "SCAN credit_ledger") &&
-                 !strstr(plan, "Seq Scan on generation_jobs") &&
-                 !strstr(plan, "Seq Scan on credit_ledger");
+        int ok =
+            rc == STORE_OK && plan_uses(plan, index) && !strstr(plan, "SCAN generation_jobs") &&
+            !strstr(plan, "SCAN credit_ledger") && !strstr(plan, "Seq Scan on generation_jobs") &&
+            !strstr(plan, "Seq Scan on credit_ledger") && !strstr(plan, "Seq Scan on job_queue");
         if (!ok)
             fprintf(stderr, "%s: expected a search of %s, got:\n%s", t_plans[i].name, index, plan);
         CHECK(ok);
@@ -1468,6 +1481,51 @@ static int raw_exec(const char *sql)
     return rc;
 }
 
+/* What PostgreSQL's schema version 10 added (the queue table, store_pg.c), undone. */
+#define PG_UNDO_QUEUE                                                                              \
+    "DROP TRIGGER job_queue_delete ON generation_jobs;"                                            \
+    " DROP TRIGGER job_queue_update ON generation_jobs;"                                           \
+    " DROP FUNCTION job_queue_sync(); DROP TABLE job_queue;"                                       \
+    " CREATE INDEX generation_jobs_fair ON generation_jobs(tier, user_id, queue_pos)"              \
+    " WHERE status = 'queued';"
+
+/* PostgreSQL: a store of version 9 with queued, running and ended jobs gets the queue table from
+ * `pingvas migrate` filled with its queued jobs alone, and claims then take them in fair-share
+ * order (SQLite has no such table: its claim reads an index of generation_jobs). */
+static void test_migrate_queue_table(void)
+{
+    store_t *s = open_fresh();
+    char a1[JOB_ID_SIZE], a2[JOB_ID_SIZE], b1[JOB_ID_SIZE], c1[JOB_ID_SIZE];
+    job_t j = {0};
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "bob", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(create(s, "ann", 10, T0, a1), STORE_OK);
+    CHECK_INT(create(s, "ann", 10, T0 + 1, a2), STORE_OK);
+    CHECK_INT(create(s, "bob", 10, T0 + 2, b1), STORE_OK);
+    CHECK_INT(create(s, "bob", 10, T0 + 3, c1), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 4, &j), STORE_OK);
+    CHECK_STR(j.id, a1); /* ann's first: both users run none, ann's head is older */
+    job_clear(&j);
+    CHECK_INT(store_job_cancel(s, "bob", c1, T0 + 5, NULL), STORE_OK);
+    if (t_pg) {
+        CHECK_INT(raw_exec(PG_UNDO_QUEUE "UPDATE schema_version SET version = version - 1"), 0);
+        CHECK_INT(store_migrate(s), STORE_OK);
+    }
+    /* ann runs one job now: bob's (b1) before ann's second; then ann's; then none */
+    CHECK_INT(store_job_claim(s, "standard", "w2", LEASE, T0 + 6, &j), STORE_OK);
+    CHECK_STR(j.id, b1);
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "standard", "w3", LEASE, T0 + 7, &j), STORE_OK);
+    CHECK_STR(j.id, a2);
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "standard", "w4", LEASE, T0 + 8, &j), STORE_EMPTY);
+    job_clear(&j);
+    close_fresh(s);
+}
+
 /* A store of the previous schema version (no index of a user's jobs by status) gets the index
  * from `pingvas migrate`, and its jobs stay listed as before. */
 static void test_migrate_user_status_index(void)
@@ -1481,9 +1539,10 @@ static void test_migrate_user_status_index(void)
         return;
     CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
     CHECK_INT(create(s, "ann", 10, T0, id), STORE_OK);
-    /* the index is SQLite's version 9, PostgreSQL's 8 (its 9 runs again: it is idempotent) */
-    CHECK_INT(raw_exec(t_pg ? "DROP INDEX generation_jobs_user_status;"
-                              " UPDATE schema_version SET version = 7"
+    /* the index is SQLite's version 9, PostgreSQL's 8 (its 9 runs again: it is idempotent; its
+     * 10, the queue table, undone first) */
+    CHECK_INT(raw_exec(t_pg ? PG_UNDO_QUEUE "DROP INDEX generation_jobs_user_status;"
+                                            " UPDATE schema_version SET version = 7"
                             : "DROP INDEX generation_jobs_user_status;"
                               " UPDATE schema_version SET version = 8"),
               0);
@@ -1644,6 +1703,7 @@ static void test_throughput_report(void)
     X(test_workers_and_stats)                                                                      \
     X(test_query_plans)                                                                            \
     X(test_migrate_user_status_index)                                                              \
+    X(test_migrate_queue_table)                                                                    \
     X(test_event_log)                                                                              \
     X(test_throughput_report)
 #define T_ENTRY(fn) {#fn, fn},
