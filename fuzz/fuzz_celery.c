@@ -9,7 +9,8 @@
  *
  * Invariants: no crash, no leak, no read past size; a parsed message names the task, a task id
  * and a job id within their caps; a reject has a reason, an exception type and a message; a
- * FAILURE result can be written for any task id the parser kept, and it is valid JSON. */
+ * FAILURE result can be written for any task id the parser kept, and it is valid JSON. The same
+ * input as a remote-control message (celery_parse_revoke): a revoke lists n safe task ids. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,5 +45,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(j);
         free(s);
     }
+    celery_revoke_t rv;
+    rc = celery_parse_revoke((const char *)data, size, &rv);
+    if (rc == 1) {
+        int n = 1;
+        for (const char *p = rv.task_ids; *p; p++)
+            n += *p == ' ';
+        if (n != rv.n || !rv.task_ids[0] || strchr(rv.task_ids, '"'))
+            abort();
+    } else if (rc < -1 || rc > 1 || rv.task_ids || rv.n) {
+        abort();
+    }
+    celery_revoke_free(&rv);
     return 0;
 }

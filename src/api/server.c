@@ -306,6 +306,29 @@ static void job_ended(server_t *s, const job_t *j)
         celery_bridge_job_ended(s->celery, j->id);
 }
 
+static int cancel_job(server_t *s, const char *user, const char *id, const char *by, job_t *j);
+
+/* celery_revoke_fn: a Celery revoke cancels a job that has not started; with terminate, a
+ * running one too (its worker learns it on its next heartbeat, as for an API cancel). */
+static int celery_revoke(void *arg, const char *job_id, bool terminate)
+{
+    server_t *s = arg;
+    job_t j = {0};
+    char user[USER_NAME_MAX + 1];
+    int rc = store_job_get(s->store, job_id, &j);
+    bool cancel =
+        rc == STORE_OK && (j.status == JOB_QUEUED || (terminate && j.status == JOB_IN_PROGRESS));
+    snprintf(user, sizeof user, "%s", j.user);
+    job_clear(&j);
+    if (rc == STORE_ERR)
+        return -1;
+    if (!cancel)
+        return 0;
+    rc = cancel_job(s, user, job_id, "celery_revoke", &j);
+    job_clear(&j);
+    return rc == STORE_OK ? 1 : rc == STORE_ERR ? -1 : 0;
+}
+
 static json_t *job_json(server_t *s, const job_t *j)
 {
     char *url = image_url_for(s, j);
@@ -1045,6 +1068,18 @@ static enum MHD_Result api_events(server_t *s, struct MHD_Connection *c)
     return ret;
 }
 
+/* Cancels user's job id (store_job_cancel) and tells whoever waits on its end. */
+static int cancel_job(server_t *s, const char *user, const char *id, const char *by, job_t *j)
+{
+    int rc = store_job_cancel(s->store, user, id, clock_steady_ms(), j);
+    if (rc == STORE_OK) {
+        log_info("event=job_canceled job=%s user=%s by=%s", id, user, by);
+        image_discard(s->blob, &s->image_secrets, id);
+        job_ended(s, j);
+    }
+    return rc;
+}
+
 static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const char *id)
 {
     enum MHD_Result ret;
@@ -1052,11 +1087,8 @@ static enum MHD_Result api_cancel(server_t *s, struct MHD_Connection *c, const c
     if (auth_user(s, c, &u, &ret) != 0 || rate_limited(s, c, u.name, &ret))
         return ret;
     job_t j = {0};
-    int rc = store_job_cancel(s->store, u.name, id, clock_steady_ms(), &j);
+    int rc = cancel_job(s, u.name, id, "api", &j);
     if (rc == STORE_OK) {
-        log_info("event=job_canceled job=%s user=%s", id, u.name);
-        image_discard(s->blob, &s->image_secrets, id);
-        job_ended(s, &j);
         ret = send_json(c, 200, job_json(s, &j));
     } else if (rc == STORE_CONFLICT) {
         api_error_t e;
@@ -2495,8 +2527,8 @@ static int server_start_services(server_t *s, const server_config_t *cfg, char *
                               .queue = cfg->celery_queue,
                               .visibility_timeout_ms = cfg->celery_visibility_ms,
                               .credit_rate = cfg->credit_rate};
-        s->celery =
-            celery_bridge_start(&cc, s->store, celery_image_url, celery_work, s, err, errlen);
+        s->celery = celery_bridge_start(&cc, s->store, celery_image_url, celery_work, celery_revoke,
+                                        s, err, errlen);
         if (!s->celery)
             return -1;
     }

@@ -1,17 +1,19 @@
 /* celery.c: the Celery bridge. See celery.h and docs/celery.md.
  *
  * Parsing and result formatting are pure functions on jansson. The bridge is one thread with
- * one hiredis connection: it pops messages (a Lua script that moves a message from its list into
- * kombu's `unacked` hash and `unacked_index` sorted set in one step), adopts the row, and
- * settles the message (a second script: record the task id, or write a FAILURE result, and
- * remove the message from `unacked`/`unacked_index`, which is kombu's ack). Between polls it
- * writes the results of jobs that ended, restores unacked messages older than the visibility
- * timeout to their lists, and reconnects with backoff when Redis goes away. */
+ * one hiredis connection for commands, and one subscribed to kombu's remote-control channel for
+ * revokes (read without blocking between polls). It pops messages (a Lua script that moves a
+ * message from its list into kombu's `unacked` hash and `unacked_index` sorted set in one step),
+ * adopts the row, and settles the message (a second script: record the task id, or write a FAILURE
+ * result, and remove the message from `unacked`/`unacked_index`, which is kombu's ack). Between
+ * polls it writes the results of jobs that ended, restores unacked messages older than the
+ * visibility timeout to their lists, and reconnects with backoff when Redis goes away. */
 #include "bridge/celery.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -256,6 +258,75 @@ out:
     return rc;
 }
 
+/* ---- remote control (kombu's pidbox broadcast) ---- */
+
+/* Appends one task id to out->task_ids. 0, or -1 for a value that is not a task id. */
+static int add_revoked_id(celery_revoke_t *out, json_t *v, size_t *used)
+{
+    const char *s = json_string_value(v);
+    size_t n = s ? strlen(s) : 0;
+    if (!s || !safe_token(s, CELERY_ID_MAX) || *used + n + 2 > CELERY_MESSAGE_MAX)
+        return -1;
+    char *grown = realloc(out->task_ids, *used + n + 2);
+    if (!grown)
+        return -1;
+    out->task_ids = grown;
+    if (*used)
+        grown[(*used)++] = ' ';
+    memcpy(grown + *used, s, n + 1);
+    *used += n;
+    out->n++;
+    return 0;
+}
+
+int celery_parse_revoke(const char *data, size_t len, celery_revoke_t *out)
+{
+    celery_reject_t rej;
+    json_error_t jerr;
+    json_t *env = NULL, *body = NULL;
+    size_t used = 0;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    if (len > CELERY_MESSAGE_MAX || !(env = json_loadb(data, len, 0, &jerr)) ||
+        !json_is_object(env))
+        goto out;
+    const char *ctype = obj_str(env, "content-type");
+    json_t *props = json_object_get(env, "properties");
+    if ((ctype && strcmp(ctype, "application/json") != 0) ||
+        !(body = load_body(env, json_is_object(props) ? props : NULL, &rej)) ||
+        !json_is_object(body) || !obj_str(body, "method"))
+        goto out;
+    json_t *dest = json_object_get(body, "destination");
+    rc = 0;
+    if (strcmp(obj_str(body, "method"), "revoke") != 0 ||
+        !(!dest || json_is_null(dest) || (json_is_array(dest) && json_array_size(dest) == 0)))
+        goto out; /* another command, or one for named Celery workers */
+    rc = -1;
+    json_t *args = json_object_get(body, "arguments");
+    json_t *ids = json_object_get(args, "task_id"), *v;
+    size_t i;
+    if (json_is_array(ids)) {
+        json_array_foreach(ids, i, v) if (add_revoked_id(out, v, &used) != 0) goto out;
+    } else if (add_revoked_id(out, ids, &used) != 0) {
+        goto out;
+    }
+    out->terminate = json_is_true(json_object_get(args, "terminate"));
+    rc = out->n > 0 ? 1 : -1;
+out:
+    if (rc != 1)
+        celery_revoke_free(out);
+    json_decref(body);
+    json_decref(env);
+    return rc;
+}
+
+void celery_revoke_free(celery_revoke_t *r)
+{
+    free(r->task_ids);
+    r->task_ids = NULL;
+    r->n = 0;
+}
+
 /* ---- results ---- */
 
 /* Python's datetime.isoformat() of an aware UTC time: microseconds only when not zero. */
@@ -402,8 +473,9 @@ int celery_queue_for_priority(const char *queue, int priority, char *buf, size_t
 #ifndef PINGVAS_HAVE_HIREDIS
 
 celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
-                                     celery_image_url_fn url_fn, celery_work_fn work_fn, void *arg,
-                                     char *err, size_t errlen)
+                                     celery_image_url_fn url_fn, celery_work_fn work_fn,
+                                     celery_revoke_fn revoke_fn, void *arg, char *err,
+                                     size_t errlen)
 {
     snprintf(err, errlen,
              "REDIS_URL is set but this pingvas was built without hiredis "
@@ -428,6 +500,8 @@ void celery_bridge_stop(celery_bridge_t *b) {}
 #define RESTORE_MAX 1000 /* unacked messages restored per pass */
 #define WAIT_S "0.25"    /* how long one idle wait blocks */
 #define TASK_IDS_MAX 4096
+#define REVOKED_MAX 1024    /* task ids revoked before their message came (Celery: 50,000) */
+#define CONTROL_PER_TURN 64 /* remote-control messages handled per loop turn */
 
 /* Moves the next message (priority lists in order) into unacked / unacked_index, like kombu's
  * BRPOP + QoS.append but atomically. KEYS: the lists, then unacked, unacked_index. ARGV: now in
@@ -501,6 +575,16 @@ static const char restore_lua[] =
     "else redis.call('RPUSH', KEYS[3], ARGV[3]) end\n"
     "return 1\n";
 
+/* The job a task id was recorded for: the field of the tasks hash (KEYS[1]) whose value lists
+ * ARGV[1], or false. */
+static const char find_task_lua[] =
+    "local all = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #all, 2 do\n"
+    "  if string.find(' ' .. all[i + 1] .. ' ', ' ' .. ARGV[1] .. ' ', 1, true) then\n"
+    "    return all[i] end\n"
+    "end\n"
+    "return false\n";
+
 static const char unlock_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
                                  "  return redis.call('DEL', KEYS[1]) end\n"
                                  "return 0\n";
@@ -514,12 +598,17 @@ struct celery_bridge {
     store_t *store;
     celery_image_url_fn url_fn;
     celery_work_fn work_fn;
+    celery_revoke_fn revoke_fn;
     void *arg;
 
     pthread_t thread;
     atomic_int stopping;
     redisContext *rc;
+    redisContext *sub; /* subscribed to the remote-control channel (revokes) */
+    char control[64];  /* that channel: kombu's "/<db>.celery.pidbox" */
     bool no_blmove;
+    char (*revoked)[CELERY_ID_MAX + 1]; /* REVOKED_MAX task ids revoked, a ring */
+    int revoked_next;
 
     pthread_mutex_t mu; /* guards ended */
     char ended[ENDED_MAX][JOB_ID_SIZE];
@@ -529,12 +618,16 @@ struct celery_bridge {
 
 static void drop_conn(celery_bridge_t *b, const char *what)
 {
-    if (b->rc) {
+    redisContext *c = b->rc && b->rc->errstr[0] ? b->rc : b->sub ? b->sub : b->rc;
+    if (c)
         log_warn("event=celery_redis_lost what=%s err=\"%s\"", what,
-                 b->rc->errstr[0] ? b->rc->errstr : "unexpected reply");
+                 c->errstr[0] ? c->errstr : "unexpected reply");
+    if (b->rc)
         redisFree(b->rc);
-        b->rc = NULL;
-    }
+    if (b->sub)
+        redisFree(b->sub);
+    b->rc = NULL;
+    b->sub = NULL;
 }
 
 /* Runs a command (argv with lengths). NULL on an I/O error (the connection is dropped); a Redis
@@ -550,18 +643,38 @@ static redisReply *cmd(celery_bridge_t *b, int argc, const char **argv, const si
     return r;
 }
 
-static redisReply *cmd_simple(celery_bridge_t *b, const char *what, int argc, ...)
+/* A command of at most 8 C-string arguments on c. NULL on an I/O error. */
+static redisReply *vcmd(redisContext *c, int argc, va_list ap)
 {
     const char *argv[8];
     size_t lens[8];
-    va_list ap;
-    va_start(ap, argc);
     for (int i = 0; i < argc && i < 8; i++) {
         argv[i] = va_arg(ap, const char *);
         lens[i] = strlen(argv[i]);
     }
+    return redisCommandArgv(c, argc < 8 ? argc : 8, argv, lens);
+}
+
+static redisReply *ctx_simple(redisContext *c, int argc, ...)
+{
+    va_list ap;
+    va_start(ap, argc);
+    redisReply *r = vcmd(c, argc, ap);
     va_end(ap);
-    return cmd(b, argc, argv, lens, what);
+    return r;
+}
+
+static redisReply *cmd_simple(celery_bridge_t *b, const char *what, int argc, ...)
+{
+    if (!b->rc)
+        return NULL;
+    va_list ap;
+    va_start(ap, argc);
+    redisReply *r = vcmd(b->rc, argc, ap);
+    va_end(ap);
+    if (!r)
+        drop_conn(b, what);
+    return r;
 }
 
 static bool reply_ok(redisReply *r)
@@ -569,7 +682,8 @@ static bool reply_ok(redisReply *r)
     return r && r->type != REDIS_REPLY_ERROR;
 }
 
-static int connect_redis(celery_bridge_t *b)
+/* A connection, authenticated, on the database; NULL (logged) when that fails. */
+static redisContext *open_conn(celery_bridge_t *b)
 {
     struct timeval tv = {2, 0};
     redisContext *c = redisConnectWithTimeout(b->addr.host, b->addr.port, tv);
@@ -578,15 +692,14 @@ static int connect_redis(celery_bridge_t *b)
                  b->addr.port, c ? c->errstr : "out of memory");
         if (c)
             redisFree(c);
-        return -1;
+        return NULL;
     }
     struct timeval io = {10, 0};
     redisSetTimeout(c, io);
-    b->rc = c;
     redisReply *r = NULL;
     if (b->addr.password[0]) {
-        r = b->addr.user[0] ? cmd_simple(b, "auth", 3, "AUTH", b->addr.user, b->addr.password)
-                            : cmd_simple(b, "auth", 2, "AUTH", b->addr.password);
+        r = b->addr.user[0] ? ctx_simple(c, 3, "AUTH", b->addr.user, b->addr.password)
+                            : ctx_simple(c, 2, "AUTH", b->addr.password);
         if (!reply_ok(r)) {
             log_error("event=celery_redis_auth_failed err=\"%s\"",
                       r && r->str ? r->str : "connection lost");
@@ -596,22 +709,38 @@ static int connect_redis(celery_bridge_t *b)
     }
     char db[16];
     snprintf(db, sizeof db, "%d", b->addr.db);
-    r = cmd_simple(b, "select", 2, "SELECT", db);
+    r = ctx_simple(c, 2, "SELECT", db);
     if (!reply_ok(r)) {
         log_error("event=celery_redis_select_failed db=%s err=\"%s\"", db,
                   r && r->str ? r->str : "connection lost");
         goto fail;
     }
     freeReplyObject(r);
-    return 0;
+    return c;
 fail:
     if (r)
         freeReplyObject(r);
-    if (b->rc) {
-        redisFree(b->rc);
-        b->rc = NULL;
+    redisFree(c);
+    return NULL;
+}
+
+/* The command connection, and one subscribed to kombu's remote-control channel (revokes). */
+static int connect_redis(celery_bridge_t *b)
+{
+    b->rc = open_conn(b);
+    if (!b->rc || !b->revoke_fn)
+        return b->rc ? 0 : -1;
+    b->sub = open_conn(b);
+    redisReply *r = b->sub ? ctx_simple(b->sub, 2, "SUBSCRIBE", b->control) : NULL;
+    bool ok = r && r->type == REDIS_REPLY_ARRAY;
+    if (r)
+        freeReplyObject(r);
+    if (!ok) {
+        log_warn("event=celery_redis_unreachable what=subscribe channel=%s", b->control);
+        drop_conn(b, "subscribe");
+        return -1;
     }
-    return -1;
+    return 0;
 }
 
 /* Writes a result for one task and/or records a task, and acks the delivery (tag may be ""). */
@@ -947,6 +1076,83 @@ static void sweep(celery_bridge_t *b)
     } while (strcmp(cursor, "0") != 0 && b->rc && ++rounds < 100 && !atomic_load(&b->stopping));
 }
 
+static bool is_revoked(const celery_bridge_t *b, const char *task_id)
+{
+    for (int i = 0; i < REVOKED_MAX && b->revoked[i][0]; i++)
+        if (strcmp(b->revoked[i], task_id) == 0)
+            return true;
+    return false;
+}
+
+/* One task id of a revoke: remembered (its message may not have come yet: a Celery worker
+ * discards such a task when it arrives), and its job canceled through revoke_fn when the task
+ * was adopted. */
+static void revoke_task(celery_bridge_t *b, const char *task_id, bool terminate)
+{
+    if (!is_revoked(b, task_id)) {
+        copy_str(b->revoked[b->revoked_next], CELERY_ID_MAX + 1, task_id);
+        b->revoked_next = (b->revoked_next + 1) % REVOKED_MAX;
+    }
+    redisReply *r = cmd_simple(b, "find task", 5, "EVAL", find_task_lua, "1", TASKS_KEY, task_id);
+    const char *outcome = "not_adopted";
+    char job_id[JOB_ID_SIZE] = "-";
+    if (r && r->type == REDIS_REPLY_STRING && valid_job_id(r->str)) {
+        copy_str(job_id, sizeof job_id, r->str);
+        int rc = b->revoke_fn(b->arg, job_id, terminate);
+        outcome = rc > 0 ? "canceled" : rc == 0 ? "left_running_or_ended" : "store_error";
+    }
+    if (r)
+        freeReplyObject(r);
+    log_info("event=celery_revoke task_id=%s job_id=%s terminate=%d outcome=%s", task_id, job_id,
+             terminate, outcome);
+}
+
+/* A message on the remote-control channel: ["message", channel, envelope]. */
+static void control_message(celery_bridge_t *b, const redisReply *r)
+{
+    celery_revoke_t rv;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    int rc = celery_parse_revoke(r->element[2]->str, r->element[2]->len, &rv);
+    if (rc < 0)
+        log_warn("event=celery_control_rejected channel=%s bytes=%zu", b->control,
+                 r->element[2]->len);
+    if (rc != 1)
+        return;
+    for (const char *p = rv.task_ids; *p && b->rc;) {
+        char tid[CELERY_ID_MAX + 1];
+        size_t len = strcspn(p, " ");
+        snprintf(tid, sizeof tid, "%.*s", (int)len, p);
+        revoke_task(b, tid, rv.terminate);
+        p += len + (p[len] == ' ');
+    }
+    celery_revoke_free(&rv);
+}
+
+/* Handles the remote-control messages that have arrived, without blocking. */
+static void drain_control(celery_bridge_t *b)
+{
+    for (int i = 0; b->sub && b->rc && i < CONTROL_PER_TURN; i++) {
+        void *reply = NULL;
+        if (redisGetReplyFromReader(b->sub, &reply) != REDIS_OK) {
+            drop_conn(b, "control");
+            return;
+        }
+        if (!reply) {
+            struct pollfd pfd = {.fd = b->sub->fd, .events = POLLIN};
+            if (poll(&pfd, 1, 0) <= 0)
+                return;
+            if (redisGetReply(b->sub, &reply) != REDIS_OK || !reply) {
+                drop_conn(b, "control");
+                return;
+            }
+        }
+        control_message(b, reply);
+        freeReplyObject(reply);
+    }
+}
+
 static void handle_message(celery_bridge_t *b, const char *list, const char *raw, size_t len,
                            const char *tag)
 {
@@ -966,6 +1172,13 @@ static void handle_message(celery_bridge_t *b, const char *list, const char *raw
         if (m.task_id[0])
             result = celery_result_exception("FAILURE", m.task_id, rej.exc_type, rej.exc_module,
                                              rej.message, now);
+        settle(b, tag, NULL, m.task_id, result);
+        goto out;
+    }
+    if (is_revoked(b, m.task_id)) { /* Celery: "Discarding revoked task", marked REVOKED */
+        log_info("event=celery_discarded_revoked job_id=%s task_id=%s", m.job_id, m.task_id);
+        result = celery_result_exception("REVOKED", m.task_id, "TaskRevokedError",
+                                         "celery.exceptions", "revoked", now);
         settle(b, tag, NULL, m.task_id, result);
         goto out;
     }
@@ -1144,6 +1357,7 @@ static void *bridge_main(void *arg)
             restore_visible(b);
             last_restore = now;
         }
+        drain_control(b);
         if (!b->rc)
             continue;
         int got = poll_once(b);
@@ -1154,16 +1368,19 @@ static void *bridge_main(void *arg)
         }
     }
     free(ended);
-    if (b->rc) {
+    if (b->rc)
         redisFree(b->rc);
-        b->rc = NULL;
-    }
+    if (b->sub)
+        redisFree(b->sub);
+    b->rc = NULL;
+    b->sub = NULL;
     return NULL;
 }
 
 celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
-                                     celery_image_url_fn url_fn, celery_work_fn work_fn, void *arg,
-                                     char *err, size_t errlen)
+                                     celery_image_url_fn url_fn, celery_work_fn work_fn,
+                                     celery_revoke_fn revoke_fn, void *arg, char *err,
+                                     size_t errlen)
 {
     celery_bridge_t *b = NULL;
     if (!store || !store->ops->job_adopt) {
@@ -1172,6 +1389,10 @@ celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
         return NULL;
     }
     b = calloc(1, sizeof *b);
+    if (b && !(b->revoked = calloc(REVOKED_MAX, sizeof *b->revoked))) {
+        free(b);
+        b = NULL;
+    }
     if (!b) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -1199,7 +1420,9 @@ celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
     b->store = store;
     b->url_fn = url_fn;
     b->work_fn = work_fn;
+    b->revoke_fn = revoke_fn;
     b->arg = arg;
+    snprintf(b->control, sizeof b->control, "/%d.celery.pidbox", b->addr.db);
     pthread_mutex_init(&b->mu, NULL);
     if (pthread_create(&b->thread, NULL, bridge_main, b) != 0) {
         pthread_mutex_destroy(&b->mu);
@@ -1212,6 +1435,7 @@ celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
              (long long)b->cfg.result_expires_s);
     return b;
 fail:
+    free(b->revoked);
     free(b);
     return NULL;
 }
@@ -1235,6 +1459,7 @@ void celery_bridge_stop(celery_bridge_t *b)
     atomic_store(&b->stopping, 1);
     pthread_join(b->thread, NULL);
     pthread_mutex_destroy(&b->mu);
+    free(b->revoked);
     free(b);
 }
 

@@ -54,6 +54,20 @@ typedef struct celery_reject {
  * filled as far as it could be (task_id may be known) and rej set. Never reads past len. */
 int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_t *rej);
 
+/* A revoke sent with Celery's remote control (`AsyncResult.revoke()`, `app.control.revoke(ids,
+ * terminate=...)`): kombu publishes it as an envelope like a task's, on the Redis channel
+ * "/<db>.celery.pidbox", with the body {"method": "revoke", "arguments": {"task_id": id or
+ * [ids], "terminate": bool, "signal": ...}, "destination": null or [worker names], ...}. */
+typedef struct celery_revoke {
+    int n;
+    char *task_ids; /* malloc'd, space-separated */
+    bool terminate;
+} celery_revoke_t;
+/* 1 for a revoke addressed to every worker (out filled; celery_revoke_free it), 0 for another
+ * command or one addressed to named workers, -1 for a message that is not one. */
+int celery_parse_revoke(const char *data, size_t len, celery_revoke_t *out);
+void celery_revoke_free(celery_revoke_t *r);
+
 /* The JSON Celery 5's Redis result backend stores for a task: {"status", "result", "traceback",
  * "children": [], "date_done": ISO 8601 with "+00:00", "task_id"}. Caller frees the result
  * (NULL on allocation failure). */
@@ -95,6 +109,10 @@ typedef struct celery_config {
 typedef char *(*celery_image_url_fn)(void *arg, const job_t *j);
 /* Called after a job was adopted (new work for the claim long-polls). */
 typedef void (*celery_work_fn)(void *arg);
+/* A Celery revoke of one of job_id's tasks: cancels the job if it has not started, or also a
+ * running one when terminate (Celery's revoke(terminate=True)). 1 canceled, 0 left as it is
+ * (running without terminate, or already ended), -1 the store failed. */
+typedef int (*celery_revoke_fn)(void *arg, const char *job_id, bool terminate);
 
 typedef struct celery_bridge celery_bridge_t;
 
@@ -102,8 +120,9 @@ typedef struct celery_bridge celery_bridge_t;
  * message in err for a bad configuration, a store without job_adopt, or a build without
  * hiredis. The store must outlive the bridge. Caller owns the result (celery_bridge_stop). */
 celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
-                                     celery_image_url_fn url_fn, celery_work_fn work_fn, void *arg,
-                                     char *err, size_t errlen);
+                                     celery_image_url_fn url_fn, celery_work_fn work_fn,
+                                     celery_revoke_fn revoke_fn, void *arg, char *err,
+                                     size_t errlen);
 /* Tells the bridge that a job reached a final state (any thread; never blocks on Redis). Jobs
  * that end elsewhere (the reaper, another server) are found by the bridge's periodic sweep. */
 void celery_bridge_job_ended(celery_bridge_t *b, const char *job_id);

@@ -338,6 +338,8 @@ PQ_FNS(LZ_DEF, LZ_DEFV, LZ_SKIP)
     X(redisContext *, redisConnectWithTimeout, (const char *a0, int a1, const struct timeval a2),  \
       (a0, a1, a2))                                                                                \
     XV(redisFree, (redisContext * a0), (a0))                                                       \
+    X(int, redisGetReply, (redisContext * a0, void **a1), (a0, a1))                                \
+    X(int, redisGetReplyFromReader, (redisContext * a0, void **a1), (a0, a1))                      \
     X(int, redisSetTimeout, (redisContext * a0, const struct timeval a1), (a0, a1))
 LZ_LIBRARY(redis_lib, REDIS_FNS, "libhiredis.so.0.14", "libhiredis0.14")
 #define LZ_LIB redis_lib

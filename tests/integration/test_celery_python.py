@@ -30,6 +30,7 @@ from celery.result import AsyncResult  # noqa: E402
 
 import pv  # noqa: E402
 from test_celery import assert_drained, insert_seed_row, main, start, take_db  # noqa: E402
+from test_protocol import complete_with_image  # noqa: E402
 from test_security import claim, op  # noqa: E402
 
 TASK = "tasks.generate_image"
@@ -168,6 +169,78 @@ def test_cancel_is_revoked(env):
     assert env.api("GET", "/api/v1/credits", token=tok).json()["reserved"] == 0
 
 
+def adopted(env, tok, *jids):
+    for jid in jids:
+        pv.wait_for(lambda: env.job(tok, jid).get("status") == "queued",
+                    what=f"row {jid} adopted")
+
+
+def claim_as(env, wid):
+    r = env.api("POST", "/internal/v1/claim", {"worker_id": wid, "tier": "standard",
+                                               "wait_ms": 5000}, token=pv.WORKER_TOKEN)
+    assert r.status == 200, r
+    return r.json()
+
+
+@pv.clean_exit  # the server exits 0 (under ASan: no leak in the revoke paths)
+def test_revoke_as_a_celery_worker_would(env):
+    """AsyncResult.revoke() and app.control.revoke() (kombu's pidbox broadcast): a job not started
+    is canceled and REVOKED; a running one keeps running unless terminate=True; a task revoked
+    before its message came is discarded as REVOKED and its row left alone; GroupResult.revoke()
+    revokes every task of the group."""
+    r, url = take_db(env)
+    tok = start(env, worker=False)
+    app = seed_app(env, url)
+    gen = seed_task(app)
+    run_a, run_b, queued = (insert_seed_row(env, "alice", prompt=f"revoke {i}") for i in range(3))
+    ra, rb = gen.delay(run_a), gen.delay(run_b)
+    adopted(env, tok, run_a, run_b)
+    leases = {c["job"]["id"]: c for c in (claim_as(env, "gpu-a"), claim_as(env, "gpu-b"))}
+    assert set(leases) == {run_a, run_b}, leases
+    rq = gen.delay(queued)
+    adopted(env, tok, queued)
+    rq.revoke()
+    raises(rq, celery.exceptions.TaskRevokedError)
+    assert rq.state == "REVOKED" and env.job(tok, queued)["status"] == "canceled"
+    ra.revoke()  # running, not terminated: it runs to the end, as on a Celery worker
+    rb.revoke(terminate=True, signal="SIGKILL")
+    raises(rb, celery.exceptions.TaskRevokedError)
+    assert env.job(tok, run_b)["status"] == "canceled"
+    # The revokes are handled in the order sent, so a's was handled before b's: a still runs.
+    assert env.job(tok, run_a)["status"] == "in_progress"
+    pv.wait_for(lambda: f"event=celery_revoke task_id={ra.id} job_id={run_a} terminate=0 "
+                "outcome=left_running_or_ended" in env.log("server.log"), what="a's revoke logged")
+    assert op(env, leases[run_b], "heartbeat").status == 409  # the worker is told to stop
+    assert complete_with_image(env, leases[run_a]).status == 200
+    assert ra.get(timeout=60)["success"] is True and ra.state == "SUCCESS"
+    # Revoked first, sent afterwards (a Celery worker keeps the ids it was told to revoke).
+    late = insert_seed_row(env, "alice", prompt="revoked before it was sent")
+    tid = "revoked-before-it-was-sent-0001"
+    app.control.revoke(tid)
+    pv.wait_for(lambda: f"event=celery_revoke task_id={tid} job_id=- terminate=0 "
+                "outcome=not_adopted" in env.log("server.log"), what="the revoke handled")
+    res = gen.apply_async((late,), task_id=tid)
+    raises(res, celery.exceptions.TaskRevokedError)
+    pv.wait_for(lambda: f"event=celery_discarded_revoked job_id={late} task_id={tid}"
+                in env.log("server.log"), what="the discard logged")
+    q = env.api("GET", "/api/v1/queue", token=tok).json()  # the row was not adopted
+    assert q["tiers"]["standard"]["queued"] == 0 and not env.job(tok, late).get("created_at"), q
+    # A group revoked at once (one broadcast with the list of ids).
+    jids = [insert_seed_row(env, "alice", prompt=f"group revoke {i}") for i in range(3)]
+    g = celery.group(gen.s(j) for j in jids).apply_async()
+    adopted(env, tok, *jids)
+    g.revoke()
+    for res, jid in zip(g.results, jids):
+        raises(res, celery.exceptions.TaskRevokedError)
+        assert env.job(tok, jid)["status"] == "canceled"
+    c = env.api("GET", "/api/v1/credits", token=tok).json()
+    assert c["reserved"] == 0 and [e["job_id"] for e in c["ledger"] if e["kind"] == "charge"] == [
+        run_a], c
+    assert_drained(r)
+    assert r.cmd("HLEN", "pingvas-celery-tasks") == 0
+
+
 if __name__ == "__main__":
     main([test_send_task_delay_apply_async_get, test_group_and_custom_queue_priorities,
-          test_failures_are_celery_failures, test_cancel_is_revoked])
+          test_failures_are_celery_failures, test_cancel_is_revoked,
+          test_revoke_as_a_celery_worker_would])

@@ -475,6 +475,84 @@ static void test_sqlite_job_adopt(void)
     remove_seed_store(s);
 }
 
+/* kombu's pidbox broadcast as Python Celery 5.2 publishes it on "/<db>.celery.pidbox" for
+ * AsyncResult.revoke() and app.control.revoke([...], terminate=True) (captured bytes; the body
+ * base64 of json.dumps of the command). */
+static char *pidbox_envelope(const char *body, const char *content_type)
+{
+    char *eb = b64(body);
+    size_t cap = strlen(eb) + 1024;
+    char *out = malloc(cap);
+    snprintf(out, cap,
+             "{\"body\": \"%s\", \"content-encoding\": \"utf-8\", \"content-type\": \"%s\", "
+             "\"headers\": {\"clock\": 1, \"expires\": 0}, \"properties\": {\"delivery_mode\": "
+             "2, \"delivery_info\": {\"exchange\": \"celery.pidbox\", \"routing_key\": \"\"}, "
+             "\"priority\": 0, \"body_encoding\": \"base64\", \"delivery_tag\": \"" TAG "\"}}",
+             eb, content_type);
+    free(eb);
+    return out;
+}
+
+static void test_revoke_messages(void)
+{
+    static const struct {
+        const char *body, *ctype;
+        int rc, n;
+        const char *ids;
+        bool terminate;
+    } rcases[] = {
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": \"abc-123\", \"terminate\": false, "
+         "\"signal\": null}, \"destination\": null, \"pattern\": null, \"matcher\": null}",
+         "application/json", 1, 1, "abc-123", false},
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": [\"t1\", \"t2\"], \"terminate\": "
+         "true, \"signal\": \"SIGKILL\"}, \"destination\": null, \"pattern\": null, \"matcher\": "
+         "null}",
+         "application/json", 1, 2, "t1 t2", true},
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": \"t1\"}, \"destination\": []}",
+         "application/json", 1, 1, "t1", false},
+        /* other commands, and commands for named Celery workers, are not for pingvas */
+        {"{\"method\": \"ping\", \"arguments\": {}, \"destination\": null}", "application/json", 0,
+         0, NULL, false},
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": \"t1\"}, \"destination\": "
+         "[\"celery@gpu-1\"]}",
+         "application/json", 0, 0, NULL, false},
+        /* not a revoke pingvas can act on */
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": 42}}", "application/json", -1, 0,
+         NULL, false},
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": []}}", "application/json", -1, 0,
+         NULL, false},
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": [\"ok\", \"a b\"]}}",
+         "application/json", -1, 0, NULL, false},
+        {"{\"method\": \"revoke\"}", "application/json", -1, 0, NULL, false},
+        {"[1, 2]", "application/json", -1, 0, NULL, false},
+        {"{\"method\": \"revoke\", \"arguments\": {\"task_id\": \"t1\"}}",
+         "application/x-python-serialize", -1, 0, NULL, false},
+    };
+    for (size_t i = 0; i < sizeof rcases / sizeof rcases[0]; i++) {
+        char *e = pidbox_envelope(rcases[i].body, rcases[i].ctype);
+        celery_revoke_t r;
+        CHECK_INT(celery_parse_revoke(e, strlen(e), &r), rcases[i].rc);
+        CHECK_INT(r.n, rcases[i].n);
+        if (rcases[i].ids) {
+            CHECK_STR(r.task_ids, rcases[i].ids);
+            CHECK_INT(r.terminate, rcases[i].terminate);
+        } else {
+            CHECK(r.task_ids == NULL);
+        }
+        celery_revoke_free(&r);
+        free(e);
+    }
+    celery_revoke_t r;
+    const char *bad[] = {"", "{",
+                         "{\"body\": \"%%%\", \"properties\": {\"body_encoding\": "
+                         "\"base64\"}}",
+                         "{\"properties\": {}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_INT(celery_parse_revoke(bad[i], strlen(bad[i]), &r), -1);
+        CHECK(r.task_ids == NULL);
+    }
+}
+
 #define TESTS(X)                                                                                   \
     X(test_python_celery5_envelope)                                                                \
     X(test_envelope_table)                                                                         \
@@ -483,5 +561,6 @@ static void test_sqlite_job_adopt(void)
     X(test_result_json)                                                                            \
     X(test_priority_lists)                                                                         \
     X(test_redis_url)                                                                              \
+    X(test_revoke_messages)                                                                        \
     X(test_sqlite_job_adopt)
 #include "t_main.h"
