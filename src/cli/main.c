@@ -1893,9 +1893,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    /* A worker leaves libcurl (and OpenSSL's initialisation) to its first https:// request, if
-     * any: curl_easy_init initialises it then (thread safe: curl_version_info's
-     * CURL_VERSION_THREADSAFE). Its plain HTTP goes through lib/http1.c. */
+    /* A worker leaves libcurl to its first request through a proxy, if any: curl_easy_init
+     * initialises it then (thread safe: curl_version_info's CURL_VERSION_THREADSAFE). Its HTTP and
+     * HTTPS go through lib/http1.c. */
     if (argc < 2 || strcmp(argv[1], "worker") != 0)
         curl_global_init(CURL_GLOBAL_DEFAULT);
     int status;

@@ -1,23 +1,30 @@
-/* http1.c: plain HTTP/1.1 for httpc (contract in http1.h). Error texts are libcurl's for the same
- * conditions, so that logs read the same whichever transport carried a request. */
+/* http1.c: HTTP/1.1 and HTTPS for httpc (contract in http1.h). Error texts are libcurl's for the
+ * same conditions, so that logs read the same whichever transport carried a request. */
 #include "lib/http1.h"
 
 #include "lib/clock.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#define H1_CONNECT_TIMEOUT_MS 5000 /* as httpc's CURLOPT_CONNECTTIMEOUT_MS */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define H1_CONNECT_TIMEOUT_MS 5000 /* as httpc's CURLOPT_CONNECTTIMEOUT_MS (TLS handshake too) */
 #define H1_HEAD_MAX (64 * 1024)    /* cap on the request head we write and each line we read */
 #define H1_BUF 8192
 #define H1_ABORT_SLICE_MS 100 /* how often a wait looks at req->abort_flag */
@@ -28,14 +35,18 @@ typedef struct target {
     char hostport[272]; /* the Host header's value, as written in the URL */
     const char *path;   /* from the first '/' or '?' of the URL; "" means "/" */
     size_t path_len;    /* up to a '#' */
+    int tls;            /* https:// */
 } target_t;
 
 typedef struct io {
     int fd;
+    SSL *ssl;         /* the TLS session on fd, or NULL (plain) */
+    int eof;          /* the peer closed its side (read by TLS through the BIO) */
     int64_t deadline; /* real monotonic ms */
     atomic_int *abort;
     const char *err; /* set with the first error */
-    size_t got;      /* bytes received so far */
+    char msg[240];   /* an error text made for this request (err may point here) */
+    size_t got;      /* bytes received so far (decrypted, over TLS) */
     char buf[H1_BUF];
     size_t off, len;
 } io_t;
@@ -46,13 +57,14 @@ typedef struct body {
     int too_big;
 } body_t;
 
-/* Splits an http:// URL. 0, or -1 when this module does not take it (other scheme, userinfo, a
- * bad port, characters a request line cannot carry). */
+/* Splits an http:// or https:// URL. 0, or -1 when this module does not take it (other scheme,
+ * userinfo, a bad port, characters a request line cannot carry). */
 static int split_url(const char *url, target_t *t)
 {
-    if (strncasecmp(url, "http://", 7) != 0)
+    t->tls = strncasecmp(url, "https://", 8) == 0;
+    if (!t->tls && strncasecmp(url, "http://", 7) != 0)
         return -1;
-    const char *a = url + 7, *end = a + strcspn(a, "/?#");
+    const char *a = url + (t->tls ? 8 : 7), *end = a + strcspn(a, "/?#");
     size_t alen = (size_t)(end - a);
     if (alen == 0 || alen >= sizeof t->hostport || memchr(a, '@', alen))
         return -1;
@@ -79,7 +91,7 @@ static int split_url(const char *url, target_t *t)
     t->host[hlen] = '\0';
     const char *p = colon && *colon == ':' ? colon + 1 : "";
     if (!*p)
-        snprintf(t->port, sizeof t->port, "80");
+        snprintf(t->port, sizeof t->port, "%s", t->tls ? "443" : "80");
     else {
         char *e;
         long port = strtol(p, &e, 10);
@@ -113,11 +125,13 @@ int http1_takes(const httpc_req_t *req)
     target_t t;
     if (!req->url || split_url(req->url, &t) != 0)
         return 0;
-    if (req->protocols && !list_has(req->protocols, "http"))
+    if (req->protocols && !list_has(req->protocols, t.tls ? "https" : "http"))
         return 0;
-    /* the variables libcurl reads for an http:// URL: a proxy is libcurl's business */
-    const char *vars[] = {"http_proxy", "ALL_PROXY", "all_proxy"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    /* the variables libcurl reads for the URL's scheme: a proxy is libcurl's business */
+    static const char *const plain[] = {"http_proxy", "ALL_PROXY", "all_proxy", NULL};
+    static const char *const tls[] = {"https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy", NULL};
+    const char *const *vars = t.tls ? tls : plain;
+    for (size_t i = 0; vars[i]; i++) {
         const char *v = getenv(vars[i]);
         if (v && *v)
             return 0;
@@ -178,8 +192,9 @@ static int connect_one(io_t *io, const struct addrinfo *ai, int64_t connect_dead
     return -1;
 }
 
-/* Resolves t (or the address req->resolve pins for it) and connects. 0 with io->fd set, or -1. */
-static int connect_to(io_t *io, const target_t *t, const char *resolve)
+/* Resolves t (or the address req->resolve pins for it) and connects before the connect deadline
+ * cdl. 0 with io->fd set, or -1. */
+static int connect_to(io_t *io, const target_t *t, const char *resolve, int64_t cdl)
 {
     char pin[300] = "";
     if (resolve) {
@@ -202,7 +217,6 @@ static int connect_to(io_t *io, const target_t *t, const char *resolve)
         io->err = "Couldn't resolve host name";
         return -1;
     }
-    int64_t cdl = clock_mono_ms() + H1_CONNECT_TIMEOUT_MS;
     io->fd = -1;
     for (struct addrinfo *ai = res; ai && io->fd < 0 && !io->err; ai = ai->ai_next)
         io->fd = connect_one(io, ai, cdl);
@@ -213,10 +227,31 @@ static int connect_to(io_t *io, const target_t *t, const char *resolve)
     return io->fd < 0 ? -1 : 0;
 }
 
+/* Writes n bytes through TLS. 0 or -1. */
+static int tls_send(io_t *io, const char *p, size_t n)
+{
+    while (n > 0) {
+        int chunk = n > 1024 * 1024 ? 1024 * 1024 : (int)n;
+        ERR_clear_error();
+        int w = SSL_write(io->ssl, p, chunk);
+        if (w <= 0) {
+            if (!io->err)
+                io->err = "Failed sending data to the peer";
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 /* Writes the iovecs whole. 0 or -1. */
 static int send_all(io_t *io, struct iovec *iov, int n)
 {
-    while (n > 0) {
+    for (int i = 0; io->ssl && i < n; i++)
+        if (tls_send(io, iov[i].iov_base, iov[i].iov_len) != 0)
+            return -1;
+    while (!io->ssl && n > 0) {
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         ssize_t w = sendmsg(io->fd, &m, MSG_NOSIGNAL);
         if (w < 0) {
@@ -242,25 +277,53 @@ static int send_all(io_t *io, struct iovec *iov, int n)
     return 0;
 }
 
-/* Reads more into io->buf (which must be empty). Bytes read, 0 at the end of the stream, -1. */
-static ssize_t io_fill(io_t *io)
+/* Receives up to n bytes from the socket (waiting until the deadline). Bytes received, 0 at the
+ * end of the stream (io->eof set), -1. */
+static ssize_t sock_recv(io_t *io, char *p, size_t n)
 {
-    io->off = io->len = 0;
     for (;;) {
-        ssize_t n = recv(io->fd, io->buf, sizeof io->buf, 0);
-        if (n >= 0) {
-            io->len = (size_t)n;
-            io->got += (size_t)n;
-            return n;
+        ssize_t r = recv(io->fd, p, n, 0);
+        if (r >= 0) {
+            io->eof = r == 0;
+            return r;
         }
-        if (errno == EINTR)
-            continue;
-        if ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(io, POLLIN) == 0)
+        if (errno == EINTR || ((errno == EAGAIN || errno == EWOULDBLOCK) && !io_wait(io, POLLIN)))
             continue;
         if (!io->err)
             io->err = "Failure when receiving data from the peer";
         return -1;
     }
+}
+
+/* Reads more into io->buf through TLS. Bytes read, 0 at the end of the stream, -1. */
+static ssize_t tls_fill(io_t *io)
+{
+    ERR_clear_error();
+    int n = SSL_read(io->ssl, io->buf, sizeof io->buf);
+    if (n > 0) {
+        io->len = (size_t)n;
+        io->got += (size_t)n;
+        return n;
+    }
+    if (SSL_get_error(io->ssl, n) == SSL_ERROR_ZERO_RETURN)
+        return 0; /* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) the socket closed */
+    if (!io->err)
+        io->err = "Failure when receiving data from the peer";
+    return -1;
+}
+
+/* Reads more into io->buf (which must be empty). Bytes read, 0 at the end of the stream, -1. */
+static ssize_t io_fill(io_t *io)
+{
+    io->off = io->len = 0;
+    if (io->ssl)
+        return tls_fill(io);
+    ssize_t n = sock_recv(io, io->buf, sizeof io->buf);
+    if (n > 0) {
+        io->len = (size_t)n;
+        io->got += (size_t)n;
+    }
+    return n;
 }
 
 /* Reads one line (CRLF or LF, removed) into line. Its length, or -1. */
@@ -525,40 +588,273 @@ static int read_response(io_t *io, const httpc_req_t *req, body_t *b, int *keep)
         rc = read_body(io, b, SIZE_MAX);
         h.close = 1;
     }
-    *keep = rc == 0 && !h.close && io->off == io->len;
+    *keep = rc == 0 && !h.close && io->off == io->len && !(io->ssl && SSL_pending(io->ssl));
     return rc;
 }
 
-void http1_close(http1_conn_t *c)
+/* Closes c's connection (its TLS session too); its TLS settings stay for the next. */
+static void drop(http1_conn_t *c)
 {
+    if (c->ssl)
+        SSL_free(c->ssl); /* no close_notify: the BIO's request is over */
+    c->ssl = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
     c->key[0] = '\0';
 }
 
+void http1_close(http1_conn_t *c)
+{
+    drop(c);
+    if (c->ctx)
+        SSL_CTX_free(c->ctx);
+    c->ctx = NULL;
+}
+
+/* The socket BIO under TLS: send and recv on io->fd, waiting (io_wait) until the deadline, so
+ * that OpenSSL sees a blocking socket that honours the request's deadline and abort flag, and
+ * writes never raise SIGPIPE (MSG_NOSIGNAL). The BIO's data is the io_t of the current request. */
+static int bio_write(BIO *b, const char *p, int n)
+{
+    io_t *io = BIO_get_data(b);
+    while (io) {
+        ssize_t w = send(io->fd, p, (size_t)n, MSG_NOSIGNAL);
+        if (w >= 0)
+            return (int)w;
+        if (errno == EINTR || ((errno == EAGAIN || errno == EWOULDBLOCK) && !io_wait(io, POLLOUT)))
+            continue;
+        if (!io->err)
+            io->err = "Failed sending data to the peer";
+        break;
+    }
+    return -1;
+}
+
+static int bio_read(BIO *b, char *p, int n)
+{
+    io_t *io = BIO_get_data(b);
+    return io ? (int)sock_recv(io, p, (size_t)n) : -1;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    io_t *io = BIO_get_data(b);
+    if (cmd == BIO_CTRL_FLUSH)
+        return 1;
+    return cmd == BIO_CTRL_EOF && io ? io->eof : 0;
+}
+
+static BIO_METHOD *bio_method_made;
+
+static void bio_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "pingvas-http1");
+    if (m && BIO_meth_set_write(m, bio_write) && BIO_meth_set_read(m, bio_read) &&
+        BIO_meth_set_ctrl(m, bio_ctrl))
+        bio_method_made = m; /* one for the life of the process */
+    else
+        BIO_meth_free(m);
+}
+
+/* The CA file's inode, size and mtime (a rotated file is read again), zeros when it has none. */
+static void ca_identity(const char *ca_file, long long id[3])
+{
+    struct stat st;
+    memset(id, 0, 3 * sizeof id[0]);
+    if (ca_file && stat(ca_file, &st) == 0) {
+        id[0] = (long long)st.st_ino;
+        id[1] = (long long)st.st_size;
+        id[2] = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    }
+}
+
+static pthread_mutex_t system_mu = PTHREAD_MUTEX_INITIALIZER;
+static X509_STORE *system_store; /* one for the process: every connection shares it */
+static char system_key[1200];    /* the variables it was read with */
+
+/* The system store: the bundle SSL_CERT_FILE and the hashed directories SSL_CERT_DIR name when
+ * set (OpenSSL's variables), else OpenSSL's hashed directory (/etc/ssl/certs on Debian), whose
+ * certificates are read one at a time as chains need them, or the ca-certificates bundle when
+ * there is no such directory (read whole, its 140 CAs cost a worker 0.9 MB). Read once for the
+ * process, again when the variables change. A reference the caller owns, or NULL when nothing
+ * could be read. */
+static X509_STORE *system_trust(void)
+{
+    const char *file = getenv(X509_get_default_cert_file_env());
+    const char *dir = getenv(X509_get_default_cert_dir_env());
+    struct stat st;
+    if ((!file || !*file) && (!dir || !*dir)) {
+        dir = X509_get_default_cert_dir();
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            dir = NULL;
+            file = X509_get_default_cert_file();
+        }
+    }
+    char key[sizeof system_key];
+    snprintf(key, sizeof key, "%s\n%s", file ? file : "", dir ? dir : "");
+    pthread_mutex_lock(&system_mu);
+    if (!system_store || strcmp(key, system_key) != 0) {
+        X509_STORE *made = X509_STORE_new();
+        int ok = made != NULL;
+        if (ok && file && *file)
+            ok = X509_STORE_load_file(made, file);
+        if (ok && dir && *dir)
+            ok = X509_STORE_load_path(made, dir);
+        if (ok) {
+            X509_STORE_free(system_store);
+            system_store = made;
+            snprintf(system_key, sizeof system_key, "%s", key);
+        } else
+            X509_STORE_free(made);
+    }
+    X509_STORE *out = system_store && strcmp(key, system_key) == 0 ? system_store : NULL;
+    if (out)
+        X509_STORE_up_ref(out);
+    pthread_mutex_unlock(&system_mu);
+    return out;
+}
+
+/* c->ctx for ca_file (NULL: the system store), made or kept. 0, or -1 with io->err set. */
+static int tls_settings(http1_conn_t *c, const char *ca_file, io_t *io)
+{
+    long long id[3];
+    ca_identity(ca_file, id);
+    const char *ca = ca_file ? ca_file : "";
+    if (c->ctx && strcmp(c->ctx_ca, ca) == 0 && memcmp(c->ctx_ca_id, id, sizeof id) == 0)
+        return 0;
+    if (c->ctx)
+        SSL_CTX_free(c->ctx);
+    ERR_clear_error();
+    SSL_CTX *ctx = c->ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
+        io->err = "SSL: cannot set up OpenSSL";
+        return -1;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    X509_STORE *sys = ca_file ? NULL : system_trust();
+    if (sys)
+        SSL_CTX_set_cert_store(ctx, sys); /* ctx takes the reference */
+    int loaded = ca_file ? SSL_CTX_load_verify_file(ctx, ca_file) : sys != NULL;
+    if (!loaded) {
+        snprintf(io->msg, sizeof io->msg,
+                 "Problem with the SSL CA cert (path? access rights?): %s has no certificate "
+                 "that can be read",
+                 ca_file ? ca_file : "the system store");
+        io->err = io->msg;
+        SSL_CTX_free(ctx);
+        c->ctx = NULL;
+        return -1;
+    }
+    snprintf(c->ctx_ca, sizeof c->ctx_ca, "%s", ca);
+    memcpy(c->ctx_ca_id, id, sizeof id);
+    return 0;
+}
+
+/* Says why the handshake on ssl failed, in io->msg (io->err already set stays). */
+static void tls_failed(io_t *io, SSL *ssl, const target_t *t)
+{
+    if (io->err)
+        return;
+    long v = SSL_get_verify_result(ssl);
+    unsigned long e = ERR_peek_last_error();
+    if (v != X509_V_OK)
+        snprintf(io->msg, sizeof io->msg, "SSL certificate problem: %s (host %s)",
+                 X509_verify_cert_error_string(v), t->host);
+    else
+        snprintf(io->msg, sizeof io->msg, "SSL connect error: %s (host %s)",
+                 e ? ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "unknown"
+                   : "the peer closed the connection",
+                 t->host);
+    io->err = io->msg;
+}
+
+/* The name the certificate must carry: t's host without a trailing dot. 1 when it is an IP. */
+static int peer_name(const target_t *t, char *name, size_t size)
+{
+    snprintf(name, size, "%s", t->host);
+    size_t n = strlen(name);
+    if (n > 1 && name[n - 1] == '.')
+        name[n - 1] = '\0';
+    unsigned char addr[16];
+    return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+}
+
+/* TLS on c's new connection to t, its peer verified (connect deadline cdl). 0 or -1. */
+static int tls_start(http1_conn_t *c, const httpc_req_t *req, const target_t *t, io_t *io,
+                     int64_t cdl)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, bio_method_make);
+    if (tls_settings(c, req->ca_file, io) != 0)
+        return -1;
+    BIO *bio = bio_method_made ? BIO_new(bio_method_made) : NULL;
+    c->ssl = bio ? SSL_new(c->ctx) : NULL;
+    if (!c->ssl) {
+        BIO_free(bio);
+        io->err = "out of memory";
+        return -1;
+    }
+    BIO_set_data(bio, io);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(c->ssl, bio, bio);
+    char name[256];
+    X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+    int ip = peer_name(t, name, sizeof name), ok;
+    if (ip) /* no SNI for an address (RFC 6066) */
+        ok = X509_VERIFY_PARAM_set1_ip_asc(vp, name);
+    else {
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        ok = X509_VERIFY_PARAM_set1_host(vp, name, 0) && SSL_set_tlsext_host_name(c->ssl, name);
+    }
+    int64_t deadline = io->deadline;
+    if (io->deadline > cdl)
+        io->deadline = cdl;
+    ERR_clear_error();
+    ok = ok && SSL_connect(c->ssl) == 1;
+    if (!ok && !io->err && io->deadline < deadline && clock_mono_ms() >= io->deadline)
+        io->err = "Timeout was reached";
+    io->deadline = deadline;
+    if (!ok)
+        tls_failed(io, c->ssl, t);
+    return ok ? 0 : -1;
+}
+
 /* One attempt on c: 0, or -1 with *retry set when a reused connection died before answering. */
 static int attempt(http1_conn_t *c, const httpc_req_t *req, const target_t *t, io_t *io, body_t *b,
                    int *retry)
 {
-    char key[300];
-    snprintf(key, sizeof key, "%s %s", t->host, t->port);
+    char key[sizeof c->key];
+    snprintf(key, sizeof key, "%s %s %s %s", t->tls ? "https" : "http", t->host, t->port,
+             t->tls && req->ca_file ? req->ca_file : "");
     int reused = c->fd >= 0 && strcmp(c->key, key) == 0;
     *retry = 0; /* a new connection that cannot be made is not retried either */
     if (!reused) {
-        http1_close(c);
-        if (connect_to(io, t, req->resolve) != 0)
+        drop(c);
+        int64_t cdl = clock_mono_ms() + H1_CONNECT_TIMEOUT_MS;
+        if (connect_to(io, t, req->resolve, cdl) != 0)
             return -1;
         c->fd = io->fd;
+        if (t->tls && tls_start(c, req, t, io, cdl) != 0) {
+            drop(c);
+            return -1;
+        }
         snprintf(c->key, sizeof c->key, "%s", key);
     }
     io->fd = c->fd;
+    io->ssl = c->ssl;
+    if (c->ssl)
+        BIO_set_data(SSL_get_rbio(c->ssl), io);
     int keep = 0;
     int rc = send_request(io, req, t);
     if (rc == 0)
         rc = read_response(io, req, b, &keep);
+    if (c->ssl)
+        BIO_set_data(SSL_get_rbio(c->ssl), NULL); /* io ends with this attempt */
     if (!keep)
-        http1_close(c);
+        drop(c);
     *retry = rc != 0 && reused && io->got == 0 && !b->too_big && !(io->abort && *io->abort) &&
              clock_mono_ms() < io->deadline;
     return rc;

@@ -1,7 +1,7 @@
-/* httpc.h: a small blocking HTTP client for workers, the CLI and webhooks. http:// requests go
- * over plain HTTP/1.1 without libcurl (lib/http1.h); https:// (and a configured proxy) through a
- * libcurl easy handle made on first need, so that a worker that only talks plain HTTP never
- * loads libcurl's TLS stacks. */
+/* httpc.h: a small blocking HTTP client for workers, the CLI and webhooks. http:// and https://
+ * requests go over HTTP/1.1 without libcurl (lib/http1.h: TLS on libssl directly); a request
+ * through a proxy from the environment, or with userinfo in its URL, through a libcurl easy handle
+ * made on first need, so that a worker never loads libcurl and its TLS stacks. */
 #ifndef PINGVAS_HTTPC_H
 #define PINGVAS_HTTPC_H
 
@@ -28,7 +28,8 @@ typedef struct httpc_req {
     long timeout_ms;
     atomic_int *abort_flag;     /* when nonzero the transfer is aborted (status 0) */
     size_t max_response;        /* cap on the response body; 0 = HTTPC_RESPONSE_MAX */
-    const char *ca_file;        /* PEM bundle to verify https peers with, or NULL (system store) */
+    const char *ca_file;        /* PEM bundle to verify https peers with (it alone), or NULL:
+                                 * the system store (lib/http1.h says which files) */
     const char *const *headers; /* more "Name: value" headers, NULL-terminated, or NULL */
     const char *resolve;        /* "host:port:address": connect there, not where DNS says */
     const char *protocols;      /* allowed schemes ("https", "http,https"), or NULL for any */

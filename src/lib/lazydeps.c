@@ -1,5 +1,5 @@
-/* lazydeps.c: the functions pingvas calls in libcurl, libmicrohttpd, SQLite, libpq, hiredis and
- * libwebsockets, each loading its library on first use (lib/lazylib.h says why). The headers
+/* lazydeps.c: the functions pingvas calls in libcurl, libssl, libmicrohttpd, SQLite, libpq, hiredis
+ * and libwebsockets, each loading its library on first use (lib/lazylib.h says why). The headers
  * check every signature here against the library's own declaration; a library pingvas starts
  * calling needs its function added to the table below (the link fails until it is).
  * Variadic functions are forwarded by hand, through their va_list variant where the library has
@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <libwebsockets.h>
 #include <microhttpd.h>
+#include <openssl/ssl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #ifdef PINGVAS_HAVE_PQ
@@ -134,6 +135,41 @@ void curl_global_cleanup(void)
     if (lazylib_loaded(&curl_lib))
         ((void (*)(void))lazylib_fn(&curl_lib, LZ_curl_global_cleanup))();
 }
+
+/* OpenSSL's TLS half (lib/http1.c's https://; the tests' TLS peers use the server side). libcrypto,
+ * which it needs, is linked. */
+#define SSL_FNS(X, XV, XH)                                                                         \
+    X(int, SSL_accept, (SSL * a0), (a0))                                                           \
+    X(int, SSL_connect, (SSL * a0), (a0))                                                          \
+    X(long, SSL_CTX_ctrl, (SSL_CTX * a0, int a1, long a2, void *a3), (a0, a1, a2, a3))             \
+    XV(SSL_CTX_free, (SSL_CTX * a0), (a0))                                                         \
+    X(int, SSL_CTX_load_verify_file, (SSL_CTX * a0, const char *a1), (a0, a1))                     \
+    X(SSL_CTX *, SSL_CTX_new, (const SSL_METHOD *a0), (a0))                                        \
+    XV(SSL_CTX_set_cert_store, (SSL_CTX * a0, X509_STORE * a1), (a0, a1))                          \
+    X(uint64_t, SSL_CTX_set_options, (SSL_CTX * a0, uint64_t a1), (a0, a1))                        \
+    XV(SSL_CTX_set_verify, (SSL_CTX * a0, int a1, SSL_verify_cb a2), (a0, a1, a2))                 \
+    X(int, SSL_CTX_use_certificate, (SSL_CTX * a0, X509 * a1), (a0, a1))                           \
+    X(int, SSL_CTX_use_PrivateKey, (SSL_CTX * a0, EVP_PKEY * a1), (a0, a1))                        \
+    X(long, SSL_ctrl, (SSL * a0, int a1, long a2, void *a3), (a0, a1, a2, a3))                     \
+    XV(SSL_free, (SSL * a0), (a0))                                                                 \
+    X(X509_VERIFY_PARAM *, SSL_get0_param, (SSL * a0), (a0))                                       \
+    X(int, SSL_get_error, (const SSL *a0, int a1), (a0, a1))                                       \
+    X(BIO *, SSL_get_rbio, (const SSL *a0), (a0))                                                  \
+    X(const char *, SSL_get_servername, (const SSL *a0, const int a1), (a0, a1))                   \
+    X(long, SSL_get_verify_result, (const SSL *a0), (a0))                                          \
+    X(SSL *, SSL_new, (SSL_CTX * a0), (a0))                                                        \
+    X(int, SSL_pending, (const SSL *a0), (a0))                                                     \
+    X(int, SSL_read, (SSL * a0, void *a1, int a2), (a0, a1, a2))                                   \
+    XV(SSL_set_bio, (SSL * a0, BIO * a1, BIO * a2), (a0, a1, a2))                                  \
+    X(int, SSL_set_fd, (SSL * a0, int a1), (a0, a1))                                               \
+    X(int, SSL_shutdown, (SSL * a0), (a0))                                                         \
+    X(int, SSL_write, (SSL * a0, const void *a1, int a2), (a0, a1, a2))                            \
+    X(const SSL_METHOD *, TLS_client_method, (void), ())                                           \
+    X(const SSL_METHOD *, TLS_server_method, (void), ())
+LZ_LIBRARY(ssl_lib, SSL_FNS, "libssl.so.3", "libssl3")
+#define LZ_LIB ssl_lib
+SSL_FNS(LZ_DEF, LZ_DEFV, LZ_SKIP)
+#undef LZ_LIB
 
 #define MHD_FNS(X, XV, XH)                                                                         \
     X(enum MHD_Result, MHD_add_response_header,                                                    \

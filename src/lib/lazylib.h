@@ -1,8 +1,9 @@
 /* lazylib.h: shared libraries loaded on first use instead of at exec.
  *
  * pingvas is one binary for the server and the worker, but a `pingvas worker` uses neither
- * libmicrohttpd nor SQLite nor libpq nor hiredis, and libcurl (with its TLS stacks, GnuTLS
- * through librtmp, Kerberos, LDAP) only for an https:// request. Linked the usual way, each is
+ * libmicrohttpd nor SQLite nor libpq nor hiredis, libssl only for an https:// request, and libcurl
+ * (with its TLS stacks, GnuTLS through librtmp, Kerberos, LDAP) only for a request through a
+ * proxy. Linked the usual way, each is
  * mapped and relocated, and its constructors run, in every process: about 5 MB of a worker's
  * peak RSS (bench row (e)). lib/lazydeps.c defines those libraries' functions that pingvas
  * calls; the first call of any of them loads the library (dlopen) and resolves them all. */

@@ -3,9 +3,20 @@ its server and its image store maps none of the libraries it does not use. libcu
 initialisation, GnuTLS through librtmp, Kerberos, LDAP), libmicrohttpd, SQLite, libpq, hiredis and
 libwebsockets are loaded on first use (src/lib/lazylib.h), so a worker that ran jobs end to end
 has none of them in /proc/PID/maps, while the server has the ones it serves with. Outside the
-sanitizer build, its peak RSS (VmHWM) after those jobs is at most the 10 MB target."""
+sanitizer build, its peak RSS (VmHWM) after those jobs is at most the 10 MB target.
+
+The same holds for a worker that speaks HTTPS to its server (through a TLS-terminating stand-in
+for an ingress, with a certificate made at test time): lib/http1.c speaks TLS on libssl, loaded
+on first use, so that worker maps libssl but not libcurl and its TLS stacks, trusts the system
+store with the test certificate added to it (SSL_CERT_DIR, OpenSSL's variable: its hashed
+directory and another), and stays at or under 10 MB."""
 import os
 import re
+import select
+import socket
+import ssl
+import subprocess
+import threading
 
 import pv
 
@@ -37,30 +48,130 @@ def loaded(libs, prefix):
     return sorted(lib for lib in libs if lib.startswith(prefix + ".") or lib.startswith(prefix + "-"))
 
 
-@pv.clean_exit
-def test_worker_maps_only_what_it_uses(env):
-    srv = env.start_server()
-    tok = env.add_user("mem", credits=1000000)
-    w = env.start_worker("--time-scale", "0")
+def run_jobs(env, w, tok):
+    """20 jobs run end to end by worker w; returns w's mapped libraries."""
     ids = [env.create(tok, {"prompt": f"memory {i}", "width": 64, "height": 64, "steps": 1}
                       ).json()["id"] for i in range(20)]
     for jid in ids:
         j = env.wait_status(tok, jid, "completed")
     # the image went through the worker's upload path (to the server, or presigned to S3)
     assert pv.png_size(pv.image_bytes(env, tok, j["image_url"])) == (64, 64)
-    libs = mapped_libraries(w.pid)
+    return mapped_libraries(w.pid)
+
+
+def check_hwm(w, libs):
+    """w's VmHWM is at most the target (outside the sanitizer build)."""
+    hwm = status_kb(w.pid, "VmHWM")
+    if any(lib.startswith("libasan") for lib in libs):
+        print(f"worker VmHWM {hwm} kB (sanitizer build: not held to {TARGET_KB} kB)")
+    else:
+        print(f"worker VmHWM {hwm} kB")
+        assert hwm <= TARGET_KB, f"worker VmHWM {hwm} kB over {TARGET_KB} kB; maps: {sorted(libs)}"
+
+
+@pv.clean_exit
+def test_worker_maps_only_what_it_uses(env):
+    srv = env.start_server()
+    tok = env.add_user("mem", credits=1000000)
+    w = env.start_worker("--time-scale", "0")
+    libs = run_jobs(env, w, tok)
     found = {p: loaded(libs, p) for p in NOT_IN_WORKER if loaded(libs, p)}
     assert not found, f"the worker maps libraries it does not use: {found}"
     # the check reads the maps right: the server has loaded what it serves with
     server_libs = mapped_libraries(srv.pid)
     store = "libpq" if env.stack == "production" else "libsqlite3"
     assert loaded(server_libs, "libmicrohttpd") and loaded(server_libs, store), server_libs
-    hwm = status_kb(w.pid, "VmHWM")
-    if any(lib.startswith("libasan") for lib in libs):
-        print(f"worker VmHWM {hwm} kB (sanitizer build: not held to {TARGET_KB} kB)")
-    else:
-        assert hwm <= TARGET_KB, f"worker VmHWM {hwm} kB over {TARGET_KB} kB; maps: {sorted(libs)}"
+    check_hwm(w, libs)
+
+
+class TlsFront:
+    """A TLS-terminating stand-in for an ingress on 127.0.0.1: each connection's TLS is ended here
+    (TLS 1.2 or later, the certificate given) and its bytes are relayed to the server over plain
+    HTTP, both ways, until either side closes. handshakes: the TLS connections it took."""
+
+    def __init__(self, backend_url, crt, key):
+        host, port = backend_url.split("://", 1)[1].rstrip("/").rsplit(":", 1)
+        self.backend = (host, int(port))
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.ctx.load_cert_chain(crt, key)
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.handshakes = 0
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while True:
+            try:
+                raw, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(raw,), daemon=True).start()
+
+    def serve(self, raw):
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+            back = socket.create_connection(self.backend)
+        except OSError:  # a refused handshake (ssl.SSLError), or the server has stopped
+            raw.close()
+            return
+        self.handshakes += 1
+        # one thread a connection, both directions: an SSL object is not for two threads at once
+        with tls, back:
+            try:
+                while True:
+                    ready = [tls] if tls.pending() else select.select([tls, back], [], [])[0]
+                    for src in ready:
+                        data = src.recv(65536)
+                        if not data:
+                            return
+                        (back if src is tls else tls).sendall(data)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.lsock.close()
+
+
+def serving_cert(work):
+    """A self-signed certificate for 127.0.0.1 made with the openssl command; (crt, key)."""
+    key, crt = os.path.join(work, "front.key"), os.path.join(work, "front.crt")
+    out = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+                          "-days", "1", "-subj", "/CN=pingvas-front",
+                          "-addext", "subjectAltName=IP:127.0.0.1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"openssl: {out.stderr}"
+    return crt, key
+
+
+@pv.clean_exit
+def test_https_worker_stays_small(env):
+    env.start_server()
+    tok = env.add_user("mem", credits=1000000)
+    crt, key = serving_cert(env.dir)
+    # the system store, as OpenSSL reads it (its hashed directory), with the test certificate
+    certs = os.path.join(env.dir, "certs")
+    os.mkdir(certs)
+    os.symlink(crt, os.path.join(certs, "pingvas-front.pem"))
+    out = subprocess.run(["openssl", "rehash", certs], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"openssl rehash: {out.stderr}"
+    system = ssl.get_default_verify_paths().openssl_capath
+    front = TlsFront(env.url, crt, key)
+    env.cleanups.append(front.stop)
+    plain_url = env.url
+    env.url = front.url  # the worker's --server
+    env.extra_env["SSL_CERT_DIR"] = f"{certs}:{system}"
+    env.extra_env["SSL_CERT_FILE"] = ""  # not a bundle this machine's environment may name
+    w = env.start_worker("--time-scale", "0")
+    env.url = plain_url
+    libs = run_jobs(env, w, tok)
+    assert front.handshakes >= 1, "the worker did not come through the TLS front"
+    assert loaded(libs, "libssl"), f"the worker did not speak TLS itself: {sorted(libs)}"
+    found = {p: loaded(libs, p) for p in NOT_IN_WORKER if p != "libssl" and loaded(libs, p)}
+    assert not found, f"the HTTPS worker maps libraries it does not use: {found}"
+    check_hwm(w, libs)
 
 
 if __name__ == "__main__":
-    pv.main([test_worker_maps_only_what_it_uses])
+    pv.main([test_worker_maps_only_what_it_uses, test_https_worker_stays_small])
