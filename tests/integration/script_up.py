@@ -1,9 +1,10 @@
 """scripts/up.sh, the README's first command, run as a user runs it.
 
 From a copy of the source tree (the files a clone has, plus new ones not yet committed; no build
-directory, no data), `scripts/up.sh` with no arguments: it checks the packages (scripts/deps.sh,
-which must not need the network when everything is installed), builds Release into the copy's
-build/ and execs `build/pingvas up` on its default address, http://127.0.0.1:8080. The test then
+directory, no data), first scripts/deps.sh and deps.sh --test in a network namespace with no
+network (everything is installed: they must install nothing and succeed offline), then
+`scripts/up.sh` with no arguments: it checks the packages (scripts/deps.sh; it must install
+nothing), builds Release into the copy's build/ and execs `build/pingvas up` on its default address, http://127.0.0.1:8080. The test then
 does what the README and the banner tell a user to do: runs the printed curl command that
 submits a job, polls with the printed fetch command until it is completed, fetches its image,
 mints a token with `build/pingvas token demo` as the README's "API in one minute" shows, and
@@ -15,7 +16,6 @@ sanitizer build: up.sh builds its own Release binary anyway), as CTest `scripts.
 RESOURCE_LOCK on the port. It prints how long each phase took."""
 import json
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -179,6 +179,17 @@ def submit_and_fetch(up, tree):
     return done
 
 
+def deps_offline(tree):
+    """scripts/deps.sh (what up.sh runs) and deps.sh --test (what CI runs), again, with no
+    network at all (a network namespace of their own): with everything installed they install
+    nothing and need no network."""
+    for args in ([], ["--test"]):
+        p = subprocess.run(["unshare", "--net", "--", "scripts/deps.sh"] + args, cwd=tree,
+                           env=user_env(), capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0 and "deps: installing" not in p.stdout, (args, p.stdout,
+                                                                          p.stderr)
+
+
 def run(tmp):
     assert port_free(), ("127.0.0.1:8080, the README's default port, is in use by another "
                          "process: stop it and run this test again")
@@ -186,6 +197,10 @@ def run(tmp):
     t = time.monotonic()
     copy_tree(tree)
     print(f"   copy of the tree: {time.monotonic() - t:.1f}s", flush=True)
+    t = time.monotonic()
+    deps_offline(tree)
+    print(f"   scripts/deps.sh and deps.sh --test without a network: {time.monotonic() - t:.1f}s",
+          flush=True)
     up = Up(tree, tmp, 1)
     try:
         print(f"   scripts/up.sh to listening (deps, Release build from nothing, start): "
