@@ -9,7 +9,10 @@ The same holds for a worker that speaks HTTPS to its server (through a TLS-termi
 for an ingress, with a certificate made at test time): lib/http1.c speaks TLS on libssl, loaded
 on first use, so that worker maps libssl but not libcurl and its TLS stacks, trusts the system
 store with the test certificate added to it (SSL_CERT_DIR, OpenSSL's variable: its hashed
-directory and another), and stays at or under 10 MB."""
+directory and another), and stays at or under 10 MB. So does a Kubernetes worker, whose pod guard
+speaks HTTPS to a stand-in of the API server with the service account's ca.crt."""
+import http.server
+import json
 import os
 import re
 import select
@@ -173,5 +176,110 @@ def test_https_worker_stays_small(env):
     check_hwm(w, libs)
 
 
+POD, NODE, NS = "pingvas-worker-0", "ip-10-0-1-2.ec2.internal", "pingvas"
+ANNOTATIONS = {"controller.kubernetes.io/pod-deletion-cost", "karpenter.sh/do-not-disrupt"}
+
+
+class KubeAPI:
+    """The Kubernetes API server over TLS, as the worker's pod guard uses it: JSON merge patches
+    of its pod's two annotations and GETs of its node. Checks method, path, bearer token (the
+    service account's token file), Accept, content type and patch body; answers as the API does.
+    problems: what was not as the API expects."""
+
+    def __init__(self, crt, key, token):
+        api = self
+        self.patches, self.node_gets, self.problems = [], 0, []
+        self.annotations = {}
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def answer(self, obj, code=200):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def check(self):
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    api.problems.append(f"{self.command} {self.path}: bearer token")
+                if self.headers.get("Accept") != "application/json":
+                    api.problems.append(f"{self.command} {self.path}: Accept")
+
+            def do_GET(self):
+                self.check()
+                if self.path != f"/api/v1/nodes/{NODE}":
+                    api.problems.append(f"GET {self.path}")
+                    return self.answer({"kind": "Status", "code": 404}, 404)
+                api.node_gets += 1
+                self.answer({"kind": "Node", "apiVersion": "v1", "metadata": {"name": NODE},
+                             "spec": {"taints": []}})
+
+            def do_PATCH(self):
+                self.check()
+                n = int(self.headers.get("Content-Length", "0"))
+                patch = json.loads(self.rfile.read(n))
+                ann = patch.get("metadata", {}).get("annotations", {})
+                if (self.path != f"/api/v1/namespaces/{NS}/pods/{POD}"
+                        or self.headers.get("Content-Type") != "application/merge-patch+json"
+                        or list(patch) != ["metadata"] or not set(ann) <= ANNOTATIONS
+                        or any(v is not None and not isinstance(v, str) for v in ann.values())):
+                    api.problems.append(f"PATCH {self.path} {self.headers.get('Content-Type')}: "
+                                        f"{patch}")
+                for k, v in ann.items():
+                    if v is None:
+                        api.annotations.pop(k, None)
+                    else:
+                        api.annotations[k] = v
+                api.patches.append(dict(api.annotations))
+                self.answer({"kind": "Pod", "apiVersion": "v1",
+                             "metadata": {"name": POD, "namespace": NS,
+                                          "annotations": api.annotations}})
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(crt, key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pv.clean_exit
+def test_https_pod_guard_stays_small(env):
+    """A Kubernetes worker: its pod guard speaks HTTPS to the API server, trusting the service
+    account's ca.crt alone (the system store does not know it)."""
+    env.start_server()
+    tok = env.add_user("mem", credits=1000000)
+    sa = os.path.join(env.dir, "serviceaccount")
+    os.mkdir(sa)
+    crt, key = serving_cert(sa)
+    os.rename(crt, os.path.join(sa, "ca.crt"))
+    crt = os.path.join(sa, "ca.crt")
+    token = "eyJhbGciOiJSUzI1NiJ9.projected." + os.urandom(8).hex()
+    for name, text in (("token", token), ("namespace", NS)):
+        with open(os.path.join(sa, name), "w") as f:
+            f.write(text)
+    kube = KubeAPI(crt, key, token)
+    env.cleanups.append(kube.stop)
+    w = env.start_worker("--time-scale", "0", "--kube-api", kube.url, "--kube-sa-dir", sa,
+                         "--kube-poll", "100ms", "--pod-name", POD, "--node-name", NODE)
+    libs = run_jobs(env, w, tok)
+    pv.wait_for(lambda: kube.node_gets >= 2 and kube.patches, what="the pod guard's requests")
+    assert not kube.problems, kube.problems
+    assert any(p.get("karpenter.sh/do-not-disrupt") == "true" for p in kube.patches), kube.patches
+    assert loaded(libs, "libssl"), f"the pod guard did not speak TLS itself: {sorted(libs)}"
+    found = {p: loaded(libs, p) for p in NOT_IN_WORKER if p != "libssl" and loaded(libs, p)}
+    assert not found, f"the Kubernetes worker maps libraries it does not use: {found}"
+    check_hwm(w, libs)
+
+
 if __name__ == "__main__":
-    pv.main([test_worker_maps_only_what_it_uses, test_https_worker_stays_small])
+    pv.main([test_worker_maps_only_what_it_uses, test_https_worker_stays_small,
+             test_https_pod_guard_stays_small])
