@@ -507,14 +507,11 @@ static enum MHD_Result user_disabled(struct MHD_Connection *c, const char *name)
     return send_error(c, &e);
 }
 
-/* Authenticates an active user; fills user and returns 0, or sends 401 (bad token, no such
- * user) or 403 (disabled) and returns -1. */
-static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_Result *ret)
+/* The outcome rc of reading the token's user u: 0 for an active user, or sends 503 (store
+ * error), 401 (no such user) or 403 (disabled) and returns -1. */
+static int user_active(server_t *s, struct MHD_Connection *c, int rc, const user_t *u,
+                       enum MHD_Result *ret)
 {
-    char sub[USER_NAME_MAX + 1];
-    if (auth_token(s, c, sub, NULL, ret) != 0)
-        return -1;
-    int rc = store_user_get(s->store, sub, u);
     if (rc == STORE_ERR) {
         *ret = store_unavailable(s, c);
         return -1;
@@ -528,6 +525,16 @@ static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_
         return -1;
     }
     return 0;
+}
+
+/* Authenticates an active user; fills user and returns 0, or sends 401 (bad token, no such
+ * user) or 403 (disabled) and returns -1. */
+static int auth_user(server_t *s, struct MHD_Connection *c, user_t *u, enum MHD_Result *ret)
+{
+    char sub[USER_NAME_MAX + 1];
+    if (auth_token(s, c, sub, NULL, ret) != 0)
+        return -1;
+    return user_active(s, c, store_user_get(s->store, sub, u), u, ret);
 }
 
 /* Operator endpoints: a valid token with "role":"admin" (minted by 'pingvas token NAME --role
@@ -995,36 +1002,39 @@ static int64_t wait_param(struct MHD_Connection *c)
 static enum MHD_Result api_get(server_t *s, struct MHD_Connection *c, req_t *r, const char *id)
 {
     enum MHD_Result ret;
-    user_t u;
-    if (auth_user(s, c, &u, &ret) != 0)
+    char sub[USER_NAME_MAX + 1];
+    if (auth_token(s, c, sub, NULL, &ret) != 0)
         return ret;
-    int64_t wait_ms = wait_param(c);
-    if (wait_ms < 0)
-        return fail(c, 400, "invalid_argument", "wait",
-                    "wait must be a duration such as 30s or 500ms (at most 60s)");
-    if (!r->wait_deadline)
-        r->wait_deadline = hub_now_ms() + wait_ms;
-    job_t j = {0};
-    store_webhook_t w;
-    bool has_webhook = false;
-    for (;;) {
+    /* the user's row (still read on every request) and the job in one read */
+    store_user_job_t g;
+    for (bool first = true;; first = false) {
         uint64_t gen = hub_gen(s->hub);
-        int rc = store_job_get_webhook(s->store, id, &j, &w, &has_webhook);
-        if (rc == STORE_ERR)
-            return store_unavailable(s, c);
-        if (rc != STORE_OK || strcmp(j.user, u.name) != 0) {
-            job_clear(&j);
-            return fail(c, 404, "not_found", NULL, "no such job for this user");
+        int rc = store_user_job_get(s->store, sub, id, &g);
+        if (user_active(s, c, rc, &g.user, &ret) != 0) {
+            job_clear(&g.job);
+            return ret;
         }
-        if (job_status_is_final(j.status) || hub_now_ms() >= r->wait_deadline ||
+        if (first) {
+            int64_t wait_ms = wait_param(c);
+            if (wait_ms < 0) {
+                job_clear(&g.job);
+                return fail(c, 400, "invalid_argument", "wait",
+                            "wait must be a duration such as 30s or 500ms (at most 60s)");
+            }
+            if (!r->wait_deadline)
+                r->wait_deadline = hub_now_ms() + wait_ms;
+        }
+        if (g.job_rc != STORE_OK)
+            return fail(c, 404, "not_found", NULL, "no such job for this user");
+        if (job_status_is_final(g.job.status) || hub_now_ms() >= r->wait_deadline ||
             hub_stopping(s->hub))
             break;
-        job_clear(&j);
+        job_clear(&g.job);
         if (hub_wait(s->hub, c, gen, r->wait_deadline) == HUB_PARKED)
             return MHD_YES;
     }
-    ret = send_job(s, c, 200, &j, has_webhook ? &w : NULL);
-    job_clear(&j);
+    ret = send_job(s, c, 200, &g.job, g.has_webhook ? &g.webhook : NULL);
+    job_clear(&g.job);
     return ret;
 }
 

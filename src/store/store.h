@@ -301,6 +301,22 @@ int store_webhook_get(store_t *s, const char *job_id, store_webhook_t *out);
  * job_get_webhook NULL) runs the two reads. */
 int store_job_get_webhook(store_t *s, const char *id, job_t *out, store_webhook_t *w,
                           bool *has_webhook);
+/* What store_user_job_get reads: a user's row and one of that user's jobs with its webhook. */
+typedef struct store_user_job {
+    user_t user;
+    job_t job;               /* filled when job_rc is STORE_OK (job_clear it) */
+    store_webhook_t webhook; /* filled when has_webhook */
+    bool has_webhook;
+    int job_rc; /* STORE_OK, or STORE_NOT_FOUND: no such job, or another user's */
+} store_user_job_t;
+/* The user named user (store_user_get) and its job id with the job's webhook
+ * (store_job_get_webhook), in one read transaction where the store can (GET
+ * /api/v1/generation/{id}: the user row is read on every request, so disabling a user takes
+ * effect at once, and the job is its latest committed state). Returns the user's outcome:
+ * STORE_OK (out->user filled, out->job_rc tells the job's), STORE_NOT_FOUND (no such user, no
+ * job read) or STORE_ERR (either read failed; nothing to clear). A store without it (ops
+ * user_job_get NULL) runs the two reads. */
+int store_user_job_get(store_t *s, const char *user, const char *id, store_user_job_t *out);
 /* Takes up to limit pending webhooks due at now (oldest first) and holds them for hold_ms (their
  * next_at moves there, so another replica does not send them meanwhile). *out is malloc'd (caller
  * frees). */
@@ -377,6 +393,8 @@ struct store_ops {
     int (*webhook_get)(store_t *s, const char *job_id, store_webhook_t *out);
     int (*job_get_webhook)(store_t *s, const char *id, job_t *out, store_webhook_t *w,
                            bool *has_webhook); /* NULL: job_get, then webhook_get */
+    int (*user_job_get)(store_t *s, const char *user, const char *id,
+                        store_user_job_t *out); /* NULL: user_get, then job_get_webhook */
     int (*workers_list)(store_t *s, store_worker_t **out, size_t *n);
     int (*webhooks_due)(store_t *s, int64_t now, int64_t hold_ms, int limit, store_webhook_t **out,
                         size_t *n);

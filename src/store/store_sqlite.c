@@ -347,6 +347,12 @@ static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, sch
     t "job_id, " t "url, " t "state, " t "attempts, COALESCE(" t "next_at, 0), COALESCE(" t        \
       "ended_at, 0), COALESCE(" t "delivered_at, 0), COALESCE(" t "last_error, '')"
 #define WEBHOOK_COLS WEBHOOK_COLS_OF("")
+#define WEBHOOK_NCOLS 8 /* columns in WEBHOOK_COLS */
+
+/* The users columns read by user_cols, in this order, of table t ("" or "u."). */
+#define USER_COLS_OF(t)                                                                            \
+    t "name, " t "tier, " t "balance, " t "created_at, " t "reserved, " t "queued, COALESCE(" t    \
+      "disabled_at, 0), " t "stored"
 
 /* The job columns read by row_to_job, in this order. */
 #define JOB_COLS                                                                                   \
@@ -412,6 +418,7 @@ enum stmt_id {
     S_WEBHOOK_INSERT,
     S_WEBHOOK_GET,
     S_JOB_GET_WEBHOOK,
+    S_USER_JOB_GET,
     S_COUNT
 };
 
@@ -419,8 +426,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_PING] = "SELECT COUNT(*) FROM schema_version",
-    [S_USER_GET] = "SELECT name, tier, balance, created_at, reserved, queued,"
-                   " COALESCE(disabled_at, 0), stored FROM users WHERE name = ?1",
+    [S_USER_GET] = "SELECT " USER_COLS_OF("") " FROM users WHERE name = ?1",
     [S_PURGE_LIST] = "SELECT id FROM generation_jobs WHERE status IN ('completed','failed',"
                      "'canceled') AND completed_at < ?1 ORDER BY completed_at LIMIT ?2",
     [S_PURGE_LEDGER] = "UPDATE credit_ledger SET job_id = NULL WHERE job_id = ?1",
@@ -436,6 +442,11 @@ static const char *const stmt_sql[S_COUNT] = {
         "webhooks.") " FROM (SELECT " JOB_COLS
                      " FROM generation_jobs WHERE id = ?1) j LEFT JOIN webhooks"
                      " ON webhooks.job_id = j.id",
+    /* the user ?1 and its job ?2 in one read: JOB_COLS, WEBHOOK_COLS (NULLs without the job or
+     * its webhook), then USER_COLS; no row without the user */
+    [S_USER_JOB_GET] = "SELECT j.*, " WEBHOOK_COLS_OF("w.") ", " USER_COLS_OF(
+        "u.") " FROM users u LEFT JOIN (SELECT " JOB_COLS " FROM generation_jobs WHERE id = ?2) j"
+              " ON j.user_id = u.name LEFT JOIN webhooks w ON w.job_id = j.id WHERE u.name = ?1",
     [S_USER_INSERT] = "INSERT INTO users(name, tier, balance, created_at) VALUES (?1, ?2, ?3, ?4)",
     [S_USER_SET_BALANCE] = "UPDATE users SET balance = ?2 WHERE name = ?1",
     [S_USER_SET_DISABLED] = "UPDATE users SET disabled_at = IIF(?2, COALESCE(disabled_at, ?3),"
@@ -1089,6 +1100,20 @@ out:
 
 /* Reads a user's row; reserved and the queued count (queued may be NULL) are the sums over
  * the user's live jobs, kept by triggers. STORE_NOT_FOUND if absent. */
+/* The USER_COLS_OF columns of stmt's row from column i into u (and queued, when not NULL). */
+static void user_cols(sqlite3_stmt *stmt, int i, user_t *u, int64_t *queued)
+{
+    col_copy(stmt, i, u->name, sizeof u->name);
+    col_copy(stmt, i + 1, u->tier, sizeof u->tier);
+    u->balance = sqlite3_column_int64(stmt, i + 2);
+    u->created_at = sqlite3_column_int64(stmt, i + 3);
+    u->reserved = sqlite3_column_int64(stmt, i + 4);
+    if (queued)
+        *queued = sqlite3_column_int64(stmt, i + 5);
+    u->disabled_at = sqlite3_column_int64(stmt, i + 6);
+    u->stored = sqlite3_column_int64(stmt, i + 7);
+}
+
 static int read_user(sqlite_store_t *s, const char *name, user_t *u, int64_t *queued)
 {
     int rc;
@@ -1099,15 +1124,7 @@ static int read_user(sqlite_store_t *s, const char *name, user_t *u, int64_t *qu
     bind_text(stmt, 1, name);
     rc = step_row(s, stmt, "reading user");
     if (rc == 1) {
-        col_copy(stmt, 0, u->name, sizeof u->name);
-        col_copy(stmt, 1, u->tier, sizeof u->tier);
-        u->balance = sqlite3_column_int64(stmt, 2);
-        u->created_at = sqlite3_column_int64(stmt, 3);
-        u->reserved = sqlite3_column_int64(stmt, 4);
-        if (queued)
-            *queued = sqlite3_column_int64(stmt, 5);
-        u->disabled_at = sqlite3_column_int64(stmt, 6);
-        u->stored = sqlite3_column_int64(stmt, 7);
+        user_cols(stmt, 0, u, queued);
         rc = STORE_OK;
     } else if (rc == 0) {
         rc = STORE_NOT_FOUND;
@@ -2602,6 +2619,48 @@ static int sqlite_job_get_webhook(store_t *base, const char *id, job_t *out, sto
     return read_op(sq(base), job_webhook_read, &a);
 }
 
+/* The arguments of sqlite_user_job_get's read. */
+struct user_job_arg {
+    const char *user, *id;
+    store_user_job_t *out;
+};
+
+/* sqlite_user_job_get's read: the user's row and the job, one statement, one read transaction. */
+static int user_job_read(sqlite_store_t *db, void *arg)
+{
+    struct user_job_arg *a = arg;
+    store_user_job_t *o = a->out;
+    sqlite3_stmt *stmt = st(db, S_USER_JOB_GET);
+    if (!stmt)
+        return STORE_ERR;
+    bind_text(stmt, 1, a->user);
+    bind_text(stmt, 2, a->id);
+    int rc = step_row(db, stmt, "reading a user and a job");
+    if (rc == 1) {
+        user_cols(stmt, JOB_NCOLS + WEBHOOK_NCOLS, &o->user, NULL);
+        rc = STORE_OK;
+        o->job_rc = STORE_NOT_FOUND;
+        if (sqlite3_column_type(stmt, 0) != SQLITE_NULL) {
+            o->job_rc = row_to_job(stmt, &o->job);
+            rc = o->job_rc == STORE_ERR ? STORE_ERR : STORE_OK;
+            o->has_webhook = rc == STORE_OK && sqlite3_column_type(stmt, JOB_NCOLS) != SQLITE_NULL;
+            if (o->has_webhook)
+                webhook_cols(stmt, JOB_NCOLS, &o->webhook);
+        }
+    } else if (rc == 0) {
+        rc = STORE_NOT_FOUND;
+    }
+    sqlite3_reset(stmt);
+    return rc;
+}
+
+static int sqlite_user_job_get(store_t *base, const char *user, const char *id,
+                               store_user_job_t *out)
+{
+    struct user_job_arg a = {user, id, out};
+    return read_op(sq(base), user_job_read, &a);
+}
+
 static int sqlite_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int limit,
                                store_webhook_t **out, size_t *n)
 {
@@ -2682,6 +2741,7 @@ static int sqlite_explain(store_t *base, const char *name, char *out, size_t len
         enum stmt_id id;
     } named[] = {
         {"job_get", S_JOB_GET},
+        {"user_job_get", S_USER_JOB_GET},
         {"job_by_idem", S_JOB_BY_IDEM},
         {"job_next_seq", S_JOB_NEXT_SEQ},
         {"job_list", S_JOB_LIST},
@@ -2762,6 +2822,7 @@ static const struct store_ops sqlite_ops = {
     .events_trim = sqlite_events_trim,
     .webhook_get = sqlite_webhook_get,
     .job_get_webhook = sqlite_job_get_webhook,
+    .user_job_get = sqlite_user_job_get,
     .workers_list = sqlite_workers_list,
     .webhooks_due = sqlite_webhooks_due,
     .webhook_attempt = sqlite_webhook_attempt,

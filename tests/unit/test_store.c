@@ -466,6 +466,65 @@ static void test_create_answer_and_get_webhook(void)
     close_fresh(s);
 }
 
+/* store_user_job_get reads what store_user_get and store_job_get_webhook read, and finds only the
+ * user's own jobs; a disabled user shows as disabled on the next read. */
+static void test_user_job_get(void)
+{
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "v", "standard", 1000, T0), STORE_OK);
+    job_params_t p = params(-1), q = params(7);
+    q.webhook_url = "https://hooks.example.com/done";
+    job_t a, b, other;
+    user_t u;
+    store_user_job_t g;
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 3, 0, 0, T0, &a), STORE_OK);
+    CHECK_INT(store_job_create(s, "u", &q, NULL, 4, 0, 0, T0 + 1, &b), STORE_OK);
+    CHECK_INT(store_job_create(s, "v", &p, NULL, 5, 0, 0, T0 + 2, &other), STORE_OK);
+    CHECK_INT(store_user_get(s, "u", &u), STORE_OK);
+    CHECK_INT(store_user_job_get(s, "u", a.id, &g), STORE_OK);
+    CHECK_STR(g.user.name, "u");
+    CHECK_STR(g.user.tier, u.tier);
+    CHECK_INT(g.user.balance, u.balance);
+    CHECK_INT(g.user.reserved, u.reserved);
+    CHECK_INT(g.user.reserved, 7);
+    CHECK_INT(g.user.stored, u.stored);
+    CHECK_INT(g.user.created_at, u.created_at);
+    CHECK_INT(g.user.disabled_at, 0);
+    CHECK_INT(g.job_rc, STORE_OK);
+    CHECK(!g.has_webhook);
+    check_same_job(&a, &g.job);
+    job_clear(&g.job);
+    CHECK_INT(store_user_job_get(s, "u", b.id, &g), STORE_OK);
+    CHECK_INT(g.job_rc, STORE_OK);
+    check_same_job(&b, &g.job);
+    CHECK(g.has_webhook);
+    CHECK_STR(g.webhook.job_id, b.id);
+    CHECK_STR(g.webhook.url, "https://hooks.example.com/done");
+    CHECK_STR(g.webhook.state, "waiting");
+    job_clear(&g.job);
+    /* another user's job, and no such job: the user is read, the job is not found */
+    CHECK_INT(store_user_job_get(s, "u", other.id, &g), STORE_OK);
+    CHECK_STR(g.user.name, "u");
+    CHECK_INT(g.job_rc, STORE_NOT_FOUND);
+    CHECK(!g.has_webhook);
+    CHECK_INT(store_user_job_get(s, "u", "no-such-id", &g), STORE_OK);
+    CHECK_INT(g.job_rc, STORE_NOT_FOUND);
+    CHECK_INT(store_user_job_get(s, "nobody", a.id, &g), STORE_NOT_FOUND);
+    /* disabling takes effect on the next read */
+    CHECK_INT(store_user_set_disabled(s, "u", true, T0 + 5), STORE_OK);
+    CHECK_INT(store_user_job_get(s, "u", a.id, &g), STORE_OK);
+    CHECK(g.user.disabled_at != 0);
+    job_clear(&g.job);
+    job_clear(&a);
+    job_clear(&b);
+    job_clear(&other);
+    close_fresh(s);
+}
+
 static void test_reservations(void)
 {
     store_t *s = open_fresh();
@@ -1396,6 +1455,8 @@ static const struct {
     const char *sqlite, *pg; /* the index its plan must use on each store (NULL: no such query) */
 } t_plans[] = {
     {"job_get", "sqlite_autoindex_generation_jobs_1", "generation_jobs_pkey"},
+    /* the user's row and its job in one statement (PostgreSQL: two reads, job_get) */
+    {"user_job_get", "sqlite_autoindex_generation_jobs_1", NULL},
     {"job_by_idem", "generation_jobs_idem", NULL},
     {"job_next_seq", "sqlite_autoindex_generation_jobs_2", NULL}, /* PostgreSQL: a sequence */
     {"job_list", "generation_jobs_user", "generation_jobs_user"},
@@ -1682,6 +1743,7 @@ static void test_throughput_report(void)
     X(test_users_and_ledger)                                                                       \
     X(test_create_fields_and_seed)                                                                 \
     X(test_create_answer_and_get_webhook)                                                          \
+    X(test_user_job_get)                                                                           \
     X(test_reservations)                                                                           \
     X(test_idempotency_key)                                                                        \
     X(test_user_disable)                                                                           \
