@@ -37,8 +37,8 @@ struct hub {
     atomic_int stopping;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC; broadcast when gen moves or the hub stops */
-    uint64_t gen;
+    pthread_cond_t cv;    /* CLOCK_MONOTONIC; broadcast when gen moves or the hub stops */
+    _Atomic uint64_t gen; /* moved under mu; hub_gen reads it without (every GET reads it) */
     int64_t watermark;
     int kicked;
     parked_t *parked; /* suspended connections, resumed by the hub thread */
@@ -271,10 +271,7 @@ void hub_kick(hub_t *h)
 
 uint64_t hub_gen(hub_t *h)
 {
-    pthread_mutex_lock(&h->mu);
-    uint64_t g = h->gen;
-    pthread_mutex_unlock(&h->mu);
-    return g;
+    return atomic_load(&h->gen);
 }
 
 int64_t hub_watermark(hub_t *h)

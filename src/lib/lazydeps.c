@@ -255,6 +255,7 @@ const union MHD_DaemonInfo *(MHD_get_daemon_info)(struct MHD_Daemon *d,
     X(sqlite3_int64, sqlite3_column_int64, (sqlite3_stmt * a0, int a1), (a0, a1))                  \
     X(const unsigned char *, sqlite3_column_text, (sqlite3_stmt * a0, int a1), (a0, a1))           \
     X(int, sqlite3_column_type, (sqlite3_stmt * a0, int a1), (a0, a1))                             \
+    XH(sqlite3_config)                                                                             \
     X(const char *, sqlite3_errmsg, (sqlite3 * a0), (a0))                                          \
     X(const char *, sqlite3_errstr, (int a0), (a0))                                                \
     X(int, sqlite3_exec,                                                                           \
@@ -290,6 +291,17 @@ char *(sqlite3_mprintf)(const char *fmt, ...)
     char *s = fn(fmt, ap);
     va_end(ap);
     return s;
+}
+
+/* Only the options that take one int (SQLITE_CONFIG_MEMSTATUS) are forwarded. */
+int(sqlite3_config)(int op, ...)
+{
+    int (*fn)(int, ...) = (int (*)(int, ...))lazylib_fn(&sqlite_lib, LZ_sqlite3_config);
+    va_list ap;
+    va_start(ap, op);
+    int v = va_arg(ap, int);
+    va_end(ap);
+    return fn(op, v);
 }
 
 #define LWS_FNS(X, XV, XH)                                                                         \
