@@ -2600,6 +2600,17 @@ struct job_webhook_out {
     bool *has_webhook;
 };
 
+/* A row of JOB_COLS then WEBHOOK_COLS (NULLs without a webhook) into j, and into w with
+ * *has_webhook set when the job has one. STORE_OK or STORE_ERR (out of memory, j cleared). */
+static int job_webhook_row(sqlite3_stmt *stmt, job_t *j, store_webhook_t *w, bool *has_webhook)
+{
+    int rc = row_to_job(stmt, j);
+    *has_webhook = rc == STORE_OK && sqlite3_column_type(stmt, JOB_NCOLS) != SQLITE_NULL;
+    if (*has_webhook)
+        webhook_cols(stmt, JOB_NCOLS, w);
+    return rc;
+}
+
 static int job_webhook_read(sqlite_store_t *db, void *arg)
 {
     struct read_arg *a = arg;
@@ -2609,14 +2620,10 @@ static int job_webhook_read(sqlite_store_t *db, void *arg)
         return STORE_ERR;
     bind_text(stmt, 1, a->key);
     int rc = step_row(db, stmt, "reading a job");
-    if (rc == 1) {
-        rc = row_to_job(stmt, o->job);
-        *o->has_webhook = rc == STORE_OK && sqlite3_column_type(stmt, JOB_NCOLS) != SQLITE_NULL;
-        if (*o->has_webhook)
-            webhook_cols(stmt, JOB_NCOLS, o->w);
-    } else if (rc == 0) {
+    if (rc == 1)
+        rc = job_webhook_row(stmt, o->job, o->w, o->has_webhook);
+    else if (rc == 0)
         rc = STORE_NOT_FOUND;
-    }
     sqlite3_reset(stmt);
     return rc;
 }
@@ -2651,13 +2658,8 @@ static int user_job_read(sqlite_store_t *db, void *arg)
         user_cols(stmt, JOB_NCOLS + WEBHOOK_NCOLS, &o->user, NULL);
         rc = STORE_OK;
         o->job_rc = STORE_NOT_FOUND;
-        if (sqlite3_column_type(stmt, 0) != SQLITE_NULL) {
-            o->job_rc = row_to_job(stmt, &o->job);
-            rc = o->job_rc == STORE_ERR ? STORE_ERR : STORE_OK;
-            o->has_webhook = rc == STORE_OK && sqlite3_column_type(stmt, JOB_NCOLS) != SQLITE_NULL;
-            if (o->has_webhook)
-                webhook_cols(stmt, JOB_NCOLS, &o->webhook);
-        }
+        if (sqlite3_column_type(stmt, 0) != SQLITE_NULL)
+            rc = o->job_rc = job_webhook_row(stmt, &o->job, &o->webhook, &o->has_webhook);
     } else if (rc == 0) {
         rc = STORE_NOT_FOUND;
     }
