@@ -118,7 +118,7 @@ struct server {
     struct req *creates, *creates_tail;     /* queued for the create writer */
     struct req *claims;                     /* long-poll claims waiting for work, oldest first */
     pthread_cond_t complete_cv;             /* signalled when a complete is queued */
-    struct req *completes, *completes_tail; /* queued for the complete writer (SQLite) */
+    struct req *completes, *completes_tail; /* queued for the complete writer */
     pthread_t completer;
     int completer_started;
     atomic_int suspended;    /* connections parked right now */
@@ -1645,7 +1645,7 @@ static void complete_one(server_t *s, req_t *r)
  * the job, and so the image becomes reachable in that transaction (images.h; issue 16, finding
  * 1). With a "next" the same transaction claims the worker's next job (store.h
  * store_job_complete_claim): the answer is the completed job with "next"; a refused complete
- * claims nothing. Where the store commits completes in batches (SQLite) the complete is parked
+ * claims nothing. Where the store commits completes in batches (both do) the complete is parked
  * for the complete writer (completer_main), which stores the images of its whole batch with
  * one fsync each and one per directory, then commits the batch in one transaction. */
 static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t *r, const char *id)
@@ -1701,7 +1701,7 @@ static void complete_batch(server_t *s, req_t *batch, store_complete_t *items, b
             r->sc = items[n++];
 }
 
-/* The complete writer (SQLite): takes every queued complete (up to COMPLETE_BATCH_MAX), commits
+/* The complete writer: takes every queued complete (up to COMPLETE_BATCH_MAX), commits
  * them (complete_batch), resumes their connections. Runs until threads_stop with nothing
  * queued. */
 static void *completer_main(void *arg)

@@ -2262,17 +2262,14 @@ static int complete_in(op_t *op, const char *id, const char *lease_id, double gp
     return one_job(op, wr[0].r, "completing job", out);
 }
 
-/* Complete-and-claim (store.h) in one transaction: the claim goes out with the complete's writes
- * (complete_in), so both take three round trips with the COMMIT and one WAL flush. */
-static int pg_job_complete_claim(store_t *base, store_complete_t *c)
+/* Complete c (complete-and-claim when c->tier) inside op's transaction: complete_in with the
+ * claim as its tail. c->rc's code; STORE_ERR when the claim failed. */
+static int complete_claim_in(op_t *op, store_complete_t *c)
 {
-    op_t op;
     claim_stmt_t cl;
     if (c->tier)
         claim_stmt(&cl, c->tier, c->worker_id, c->lease_ms, c->now);
-    int rc = op_begin(pgs(base), &op);
-    if (rc == STORE_OK)
-        rc = complete_in(&op, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
+    int rc = complete_in(op, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
                          c->now, &c->done, c->tier ? &cl.st : NULL);
     if (rc == STORE_OK && c->tier) {
         c->next_rc = claim_answer(&cl.st, &c->next);
@@ -2281,7 +2278,171 @@ static int pg_job_complete_claim(store_t *base, store_complete_t *c)
     }
     if (c->tier)
         PQclear(cl.st.r);
+    return rc;
+}
+
+/* Complete-and-claim (store.h) in one transaction: the claim goes out with the complete's writes
+ * (complete_in), so both take three round trips with the COMMIT and one WAL flush. */
+static int pg_job_complete_claim(store_t *base, store_complete_t *c)
+{
+    op_t op;
+    int rc = op_begin(pgs(base), &op);
+    if (rc == STORE_OK)
+        rc = complete_claim_in(&op, c);
     return op_end(&op, rc);
+}
+
+/* One complete of a batch (pg_job_complete_many) and the statements it runs. */
+typedef struct batch_complete {
+    store_complete_t *c;
+    params_t load;      /* its job loaded and locked (first round trip) */
+    params_t write;     /* COMPLETE_SQL (second round trip) */
+    claim_stmt_t claim; /* the claim of complete-and-claim (second round trip, after the write) */
+    char lease[JOB_ID_SIZE];
+    int step; /* BC_ */
+    int w;    /* the index of its COMPLETE_SQL in the second round trip, or -1 */
+} batch_complete_t;
+#define BC_DONE 0   /* answered: refused, or a replay without a claim */
+#define BC_WRITE 1  /* to complete (COMPLETE_SQL, then its claim) */
+#define BC_REPLAY 2 /* completed already under this lease: only its claim runs */
+#define BC_AGAIN 3  /* a second complete of a job earlier in the batch: runs alone, after */
+
+/* Orders a batch's completes by user, then job id (the user and job rows they lock). */
+static int bc_user_order(const void *a, const void *b)
+{
+    const batch_complete_t *x = *(batch_complete_t *const *)a, *y = *(batch_complete_t *const *)b;
+    int d = strcmp(x->c->done.user, y->c->done.user);
+    return d ? d : strcmp(x->c->id, y->c->id);
+}
+
+/* Orders a batch's completes by job id (the order their job rows are locked in). */
+static int bc_id_order(const void *a, const void *b)
+{
+    const batch_complete_t *x = *(batch_complete_t *const *)a, *y = *(batch_complete_t *const *)b;
+    return strcmp(x->c->id, y->c->id);
+}
+
+/* The first round trip of a batch: every job of the batch loaded and locked, in job id order,
+ * each then checked by the lease rule (b->step; c->rc of those answered). A job a batch
+ * completes twice is loaded once: its second complete is BC_AGAIN. */
+static int batch_load(op_t *op, batch_complete_t *b, batch_complete_t **ord, stmt_t *st, size_t n)
+{
+    int m = 0;
+    for (size_t i = 0; i < n; i++) {
+        b[i].step = BC_WRITE;
+        for (size_t j = 0; j < i && b[i].step == BC_WRITE; j++)
+            if (strcmp(b[j].c->id, b[i].c->id) == 0)
+                b[i].step = BC_AGAIN;
+        if (b[i].step == BC_WRITE)
+            ord[m++] = &b[i];
+    }
+    qsort(ord, (size_t)m, sizeof *ord, bc_id_order);
+    for (int k = 0; k < m; k++) {
+        p_text(&ord[k]->load, ord[k]->c->id);
+        st[k] =
+            (stmt_t){.sql = SQL_JOB_GET " FOR UPDATE", .p = &ord[k]->load, .prep = PREP_JOB_LOCK};
+    }
+    int rc = pipe_run(op, "loading jobs", st, m);
+    for (int k = 0; k < m; k++) {
+        batch_complete_t *e = ord[k];
+        bool replay = false;
+        int r = rc == STORE_OK ? job_from(st[k].r, &e->c->done, e->lease) : STORE_ERR;
+        PQclear(st[k].r);
+        if (r == STORE_OK)
+            r = store_rule_lease(&e->c->done, e->lease, e->c->lease_id, JOB_COMPLETED, &replay);
+        e->c->rc = r;
+        e->step = r != STORE_OK ? BC_DONE : replay ? (e->c->tier ? BC_REPLAY : BC_DONE) : BC_WRITE;
+    }
+    return rc;
+}
+
+/* The statements of complete e in the second round trip (appended to st at *m): COMPLETE_SQL
+ * unless it is a replay, then its claim. */
+static void batch_stmts(batch_complete_t *e, stmt_t *st, int *m)
+{
+    store_complete_t *c = e->c;
+    e->w = -1;
+    if (e->step == BC_WRITE) {
+        double gpu_seconds = store_rule_gpu_seconds(c->gpu_seconds);
+        p_text(&e->write, c->id);
+        p_text(&e->write, c->image_key);
+        p_f64(&e->write, gpu_seconds);
+        p_i64(&e->write, c->now);
+        p_i64(&e->write, job_cost(gpu_seconds, c->credit_rate));
+        p_text(&e->write, c->done.user);
+        p_i64(&e->write, c->done.credits_reserved);
+        e->w = *m;
+        st[(*m)++] = (stmt_t){.sql = COMPLETE_SQL, .p = &e->write, .prep = PREP_COMPLETE};
+    }
+    if (c->tier) {
+        claim_stmt(&e->claim, c->tier, c->worker_id, c->lease_ms, c->now);
+        st[(*m)++] = e->claim.st;
+    }
+}
+
+/* The second round trip of a batch: the completes' writes and claims, in user order (so that
+ * batches and creates lock user rows in one order), then their answers. */
+static int batch_write(op_t *op, batch_complete_t *b, batch_complete_t **ord, stmt_t *st, size_t n)
+{
+    int m = 0, k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (b[i].step == BC_WRITE || b[i].step == BC_REPLAY)
+            ord[k++] = &b[i];
+    qsort(ord, (size_t)k, sizeof *ord, bc_user_order);
+    for (int i = 0; i < k; i++)
+        batch_stmts(ord[i], st, &m);
+    int rc = m ? pipe_run(op, "completing jobs", st, m) : STORE_OK;
+    for (int i = 0, j = 0; i < k; i++) {
+        store_complete_t *c = ord[i]->c;
+        if (ord[i]->w >= 0) {
+            job_clear(&c->done);
+            PGresult *r = st[j++].r;
+            c->rc = rc == STORE_OK ? one_job(op, r, "completing job", &c->done) : STORE_ERR;
+            if (rc != STORE_OK)
+                PQclear(r);
+        }
+        if (c->tier) {
+            stmt_t *cl = &st[j++];
+            c->next_rc = rc == STORE_OK ? claim_answer(cl, &c->next) : STORE_ERR;
+            PQclear(cl->r);
+        }
+        if (c->rc == STORE_ERR || c->next_rc == STORE_ERR)
+            rc = STORE_ERR;
+    }
+    return rc;
+}
+
+/* store_job_complete_many: the batch in one transaction of three round trips whatever its size
+ * (batch_load, batch_write, COMMIT), so one user's completes hold its row across one commit per
+ * batch instead of one each; a job completed twice in the batch is completed again after the
+ * others (complete_claim_in), as a replay or a refusal. */
+static void pg_job_complete_many(store_t *base, store_complete_t *items, size_t n)
+{
+    batch_complete_t *b = calloc(n, sizeof *b);
+    batch_complete_t **ord = malloc(n * sizeof *ord);
+    stmt_t *st = malloc(2 * n * sizeof *st);
+    op_t op;
+    int rc = b && ord && st ? op_begin(pgs(base), &op) : STORE_ERR;
+    if (!(b && ord && st)) {
+        store_fail("postgresql %s: out of memory completing jobs", pgs(base)->where);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            b[i].c = &items[i];
+        if (rc == STORE_OK)
+            rc = batch_load(&op, b, ord, st, n);
+        if (rc == STORE_OK)
+            rc = batch_write(&op, b, ord, st, n);
+        for (size_t i = 0; i < n && rc == STORE_OK; i++)
+            if (b[i].step == BC_AGAIN &&
+                (items[i].rc = complete_claim_in(&op, &items[i])) == STORE_ERR)
+                rc = STORE_ERR;
+        rc = op_end(&op, rc);
+    }
+    for (size_t i = 0; i < n && rc != STORE_OK; i++)
+        items[i].rc = STORE_ERR;
+    free(b);
+    free(ord);
+    free(st);
 }
 
 /* Puts a job back at the front of its tier's queue, lease cleared, and wakes idle workers. */
@@ -3095,6 +3256,7 @@ static const struct store_ops pg_ops = {
     .job_claim = pg_job_claim,
     .job_heartbeat = pg_job_heartbeat,
     .job_complete_claim = pg_job_complete_claim,
+    .job_complete_many = pg_job_complete_many,
     .job_fail = pg_job_fail,
     .job_release = pg_job_release,
     .reap = pg_reap,

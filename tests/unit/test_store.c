@@ -917,6 +917,89 @@ static int64_t charge_of(store_t *s, double gpu, double rate, int64_t now)
     return charged;
 }
 
+/* Claims the next job of tier standard for worker w; its id and lease to id and lease. */
+static void claim_one(store_t *s, const char *w, char *id, char *lease)
+{
+    job_t j;
+    CHECK_INT(store_job_claim(s, "standard", w, LEASE, T0 + 10, &j), STORE_OK);
+    snprintf(id, JOB_ID_SIZE, "%s", j.id);
+    snprintf(lease, JOB_ID_SIZE, "%s", j.lease_id);
+    job_clear(&j);
+}
+
+/* store_job_complete_many (the server's complete writer): in one batch, two users' completes,
+ * a complete-and-claim, a stale lease, an unknown job, a job completed twice and one completed
+ * before: each answer exactly as store_job_complete_claim's, each job charged once. */
+static void test_complete_many(void)
+{
+    store_t *s = open_fresh();
+    char id[4][JOB_ID_SIZE], lease[4][JOB_ID_SIZE], next[JOB_ID_SIZE];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 100, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "bob", "standard", 100, T0), STORE_OK);
+    for (int i = 0; i < 4; i++) {
+        CHECK_INT(create(s, i % 2 ? "bob" : "ann", 5, T0, NULL), STORE_OK);
+        claim_one(s, "w1", id[i], lease[i]);
+    }
+    CHECK_INT(create(s, "bob", 5, T0 + 1, next), STORE_OK);
+    CHECK_INT(store_job_complete(s, id[3], lease[3], 1.0, "images/3.png", 2.0, T0 + 15, NULL),
+              STORE_OK);
+    store_complete_t c[7] = {
+        {.id = id[1], .lease_id = lease[1], .image_key = "images/1.png", .gpu_seconds = 2.0},
+        {.id = id[0],
+         .lease_id = lease[0],
+         .image_key = "images/0.png",
+         .gpu_seconds = 1.0,
+         .tier = "standard",
+         .worker_id = "w2",
+         .lease_ms = LEASE},
+        {.id = id[2], .lease_id = "stale", .image_key = "images/x.png", .gpu_seconds = 1.0},
+        {.id = "no-such-job", .lease_id = lease[2], .image_key = "images/y.png"},
+        {.id = id[1], .lease_id = lease[1], .image_key = "images/z.png", .gpu_seconds = 9.0},
+        {.id = id[3],
+         .lease_id = lease[3],
+         .image_key = "images/w.png",
+         .gpu_seconds = 9.0,
+         .tier = "standard",
+         .worker_id = "w3",
+         .lease_ms = LEASE},
+        {.id = id[2], .lease_id = lease[2], .image_key = "images/2.png", .gpu_seconds = 3.0}};
+    for (int i = 0; i < 7; i++) {
+        c[i].credit_rate = 2.0;
+        c[i].now = T0 + 20;
+    }
+    store_job_complete_many(s, c, 7);
+    int want[7] = {STORE_OK, STORE_OK, STORE_LEASE_LOST, STORE_NOT_FOUND,
+                   STORE_OK, STORE_OK, STORE_OK};
+    const char *img[7] = {"images/1.png", "images/0.png", NULL,          NULL,
+                          "images/1.png", "images/3.png", "images/2.png"};
+    int64_t charged[7] = {4, 2, 0, 0, 4, 2, 6}; /* ceil(gpu_seconds * 2) of the first complete */
+    for (int i = 0; i < 7; i++) {
+        CHECK_INT(c[i].rc, want[i]);
+        if (img[i] && c[i].rc == STORE_OK) {
+            CHECK_INT(c[i].done.status, JOB_COMPLETED);
+            CHECK_STR(c[i].done.image_key, img[i]);
+            CHECK_INT(c[i].done.credits_charged, charged[i]);
+        }
+        job_clear(&c[i].done);
+    }
+    CHECK_INT(c[1].next_rc, STORE_OK);
+    CHECK_STR(c[1].next.id, next);
+    CHECK_STR(c[1].next.worker_id, "w2");
+    CHECK_INT(c[5].next_rc, STORE_EMPTY); /* the replay claims too: nothing left */
+    job_clear(&c[1].next);
+    job_clear(&c[5].next);
+    CHECK_INT(balance(s, "ann"), 100 - 2 - 6);
+    CHECK_INT(balance(s, "bob"), 100 - 4 - 2);
+    CHECK_INT(reserved(s, "ann"), 0);
+    CHECK_INT(reserved(s, "bob"), 5); /* the job claimed by the batch */
+    CHECK_INT(ledger_rows(s, "ann", "charge"), 2);
+    CHECK_INT(ledger_rows(s, "bob", "charge"), 2);
+    close_fresh(s);
+}
+
 static void test_charge_rounding_and_cap(void)
 {
     store_t *s = open_fresh();
@@ -1752,6 +1835,7 @@ static void test_throughput_report(void)
     X(test_lease_state_machine)                                                                    \
     X(test_requeue_order_several)                                                                  \
     X(test_complete_and_idempotent)                                                                \
+    X(test_complete_many)                                                                          \
     X(test_charge_rounding_and_cap)                                                                \
     X(test_release)                                                                                \
     X(test_progress)                                                                               \
