@@ -237,6 +237,7 @@ static int tls_send(io_t *io, const char *p, size_t n)
         if (w <= 0) {
             if (!io->err)
                 io->err = "Failed sending data to the peer";
+            ERR_clear_error();
             return -1;
         }
         p += w;
@@ -305,7 +306,9 @@ static ssize_t tls_fill(io_t *io)
         io->got += (size_t)n;
         return n;
     }
-    if (SSL_get_error(io->ssl, n) == SSL_ERROR_ZERO_RETURN)
+    int why = SSL_get_error(io->ssl, n);
+    ERR_clear_error();
+    if (why == SSL_ERROR_ZERO_RETURN)
         return 0; /* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) the socket closed */
     if (!io->err)
         io->err = "Failure when receiving data from the peer";
@@ -725,50 +728,54 @@ static int tls_settings(http1_conn_t *c, const char *ca_file, io_t *io)
         return 0;
     if (c->ctx)
         SSL_CTX_free(c->ctx);
+    c->ctx = NULL;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    int made = ctx && SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION), ok = made;
+    if (made) {
+        SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        X509_STORE *sys = ca_file ? NULL : system_trust();
+        if (sys)
+            SSL_CTX_set_cert_store(ctx, sys); /* ctx takes the reference */
+        ok = ca_file ? SSL_CTX_load_verify_file(ctx, ca_file) : sys != NULL;
+    }
+    if (ok) {
+        c->ctx = ctx;
+        snprintf(c->ctx_ca, sizeof c->ctx_ca, "%s", ca);
+        memcpy(c->ctx_ca_id, id, sizeof id);
+        return 0;
+    }
+    snprintf(io->msg, sizeof io->msg,
+             made ? "Problem with the SSL CA cert (path? access rights?): %s has no certificate "
+                    "that can be read"
+                  : "SSL: cannot set up OpenSSL (%s)",
+             ca_file ? ca_file : "the system store");
+    io->err = io->msg;
     ERR_clear_error();
-    SSL_CTX *ctx = c->ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
-        io->err = "SSL: cannot set up OpenSSL";
-        return -1;
-    }
-    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    X509_STORE *sys = ca_file ? NULL : system_trust();
-    if (sys)
-        SSL_CTX_set_cert_store(ctx, sys); /* ctx takes the reference */
-    int loaded = ca_file ? SSL_CTX_load_verify_file(ctx, ca_file) : sys != NULL;
-    if (!loaded) {
-        snprintf(io->msg, sizeof io->msg,
-                 "Problem with the SSL CA cert (path? access rights?): %s has no certificate "
-                 "that can be read",
-                 ca_file ? ca_file : "the system store");
-        io->err = io->msg;
-        SSL_CTX_free(ctx);
-        c->ctx = NULL;
-        return -1;
-    }
-    snprintf(c->ctx_ca, sizeof c->ctx_ca, "%s", ca);
-    memcpy(c->ctx_ca_id, id, sizeof id);
-    return 0;
+    SSL_CTX_free(ctx);
+    return -1;
 }
 
-/* Says why the handshake on ssl failed, in io->msg (io->err already set stays). */
+/* Says why the handshake on ssl failed, in io->msg (io->err already set stays), and empties the
+ * thread's OpenSSL error queue. */
 static void tls_failed(io_t *io, SSL *ssl, const target_t *t)
 {
-    if (io->err)
-        return;
     long v = SSL_get_verify_result(ssl);
     unsigned long e = ERR_peek_last_error();
-    if (v != X509_V_OK)
+    const char *reason = e ? ERR_reason_error_string(e) : NULL;
+    if (!io->err && v != X509_V_OK) {
         snprintf(io->msg, sizeof io->msg, "SSL certificate problem: %s (host %s)",
                  X509_verify_cert_error_string(v), t->host);
-    else
+        io->err = io->msg;
+    } else if (!io->err) {
         snprintf(io->msg, sizeof io->msg, "SSL connect error: %s (host %s)",
-                 e ? ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "unknown"
-                   : "the peer closed the connection",
+                 reason ? reason
+                 : e    ? "unknown"
+                        : "the peer closed the connection",
                  t->host);
-    io->err = io->msg;
+        io->err = io->msg;
+    }
+    ERR_clear_error();
 }
 
 /* The name the certificate must carry: t's host without a trailing dot. 1 when it is an IP. */
