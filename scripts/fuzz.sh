@@ -57,7 +57,7 @@ declare -A LIBS=(
   [celery]="-ljansson -lcrypto -lm -lcurl"
   [comfyui]="-ljansson"
   [a1111]="-ljansson"
-  [aws]="-ljansson -lcurl -lcrypto -lpthread"
+  [aws]="-ljansson -lcurl -lssl -lcrypto -lpthread"
   [url]="-lcurl"
 )
 
