@@ -13,6 +13,7 @@ python3-celery lives in /usr/lib/python3/dist-packages, which only Debian's /usr
 sees: when the interpreter running this file is another one (a pyenv or venv python3 first on
 PATH), the file runs itself again under /usr/bin/python3."""
 import os
+import subprocess
 import sys
 
 try:
@@ -29,7 +30,7 @@ import celery.exceptions  # noqa: E402
 from celery.result import AsyncResult  # noqa: E402
 
 import pv  # noqa: E402
-from test_celery import assert_drained, insert_seed_row, main, start, take_db  # noqa: E402
+from test_celery import WORKER, assert_drained, insert_seed_row, main, start, take_db  # noqa: E402
 from test_protocol import complete_with_image  # noqa: E402
 from test_security import claim, op  # noqa: E402
 
@@ -62,11 +63,19 @@ def raises(res, exc_type, timeout=60):
     raise AssertionError(f"get() returned {value!r}, expected {exc_type.__name__}")
 
 
+def adopted(env, tok, *jids):
+    """Waits until the bridge adopted the rows (until then a seed row has no tier and no
+    created_at; on PostgreSQL its 'pending' already reads as queued)."""
+    for jid in jids:
+        pv.wait_for(lambda: (lambda j: j.get("status") == "queued" and j.get("tier") and
+                             j.get("created_at"))(env.job(tok, jid)), what=f"row {jid} adopted")
+
+
 def check_success(env, tok, res, jid):
     out = res.get(timeout=60)
     assert out["success"] is True and set(out) == {"success", "image_url"}, out
     assert res.state == "SUCCESS" and res.successful() and res.ready(), res.state
-    assert res.traceback is None and res.date_done is not None
+    assert res.traceback is None and res.date_done.tzinfo is not None  # parsed by Celery
     j = env.job(tok, jid)
     assert j["status"] == "completed", j
     # (on S3 the URL is presigned per request: the same object, maybe another signature)
@@ -100,6 +109,47 @@ def test_send_task_delay_apply_async_get(env):
     assert again.result == sent[3].result
     assert_drained(r)
     assert r.cmd("HLEN", "pingvas-celery-tasks") == 0
+
+
+def test_task_protocol_1(env):
+    """An app configured with Celery's older message protocol (task_protocol = 1)."""
+    r, url = take_db(env)
+    tok = start(env)
+    app = seed_app(env, url)
+    app.conf.task_protocol = 1
+    jid = insert_seed_row(env, "alice")
+    check_success(env, tok, app.send_task(TASK, args=[jid]), jid)
+    assert_drained(r)
+
+
+CONSUME_AND_DIE = """
+import os, sys, kombu
+conn = kombu.Connection(sys.argv[1])
+m = conn.SimpleQueue("celery").get(timeout=30)  # recorded in kombu's unacked, not acked
+print(m.headers["id"], flush=True)
+os._exit(0)  # a Celery worker killed mid-task
+"""
+
+
+def test_message_left_unacked_by_a_killed_kombu_consumer(env):
+    """A Celery worker (kombu 5.2's Redis transport) took the message and died without acking:
+    the bridge restores it from kombu's unacked after the visibility timeout and runs it."""
+    r, url = take_db(env)
+    vis = ["--celery-visibility-timeout", "1s"]
+    tok = start(env, *vis, worker=False)  # creates the schema and the user
+    env.stop(env.server)
+    app = seed_app(env, url)
+    jid = insert_seed_row(env, "alice")
+    res = app.send_task(TASK, args=[jid])
+    p = subprocess.run([sys.executable, "-c", CONSUME_AND_DIE, url], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == res.id, (p.stdout, p.stderr)
+    assert r.cmd("LLEN", "celery") == 0 and r.cmd("HLEN", "unacked") == 1
+    env.start_server(*vis)
+    env.start_worker(*WORKER)
+    check_success(env, tok, res, jid)
+    assert "event=celery_restored" in env.log("server.log")
+    assert_drained(r)
 
 
 def test_group_and_custom_queue_priorities(env):
@@ -143,7 +193,7 @@ def test_failures_are_celery_failures(env):
     # The engine fails the job (reported through the worker protocol, not retryable).
     jid = insert_seed_row(env, "alice")
     res = gen.delay(jid)
-    pv.wait_for(lambda: env.job(tok, jid).get("status") == "queued", what="the row adopted")
+    adopted(env, tok, jid)
     c = claim(env)
     assert c["job"]["id"] == jid, c
     assert op(env, c, "fail", error="CUDA out of memory", retryable=False).status == 200
@@ -160,19 +210,13 @@ def test_cancel_is_revoked(env):
     app = seed_app(env, url)
     jid = insert_seed_row(env, "alice")
     res = app.send_task(TASK, args=[jid])
-    pv.wait_for(lambda: env.job(tok, jid).get("status") == "queued", what="the row adopted")
+    adopted(env, tok, jid)
     assert res.state == "PENDING"
     c = env.api("POST", f"/api/v1/generation/{jid}/cancel", token=tok)
     assert c.status == 200 and c.json()["status"] == "canceled", c
     raises(res, celery.exceptions.TaskRevokedError)
     assert res.state == "REVOKED"
     assert env.api("GET", "/api/v1/credits", token=tok).json()["reserved"] == 0
-
-
-def adopted(env, tok, *jids):
-    for jid in jids:
-        pv.wait_for(lambda: env.job(tok, jid).get("status") == "queued",
-                    what=f"row {jid} adopted")
 
 
 def claim_as(env, wid):
@@ -241,6 +285,8 @@ def test_revoke_as_a_celery_worker_would(env):
 
 
 if __name__ == "__main__":
-    main([test_send_task_delay_apply_async_get, test_group_and_custom_queue_priorities,
+    main([test_send_task_delay_apply_async_get, test_task_protocol_1,
+          test_message_left_unacked_by_a_killed_kombu_consumer,
+          test_group_and_custom_queue_priorities,
           test_failures_are_celery_failures, test_cancel_is_revoked,
           test_revoke_as_a_celery_worker_would])
