@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static _Atomic int64_t offset_ms;
@@ -78,8 +79,50 @@ void clock_advance_ms(int64_t ms)
     atomic_fetch_add(&offset_ms, ms);
 }
 
+/* v (0 <= v < 10^n) as n decimal digits at p. */
+static void put_digits(char *p, unsigned v, int n)
+{
+    while (n-- > 0) {
+        p[n] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* The civil date of a day count since 1970-01-01 (days >= 0; Howard Hinnant's civil_from_days):
+ * no gmtime_r, which takes glibc's time zone lock on every call (every job JSON writes three
+ * times). */
+static void civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d)
+{
+    int64_t z = days + 719468, era = z / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
 void clock_format_rfc3339(int64_t ms, char *buf, unsigned long size)
 {
+    int64_t y;
+    unsigned mo, d;
+    if (ms >= 0 && size > 24) {
+        int64_t secs = ms / 1000;
+        civil_from_days(secs / 86400, &y, &mo, &d);
+        if (y <= 9999) {
+            unsigned sod = (unsigned)(secs % 86400);
+            memcpy(buf, "0000-00-00T00:00:00.000Z", 25);
+            put_digits(buf, (unsigned)y, 4);
+            put_digits(buf + 5, mo, 2);
+            put_digits(buf + 8, d, 2);
+            put_digits(buf + 11, sod / 3600, 2);
+            put_digits(buf + 14, sod / 60 % 60, 2);
+            put_digits(buf + 17, sod % 60, 2);
+            put_digits(buf + 20, (unsigned)(ms % 1000), 3);
+            return;
+        }
+    }
     time_t secs = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);

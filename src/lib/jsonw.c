@@ -2,6 +2,7 @@
 #include "lib/jsonw.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,18 +125,38 @@ void jsonw_str(jsonw_t *w, const char *key, const char *v)
         put(w, "null", 4);
 }
 
+/* v in decimal, ending at end (no NUL); returns where it starts (at most 20 bytes before). */
+static char *format_int(char *end, int64_t v)
+{
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--end = '-';
+    return end;
+}
+
 void jsonw_int(jsonw_t *w, const char *key, int64_t v)
 {
-    char num[24];
-    int n = snprintf(num, sizeof num, "%" PRId64, v);
+    char num[24], *p = format_int(num + sizeof num, v);
     member(w, key);
-    put(w, num, (size_t)n);
+    put(w, p, (size_t)(num + sizeof num - p));
 }
 
 /* jansson's real: "%.17g", ".0" after a whole number, the exponent without '+' and leading
  * zeros ("1e+20" is "1e20", "1e-07" is "1e-7"). */
 void jsonw_real(jsonw_t *w, const char *key, double v)
 {
+    /* a whole number below 10^15 (not -0): its digits and ".0", which is what "%.17g" gives */
+    if (fabs(v) < 1e15 && v == (double)(int64_t)v && !(v == 0 && signbit(v))) {
+        char whole[28], *p = format_int(whole + sizeof whole - 2, (int64_t)v);
+        memcpy(whole + sizeof whole - 2, ".0", 2);
+        member(w, key);
+        put(w, p, (size_t)(whole + sizeof whole - p));
+        return;
+    }
     char num[40];
     int n = snprintf(num, sizeof num, "%.17g", v);
     if (n < 0 || (size_t)n >= sizeof num - 2) {

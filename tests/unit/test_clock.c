@@ -2,6 +2,7 @@
  * PINGVAS_TEST_CLOCK_STEP_FILE, as the integration test test_faults_clock uses it). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/clock.h"
@@ -80,7 +81,52 @@ static void test_advance_moves_every_clock(void)
     CHECK(clock_mono_ms() - mono >= 60000);
 }
 
+/* What clock_format_rfc3339 wrote through gmtime_r before it computed the date itself. */
+static void rfc3339_by_gmtime(int64_t ms, char *buf, size_t size)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* The RFC 3339 text of a time is gmtime's, over leap years, century years, every day of a few
+ * years, the last second of 9999 and times past it (the slow path). */
+static void test_rfc3339_matches_gmtime(void)
+{
+    static const int64_t fixed[] = {0,
+                                    999,
+                                    1000,
+                                    86399999,
+                                    951782400000LL,    /* 2000-02-29 */
+                                    4107542400000LL,   /* 2100-03-01 */
+                                    1764460800123LL,   /* 2025-11-30 */
+                                    253402300799999LL, /* 9999-12-31T23:59:59.999 */
+                                    253402300800000LL, /* 10000-01-01 */
+                                    -1000};
+    char got[40], want[40];
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        clock_format_rfc3339(fixed[i], got, sizeof got);
+        rfc3339_by_gmtime(fixed[i], want, sizeof want);
+        CHECK_STR(got, want);
+    }
+    /* every day from 1999 to 2005 and from 2096 to 2104, at an odd time of day */
+    static const int64_t from[] = {915148800000LL, 3976214400000LL};
+    for (int r = 0; r < 2; r++)
+        for (int64_t day = 0; day < 9 * 366; day++) {
+            int64_t ms = from[r] + day * 86400000LL + 45296789LL;
+            clock_format_rfc3339(ms, got, sizeof got);
+            rfc3339_by_gmtime(ms, want, sizeof want);
+            CHECK_STR(got, want);
+        }
+    /* a short buffer is cut as snprintf cuts */
+    clock_format_rfc3339(1764460800123LL, got, 11);
+    CHECK_STR(got, "2025-11-30");
+}
+
 #define TESTS(X)                                                                                   \
     X(test_steady_starts_at_the_wall_clock)                                                        \
-    X(test_steps_move_the_wall_clock_only) X(test_advance_moves_every_clock)
+    X(test_steps_move_the_wall_clock_only)                                                         \
+    X(test_advance_moves_every_clock) X(test_rfc3339_matches_gmtime)
 #include "t_main.h"

@@ -43,12 +43,39 @@ static void test_job_json_equals_jansson(void)
     j.created_at = 1764460800123LL;
     j.credits_reserved = 12;
     check_job(&j, NULL);
-    double reals[] = {7.1, 0.1, 1e20, 1e-7, 12.5, 0.0, 3.0000000000000004, 1.5e300, 2.5e-300};
-    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++) {
+    /* whole numbers (written without snprintf below 10^15) among them, -0 and the edges */
+    double reals[] = {7.1,
+                      0.1,
+                      1e20,
+                      1e-7,
+                      12.5,
+                      0.0,
+                      3.0000000000000004,
+                      1.5e300,
+                      2.5e-300,
+                      -0.0,
+                      1.0,
+                      -3.0,
+                      999999999999999.0,
+                      -999999999999999.0,
+                      1e15,
+                      4503599627370497.0,
+                      123456.0};
+    size_t nreals = sizeof reals / sizeof reals[0];
+    for (size_t i = 0; i < nreals; i++) {
         j.params.cfg_scale = reals[i];
-        j.gpu_seconds = reals[(i + 3) % 9];
+        j.gpu_seconds = reals[(i + 3) % nreals];
         check_job(&j, NULL);
     }
+    /* integers: seed and the counts, at the edges of int64 */
+    int64_t ints[] = {0, -1, 9, 10, INT64_MAX, INT64_MIN, 4294967295LL};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        j.params.seed = ints[i];
+        j.credits_reserved = ints[(i + 1) % 7];
+        check_job(&j, NULL);
+    }
+    j.params.seed = 4294967295LL;
+    j.credits_reserved = 12;
     j.status = JOB_IN_PROGRESS;
     j.started_at = 1764460801000LL;
     j.attempts = 2;
