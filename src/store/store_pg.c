@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 10
+#define SCHEMA_VERSION 11
 #define ERR_MAX 512
 #define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
@@ -393,9 +393,19 @@ static const char schema_v10[] =
     "  EXECUTE FUNCTION job_queue_sync();";
 /* clang-format on */
 
-static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2, schema_v3, schema_v4,
-                                                       schema_v5, schema_v6, schema_v7, schema_v8,
-                                                       schema_v9, schema_v10};
+/* Version 11: the queue in queue order per tier, for the claim's fallback (CLAIM_SQL's b: the
+ * tier's first job whose queue row no other claim holds). Its key is the tier as an expression,
+ * QUEUE_TIER, that only b searches by: with the plain tier first, statistics that count few rows
+ * of a tier made the planner read the fair-share walk's or a head lookup's range through this
+ * index and sort it (the tier's whole queue) instead of searching job_queue_fair in order
+ * (test_store's test_query_plans_stale_statistics). */
+#define QUEUE_TIER "(tier || '')"
+static const char schema_v11[] =
+    "CREATE INDEX job_queue_order ON job_queue(" QUEUE_TIER ", queue_pos);";
+
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2,  schema_v3, schema_v4,
+                                                       schema_v5, schema_v6,  schema_v7, schema_v8,
+                                                       schema_v9, schema_v10, schema_v11};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -1967,19 +1977,23 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
 
 /* Fair share: among users with queued jobs in tier $1 (walked through the queue's index, one seek
  * a user: FAIR_USERS), the one with the fewest running jobs there, ties to the earliest head job
- * (FAIR_PICK). The queue (job_queue, schema_v10) holds the queued jobs alone. */
+ * (FAIR_PICK). The queue (job_queue, schema_v10) holds the queued jobs alone. Each seek is an
+ * ORDER BY ... LIMIT 1, not a MIN(): with statistics that count few rows (an ANALYZE when one user
+ * had a few jobs queued) the planner computes a MIN() by aggregating the whole range it searches
+ * (the tier's queue, or the user's), while only an index scan in that order can start a LIMIT 1
+ * without reading everything first. */
 #define FAIR_USERS                                                                                 \
     "WITH RECURSIVE u(name) AS ("                                                                  \
-    " SELECT (SELECT MIN(user_id) FROM job_queue WHERE tier = $1)"                                 \
+    " SELECT (SELECT user_id FROM job_queue WHERE tier = $1 ORDER BY user_id LIMIT 1)"             \
     " UNION ALL"                                                                                   \
-    " SELECT (SELECT MIN(user_id) FROM job_queue WHERE tier = $1 AND user_id > u.name)"            \
-    "  FROM u WHERE u.name IS NOT NULL)"
+    " SELECT (SELECT user_id FROM job_queue WHERE tier = $1 AND user_id > u.name"                  \
+    "   ORDER BY user_id LIMIT 1) FROM u WHERE u.name IS NOT NULL)"
 #define FAIR_PICK                                                                                  \
     "SELECT u.name,"                                                                               \
     "  (SELECT COUNT(*) FROM generation_jobs r WHERE r.tier = $1 AND r.user_id = u.name"           \
     "    AND r.status = 'in_progress') AS running,"                                                \
-    "  (SELECT MIN(h.queue_pos) FROM job_queue h WHERE h.tier = $1 AND h.user_id = u.name) AS "    \
-    "head"                                                                                         \
+    "  (SELECT h.queue_pos FROM job_queue h WHERE h.tier = $1 AND h.user_id = u.name"              \
+    "    ORDER BY h.queue_pos LIMIT 1) AS head"                                                    \
     " FROM u WHERE u.name IS NOT NULL ORDER BY running, head LIMIT 1"
 #define PICK_USER_SQL FAIR_USERS " " FAIR_PICK
 
@@ -1992,7 +2006,8 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
 /* A claim as one statement (prepared once per connection), in one round trip with its BEGIN:
  * the fair-share user (f), its first queued job's queue row locked (a), or, when another replica
  * is claiming all of that user's jobs right now, the tier's first unlocked one (b: SKIP LOCKED, so
- * claims never wait on each other's candidates); the job's row locked (j, SKIP LOCKED too: the
+ * claims never wait on each other's candidates; through job_queue_order, schema_v11); the job's
+ * row locked (j, SKIP LOCKED too: the
  * claim holds a queue row there, and anything else that takes a job out of the queue locks the
  * job's row first, then its queue row through the trigger; so a claim never waits for a job row,
  * and the two orders cannot deadlock), the job leased (c) and the worker, if named, recorded busy
@@ -2005,7 +2020,7 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
 #define CLAIM_SQL                                                                                  \
     FAIR_USERS ", f AS (" FAIR_PICK "),"                                                           \
     " a AS (" JOB_HEAD_OF("(SELECT name FROM f)") " FOR UPDATE SKIP LOCKED),"                      \
-    " b AS (SELECT job_id FROM job_queue WHERE tier = $1 AND NOT EXISTS (SELECT 1 FROM a)"         \
+    " b AS (SELECT job_id FROM job_queue WHERE " QUEUE_TIER " = $1 AND NOT EXISTS (SELECT 1 FROM a)" \
     "  ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED),"                                        \
     " j AS (SELECT id FROM generation_jobs WHERE id ="                                             \
     "  (SELECT job_id FROM a UNION ALL SELECT job_id FROM b LIMIT 1) FOR UPDATE SKIP LOCKED),"     \
