@@ -488,8 +488,9 @@ static void test_https_refuses_a_wrong_name_and_an_untrusted_ca(void)
     CHECK_INT(p.refused_tls, 5);
 }
 
-/* A plain peer that never answers the handshake: the request's deadline ends it. */
-static void test_https_handshake_times_out(void)
+/* A plain peer that never answers the handshake: the request's deadline ends it. A raised abort
+ * flag ends a request in its handshake too. */
+static void test_https_timeout_and_abort(void)
 {
     peer_t q = {.nsteps = 1};
     peer_start(&q);
@@ -502,6 +503,15 @@ static void test_https_handshake_times_out(void)
     CHECK_STR(r.error, "Timeout was reached");
     http1_close(&c);
     peer_stop(&q);
+    peer_t p = {.nsteps = 1};
+    tls_start(&p, &c);
+    req = tls_req(&p, url, pin, "localhost", "/");
+    atomic_int flag = 1;
+    req.abort_flag = &flag;
+    CHECK_INT(http1_do(&c, &req, &r), -1);
+    CHECK_STR(r.error, "Callback aborted");
+    tls_stop(&p, &c);
+    CHECK_INT(p.refused_tls, 1); /* the peer saw the handshake end */
 }
 
 #define TESTS(X)                                                                                   \
@@ -513,5 +523,5 @@ static void test_https_handshake_times_out(void)
     X(test_takes_http_and_https)                                                                   \
     X(test_https_verifies_the_peer_and_keeps_the_connection)                                       \
     X(test_https_refuses_a_wrong_name_and_an_untrusted_ca)                                         \
-    X(test_https_handshake_times_out)
+    X(test_https_timeout_and_abort)
 #include "t_main.h"
