@@ -1658,6 +1658,22 @@ static void test_query_plans_stale_statistics(void)
     close_fresh(s);
 }
 
+/* A fresh store with users ann and bob, n queued jobs each: ann's (ids into a), then bob's. */
+static store_t *open_ann_bob(int n, char (*a)[JOB_ID_SIZE], char (*b)[JOB_ID_SIZE])
+{
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return NULL;
+    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "bob", "standard", 1000, T0), STORE_OK);
+    for (int i = 0; i < n; i++)
+        CHECK_INT(create(s, "ann", 10, T0 + i, a[i]), STORE_OK);
+    for (int i = 0; i < n; i++)
+        CHECK_INT(create(s, "bob", 10, T0 + n + i, b[i]), STORE_OK);
+    return s;
+}
+
 /* PostgreSQL: while another transaction holds the queue rows of the fair-share user's jobs (a
  * replica claiming them), a claim neither waits nor comes back empty: it takes the tier's first
  * job it can lock, another user's (the claim statement's fallback, b in store_pg.c). SQLite has
@@ -1667,28 +1683,23 @@ static void test_claim_skips_locked_user(void)
     if (!t_pg)
         return;
 #ifdef PINGVAS_HAVE_PQ
-    store_t *s = open_fresh();
-    char a1[JOB_ID_SIZE], b1[JOB_ID_SIZE];
+    char a[1][JOB_ID_SIZE], b[1][JOB_ID_SIZE];
     job_t j = {0};
-    CHECK(s != NULL);
+    store_t *s = open_ann_bob(1, a, b);
     if (!s)
         return;
-    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
-    CHECK_INT(store_user_add(s, "bob", "standard", 1000, T0), STORE_OK);
-    CHECK_INT(create(s, "ann", 10, T0, a1), STORE_OK);
-    CHECK_INT(create(s, "bob", 10, T0 + 1, b1), STORE_OK);
     PGconn *c = PQconnectdb(t_url);
     PGresult *r = PQexec(c, "BEGIN; SELECT job_id FROM job_queue WHERE user_id = 'ann' FOR UPDATE");
     CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
     CHECK_INT(PQntuples(r), 1);
     PQclear(r);
     CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 2, &j), STORE_OK);
-    CHECK_STR(j.id, b1);
+    CHECK_STR(j.id, b[0]);
     job_clear(&j);
     PQclear(PQexec(c, "ROLLBACK"));
     PQfinish(c);
     CHECK_INT(store_job_claim(s, "standard", "w2", LEASE, T0 + 3, &j), STORE_OK);
-    CHECK_STR(j.id, a1);
+    CHECK_STR(j.id, a[0]);
     job_clear(&j);
     close_fresh(s);
 #endif
@@ -1707,32 +1718,25 @@ static void test_claim_skips_locked_user(void)
  * order (SQLite has no such table: its claim reads an index of generation_jobs). */
 static void test_migrate_queue_table(void)
 {
-    store_t *s = open_fresh();
-    char a1[JOB_ID_SIZE], a2[JOB_ID_SIZE], b1[JOB_ID_SIZE], c1[JOB_ID_SIZE];
+    char a[2][JOB_ID_SIZE], b[2][JOB_ID_SIZE];
     job_t j = {0};
-    CHECK(s != NULL);
+    store_t *s = open_ann_bob(2, a, b);
     if (!s)
         return;
-    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
-    CHECK_INT(store_user_add(s, "bob", "standard", 1000, T0), STORE_OK);
-    CHECK_INT(create(s, "ann", 10, T0, a1), STORE_OK);
-    CHECK_INT(create(s, "ann", 10, T0 + 1, a2), STORE_OK);
-    CHECK_INT(create(s, "bob", 10, T0 + 2, b1), STORE_OK);
-    CHECK_INT(create(s, "bob", 10, T0 + 3, c1), STORE_OK);
     CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 4, &j), STORE_OK);
-    CHECK_STR(j.id, a1); /* ann's first: both users run none, ann's head is older */
+    CHECK_STR(j.id, a[0]); /* ann's first: both users run none, ann's head is older */
     job_clear(&j);
-    CHECK_INT(store_job_cancel(s, "bob", c1, T0 + 5, NULL), STORE_OK);
+    CHECK_INT(store_job_cancel(s, "bob", b[1], T0 + 5, NULL), STORE_OK);
     if (t_pg) {
         CHECK_INT(raw_exec(PG_UNDO_QUEUE "UPDATE schema_version SET version = 9"), 0);
         CHECK_INT(store_migrate(s), STORE_OK);
     }
-    /* ann runs one job now: bob's (b1) before ann's second; then ann's; then none */
+    /* ann runs one job now: bob's (b[0]) before ann's second; then ann's; then none */
     CHECK_INT(store_job_claim(s, "standard", "w2", LEASE, T0 + 6, &j), STORE_OK);
-    CHECK_STR(j.id, b1);
+    CHECK_STR(j.id, b[0]);
     job_clear(&j);
     CHECK_INT(store_job_claim(s, "standard", "w3", LEASE, T0 + 7, &j), STORE_OK);
-    CHECK_STR(j.id, a2);
+    CHECK_STR(j.id, a[1]);
     job_clear(&j);
     CHECK_INT(store_job_claim(s, "standard", "w4", LEASE, T0 + 8, &j), STORE_EMPTY);
     job_clear(&j);
