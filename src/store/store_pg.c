@@ -772,6 +772,9 @@ typedef struct stmt {
 #define PREP_HEARTBEAT 3
 #define PREP_JOB_LOCK 4
 #define PREP_COMPLETE 5
+#define PREP_USER_GET 6
+#define PREP_JOB_GET 7
+#define PREP_WEBHOOK_GET 8
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -3161,6 +3164,44 @@ static int pg_webhook_get(store_t *base, const char *job_id, store_webhook_t *ou
     return rc;
 }
 
+/* GET /api/v1/generation/{id} (store_user_job_get): the user's row, the job and its webhook by
+ * three prepared statements in one round trip on one pooled connection, instead of three
+ * operations of one statement each that PostgreSQL parsed and planned every time (no
+ * transaction: each reads the latest committed state). */
+static int pg_user_job_get(store_t *base, const char *user, const char *id, store_user_job_t *out)
+{
+    params_t pu = {0}, pj = {0};
+    p_text(&pu, user);
+    p_text(&pj, id);
+    stmt_t st[3] = {
+        {.sql = "SELECT " USER_COLS " FROM users WHERE name = $1", .p = &pu, .prep = PREP_USER_GET},
+        {.sql = SQL_JOB_GET, .p = &pj, .prep = PREP_JOB_GET},
+        {.sql = "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = $1",
+         .p = &pj,
+         .prep = PREP_WEBHOOK_GET}};
+    op_t op;
+    int rc = op_open(pgs(base), &op);
+    if (rc == STORE_OK)
+        rc = pipe_run(&op, "reading a job", st, 3);
+    if (rc == STORE_OK)
+        rc = user_from(st[0].r, &out->user, NULL);
+    if (rc == STORE_OK) {
+        out->job_rc = job_from(st[1].r, &out->job, NULL);
+        if (out->job_rc == STORE_OK && strcmp(out->job.user, user) != 0) {
+            job_clear(&out->job);
+            out->job_rc = STORE_NOT_FOUND;
+        }
+        out->has_webhook = out->job_rc == STORE_OK && PQntuples(st[2].r) > 0;
+        if (out->has_webhook)
+            fill_webhook(&out->webhook, st[2].r, 0);
+        if (out->job_rc == STORE_ERR)
+            rc = STORE_ERR;
+    }
+    for (int i = 0; i < 3; i++)
+        PQclear(st[i].r);
+    return op_end(&op, rc);
+}
+
 static int pg_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int limit,
                            store_webhook_t **out, size_t *n)
 {
@@ -3272,6 +3313,7 @@ static const struct store_ops pg_ops = {
     .job_heartbeat = pg_job_heartbeat,
     .job_complete_claim = pg_job_complete_claim,
     .job_complete_many = pg_job_complete_many,
+    .user_job_get = pg_user_job_get,
     .job_fail = pg_job_fail,
     .job_release = pg_job_release,
     .reap = pg_reap,
