@@ -210,6 +210,60 @@ static const char *read_task(json_t *headers, json_t *body, json_t **args, json_
     return obj_str(body, "task");
 }
 
+/* Python's datetime.isoformat(), what Celery writes for expires and eta:
+ * YYYY-MM-DDTHH:MM:SS, optional .ffffff, optional Z or +HH:MM / -HH:MM (a naive time reads as
+ * UTC, Celery's default). Milliseconds since the epoch, or -1. */
+static int64_t parse_iso8601_ms(const char *s)
+{
+    int y, mo, d, h, mi, sec, n = 0;
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19 ||
+        y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
+        sec < 0 || sec > 60)
+        return -1;
+    const char *p = s + n;
+    int64_t frac = 0, scale = 100, off = 0;
+    if (*p == '.') {
+        const char *digits = ++p;
+        for (; isdigit((unsigned char)*p); p++, scale /= 10)
+            frac += (*p - '0') * scale;
+        if (p == digits)
+            return -1;
+    }
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om, m = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &m) != 2 || m != 5 || oh < 0 || oh > 23 ||
+            om < 0 || om > 59)
+            return -1;
+        off = (*p == '-' ? -1 : 1) * (int64_t)(oh * 60 + om) * 60000;
+        p += 6;
+    }
+    if (*p)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
+    return (int64_t)timegm(&tm) * 1000 + frac - off;
+}
+
+/* The task's expiry (headers.expires in protocol 2, body.expires in protocol 1): null or an
+ * ISO 8601 time. 0, or -1 after a reject. */
+static int read_expires(json_t *v, celery_msg_t *out, celery_reject_t *rej)
+{
+    if (!v || json_is_null(v))
+        return 0;
+    const char *s = json_string_value(v);
+    out->expires_ms = s ? parse_iso8601_ms(s) : -1;
+    if (out->expires_ms < 0)
+        return reject(rej, "bad_expires", "ValueError", "builtins",
+                      "expires is not an ISO 8601 time: %.64s", s ? s : "(not a string)");
+    return 0;
+}
+
 int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_t *rej)
 {
     json_t *env = NULL, *body = NULL, *args = NULL, *kwargs = NULL;
@@ -251,6 +305,10 @@ int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_
         reject(rej, "unknown_task", "NotRegistered", "celery.exceptions", "'%.150s'", task);
         goto out;
     }
+    if (read_expires(out->protocol == 2 ? json_object_get(headers, "expires")
+                                        : json_object_get(body, "expires"),
+                     out, rej) != 0)
+        goto out;
     rc = bind_job_id(args, kwargs, out, rej);
 out:
     json_decref(body);
@@ -1175,10 +1233,12 @@ static void handle_message(celery_bridge_t *b, const char *list, const char *raw
         settle(b, tag, NULL, m.task_id, result);
         goto out;
     }
-    if (is_revoked(b, m.task_id)) { /* Celery: "Discarding revoked task", marked REVOKED */
-        log_info("event=celery_discarded_revoked job_id=%s task_id=%s", m.job_id, m.task_id);
+    bool expired = m.expires_ms > 0 && m.expires_ms < now;
+    if (expired || is_revoked(b, m.task_id)) { /* Celery: "Discarding revoked task", REVOKED */
+        log_info("event=celery_discarded_%s job_id=%s task_id=%s", expired ? "expired" : "revoked",
+                 m.job_id, m.task_id);
         result = celery_result_exception("REVOKED", m.task_id, "TaskRevokedError",
-                                         "celery.exceptions", "revoked", now);
+                                         "celery.exceptions", expired ? "expired" : "revoked", now);
         settle(b, tag, NULL, m.task_id, result);
         goto out;
     }

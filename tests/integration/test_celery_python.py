@@ -12,6 +12,7 @@ database (test_celery.take_db); both stacks, as every integration test.
 python3-celery lives in /usr/lib/python3/dist-packages, which only Debian's /usr/bin/python3
 sees: when the interpreter running this file is another one (a pyenv or venv python3 first on
 PATH), the file runs itself again under /usr/bin/python3."""
+import datetime
 import os
 import subprocess
 import sys
@@ -152,6 +153,26 @@ def test_message_left_unacked_by_a_killed_kombu_consumer(env):
     assert_drained(r)
 
 
+def test_expires(env):
+    """apply_async(expires=...): a task already expired when it comes is discarded as REVOKED
+    ("expired"), as a Celery worker does, and its row is not adopted; one that expires later
+    runs."""
+    r, url = take_db(env)
+    tok = start(env)
+    app = seed_app(env, url)
+    gen = seed_task(app)
+    old, fresh = insert_seed_row(env, "alice"), insert_seed_row(env, "alice")
+    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
+    res = gen.apply_async((old,), expires=past)
+    e = raises(res, celery.exceptions.TaskRevokedError)
+    assert str(e) == "expired" and res.state == "REVOKED", e
+    check_success(env, tok, gen.apply_async((fresh,), expires=3600), fresh)
+    assert not env.job(tok, old).get("created_at")  # never adopted
+    pv.wait_for(lambda: f"event=celery_discarded_expired job_id={old}" in env.log("server.log"),
+                what="the discard logged")
+    assert_drained(r)
+
+
 def test_group_and_custom_queue_priorities(env):
     """A group of the seed's task on a named queue at every kombu priority step: all run, and
     GroupResult.get() gives the results in order."""
@@ -286,7 +307,7 @@ def test_revoke_as_a_celery_worker_would(env):
 
 if __name__ == "__main__":
     main([test_send_task_delay_apply_async_get, test_task_protocol_1,
-          test_message_left_unacked_by_a_killed_kombu_consumer,
+          test_message_left_unacked_by_a_killed_kombu_consumer, test_expires,
           test_group_and_custom_queue_priorities,
           test_failures_are_celery_failures, test_cancel_is_revoked,
           test_revoke_as_a_celery_worker_would])

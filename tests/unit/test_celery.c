@@ -553,6 +553,66 @@ static void test_revoke_messages(void)
     }
 }
 
+/* The envelope with its "expires": null replaced by value (malloc'd). */
+static char *with_expires(const char *value)
+{
+    char *e = celery5_envelope(CELERY_TASK_NAME, BODY_V2, "application/json", 0);
+    const char *at = strstr(e, "\"expires\": null");
+    size_t cap = strlen(e) + strlen(value) + 1;
+    char *out = malloc(cap);
+    snprintf(out, cap, "%.*s\"expires\": %s%s", (int)(at - e), e, value,
+             at + strlen("\"expires\": null"));
+    free(e);
+    return out;
+}
+
+static void test_expires(void)
+{
+    static const struct {
+        const char *value;
+        int64_t ms; /* -1: rejected */
+    } ecases[] = {
+        {"null", 0},
+        {"\"2026-11-30T02:10:00.123456+00:00\"", 1796004600123}, /* expires.isoformat() */
+        {"\"2026-11-30T02:10:00+00:00\"", 1796004600000},
+        {"\"2026-11-30T11:10:00.5+09:00\"", 1796004600500},
+        {"\"2026-11-29T21:10:00-05:00\"", 1796004600000},
+        {"\"2026-11-30T02:10:00Z\"", 1796004600000},
+        {"\"2026-11-30T02:10:00\"", 1796004600000}, /* naive: UTC */
+        {"\"tomorrow\"", -1},
+        {"\"2026-11-30 02:10:00\"", -1},
+        {"\"2026-13-30T02:10:00+00:00\"", -1},
+        {"\"2026-11-30T02:10:00+0000\"", -1},
+        {"\"2026-11-30T02:10:00.+00:00\"", -1},
+        {"\"2026-11-30T02:10:00+00:00 \"", -1},
+        {"1796004600", -1},
+    };
+    for (size_t i = 0; i < sizeof ecases / sizeof ecases[0]; i++) {
+        char *e = with_expires(ecases[i].value);
+        celery_msg_t m;
+        celery_reject_t rej;
+        int rc = celery_parse(e, strlen(e), &m, &rej);
+        if (ecases[i].ms < 0) {
+            CHECK_INT(rc, -1);
+            CHECK_STR(rej.reason, "bad_expires");
+            CHECK_STR(m.task_id, TASK); /* answered with a FAILURE result */
+        } else {
+            CHECK_INT(rc, 0);
+            CHECK(m.expires_ms == ecases[i].ms);
+        }
+        free(e);
+    }
+    /* protocol 1: in the body */
+    const char *p1 = "{\"body\": {\"task\": \"" CELERY_TASK_NAME "\", \"id\": \"" TASK "\", "
+                     "\"args\": [\"" JOB "\"], \"kwargs\": {}, \"expires\": "
+                     "\"2026-11-30T02:10:00+00:00\"}, \"content-type\": \"application/json\", "
+                     "\"properties\": {}}";
+    celery_msg_t m;
+    celery_reject_t rej;
+    CHECK_INT(celery_parse(p1, strlen(p1), &m, &rej), 0);
+    CHECK(m.protocol == 1 && m.expires_ms == 1796004600000);
+}
+
 #define TESTS(X)                                                                                   \
     X(test_python_celery5_envelope)                                                                \
     X(test_envelope_table)                                                                         \
@@ -562,5 +622,6 @@ static void test_revoke_messages(void)
     X(test_priority_lists)                                                                         \
     X(test_redis_url)                                                                              \
     X(test_revoke_messages)                                                                        \
+    X(test_expires)                                                                                \
     X(test_sqlite_job_adopt)
 #include "t_main.h"
