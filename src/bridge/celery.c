@@ -1211,6 +1211,23 @@ static void drain_control(celery_bridge_t *b)
     }
 }
 
+/* A task expired or revoked before its message came: acked and answered REVOKED, its row not
+ * adopted (Celery: "Discarding revoked task"). true when it was. */
+static bool discard_revoked(celery_bridge_t *b, const celery_msg_t *m, const char *tag, int64_t now)
+{
+    bool expired = m->expires_ms > 0 && m->expires_ms < now;
+    if (!expired && !is_revoked(b, m->task_id))
+        return false;
+    log_info("event=celery_discarded_%s job_id=%s task_id=%s", expired ? "expired" : "revoked",
+             m->job_id, m->task_id);
+    char *result =
+        celery_result_exception("REVOKED", m->task_id, "TaskRevokedError", "celery.exceptions",
+                                expired ? "expired" : "revoked", now);
+    settle(b, tag, NULL, m->task_id, result);
+    free(result);
+    return true;
+}
+
 static void handle_message(celery_bridge_t *b, const char *list, const char *raw, size_t len,
                            const char *tag)
 {
@@ -1233,15 +1250,8 @@ static void handle_message(celery_bridge_t *b, const char *list, const char *raw
         settle(b, tag, NULL, m.task_id, result);
         goto out;
     }
-    bool expired = m.expires_ms > 0 && m.expires_ms < now;
-    if (expired || is_revoked(b, m.task_id)) { /* Celery: "Discarding revoked task", REVOKED */
-        log_info("event=celery_discarded_%s job_id=%s task_id=%s", expired ? "expired" : "revoked",
-                 m.job_id, m.task_id);
-        result = celery_result_exception("REVOKED", m.task_id, "TaskRevokedError",
-                                         "celery.exceptions", expired ? "expired" : "revoked", now);
-        settle(b, tag, NULL, m.task_id, result);
+    if (discard_revoked(b, &m, tag, now))
         goto out;
-    }
     int rc = store_job_adopt(b->store, m.job_id, b->cfg.credit_rate, now, &j);
     switch (rc) {
     case STORE_OK:
