@@ -595,12 +595,37 @@ static int read_response(io_t *io, const httpc_req_t *req, body_t *b, int *keep)
     return rc;
 }
 
-/* Closes c's connection (its TLS session too); its TLS settings stay for the next. */
+/* Forgets the TLS session kept for resumption. */
+static void forget_session(http1_conn_t *c)
+{
+    if (c->session)
+        SSL_SESSION_free(c->session);
+    c->session = NULL;
+}
+
+/* Keeps a copy of the session of c's TLS connection (its newest ticket), for the next connection
+ * with the same key to resume without a full handshake, as libcurl's session cache does. A copy:
+ * libssl marks the connection's own one not resumable when it is freed without a close_notify. */
+static void keep_session(http1_conn_t *c)
+{
+    SSL_SESSION *s = SSL_get0_session(c->ssl);
+    if (!s || !SSL_SESSION_is_resumable(s))
+        return;
+    forget_session(c);
+    c->session = SSL_SESSION_dup(s);
+    snprintf(c->session_key, sizeof c->session_key, "%s", c->key);
+}
+
+/* Closes c's connection (its TLS session too, kept for resumption when it served a response);
+ * its TLS settings stay for the next. */
 static void drop(http1_conn_t *c)
 {
+    if (c->ssl && c->served)
+        keep_session(c);
     if (c->ssl)
         SSL_free(c->ssl); /* no close_notify: the BIO's request is over */
     c->ssl = NULL;
+    c->served = 0;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -610,6 +635,7 @@ static void drop(http1_conn_t *c)
 void http1_close(http1_conn_t *c)
 {
     drop(c);
+    forget_session(c);
     if (c->ctx)
         SSL_CTX_free(c->ctx);
     c->ctx = NULL;
@@ -729,6 +755,7 @@ static int tls_settings(http1_conn_t *c, const char *ca_file, io_t *io)
     if (c->ctx)
         SSL_CTX_free(c->ctx);
     c->ctx = NULL;
+    forget_session(c); /* verified with the settings that go */
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     int made = ctx && SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION), ok = made;
     if (made) {
@@ -789,9 +816,10 @@ static int peer_name(const target_t *t, char *name, size_t size)
     return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
 }
 
-/* TLS on c's new connection to t, its peer verified (connect deadline cdl). 0 or -1. */
-static int tls_start(http1_conn_t *c, const httpc_req_t *req, const target_t *t, io_t *io,
-                     int64_t cdl)
+/* TLS on c's new connection to t (key: its connection key), its peer verified or the session
+ * kept for key resumed (connect deadline cdl). 0 or -1. */
+static int tls_start(http1_conn_t *c, const httpc_req_t *req, const target_t *t, const char *key,
+                     io_t *io, int64_t cdl)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, bio_method_make);
@@ -807,6 +835,8 @@ static int tls_start(http1_conn_t *c, const httpc_req_t *req, const target_t *t,
     BIO_set_data(bio, io);
     BIO_set_init(bio, 1);
     SSL_set_bio(c->ssl, bio, bio);
+    if (c->session && strcmp(c->session_key, key) == 0 && !SSL_set_session(c->ssl, c->session))
+        forget_session(c);
     char name[256];
     X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
     int ip = peer_name(t, name, sizeof name), ok;
@@ -844,7 +874,7 @@ static int attempt(http1_conn_t *c, const httpc_req_t *req, const target_t *t, i
         if (connect_to(io, t, req->resolve, cdl) != 0)
             return -1;
         c->fd = io->fd;
-        if (t->tls && tls_start(c, req, t, io, cdl) != 0) {
+        if (t->tls && tls_start(c, req, t, key, io, cdl) != 0) {
             drop(c);
             return -1;
         }
@@ -858,8 +888,10 @@ static int attempt(http1_conn_t *c, const httpc_req_t *req, const target_t *t, i
     int rc = send_request(io, req, t);
     if (rc == 0)
         rc = read_response(io, req, b, &keep);
-    if (c->ssl)
+    if (c->ssl) {
         BIO_set_data(SSL_get_rbio(c->ssl), NULL); /* io ends with this attempt */
+        c->served |= rc == 0;
+    }
     if (!keep)
         drop(c);
     *retry = rc != 0 && reused && io->got == 0 && !b->too_big && !(io->abort && *io->abort) &&

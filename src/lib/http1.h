@@ -22,16 +22,21 @@
 
 struct ssl_st;
 struct ssl_ctx_st;
+struct ssl_session_st;
 
 typedef struct http1_conn {
     int fd; /* -1 when not connected */
-    char
-        key[900]; /* scheme, host, port (and CA file) of the connection: reused only for the same */
+    /* scheme, host, port (and CA file) of the connection: reused only for the same */
+    char key[900];
     struct ssl_st *ssl;     /* the TLS session on fd (https://), or NULL */
     struct ssl_ctx_st *ctx; /* TLS settings and trusted CAs, kept for the next connection */
     char ctx_ca[600];       /* the CA file ctx trusts ("" the system store) */
-    long long
-        ctx_ca_id[3]; /* that file's inode, size and mtime when read (a changed file reloads) */
+    /* that file's inode, size and mtime when read (a changed file is read again) */
+    long long ctx_ca_id[3];
+    int served; /* a response came over ssl: its session may be resumed */
+    /* the last TLS session (verified with ctx), resumed by the next connection with its key */
+    struct ssl_session_st *session;
+    char session_key[900];
 } http1_conn_t;
 
 /* 1 when http1_do takes req: an http:// or https:// URL with no userinfo, no proxy variable set in

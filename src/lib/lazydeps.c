@@ -151,6 +151,12 @@ void curl_global_cleanup(void)
     X(int, SSL_CTX_use_certificate, (SSL_CTX * a0, X509 * a1), (a0, a1))                           \
     X(int, SSL_CTX_use_PrivateKey, (SSL_CTX * a0, EVP_PKEY * a1), (a0, a1))                        \
     X(long, SSL_ctrl, (SSL * a0, int a1, long a2, void *a3), (a0, a1, a2, a3))                     \
+    X(SSL_SESSION *, SSL_get_session, (const SSL *a0), (a0))                                       \
+    X(int, SSL_session_reused, (const SSL *a0), (a0))                                              \
+    X(SSL_SESSION *, SSL_SESSION_dup, (const SSL_SESSION *a0), (a0))                               \
+    XV(SSL_SESSION_free, (SSL_SESSION * a0), (a0))                                                 \
+    X(int, SSL_SESSION_is_resumable, (const SSL_SESSION *a0), (a0))                                \
+    X(int, SSL_set_session, (SSL * a0, SSL_SESSION * a1), (a0, a1))                                \
     XV(SSL_free, (SSL * a0), (a0))                                                                 \
     X(X509_VERIFY_PARAM *, SSL_get0_param, (SSL * a0), (a0))                                       \
     X(int, SSL_get_error, (const SSL *a0, int a1), (a0, a1))                                       \

@@ -29,6 +29,7 @@ typedef struct peer {
     SSL_CTX *tls;    /* speak TLS with these settings, or NULL */
     char sni[256];   /* the server name the last TLS client sent ("" none) */
     int refused_tls; /* TLS handshakes that failed (the client refused the certificate) */
+    int resumed;     /* TLS handshakes that resumed a session */
 } peer_t;
 
 typedef struct pconn {
@@ -69,6 +70,7 @@ static int paccept(peer_t *p, pconn_t *c)
         pclose_(c);
         return -1;
     }
+    p->resumed += SSL_session_reused(c->ssl);
     const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
     snprintf(p->sni, sizeof p->sni, "%s", sni ? sni : "");
     return 0;
@@ -303,6 +305,7 @@ static void retry_after_idle_close(int tls)
         peer_stop(&p);
     }
     CHECK_INT(p.accepts, 2);
+    CHECK_INT(p.resumed, tls); /* the new TLS connection resumed the first one's session */
 }
 
 static void test_retries_once_when_an_idle_connection_was_closed(void)
