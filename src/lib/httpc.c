@@ -8,8 +8,8 @@
 #include "lib/http1.h"
 
 struct httpc {
-    http1_conn_t plain; /* http:// */
-    CURL *curl;         /* everything else; made on first need */
+    http1_conn_t plain; /* http:// and https:// (lib/http1.h) */
+    CURL *curl;         /* what http1 does not take (a proxy, userinfo); made on first need */
 };
 
 httpc_t *httpc_new(void)
