@@ -104,6 +104,7 @@ def test_disabled_user_is_refused(env):
     assert r.returncode == 1 and "no user 'nobody'" in r.stderr, r
     pv.run_cli("user", "enable", "mallory", data=env.data, env=env.env())
     assert env.api("GET", "/api/v1/credits", token=tok).status == 200
+    assert env.api("GET", f"/api/v1/generation/{jid}", token=tok).status == 200
     assert env.create(tok).status == 201
 
 
