@@ -35,6 +35,14 @@ int job_status_parse(const char *name)
     return -1;
 }
 
+job_status_t job_status_stored(const char *name)
+{
+    int code = name ? job_status_parse(name) : -1;
+    if (code < 0 && name && strcmp(name, "pending") == 0)
+        code = JOB_QUEUED;
+    return code < 0 ? JOB_FAILED : (job_status_t)code;
+}
+
 int job_status_is_final(job_status_t s)
 {
     return s == JOB_COMPLETED || s == JOB_FAILED || s == JOB_CANCELED;

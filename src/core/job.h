@@ -66,6 +66,10 @@ int tier_index(const char *name);
 const char *job_status_name(job_status_t s);
 /* Returns the status for a name, or -1. */
 int job_status_parse(const char *name);
+/* The status of a stored row: a job status, or the seed's 'pending' (a generation_jobs row the
+ * Celery bridge has not adopted yet), which reads as queued on every store; anything else, or
+ * NULL, reads as failed. */
+job_status_t job_status_stored(const char *name);
 int job_status_is_final(job_status_t s);
 
 /* Frees the owned strings and zeroes the struct. Safe on a zeroed struct. */

@@ -1051,11 +1051,7 @@ static int row_to_job(const PGresult *r, int row, job_t *j)
     get_copy(r, row, 0, j->id, sizeof j->id);
     get_copy(r, row, 1, j->user, sizeof j->user);
     get_copy(r, row, 2, j->tier, sizeof j->tier);
-    const char *status = get_s(r, row, 3);
-    int code = status ? job_status_parse(status) : -1;
-    if (code < 0 && status && strcmp(status, "pending") == 0)
-        code = JOB_QUEUED;
-    j->status = code < 0 ? JOB_FAILED : (job_status_t)code;
+    j->status = job_status_stored(get_s(r, row, 3));
     const char *v = get_s(r, row, 4);
     j->params.prompt = strdup(v ? v : "");
     v = get_s(r, row, 5);

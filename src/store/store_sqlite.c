@@ -742,9 +742,7 @@ static int row_to_job(sqlite3_stmt *stmt, job_t *j)
     col_copy(stmt, 0, j->id, sizeof j->id);
     col_copy(stmt, 1, j->user, sizeof j->user);
     col_copy(stmt, 2, j->tier, sizeof j->tier);
-    const unsigned char *status = sqlite3_column_text(stmt, 3);
-    int st_code = status ? job_status_parse((const char *)status) : -1;
-    j->status = st_code < 0 ? JOB_FAILED : (job_status_t)st_code;
+    j->status = job_status_stored((const char *)sqlite3_column_text(stmt, 3));
     j->params.prompt = col_strdup(stmt, 4);
     j->params.negative_prompt = col_strdup(stmt, 5);
     if (!j->params.negative_prompt)

@@ -458,6 +458,7 @@ static void test_sqlite_job_adopt(void)
     CHECK_INT(store_job_adopt(s, "j3", 1.0, 300, &j), STORE_NOT_FOUND);
     CHECK_INT(store_job_adopt(s, "j4", 1.0, 300, &j), STORE_NO_CREDITS);
     CHECK_INT(store_job_get(s, "j4", &j), STORE_OK); /* unchanged, still the seed's row */
+    CHECK_INT(j.status, JOB_QUEUED); /* 'pending' reads as queued, as on PostgreSQL (not failed) */
     job_clear(&j);
 
     CHECK_INT(store_queue_stats(s, "enterprise", 0, 400, &qs), STORE_OK);
