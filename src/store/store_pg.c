@@ -775,6 +775,9 @@ typedef struct stmt {
 #define PREP_USER_GET 6
 #define PREP_JOB_GET 7
 #define PREP_WEBHOOK_GET 8
+#define PREP_CREATE_LOCK 9
+#define PREP_CREATE_KEY 10
+#define PREP_CREATE_ACCOUNT 11
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -1655,50 +1658,39 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
     return rc;
 }
 
-/* One create as one statement; a batch pipelines one a create (create_run). The job of the
- * Idempotency-Key is looked up. One UPDATE of the user's row admits and accounts the create: it
- * waits for the row's lock (a batch's creates run in user order, so batches lock users in one
- * order), checks the rule on the newest row (rules.c: active, key unused, balance - reserved >=
- * reserve, the queued and stored caps) and adds the job's reservation and one to queued and
- * stored; the job is inserted only from that update's row, with its event, webhook and queue row
- * (the INSERT triggers do not fire for it: schema_v9, schema_v10). The answer: the job's columns
- * (JOB_COLS) with kind 1 (inserted) or 2 (the key's job), or NULL ones (neither), then the user's
- * row as the statement's snapshot saw it (USER_COLS' order from tier); no row: no such user. When
- * the update refused on a newer row than that snapshot (it waited for another transaction), the
- * snapshot row may admit: the create runs once more (CREATE_AGAIN, create_alone) and sees the newer
- * row. A create with the same key committed while this one waited violates generation_jobs_idem:
- * the statement fails and the batch's creates run again alone, when the lookup finds that job. */
+/* A batch of creates (create_run) is one transaction of three round trips whatever its size.
+ * First, with the BEGIN: each user's row locked (CREATE_LOCK_SQL, in user order, so batches lock
+ * users in one order, and a create's competitor for its Idempotency-Key, which holds the row
+ * until it commits, is seen by what follows), then each key's job looked up (CREATE_KEY_SQL).
+ * The admission rule then runs here on the locked rows, create after create (rules.c: active,
+ * key unused, queued and stored caps, balance - reserved >= reserve), each admitted create
+ * counted into its user's row as the next one sees it. Second: each admitted create's
+ * CREATE_SQL (the job, its event, webhook and queue row: the INSERT triggers do not fire for it,
+ * schema_v9) and one CREATE_ACCOUNT_SQL per user (its reservations, queued and stored counts:
+ * one new version of the user's row per batch). Third: COMMIT (op_end). */
+#define CREATE_LOCK_SQL "SELECT " USER_COLS " FROM users WHERE name = $1 FOR UPDATE"
+#define CREATE_KEY_SQL                                                                             \
+    "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND idem_key = $2"
+#define CREATE_ACCOUNT_SQL                                                                         \
+    "UPDATE users SET reserved = reserved + $2::BIGINT, queued = queued + $3::BIGINT,"             \
+    " stored = stored + $3::BIGINT WHERE name = $1"
 /* clang-format off */
 #define CREATE_SQL                                                                                 \
-    "WITH u AS (SELECT tier, balance, reserved, queued, stored, disabled_at FROM users"             \
-    "  WHERE name = $2),"                                                                          \
-    " e AS (SELECT " JOB_COLS " FROM generation_jobs WHERE $13::TEXT IS NOT NULL"                  \
-    "  AND user_id = $2 AND idem_key = $13),"                                                      \
-    " a AS (UPDATE users SET reserved = reserved + $12::BIGINT, queued = queued + 1,"              \
-    "  stored = stored + 1 WHERE name = $2 AND disabled_at IS NULL AND NOT EXISTS (SELECT 1 FROM e)" \
-    "  AND ($12::BIGINT <= 0 OR balance - reserved >= $12::BIGINT)"                                \
-    "  AND ($14::BIGINT <= 0 OR queued < $14::BIGINT)"                                             \
-    "  AND ($15::BIGINT <= 0 OR stored < $15::BIGINT) RETURNING tier),"                            \
-    " ins AS (INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt, width,"    \
+    "WITH ins AS (INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt, width," \
     "  height, steps, cfg_scale, seed, seq, model, tier, created_at, credits_reserved, queue_pos," \
     "  idem_key) SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"          \
-    "  $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, a.tier, $11::BIGINT, $12::BIGINT, n.v, $13"     \
-    "  FROM a, (SELECT nextval('generation_jobs_seq') AS v) n RETURNING " JOB_COLS "),"     \
+    "  $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, $14, $11::BIGINT, $12::BIGINT, n.v, $13"        \
+    "  FROM (SELECT nextval('generation_jobs_seq') AS v) n RETURNING " JOB_COLS "),"               \
     " ev AS (INSERT INTO events(created_at, kind, user_id, job_id, data) SELECT " PG_NOW_MS ","    \
     "  'job', user_id, id, json_build_object('id', id, 'status', status, 'tier', tier,"            \
     "  'attempts', attempts, 'error_message', error_message)::text FROM ins),"                    \
-    " w AS (INSERT INTO webhooks(job_id, url) SELECT id, $16 FROM ins WHERE $16::TEXT IS NOT NULL)," \
-    " qu AS (INSERT INTO job_queue SELECT id, tier, user_id, seq FROM ins),"                 \
-    " x AS (SELECT " JOB_COLS ", 1 AS kind FROM ins UNION ALL SELECT " JOB_COLS ", 2 FROM e)"     \
-    " SELECT x.*, u.tier, u.balance, u.reserved, u.queued, u.stored, COALESCE(u.disabled_at, 0),"  \
-    "  (SELECT pg_notify('" CHANNEL "', COALESCE(ins.tier, 'standard')) FROM ins)"                 \
-    " FROM u LEFT JOIN x ON true"
+    " w AS (INSERT INTO webhooks(job_id, url) SELECT id, $15 FROM ins WHERE $15::TEXT IS NOT NULL)," \
+    " qu AS (INSERT INTO job_queue SELECT id, tier, user_id, seq FROM ins)"                        \
+    " SELECT ins.*, pg_notify('" CHANNEL "', COALESCE(ins.tier, 'standard')) FROM ins"
 /* clang-format on */
-#define CREATE_KIND 28     /* the kind column of CREATE_SQL's answer; the user's row follows */
-#define CREATE_AGAIN (-99) /* a create's rc: run it once more, alone (see CREATE_SQL) */
 
 /* The parameters of create c's statement (CREATE_SQL), the new job's id first. */
-static void create_params(params_t *p, const store_create_t *c, const char *id)
+static void create_params(params_t *p, const store_create_t *c, const char *id, const char *tier)
 {
     const job_params_t *prm = c->p;
     memset(p, 0, sizeof *p);
@@ -1715,91 +1707,179 @@ static void create_params(params_t *p, const store_create_t *c, const char *id)
     p_i64(p, c->now);
     p_i64(p, store_rule_reservation(c->reserve));
     p_text(p, c->idem_key);
-    p_i64(p, c->max_queued);
-    p_i64(p, c->max_stored);
+    p_text(p, tier);
     p_text(p, prm->webhook_url);
 }
 
-/* Create c's outcome from its statement's answer r: STORE_OK or STORE_EXISTS (the replay of its
- * Idempotency-Key; a disabled user is refused first) with c->out filled, the admission rule's
- * refusal on the row the statement saw, or CREATE_AGAIN. */
-static int create_answer(const PGresult *r, store_create_t *c)
+/* One user of a create batch: its row as locked, then as the batch's creates change it. */
+typedef struct batch_user {
+    params_t p; /* CREATE_LOCK_SQL, then CREATE_ACCOUNT_SQL */
+    user_t u;
+    int64_t queued;
+    int found;      /* user_from's code */
+    int64_t added;  /* creates admitted */
+    int64_t amount; /* their reservations */
+} batch_user_t;
+
+/* One create of a batch. */
+typedef struct batch_create {
+    store_create_t *c;
+    batch_user_t *u;
+    params_t p;                /* CREATE_KEY_SQL, then CREATE_SQL */
+    int key;                   /* its CREATE_KEY_SQL's index in the first round trip, or -1 */
+    int ins;                   /* its CREATE_SQL's index in the second, or -1 */
+    struct batch_create *same; /* an earlier create of the batch with its key (a replay of it) */
+    char id[JOB_ID_SIZE];
+} batch_create_t;
+
+/* The first round trip: the batch's users locked (their rows in bu, *nu of them) and its keys
+ * looked up; st holds the key lookups' results from index *nu (caller clears them). */
+static int create_lock(op_t *op, batch_create_t *bc, size_t n, batch_user_t *bu, int *nu,
+                       stmt_t *st)
 {
-    if (PQntuples(r) == 0)
-        return STORE_NOT_FOUND;
-    user_t u = {0};
-    int k = CREATE_KIND + 1;
-    get_copy(r, 0, k, u.tier, sizeof u.tier);
-    u.balance = get_i64(r, 0, k + 1, 0);
-    u.reserved = get_i64(r, 0, k + 2, 0);
-    int64_t queued = get_i64(r, 0, k + 3, 0);
-    u.stored = get_i64(r, 0, k + 4, 0);
-    u.disabled_at = get_i64(r, 0, k + 5, 0);
-    int64_t kind = get_i64(r, 0, CREATE_KIND, 0);
-    if (kind == 1)
-        return row_to_job(r, 0, &c->out);
-    if (u.disabled_at)
-        return STORE_DISABLED;
-    if (kind == 2)
-        return row_to_job(r, 0, &c->out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
-    int rc = store_rule_admit(&u, queued, c->reserve, c->max_queued, c->max_stored);
-    return rc == STORE_OK ? CREATE_AGAIN : rc;
+    int m = 0;
+    *nu = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (k == 0 || strcmp(bc[k].c->user, bc[k - 1].c->user) != 0) {
+            batch_user_t *u = &bu[(*nu)++];
+            memset(u, 0, sizeof *u);
+            p_text(&u->p, bc[k].c->user);
+            st[m++] = (stmt_t){.sql = CREATE_LOCK_SQL, .p = &u->p, .prep = PREP_CREATE_LOCK};
+        }
+        bc[k].u = &bu[*nu - 1];
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (!bc[k].c->idem_key)
+            continue;
+        memset(&bc[k].p, 0, sizeof bc[k].p);
+        p_text(&bc[k].p, bc[k].c->user);
+        p_text(&bc[k].p, bc[k].c->idem_key);
+        bc[k].key = m;
+        st[m++] = (stmt_t){.sql = CREATE_KEY_SQL, .p = &bc[k].p, .prep = PREP_CREATE_KEY};
+    }
+    int rc = pipe_run(op, "locking users", st, m);
+    for (int i = 0; i < *nu; i++) {
+        bu[i].found = rc == STORE_OK ? user_from(st[i].r, &bu[i].u, &bu[i].queued) : STORE_ERR;
+        PQclear(st[i].r);
+        st[i].r = NULL;
+    }
+    return rc;
 }
 
-/* Runs the creates items[order[k]] (k < n; order NULL: in turn) as one pipeline, BEGIN and one
- * statement a create, then COMMIT: two round trips and one commit for the batch, the user rows
- * locked in order. STORE_OK with each rc set, or STORE_ERR (nothing committed, or the commit's
- * outcome unknown) with *live false when the connection failed or timed out, true when a statement
- * failed (a constraint: the batch is gone, each create may run again alone). */
+/* The admission of create e on its user's locked row as the batch's earlier creates left it:
+ * its code (STORE_OK: admitted and counted into the row), e->c->out filled for a replay. */
+static int create_admit(batch_create_t *bc, batch_create_t *e, const stmt_t *st)
+{
+    store_create_t *c = e->c;
+    batch_user_t *u = e->u;
+    e->same = NULL;
+    if (u->found != STORE_OK)
+        return u->found;
+    if (u->u.disabled_at)
+        return STORE_DISABLED;
+    if (e->key >= 0 && PQntuples(st[e->key].r) > 0)
+        return row_to_job(st[e->key].r, 0, &c->out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
+    for (batch_create_t *o = bc; c->idem_key && o < e && !e->same; o++)
+        if (o->u == u && o->ins >= 0 && o->c->idem_key && strcmp(o->c->idem_key, c->idem_key) == 0)
+            e->same = o;
+    if (e->same)
+        return STORE_EXISTS;
+    int rc = store_rule_admit(&u->u, u->queued, c->reserve, c->max_queued, c->max_stored);
+    if (rc == STORE_OK) {
+        int64_t amount = store_rule_reservation(c->reserve);
+        u->u.reserved += amount;
+        u->amount += amount;
+        u->queued++;
+        u->u.stored++;
+        u->added++;
+    }
+    return rc;
+}
+
+/* The second round trip: the admitted creates' CREATE_SQL and each user's CREATE_ACCOUNT_SQL;
+ * each admitted create's and replay's job into its out. */
+static int create_write(op_t *op, batch_create_t *bc, size_t n, batch_user_t *bu, int nu,
+                        stmt_t *st)
+{
+    int m = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (bc[k].ins < 0)
+            continue;
+        job_new_id(bc[k].id);
+        create_params(&bc[k].p, bc[k].c, bc[k].id, bc[k].u->u.tier);
+        bc[k].ins = m;
+        st[m++] = (stmt_t){.sql = CREATE_SQL, .p = &bc[k].p, .prep = PREP_CREATE};
+    }
+    for (int i = 0; i < nu; i++) {
+        if (!bu[i].added)
+            continue;
+        p_i64(&bu[i].p, bu[i].amount);
+        p_i64(&bu[i].p, bu[i].added);
+        st[m++] = (stmt_t){.sql = CREATE_ACCOUNT_SQL, .p = &bu[i].p, .prep = PREP_CREATE_ACCOUNT};
+    }
+    int rc = m ? pipe_run(op, "inserting jobs", st, m) : STORE_OK;
+    for (size_t k = 0; k < n && rc == STORE_OK; k++) {
+        batch_create_t *e = bc[k].same ? bc[k].same : &bc[k];
+        if (e->ins >= 0 && row_to_job(st[e->ins].r, 0, &bc[k].c->out) != STORE_OK)
+            rc = STORE_ERR;
+    }
+    for (int i = 0; i < m; i++)
+        PQclear(st[i].r);
+    return rc;
+}
+
+/* Runs the creates items[order[k]] (k < n; order NULL: in turn, one user) as one transaction
+ * (see CREATE_LOCK_SQL): STORE_OK with each rc set, or STORE_ERR (nothing committed, or the
+ * commit's outcome unknown) with *live false when the connection failed or timed out, true when
+ * a statement failed (a constraint: the batch is gone, each create may run again alone). */
 static int create_run(pg_store_t *s, store_create_t *items, const size_t *order, size_t n,
                       bool *live)
 {
-    char(*ids)[JOB_ID_SIZE] = malloc(n * sizeof *ids);
-    params_t *p = malloc(n * sizeof *p);
-    stmt_t *st = malloc(n * sizeof *st);
+    batch_create_t *bc = calloc(n, sizeof *bc);
+    batch_user_t *bu = malloc(n * sizeof *bu);
+    stmt_t *st = malloc(2 * n * sizeof *st);
     op_t op;
+    int nu = 0;
     *live = true;
-    int rc = ids && p && st ? op_begin(s, &op)
+    int rc = bc && bu && st ? op_begin(s, &op)
                             : store_fail("postgresql %s: out of memory creating jobs", s->where);
-    if (ids && p && st) {
+    if (bc && bu && st) {
         for (size_t k = 0; k < n; k++) {
-            job_new_id(ids[k]);
-            create_params(&p[k], &items[order ? order[k] : k], ids[k]);
-            st[k] = (stmt_t){.sql = CREATE_SQL, .p = &p[k], .prep = PREP_CREATE};
+            bc[k].c = &items[order ? order[k] : k];
+            bc[k].key = -1;
         }
         if (rc == STORE_OK)
-            rc = pipe_run(&op, "inserting jobs", st, (int)n);
-        *live = op.c != NULL;
-        for (size_t k = 0; rc == STORE_OK && k < n; k++) {
-            store_create_t *c = &items[order ? order[k] : k];
-            c->rc = create_answer(st[k].r, c);
-            PQclear(st[k].r);
+            rc = create_lock(&op, bc, n, bu, &nu, st);
+        for (size_t k = 0; k < n; k++) {
+            bc[k].c->rc = rc == STORE_OK ? create_admit(bc, &bc[k], st) : STORE_ERR;
+            bc[k].ins = bc[k].c->rc == STORE_OK ? 0 : -1;
+            if (bc[k].key >= 0)
+                PQclear(st[bc[k].key].r);
+            if (bc[k].c->rc == STORE_ERR)
+                rc = STORE_ERR;
         }
+        if (rc == STORE_OK)
+            rc = create_write(&op, bc, n, bu, nu, st);
+        *live = op.c != NULL;
         int ran = rc;
         rc = op_end(&op, rc);
         *live = *live && (ran != STORE_OK || rc == STORE_OK); /* a failed commit: outcome unknown */
     }
-    free(ids);
-    free(p);
+    free(bc);
+    free(bu);
     free(st);
     return rc;
 }
 
-/* Runs create c alone (a batch of one), once more when its answer says so. */
+/* Runs create c alone (a batch of one). */
 static void create_alone(pg_store_t *s, store_create_t *c)
 {
     bool live;
-    for (int tries = 0; tries < 2; tries++) {
-        if (create_run(s, c, NULL, 1, &live) != STORE_OK) {
-            job_clear(&c->out);
-            c->rc = STORE_ERR;
-            snprintf(c->err, sizeof c->err, "%s", store_fail_text());
-            return;
-        }
-        if (c->rc != CREATE_AGAIN)
-            return;
+    if (create_run(s, c, NULL, 1, &live) != STORE_OK) {
+        job_clear(&c->out);
+        c->rc = STORE_ERR;
+        snprintf(c->err, sizeof c->err, "%s", store_fail_text());
     }
-    c->rc = STORE_NO_CREDITS;
 }
 
 /* The order in which a batch's creates run: by user name, then by arrival (a stable insertion
@@ -1850,8 +1930,6 @@ static int pg_job_create_many(store_t *base, store_create_t *items, size_t n)
             job_clear(&c->out);
             c->rc = STORE_ERR;
             snprintf(c->err, sizeof c->err, "%s", store_fail_text());
-        } else if (c->rc == CREATE_AGAIN) {
-            create_alone(s, c);
         }
     }
     return STORE_OK;

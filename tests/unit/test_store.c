@@ -917,6 +917,60 @@ static int64_t charge_of(store_t *s, double gpu, double rate, int64_t now)
     return charged;
 }
 
+/* store_job_create_many (the server's create writer): one batch of several users' creates, each
+ * answered as if run alone one after the other: a key replayed within the batch and from before
+ * it, an unknown and a disabled user, credits running out mid-batch (a cheaper create after a
+ * refused one still admitted), the queued and stored caps. */
+static void test_create_many(void)
+{
+    store_t *s = open_fresh();
+    char old[JOB_ID_SIZE];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 10, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "bob", "standard", 100, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "cy", "standard", 100, T0), STORE_OK);
+    CHECK_INT(store_user_set_disabled(s, "cy", true, T0), STORE_OK);
+    job_params_t p = params(7);
+    job_t j;
+    CHECK_INT(store_job_create(s, "bob", &p, "k-old", 1, 0, 0, T0, &j), STORE_OK);
+    snprintf(old, sizeof old, "%s", j.id);
+    job_clear(&j);
+    store_create_t c[10] = {
+        {.user = "bob", .idem_key = "k1", .reserve = 5},
+        {.user = "ann", .reserve = 6},
+        {.user = "ann", .reserve = 6},                   /* 4 left: refused */
+        {.user = "bob", .idem_key = "k1", .reserve = 5}, /* the first's job */
+        {.user = "nobody", .reserve = 1},
+        {.user = "ann", .reserve = 4},                      /* fits what is left */
+        {.user = "bob", .idem_key = "k-old", .reserve = 5}, /* the job from before */
+        {.user = "cy", .reserve = 1},
+        {.user = "bob", .reserve = 1, .max_queued = 3},  /* bob has 2 queued: fits */
+        {.user = "bob", .reserve = 1, .max_stored = 3}}; /* bob has 3 stored now: full */
+    for (int i = 0; i < 10; i++) {
+        c[i].p = &p;
+        c[i].now = T0 + 1;
+    }
+    CHECK_INT(store_job_create_many(s, c, 10), STORE_OK);
+    int want[10] = {STORE_OK, STORE_OK,     STORE_NO_CREDITS, STORE_EXISTS, STORE_NOT_FOUND,
+                    STORE_OK, STORE_EXISTS, STORE_DISABLED,   STORE_OK,     STORE_FULL};
+    for (int i = 0; i < 10; i++)
+        CHECK_INT(c[i].rc, want[i]);
+    CHECK_STR(c[3].out.id, c[0].out.id);
+    CHECK_STR(c[6].out.id, old);
+    CHECK_INT(c[5].out.credits_reserved, 4);
+    CHECK_INT(c[5].out.status, JOB_QUEUED);
+    for (int i = 0; i < 10; i++)
+        job_clear(&c[i].out);
+    CHECK_INT(reserved(s, "ann"), 10);
+    CHECK_INT(reserved(s, "bob"), 1 + 5 + 1);
+    CHECK_INT(count_jobs(s, "ann", -1), 2);
+    CHECK_INT(count_jobs(s, "bob", -1), 3);
+    CHECK_INT(count_jobs(s, "cy", -1), 0);
+    close_fresh(s);
+}
+
 /* Claims the next job of tier standard for worker w; its id and lease to id and lease. */
 static void claim_one(store_t *s, const char *w, char *id, char *lease)
 {
@@ -1909,6 +1963,7 @@ static void test_throughput_report(void)
     X(test_requeue_order_several)                                                                  \
     X(test_complete_and_idempotent)                                                                \
     X(test_complete_many)                                                                          \
+    X(test_create_many)                                                                            \
     X(test_charge_rounding_and_cap)                                                                \
     X(test_release)                                                                                \
     X(test_progress)                                                                               \
