@@ -778,6 +778,8 @@ typedef struct stmt {
 #define PREP_CREATE_LOCK 9
 #define PREP_CREATE_KEY 10
 #define PREP_CREATE_ACCOUNT 11
+#define PREP_EVENTS_READ                                                                           \
+    12 /* the event hub reads the log after every create batch, claim and complete */
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -1113,7 +1115,8 @@ static int load_job(op_t *op, const char *id, bool lock_row, job_t *out, char *l
 {
     params_t p = {0};
     p_text(&p, id);
-    PGresult *r = q(op, "loading job", lock_row ? SQL_JOB_GET " FOR UPDATE" : SQL_JOB_GET, &p);
+    PGresult *r = lock_row ? q_pipe(op, "loading job", PREP_JOB_LOCK, SQL_JOB_GET " FOR UPDATE", &p)
+                           : q_pipe(op, "loading job", PREP_JOB_GET, SQL_JOB_GET, &p);
     if (!r)
         return STORE_ERR;
     int rc = job_from(r, out, lease);
@@ -3115,10 +3118,11 @@ static int pg_events_read(store_t *base, int64_t after, int64_t upto, const char
     p_i64(&p, upto);
     p_text(&p, user);
     p_i64(&p, limit);
-    r = q(&op, "reading events",
-          "SELECT seq, created_at, kind, user_id, data FROM events WHERE seq > $1 AND seq <= $2"
-          " AND ($3::text IS NULL OR user_id = $3) ORDER BY seq LIMIT $4",
-          &p);
+    r = q_pipe(
+        &op, "reading events", PREP_EVENTS_READ,
+        "SELECT seq, created_at, kind, user_id, data FROM events WHERE seq > $1 AND seq <= $2"
+        " AND ($3::text IS NULL OR user_id = $3) ORDER BY seq LIMIT $4",
+        &p);
     if (!r) {
         rc = STORE_ERR;
         goto out;
