@@ -77,94 +77,112 @@ int job_params_copy(job_params_t *dst, const job_params_t *src)
     return 0;
 }
 
-static json_t *time_or_null(int64_t ms)
+/* Where a job's members go: the text writer w (hot answers), else the jansson object obj. */
+typedef struct {
+    jsonw_t *w;
+    json_t *obj, *outer; /* outer: the object around obj while a nested one is open */
+} members_t;
+
+/* A string member; NULL writes null. */
+static void m_str(members_t *m, const char *key, const char *v)
 {
-    char buf[40];
-    if (ms <= 0)
-        return json_null();
-    clock_format_rfc3339(ms, buf, sizeof buf);
-    return json_string(buf);
+    if (m->w)
+        jsonw_str(m->w, key, v);
+    else
+        json_object_set_new(m->obj, key, v ? json_string(v) : json_null());
 }
 
-json_t *job_to_json(const job_t *j, const char *image_url)
+static void m_int(members_t *m, const char *key, int64_t v)
 {
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    json_object_set_new(o, "id", json_string(j->id));
-    json_object_set_new(o, "status", json_string(job_status_name(j->status)));
-    json_object_set_new(o, "prompt", json_string(j->params.prompt ? j->params.prompt : ""));
-    json_object_set_new(o, "negative_prompt",
-                        json_string(j->params.negative_prompt ? j->params.negative_prompt : ""));
-    json_object_set_new(o, "model", json_string(j->params.model));
-    json_object_set_new(o, "width", json_integer(j->params.width));
-    json_object_set_new(o, "height", json_integer(j->params.height));
-    json_object_set_new(o, "steps", json_integer(j->params.steps));
-    json_object_set_new(o, "cfg_scale", json_real(j->params.cfg_scale));
-    json_object_set_new(o, "seed", json_integer(j->params.seed));
-    json_object_set_new(o, "tier", json_string(j->tier));
-    json_object_set_new(o, "created_at", time_or_null(j->created_at));
-    json_object_set_new(o, "started_at", time_or_null(j->started_at));
-    json_object_set_new(o, "completed_at", time_or_null(j->completed_at));
-    json_object_set_new(o, "attempts", json_integer(j->attempts));
-    json_object_set_new(o, "releases", json_integer(j->releases));
-    json_object_set_new(o, "image_url", image_url ? json_string(image_url) : json_null());
-    json_object_set_new(o, "error_message",
-                        j->error_message ? json_string(j->error_message) : json_null());
-    json_object_set_new(o, "gpu_seconds", json_real(j->gpu_seconds));
-    json_object_set_new(o, "credits_reserved", json_integer(j->credits_reserved));
-    json_object_set_new(o, "credits_charged", json_integer(j->credits_charged));
-    json_object_set_new(
-        o, "progress",
-        j->status == JOB_IN_PROGRESS && j->progress_steps > 0
-            ? json_pack("{s:i, s:i}", "step", j->progress_step, "steps", j->progress_steps)
-            : json_null());
-    return o;
+    if (m->w)
+        jsonw_int(m->w, key, v);
+    else
+        json_object_set_new(m->obj, key, json_integer(v));
+}
+
+static void m_real(members_t *m, const char *key, double v)
+{
+    if (m->w)
+        jsonw_real(m->w, key, v);
+    else
+        json_object_set_new(m->obj, key, json_real(v));
+}
+
+/* Opens an object member (one level deep); m_close ends it. */
+static void m_open(members_t *m, const char *key)
+{
+    if (m->w) {
+        jsonw_open_key(m->w, key);
+        return;
+    }
+    m->outer = m->obj;
+    m->obj = json_object();
+    json_object_set_new(m->outer, key, m->obj);
+}
+
+static void m_close(members_t *m)
+{
+    if (m->w)
+        jsonw_close(m->w);
+    else
+        m->obj = m->outer;
 }
 
 /* A time member: RFC 3339, null when unset. */
-static void time_member(jsonw_t *w, const char *key, int64_t ms)
+static void m_time(members_t *m, const char *key, int64_t ms)
 {
     char buf[40];
-    if (ms <= 0) {
-        jsonw_null(w, key);
-        return;
+    if (ms > 0)
+        clock_format_rfc3339(ms, buf, sizeof buf);
+    m_str(m, key, ms > 0 ? buf : NULL);
+}
+
+/* The public job JSON's one field list (DESIGN section 3), in its order. */
+static void job_members(members_t *m, const job_t *j, const char *image_url)
+{
+    m_str(m, "id", j->id);
+    m_str(m, "status", job_status_name(j->status));
+    m_str(m, "prompt", j->params.prompt ? j->params.prompt : "");
+    m_str(m, "negative_prompt", j->params.negative_prompt ? j->params.negative_prompt : "");
+    m_str(m, "model", j->params.model);
+    m_int(m, "width", j->params.width);
+    m_int(m, "height", j->params.height);
+    m_int(m, "steps", j->params.steps);
+    m_real(m, "cfg_scale", j->params.cfg_scale);
+    m_int(m, "seed", j->params.seed);
+    m_str(m, "tier", j->tier);
+    m_time(m, "created_at", j->created_at);
+    m_time(m, "started_at", j->started_at);
+    m_time(m, "completed_at", j->completed_at);
+    m_int(m, "attempts", j->attempts);
+    m_int(m, "releases", j->releases);
+    m_str(m, "image_url", image_url);
+    m_str(m, "error_message", j->error_message);
+    m_real(m, "gpu_seconds", j->gpu_seconds);
+    m_int(m, "credits_reserved", j->credits_reserved);
+    m_int(m, "credits_charged", j->credits_charged);
+    if (j->status == JOB_IN_PROGRESS && j->progress_steps > 0) {
+        m_open(m, "progress");
+        m_int(m, "step", j->progress_step);
+        m_int(m, "steps", j->progress_steps);
+        m_close(m);
+    } else {
+        m_str(m, "progress", NULL);
     }
-    clock_format_rfc3339(ms, buf, sizeof buf);
-    jsonw_str(w, key, buf);
 }
 
 void job_json_members(jsonw_t *w, const job_t *j, const char *image_url)
 {
-    jsonw_str(w, "id", j->id);
-    jsonw_str(w, "status", job_status_name(j->status));
-    jsonw_str(w, "prompt", j->params.prompt ? j->params.prompt : "");
-    jsonw_str(w, "negative_prompt", j->params.negative_prompt ? j->params.negative_prompt : "");
-    jsonw_str(w, "model", j->params.model);
-    jsonw_int(w, "width", j->params.width);
-    jsonw_int(w, "height", j->params.height);
-    jsonw_int(w, "steps", j->params.steps);
-    jsonw_real(w, "cfg_scale", j->params.cfg_scale);
-    jsonw_int(w, "seed", j->params.seed);
-    jsonw_str(w, "tier", j->tier);
-    time_member(w, "created_at", j->created_at);
-    time_member(w, "started_at", j->started_at);
-    time_member(w, "completed_at", j->completed_at);
-    jsonw_int(w, "attempts", j->attempts);
-    jsonw_int(w, "releases", j->releases);
-    jsonw_str(w, "image_url", image_url);
-    jsonw_str(w, "error_message", j->error_message);
-    jsonw_real(w, "gpu_seconds", j->gpu_seconds);
-    jsonw_int(w, "credits_reserved", j->credits_reserved);
-    jsonw_int(w, "credits_charged", j->credits_charged);
-    if (j->status == JOB_IN_PROGRESS && j->progress_steps > 0) {
-        jsonw_open_key(w, "progress");
-        jsonw_int(w, "step", j->progress_step);
-        jsonw_int(w, "steps", j->progress_steps);
-        jsonw_close(w);
-    } else {
-        jsonw_null(w, "progress");
-    }
+    members_t m = {.w = w};
+    job_members(&m, j, image_url);
+}
+
+json_t *job_to_json(const job_t *j, const char *image_url)
+{
+    members_t m = {.obj = json_object()};
+    if (m.obj)
+        job_members(&m, j, image_url);
+    return m.obj;
 }
 
 void random_hex(char *buf, int nbytes)

@@ -78,11 +78,13 @@ void job_clear(job_t *j);
 /* Deep copy; returns 0, or -1 on allocation failure (dst then cleared). */
 int job_params_copy(job_params_t *dst, const job_params_t *src);
 
-/* Builds the public job JSON (DESIGN section 3). image_url may be NULL. Caller owns the result. */
-json_t *job_to_json(const job_t *j, const char *image_url);
-/* The members of job_to_json's object, in its order and text, written to w (lib/jsonw.h) without
- * a tree: the caller opens and closes the object (and may add members). */
+/* The public job JSON (DESIGN section 3), its one field list: the members written to w
+ * (lib/jsonw.h) without a tree, for the hot answers (create, GET); the caller opens and closes
+ * the object (and may add members). image_url may be NULL. */
 void job_json_members(jsonw_t *w, const job_t *j, const char *image_url);
+/* The same object (the same field list) as a jansson tree, for answers that put it in a larger
+ * tree (lists, claims, completions); NULL on allocation failure. Caller owns it. */
+json_t *job_to_json(const job_t *j, const char *image_url);
 
 /* Parameter bounds (DESIGN section 3): the create body and the worker's claim decoder check
  * the same ones. */
