@@ -88,6 +88,7 @@ struct server {
      * that took over a quarter lease, the server starting): the reaper takes no lease back
      * until the store has served for one full lease since (see reaper_main). */
     _Atomic int64_t store_fault_ms;
+    _Atomic(const char *) store_fault_why; /* its reason for the log: "store_fault" and so on */
     /* The last store error and the last "image store full", for /readyz (READY_FAULT_MS). */
     pthread_mutex_t fault_mu;
     int64_t store_err_at, blob_full_at; /* clock_mono_ms(); 0 = never */
@@ -257,9 +258,16 @@ static enum MHD_Result fail(struct MHD_Connection *c, int status, const char *co
     return send_error(c, &e);
 }
 
+/* Defers the reaper (see reaper_main) for why ("store_fault" or "server_start"). */
+static void store_fault_for(server_t *s, const char *why)
+{
+    atomic_store(&s->store_fault_why, why);
+    atomic_store(&s->store_fault_ms, clock_mono_ms());
+}
+
 static void store_fault(server_t *s)
 {
-    atomic_store(&s->store_fault_ms, clock_mono_ms());
+    store_fault_for(s, "store_fault");
 }
 
 /* 503 for a store error whose message is err (recorded as the store's last fault). */
@@ -2310,17 +2318,18 @@ static void purge_ended(server_t *s)
 static void *reaper_main(void *arg)
 {
     server_t *s = arg;
-    int deferred = 0;
+    const char *deferred = NULL; /* the reason logged for the deferral under way */
     while (!atomic_load(&s->stopping)) {
         int requeued = 0, failed = 0;
         int64_t t0 = clock_mono_ms();
         if (t0 - atomic_load(&s->store_fault_ms) < s->cfg.lease_ms) {
-            if (!deferred)
-                log_info("event=reap_deferred reason=store_fault wait_ms=%lld",
+            const char *why = atomic_load(&s->store_fault_why);
+            if (!deferred || strcmp(deferred, why) != 0)
+                log_info("event=reap_deferred reason=%s wait_ms=%lld", why,
                          (long long)s->cfg.lease_ms);
-            deferred = 1;
+            deferred = why;
         } else {
-            deferred = 0;
+            deferred = NULL;
             int rc = store_reap(s->store, s->cfg.max_attempts, s->cfg.worker_ttl_ms,
                                 clock_steady_ms(), &requeued, &failed);
             if (rc != STORE_OK || clock_mono_ms() - t0 > s->cfg.lease_ms / 4)
@@ -2526,7 +2535,7 @@ static int server_start_services(server_t *s, const server_config_t *cfg, char *
             return -1;
     }
 
-    store_fault(s); /* workers could not heartbeat while this server was not up */
+    store_fault_for(s, "server_start"); /* workers could not heartbeat while it was not up */
     if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
         snprintf(err, errlen, "cannot start the reaper thread");
         return -1;
