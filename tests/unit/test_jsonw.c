@@ -72,18 +72,30 @@ static void job_fill(job_t *j)
     "\"cfg_scale\":7.0,\"seed\":4294967295,\"tier\":\"standard\","                                 \
     "\"created_at\":\"2025-11-30T00:00:00.123Z\","
 
+/* The members of an ended job before image_url, and after error_message. */
+#define ENDED                                                                                      \
+    "\"started_at\":\"2025-11-30T00:00:01.000Z\",\"completed_at\":\"2025-11-30T00:00:02.999Z\","   \
+    "\"attempts\":2,\"releases\":1,"
+#define ENDED_TAIL                                                                                 \
+    "\"gpu_seconds\":1.25,\"credits_reserved\":12,\"credits_charged\":9,\"progress\":null}"
+
+/* j's JSON is JOB_HEAD with status, then rest (the members from started_at on). */
+static void check_documented(const job_t *j, const char *url, const char *status, const char *rest)
+{
+    char want[2048];
+    snprintf(want, sizeof want, JOB_HEAD "%s", status, rest);
+    free(check_job(j, url, want));
+}
+
 /* The documented object for a job in each status, byte for byte. */
 static void test_job_json_documented(void)
 {
     job_t j;
-    char want[2048];
     job_fill(&j);
-    snprintf(want, sizeof want,
-             JOB_HEAD "\"started_at\":null,\"completed_at\":null,\"attempts\":0,\"releases\":0,"
-                      "\"image_url\":null,\"error_message\":null,\"gpu_seconds\":0.0,"
-                      "\"credits_reserved\":12,\"credits_charged\":0,\"progress\":null}",
-             "queued");
-    free(check_job(&j, NULL, want));
+    check_documented(&j, NULL, "queued",
+                     "\"started_at\":null,\"completed_at\":null,\"attempts\":0,\"releases\":0,"
+                     "\"image_url\":null,\"error_message\":null,\"gpu_seconds\":0.0,"
+                     "\"credits_reserved\":12,\"credits_charged\":0,\"progress\":null}");
     j.status = JOB_IN_PROGRESS;
     j.started_at = 1764460801000LL;
     j.attempts = 2;
@@ -91,34 +103,23 @@ static void test_job_json_documented(void)
     j.progress_step = 3;
     j.progress_steps = 20;
     j.gpu_seconds = 1.25;
-    snprintf(want, sizeof want,
-             JOB_HEAD "\"started_at\":\"2025-11-30T00:00:01.000Z\",\"completed_at\":null,"
-                      "\"attempts\":2,\"releases\":1,\"image_url\":null,\"error_message\":null,"
-                      "\"gpu_seconds\":1.25,\"credits_reserved\":12,\"credits_charged\":0,"
-                      "\"progress\":{\"step\":3,\"steps\":20}}",
-             "in_progress");
-    free(check_job(&j, NULL, want));
+    check_documented(&j, NULL, "in_progress",
+                     "\"started_at\":\"2025-11-30T00:00:01.000Z\",\"completed_at\":null,"
+                     "\"attempts\":2,\"releases\":1,\"image_url\":null,\"error_message\":null,"
+                     "\"gpu_seconds\":1.25,\"credits_reserved\":12,\"credits_charged\":0,"
+                     "\"progress\":{\"step\":3,\"steps\":20}}");
     j.status = JOB_COMPLETED;
     j.completed_at = 1764460802999LL;
     j.credits_charged = 9;
-    snprintf(want, sizeof want,
-             JOB_HEAD "\"started_at\":\"2025-11-30T00:00:01.000Z\","
-                      "\"completed_at\":\"2025-11-30T00:00:02.999Z\",\"attempts\":2,\"releases\":1,"
-                      "\"image_url\":\"https://images.example.com/a/b.png?X-Amz-Signature=ab%%2F"
-                      "&x=1\",\"error_message\":null,\"gpu_seconds\":1.25,\"credits_reserved\":12,"
-                      "\"credits_charged\":9,\"progress\":null}",
-             "completed");
-    free(check_job(&j, "https://images.example.com/a/b.png?X-Amz-Signature=ab%2F&x=1", want));
+    check_documented(&j, "https://images.example.com/a/b.png?X-Amz-Signature=ab%2F&x=1",
+                     "completed",
+                     ENDED "\"image_url\":\"https://images.example.com/a/b.png?X-Amz-Signature="
+                           "ab%2F&x=1\",\"error_message\":null," ENDED_TAIL);
     j.status = JOB_FAILED;
     j.error_message = "worker said: \"out of memory\"\r\n";
-    snprintf(want, sizeof want,
-             JOB_HEAD "\"started_at\":\"2025-11-30T00:00:01.000Z\","
-                      "\"completed_at\":\"2025-11-30T00:00:02.999Z\",\"attempts\":2,\"releases\":1,"
-                      "\"image_url\":null,\"error_message\":\"worker said: \\\"out of memory\\\""
-                      "\\r\\n\",\"gpu_seconds\":1.25,\"credits_reserved\":12,"
-                      "\"credits_charged\":9,\"progress\":null}",
-             "failed");
-    free(check_job(&j, NULL, want));
+    check_documented(&j, NULL, "failed",
+                     ENDED "\"image_url\":null,\"error_message\":\"worker said: \\\"out of "
+                           "memory\\\"\\r\\n\"," ENDED_TAIL);
 }
 
 /* Reals and integers at their edges are written as jansson writes them. */
