@@ -250,17 +250,18 @@ static int64_t parse_iso8601_ms(const char *s)
     return (int64_t)timegm(&tm) * 1000 + frac - off;
 }
 
-/* The task's expiry (headers.expires in protocol 2, body.expires in protocol 1): null or an
- * ISO 8601 time. 0, or -1 after a reject. */
-static int read_expires(json_t *v, celery_msg_t *out, celery_reject_t *rej)
+/* A task time (expires or eta: headers.<key> in protocol 2, body.<key> in protocol 1): null or
+ * an ISO 8601 time into *out (ms; 0 for null). 0, or -1 after a reject ("bad_<key>"). */
+static int read_time(json_t *v, const char *key, int64_t *out, celery_reject_t *rej)
 {
     if (!v || json_is_null(v))
         return 0;
     const char *s = json_string_value(v);
-    out->expires_ms = s ? parse_iso8601_ms(s) : -1;
-    if (out->expires_ms < 0)
-        return reject(rej, "bad_expires", "ValueError", "builtins",
-                      "expires is not an ISO 8601 time: %.64s", s ? s : "(not a string)");
+    *out = s ? parse_iso8601_ms(s) : -1;
+    if (*out < 0)
+        return reject(rej, strcmp(key, "eta") == 0 ? "bad_eta" : "bad_expires", "ValueError",
+                      "builtins", "%s is not an ISO 8601 time: %.64s", key,
+                      s ? s : "(not a string)");
     return 0;
 }
 
@@ -305,9 +306,9 @@ int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_
         reject(rej, "unknown_task", "NotRegistered", "celery.exceptions", "'%.150s'", task);
         goto out;
     }
-    if (read_expires(out->protocol == 2 ? json_object_get(headers, "expires")
-                                        : json_object_get(body, "expires"),
-                     out, rej) != 0)
+    json_t *times = out->protocol == 2 ? headers : body;
+    if (read_time(json_object_get(times, "expires"), "expires", &out->expires_ms, rej) != 0 ||
+        read_time(json_object_get(times, "eta"), "eta", &out->eta_ms, rej) != 0)
         goto out;
     rc = bind_job_id(args, kwargs, out, rej);
 out:
@@ -560,6 +561,8 @@ void celery_bridge_stop(celery_bridge_t *b) {}
 #define TASK_IDS_MAX 4096
 #define REVOKED_MAX 1024    /* task ids revoked before their message came (Celery: 50,000) */
 #define CONTROL_PER_TURN 64 /* remote-control messages handled per loop turn */
+#define HELD_MAX 100000     /* tasks held until their eta (a Celery worker: no cap) */
+#define REFRESH_BATCH 256   /* held delivery tags per ZADD of their refreshed times */
 
 /* Moves the next message (priority lists in order) into unacked / unacked_index, like kombu's
  * BRPOP + QoS.append but atomically. KEYS: the lists, then unacked, unacked_index. ARGV: now in
@@ -647,6 +650,15 @@ static const char unlock_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\
                                  "  return redis.call('DEL', KEYS[1]) end\n"
                                  "return 0\n";
 
+/* A task held until its eta, as a Celery worker keeps it (its message stays in unacked). */
+struct held {
+    int64_t eta_ms, expires_ms;
+    char tag[CELERY_ID_MAX + 1];
+    char task_id[CELERY_ID_MAX + 1];
+    char job_id[JOB_ID_SIZE];
+    char list[CELERY_NAME_MAX + 8];
+};
+
 struct celery_bridge {
     celery_config_t cfg;
     char *redis_url;
@@ -667,6 +679,8 @@ struct celery_bridge {
     bool no_blmove;
     char (*revoked)[CELERY_ID_MAX + 1]; /* REVOKED_MAX task ids revoked, a ring */
     int revoked_next;
+    struct held *held; /* tasks whose eta has not come: unacked, kept until it does */
+    int nheld, held_cap;
 
     pthread_mutex_t mu; /* guards ended */
     char ended[ENDED_MAX][JOB_ID_SIZE];
@@ -1142,6 +1156,36 @@ static bool is_revoked(const celery_bridge_t *b, const char *task_id)
     return false;
 }
 
+/* A task expired or revoked before it ran: acked and answered REVOKED, its row not adopted
+ * (Celery: "Discarding revoked task"). true when it was. */
+static bool discard_revoked(celery_bridge_t *b, const celery_msg_t *m, const char *tag, int64_t now)
+{
+    bool expired = m->expires_ms > 0 && m->expires_ms < now;
+    if (!expired && !is_revoked(b, m->task_id))
+        return false;
+    log_info("event=celery_discarded_%s job_id=%s task_id=%s", expired ? "expired" : "revoked",
+             m->job_id, m->task_id);
+    char *result =
+        celery_result_exception("REVOKED", m->task_id, "TaskRevokedError", "celery.exceptions",
+                                expired ? "expired" : "revoked", now);
+    settle(b, tag, NULL, m->task_id, result);
+    free(result);
+    return true;
+}
+
+/* The message of held task i (what discard_revoked and adopt_task read), and the task taken out
+ * of the held set (the last one takes its place). */
+static void unhold(celery_bridge_t *b, int i, celery_msg_t *m, struct held *h)
+{
+    *h = b->held[i];
+    b->held[i] = b->held[--b->nheld];
+    memset(m, 0, sizeof *m);
+    copy_str(m->job_id, sizeof m->job_id, h->job_id);
+    copy_str(m->task_id, sizeof m->task_id, h->task_id);
+    m->expires_ms = h->expires_ms;
+    m->eta_ms = h->eta_ms;
+}
+
 /* One task id of a revoke: remembered (its message may not have come yet: a Celery worker
  * discards such a task when it arrives), and its job canceled through revoke_fn when the task
  * was adopted. */
@@ -1154,6 +1198,17 @@ static void revoke_task(celery_bridge_t *b, const char *task_id, bool terminate)
     redisReply *r = cmd_simple(b, "find task", 5, "EVAL", find_task_lua, "1", TASKS_KEY, task_id);
     const char *outcome = "not_adopted";
     char job_id[JOB_ID_SIZE] = "-";
+    for (int i = 0; i < b->nheld; i++) {
+        if (strcmp(b->held[i].task_id, task_id) == 0) { /* waiting for its eta: discarded now */
+            celery_msg_t m;
+            struct held h;
+            unhold(b, i, &m, &h);
+            discard_revoked(b, &m, h.tag, clock_now_ms());
+            copy_str(job_id, sizeof job_id, h.job_id);
+            outcome = "discarded_before_eta";
+            break;
+        }
+    }
     if (r && r->type == REDIS_REPLY_STRING && valid_job_id(r->str)) {
         copy_str(job_id, sizeof job_id, r->str);
         int rc = b->revoke_fn(b->arg, job_id, terminate);
@@ -1211,68 +1266,37 @@ static void drain_control(celery_bridge_t *b)
     }
 }
 
-/* A task expired or revoked before its message came: acked and answered REVOKED, its row not
- * adopted (Celery: "Discarding revoked task"). true when it was. */
-static bool discard_revoked(celery_bridge_t *b, const celery_msg_t *m, const char *tag, int64_t now)
+/* Adopts the task's row as a queued job and acks its message (or answers it when the row is
+ * missing, already ended or not payable; puts it back when the store is down). */
+static void adopt_task(celery_bridge_t *b, const celery_msg_t *m, const char *list, const char *tag,
+                       int64_t now)
 {
-    bool expired = m->expires_ms > 0 && m->expires_ms < now;
-    if (!expired && !is_revoked(b, m->task_id))
-        return false;
-    log_info("event=celery_discarded_%s job_id=%s task_id=%s", expired ? "expired" : "revoked",
-             m->job_id, m->task_id);
-    char *result =
-        celery_result_exception("REVOKED", m->task_id, "TaskRevokedError", "celery.exceptions",
-                                expired ? "expired" : "revoked", now);
-    settle(b, tag, NULL, m->task_id, result);
-    free(result);
-    return true;
-}
-
-static void handle_message(celery_bridge_t *b, const char *list, const char *raw, size_t len,
-                           const char *tag)
-{
-    celery_msg_t m;
-    celery_reject_t rej;
     job_t j;
     char *result = NULL;
     char msg[160];
-    int64_t now = clock_now_ms();
     memset(&j, 0, sizeof j);
     int queue_len = (int)strcspn(list, PRIORITY_SEP);
-    if (celery_parse(raw, len, &m, &rej) != 0) {
-        log_warn("event=celery_rejected reason=%s queue=%.*s task_id=%s task=\"%s\" "
-                 "detail=\"%s: %s\"",
-                 rej.reason, queue_len, list, m.task_id[0] ? m.task_id : "-", m.task, rej.exc_type,
-                 rej.message);
-        if (m.task_id[0])
-            result = celery_result_exception("FAILURE", m.task_id, rej.exc_type, rej.exc_module,
-                                             rej.message, now);
-        settle(b, tag, NULL, m.task_id, result);
-        goto out;
-    }
-    if (discard_revoked(b, &m, tag, now))
-        goto out;
-    int rc = store_job_adopt(b->store, m.job_id, b->cfg.credit_rate, now, &j);
+    int rc = store_job_adopt(b->store, m->job_id, b->cfg.credit_rate, now, &j);
     switch (rc) {
     case STORE_OK:
-        log_info("event=celery_adopted job_id=%s task_id=%s queue=%.*s tier=%s user=%s", m.job_id,
-                 m.task_id, queue_len, list, j.tier, j.user);
+        log_info("event=celery_adopted job_id=%s task_id=%s queue=%.*s tier=%s user=%s", m->job_id,
+                 m->task_id, queue_len, list, j.tier, j.user);
         /* committed: the job runs even if the ack fails (then the message is redelivered and
          * adopt answers STORE_EXISTS) */
-        settle(b, tag, m.job_id, m.task_id, NULL);
+        settle(b, tag, m->job_id, m->task_id, NULL);
         if (b->work_fn)
             b->work_fn(b->arg);
         break;
     case STORE_EXISTS:
         if (job_status_is_final(j.status)) {
             char *url = j.status == JOB_COMPLETED && b->url_fn ? b->url_fn(b->arg, &j) : NULL;
-            result = celery_result_for_job(&j, m.task_id, url, now);
+            result = celery_result_for_job(&j, m->task_id, url, now);
             free(url);
-            settle(b, tag, NULL, m.task_id, result);
+            settle(b, tag, NULL, m->task_id, result);
         } else {
-            settle(b, tag, m.job_id, m.task_id, NULL);
+            settle(b, tag, m->job_id, m->task_id, NULL);
         }
-        log_info("event=celery_redelivered job_id=%s task_id=%s status=%s", m.job_id, m.task_id,
+        log_info("event=celery_redelivered job_id=%s task_id=%s status=%s", m->job_id, m->task_id,
                  job_status_name(j.status));
         break;
     case STORE_NOT_FOUND:
@@ -1281,22 +1305,22 @@ static void handle_message(celery_bridge_t *b, const char *list, const char *raw
         job_clear(&j);
         if (rc == STORE_NO_CREDITS) {
             reason = "no_credits";
-            snprintf(msg, sizeof msg, "Job %s: insufficient credits", m.job_id);
-        } else if (store_job_get(b->store, m.job_id, &j) == STORE_OK) {
+            snprintf(msg, sizeof msg, "Job %s: insufficient credits", m->job_id);
+        } else if (store_job_get(b->store, m->job_id, &j) == STORE_OK) {
             reason = "no_such_user";
-            snprintf(msg, sizeof msg, "Job %s: user %s not found", m.job_id, j.user);
+            snprintf(msg, sizeof msg, "Job %s: user %s not found", m->job_id, j.user);
         } else {
-            snprintf(msg, sizeof msg, "Job %s not found", m.job_id);
+            snprintf(msg, sizeof msg, "Job %s not found", m->job_id);
         }
         log_warn("event=celery_rejected reason=%s queue=%.*s task_id=%s job_id=%s "
                  "detail=\"ValueError: %s\"",
-                 reason, queue_len, list, m.task_id, m.job_id, msg);
-        result = celery_result_exception("FAILURE", m.task_id, "ValueError", "builtins", msg, now);
-        settle(b, tag, NULL, m.task_id, result);
+                 reason, queue_len, list, m->task_id, m->job_id, msg);
+        result = celery_result_exception("FAILURE", m->task_id, "ValueError", "builtins", msg, now);
+        settle(b, tag, NULL, m->task_id, result);
         break;
     }
     default: /* the store is down: back on the list, try again after a pause */
-        log_error("event=celery_store_error job_id=%s task_id=%s err=\"%s\"", m.job_id, m.task_id,
+        log_error("event=celery_store_error job_id=%s task_id=%s err=\"%s\"", m->job_id, m->task_id,
                   store_last_error(b->store));
         if (tag[0])
             restore_tag(b, tag, strlen(tag), false);
@@ -1304,9 +1328,127 @@ static void handle_message(celery_bridge_t *b, const char *list, const char *raw
             clock_sleep_ms(50);
         break;
     }
-out:
     free(result);
     job_clear(&j);
+}
+
+/* A task whose eta has not come, kept as a Celery worker keeps it: its message stays in unacked
+ * (its time in unacked_index refreshed by refresh_held, so no restore_visible takes it back while
+ * this server runs) until run_due adopts it. Put back on its list when HELD_MAX are held. */
+static void hold(celery_bridge_t *b, const celery_msg_t *m, const char *list, const char *tag)
+{
+    char eta[32];
+    clock_format_rfc3339(m->eta_ms, eta, sizeof eta);
+    if (b->nheld == b->held_cap && b->nheld < HELD_MAX) {
+        int cap = b->held_cap ? b->held_cap * 2 : 64;
+        cap = cap > HELD_MAX ? HELD_MAX : cap;
+        struct held *h = realloc(b->held, (size_t)cap * sizeof *h);
+        if (h) {
+            b->held = h;
+            b->held_cap = cap;
+        }
+    }
+    if (!tag[0] || b->nheld == b->held_cap) {
+        log_warn("event=celery_eta_not_held job_id=%s task_id=%s eta=%s held=%d (put back)",
+                 m->job_id, m->task_id, eta, b->nheld);
+        if (tag[0])
+            restore_tag(b, tag, strlen(tag), true);
+        for (int i = 0; i < 5 && !atomic_load(&b->stopping); i++)
+            clock_sleep_ms(50);
+        return;
+    }
+    struct held *h = &b->held[b->nheld++];
+    h->eta_ms = m->eta_ms;
+    h->expires_ms = m->expires_ms;
+    copy_str(h->tag, sizeof h->tag, tag);
+    copy_str(h->task_id, sizeof h->task_id, m->task_id);
+    copy_str(h->job_id, sizeof h->job_id, m->job_id);
+    copy_str(h->list, sizeof h->list, list);
+    log_info("event=celery_eta_held job_id=%s task_id=%s eta=%s held=%d", m->job_id, m->task_id,
+             eta, b->nheld);
+}
+
+/* Adopts the held tasks whose eta came, and discards those that expired (or were revoked)
+ * meanwhile as REVOKED: a Celery worker checks expires again right before running a task. */
+static void run_due(celery_bridge_t *b)
+{
+    int64_t now = clock_now_ms();
+    for (int i = 0; i < b->nheld && b->rc && !atomic_load(&b->stopping);) {
+        const struct held *h = &b->held[i];
+        if (h->eta_ms > now && !(h->expires_ms > 0 && h->expires_ms < now)) {
+            i++;
+            continue;
+        }
+        celery_msg_t m;
+        struct held taken;
+        unhold(b, i, &m, &taken);
+        if (!discard_revoked(b, &m, taken.tag, now))
+            adopt_task(b, &m, taken.list, taken.tag, now);
+    }
+}
+
+/* Moves the held tasks' delivery times in unacked_index to now (ZADD XX: a message another
+ * consumer restored meanwhile is not recorded again). */
+static void refresh_held(celery_bridge_t *b)
+{
+    const char *argv[3 + 2 * REFRESH_BATCH];
+    size_t lens[3 + 2 * REFRESH_BATCH];
+    char now_s[32];
+    snprintf(now_s, sizeof now_s, "%.3f", (double)clock_now_ms() / 1000.0);
+    for (int i = 0; i < b->nheld && b->rc;) {
+        int a = 0;
+        argv[a++] = "ZADD";
+        argv[a++] = UNACKED_INDEX_KEY;
+        argv[a++] = "XX";
+        for (; i < b->nheld && a < 3 + 2 * REFRESH_BATCH; i++) {
+            argv[a++] = now_s;
+            argv[a++] = b->held[i].tag;
+        }
+        for (int k = 0; k < a; k++)
+            lens[k] = strlen(argv[k]);
+        redisReply *r = cmd(b, a, argv, lens, "refresh held");
+        if (r)
+            freeReplyObject(r);
+    }
+}
+
+/* On a clean stop the held tasks go back on their lists (as kombu restores a stopping worker's
+ * unacked messages): another server, or this one restarted, holds them again. After a crash they
+ * come back with the visibility timeout. */
+static void release_held(celery_bridge_t *b)
+{
+    int n = b->nheld;
+    for (int i = 0; i < b->nheld && b->rc; i++)
+        restore_tag(b, b->held[i].tag, strlen(b->held[i].tag), false);
+    if (n)
+        log_info("event=celery_eta_released tasks=%d restored=%d", n, b->rc ? n : 0);
+    b->nheld = 0;
+}
+
+static void handle_message(celery_bridge_t *b, const char *list, const char *raw, size_t len,
+                           const char *tag)
+{
+    celery_msg_t m;
+    celery_reject_t rej;
+    int64_t now = clock_now_ms();
+    if (celery_parse(raw, len, &m, &rej) != 0) {
+        log_warn("event=celery_rejected reason=%s queue=%.*s task_id=%s task=\"%s\" "
+                 "detail=\"%s: %s\"",
+                 rej.reason, (int)strcspn(list, PRIORITY_SEP), list, m.task_id[0] ? m.task_id : "-",
+                 m.task, rej.exc_type, rej.message);
+        char *result = m.task_id[0] ? celery_result_exception("FAILURE", m.task_id, rej.exc_type,
+                                                              rej.exc_module, rej.message, now)
+                                    : NULL;
+        settle(b, tag, NULL, m.task_id, result);
+        free(result);
+        return;
+    }
+    if (discard_revoked(b, &m, tag, now))
+        return;
+    if (m.eta_ms > now)
+        hold(b, &m, list, tag);
+    else
+        adopt_task(b, &m, list, tag, now);
 }
 
 /* Pops and handles one message. 1 when there was one, 0 when the lists are empty, -1 on a
@@ -1424,10 +1566,12 @@ static void *bridge_main(void *arg)
             last_sweep = now;
         }
         if (b->rc && (last_restore == 0 || now - last_restore >= restore_every)) {
+            refresh_held(b);
             restore_visible(b);
             last_restore = now;
         }
         drain_control(b);
+        run_due(b);
         if (!b->rc)
             continue;
         int got = poll_once(b);
@@ -1438,6 +1582,7 @@ static void *bridge_main(void *arg)
         }
     }
     free(ended);
+    release_held(b);
     if (b->rc)
         redisFree(b->rc);
     if (b->sub)
@@ -1529,6 +1674,7 @@ void celery_bridge_stop(celery_bridge_t *b)
     atomic_store(&b->stopping, 1);
     pthread_join(b->thread, NULL);
     pthread_mutex_destroy(&b->mu);
+    free(b->held);
     free(b->revoked);
     free(b);
 }

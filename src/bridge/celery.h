@@ -37,6 +37,7 @@ typedef struct celery_msg {
     char reply_to[CELERY_NAME_MAX + 1];
     int priority;       /* properties.priority clamped to 0..255; 0 when absent */
     int64_t expires_ms; /* the task's expires (ms since the epoch); 0 when none */
+    int64_t eta_ms;     /* the task's eta (apply_async eta= or countdown=); 0 when none */
 } celery_msg_t;
 
 /* Why a message is refused; the exception a Celery worker would have raised for it. */

@@ -32,6 +32,7 @@ from celery.result import AsyncResult  # noqa: E402
 
 import pv  # noqa: E402
 from test_celery import WORKER, assert_drained, insert_seed_row, main, start, take_db  # noqa: E402
+from test_faults_clock import set_step  # noqa: E402
 from test_protocol import complete_with_image  # noqa: E402
 from test_security import claim, op  # noqa: E402
 
@@ -173,6 +174,115 @@ def test_expires(env):
     assert_drained(r)
 
 
+def steered(env):
+    """The servers' wall clock steered by the test (the clock module's step file, re-read every
+    20 ms): returns a function that sets it ms ahead of real time. The producer's clock is real,
+    so a countdown of 60 s comes due when the step passes 60 s."""
+    path = os.path.join(env.dir, "clock_step")
+    set_step(path, 0)
+    env.extra_env["PINGVAS_TEST_CLOCK_STEP_FILE"] = path
+    return lambda ms: set_step(path, ms)
+
+
+def held(env, jid, times=1):
+    """Waits until the server logged holding jid's task for its eta `times` times in all."""
+    pv.wait_for(lambda: env.log("server.log").count(f"event=celery_eta_held job_id={jid} ")
+                >= times, what=f"the task of {jid} held ({times})")
+
+
+def waiting(env, tok, res, jid):
+    """The task has not run: Celery says PENDING and the row was not adopted (no job started)."""
+    assert res.state == "PENDING", res.state
+    j = env.job(tok, jid)
+    assert not j.get("created_at") and j.get("status") in ("queued", "pending"), j
+
+
+def eta_setup(env):
+    """A steered server with a worker, the seed's task, and two seed rows."""
+    r, url = take_db(env)
+    step = steered(env)
+    tok = start(env)
+    gen = seed_task(seed_app(env, url))
+    return r, step, tok, gen, (insert_seed_row(env, "alice"), insert_seed_row(env, "alice"))
+
+
+def test_countdown_and_eta(env):
+    """apply_async(countdown=...) and apply_async(eta=...): the task waits, as on a Celery worker
+    (its message unacked, its row not adopted, nothing runs) until the server's clock passes its
+    eta; then it runs. The clock is steered, never slept on."""
+    r, step, tok, gen, (soon, later) = eta_setup(env)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rs = gen.apply_async((soon,), countdown=60)
+    rl = gen.apply_async((later,), eta=now + datetime.timedelta(seconds=300))
+    held(env, soon)
+    held(env, later)
+    waiting(env, tok, rs, soon)
+    waiting(env, tok, rl, later)
+    assert r.cmd("LLEN", "celery") == 0 and r.cmd("HLEN", "unacked") == 2
+    step(90_000)
+    check_success(env, tok, rs, soon)
+    waiting(env, tok, rl, later)
+    step(330_000)
+    check_success(env, tok, rl, later)
+    assert_drained(r)
+
+
+def test_eta_task_across_restarts(env):
+    """A task waiting for its eta survives a kill -9 of the server (its message stays in kombu's
+    unacked and comes back after the visibility timeout) and a clean stop (it goes back on its
+    list at once, as a stopping Celery worker restores its unacked messages); it runs neither
+    early nor twice, and while held it is not redelivered although the visibility timeout is 1 s
+    (the bridge keeps its delivery time fresh)."""
+    r, url = take_db(env)
+    step = steered(env)
+    vis = ["--celery-visibility-timeout", "1s"]
+    tok = start(env, *vis, worker=False)
+    app = seed_app(env, url)
+    jid = insert_seed_row(env, "alice")
+    res = seed_task(app).apply_async((jid,), countdown=120)
+    held(env, jid)
+    env.kill9(env.server)
+    assert r.cmd("HLEN", "unacked") == 1 and r.cmd("LLEN", "celery") == 0  # not lost
+    env.start_server(*vis)
+    held(env, jid, 2)  # restored after the visibility timeout, held again
+    waiting(env, tok, res, jid)
+    assert env.stop(env.server) == 0
+    assert "event=celery_eta_released tasks=1 restored=1" in env.log("server.log")
+    assert r.cmd("LLEN", "celery") == 1 and r.cmd("HLEN", "unacked") == 0
+    env.start_server(*vis)
+    env.start_worker(*WORKER)
+    held(env, jid, 3)
+    waiting(env, tok, res, jid)
+    step(150_000)
+    check_success(env, tok, res, jid)
+    assert env.log("server.log").count(f"event=celery_eta_held job_id={jid} ") == 3
+    assert_drained(r)
+
+
+def test_expires_or_revoke_before_eta(env):
+    """An expires that passes while the task waits for its eta: REVOKED ("expired"), its row never
+    adopted. A task revoked while it waits for its eta: REVOKED at once."""
+    r, step, tok, gen, (exp, rev) = eta_setup(env)
+    re_ = gen.apply_async((exp,), countdown=120, expires=60)
+    rr = gen.apply_async((rev,), countdown=120)
+    held(env, exp)
+    held(env, rev)
+    rr.revoke()
+    e = raises(rr, celery.exceptions.TaskRevokedError)
+    assert str(e) == "revoked" and rr.state == "REVOKED", e
+    pv.wait_for(lambda: f"event=celery_revoke task_id={rr.id} job_id={rev} terminate=0 "
+                "outcome=discarded_before_eta" in env.log("server.log"), what="the revoke logged")
+    waiting(env, tok, re_, exp)
+    step(90_000)
+    e = raises(re_, celery.exceptions.TaskRevokedError)
+    assert str(e) == "expired" and re_.state == "REVOKED", e
+    assert f"event=celery_discarded_expired job_id={exp}" in env.log("server.log")
+    for jid in (exp, rev):
+        assert not env.job(tok, jid).get("created_at")  # never adopted
+    assert env.api("GET", "/api/v1/credits", token=tok).json()["reserved"] == 0
+    assert_drained(r)
+
+
 def test_group_and_custom_queue_priorities(env):
     """A group of the seed's task on a named queue at every kombu priority step: all run, and
     GroupResult.get() gives the results in order."""
@@ -310,4 +420,5 @@ if __name__ == "__main__":
           test_message_left_unacked_by_a_killed_kombu_consumer, test_expires,
           test_group_and_custom_queue_priorities,
           test_failures_are_celery_failures, test_cancel_is_revoked,
-          test_revoke_as_a_celery_worker_would])
+          test_revoke_as_a_celery_worker_would, test_countdown_and_eta,
+          test_eta_task_across_restarts, test_expires_or_revoke_before_eta])

@@ -554,15 +554,16 @@ static void test_revoke_messages(void)
     }
 }
 
-/* The envelope with its "expires": null replaced by value (malloc'd). */
-static char *with_expires(const char *value)
+/* The envelope with its "<key>": null (expires or eta) replaced by value (malloc'd). */
+static char *with_time(const char *key, const char *value)
 {
     char *e = celery5_envelope(CELERY_TASK_NAME, BODY_V2, "application/json", 0);
-    const char *at = strstr(e, "\"expires\": null");
+    char field[32];
+    snprintf(field, sizeof field, "\"%s\": null", key);
+    const char *at = strstr(e, field);
     size_t cap = strlen(e) + strlen(value) + 1;
     char *out = malloc(cap);
-    snprintf(out, cap, "%.*s\"expires\": %s%s", (int)(at - e), e, value,
-             at + strlen("\"expires\": null"));
+    snprintf(out, cap, "%.*s\"%s\": %s%s", (int)(at - e), e, key, value, at + strlen(field));
     free(e);
     return out;
 }
@@ -589,7 +590,7 @@ static void test_expires(void)
         {"1796004600", -1},
     };
     for (size_t i = 0; i < sizeof ecases / sizeof ecases[0]; i++) {
-        char *e = with_expires(ecases[i].value);
+        char *e = with_time("expires", ecases[i].value);
         celery_msg_t m;
         celery_reject_t rej;
         int rc = celery_parse(e, strlen(e), &m, &rej);
@@ -614,6 +615,36 @@ static void test_expires(void)
     CHECK(m.protocol == 1 && m.expires_ms == 1796004600000);
 }
 
+/* eta (apply_async(eta=...) and countdown=, which Celery sends as an eta): the same ISO 8601
+ * times as expires, in the headers (protocol 2) or the body (protocol 1). */
+static void test_eta(void)
+{
+    celery_msg_t m;
+    celery_reject_t rej;
+    char *e = with_time("eta", "\"2026-11-30T02:11:00.250000+00:00\"");
+    CHECK_INT(celery_parse(e, strlen(e), &m, &rej), 0);
+    CHECK(m.eta_ms == 1796004660250 && m.expires_ms == 0);
+    free(e);
+    e = with_time("eta", "null");
+    CHECK_INT(celery_parse(e, strlen(e), &m, &rej), 0);
+    CHECK(m.eta_ms == 0);
+    free(e);
+    static const char *bad[] = {"\"in a minute\"", "60", "\"2026-11-30T02:11:00+24:00\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        e = with_time("eta", bad[i]);
+        CHECK_INT(celery_parse(e, strlen(e), &m, &rej), -1);
+        CHECK_STR(rej.reason, "bad_eta");
+        CHECK_STR(m.task_id, TASK);
+        free(e);
+    }
+    const char *p1 = "{\"body\": {\"task\": \"" CELERY_TASK_NAME "\", \"id\": \"" TASK "\", "
+                     "\"args\": [\"" JOB "\"], \"kwargs\": {}, \"eta\": "
+                     "\"2026-11-30T02:10:00+00:00\"}, \"content-type\": \"application/json\", "
+                     "\"properties\": {}}";
+    CHECK_INT(celery_parse(p1, strlen(p1), &m, &rej), 0);
+    CHECK(m.protocol == 1 && m.eta_ms == 1796004600000);
+}
+
 #define TESTS(X)                                                                                   \
     X(test_python_celery5_envelope)                                                                \
     X(test_envelope_table)                                                                         \
@@ -624,5 +655,6 @@ static void test_expires(void)
     X(test_redis_url)                                                                              \
     X(test_revoke_messages)                                                                        \
     X(test_expires)                                                                                \
+    X(test_eta)                                                                                    \
     X(test_sqlite_job_adopt)
 #include "t_main.h"
