@@ -16,6 +16,7 @@ import datetime
 import os
 import subprocess
 import sys
+import uuid
 
 try:
     import celery
@@ -94,19 +95,23 @@ def test_send_task_delay_apply_async_get(env):
     app = seed_app(env, url)
     gen = seed_task(app)
     jids = [insert_seed_row(env, "alice", prompt=f"python celery {i}") for i in range(4)]
+    # Task ids chosen by the producer, unique per run: Celery's Redis result backend announces
+    # results on pub/sub channels named by task id, and pub/sub spans Redis's databases, so the
+    # two stacks' runs of this test (in parallel, each on its own database) must not share ids.
+    chosen = [f"seed-chosen-task-id-{uuid.uuid4()}" for _ in range(2)]
     sent = [
         app.send_task(TASK, args=[jids[0]]),
         gen.delay(jids[1]),
-        gen.apply_async(kwargs={"job_id": jids[2]}, task_id="seed-chosen-task-id-0001"),
-        app.send_task(TASK, args=(jids[3],), task_id="seed-chosen-task-id-0002"),
+        gen.apply_async(kwargs={"job_id": jids[2]}, task_id=chosen[0]),
+        app.send_task(TASK, args=(jids[3],), task_id=chosen[1]),
     ]
-    assert sent[2].id == "seed-chosen-task-id-0001"
+    assert sent[2].id == chosen[0]
     for res, jid in zip(sent, jids):
         assert res.id != jid
         check_success(env, tok, res, jid)
     # Another process (a new app, as the seed's API answering a status request) reads the same.
     other = seed_app(env, url)
-    again = other.AsyncResult("seed-chosen-task-id-0002")
+    again = other.AsyncResult(chosen[1])
     assert again.state == "SUCCESS" and again.get(timeout=10)["success"] is True
     assert again.result == sent[3].result
     assert_drained(r)
@@ -390,7 +395,7 @@ def test_revoke_as_a_celery_worker_would(env):
     assert ra.get(timeout=60)["success"] is True and ra.state == "SUCCESS"
     # Revoked first, sent afterwards (a Celery worker keeps the ids it was told to revoke).
     late = insert_seed_row(env, "alice", prompt="revoked before it was sent")
-    tid = "revoked-before-it-was-sent-0001"
+    tid = f"revoked-before-it-was-sent-{uuid.uuid4()}"
     app.control.revoke(tid)
     pv.wait_for(lambda: f"event=celery_revoke task_id={tid} job_id=- terminate=0 "
                 "outcome=not_adopted" in env.log("server.log"), what="the revoke handled")
