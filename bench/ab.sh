@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/ab.sh BIN [get]: one A/B sample for bench/RESULTS.md. Starts a fresh `BIN server` (one
-# user, no rate limit, no queued cap) and runs `wrk -t2 -c64 -d5s -s bench/create.lua` against it:
+# user, no rate limit, no queued cap, no stored-jobs cap) and runs `wrk -t2 -c64 -d5s -s bench/create.lua` against it:
 # POST creates, or with `get` GETs of one job. Prints answers/s and the server's CPU (utime +
 # stime from /proc) per 2xx answer. Run it for two binaries in turn on the same machine.
 set -euo pipefail
@@ -15,7 +15,7 @@ mkdir -p "$D/data"
 "$BIN" user add u --credits 1000000000 --data "$D/data" >/dev/null
 PINGVAS_TOKEN=$("$BIN" token u --data "$D/data")
 export PINGVAS_TOKEN
-"$BIN" server --port 0 --data "$D/data" --log-level warn --max-queued-per-user 0 >"$D/out" 2>"$D/err" &
+"$BIN" server --port 0 --data "$D/data" --log-level warn --max-queued-per-user 0 --max-jobs-per-user 0 >"$D/out" 2>"$D/err" &
 P=$!
 for _ in $(seq 100); do grep -q "listening on " "$D/out" && break; sleep 0.1; done
 URL=$(grep -o "http://[0-9.:]*" "$D/out" | head -1)
