@@ -1667,32 +1667,42 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
  * until it commits, is seen by what follows), then each key's job looked up (CREATE_KEY_SQL).
  * The admission rule then runs here on the locked rows, create after create (rules.c: active,
  * key unused, queued and stored caps, balance - reserved >= reserve), each admitted create
- * counted into its user's row as the next one sees it. Second: each admitted create's
- * CREATE_SQL (the job, its event, webhook and queue row: the INSERT triggers do not fire for it,
- * schema_v9) and one CREATE_ACCOUNT_SQL per user (its reservations, queued and stored counts:
- * one new version of the user's row per batch). Third: COMMIT (op_end). */
+ * counted into its user's row as the next one sees it. Second: one CREATE_SQL for all the
+ * admitted creates (their jobs, events, webhooks and queue rows from arrays of their values: the
+ * INSERT triggers do not fire for it, schema_v9) and one CREATE_ACCOUNT_SQL per user (its
+ * reservations, queued and stored counts: one new version of the user's row per batch). Third:
+ * COMMIT (op_end). */
 #define CREATE_LOCK_SQL "SELECT " USER_COLS " FROM users WHERE name = $1 FOR UPDATE"
 #define CREATE_KEY_SQL                                                                             \
     "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND idem_key = $2"
 #define CREATE_ACCOUNT_SQL                                                                         \
     "UPDATE users SET reserved = reserved + $2::BIGINT, queued = queued + $3::BIGINT,"             \
     " stored = stored + $3::BIGINT WHERE name = $1"
+/* The batch's admitted creates as one statement: each column of theirs one text array (in
+ * create_params' order, CREATE_COLS of them), its rows in batch order; the webhooks straight from
+ * the arrays (a job's url is not in its row). */
+#define CREATE_COLS 15
 /* clang-format off */
 #define CREATE_SQL                                                                                 \
-    "WITH ins AS (INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt, width," \
+    "WITH d AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],"  \
+    "  $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[],"    \
+    "  $13::TEXT[], $14::TEXT[], $15::TEXT[]) AS d(id, user_id, prompt, negative_prompt, width,"   \
+    "  height, steps, cfg_scale, seed, model, created_at, reserved, idem_key, tier, url)),"       \
+    " ins AS (INSERT INTO generation_jobs(id, user_id, status, prompt, negative_prompt, width,"   \
     "  height, steps, cfg_scale, seed, seq, model, tier, created_at, credits_reserved, queue_pos," \
-    "  idem_key) SELECT $1, $2, 'queued', $3, $4, $5::INTEGER, $6::INTEGER, $7::INTEGER,"          \
-    "  $8::DOUBLE PRECISION, $9::BIGINT, n.v, $10, $14, $11::BIGINT, $12::BIGINT, n.v, $13"        \
-    "  FROM (SELECT nextval('generation_jobs_seq') AS v) n RETURNING " JOB_COLS "),"               \
+    "  idem_key) SELECT id, user_id, 'queued', prompt, negative_prompt, width::INTEGER,"           \
+    "  height::INTEGER, steps::INTEGER, cfg_scale::DOUBLE PRECISION, seed::BIGINT, v, model,"      \
+    "  tier, created_at::BIGINT, reserved::BIGINT, v, idem_key"                                    \
+    "  FROM (SELECT d.*, nextval('generation_jobs_seq') AS v FROM d) n RETURNING " JOB_COLS "),"   \
     " ev AS (INSERT INTO events(created_at, kind, user_id, job_id, data) SELECT " PG_NOW_MS ","    \
     "  'job', user_id, id, json_build_object('id', id, 'status', status, 'tier', tier,"            \
     "  'attempts', attempts, 'error_message', error_message)::text FROM ins),"                    \
-    " w AS (INSERT INTO webhooks(job_id, url) SELECT id, $15 FROM ins WHERE $15::TEXT IS NOT NULL)," \
+    " w AS (INSERT INTO webhooks(job_id, url) SELECT id, url FROM d WHERE url IS NOT NULL),"       \
     " qu AS (INSERT INTO job_queue SELECT id, tier, user_id, seq FROM ins)"                        \
     " SELECT ins.*, pg_notify('" CHANNEL "', COALESCE(ins.tier, 'standard')) FROM ins"
 /* clang-format on */
 
-/* The parameters of create c's statement (CREATE_SQL), the new job's id first. */
+/* The values of create c in CREATE_SQL (its arrays' elements), the new job's id first. */
 static void create_params(params_t *p, const store_create_t *c, const char *id, const char *tier)
 {
     const job_params_t *prm = c->p;
@@ -1728,9 +1738,9 @@ typedef struct batch_user {
 typedef struct batch_create {
     store_create_t *c;
     batch_user_t *u;
-    params_t p;                /* CREATE_KEY_SQL, then CREATE_SQL */
+    params_t p;                /* CREATE_KEY_SQL, then its values in CREATE_SQL */
     int key;                   /* its CREATE_KEY_SQL's index in the first round trip, or -1 */
-    int ins;                   /* its CREATE_SQL's index in the second, or -1 */
+    int ins;                   /* 0: admitted (a row of CREATE_SQL), or -1 */
     struct batch_create *same; /* an earlier create of the batch with its key (a replay of it) */
     char id[JOB_ID_SIZE];
 } batch_create_t;
@@ -1799,20 +1809,90 @@ static int create_admit(batch_create_t *bc, batch_create_t *e, const stmt_t *st)
     return rc;
 }
 
-/* The second round trip: the admitted creates' CREATE_SQL and each user's CREATE_ACCOUNT_SQL;
- * each admitted create's and replay's job into its out. */
-static int create_write(op_t *op, batch_create_t *bc, size_t n, batch_user_t *bu, int nu,
-                        stmt_t *st)
+/* A PostgreSQL array literal of text (arr_add): s NULL until its first element. */
+typedef struct pg_arr {
+    char *s;
+    size_t len, cap; /* len: up to its closing brace */
+} pg_arr_t;
+
+/* Appends v (NULL: an SQL NULL) to a, quoted; false when out of memory. */
+static bool arr_add(pg_arr_t *a, const char *v)
 {
-    int m = 0;
+    size_t need = a->len + (v ? 2 * strlen(v) : 4) + 5; /* , "" } NUL */
+    if (need > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < need)
+            cap *= 2;
+        char *s = realloc(a->s, cap);
+        if (!s)
+            return false;
+        a->s = s;
+        a->cap = cap;
+    }
+    a->s[a->len] = a->len ? ',' : '{';
+    a->len++;
+    if (!v) {
+        memcpy(a->s + a->len, "NULL", 4);
+        a->len += 4;
+    } else {
+        a->s[a->len++] = '"';
+        for (; *v; v++) {
+            if (*v == '"' || *v == '\\')
+                a->s[a->len++] = '\\';
+            a->s[a->len++] = *v;
+        }
+        a->s[a->len++] = '"';
+    }
+    memcpy(a->s + a->len, "}", 2);
+    return true;
+}
+
+/* The row of job id in CREATE_SQL's result r (its rows in batch order: *next the one expected),
+ * or -1. */
+static int create_row(const PGresult *r, const char *id, int *next)
+{
+    int rows = PQntuples(r);
+    for (int i = 0; i < rows; i++) {
+        int row = (*next + i) % rows;
+        if (strcmp(PQgetvalue(r, row, 0), id) == 0) {
+            *next = row + 1;
+            return row;
+        }
+    }
+    return -1;
+}
+
+/* The admitted creates' values as CREATE_SQL's arrays a, their ids new; false when out of
+ * memory. */
+static bool create_arrays(batch_create_t *bc, size_t n, pg_arr_t *a)
+{
     for (size_t k = 0; k < n; k++) {
         if (bc[k].ins < 0)
             continue;
         job_new_id(bc[k].id);
         create_params(&bc[k].p, bc[k].c, bc[k].id, bc[k].u->u.tier);
-        bc[k].ins = m;
-        st[m++] = (stmt_t){.sql = CREATE_SQL, .p = &bc[k].p, .prep = PREP_CREATE};
+        for (int i = 0; i < CREATE_COLS; i++)
+            if (!arr_add(&a[i], bc[k].p.v[i]))
+                return false;
     }
+    return true;
+}
+
+/* The second round trip: the admitted creates' CREATE_SQL (one statement) and each user's
+ * CREATE_ACCOUNT_SQL; each admitted create's and replay's job into its out. */
+static int create_write(op_t *op, batch_create_t *bc, size_t n, batch_user_t *bu, int nu,
+                        stmt_t *st)
+{
+    pg_arr_t a[CREATE_COLS] = {0};
+    params_t p = {0};
+    int m = 0;
+    int rc = create_arrays(bc, n, a)
+                 ? STORE_OK
+                 : store_fail("postgresql %s: out of memory creating jobs", op->s->where);
+    for (int i = 0; i < CREATE_COLS; i++)
+        p_text(&p, a[i].s);
+    if (a[0].s)
+        st[m++] = (stmt_t){.sql = CREATE_SQL, .p = &p, .prep = PREP_CREATE};
     for (int i = 0; i < nu; i++) {
         if (!bu[i].added)
             continue;
@@ -1820,14 +1900,20 @@ static int create_write(op_t *op, batch_create_t *bc, size_t n, batch_user_t *bu
         p_i64(&bu[i].p, bu[i].added);
         st[m++] = (stmt_t){.sql = CREATE_ACCOUNT_SQL, .p = &bu[i].p, .prep = PREP_CREATE_ACCOUNT};
     }
-    int rc = m ? pipe_run(op, "inserting jobs", st, m) : STORE_OK;
+    if (rc == STORE_OK && m)
+        rc = pipe_run(op, "inserting jobs", st, m);
+    int next = 0;
     for (size_t k = 0; k < n && rc == STORE_OK; k++) {
         batch_create_t *e = bc[k].same ? bc[k].same : &bc[k];
-        if (e->ins >= 0 && row_to_job(st[e->ins].r, 0, &bc[k].c->out) != STORE_OK)
-            rc = STORE_ERR;
+        int row = e->ins >= 0 ? create_row(st[0].r, e->id, &next) : -1;
+        if (e->ins >= 0 && (row < 0 || row_to_job(st[0].r, row, &bc[k].c->out) != STORE_OK))
+            rc = row < 0 ? store_fail("postgresql %s: job %s: no row", op->s->where, e->id)
+                         : STORE_ERR;
     }
     for (int i = 0; i < m; i++)
         PQclear(st[i].r);
+    for (int i = 0; i < CREATE_COLS; i++)
+        free(a[i].s);
     return rc;
 }
 
@@ -3328,7 +3414,7 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
     static const struct {
         const char *name, *sql;
         int n;
-        const char *v[6];
+        const char *v[CREATE_COLS];
     } named[] = {
         {"job_get", SQL_JOB_GET, 1, {"x"}},
         {"job_list", SQL_JOB_LIST, 3, {"u", "9223372036854775807", "21"}},
@@ -3342,13 +3428,18 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
         {"usage", SQL_USAGE, 2, {"0", "1"}},
         {"job_claim", CLAIM_SQL, 5, {"standard", "lease", "w1", "1", "1"}},
         {"job_heartbeat", HEARTBEAT_SQL, 6, {"x", "lease", "1", "0", "0", "1"}},
+        {"job_create",
+         CREATE_SQL,
+         CREATE_COLS,
+         {"{x}", "{u}", "{p}", "{n}", "{64}", "{64}", "{1}", "{7}", "{1}", "{m}", "{0}", "{1}",
+          "{k}", "{standard}", "{NULL}"}},
     };
     size_t k = 0;
     while (k < sizeof named / sizeof named[0] && strcmp(named[k].name, name) != 0)
         k++;
     if (k == sizeof named / sizeof named[0])
         return STORE_NOT_FOUND;
-    char sql[2048];
+    char sql[4096];
     snprintf(sql, sizeof sql, "EXPLAIN %s", named[k].sql);
     params_t p = {0};
     for (int i = 0; i < named[k].n; i++)

@@ -1615,6 +1615,8 @@ static const struct {
      * finds the fair-share user and its head job in the queue's index */
     {"job_claim", NULL, "generation_jobs_pkey&job_queue_fair&job_queue_order"},
     {"job_heartbeat", NULL, "generation_jobs_pkey"},
+    /* PostgreSQL: a create batch's inserts, one statement over its arrays (store_pg.c) */
+    {"job_create", NULL, "Function Scan on d&Insert on generation_jobs&Insert on job_queue"},
 };
 
 /* Whether plan names one of the indexes in alternatives ("a|b"), or all of them ("a&b"). */
