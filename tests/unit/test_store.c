@@ -971,6 +971,57 @@ static void test_create_many(void)
     close_fresh(s);
 }
 
+/* A batch's values reach each of its jobs as written (PostgreSQL: through array literals of one
+ * statement): quotes, backslashes, braces, commas, the word NULL, empty text, a webhook on one. */
+static void test_create_many_values(void)
+{
+    static char p0[] = "a \"quoted\" \\back\\slash {x,y}", p1[] = "NULL", p2[] = "";
+    static char n0[] = ",", url[] = "http://127.0.0.1:9/h?a=\"1\"";
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 100, T0), STORE_OK);
+    job_params_t p[3] = {params(1), params(2), params(3)};
+    p[0].prompt = p0;
+    p[0].negative_prompt = n0;
+    p[0].webhook_url = url;
+    p[1].prompt = p1;
+    p[2].prompt = p2;
+    p[2].width = 64;
+    store_create_t c[3] = {{.user = "ann", .reserve = 1, .idem_key = "k\"{,}\\"},
+                           {.user = "ann", .reserve = 1},
+                           {.user = "ann", .reserve = 1}};
+    for (int i = 0; i < 3; i++) {
+        c[i].p = &p[i];
+        c[i].now = T0 + 1;
+    }
+    CHECK_INT(store_job_create_many(s, c, 3), STORE_OK);
+    char first[JOB_ID_SIZE];
+    snprintf(first, sizeof first, "%s", c[0].out.id);
+    store_webhook_t w;
+    for (int i = 0; i < 3; i++) {
+        job_t j;
+        CHECK_INT(c[i].rc, STORE_OK);
+        CHECK_INT(store_job_get(s, c[i].out.id, &j), STORE_OK);
+        CHECK_STR(c[i].out.params.prompt, p[i].prompt);
+        CHECK_STR(j.params.prompt, p[i].prompt);
+        CHECK_STR(j.params.negative_prompt, p[i].negative_prompt);
+        CHECK_INT(j.params.width, p[i].width);
+        CHECK_INT(j.params.seed, p[i].seed);
+        CHECK_INT(store_webhook_get(s, c[i].out.id, &w), i == 0 ? STORE_OK : STORE_NOT_FOUND);
+        job_clear(&j);
+        job_clear(&c[i].out);
+    }
+    CHECK_INT(store_webhook_get(s, first, &w), STORE_OK);
+    CHECK_STR(w.url, url);
+    job_t j;
+    CHECK_INT(store_job_create(s, "ann", &p[1], "k\"{,}\\", 1, 0, 0, T0 + 2, &j), STORE_EXISTS);
+    CHECK_STR(j.id, first);
+    job_clear(&j);
+    close_fresh(s);
+}
+
 /* Claims the next job of tier standard for worker w; its id and lease to id and lease. */
 static void claim_one(store_t *s, const char *w, char *id, char *lease)
 {
@@ -1966,6 +2017,7 @@ static void test_throughput_report(void)
     X(test_complete_and_idempotent)                                                                \
     X(test_complete_many)                                                                          \
     X(test_create_many)                                                                            \
+    X(test_create_many_values)                                                                     \
     X(test_charge_rounding_and_cap)                                                                \
     X(test_release)                                                                                \
     X(test_progress)                                                                               \
