@@ -321,8 +321,6 @@ int store_job_get_webhook(store_t *s, const char *id, job_t *out, store_webhook_
                           bool *has_webhook)
 {
     *has_webhook = false;
-    if (s->ops->job_get_webhook)
-        return s->ops->job_get_webhook(s, id, out, w, has_webhook);
     int rc = s->ops->job_get(s, id, out);
     if (rc != STORE_OK)
         return rc;
@@ -338,20 +336,7 @@ int store_job_get_webhook(store_t *s, const char *id, job_t *out, store_webhook_
 int store_user_job_get(store_t *s, const char *user, const char *id, store_user_job_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (s->ops->user_job_get)
-        return s->ops->user_job_get(s, user, id, out);
-    int rc = s->ops->user_get(s, user, &out->user);
-    if (rc != STORE_OK)
-        return rc;
-    out->job_rc = store_job_get_webhook(s, id, &out->job, &out->webhook, &out->has_webhook);
-    if (out->job_rc == STORE_ERR)
-        return STORE_ERR;
-    if (out->job_rc == STORE_OK && strcmp(out->job.user, user) != 0) {
-        job_clear(&out->job);
-        out->has_webhook = false;
-        out->job_rc = STORE_NOT_FOUND;
-    }
-    return STORE_OK;
+    return s->ops->user_job_get(s, user, id, out);
 }
 
 int store_webhooks_due(store_t *s, int64_t now, int64_t hold_ms, int limit, store_webhook_t **out,

@@ -295,10 +295,9 @@ int store_events_read(store_t *s, int64_t after, int64_t upto, const char *user,
 int store_events_last(store_t *s, int64_t *seq);
 /* The webhook of a job; STORE_NOT_FOUND when the job has none. */
 int store_webhook_get(store_t *s, const char *job_id, store_webhook_t *out);
-/* A job (store_job_get) and its webhook delivery (store_webhook_get) in one read where the store
- * can (GET /api/v1/generation/{id}): STORE_OK with *has_webhook telling whether w was filled,
- * STORE_NOT_FOUND when there is no such job, or STORE_ERR. A store without it (ops
- * job_get_webhook NULL) runs the two reads. */
+/* A job (store_job_get) and its webhook delivery (store_webhook_get): STORE_OK with *has_webhook
+ * telling whether w was filled, STORE_NOT_FOUND when there is no such job, or STORE_ERR. Two
+ * reads; GET /api/v1/generation/{id} reads both in one through store_user_job_get. */
 int store_job_get_webhook(store_t *s, const char *id, job_t *out, store_webhook_t *w,
                           bool *has_webhook);
 /* What store_user_job_get reads: a user's row and one of that user's jobs with its webhook. */
@@ -314,8 +313,7 @@ typedef struct store_user_job {
  * /api/v1/generation/{id}: the user row is read on every request, so disabling a user takes
  * effect at once, and the job is its latest committed state). Returns the user's outcome:
  * STORE_OK (out->user filled, out->job_rc tells the job's), STORE_NOT_FOUND (no such user, no
- * job read) or STORE_ERR (either read failed; nothing to clear). A store without it (ops
- * user_job_get NULL) runs the two reads. */
+ * job read) or STORE_ERR (either read failed; nothing to clear). */
 int store_user_job_get(store_t *s, const char *user, const char *id, store_user_job_t *out);
 /* Takes up to limit pending webhooks due at now (oldest first) and holds them for hold_ms (their
  * next_at moves there, so another replica does not send them meanwhile). *out is malloc'd (caller
@@ -391,10 +389,7 @@ struct store_ops {
     int (*events_last)(store_t *s, int64_t *seq);
     int (*events_trim)(store_t *s, int64_t keep_ms, int64_t keep_progress_ms);
     int (*webhook_get)(store_t *s, const char *job_id, store_webhook_t *out);
-    int (*job_get_webhook)(store_t *s, const char *id, job_t *out, store_webhook_t *w,
-                           bool *has_webhook); /* NULL: job_get, then webhook_get */
-    int (*user_job_get)(store_t *s, const char *user, const char *id,
-                        store_user_job_t *out); /* NULL: user_get, then job_get_webhook */
+    int (*user_job_get)(store_t *s, const char *user, const char *id, store_user_job_t *out);
     int (*workers_list)(store_t *s, store_worker_t **out, size_t *n);
     int (*webhooks_due)(store_t *s, int64_t now, int64_t hold_ms, int limit, store_webhook_t **out,
                         size_t *n);

@@ -417,7 +417,6 @@ enum stmt_id {
     S_ROLLBACK_TO,
     S_WEBHOOK_INSERT,
     S_WEBHOOK_GET,
-    S_JOB_GET_WEBHOOK,
     S_USER_JOB_GET,
     S_COUNT
 };
@@ -437,11 +436,6 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_ROLLBACK_TO] = "ROLLBACK TO create_one",
     [S_WEBHOOK_INSERT] = "INSERT INTO webhooks(job_id, url) VALUES (?1, ?2)",
     [S_WEBHOOK_GET] = "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = ?1",
-    /* JOB_COLS (JOB_NCOLS of them), then WEBHOOK_COLS (NULLs without a webhook) */
-    [S_JOB_GET_WEBHOOK] = "SELECT j.*, " WEBHOOK_COLS_OF(
-        "webhooks.") " FROM (SELECT " JOB_COLS
-                     " FROM generation_jobs WHERE id = ?1) j LEFT JOIN webhooks"
-                     " ON webhooks.job_id = j.id",
     /* the user ?1 and its job ?2 in one read: JOB_COLS, WEBHOOK_COLS (NULLs without the job or
      * its webhook), then USER_COLS; no row without the user */
     [S_USER_JOB_GET] = "SELECT j.*, " WEBHOOK_COLS_OF("w.") ", " USER_COLS_OF(
@@ -1107,8 +1101,6 @@ out:
 
 /* ---- users and credits ---- */
 
-/* Reads a user's row; reserved and the queued count (queued may be NULL) are the sums over
- * the user's live jobs, kept by triggers. STORE_NOT_FOUND if absent. */
 /* The USER_COLS_OF columns of stmt's row from column i into u (and queued, when not NULL). */
 static void user_cols(sqlite3_stmt *stmt, int i, user_t *u, int64_t *queued)
 {
@@ -1123,6 +1115,8 @@ static void user_cols(sqlite3_stmt *stmt, int i, user_t *u, int64_t *queued)
     u->stored = sqlite3_column_int64(stmt, i + 7);
 }
 
+/* Reads a user's row; reserved and the queued count (queued may be NULL) are the sums over
+ * the user's live jobs, kept by triggers. STORE_NOT_FOUND if absent. */
 static int read_user(sqlite_store_t *s, const char *name, user_t *u, int64_t *queued)
 {
     int rc;
@@ -2591,13 +2585,6 @@ static int sqlite_webhook_get(store_t *base, const char *job_id, store_webhook_t
     return read_op(sq(base), webhook_read, &a);
 }
 
-/* The outputs of sqlite_job_get_webhook for read_op. */
-struct job_webhook_out {
-    job_t *job;
-    store_webhook_t *w;
-    bool *has_webhook;
-};
-
 /* A row of JOB_COLS then WEBHOOK_COLS (NULLs without a webhook) into j, and into w with
  * *has_webhook set when the job has one. STORE_OK or STORE_ERR (out of memory, j cleared). */
 static int job_webhook_row(sqlite3_stmt *stmt, job_t *j, store_webhook_t *w, bool *has_webhook)
@@ -2607,32 +2594,6 @@ static int job_webhook_row(sqlite3_stmt *stmt, job_t *j, store_webhook_t *w, boo
     if (*has_webhook)
         webhook_cols(stmt, JOB_NCOLS, w);
     return rc;
-}
-
-static int job_webhook_read(sqlite_store_t *db, void *arg)
-{
-    struct read_arg *a = arg;
-    struct job_webhook_out *o = a->out;
-    sqlite3_stmt *stmt = st(db, S_JOB_GET_WEBHOOK);
-    if (!stmt)
-        return STORE_ERR;
-    bind_text(stmt, 1, a->key);
-    int rc = step_row(db, stmt, "reading a job");
-    if (rc == 1)
-        rc = job_webhook_row(stmt, o->job, o->w, o->has_webhook);
-    else if (rc == 0)
-        rc = STORE_NOT_FOUND;
-    sqlite3_reset(stmt);
-    return rc;
-}
-
-static int sqlite_job_get_webhook(store_t *base, const char *id, job_t *out, store_webhook_t *w,
-                                  bool *has_webhook)
-{
-    struct job_webhook_out o = {out, w, has_webhook};
-    struct read_arg a = {id, &o};
-    memset(out, 0, sizeof *out);
-    return read_op(sq(base), job_webhook_read, &a);
 }
 
 /* The arguments of sqlite_user_job_get's read. */
@@ -2832,7 +2793,6 @@ static const struct store_ops sqlite_ops = {
     .events_last = sqlite_events_last,
     .events_trim = sqlite_events_trim,
     .webhook_get = sqlite_webhook_get,
-    .job_get_webhook = sqlite_job_get_webhook,
     .user_job_get = sqlite_user_job_get,
     .workers_list = sqlite_workers_list,
     .webhooks_due = sqlite_webhooks_due,
