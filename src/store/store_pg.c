@@ -2399,6 +2399,21 @@ out:
     " SELECT * FROM j"
 /* clang-format on */
 
+/* COMPLETE_SQL's parameters for job id (loaded as job): its image key, its GPU time (clamped by
+ * store_rule_gpu_seconds) and the cost of it at credit_rate, completed at now. */
+static void complete_params(params_t *p, const char *id, const char *image_key, double gpu_seconds,
+                            double credit_rate, int64_t now, const job_t *job)
+{
+    gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
+    p_text(p, id);
+    p_text(p, image_key);
+    p_f64(p, gpu_seconds);
+    p_i64(p, now);
+    p_i64(p, job_cost(gpu_seconds, credit_rate));
+    p_text(p, job->user);
+    p_i64(p, job->credits_reserved);
+}
+
 /* The complete (store_job_complete) inside op's transaction: the job loaded and locked (one round
  * trip, with the BEGIN), its lease checked, then COMPLETE_SQL and `tail` if not NULL (the claim
  * of complete-and-claim) in a second. STORE_OK with out filled (and tail->r set: a replay runs
@@ -2422,15 +2437,8 @@ static int complete_in(op_t *op, const char *id, const char *lease_id, double gp
         return rc;
     if (replay)
         return pipe_run(op, "claiming job", tail, 1);
-    gpu_seconds = store_rule_gpu_seconds(gpu_seconds);
     params_t pc = {0};
-    p_text(&pc, id);
-    p_text(&pc, image_key);
-    p_f64(&pc, gpu_seconds);
-    p_i64(&pc, now);
-    p_i64(&pc, job_cost(gpu_seconds, credit_rate));
-    p_text(&pc, out->user);
-    p_i64(&pc, out->credits_reserved);
+    complete_params(&pc, id, image_key, gpu_seconds, credit_rate, now, out);
     stmt_t wr[2] = {{.sql = COMPLETE_SQL, .p = &pc, .prep = PREP_COMPLETE}};
     if (tail)
         wr[1] = *tail;
@@ -2544,14 +2552,8 @@ static void batch_stmts(batch_complete_t *e, stmt_t *st, int *m)
     store_complete_t *c = e->c;
     e->w = -1;
     if (e->step == BC_WRITE) {
-        double gpu_seconds = store_rule_gpu_seconds(c->gpu_seconds);
-        p_text(&e->write, c->id);
-        p_text(&e->write, c->image_key);
-        p_f64(&e->write, gpu_seconds);
-        p_i64(&e->write, c->now);
-        p_i64(&e->write, job_cost(gpu_seconds, c->credit_rate));
-        p_text(&e->write, c->done.user);
-        p_i64(&e->write, c->done.credits_reserved);
+        complete_params(&e->write, c->id, c->image_key, c->gpu_seconds, c->credit_rate, c->now,
+                        &c->done);
         e->w = *m;
         st[(*m)++] = (stmt_t){.sql = COMPLETE_SQL, .p = &e->write, .prep = PREP_COMPLETE};
     }
