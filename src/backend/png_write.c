@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 /* The growing output buffer; never grows past cap. */
 typedef struct membuf {
@@ -107,10 +108,14 @@ int png_write_rgb(int width, int height, png_write_row_fn row_fn, void *ctx,
     png_set_write_fn(png, m, membuf_write, membuf_flush);
     png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    /* Smooth synthetic content compresses well with the SUB/UP filters; level 6 is zlib's
-     * default balance. Fixed settings keep the output byte-identical for the same rows. */
+    /* Smooth synthetic content compresses well with the SUB/UP filters. Z_RLE (distance-one
+     * matches only) after those filters: a 64x64 image in 188 us and 5.2 KB, against 772 us and
+     * 4.6 KB with the default strategy at level 6, and 4.4 against 12.1 ms at 512x512 (74 against
+     * 43 KB); with no GPU time (--time-scale 0) the encode was most of a worker's CPU per job.
+     * Fixed settings keep the output byte-identical for the same rows. */
     png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB | PNG_FILTER_UP);
     png_set_compression_level(png, 6);
+    png_set_compression_strategy(png, Z_RLE);
     for (int i = 0; i < ntexts; i++) {
         tx[i].key = (png_charp)texts[i].key;
         tx[i].text = (png_charp)texts[i].text;
