@@ -780,6 +780,7 @@ typedef struct stmt {
 #define PREP_CREATE_ACCOUNT 11
 #define PREP_EVENTS_READ                                                                           \
     12 /* the event hub reads the log after every create batch, claim and complete */
+#define PREP_WEBHOOKS_DUE 13 /* the webhook sender looks after every job that ended */
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -3085,10 +3086,12 @@ static int pg_worker_report(store_t *base, const worker_life_t *r, int event, in
     return op_end(&op, rc);
 }
 
-/* Runs a read-only query with params and hands its rows to fill(row, r, i) into a new array of
+/* Runs one statement with params (on its own, no transaction around it; prepared on the
+ * connection as prep when above 0) and hands its rows to fill(row, r, i) into a new array of
  * elem-sized elements (*out, *n; caller frees). */
-static int pg_rows(pg_store_t *s, const char *what, const char *sql, const params_t *p, size_t elem,
-                   void (*fill)(void *row, const PGresult *r, int i), void **out, size_t *n)
+static int pg_rows_prep(pg_store_t *s, const char *what, int prep, const char *sql,
+                        const params_t *p, size_t elem,
+                        void (*fill)(void *row, const PGresult *r, int i), void **out, size_t *n)
 {
     op_t op;
     PGresult *r = NULL;
@@ -3098,7 +3101,7 @@ static int pg_rows(pg_store_t *s, const char *what, const char *sql, const param
     int rc = op_open(s, &op);
     if (rc != STORE_OK)
         goto out;
-    r = q(&op, what, sql, p);
+    r = prep ? q_pipe(&op, what, prep, sql, p) : q(&op, what, sql, p);
     if (!r) {
         rc = STORE_ERR;
         goto out;
@@ -3117,6 +3120,12 @@ out:
     free(v);
     PQclear(r);
     return op_end(&op, rc);
+}
+
+static int pg_rows(pg_store_t *s, const char *what, const char *sql, const params_t *p, size_t elem,
+                   void (*fill)(void *row, const PGresult *r, int i), void **out, size_t *n)
+{
+    return pg_rows_prep(s, what, 0, sql, p, elem, fill, out, n);
 }
 
 static void fill_life(void *row, const PGresult *r, int i)
@@ -3375,11 +3384,12 @@ static int pg_webhooks_due(store_t *base, int64_t now, int64_t hold_ms, int limi
     p_i64(&p, now);
     p_i64(&p, now + hold_ms);
     p_i64(&p, limit);
-    return pg_rows(pgs(base), "taking due webhooks",
-                   "UPDATE webhooks SET next_at = $2::bigint WHERE job_id IN (SELECT job_id FROM"
-                   " webhooks WHERE state = 'pending' AND next_at <= $1::bigint ORDER BY next_at"
-                   " LIMIT $3::int FOR UPDATE SKIP LOCKED) RETURNING " WEBHOOK_COLS,
-                   &p, sizeof **out, fill_webhook, (void **)out, n);
+    return pg_rows_prep(
+        pgs(base), "taking due webhooks", PREP_WEBHOOKS_DUE,
+        "UPDATE webhooks SET next_at = $2::bigint WHERE job_id IN (SELECT job_id FROM"
+        " webhooks WHERE state = 'pending' AND next_at <= $1::bigint ORDER BY next_at"
+        " LIMIT $3::int FOR UPDATE SKIP LOCKED) RETURNING " WEBHOOK_COLS,
+        &p, sizeof **out, fill_webhook, (void **)out, n);
 }
 
 static int pg_webhook_attempt(store_t *base, const char *job_id, bool delivered, const char *error,
