@@ -42,7 +42,7 @@ typedef struct io {
     int fd;
     SSL *ssl;         /* the TLS session on fd, or NULL (plain) */
     int eof;          /* the peer closed its side (read by TLS through the BIO) */
-    int64_t deadline; /* real monotonic ms */
+    int64_t deadline; /* clock_mono_ms() */
     atomic_int *abort;
     const char *err; /* set with the first error */
     char msg[240];   /* an error text made for this request (err may point here) */
@@ -246,6 +246,17 @@ static int tls_send(io_t *io, const char *p, size_t n)
     return 0;
 }
 
+/* After a send that failed: 1 to try again (interrupted, or the socket is writable again before
+ * the deadline), 0 when the send failed for good (io->err set). */
+static int send_again(io_t *io)
+{
+    if (errno == EINTR || ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(io, POLLOUT) == 0))
+        return 1;
+    if (!io->err)
+        io->err = "Failed sending data to the peer";
+    return 0;
+}
+
 /* Writes the iovecs whole. 0 or -1. */
 static int send_all(io_t *io, struct iovec *iov, int n)
 {
@@ -256,12 +267,8 @@ static int send_all(io_t *io, struct iovec *iov, int n)
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         ssize_t w = sendmsg(io->fd, &m, MSG_NOSIGNAL);
         if (w < 0) {
-            if (errno == EINTR)
+            if (send_again(io))
                 continue;
-            if ((errno == EAGAIN || errno == EWOULDBLOCK) && io_wait(io, POLLOUT) == 0)
-                continue;
-            if (!io->err)
-                io->err = "Failed sending data to the peer";
             return -1;
         }
         size_t left = (size_t)w;
@@ -301,11 +308,8 @@ static ssize_t tls_fill(io_t *io)
 {
     ERR_clear_error();
     int n = SSL_read(io->ssl, io->buf, sizeof io->buf);
-    if (n > 0) {
-        io->len = (size_t)n;
-        io->got += (size_t)n;
+    if (n > 0)
         return n;
-    }
     int why = SSL_get_error(io->ssl, n);
     ERR_clear_error();
     if (why == SSL_ERROR_ZERO_RETURN)
@@ -319,9 +323,7 @@ static ssize_t tls_fill(io_t *io)
 static ssize_t io_fill(io_t *io)
 {
     io->off = io->len = 0;
-    if (io->ssl)
-        return tls_fill(io);
-    ssize_t n = sock_recv(io, io->buf, sizeof io->buf);
+    ssize_t n = io->ssl ? tls_fill(io) : sock_recv(io, io->buf, sizeof io->buf);
     if (n > 0) {
         io->len = (size_t)n;
         io->got += (size_t)n;
@@ -651,11 +653,8 @@ static int bio_write(BIO *b, const char *p, int n)
         ssize_t w = send(io->fd, p, (size_t)n, MSG_NOSIGNAL);
         if (w >= 0)
             return (int)w;
-        if (errno == EINTR || ((errno == EAGAIN || errno == EWOULDBLOCK) && !io_wait(io, POLLOUT)))
-            continue;
-        if (!io->err)
-            io->err = "Failed sending data to the peer";
-        break;
+        if (!send_again(io))
+            break;
     }
     return -1;
 }
