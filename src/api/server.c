@@ -1377,22 +1377,20 @@ static int image_servable(server_t *s, const char *key)
     return ok;
 }
 
+/* GET /images/<key>: the image, read from the filesystem store into memory (its database). */
 static enum MHD_Result serve_image(server_t *s, struct MHD_Connection *c, const char *key)
 {
-    char path[4096];
-    if (!image_servable(s, key) || blob_local_path(s->blob, key, path, sizeof path) != 0)
+    void *png = NULL;
+    size_t len = 0;
+    if (!image_servable(s, key))
         return fail(c, 404, "not_found", NULL, "no such image");
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return fail(c, 404, "not_found", NULL, "no such image");
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fail(c, 404, "not_found", NULL, "no such image");
-    }
-    struct MHD_Response *r = MHD_create_response_from_fd((size_t)st.st_size, fd);
+    if (blob_read(s->blob, key, &png, &len) != 0)
+        return errno == ENOENT || errno == ENOTSUP || errno == EINVAL
+                   ? fail(c, 404, "not_found", NULL, "no such image")
+                   : fail(c, 503, "unavailable", NULL, "could not read the image; retry");
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, png, MHD_RESPMEM_MUST_FREE);
     if (!r) {
-        close(fd);
+        free(png);
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", "image/png");

@@ -88,3 +88,14 @@ int blob_local_path(blob_t *b, const char *key, char *buf, size_t size)
         return -1;
     return b->ops->local_path(b, key, buf, size);
 }
+
+int blob_read(blob_t *b, const char *key, void **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    if (!b->ops->read) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    return b->ops->read(b, key, data, len);
+}

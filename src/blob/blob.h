@@ -30,8 +30,8 @@ typedef struct blob_item {
     int rc, err;
 } blob_item_t;
 /* Stores n images, each as blob_put would, and makes them durable together: the filesystem store
- * writes every file, then fsyncs each and each directory ONCE before any returns (not a file and
- * a directory fsync per image); other stores put them one by one. Every item gets its own rc. */
+ * writes them all in one transaction of its database, one fsync for the batch; other stores put
+ * them one by one. Every item gets its own rc. */
 void blob_put_many(blob_t *b, blob_item_t *items, size_t n);
 /* 1 if the key exists, 0 if not, -1 on error. */
 int blob_exists(blob_t *b, const char *key);
@@ -42,9 +42,14 @@ int blob_upload_target(blob_t *b, const char *key, const char *job_id, int64_t t
                        upload_target_t *out);
 /* The URL clients fetch the image from. malloc'd; caller frees. */
 char *blob_public_url(blob_t *b, const char *key);
-/* Filesystem store only: the local path of key under the root, or -1 if this store is not a
- * filesystem store or the key is unsafe (.., absolute, NUL). */
+/* Filesystem store only: the path key's file had under the root in the layout before images.db
+ * (one file per image; such files are still read, found and deleted), or -1 if this store is
+ * not a filesystem store or the key is unsafe (.., absolute, NUL). */
 int blob_local_path(blob_t *b, const char *key, char *buf, size_t size);
+/* Filesystem store only: the image of key into *data (malloc'd; caller frees) and *len. 0, or -1
+ * with errno: ENOENT when there is no such image, ENOTSUP for a store that cannot read (S3:
+ * clients fetch from the bucket), EINVAL for an unsafe key, another on a storage error. */
+int blob_read(blob_t *b, const char *key, void **data, size_t *len);
 
 struct blob_ops {
     const char *name;
@@ -57,6 +62,7 @@ struct blob_ops {
                          upload_target_t *out);
     char *(*public_url)(blob_t *b, const char *key);
     int (*local_path)(blob_t *b, const char *key, char *buf, size_t size);
+    int (*read)(blob_t *b, const char *key, void **data, size_t *len); /* NULL: not supported */
 };
 
 struct blob {

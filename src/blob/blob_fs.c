@@ -1,11 +1,18 @@
-/* blob_fs.c: the filesystem image store. Keys such as "jobs/<id>.png" are files under a root
- * directory; the server serves them at /images/<key> and receives worker uploads at
- * PUT /internal/v1/jobs/<id>/image. Writes are atomic: a reader sees the whole image or none. */
+/* blob_fs.c: the filesystem image store. Images live in ONE SQLite database, images.db in the
+ * root directory (WAL, synchronous=FULL), keyed by their key ("jobs/<id>.png"): a batch of
+ * images is one transaction and one fsync, where a file per image cost an inode, an fsync and a
+ * rename each (and the kernel's inode allocation was about half the server's CPU at a few hundred
+ * completes a second). Images stored as files under the root by earlier versions are still
+ * served, found and deleted. The server serves images at /images/<key> (blob_read) and receives
+ * worker uploads at PUT /internal/v1/jobs/<id>/image or in the complete itself. A reader sees
+ * the whole image or none; an acknowledged put survives a power loss. */
 #include "blob/blob.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +21,33 @@
 
 #include "core/job.h"
 #include "core/wire.h"
+#include "lib/clock.h"
+#include "lib/log.h"
 
 #define BLOB_KEY_MAX 512 /* bytes; keys are short ("jobs/<uuid>.png") */
 #define BLOB_URL_MAX 4096
+#define IMAGES_DB "images.db" /* in the root; never a key's file (see legacy_key) */
+/* Page caches of images.db's connections, in KiB: small, images go through them once. */
+#define WRITE_CACHE_KIB 1024
+#define READ_CACHE_KIB 256
+#define RECLAIM_EVERY 256  /* deletions between looks at the free list */
+#define RECLAIM_PAGES 2048 /* free pages (8 MiB of 4 KiB pages) worth giving back */
+
+/* A connection to images.db and its prepared statements, used under mu by one thread at a time. */
+typedef struct imgconn {
+    sqlite3 *db;
+    pthread_mutex_t mu;
+    sqlite3_stmt *stmt[8];
+} imgconn_t;
 
 typedef struct blob_fs {
     blob_t base;       /* first: a blob_t * is a blob_fs_t * */
     char *root;        /* owned; no trailing slash unless it is "/" */
     char *public_base; /* owned; NULL when unset; no trailing slash */
     char *server_url;  /* owned; NULL when unset; no trailing slash */
+    imgconn_t w;       /* writes: puts from the complete writer and upload handlers, deletes */
+    imgconn_t r;       /* reads (WAL: never waits for the writer's fsync) */
+    unsigned deletes;  /* under w.mu */
 } blob_fs_t;
 
 /* A key is safe when it is a relative path of plain segments: 1..BLOB_KEY_MAX bytes, no
@@ -103,141 +128,129 @@ static int fs_local_path(blob_t *b, const char *key, char *buf, size_t size)
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+/* ---------- the images database ---------- */
+
+enum { S_BEGIN, S_COMMIT, S_ROLLBACK, S_PUT, S_DEL, S_FREE, S_GET, S_HAS };
+static const char *const stmt_sql[] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_PUT] = "INSERT OR REPLACE INTO images (key, stored_at, data) VALUES (?1, ?2, ?3)",
+    [S_DEL] = "DELETE FROM images WHERE key = ?1",
+    [S_FREE] = "PRAGMA freelist_count",
+    [S_GET] = "SELECT data FROM images WHERE key = ?1",
+    [S_HAS] = "SELECT 1 FROM images WHERE key = ?1",
+};
+
+/* The statement id of c, prepared on first use and reset; NULL when it cannot be prepared. */
+static sqlite3_stmt *stmt(imgconn_t *c, int id)
 {
-    const unsigned char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
+    if (c->stmt[id]) {
+        sqlite3_reset(c->stmt[id]);
+        sqlite3_clear_bindings(c->stmt[id]);
+        return c->stmt[id];
     }
-    return 0;
+    if (sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[id],
+                           NULL) != SQLITE_OK) {
+        log_error("event=image_db_error op=prepare err=\"%s\"", sqlite3_errmsg(c->db));
+        c->stmt[id] = NULL;
+    }
+    return c->stmt[id];
 }
 
-/* Syncs a directory so a rename inside it survives a crash. */
-static void fsync_dir(const char *dir)
+/* The errno for SQLite result rc on c: ENOSPC (or EDQUOT) when the disk is full, as the file
+ * store answered, so the server knows the image store is full. */
+static int sql_errno(imgconn_t *c, int rc)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        return ENOSPC;
+    case SQLITE_IOERR: {
+        int e = sqlite3_system_errno(c->db);
+        return e == ENOSPC || e == EDQUOT ? e : EIO;
+    }
+    case SQLITE_NOMEM:
+        return ENOMEM;
+    case SQLITE_TOOBIG:
+        return EFBIG;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return EAGAIN;
+    default:
+        return EIO;
     }
 }
 
-/* Copies the directory part of path (a local path of a key: root "/" key, no trailing slash)
- * into dir (PATH_MAX bytes); returns the length of that part with its final '/'. */
-static size_t parent_dir(const char *path, char *dir)
+/* Steps the statement id of c with key bound (and, for S_PUT, the item's data) to its first
+ * row or its end. SQLITE_ROW, SQLITE_DONE or the error. */
+static int run(imgconn_t *c, int id, const char *key, const blob_item_t *item)
 {
-    const char *base = strrchr(path, '/') + 1;
-    size_t dlen = (size_t)(base - path);
-    memcpy(dir, path, dlen);
-    dir[dlen > 1 ? dlen - 1 : dlen] = '\0';
-    return dlen;
-}
-
-/* One image of a put in progress: its temporary file beside the target (a dot name, so never a
- * valid key and never served), open until it is fsynced. */
-typedef struct pending {
-    char path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX];
-    int fd;
-} pending_t;
-
-/* Writes item's data to a new temporary file (p->fd open, p->tmp made). 0, or -1 with errno and
- * nothing left behind. */
-static int put_begin(blob_fs_t *fs, const blob_item_t *item, pending_t *p)
-{
-    p->fd = -1;
-    p->tmp[0] = '\0';
-    if (fs_local_path(&fs->base, item->key, p->path, sizeof p->path) != 0 ||
-        (item->len > 0 && !item->data)) {
-        errno = EINVAL;
-        return -1;
+    sqlite3_stmt *st = stmt(c, id);
+    if (!st)
+        return SQLITE_ERROR;
+    if (key)
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (item) {
+        sqlite3_bind_int64(st, 2, clock_now_ms() / 1000);
+        /* never NULL: an empty image is an empty blob */
+        sqlite3_bind_blob(st, 3, item->len ? item->data : "", (int)item->len, SQLITE_STATIC);
     }
-    size_t dlen = parent_dir(p->path, p->dir);
-    if (mkdir_p(p->dir, strlen(fs->root)) != 0)
-        return -1;
-    /* open(2) with a random name rather than mkostemp: the same file, created through the call
-     * that tests/lazyfs_shim.c interposes, so the power-loss test sees these writes too. */
-    for (int tries = 0; p->fd < 0 && tries < 8; tries++) {
-        char rnd[17];
-        random_hex(rnd, 8);
-        int n = snprintf(p->tmp, sizeof p->tmp, "%.*s.%s.tmp-%s", (int)dlen, p->path,
-                         p->path + dlen, rnd);
-        if (n < 0 || (size_t)n >= sizeof p->tmp) {
-            p->tmp[0] = '\0';
-            errno = ENAMETOOLONG;
-            return -1;
-        }
-        p->fd = open(p->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (p->fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (p->fd < 0) {
-        p->tmp[0] = '\0';
-        return -1;
-    }
-    if (fchmod(p->fd, 0644) != 0 || write_all(p->fd, item->data, item->len) != 0)
-        return -1;
-    /* Start writing the data back now: the fsyncs that follow (put_end) then find the batch's
-     * files on their way to the disk and share their journal commits. */
-    sync_file_range(p->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    return 0;
-}
-
-/* Ends p: on rc 0 fsyncs the file, closes it and renames it over the target; on failure (or
- * when that fails) removes the temporary file. Returns rc, or -1 with errno. */
-static int put_end(pending_t *p, int rc)
-{
-    int saved = errno;
-    if (rc == 0 && fsync(p->fd) != 0)
-        rc = -1, saved = errno;
-    if (p->fd >= 0 && close(p->fd) != 0 && rc == 0)
-        rc = -1, saved = errno;
-    p->fd = -1;
-    if (rc == 0 && rename(p->tmp, p->path) != 0)
-        rc = -1, saved = errno;
-    if (rc != 0 && p->tmp[0])
-        unlink(p->tmp);
-    errno = saved; /* ENOSPC tells the server the store is full */
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE && (rc & 0xff) != SQLITE_FULL)
+        log_error("event=image_db_error sql=\"%s\" err=\"%s\"", stmt_sql[id],
+                  sqlite3_errmsg(c->db));
     return rc;
 }
 
-static int fs_put(blob_t *b, const char *key, const void *data, size_t len);
+/* A key written before images.db (one file per image) is read from, and deleted as, its file.
+ * The database's own files are never such a key. 1 or 0. */
+static int legacy_key(const char *key)
+{
+    return strncmp(key, IMAGES_DB, strlen(IMAGES_DB)) != 0;
+}
 
-/* Writes every image to its temporary file, then fsyncs each and renames it over its target
- * (readers see the old image or the whole new one), then fsyncs each directory that got a new
- * name once: a batch of images costs one fsync each plus one per directory. */
+/* Marks the items before items+n that were stored as failed with err: their transaction is gone. */
+static void unstore(blob_item_t *items, size_t n, int err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rc == 0)
+            items[i].rc = -1, items[i].err = err;
+}
+
+/* Stores every image in ONE transaction of the write connection: one fsync of the write-ahead
+ * log for the whole batch (a reader sees the old image or the whole new one, and every image
+ * acknowledged has been synced). An item with a bad key fails alone; a storage error fails
+ * every item the transaction held. */
 static void fs_put_many(blob_t *b, blob_item_t *items, size_t n)
 {
-    blob_fs_t *fs = (blob_fs_t *)b;
-    pending_t one, *p = n > 1 ? calloc(n, sizeof *p) : &one;
+    imgconn_t *w = &((blob_fs_t *)b)->w;
+    pthread_mutex_lock(&w->mu);
+    int rc = run(w, S_BEGIN, NULL, NULL);
+    int err = rc == SQLITE_DONE ? 0 : sql_errno(w, rc); /* set: the transaction is gone */
     for (size_t i = 0; i < n; i++) {
-        if (!p) {
-            items[i].rc = fs_put(b, items[i].key, items[i].data, items[i].len);
-            items[i].err = items[i].rc == 0 ? 0 : errno;
-            continue;
+        blob_item_t *it = &items[i];
+        it->rc = -1;
+        if (!key_is_safe(it->key) || (it->len > 0 && !it->data)) {
+            it->err = EINVAL;
+        } else if (it->len > INT_MAX) {
+            it->err = EFBIG;
+        } else if (err) {
+            it->err = err;
+        } else if ((rc = run(w, S_PUT, it->key, it)) == SQLITE_DONE) {
+            it->rc = it->err = 0;
+        } else {
+            it->err = sql_errno(w, rc);
+            if (sqlite3_get_autocommit(w->db)) { /* SQLite rolled the whole transaction back */
+                err = it->err;
+                unstore(items, i, err);
+            } /* else that statement alone was undone */
         }
-        items[i].rc = put_begin(fs, &items[i], &p[i]);
-        items[i].err = items[i].rc == 0 ? 0 : errno;
     }
-    for (size_t i = 0; p && i < n; i++) {
-        items[i].rc = put_end(&p[i], items[i].rc);
-        items[i].err = items[i].rc == 0 ? 0 : errno;
-    }
-    for (size_t i = 0; p && i < n; i++) {
-        int synced = items[i].rc != 0;
-        for (size_t k = 0; k < i && !synced; k++)
-            synced = items[k].rc == 0 && strcmp(p[k].dir, p[i].dir) == 0;
-        if (!synced)
-            fsync_dir(p[i].dir);
-    }
-    if (p != &one)
-        free(p);
+    if (!err && (rc = run(w, S_COMMIT, NULL, NULL)) != SQLITE_DONE)
+        unstore(items, n, sql_errno(w, rc));
+    if (!sqlite3_get_autocommit(w->db))
+        run(w, S_ROLLBACK, NULL, NULL);
+    pthread_mutex_unlock(&w->mu);
 }
 
 static int fs_put(blob_t *b, const char *key, const void *data, size_t len)
@@ -248,23 +261,141 @@ static int fs_put(blob_t *b, const char *key, const void *data, size_t len)
     return item.rc;
 }
 
+/* Looks key up in images.db: 1 (with the image in *data, *len when data is not NULL), 0 when
+ * it is not there, -1 with errno on error. */
+static int db_get(blob_fs_t *fs, const char *key, void **data, size_t *len)
+{
+    imgconn_t *r = &fs->r;
+    pthread_mutex_lock(&r->mu);
+    int rc = run(r, data ? S_GET : S_HAS, key, NULL), found = -1, err = 0;
+    if (rc == SQLITE_ROW && data) {
+        int n = sqlite3_column_bytes(r->stmt[S_GET], 0);
+        const void *p = sqlite3_column_blob(r->stmt[S_GET], 0);
+        *data = malloc(n > 0 ? (size_t)n : 1);
+        if (*data) {
+            if (n > 0)
+                memcpy(*data, p, (size_t)n);
+            *len = (size_t)n;
+            found = 1;
+        } else {
+            err = ENOMEM;
+        }
+    } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+        found = rc == SQLITE_ROW;
+    } else {
+        err = sql_errno(r, rc);
+    }
+    sqlite3_reset(r->stmt[data ? S_GET : S_HAS]); /* ends the read transaction */
+    pthread_mutex_unlock(&r->mu);
+    errno = err;
+    return found;
+}
+
+/* Reads the whole file at path (the layout before images.db) into *data, *len (malloc'd). 0, or
+ * -1 with errno (ENOENT when there is no such regular file). */
+static int file_read(const char *path, void **data, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno = errno == ELOOP || errno == ENOTDIR ? ENOENT : errno, -1;
+    struct stat st;
+    unsigned char *buf = NULL;
+    size_t got = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        errno = ENOENT;
+        goto fail;
+    }
+    buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
+    if (!buf)
+        goto fail;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            errno = n == 0 ? EIO : errno;
+            goto fail;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    *data = buf;
+    *len = got;
+    return 0;
+fail:;
+    int saved = errno;
+    free(buf);
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+/* The image of key into *data (malloc'd; caller frees) and *len: from images.db, else from its
+ * file in the layout before it. 0, or -1 with errno (ENOENT: no such image; EINVAL: bad key). */
+static int fs_read(blob_t *b, const char *key, void **data, size_t *len)
+{
+    char path[PATH_MAX];
+    *data = NULL;
+    *len = 0;
+    if (!key_is_safe(key))
+        return errno = EINVAL, -1;
+    int found = db_get((blob_fs_t *)b, key, data, len);
+    if (found != 0)
+        return found == 1 ? 0 : -1;
+    if (!legacy_key(key) || fs_local_path(b, key, path, sizeof path) != 0)
+        return errno = ENOENT, -1;
+    return file_read(path, data, len);
+}
+
 static int fs_exists(blob_t *b, const char *key)
 {
     char path[PATH_MAX];
+    if (!key_is_safe(key))
+        return -1;
+    int found = db_get((blob_fs_t *)b, key, NULL, NULL);
+    if (found != 0 || !legacy_key(key))
+        return found;
     if (fs_local_path(b, key, path, sizeof path) != 0)
         return -1;
     struct stat st;
-    if (stat(path, &st) != 0)
+    if (lstat(path, &st) != 0)
         return errno == ENOENT || errno == ENOTDIR ? 0 : -1;
     return S_ISREG(st.st_mode) ? 1 : 0;
 }
 
+/* Gives the free pages of images.db back to the file system when they are many (after
+ * retention purges): auto_vacuum=INCREMENTAL keeps them in the free list, where new images
+ * reuse them, until then. */
+static void reclaim(imgconn_t *w)
+{
+    if (run(w, S_FREE, NULL, NULL) != SQLITE_ROW)
+        return;
+    int free_pages = sqlite3_column_int(w->stmt[S_FREE], 0);
+    sqlite3_reset(w->stmt[S_FREE]);
+    if (free_pages >= RECLAIM_PAGES &&
+        sqlite3_exec(w->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL) != SQLITE_OK)
+        log_warn("event=image_db_vacuum_failed err=\"%s\"", sqlite3_errmsg(w->db));
+}
+
+/* Deletes key from images.db and its file from the layout before it. 0 or -1. */
 static int fs_delete(blob_t *b, const char *key)
 {
+    blob_fs_t *fs = (blob_fs_t *)b;
     char path[PATH_MAX];
     if (fs_local_path(b, key, path, sizeof path) != 0)
         return -1;
-    if (unlink(path) != 0 && errno != ENOENT && errno != ENOTDIR)
+    pthread_mutex_lock(&fs->w.mu);
+    int rc = run(&fs->w, S_DEL, key, NULL), err = 0;
+    if (rc != SQLITE_DONE)
+        err = sql_errno(&fs->w, rc);
+    else if (sqlite3_changes(fs->w.db) > 0 && ++fs->deletes % RECLAIM_EVERY == 0)
+        reclaim(&fs->w);
+    pthread_mutex_unlock(&fs->w.mu);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    if (legacy_key(key) && unlink(path) != 0 && errno != ENOENT && errno != ENOTDIR)
         return -1;
     return 0;
 }
@@ -336,9 +467,21 @@ static char *fs_public_url(blob_t *b, const char *key)
     return url;
 }
 
+/* Finalizes c's statements and closes its connection (a no-op on one never opened). */
+static void conn_close(imgconn_t *c)
+{
+    for (size_t i = 0; i < sizeof c->stmt / sizeof c->stmt[0]; i++)
+        sqlite3_finalize(c->stmt[i]);
+    if (c->db)
+        sqlite3_close(c->db);
+    pthread_mutex_destroy(&c->mu);
+}
+
 static void fs_close(blob_t *b)
 {
     blob_fs_t *fs = (blob_fs_t *)b;
+    conn_close(&fs->r);
+    conn_close(&fs->w);
     free(fs->root);
     free(fs->public_base);
     free(fs->server_url);
@@ -355,6 +498,7 @@ static const struct blob_ops fs_ops = {
     .upload_target = fs_upload_target,
     .public_url = fs_public_url,
     .local_path = fs_local_path,
+    .read = fs_read,
 };
 
 /* Checks that files can be created in dir by creating and removing one. 0 or -1 (errno set). */
@@ -371,6 +515,68 @@ static int probe_writable(const char *dir)
         return -1;
     close(fd);
     unlink(probe);
+    return 0;
+}
+
+/* Syncs a directory so a name created inside it survives a crash. */
+static void fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* SQLite's process-wide settings, before its first use in a server whose store is not SQLite
+ * (store_sqlite.c makes the same call): no memory statistics, whose global mutex every
+ * allocation of every connection would take. Fails harmlessly once SQLite is in use. */
+static void sqlite_setup(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
+/* Opens c on path with the page cache cache_kib and the rest of setup (SQL run once). 0, or -1
+ * with err. */
+static int conn_open(imgconn_t *c, const char *path, int flags, int cache_kib, const char *setup,
+                     char *err, size_t errlen)
+{
+    char *sql = sqlite3_mprintf("PRAGMA cache_size = -%d; %s", cache_kib, setup);
+    int rc = sql ? sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL) : SQLITE_NOMEM;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(c->db, 5000);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+    sqlite3_free(sql);
+    if (rc == SQLITE_OK)
+        return 0;
+    snprintf(err, errlen, "cannot open the image database %s: %s", path,
+             c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+    return -1;
+}
+
+/* Opens (creating) root/images.db: the write connection, which sets the database up, and the
+ * read connection. auto_vacuum must be chosen before the first table. 0, or -1 with err. */
+static int db_open(blob_fs_t *fs, char *err, size_t errlen)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_setup);
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", strcmp(fs->root, "/") ? fs->root : "", IMAGES_DB);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        snprintf(err, errlen, "image directory path is too long");
+        return -1;
+    }
+    if (conn_open(&fs->w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, WRITE_CACHE_KIB,
+                  "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;"
+                  " PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 16777216;"
+                  " CREATE TABLE IF NOT EXISTS images (key TEXT PRIMARY KEY,"
+                  " stored_at INTEGER NOT NULL, data BLOB NOT NULL);",
+                  err, errlen) != 0 ||
+        conn_open(&fs->r, path, SQLITE_OPEN_READWRITE, READ_CACHE_KIB, "PRAGMA query_only = ON;",
+                  err, errlen) != 0)
+        return -1;
+    fsync_dir(fs->root); /* the database's own name, made durable once */
     return 0;
 }
 
@@ -394,6 +600,8 @@ blob_t *blob_fs_open(const char *dir, const char *public_base, const char *serve
         return NULL;
     }
     fs->base.ops = &fs_ops;
+    pthread_mutex_init(&fs->w.mu, NULL);
+    pthread_mutex_init(&fs->r.mu, NULL);
     fs->root = dup_trimmed(dir);
     fs->public_base = dup_trimmed(public_base);
     fs->server_url = dup_trimmed(server_url);
@@ -410,6 +618,8 @@ blob_t *blob_fs_open(const char *dir, const char *public_base, const char *serve
         snprintf(err, errlen, "image directory %s is not writable: %s", fs->root, strerror(errno));
         goto fail;
     }
+    if (db_open(fs, err, errlen) != 0)
+        goto fail;
     return &fs->base;
 fail:
     fs_close(&fs->base);

@@ -245,6 +245,9 @@ const union MHD_DaemonInfo *(MHD_get_daemon_info)(struct MHD_Daemon *d,
 }
 
 #define SQLITE_FNS(X, XV, XH)                                                                      \
+    X(int, sqlite3_bind_blob,                                                                      \
+      (sqlite3_stmt * a0, int a1, const void *a2, int a3, void (*a4)(void *)),                     \
+      (a0, a1, a2, a3, a4))                                                                        \
     X(int, sqlite3_bind_double, (sqlite3_stmt * a0, int a1, double a2), (a0, a1, a2))              \
     X(int, sqlite3_bind_int, (sqlite3_stmt * a0, int a1, int a2), (a0, a1, a2))                    \
     X(int, sqlite3_bind_int64, (sqlite3_stmt * a0, int a1, sqlite3_int64 a2), (a0, a1, a2))        \
@@ -256,6 +259,8 @@ const union MHD_DaemonInfo *(MHD_get_daemon_info)(struct MHD_Daemon *d,
     X(int, sqlite3_changes, (sqlite3 * a0), (a0))                                                  \
     X(int, sqlite3_clear_bindings, (sqlite3_stmt * a0), (a0))                                      \
     X(int, sqlite3_close, (sqlite3 * a0), (a0))                                                    \
+    X(const void *, sqlite3_column_blob, (sqlite3_stmt * a0, int a1), (a0, a1))                    \
+    X(int, sqlite3_column_bytes, (sqlite3_stmt * a0, int a1), (a0, a1))                            \
     X(double, sqlite3_column_double, (sqlite3_stmt * a0, int a1), (a0, a1))                        \
     X(int, sqlite3_column_int, (sqlite3_stmt * a0, int a1), (a0, a1))                              \
     X(sqlite3_int64, sqlite3_column_int64, (sqlite3_stmt * a0, int a1), (a0, a1))                  \
@@ -282,6 +287,7 @@ const union MHD_DaemonInfo *(MHD_get_daemon_info)(struct MHD_Daemon *d,
       (a0, a1, a2, a3, a4, a5))                                                                    \
     X(int, sqlite3_reset, (sqlite3_stmt * a0), (a0))                                               \
     X(int, sqlite3_step, (sqlite3_stmt * a0), (a0))                                                \
+    X(int, sqlite3_system_errno, (sqlite3 * a0), (a0))                                             \
     XH(sqlite3_vmprintf)
 LZ_LIBRARY(sqlite_lib, SQLITE_FNS, "libsqlite3.so.0", "libsqlite3-0")
 #define LZ_LIB sqlite_lib

@@ -2,8 +2,10 @@
 
 Runs on both stacks: on the production stack the image store is S3, so "reachable" means the
 object exists in the bucket (where a CDN behind PUBLIC_IMAGE_BASE_URL would serve it)."""
+import contextlib
 import os
 import socket
+import sqlite3
 import time
 import urllib.parse
 
@@ -11,6 +13,20 @@ import pv
 import pv_s3
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"\x00" * 64
+
+
+def fs_stored_keys(root):
+    """The keys of the filesystem store at root: the rows of its images.db, and the files an
+    older layout (one file per image) left under root."""
+    db = os.path.join(root, "images.db")
+    out = []
+    if os.path.exists(db):
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+            out = [k for (k,) in c.execute("SELECT key FROM images")]
+    for d, _, files in os.walk(root):
+        out += [os.path.relpath(os.path.join(d, f), root) for f in files
+                if not (d == root and f.startswith("images.db"))]
+    return out
 
 
 def s3_bucket_path(env):
@@ -25,11 +41,7 @@ def stored_keys(env):
     """Every key in the image store (relative to its root or prefix)."""
     base = s3_bucket_path(env)
     if base is None:
-        root = os.path.join(env.data, "images")
-        out = []
-        for d, _, files in os.walk(root):
-            out += [os.path.relpath(os.path.join(d, f), root) for f in files]
-        return out
+        return fs_stored_keys(os.path.join(env.data, "images"))
     bucket, _, prefix = base[1:].partition("/")
     st, body = pv_s3.request("GET", "/" + bucket, query="list-type=2")
     assert st == 200, (st, body[:300])
@@ -205,14 +217,24 @@ def test_images_route_serves_only_job_images(env):
         f.write("secret-worker-token-0123456789\n")
     tok = env.add_user("dave")
     jid = complete_one(env, tok)
-    for key in ["worker_token", "pingvas.db", "pingvas.db-wal", "jwt_secret", "jobs",
-                f"jobs/{jid}.png", "jobs/../worker_token", "jobs/%2e%2e/worker_token"]:
+    for key in ["worker_token", "pingvas.db", "pingvas.db-wal", "jwt_secret", "images.db",
+                "jobs", f"jobs/{jid}.png", "jobs/../worker_token", "jobs/%2e%2e/worker_token"]:
         r = env.api("GET", "/images/" + key)
         assert r.status == 404 and b"secret-worker-token" not in r.body, (key, r)
     path = urllib.parse.urlsplit(env.job(tok, jid)["image_url"]).path
+    r = env.api("GET", path)
+    assert r.status == 200 and r.body == PNG and r.headers["Content-Type"] == "image/png", r
+    # The image as a file of the layout before images.db (its row gone): still served...
+    key = path[len("/images/"):]
+    with contextlib.closing(sqlite3.connect(os.path.join(env.data, "images.db"),
+                                            timeout=10)) as c, c:
+        assert c.execute("DELETE FROM images WHERE key = ?", (key,)).rowcount == 1
+    img = os.path.join(env.data, key)
+    os.makedirs(os.path.dirname(img), exist_ok=True)
+    with open(img, "wb") as f:
+        f.write(PNG)
     assert env.api("GET", path).body == PNG
-    # A symlink planted where an image was: refused (O_NOFOLLOW), not followed.
-    img = os.path.join(env.data, path[len("/images/"):])
+    # ...but a symlink planted there is refused (O_NOFOLLOW), not followed.
     os.unlink(img)
     os.symlink(os.path.join(env.data, "worker_token"), img)
     r = env.api("GET", path)
