@@ -210,46 +210,6 @@ static const char *read_task(json_t *headers, json_t *body, json_t **args, json_
     return obj_str(body, "task");
 }
 
-/* Python's datetime.isoformat(), what Celery writes for expires and eta:
- * YYYY-MM-DDTHH:MM:SS, optional .ffffff, optional Z or +HH:MM / -HH:MM (a naive time reads as
- * UTC, Celery's default). Milliseconds since the epoch, or -1. */
-static int64_t parse_iso8601_ms(const char *s)
-{
-    int y, mo, d, h, mi, sec, n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19 ||
-        y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
-        sec < 0 || sec > 60)
-        return -1;
-    const char *p = s + n;
-    int64_t frac = 0, scale = 100, off = 0;
-    if (*p == '.') {
-        const char *digits = ++p;
-        for (; isdigit((unsigned char)*p); p++, scale /= 10)
-            frac += (*p - '0') * scale;
-        if (p == digits)
-            return -1;
-    }
-    if (*p == 'Z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om, m = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &m) != 2 || m != 5 || oh < 0 || oh > 23 ||
-            om < 0 || om > 59)
-            return -1;
-        off = (*p == '-' ? -1 : 1) * (int64_t)(oh * 60 + om) * 60000;
-        p += 6;
-    }
-    if (*p)
-        return -1;
-    struct tm tm = {.tm_year = y - 1900,
-                    .tm_mon = mo - 1,
-                    .tm_mday = d,
-                    .tm_hour = h,
-                    .tm_min = mi,
-                    .tm_sec = sec};
-    return (int64_t)timegm(&tm) * 1000 + frac - off;
-}
-
 /* A task time (expires or eta: headers.<key> in protocol 2, body.<key> in protocol 1): null or
  * an ISO 8601 time into *out (ms; 0 for null). 0, or -1 after a reject ("bad_<key>"). */
 static int read_time(json_t *v, const char *key, int64_t *out, celery_reject_t *rej)
@@ -257,8 +217,8 @@ static int read_time(json_t *v, const char *key, int64_t *out, celery_reject_t *
     if (!v || json_is_null(v))
         return 0;
     const char *s = json_string_value(v);
-    *out = s ? parse_iso8601_ms(s) : -1;
-    if (*out < 0)
+    /* Python's datetime.isoformat(), what Celery writes; a naive time is UTC, Celery's default */
+    if (clock_parse_iso8601_ms(s, out) != 0)
         return reject(rej, strcmp(key, "eta") == 0 ? "bad_eta" : "bad_expires", "ValueError",
                       "builtins", "%s is not an ISO 8601 time: %.64s", key,
                       s ? s : "(not a string)");

@@ -195,80 +195,11 @@ static void fail_count(lt_t *lt, const char *label)
     }
 }
 
-/* Reads exactly n decimal digits at *s; advances *s. -1 when they are not there. */
-static long take_digits(const char **s, int n)
-{
-    long v = 0;
-    for (int i = 0; i < n; i++) {
-        char c = (*s)[i];
-        if (c < '0' || c > '9')
-            return -1;
-        v = v * 10 + (c - '0');
-    }
-    *s += n;
-    return v;
-}
-
-/* Parses RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.fff]Z" (or +00:00) into ms since the epoch.
- * Returns 0, or -1 for anything else. */
-static int parse_rfc3339_ms(const char *s, int64_t *out)
-{
-    long f[6]; /* year, month, day, hour, minute, second */
-    static const int width[6] = {4, 2, 2, 2, 2, 2};
-    static const char after[6] = {'-', '-', 'T', ':', ':', '\0'};
-    long ms = 0;
-    for (int k = 0; k < 6; k++) {
-        f[k] = take_digits(&s, width[k]);
-        if (f[k] < 0)
-            return -1;
-        if (k == 2 && (*s == 't' || *s == ' '))
-            s++;
-        else if (after[k] && *s++ != after[k])
-            return -1;
-    }
-    long y = f[0], mo = f[1], d = f[2], h = f[3], mi = f[4], se = f[5];
-    if (*s == '.') {
-        s++;
-        int nd = 0;
-        long frac = 0;
-        while (*s >= '0' && *s <= '9') {
-            if (nd < 3) {
-                frac = frac * 10 + (*s - '0');
-                nd++;
-            }
-            s++;
-        }
-        if (nd == 0)
-            return -1;
-        while (nd < 3) {
-            frac *= 10;
-            nd++;
-        }
-        ms = frac;
-    }
-    if (!(strcmp(s, "Z") == 0 || strcmp(s, "z") == 0 || strcmp(s, "+00:00") == 0))
-        return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
-        return -1;
-    struct tm tm = {0};
-    tm.tm_year = (int)(y - 1900);
-    tm.tm_mon = (int)(mo - 1);
-    tm.tm_mday = (int)d;
-    tm.tm_hour = (int)h;
-    tm.tm_min = (int)mi;
-    tm.tm_sec = (int)se;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *out = (int64_t)t * 1000 + ms;
-    return 0;
-}
-
 static int64_t json_time_ms(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     int64_t ms;
-    if (!s || parse_rfc3339_ms(s, &ms) != 0)
+    if (clock_parse_iso8601_ms(s, &ms) != 0)
         return 0;
     return ms;
 }

@@ -130,6 +130,78 @@ void clock_format_rfc3339(int64_t ms, char *buf, unsigned long size)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
+/* Reads exactly n decimal digits at *s, advancing *s; -1 when they are not there. */
+static int take_digits(const char **s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++, (*s)++) {
+        if (**s < '0' || **s > '9')
+            return -1;
+        v = v * 10 + (**s - '0');
+    }
+    return v;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (the inverse of civil_from_days). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* The zone at s: "", Z/z, or +HH:MM / -HH:MM into *off_ms (what to subtract). 0 or -1. */
+static int parse_zone(const char *s, int64_t *off_ms)
+{
+    *off_ms = 0;
+    if (!*s || ((*s == 'Z' || *s == 'z') && !s[1]))
+        return 0;
+    if (*s != '+' && *s != '-')
+        return -1;
+    const char *p = s + 1;
+    int oh = take_digits(&p, 2), colon = *p++ == ':', om = take_digits(&p, 2);
+    if (oh < 0 || oh > 23 || !colon || om < 0 || om > 59 || *p)
+        return -1;
+    *off_ms = (*s == '-' ? -1 : 1) * (int64_t)(oh * 60 + om) * 60000;
+    return 0;
+}
+
+int clock_parse_iso8601_ms(const char *s, int64_t *ms)
+{
+    static const int width[6] = {4, 2, 2, 2, 2, 2};
+    static const char after[6] = {'-', '-', 'T', ':', ':', '\0'};
+    int f[6]; /* year, month, day, hour, minute, second */
+    if (!s)
+        return -1;
+    for (int k = 0; k < 6; k++) {
+        if ((f[k] = take_digits(&s, width[k])) < 0)
+            return -1;
+        if (k == 2 && (*s == 'T' || *s == 't'))
+            s++;
+        else if (after[k] && *s++ != after[k])
+            return -1;
+    }
+    if (f[0] < 1970 || f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > 31 || f[3] > 23 || f[4] > 59 ||
+        f[5] > 60)
+        return -1;
+    int64_t frac = 0, off;
+    if (*s == '.') {
+        const char *digits = ++s;
+        for (int64_t scale = 100; *s >= '0' && *s <= '9'; s++, scale /= 10)
+            frac += (*s - '0') * scale;
+        if (s == digits)
+            return -1;
+    }
+    if (parse_zone(s, &off) != 0)
+        return -1;
+    int64_t days = days_from_civil(f[0], (unsigned)f[1], (unsigned)f[2]);
+    *ms = ((days * 24 + f[3]) * 60 + f[4]) * 60000 + (int64_t)f[5] * 1000 + frac - off;
+    return 0;
+}
+
 void clock_sleep_ms(int64_t ms)
 {
     if (ms <= 0)

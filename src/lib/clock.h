@@ -23,6 +23,11 @@ int64_t clock_mono_ms(void);
 void clock_advance_ms(int64_t ms);
 /* Formats ms since the epoch as RFC 3339 UTC with milliseconds into buf (at least 32 bytes). */
 void clock_format_rfc3339(int64_t ms, char *buf, unsigned long size);
+/* Parses an ISO 8601 / RFC 3339 time as Python's datetime.isoformat() and pingvas write it:
+ * YYYY-MM-DDTHH:MM:SS (or a t for the T), optional fraction (milliseconds kept), then Z,
+ * z, +HH:MM, -HH:MM or nothing (read as UTC). 0 with *ms since the epoch, or -1 for anything
+ * else (years before 1970 included). */
+int clock_parse_iso8601_ms(const char *s, int64_t *ms);
 /* The CLOCK_REALTIME instant ms real milliseconds from now (not steered), normalised: the
  * deadline pthread_cond_timedwait takes. */
 struct timespec clock_deadline(int64_t ms);

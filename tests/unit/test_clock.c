@@ -125,8 +125,60 @@ static void test_rfc3339_matches_gmtime(void)
     CHECK_STR(got, "2025-11-30");
 }
 
+/* clock_parse_iso8601_ms reads back what clock_format_rfc3339 writes, day by day, and the forms
+ * Python's isoformat() writes (offsets, microseconds, no zone); refuses the rest. */
+static void test_iso8601_parse(void)
+{
+    char buf[40];
+    int64_t ms = 0;
+    for (int64_t day = 0; day < 9 * 366; day++) {
+        int64_t want = 915148800000LL + day * 86400000LL + 45296789LL;
+        clock_format_rfc3339(want, buf, sizeof buf);
+        CHECK(clock_parse_iso8601_ms(buf, &ms) == 0 && ms == want);
+    }
+    static const struct {
+        const char *s;
+        int64_t ms;
+    } ok[] = {
+        {"2025-11-30T00:00:00Z", 1764460800000LL},
+        {"2025-11-30T00:00:00", 1764460800000LL},
+        {"2025-11-30t00:00:00z", 1764460800000LL},
+        {"2025-11-30T00:00:00.123456", 1764460800123LL},
+        {"2025-11-30T00:00:00.5+00:00", 1764460800500LL},
+        {"2025-11-30T02:00:00+02:00", 1764460800000LL},
+        {"2025-11-29T18:30:00-05:30", 1764460800000LL},
+        {"1970-01-01T00:00:00Z", 0},
+        {"2000-02-29T23:59:60Z", 951868800000LL}, /* a leap second reads as the next second */
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        ms = -7;
+        CHECK(clock_parse_iso8601_ms(ok[i].s, &ms) == 0);
+        if (ms != ok[i].ms)
+            fprintf(stderr, "  %s: got %lld, want %lld\n", ok[i].s, (long long)ms,
+                    (long long)ok[i].ms);
+        CHECK(ms == ok[i].ms);
+    }
+    static const char *bad[] = {NULL,
+                                "",
+                                "2025-11-30",
+                                "2025-11-30T00:00",
+                                "2025-13-01T00:00:00Z",
+                                "2025-11-30T24:00:00Z",
+                                "1969-12-31T23:59:59Z",
+                                "2025-11-30T00:00:00.Z",
+                                "2025-11-30T00:00:00+0200",
+                                "2025-11-30T00:00:00+02:00x",
+                                "2025-11-30T00:00:00ZZ",
+                                "2025-11-30T 0:00:00Z",
+                                "+2025-11-30T00:00:00Z",
+                                "2025-11-30X00:00:00Z",
+                                "2025-11-30 00:00:00Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(clock_parse_iso8601_ms(bad[i], &ms) == -1);
+}
+
 #define TESTS(X)                                                                                   \
     X(test_steady_starts_at_the_wall_clock)                                                        \
     X(test_steps_move_the_wall_clock_only)                                                         \
-    X(test_advance_moves_every_clock) X(test_rfc3339_matches_gmtime)
+    X(test_advance_moves_every_clock) X(test_rfc3339_matches_gmtime) X(test_iso8601_parse)
 #include "t_main.h"
