@@ -3,6 +3,7 @@ import os
 import urllib.parse
 
 import pv
+from test_security import fs_stored_keys
 
 
 def test_submit_wait_fetch_png(env):
@@ -36,10 +37,10 @@ def test_submit_wait_fetch_png(env):
     assert len(charges) == 3
     assert c["reserved"] == 0
     assert c["balance"] == 10000 - sum(-e["amount"] for e in charges)
-    if env.stack == "embedded":  # the image lives under DATA/images
+    if env.stack == "embedded":  # the image lives in DATA/images/images.db
         key = urllib.parse.urlsplit(done["image_url"]).path[len("/images/"):]
         assert key.startswith(f"jobs/{job['id']}-"), key  # an unguessable key (security.md)
-        assert os.path.exists(os.path.join(env.data, "images", key))
+        assert key in fs_stored_keys(os.path.join(env.data, "images"))
     q = env.api("GET", "/api/v1/queue", token=tok).json()
     assert q["tiers"]["standard"]["workers"] == 2
     assert q["tiers"]["enterprise"]["workers"] == 1
