@@ -37,7 +37,7 @@
 typedef struct imgconn {
     sqlite3 *db;
     pthread_mutex_t mu;
-    sqlite3_stmt *stmt[8];
+    sqlite3_stmt *stmt[10]; /* by S_ id */
 } imgconn_t;
 
 typedef struct blob_fs {
@@ -130,7 +130,7 @@ static int fs_local_path(blob_t *b, const char *key, char *buf, size_t size)
 
 /* ---------- the images database ---------- */
 
-enum { S_BEGIN, S_COMMIT, S_ROLLBACK, S_PUT, S_DEL, S_FREE, S_GET, S_HAS };
+enum { S_BEGIN, S_COMMIT, S_ROLLBACK, S_PUT, S_DEL, S_FREE, S_GET, S_HAS, S_LAZY, S_FULL };
 static const char *const stmt_sql[] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
@@ -140,6 +140,8 @@ static const char *const stmt_sql[] = {
     [S_FREE] = "PRAGMA freelist_count",
     [S_GET] = "SELECT data FROM images WHERE key = ?1",
     [S_HAS] = "SELECT 1 FROM images WHERE key = ?1",
+    [S_LAZY] = "PRAGMA synchronous = NORMAL",
+    [S_FULL] = "PRAGMA synchronous = FULL",
 };
 
 /* The statement id of c, prepared on first use and reset; NULL when it cannot be prepared. */
@@ -385,10 +387,15 @@ static int fs_delete(blob_t *b, const char *key)
     if (fs_local_path(b, key, path, sizeof path) != 0)
         return -1;
     pthread_mutex_lock(&fs->w.mu);
-    int rc = run(&fs->w, S_DEL, key, NULL), err = 0;
-    if (rc != SQLITE_DONE)
-        err = sql_errno(&fs->w, rc);
-    else if (sqlite3_changes(fs->w.db) > 0 && ++fs->deletes % RECLAIM_EVERY == 0)
+    /* A deletion is not synced on its own: the next put's commit syncs the log, and it with
+     * it (a power loss before that keeps the image, as an unlinked file's name could survive
+     * one). So a retention purge costs no fsync per image. */
+    run(&fs->w, S_LAZY, NULL, NULL);
+    int rc = run(&fs->w, S_DEL, key, NULL);
+    int err = rc == SQLITE_DONE ? 0 : sql_errno(&fs->w, rc);
+    int deleted = rc == SQLITE_DONE && sqlite3_changes(fs->w.db) > 0;
+    run(&fs->w, S_FULL, NULL, NULL);
+    if (deleted && ++fs->deletes % RECLAIM_EVERY == 0)
         reclaim(&fs->w);
     pthread_mutex_unlock(&fs->w.mu);
     if (err) {
