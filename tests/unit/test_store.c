@@ -1850,6 +1850,128 @@ static void test_migrate_queue_table(void)
     close_fresh(s);
 }
 
+/* PostgreSQL: version 12's writes undone (store_pg.c, schema_v12): the UPDATE triggers of version
+ * 11, without `accounted`. */
+#define PG_QUEUED_ROW(r)                                                                           \
+    "(" r ".status = 'queued' AND " r ".tier IS NOT NULL AND " r ".queue_pos IS NOT NULL)"
+#define PG_UNDO_SELF_ACCOUNTING                                                                    \
+    "DROP TRIGGER generation_jobs_sums_delete ON generation_jobs;"                                 \
+    " DROP TRIGGER generation_jobs_sums ON generation_jobs;"                                       \
+    " CREATE TRIGGER generation_jobs_sums AFTER DELETE OR UPDATE OF status, user_id,"              \
+    " credits_reserved, gpu_seconds, credits_charged ON generation_jobs"                           \
+    " FOR EACH ROW EXECUTE FUNCTION generation_jobs_sums();"                                       \
+    " DROP TRIGGER events_job ON generation_jobs;"                                                 \
+    " CREATE TRIGGER events_job AFTER UPDATE OF status, progress_step ON generation_jobs"          \
+    " FOR EACH ROW EXECUTE FUNCTION events_job();"                                                 \
+    " DROP TRIGGER webhooks_job_delete ON generation_jobs;"                                        \
+    " DROP TRIGGER webhooks_job ON generation_jobs;"                                               \
+    " CREATE TRIGGER webhooks_job AFTER DELETE OR UPDATE OF status ON generation_jobs"             \
+    " FOR EACH ROW EXECUTE FUNCTION webhooks_job();"                                               \
+    " DROP TRIGGER job_queue_update ON generation_jobs;"                                           \
+    " CREATE TRIGGER job_queue_update AFTER UPDATE OF status, tier, user_id, queue_pos"            \
+    " ON generation_jobs FOR EACH ROW WHEN (" PG_QUEUED_ROW(                                       \
+        "OLD") " IS DISTINCT FROM " PG_QUEUED_ROW("NEW") " OR (" PG_QUEUED_ROW("NEW") " AND "      \
+                                                                                      "(OLD.tier," \
+                                                                                      " OLD.user_" \
+                                                                                      "id, "       \
+                                                                                      "OLD.queue_" \
+                                                                                      "pos)"       \
+                                                                                      " IS "       \
+                                                                                      "DISTINCT "  \
+                                                                                      "FROM "      \
+                                                                                      "(NEW.tier," \
+                                                                                      " NEW.user_" \
+                                                                                      "id, "       \
+                                                                                      "NEW.queue_" \
+                                                                                      "pos))) "    \
+                                                                                      "EXECUTE "   \
+                                                                                      "FUNCTION "  \
+                                                                                      "job_queue_" \
+                                                                                      "sync();"    \
+                                                                                      " ALTER "    \
+                                                                                      "TABLE "     \
+                                                                                      "generation" \
+                                                                                      "_jobs "     \
+                                                                                      "DROP "      \
+                                                                                      "COLUMN "    \
+                                                                                      "accounted;"
+
+/* Runs the statement fmt (one %s: job id) on the test's store through a second connection. */
+static int raw_job_exec(const char *fmt, const char *id)
+{
+    char sql[1024];
+    snprintf(sql, sizeof sql, fmt, id);
+    return raw_exec(sql);
+}
+
+/* A claim and a complete keep their job's derived rows themselves (PostgreSQL's schema 12: the
+ * queue row, the user's queued count and reservations, job_totals, the event, the webhook), and
+ * every other writer of a job is still followed by the triggers: a store of version 11 with a job
+ * running is migrated, then jobs are claimed and completed by this pingvas and by the statements
+ * of a replica of version 11 (UPDATEs that leave `accounted` alone), one after the other.
+ * close_fresh checks the sums and the queue table; the events and webhooks are checked here.
+ * SQLite runs the same writes (its triggers follow them all). */
+static void test_migrate_self_accounting(void)
+{
+    store_t *s = open_fresh();
+    job_params_t p = params(7);
+    job_t a[4], j = {0};
+    store_event_t *v = NULL;
+    store_webhook_t w;
+    size_t n = 0;
+    p.webhook_url = "https://hooks.example.com/done";
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(store_job_create(s, "ann", &p, NULL, 10, 0, 0, T0 + i, &a[i]), STORE_OK);
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 4, &j), STORE_OK);
+    CHECK_STR(j.id, a[0].id);
+    if (t_pg) {
+        CHECK_INT(raw_exec(PG_UNDO_SELF_ACCOUNTING "UPDATE schema_version SET version = 11"), 0);
+        CHECK_INT(store_migrate(s), STORE_OK);
+    }
+    /* a[0], claimed before the migration, completed by this pingvas */
+    CHECK_INT(store_job_complete(s, j.id, j.lease_id, 2.0, "a0.png", 1.0, T0 + 5, NULL), STORE_OK);
+    job_clear(&j);
+    /* a[1] claimed by an old replica, completed by this pingvas */
+    CHECK_INT(raw_job_exec("UPDATE generation_jobs SET status = 'in_progress', lease_id = 'old',"
+                           " worker_id = 'w2', lease_expires_at = 9000000000000,"
+                           " attempts = attempts + 1 WHERE id = '%s'",
+                           a[1].id),
+              0);
+    CHECK_INT(store_job_complete(s, a[1].id, "old", 1.0, "a1.png", 1.0, T0 + 6, NULL), STORE_OK);
+    /* a[2] claimed by this pingvas, completed by an old replica */
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 7, &j), STORE_OK);
+    CHECK_STR(j.id, a[2].id);
+    job_clear(&j);
+    CHECK_INT(raw_job_exec("UPDATE generation_jobs SET status = 'completed', image_url = 'a2.png',"
+                           " gpu_seconds = 1.5, completed_at = 1700000000008, credits_charged = 2,"
+                           " credits_reserved = 0, lease_expires_at = NULL WHERE id = '%s'",
+                           a[2].id),
+              0);
+    CHECK_INT(balance(s, "ann"), 1000 - 2 - 1); /* the old replica's write charged nothing */
+    /* each job's events: queued, then in_progress and completed for the three that ran */
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, "ann", 100, &v, &n), STORE_OK);
+    for (int i = 0; i < 4; i++) {
+        int count = 0;
+        const char *last = "";
+        for (size_t k = 0; k < n; k++)
+            if (strstr(v[k].data, a[i].id)) {
+                count++;
+                last = v[k].data;
+            }
+        CHECK_INT(count, i < 3 ? 3 : 1);
+        CHECK(strstr(last, i < 3 ? "completed" : "queued") != NULL);
+        CHECK_INT(store_webhook_get(s, a[i].id, &w), STORE_OK);
+        CHECK_STR(w.state, i < 3 ? "pending" : "waiting");
+        job_clear(&a[i]);
+    }
+    store_events_free(v, n);
+    close_fresh(s);
+}
+
 /* A store of the previous schema version (no index of a user's jobs by status) gets the index
  * from `pingvas migrate`, and its jobs stay listed as before. */
 static void test_migrate_user_status_index(void)
@@ -2033,6 +2155,7 @@ static void test_throughput_report(void)
     X(test_query_plans_stale_statistics)                                                           \
     X(test_migrate_user_status_index)                                                              \
     X(test_migrate_queue_table)                                                                    \
+    X(test_migrate_self_accounting)                                                                \
     X(test_claim_skips_locked_user)                                                                \
     X(test_event_log)                                                                              \
     X(test_throughput_report)
