@@ -280,21 +280,16 @@ out:
 /* ---- remote control (kombu's pidbox broadcast) ---- */
 
 /* Appends one task id to out->task_ids. 0, or -1 for a value that is not a task id. */
-static int add_revoked_id(celery_revoke_t *out, json_t *v, size_t *used)
+static int add_revoked_id(celery_revoke_t *out, json_t *v)
 {
     const char *s = json_string_value(v);
-    size_t n = s ? strlen(s) : 0;
-    if (!s || !safe_token(s, CELERY_ID_MAX) || *used + n + 2 > CELERY_MESSAGE_MAX)
+    if (!s || !safe_token(s, CELERY_ID_MAX))
         return -1;
-    char *grown = realloc(out->task_ids, *used + n + 2);
+    void *grown = realloc(out->task_ids, ((size_t)out->n + 1) * sizeof *out->task_ids);
     if (!grown)
         return -1;
     out->task_ids = grown;
-    if (*used)
-        grown[(*used)++] = ' ';
-    memcpy(grown + *used, s, n + 1);
-    *used += n;
-    out->n++;
+    copy_str(out->task_ids[out->n++], sizeof *out->task_ids, s);
     return 0;
 }
 
@@ -303,7 +298,6 @@ int celery_parse_revoke(const char *data, size_t len, celery_revoke_t *out)
     celery_reject_t rej;
     json_error_t jerr;
     json_t *env = NULL, *body = NULL;
-    size_t used = 0;
     int rc = -1;
     memset(out, 0, sizeof *out);
     if (len > CELERY_MESSAGE_MAX || !(env = json_loadb(data, len, 0, &jerr)) ||
@@ -325,8 +319,8 @@ int celery_parse_revoke(const char *data, size_t len, celery_revoke_t *out)
     json_t *ids = json_object_get(args, "task_id"), *v;
     size_t i;
     if (json_is_array(ids)) {
-        json_array_foreach(ids, i, v) if (add_revoked_id(out, v, &used) != 0) goto out;
-    } else if (add_revoked_id(out, ids, &used) != 0) {
+        json_array_foreach(ids, i, v) if (add_revoked_id(out, v) != 0) goto out;
+    } else if (add_revoked_id(out, ids) != 0) {
         goto out;
     }
     out->terminate = json_is_true(json_object_get(args, "terminate"));
@@ -637,7 +631,7 @@ struct celery_bridge {
     redisContext *sub; /* subscribed to the remote-control channel (revokes) */
     char control[64];  /* that channel: kombu's "/<db>.celery.pidbox" */
     bool no_blmove;
-    char (*revoked)[CELERY_ID_MAX + 1]; /* REVOKED_MAX task ids revoked, a ring */
+    char revoked[REVOKED_MAX][CELERY_ID_MAX + 1]; /* task ids revoked, a ring */
     int revoked_next;
     struct held *held; /* tasks whose eta has not come: unacked, kept until it does */
     int nheld, held_cap;
@@ -648,18 +642,24 @@ struct celery_bridge {
     bool ended_overflow;
 };
 
-static void drop_conn(celery_bridge_t *b, const char *what)
+static void close_conns(celery_bridge_t *b)
 {
-    redisContext *c = b->rc && b->rc->errstr[0] ? b->rc : b->sub ? b->sub : b->rc;
-    if (c)
-        log_warn("event=celery_redis_lost what=%s err=\"%s\"", what,
-                 c->errstr[0] ? c->errstr : "unexpected reply");
     if (b->rc)
         redisFree(b->rc);
     if (b->sub)
         redisFree(b->sub);
     b->rc = NULL;
     b->sub = NULL;
+}
+
+/* After an I/O error: says so and closes both connections (the loop connects again). */
+static void drop_conn(celery_bridge_t *b, const char *what)
+{
+    redisContext *c = b->rc && b->rc->errstr[0] ? b->rc : b->sub ? b->sub : b->rc;
+    if (c)
+        log_warn("event=celery_redis_lost what=%s err=\"%s\"", what,
+                 c->errstr[0] ? c->errstr : "unexpected reply");
+    close_conns(b);
 }
 
 /* Runs a command (argv with lengths). NULL on an I/O error (the connection is dropped); a Redis
@@ -675,38 +675,39 @@ static redisReply *cmd(celery_bridge_t *b, int argc, const char **argv, const si
     return r;
 }
 
-/* A command of at most 8 C-string arguments on c. NULL on an I/O error. */
-static redisReply *vcmd(redisContext *c, int argc, va_list ap)
+/* The arguments of a command of at most 8 C strings (argv, lens); their count. */
+static int simple_args(int argc, va_list ap, const char **argv, size_t *lens)
 {
-    const char *argv[8];
-    size_t lens[8];
-    for (int i = 0; i < argc && i < 8; i++) {
+    argc = argc < 8 ? argc : 8;
+    for (int i = 0; i < argc; i++) {
         argv[i] = va_arg(ap, const char *);
         lens[i] = strlen(argv[i]);
     }
-    return redisCommandArgv(c, argc < 8 ? argc : 8, argv, lens);
+    return argc;
 }
 
+/* A command of C strings on c. NULL on an I/O error. */
 static redisReply *ctx_simple(redisContext *c, int argc, ...)
 {
+    const char *argv[8];
+    size_t lens[8];
     va_list ap;
     va_start(ap, argc);
-    redisReply *r = vcmd(c, argc, ap);
+    argc = simple_args(argc, ap, argv, lens);
     va_end(ap);
-    return r;
+    return redisCommandArgv(c, argc, argv, lens);
 }
 
+/* cmd with C-string arguments. */
 static redisReply *cmd_simple(celery_bridge_t *b, const char *what, int argc, ...)
 {
-    if (!b->rc)
-        return NULL;
+    const char *argv[8];
+    size_t lens[8];
     va_list ap;
     va_start(ap, argc);
-    redisReply *r = vcmd(b->rc, argc, ap);
+    argc = simple_args(argc, ap, argv, lens);
     va_end(ap);
-    if (!r)
-        drop_conn(b, what);
-    return r;
+    return cmd(b, argc, argv, lens, what);
 }
 
 static bool reply_ok(redisReply *r)
@@ -1155,10 +1156,11 @@ static void revoke_task(celery_bridge_t *b, const char *task_id, bool terminate)
         copy_str(b->revoked[b->revoked_next], CELERY_ID_MAX + 1, task_id);
         b->revoked_next = (b->revoked_next + 1) % REVOKED_MAX;
     }
-    redisReply *r = cmd_simple(b, "find task", 5, "EVAL", find_task_lua, "1", TASKS_KEY, task_id);
     const char *outcome = "not_adopted";
     char job_id[JOB_ID_SIZE] = "-";
-    for (int i = 0; i < b->nheld; i++) {
+    redisReply *r = NULL;
+    bool held = false;
+    for (int i = 0; i < b->nheld && !held; i++) {
         if (strcmp(b->held[i].task_id, task_id) == 0) { /* waiting for its eta: discarded now */
             celery_msg_t m;
             struct held h;
@@ -1166,9 +1168,11 @@ static void revoke_task(celery_bridge_t *b, const char *task_id, bool terminate)
             discard_revoked(b, &m, h.tag, clock_now_ms());
             copy_str(job_id, sizeof job_id, h.job_id);
             outcome = "discarded_before_eta";
-            break;
+            held = true;
         }
     }
+    if (!held) /* a held task was never adopted: no job to find */
+        r = cmd_simple(b, "find task", 5, "EVAL", find_task_lua, "1", TASKS_KEY, task_id);
     if (r && r->type == REDIS_REPLY_STRING && valid_job_id(r->str)) {
         copy_str(job_id, sizeof job_id, r->str);
         int rc = b->revoke_fn(b->arg, job_id, terminate);
@@ -1193,13 +1197,8 @@ static void control_message(celery_bridge_t *b, const redisReply *r)
                  r->element[2]->len);
     if (rc != 1)
         return;
-    for (const char *p = rv.task_ids; *p && b->rc;) {
-        char tid[CELERY_ID_MAX + 1];
-        size_t len = strcspn(p, " ");
-        snprintf(tid, sizeof tid, "%.*s", (int)len, p);
-        revoke_task(b, tid, rv.terminate);
-        p += len + (p[len] == ' ');
-    }
+    for (int i = 0; i < rv.n && b->rc; i++)
+        revoke_task(b, rv.task_ids[i], rv.terminate);
     celery_revoke_free(&rv);
 }
 
@@ -1543,12 +1542,7 @@ static void *bridge_main(void *arg)
     }
     free(ended);
     release_held(b);
-    if (b->rc)
-        redisFree(b->rc);
-    if (b->sub)
-        redisFree(b->sub);
-    b->rc = NULL;
-    b->sub = NULL;
+    close_conns(b);
     return NULL;
 }
 
@@ -1564,10 +1558,6 @@ celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
         return NULL;
     }
     b = calloc(1, sizeof *b);
-    if (b && !(b->revoked = calloc(REVOKED_MAX, sizeof *b->revoked))) {
-        free(b);
-        b = NULL;
-    }
     if (!b) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -1610,7 +1600,6 @@ celery_bridge_t *celery_bridge_start(const celery_config_t *cfg, store_t *store,
              (long long)b->cfg.result_expires_s);
     return b;
 fail:
-    free(b->revoked);
     free(b);
     return NULL;
 }
@@ -1635,7 +1624,6 @@ void celery_bridge_stop(celery_bridge_t *b)
     pthread_join(b->thread, NULL);
     pthread_mutex_destroy(&b->mu);
     free(b->held);
-    free(b->revoked);
     free(b);
 }
 

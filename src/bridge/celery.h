@@ -62,7 +62,7 @@ int celery_parse(const char *data, size_t len, celery_msg_t *out, celery_reject_
  * [ids], "terminate": bool, "signal": ...}, "destination": null or [worker names], ...}. */
 typedef struct celery_revoke {
     int n;
-    char *task_ids; /* malloc'd, space-separated */
+    char (*task_ids)[CELERY_ID_MAX + 1]; /* n task ids, malloc'd */
     bool terminate;
 } celery_revoke_t;
 /* 1 for a revoke addressed to every worker (out filled; celery_revoke_free it), 0 for another
