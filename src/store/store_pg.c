@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 12
+#define SCHEMA_VERSION 13
 #define ERR_MAX 512
 #define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
@@ -448,9 +448,22 @@ static const char schema_v12[] =
     " user_id, id, json_build_object('id', id, 'status', status, 'tier', tier, 'attempts',"        \
     " attempts, 'error_message', error_message)::text FROM " src
 
+/* Version 13: three of generation_jobs' eleven indexes dropped, which no read needed since the
+ * queue table (schema_v10) but which every insert and every status change (the jobs' updates are
+ * never HOT: status is indexed) wrote: generation_jobs_claim (tier, status, queue_pos) of the live
+ * jobs (the queue statistics count job_queue and the running-jobs index, a requeue's front is
+ * job_queue_order's), generation_jobs_completed (usage searches generation_jobs_ended, of every
+ * ended job, by the same column) and the unique index of seq (its values come from a sequence;
+ * no statement searches it). Six index entries fewer per job (create, claim, complete: two each),
+ * and six fewer indexes opened and locked by each of those statements. */
+static const char schema_v13[] = "DROP INDEX IF EXISTS generation_jobs_claim;"
+                                 "DROP INDEX IF EXISTS generation_jobs_completed;"
+                                 "ALTER TABLE generation_jobs DROP CONSTRAINT IF EXISTS"
+                                 " generation_jobs_seq_key;";
+
 static const char *const migrations[SCHEMA_VERSION] = {
-    schema_v1, schema_v2, schema_v3, schema_v4,  schema_v5,  schema_v6,
-    schema_v7, schema_v8, schema_v9, schema_v10, schema_v11, schema_v12};
+    schema_v1, schema_v2, schema_v3,  schema_v4,  schema_v5,  schema_v6, schema_v7,
+    schema_v8, schema_v9, schema_v10, schema_v11, schema_v12, schema_v13};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \
@@ -478,7 +491,7 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "SELECT id, attempts FROM generation_jobs WHERE status = 'in_progress'"                        \
     " AND lease_expires_at < $1 ORDER BY queue_pos DESC LIMIT 1"
 #define SQL_QUEUE_STATS                                                                            \
-    "SELECT (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1 AND status = 'queued'),"         \
+    "SELECT (SELECT COUNT(*) FROM job_queue WHERE tier = $1),"                                     \
     " (SELECT COUNT(*) FROM generation_jobs WHERE tier = $1 AND status = 'in_progress'),"          \
     " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2),"                         \
     " (SELECT COUNT(*) FROM workers WHERE tier = $1 AND last_seen >= $2 AND state = 'idle')"
@@ -494,10 +507,12 @@ static const char *const migrations[SCHEMA_VERSION] = {
  * notification is sent when the transaction commits (store_listen receives it). */
 #define NOTIFY_COL ", pg_notify('" CHANNEL "', COALESCE(tier, 'standard'))"
 
-/* One before the smallest queued position of the job's tier, or its own position. */
+/* One before the smallest queued position of the job's tier (the queue's, by job_queue_order),
+ * or its own position. */
 #define FRONT_POS                                                                                  \
-    "COALESCE((SELECT MIN(q.queue_pos) FROM generation_jobs q WHERE q.tier = "                     \
-    "generation_jobs.tier AND q.status = 'queued') - 1, queue_pos)"
+    "COALESCE((SELECT queue_pos FROM job_queue q WHERE " QUEUE_TIER " = generation_jobs.tier"      \
+    " ORDER BY queue_pos LIMIT 1) - 1, queue_pos)"
+#define SQL_REQUEUE_POS "UPDATE generation_jobs SET queue_pos = " FRONT_POS " WHERE id = $1"
 
 typedef struct pg_store {
     store_t base; /* first: a store_t * is a pg_store_t * */
@@ -3490,6 +3505,7 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
         {"job_head", SQL_JOB_HEAD, 2, {"standard", "u"}},
         {"reap_list", SQL_REAP_LIST, 1, {"0"}},
         {"stats_jobs", SQL_QUEUE_STATS, 2, {"standard", "0"}},
+        {"job_requeue", SQL_REQUEUE_POS, 1, {"x"}},
         {"purge_list", SQL_PURGE_LIST, 2, {"0", "100"}},
         {"ledger_list", SQL_LEDGER_LIST, 2, {"u", "10"}},
         {"usage", SQL_USAGE, 2, {"0", "1"}},

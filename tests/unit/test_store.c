@@ -1652,15 +1652,16 @@ static const struct {
     /* PostgreSQL: the queue table of the queued jobs alone (store_pg.c, schema_v10) */
     {"job_pick_user", "generation_jobs_fair", "job_queue_fair"},
     {"job_head", "generation_jobs_fair", "job_queue_fair"},
-    {"job_requeue", "generation_jobs_claim", NULL},
+    /* PostgreSQL: the front of the queue table (store_pg.c, schema_v13) */
+    {"job_requeue", "generation_jobs_claim", "job_queue_order"},
     /* PostgreSQL: either partial index of the running jobs */
     {"reap_list", "generation_jobs_reap", "generation_jobs_reap|generation_jobs_running"},
-    {"stats_jobs", "generation_jobs_claim",
-     "generation_jobs_claim|generation_jobs_running"}, /* live jobs only */
+    /* live jobs only (PostgreSQL: the queue table and the running jobs, schema_v13) */
+    {"stats_jobs", "generation_jobs_claim", "job_queue_fair&generation_jobs_running"},
     {"purge_list", "generation_jobs_ended", "generation_jobs_ended"},
     {"purge_ledger", "sqlite_autoindex_credit_ledger_1", NULL},
     {"ledger_list", "credit_ledger_user", "credit_ledger_user"},
-    {"usage", "generation_jobs_completed", "generation_jobs_completed"},
+    {"usage", "generation_jobs_completed", "generation_jobs_ended"}, /* PostgreSQL: schema_v13 */
     /* PostgreSQL: the job leased or renewed by its primary key, not by a scan of the partial
      * index of the queued or running jobs (one statement each there; see store_pg.c); the claim
      * finds the fair-share user and its head job in the queue's index */
@@ -1972,6 +1973,64 @@ static void test_migrate_self_accounting(void)
     close_fresh(s);
 }
 
+/* PostgreSQL: a store of version 12 (generation_jobs_claim, generation_jobs_completed and the
+ * unique index of seq still there) loses them to `pingvas migrate` (schema_v13), and what searched
+ * them searches the queue table and the ended-jobs index: the queue statistics count the same
+ * jobs, a released job goes back to the front of the queue, usage finds the completed job. SQLite
+ * keeps its indexes (the same checks run there). */
+static void test_migrate_drop_indexes(void)
+{
+    char a[2][JOB_ID_SIZE], b[2][JOB_ID_SIZE], plan[8192];
+    job_t j = {0};
+    queue_stats_t q;
+    usage_row_t *u = NULL;
+    size_t n = 0;
+    store_t *s = open_ann_bob(2, a, b);
+    if (!s)
+        return;
+    if (t_pg) {
+        CHECK_INT(
+            raw_exec("CREATE INDEX generation_jobs_claim ON generation_jobs(tier, status,"
+                     " queue_pos) WHERE status IN ('queued','in_progress');"
+                     " CREATE INDEX generation_jobs_completed ON generation_jobs(completed_at)"
+                     " WHERE status = 'completed';"
+                     " ALTER TABLE generation_jobs ADD CONSTRAINT generation_jobs_seq_key"
+                     " UNIQUE (seq); UPDATE schema_version SET version = 12"),
+            0);
+        CHECK_INT(store_migrate(s), STORE_OK);
+#ifdef PINGVAS_HAVE_PQ
+        CHECK_INT(pg_exec(t_url, "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN"
+                                 " ('generation_jobs_claim', 'generation_jobs_completed',"
+                                 " 'generation_jobs_seq_key')"),
+                  0);
+#endif
+        CHECK_INT(store_explain(s, "usage", plan, sizeof plan), STORE_OK);
+        CHECK(strstr(plan, "generation_jobs_ended") != NULL);
+    }
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 5, &j), STORE_OK);
+    CHECK_STR(j.id, a[0]);
+    CHECK_INT(store_queue_stats(s, "standard", 0, T0 + 5, &q), STORE_OK);
+    CHECK_INT(q.queued, 3);
+    CHECK_INT(q.running, 1);
+    job_t k = {0};
+    CHECK_INT(store_job_claim(s, "standard", "w2", LEASE, T0 + 6, &k), STORE_OK);
+    CHECK_STR(k.id, b[0]); /* ann runs one */
+    CHECK_INT(store_job_release(s, k.id, k.lease_id, T0 + 7, NULL), STORE_OK);
+    job_clear(&k);
+    CHECK_INT(store_job_complete(s, j.id, j.lease_id, 1.0, "a.png", 1.0, T0 + 8, NULL), STORE_OK);
+    job_clear(&j);
+    /* neither runs a job: the earlier head, bob's released job at the front of the queue */
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 9, &j), STORE_OK);
+    CHECK_STR(j.id, b[0]);
+    job_clear(&j);
+    CHECK_INT(store_usage(s, 0, INT64_MAX, &u, &n), STORE_OK);
+    CHECK_INT(n, 1);
+    if (n == 1)
+        CHECK_INT(u[0].images, 1);
+    free(u);
+    close_fresh(s);
+}
+
 /* A store of the previous schema version (no index of a user's jobs by status) gets the index
  * from `pingvas migrate`, and its jobs stay listed as before. */
 static void test_migrate_user_status_index(void)
@@ -2156,6 +2215,7 @@ static void test_throughput_report(void)
     X(test_migrate_user_status_index)                                                              \
     X(test_migrate_queue_table)                                                                    \
     X(test_migrate_self_accounting)                                                                \
+    X(test_migrate_drop_indexes)                                                                   \
     X(test_claim_skips_locked_user)                                                                \
     X(test_event_log)                                                                              \
     X(test_throughput_report)
