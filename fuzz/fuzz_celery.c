@@ -10,7 +10,7 @@
  * Invariants: no crash, no leak, no read past size; a parsed message names the task, a task id
  * and a job id within their caps; a reject has a reason, an exception type and a message; a
  * FAILURE result can be written for any task id the parser kept, and it is valid JSON. The same
- * input as a remote-control message (celery_parse_revoke): a revoke lists n safe task ids. */
+ * input as a remote-control message (celery_parse_revoke): a revoke holds n safe task ids. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,11 +48,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     celery_revoke_t rv;
     rc = celery_parse_revoke((const char *)data, size, &rv);
     if (rc == 1) {
-        int n = 1;
-        for (const char *p = rv.task_ids; *p; p++)
-            n += *p == ' ';
-        if (n != rv.n || !rv.task_ids[0] || strchr(rv.task_ids, '"'))
+        if (rv.n < 1 || !rv.task_ids)
             abort();
+        for (int i = 0; i < rv.n; i++)
+            if (!rv.task_ids[i][0] || strlen(rv.task_ids[i]) > CELERY_ID_MAX ||
+                strpbrk(rv.task_ids[i], "\" "))
+                abort();
     } else if (rc < -1 || rc > 1 || rv.task_ids || rv.n) {
         abort();
     }
