@@ -1602,6 +1602,8 @@ static enum MHD_Result complete_finish(server_t *s, struct MHD_Connection *c, re
     if (r->put && r->img.rc != 0)
         return image_refused(s, c, id, r->img.err);
     int rc = r->sc.rc;
+    if (rc == STORE_ERR) /* the complete writer's message: store_last_error is per thread */
+        return unavailable(s, c, r->sc.err);
     if (rc != STORE_OK) {
         if (rc == STORE_LEASE_LOST)
             log_warn("event=late_complete_refused job=%s", id);

@@ -177,6 +177,9 @@ static void complete_start(store_complete_t *c)
 static int complete_end(store_complete_t *c, int rc)
 {
     c->rc = rc;
+    c->err[0] = '\0';
+    if (rc == STORE_ERR)
+        snprintf(c->err, sizeof c->err, "%s", store_fail_text());
     if (rc != STORE_OK) {
         job_clear(&c->done);
         c->next_rc = STORE_EMPTY;

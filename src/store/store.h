@@ -193,6 +193,10 @@ typedef struct store_complete {
     int next_rc; /* out */
     job_t next;  /* out */
     int rc;      /* out: the item's code in store_job_complete_many */
+    /* out: the message of a STORE_ERR, copied on the thread that ran the store operation
+     * (store_last_error is per thread: the server's complete writer runs it, a connection's
+     * thread answers it) */
+    char err[256];
 } store_complete_t;
 int store_job_complete_claim(store_t *s, store_complete_t *c);
 /* A batch of them (the server's complete writer): each item exactly as store_job_complete_claim,

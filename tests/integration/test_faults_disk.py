@@ -68,7 +68,8 @@ def readyz(env):
 def refuse_creates_keep_reads(env, load, full_words=("full", "space")):
     """Creates until the store cannot write: that create is a 503 with a JSON error; every create
     answered 201 before is kept (load.accepted); reads keep working; /readyz is 503 and says the
-    disk is full."""
+    disk is full; every 503 so far (the workers' completes too, answered on another thread than
+    the one that ran them) logged the store's message."""
     tok = load.tokens["ava"]
     refused = None
     for i in range(3000):
@@ -89,6 +90,9 @@ def refuse_creates_keep_reads(env, load, full_words=("full", "space")):
     assert env.api("GET", "/api/v1/credits", token=tok).status == 200
     st, body = readyz(env)
     assert st == 503 and any(w in r["error"] for r in body["reasons"] for w in full_words), body
+    unnamed = [e for e in faults.log_events(env, env.server.logname, "store_error")
+               if 'err=""' in e]
+    assert not unnamed, f"503s that recorded no store error (/readyz then says 'store: '): {unnamed}"
 
 
 def recover(env, load):

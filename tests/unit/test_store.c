@@ -2066,6 +2066,77 @@ static void test_migrate_user_status_index(void)
     close_fresh(s);
 }
 
+struct complete_many_arg {
+    store_t *s;
+    store_complete_t c[2];
+};
+
+/* Runs store_job_complete_many on a thread of its own, as the server's complete writer does. */
+static void *complete_many_thread(void *arg)
+{
+    struct complete_many_arg *a = arg;
+    store_job_complete_many(a->s, a->c, 2);
+    return NULL;
+}
+
+#define REFUSE_LEDGER_SQLITE                                                                       \
+    "CREATE TRIGGER refuse_ledger BEFORE INSERT ON credit_ledger"                                  \
+    " BEGIN SELECT RAISE(ABORT, 'ledger refused by the test'); END"
+#define REFUSE_LEDGER_PG                                                                           \
+    "CREATE FUNCTION refuse_ledger() RETURNS trigger LANGUAGE plpgsql AS"                          \
+    " $$BEGIN RAISE EXCEPTION 'ledger refused by the test'; END$$;"                                \
+    " CREATE TRIGGER refuse_ledger BEFORE INSERT ON credit_ledger"                                 \
+    " FOR EACH ROW EXECUTE FUNCTION refuse_ledger()"
+
+/* A store error in a batch of completes run on another thread (the server's complete writer):
+ * every item is STORE_ERR and carries the store's message in its err, since store_last_error is
+ * per thread and the thread that answers the complete never saw it (a 503 and /readyz said only
+ * "store: " when the disk was full). Nothing is written; once the fault is gone both complete. */
+static void test_complete_many_error(void)
+{
+    store_t *s = open_fresh();
+    char id[2][JOB_ID_SIZE], lease[2][JOB_ID_SIZE];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 100, T0), STORE_OK);
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(create(s, "ann", 5, T0, NULL), STORE_OK);
+        claim_one(s, "w1", id[i], lease[i]);
+    }
+    CHECK_INT(raw_exec(t_pg ? REFUSE_LEDGER_PG : REFUSE_LEDGER_SQLITE), 0);
+    struct complete_many_arg arg = {.s = s};
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 2; i++)
+            arg.c[i] = (store_complete_t){.id = id[i],
+                                          .lease_id = lease[i],
+                                          .image_key = "images/x.png",
+                                          .gpu_seconds = 1.0,
+                                          .credit_rate = 2.0,
+                                          .now = T0 + 20};
+        pthread_t th;
+        CHECK_INT(pthread_create(&th, NULL, complete_many_thread, &arg), 0);
+        pthread_join(th, NULL);
+        for (int i = 0; i < 2; i++) {
+            CHECK_INT(arg.c[i].rc, round == 0 ? STORE_ERR : STORE_OK);
+            if (round == 0 && !strstr(arg.c[i].err, "ledger refused by the test"))
+                CHECK_STR(arg.c[i].err, "(the trigger's message)");
+            if (round == 1)
+                CHECK_STR(arg.c[i].err, "");
+            job_clear(&arg.c[i].done);
+        }
+        if (round == 0) {
+            CHECK_INT(balance(s, "ann"), 100);
+            CHECK_INT(ledger_rows(s, "ann", "charge"), 0);
+            CHECK_INT(raw_exec(t_pg ? "DROP TRIGGER refuse_ledger ON credit_ledger"
+                                    : "DROP TRIGGER refuse_ledger"),
+                      0);
+        }
+    }
+    CHECK_INT(balance(s, "ann"), 100 - 2 - 2);
+    close_fresh(s);
+}
+
 /* The event log: triggers write a "job" event per status change and a "worker" event per
  * worker change, in the same transaction; reads filter by user; seq only grows. */
 static void test_event_log(void)
@@ -2197,6 +2268,7 @@ static void test_throughput_report(void)
     X(test_requeue_order_several)                                                                  \
     X(test_complete_and_idempotent)                                                                \
     X(test_complete_many)                                                                          \
+    X(test_complete_many_error)                                                                    \
     X(test_create_many)                                                                            \
     X(test_create_many_values)                                                                     \
     X(test_charge_rounding_and_cap)                                                                \
