@@ -15,7 +15,11 @@ told its lease is gone, the server logs no expired lease; then everything drains
 is charged once.
 
 Slow: the server reaches PostgreSQL through a loopback proxy that holds every chunk 100 ms each
-way (200 ms per round trip): jobs complete, no lease is lost, every job charged once."""
+way (200 ms per round trip): jobs complete, no lease is lost, every job charged once.
+
+Refused complete: the store fails a worker's complete (a trigger on credit_ledger raises): the
+503 and /readyz carry the store's message (not "store: "), and the job completes once the fault
+is gone."""
 import concurrent.futures
 import os
 import threading
@@ -146,5 +150,40 @@ def test_store_slow(env):
     load.report("store_slow", figures, t0)
 
 
+def test_complete_refused_names_the_cause(env):
+    """A worker's complete the store refuses (a trigger on credit_ledger raises, as a full disk
+    or any store error would): the 503 is logged with the store's message and /readyz names it,
+    although the complete ran on the complete writer's thread and is answered on another (the
+    store's last error is per thread: /readyz once said only 'store: '). Once the trigger is gone
+    the worker's retry completes the job, attempts 1, charged once."""
+    seed = faults.seed()
+    t0 = time.monotonic()
+    url = pv_pg.provision_for(env)
+    env.start_server("--lease", "5s", "--heartbeat", "300ms")
+    load = faults.Load(env, seed)
+    pv_pg.psql(url, "CREATE FUNCTION refuse_ledger() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$BEGIN RAISE EXCEPTION 'ledger refused by the test'; END$$;"
+                    " CREATE TRIGGER refuse_ledger BEFORE INSERT ON credit_ledger"
+                    " FOR EACH ROW EXECUTE FUNCTION refuse_ledger()")
+    load.faults["ledger_refused"] += 1
+    env.start_worker("--time-scale", "0.05", "--imds-url", "off")
+    load.submit(1, prefix="refused")
+    errors = lambda: faults.log_events(env, env.server.logname, "store_error")
+    pv.wait_for(errors, timeout=30, what="the worker's complete to be refused")
+    assert all("ledger refused by the test" in e for e in errors()), errors()
+    r = env.api("GET", "/readyz", timeout=10)
+    assert r.status == 503, r
+    reasons = r.json()["reasons"]
+    assert any("ledger refused by the test" in x["error"] for x in reasons), reasons
+    pv_pg.psql(url, "DROP TRIGGER refuse_ledger ON credit_ledger")
+    load.drain(timeout=60)
+    jobs, figures = load.account()
+    for _, j in jobs.values():
+        assert j["attempts"] == 1, j
+    load.faults["completes_503"] = len(errors())
+    load.report("complete_refused", figures, t0)
+
+
 if __name__ == "__main__":
-    pv.main([pv.clean_exit(test_store_stalled), pv.clean_exit(test_store_slow)])
+    pv.main([pv.clean_exit(test_store_stalled), pv.clean_exit(test_store_slow),
+             pv.clean_exit(test_complete_refused_names_the_cause)])
