@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 13
+#define SCHEMA_VERSION 14
 #define ERR_MAX 512
 #define POOL_MIN_DEFAULT 8
 #define POOL_MAX 256
@@ -461,9 +461,21 @@ static const char schema_v13[] = "DROP INDEX IF EXISTS generation_jobs_claim;"
                                  "ALTER TABLE generation_jobs DROP CONSTRAINT IF EXISTS"
                                  " generation_jobs_seq_key;";
 
+/* Version 14: the worker event trigger of an UPDATE runs only when the state changes (WHEN): every
+ * claim records its worker busy (CLAIM_SQL's upsert, which sets the state it has), and the
+ * PL/pgSQL call found the state unchanged and wrote nothing nearly every time. INSERT and DELETE
+ * keep their trigger (a DELETE trigger's WHEN cannot read NEW). */
+static const char schema_v14[] =
+    "DROP TRIGGER IF EXISTS events_worker_update ON workers;"
+    "DROP TRIGGER events_worker ON workers;"
+    "CREATE TRIGGER events_worker AFTER INSERT OR DELETE ON workers"
+    "  FOR EACH ROW EXECUTE FUNCTION events_worker();"
+    "CREATE TRIGGER events_worker_update AFTER UPDATE OF state ON workers"
+    "  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION events_worker();";
+
 static const char *const migrations[SCHEMA_VERSION] = {
-    schema_v1, schema_v2, schema_v3,  schema_v4,  schema_v5,  schema_v6, schema_v7,
-    schema_v8, schema_v9, schema_v10, schema_v11, schema_v12, schema_v13};
+    schema_v1, schema_v2, schema_v3,  schema_v4,  schema_v5,  schema_v6,  schema_v7,
+    schema_v8, schema_v9, schema_v10, schema_v11, schema_v12, schema_v13, schema_v14};
 
 /* The job columns read by row_to_job, in this order (as in store_sqlite.c). */
 #define JOB_COLS                                                                                   \

@@ -2031,6 +2031,51 @@ static void test_migrate_drop_indexes(void)
     close_fresh(s);
 }
 
+/* A worker's events: one when it appears, one per change of state, one when it is gone; none when
+ * it is seen again in the state it has (a claim records its worker busy each time). PostgreSQL:
+ * on a store of version 13 migrated to 14 (the UPDATE trigger only WHEN the state changes). */
+static void test_migrate_worker_events(void)
+{
+    store_t *s = open_fresh();
+    store_event_t *v = NULL;
+    size_t n = 0;
+    job_t j = {0};
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    if (t_pg) {
+        CHECK_INT(raw_exec("DROP TRIGGER events_worker_update ON workers;"
+                           " DROP TRIGGER events_worker ON workers;"
+                           " CREATE TRIGGER events_worker AFTER INSERT OR DELETE OR UPDATE OF state"
+                           " ON workers FOR EACH ROW EXECUTE FUNCTION events_worker();"
+                           " UPDATE schema_version SET version = 13"),
+                  0);
+        CHECK_INT(store_migrate(s), STORE_OK);
+    }
+    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
+    CHECK_INT(create(s, "ann", 1, T0, NULL), STORE_OK);
+    CHECK_INT(create(s, "ann", 1, T0, NULL), STORE_OK);
+    CHECK_INT(store_worker_seen(s, "w1", "standard", "idle", T0), STORE_OK);      /* appears */
+    CHECK_INT(store_worker_seen(s, "w1", "standard", "idle", T0 + 1), STORE_OK);  /* no change */
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 2, &j), STORE_OK); /* busy */
+    job_clear(&j);
+    CHECK_INT(store_job_claim(s, "standard", "w1", LEASE, T0 + 3, &j), STORE_OK); /* busy again */
+    job_clear(&j);
+    CHECK_INT(store_worker_gone(s, "w1"), STORE_OK);
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, NULL, 100, &v, &n), STORE_OK);
+    const char *want[] = {"\"idle\"", "\"busy\"", "\"gone\""};
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].kind, "worker") != 0)
+            continue;
+        CHECK(k < 3 && strstr(v[i].data, want[k]) != NULL);
+        k++;
+    }
+    CHECK_INT(k, 3);
+    store_events_free(v, n);
+    close_fresh(s);
+}
+
 /* A store of the previous schema version (no index of a user's jobs by status) gets the index
  * from `pingvas migrate`, and its jobs stay listed as before. */
 static void test_migrate_user_status_index(void)
@@ -2288,6 +2333,7 @@ static void test_throughput_report(void)
     X(test_migrate_queue_table)                                                                    \
     X(test_migrate_self_accounting)                                                                \
     X(test_migrate_drop_indexes)                                                                   \
+    X(test_migrate_worker_events)                                                                  \
     X(test_claim_skips_locked_user)                                                                \
     X(test_event_log)                                                                              \
     X(test_throughput_report)
