@@ -540,6 +540,13 @@ typedef struct pg_store {
     int nfree;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    /* The database stalled: clock_mono_ms() of the last operation that got no answer within the
+     * timeout, 0 once one got an answer. While set, one operation at a time (the probe) tries the
+     * database and the others fail at once (op_open): a request that waited behind another on a
+     * front thread (each may hold several connections) then gets its 503 within a timeout, not
+     * after a timeout for every request queued before it. */
+    _Atomic int64_t stalled_at;
+    atomic_int probing; /* an operation is the probe */
     /* listener */
     pthread_t listener;
     bool listening;
@@ -558,6 +565,8 @@ typedef struct op {
     bool tx;
     bool begin_pending; /* op_begin: BEGIN goes out with the first statement (pipe_run) */
     int64_t deadline;   /* clock_mono_ms() by which the operation gives up (STORE_ERR) */
+    bool probe;         /* the one operation trying a stalled database (pg_store_t.stalled_at) */
+    bool answered;      /* the database answered this operation at least once */
 } op_t;
 
 /* Text parameters of one statement. */
@@ -643,6 +652,16 @@ static void connect_failed(pg_store_t *s, PGconn *c)
     store_fail("postgresql %s: cannot connect: %s", s->where, msg);
 }
 
+/* The database gave no answer within the operation's timeout: says so (what: the operation, or
+ * NULL for a connect) and marks it stalled. STORE_ERR. */
+static int no_answer(pg_store_t *s, const char *what)
+{
+    atomic_store(&s->stalled_at, clock_mono_ms());
+    return store_fail("postgresql %s: %s%sno answer within %lld ms (the database is stalled or "
+                      "unreachable; PINGVAS_PG_TIMEOUT)",
+                      s->where, what ? what : "cannot connect", ": ", (long long)s->timeout_ms);
+}
+
 /* A new connection made by clock_mono_ms() deadline, or NULL with the message set. Caller owns
  * it (PQfinish). Non-blocking (PQconnectPoll): libpq's connect_timeout would let a connect that
  * started late in an operation (after a wait for a pool slot) run a whole timeout past the
@@ -663,9 +682,7 @@ static PGconn *connect_new(pg_store_t *s, int64_t deadline)
         if (n == 0 && left > 60000)
             continue;
         if (n <= 0) {
-            store_fail("postgresql %s: cannot connect: no answer within %lld ms (the database is "
-                       "stalled or unreachable; PINGVAS_PG_TIMEOUT)",
-                       s->where, (long long)s->timeout_ms);
+            no_answer(s, NULL);
             PQfinish(c);
             return NULL;
         }
@@ -700,12 +717,24 @@ static int op_open(pg_store_t *s, op_t *op)
     memset(op, 0, sizeof *op);
     op->s = s;
     op->slot = -1;
+    int64_t stalled = atomic_load(&s->stalled_at);
+    if (stalled) {
+        if (atomic_exchange(&s->probing, 1) != 0)
+            return store_fail("postgresql %s: the database gave no answer within %lld ms %lld ms "
+                              "ago (stalled or unreachable; PINGVAS_PG_TIMEOUT); an operation is "
+                              "trying it again",
+                              s->where, (long long)s->timeout_ms,
+                              (long long)(clock_mono_ms() - stalled));
+        op->probe = true;
+    }
     op->deadline = clock_mono_ms() + s->timeout_ms;
     struct timespec ts = clock_deadline(s->timeout_ms);
     pthread_mutex_lock(&s->mu);
     while (s->nfree == 0) {
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT && s->nfree == 0) {
             pthread_mutex_unlock(&s->mu);
+            if (op->probe)
+                atomic_store(&s->probing, 0);
             return store_fail("postgresql %s: all %d pool connections busy for %lld ms (the "
                               "database is slow or stalled; or raise ?pool=N in DATABASE_URL)",
                               s->where, s->pool_size, (long long)s->timeout_ms);
@@ -724,6 +753,10 @@ static int op_open(pg_store_t *s, op_t *op)
         op->c = connect_new(s, op->deadline);
         op->prepared = 0;
     }
+    if (!op->c && op->probe) { /* a failed connect: the next operation probes */
+        atomic_store(&s->probing, 0);
+        op->probe = false;
+    }
     return op->c ? STORE_OK : STORE_ERR;
 }
 
@@ -731,6 +764,11 @@ static int op_open(pg_store_t *s, op_t *op)
 static void op_close(op_t *op)
 {
     pg_store_t *s = op->s;
+    if (op->answered && op->c) /* it answered: not (or no longer) stalled */
+        atomic_store(&s->stalled_at, 0);
+    if (op->probe)
+        atomic_store(&s->probing, 0);
+    op->probe = op->answered = false;
     if (op->slot < 0)
         return;
     if (op->c && (PQstatus(op->c) != CONNECTION_OK || PQtransactionStatus(op->c) != PQTRANS_IDLE)) {
@@ -785,8 +823,11 @@ static PGresult *next_result(op_t *op, const char *what, bool *ok)
 {
     *ok = true;
     for (;;) {
-        if (!PQisBusy(op->c))
-            return PQgetResult(op->c);
+        if (!PQisBusy(op->c)) {
+            PGresult *r = PQgetResult(op->c);
+            op->answered |= r != NULL;
+            return r;
+        }
         int64_t left = op->deadline - clock_mono_ms();
         struct pollfd pfd = {.fd = PQsocket(op->c), .events = POLLIN};
         int n = left > 0 ? poll(&pfd, 1, left > 60000 ? 60000 : (int)left) : 0;
@@ -796,9 +837,7 @@ static PGresult *next_result(op_t *op, const char *what, bool *ok)
             continue;
         if (n <= 0 || PQconsumeInput(op->c) == 0) {
             if (n <= 0)
-                store_fail("postgresql %s: %s: no answer within %lld ms (the database is stalled "
-                           "or unreachable; PINGVAS_PG_TIMEOUT)",
-                           op->s->where, what, (long long)op->s->timeout_ms);
+                no_answer(op->s, what);
             else
                 fail_res(op, what, NULL);
             op_drop(op);
@@ -922,10 +961,7 @@ static int pipe_send(op_t *op, const char *what, const stmt_t *st, const plan_t 
             continue;
         ok = f > 0 && (pn > 0 || left > 60000) && (!(pfd.revents & POLLIN) || PQconsumeInput(c));
         if (!ok && pn == 0 && left <= 60000)
-            return store_fail("postgresql %s: %s: no answer within %lld ms (the database is "
-                              "stalled or unreachable; PINGVAS_PG_TIMEOUT)",
-                              op->s->where, what, (long long)op->s->timeout_ms),
-                   op_drop(op), STORE_ERR;
+            return no_answer(op->s, what), op_drop(op), STORE_ERR;
     }
     if (!ok)
         return fail_res(op, what, NULL), op_drop(op), STORE_ERR;
