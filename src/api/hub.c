@@ -41,6 +41,9 @@ struct hub {
     _Atomic uint64_t gen; /* moved under mu; hub_gen reads it without (every GET reads it) */
     int64_t watermark;
     int kicked;
+    int deferred;   /* kicked while nobody waited: read at the tick or when one waits (hub_kick) */
+    int nstreams;   /* open event streams */
+    uint64_t reads; /* reads of the log done (under mu) */
     parked_t *parked; /* suspended connections, resumed by the hub thread */
     size_t nparked, capparked;
     stream_count_t streams[HUB_STREAM_USERS];
@@ -167,11 +170,12 @@ static void hub_step(hub_t *h)
     int64_t nwm = hub_advance(v, n, wm, now, &h->gap);
     pthread_mutex_lock(&h->mu);
     keep_failures(h, v, n, nwm);
+    h->reads++;
     if (nwm != wm) {
         h->watermark = nwm;
         h->gen++;
-        pthread_cond_broadcast(&h->cv);
     }
+    pthread_cond_broadcast(&h->cv);
     resume_due(h, now, 0);
     pthread_mutex_unlock(&h->mu);
     store_events_free(v, n);
@@ -203,6 +207,7 @@ static void *hub_main(void *arg)
             if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) != 0)
                 break;
         h->kicked = 0;
+        h->deferred = 0; /* the read that follows sees what was deferred */
         pthread_mutex_unlock(&h->mu);
     }
     return NULL;
@@ -261,11 +266,24 @@ void hub_set_daemon(hub_t *h, struct MHD_Daemon *d)
                  !(i->flags & MHD_USE_THREAD_PER_CONNECTION);
 }
 
+/* Wakes the hub thread to read the log now, under mu. */
+static void wake(hub_t *h)
+{
+    h->deferred = 0;
+    h->kicked = 1;
+    pthread_cond_broadcast(&h->cv);
+}
+
+/* With nobody waiting on the log (no request parked, no stream open) the read is left to the
+ * tick or to the next request that waits (hub_wait) or opens a stream: every create batch and
+ * every complete kicks, and on PostgreSQL each read is a round trip nobody would look at. */
 void hub_kick(hub_t *h)
 {
     pthread_mutex_lock(&h->mu);
-    h->kicked = 1;
-    pthread_cond_broadcast(&h->cv);
+    if (h->nparked > 0 || h->nstreams > 0)
+        wake(h);
+    else
+        h->deferred = 1;
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -301,10 +319,8 @@ static int park(hub_t *h, struct MHD_Connection *c, uint64_t gen, int64_t deadli
     }
     MHD_suspend_connection(c);
     h->parked[h->nparked++] = (parked_t){.c = c, .gen = gen, .deadline_ms = deadline_ms};
-    if (deadline_ms < hub_now_ms() + HUB_TICK_MS) {
-        h->kicked = 1; /* the hub thread sleeps until its tick: look at this deadline sooner */
-        pthread_cond_broadcast(&h->cv);
-    }
+    if (deadline_ms < hub_now_ms() + HUB_TICK_MS)
+        wake(h); /* the hub thread sleeps until its tick: look at this deadline sooner */
     return 0;
 }
 
@@ -312,6 +328,8 @@ int hub_wait(hub_t *h, struct MHD_Connection *c, uint64_t gen, int64_t deadline_
 {
     int rc = HUB_WOKE;
     pthread_mutex_lock(&h->mu);
+    if (h->deferred)
+        wake(h); /* an event nobody waited for yet: read it now, this request waits */
     if (h->gen != gen || atomic_load(&h->stopping) || hub_now_ms() >= deadline_ms)
         goto out;
     if (h->suspend && park(h, c, gen, deadline_ms) == 0) {
@@ -350,6 +368,17 @@ int hub_stream_acquire(hub_t *h, const char *user, int max)
         rc = 0;
     }
 out:
+    if (rc == 0)
+        h->nstreams++;
+    if (rc == 0 && h->deferred) {
+        /* the stream starts at the watermark: first read what was left for the tick */
+        uint64_t r0 = h->reads;
+        wake(h);
+        struct timespec ts = mono_at(hub_now_ms() + HUB_TICK_MS);
+        while (h->reads == r0 && !atomic_load(&h->stopping))
+            if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) != 0)
+                break;
+    }
     pthread_mutex_unlock(&h->mu);
     return rc;
 }
@@ -360,6 +389,7 @@ void hub_stream_release(hub_t *h, const char *user)
     for (int i = 0; i < HUB_STREAM_USERS; i++) {
         if (h->streams[i].n > 0 && strcmp(h->streams[i].user, user) == 0) {
             h->streams[i].n--;
+            h->nstreams--;
             break;
         }
     }

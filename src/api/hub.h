@@ -49,7 +49,8 @@ hub_t *hub_start(store_t *store, char *err, size_t errlen);
 /* Tells the hub which daemon its connections belong to (suspend/resume when the daemon allows
  * it). Call once, before the first request. */
 void hub_set_daemon(hub_t *h, struct MHD_Daemon *d);
-/* Looks at the log now (after a local change) instead of at the next tick. */
+/* A local change: the log is read now when a request or stream waits on it, else at the next
+ * tick or when one comes to wait (hub_wait). */
 void hub_kick(hub_t *h);
 /* The current generation and watermark (read them before looking at the store). */
 uint64_t hub_gen(hub_t *h);
