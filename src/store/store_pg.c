@@ -1558,16 +1558,15 @@ static int user_from(const PGresult *r, user_t *u, int64_t *queued)
     return STORE_OK;
 }
 
+#define SQL_USER_GET "SELECT " USER_COLS " FROM users WHERE name = $1"
+
 /* Reads a user's row (locked FOR UPDATE when lock_row). STORE_NOT_FOUND if absent. */
 static int read_user(op_t *op, const char *name, bool lock_row, user_t *u, int64_t *queued)
 {
     params_t p = {0};
     memset(u, 0, sizeof *u);
     p_text(&p, name);
-    PGresult *r = q(op, "reading user",
-                    lock_row ? "SELECT " USER_COLS " FROM users WHERE name = $1 FOR UPDATE"
-                             : "SELECT " USER_COLS " FROM users WHERE name = $1",
-                    &p);
+    PGresult *r = q(op, "reading user", lock_row ? SQL_USER_GET " FOR UPDATE" : SQL_USER_GET, &p);
     if (!r)
         return STORE_ERR;
     int rc = user_from(r, u, queued);
@@ -1781,7 +1780,7 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
  * INSERT triggers do not fire for it, schema_v9) and one CREATE_ACCOUNT_SQL per user (its
  * reservations, queued and stored counts: one new version of the user's row per batch). Third:
  * COMMIT (op_end). */
-#define CREATE_LOCK_SQL "SELECT " USER_COLS " FROM users WHERE name = $1 FOR UPDATE"
+#define CREATE_LOCK_SQL SQL_USER_GET " FOR UPDATE"
 #define CREATE_KEY_SQL                                                                             \
     "SELECT " JOB_COLS " FROM generation_jobs WHERE user_id = $1 AND idem_key = $2"
 #define CREATE_ACCOUNT_SQL                                                                         \
@@ -2615,19 +2614,19 @@ typedef struct batch_complete {
 #define BC_REPLAY 2 /* completed already under this lease: only its claim runs */
 #define BC_AGAIN 3  /* a second complete of a job earlier in the batch: runs alone, after */
 
-/* Orders a batch's completes by user, then job id (the user and job rows they lock). */
-static int bc_user_order(const void *a, const void *b)
-{
-    const batch_complete_t *x = *(batch_complete_t *const *)a, *y = *(batch_complete_t *const *)b;
-    int d = strcmp(x->c->done.user, y->c->done.user);
-    return d ? d : strcmp(x->c->id, y->c->id);
-}
-
 /* Orders a batch's completes by job id (the order their job rows are locked in). */
 static int bc_id_order(const void *a, const void *b)
 {
     const batch_complete_t *x = *(batch_complete_t *const *)a, *y = *(batch_complete_t *const *)b;
     return strcmp(x->c->id, y->c->id);
+}
+
+/* Orders a batch's completes by user, then job id (the user and job rows they lock). */
+static int bc_user_order(const void *a, const void *b)
+{
+    const batch_complete_t *x = *(batch_complete_t *const *)a, *y = *(batch_complete_t *const *)b;
+    int d = strcmp(x->c->done.user, y->c->done.user);
+    return d ? d : bc_id_order(a, b);
 }
 
 /* The first round trip of a batch: every job of the batch loaded and locked, in job id order,
@@ -3466,12 +3465,11 @@ static int pg_user_job_get(store_t *base, const char *user, const char *id, stor
     params_t pu = {0}, pj = {0};
     p_text(&pu, user);
     p_text(&pj, id);
-    stmt_t st[3] = {
-        {.sql = "SELECT " USER_COLS " FROM users WHERE name = $1", .p = &pu, .prep = PREP_USER_GET},
-        {.sql = SQL_JOB_GET, .p = &pj, .prep = PREP_JOB_GET},
-        {.sql = "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = $1",
-         .p = &pj,
-         .prep = PREP_WEBHOOK_GET}};
+    stmt_t st[3] = {{.sql = SQL_USER_GET, .p = &pu, .prep = PREP_USER_GET},
+                    {.sql = SQL_JOB_GET, .p = &pj, .prep = PREP_JOB_GET},
+                    {.sql = "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = $1",
+                     .p = &pj,
+                     .prep = PREP_WEBHOOK_GET}};
     op_t op;
     int rc = op_open(pgs(base), &op);
     if (rc == STORE_OK)
