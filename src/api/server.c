@@ -1,13 +1,15 @@
 /* server.c: HTTP front of pingvas on libmicrohttpd, event-driven: a small pool of epoll threads
  * (MHD_USE_EPOLL_INTERNAL_THREAD, 16 x CPUs, at least 64) serves every connection; no thread per
- * connection. Two kinds of request are parked (MHD_suspend_connection) instead of holding a
+ * connection. Three kinds of request are parked (MHD_suspend_connection) instead of holding a
  * thread, and resumed with their answer:
  * - creates: parsed, authenticated and validated on the pool thread, then queued to the create
  *   writer (one thread on SQLite, four on PostgreSQL), which commits every create waiting at that
  *   moment in one transaction
  *   (store_job_create_many: the group commit) and resumes their connections;
  * - long-poll claims that found no work: the claim dispatcher, one thread, retries them when
- *   work arrives (server_notify_work), at least every 500 ms, and answers 204 at their deadline.
+ *   work arrives (server_notify_work), at least every 500 ms, and answers 204 at their deadline;
+ * - completes: queued to the complete writer, a pipeline of two threads (an image stage, then
+ *   a commit stage: see COMPLETE_BATCH_MAX), which resumes them once committed.
  * Every state change goes through the store. */
 #include "api/server.h"
 
@@ -119,9 +121,12 @@ struct server {
     struct req *creates, *creates_tail;     /* queued for the create writer */
     struct req *claims;                     /* long-poll claims waiting for work, oldest first */
     pthread_cond_t complete_cv;             /* signalled when a complete is queued */
-    struct req *completes, *completes_tail; /* queued for the complete writer */
-    pthread_t completer;
-    int completer_started;
+    struct req *completes, *completes_tail; /* queued for the complete writer's image stage */
+    pthread_cond_t commit_cv;               /* signalled when the image stage hands on a batch */
+    struct req *imaged, *imaged_tail;       /* images stored: queued for the commit stage */
+    pthread_t completer, committer;         /* the image stage and the commit stage */
+    int completer_started, committer_started;
+    atomic_int imager_done;  /* set once the image stage has stopped: the commit stage drains */
     atomic_int suspended;    /* connections parked right now */
     atomic_int threads_stop; /* set once the daemons are stopped */
     pthread_t writers[WRITERS_MAX], dispatcher;
@@ -604,6 +609,18 @@ static int auth_worker(server_t *s, struct MHD_Connection *c, enum MHD_Result *r
 
 /* ---------- parked requests ---------- */
 
+/* Appends the list list (its last ->next NULL) to the queue head..tail; under park_mu. */
+static void queue_append(req_t **head, req_t **tail, req_t *list)
+{
+    if (*tail)
+        (*tail)->next = list;
+    else
+        *head = list;
+    while (list->next)
+        list = list->next;
+    *tail = list;
+}
+
 /* Suspends c and hands r to the create writer (PARK_CREATE), the claim dispatcher
  * (PARK_CLAIM) or the complete writer (PARK_COMPLETE). The connection is suspended before anyone
  * else can see r, so the resume can never come first. */
@@ -617,18 +634,10 @@ static void park(server_t *s, struct MHD_Connection *c, req_t *r, enum park_kind
     MHD_suspend_connection(c);
     pthread_mutex_lock(&s->park_mu);
     if (kind == PARK_COMPLETE) {
-        if (s->completes_tail)
-            s->completes_tail->next = r;
-        else
-            s->completes = r;
-        s->completes_tail = r;
+        queue_append(&s->completes, &s->completes_tail, r);
         pthread_cond_signal(&s->complete_cv);
     } else if (kind == PARK_CREATE) {
-        if (s->creates_tail)
-            s->creates_tail->next = r;
-        else
-            s->creates = r;
-        s->creates_tail = r;
+        queue_append(&s->creates, &s->creates_tail, r);
         pthread_cond_signal(&s->create_cv);
     } else {
         req_t **pp = &s->claims;
@@ -654,12 +663,12 @@ static void resume_all(req_t *r)
 }
 
 /* Waits for the queue head..tail to hold a request (cv signals it) and takes up to max of them,
- * their count in *n; NULL once threads_stop is set with nothing queued. */
+ * their count in *n; NULL once *stop is set with nothing queued. */
 static req_t *take_batch(server_t *s, req_t **head, req_t **tail, pthread_cond_t *cv, size_t max,
-                         size_t *n)
+                         atomic_int *stop, size_t *n)
 {
     pthread_mutex_lock(&s->park_mu);
-    while (!*head && !atomic_load(&s->threads_stop))
+    while (!*head && !atomic_load(stop))
         pthread_cond_wait(cv, &s->park_mu);
     req_t *batch = *head, *last = batch;
     *n = batch ? 1 : 0;
@@ -704,7 +713,7 @@ static void *writer_main(void *arg)
     for (;;) {
         size_t n;
         req_t *batch = take_batch(s, &s->creates, &s->creates_tail, &s->create_cv,
-                                  items ? CREATE_BATCH_MAX : 1, &n);
+                                  items ? CREATE_BATCH_MAX : 1, &s->threads_stop, &n);
         if (!batch)
             break;
         size_t i = 0;
@@ -1654,8 +1663,8 @@ static void complete_one(server_t *s, req_t *r)
  * 1). With a "next" the same transaction claims the worker's next job (store.h
  * store_job_complete_claim): the answer is the completed job with "next"; a refused complete
  * claims nothing. Where the store commits completes in batches (both do) the complete is parked
- * for the complete writer (completer_main), which stores the images of its whole batch with
- * one fsync each and one per directory, then commits the batch in one transaction. */
+ * for the complete writer (image_main, then commit_main), which stores the images of a whole
+ * batch made durable together, then commits its batches in one transaction. */
 static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t *r, const char *id)
 {
     enum MHD_Result ret;
@@ -1682,26 +1691,54 @@ static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t 
 }
 
 #define COMPLETE_BATCH_MAX 64
+#define COMMIT_BATCH_MAX (4 * COMPLETE_BATCH_MAX)
 
-/* Commits a batch of parked completes: their images first, all made durable together
- * (blob_put_many), then, for those whose image is stored, one store transaction
- * (store_job_complete_many). No complete is answered before its image and its commit are
- * durable. items and imgs hold COMPLETE_BATCH_MAX each. */
-static void complete_batch(server_t *s, req_t *batch, store_complete_t *items, blob_item_t *imgs)
+/* The complete writer is a pipeline of two threads, so that the images of batch k+1 are stored
+ * while batch k commits:
+ * - the image stage (image_main) takes every queued complete (up to COMPLETE_BATCH_MAX), stores
+ *   the images they carry, all made durable together (blob_put_many), and hands the batch on;
+ * - the commit stage (commit_main) takes every batch handed on (up to COMMIT_BATCH_MAX
+ *   completes), commits those whose image is stored in one store transaction
+ *   (store_job_complete_many) and resumes every connection of them, refused ones included.
+ * No complete is committed before its image is durable, none whose image failed is committed
+ * (complete_finish answers the image error), and none is answered before its commit. */
+
+/* Stores the images batch carries (r->put), r->img.rc their outcomes; imgs holds
+ * COMPLETE_BATCH_MAX, or is NULL (out of memory: one at a time). */
+static void complete_images(server_t *s, req_t *batch, blob_item_t *imgs)
 {
-    size_t ni = 0, n = 0;
+    size_t ni = 0;
+    for (req_t *r = batch; r; r = r->next) {
+        if (r->put && imgs)
+            imgs[ni++] = r->img;
+        else if (r->put)
+            blob_put_many(s->blob, &r->img, 1);
+    }
+    if (!ni)
+        return;
+    blob_put_many(s->blob, imgs, ni);
+    ni = 0;
     for (req_t *r = batch; r; r = r->next)
         if (r->put)
-            imgs[ni++] = r->img;
-    if (ni)
-        blob_put_many(s->blob, imgs, ni);
-    ni = 0;
-    for (req_t *r = batch; r; r = r->next) {
-        if (r->put)
             r->img = imgs[ni++];
-        if (!r->put || r->img.rc == 0)
+}
+
+/* Commits the completes of batch whose image is stored (or came before), with their next
+ * claims: r->sc holds each outcome. items holds COMMIT_BATCH_MAX, or is NULL (out of memory:
+ * one at a time). */
+static void complete_commit(server_t *s, req_t *batch, store_complete_t *items)
+{
+    size_t n = 0;
+    for (req_t *r = batch; r; r = r->next) {
+        if (r->put && r->img.rc != 0)
+            continue;
+        if (items)
             items[n++] = r->sc;
+        else
+            store_job_complete_claim(s->store, &r->sc);
     }
+    if (!n)
+        return;
     store_job_complete_many(s->store, items, n);
     n = 0;
     for (req_t *r = batch; r; r = r->next)
@@ -1709,30 +1746,43 @@ static void complete_batch(server_t *s, req_t *batch, store_complete_t *items, b
             r->sc = items[n++];
 }
 
-/* The complete writer: takes every queued complete (up to COMPLETE_BATCH_MAX), commits
- * them (complete_batch), resumes their connections. Runs until threads_stop with nothing
- * queued. */
-static void *completer_main(void *arg)
+/* The image stage of the complete writer. Runs until threads_stop with nothing queued. */
+static void *image_main(void *arg)
 {
     server_t *s = arg;
-    store_complete_t *items = calloc(COMPLETE_BATCH_MAX, sizeof *items);
     blob_item_t *imgs = calloc(COMPLETE_BATCH_MAX, sizeof *imgs);
     for (;;) {
         size_t n;
         req_t *batch = take_batch(s, &s->completes, &s->completes_tail, &s->complete_cv,
-                                  COMPLETE_BATCH_MAX, &n);
+                                  COMPLETE_BATCH_MAX, &s->threads_stop, &n);
         if (!batch)
             break;
-        if (items && imgs) {
-            complete_batch(s, batch, items, imgs);
-        } else { /* out of memory: one at a time */
-            for (req_t *r = batch; r; r = r->next)
-                complete_one(s, r);
-        }
+        complete_images(s, batch, imgs);
+        pthread_mutex_lock(&s->park_mu);
+        queue_append(&s->imaged, &s->imaged_tail, batch);
+        pthread_cond_signal(&s->commit_cv);
+        pthread_mutex_unlock(&s->park_mu);
+    }
+    free(imgs);
+    return NULL;
+}
+
+/* The commit stage of the complete writer. Runs until imager_done (set once the image stage
+ * has stopped) with nothing queued. */
+static void *commit_main(void *arg)
+{
+    server_t *s = arg;
+    store_complete_t *items = calloc(COMMIT_BATCH_MAX, sizeof *items);
+    for (;;) {
+        size_t n;
+        req_t *batch = take_batch(s, &s->imaged, &s->imaged_tail, &s->commit_cv,
+                                  items ? COMMIT_BATCH_MAX : 1, &s->imager_done, &n);
+        if (!batch)
+            break;
+        complete_commit(s, batch, items);
         resume_all(batch);
     }
     free(items);
-    free(imgs);
     return NULL;
 }
 
@@ -2571,6 +2621,7 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->park_mu, NULL);
     pthread_cond_init(&s->create_cv, NULL);
     pthread_cond_init(&s->complete_cv, NULL);
+    pthread_cond_init(&s->commit_cv, NULL);
 
     if (server_models(s, cfg) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -2592,10 +2643,12 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
            pthread_create(&s->writers[s->nwriters], NULL, writer_main, s) == 0)
         s->nwriters++;
     s->dispatcher_started = pthread_create(&s->dispatcher, NULL, dispatcher_main, s) == 0;
-    if (store_batches_completes(s->store))
-        s->completer_started = pthread_create(&s->completer, NULL, completer_main, s) == 0;
+    if (store_batches_completes(s->store)) {
+        s->completer_started = pthread_create(&s->completer, NULL, image_main, s) == 0;
+        s->committer_started = pthread_create(&s->committer, NULL, commit_main, s) == 0;
+    }
     if (s->nwriters < want || !s->dispatcher_started ||
-        (store_batches_completes(s->store) && !s->completer_started)) {
+        (store_batches_completes(s->store) && !(s->completer_started && s->committer_started))) {
         snprintf(err, errlen, "cannot start the create writer and claim dispatcher threads");
         goto fail;
     }
@@ -2666,6 +2719,12 @@ static void stop_front(server_t *s)
         pthread_join(s->writers[i], NULL);
     if (s->completer_started)
         pthread_join(s->completer, NULL);
+    atomic_store(&s->imager_done, 1); /* the commit stage drains what the image stage handed on */
+    pthread_mutex_lock(&s->park_mu);
+    pthread_cond_broadcast(&s->commit_cv);
+    pthread_mutex_unlock(&s->park_mu);
+    if (s->committer_started)
+        pthread_join(s->committer, NULL);
     if (s->dispatcher_started)
         pthread_join(s->dispatcher, NULL);
 }
@@ -2697,6 +2756,7 @@ void server_stop(server_t *s)
     pthread_mutex_destroy(&s->fault_mu);
     pthread_cond_destroy(&s->create_cv);
     pthread_cond_destroy(&s->complete_cv);
+    pthread_cond_destroy(&s->commit_cv);
     pthread_mutex_destroy(&s->park_mu);
     free(s);
 }
