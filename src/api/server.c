@@ -311,10 +311,15 @@ static void celery_work(void *arg)
     server_notify_work(arg);
 }
 
+/* A job's state changed by a complete, fail or cancel: the hub, the webhook sender (only for a
+ * job that ended with a webhook: the transaction that ended it made its delivery due; the sender
+ * looks at the outbox on its own every tick too, for retries and other replicas' jobs) and the
+ * Celery bridge learn of it. */
 static void job_ended(server_t *s, const job_t *j)
 {
     hub_kick(s->hub);
-    webhook_kick(s->webhooks);
+    if (j->has_webhook && job_status_is_final(j->status))
+        webhook_kick(s->webhooks);
     if (s->celery && job_status_is_final(j->status))
         celery_bridge_job_ended(s->celery, j->id);
 }

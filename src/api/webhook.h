@@ -41,7 +41,8 @@ typedef struct webhook_sender webhook_sender_t;
 /* Starts the delivery thread. NULL with a message in err (a bad secret). */
 webhook_sender_t *webhook_start(store_t *st, const webhook_config_t *cfg, webhook_job_fn job_fn,
                                 void *arg, char *err, size_t errlen);
-/* A job ended: look at the outbox now rather than at the next tick. */
+/* A job with a webhook ended (job_t has_webhook): look at the outbox now rather than at the next
+ * tick (the tick also runs the retries and finds jobs other replicas ended). */
 void webhook_kick(webhook_sender_t *w);
 void webhook_stop(webhook_sender_t *w);
 

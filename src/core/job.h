@@ -55,6 +55,9 @@ typedef struct job {
     int64_t lease_expires_at;
     int progress_step;  /* the last progress a heartbeat reported for this attempt: step of */
     int progress_steps; /* steps; 0 steps: none yet */
+    int has_webhook;    /* the job has a webhook delivery: set by the stores only on the job a
+                         * complete, fail or cancel returns (what the server kicks the webhook
+                         * sender for); 0 elsewhere */
 } job_t;
 
 /* The service tiers, in index order (0 standard, 1 enterprise). */

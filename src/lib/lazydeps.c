@@ -363,6 +363,7 @@ LWS_FNS(LZ_DEF, LZ_DEFV, LZ_SKIP)
     X(char *, PQgetvalue, (const PGresult *a0, int a1, int a2), (a0, a1, a2))                      \
     X(int, PQisBusy, (PGconn * a0), (a0))                                                          \
     X(PGnotify *, PQnotifies, (PGconn * a0), (a0))                                                 \
+    X(int, PQnfields, (const PGresult *a0), (a0))                                                  \
     X(int, PQntuples, (const PGresult *a0), (a0))                                                  \
     X(int, PQpipelineSync, (PGconn * a0), (a0))                                                    \
     X(char *, PQresultErrorField, (const PGresult *a0, int a1), (a0, a1))                          \

@@ -484,6 +484,10 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "error_message, gpu_seconds, credits_reserved, credits_charged, lease_id, worker_id, "         \
     "lease_expires_at, progress_step, progress_steps"
 #define COL_LEASE 23
+/* A column some statements return after JOB_COLS: the job has a webhook delivery (job.h
+ * has_webhook), read by one_job. */
+#define COL_HAS_WEBHOOK 28
+#define HAS_WEBHOOK_COL "EXISTS (SELECT 1 FROM webhooks WHERE webhooks.job_id = $1)"
 
 /* Statements of the hot paths and background ticks that store_pg_explain shows (tests check
  * their plans search an index). */
@@ -1765,6 +1769,8 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
         return STORE_ERR;
     int rc = PQntuples(r) == 1 ? row_to_job(r, 0, out)
                                : store_fail("postgresql %s: %s: no row", op->s->where, what);
+    if (rc == STORE_OK && PQnfields(r) > COL_HAS_WEBHOOK)
+        out->has_webhook = strcmp(PQgetvalue(r, 0, COL_HAS_WEBHOOK), "t") == 0;
     PQclear(r);
     return rc;
 }
@@ -2220,7 +2226,7 @@ static int pg_job_cancel(store_t *base, const char *user, const char *id, int64_
                  q(&op, "canceling job",
                    "UPDATE generation_jobs SET status = 'canceled', completed_at = $2,"
                    " lease_id = NULL, lease_expires_at = NULL, credits_reserved = 0"
-                   " WHERE id = $1 RETURNING " JOB_COLS,
+                   " WHERE id = $1 RETURNING " JOB_COLS ", " HAS_WEBHOOK_COL,
                    &p),
                  "canceling job", out);
 out:
@@ -2514,7 +2520,7 @@ out:
     " ev AS (" JOB_EVENT_INSERT("j") "),"                                                          \
     " wh AS (UPDATE webhooks SET state = 'pending', next_at = " PG_NOW_MS ", ended_at = " PG_NOW_MS \
     "  WHERE job_id = $1 AND state = 'waiting')"                                                   \
-    " SELECT * FROM j"
+    " SELECT j.*, " HAS_WEBHOOK_COL " FROM j"
 /* clang-format on */
 
 /* COMPLETE_SQL's parameters for job id (loaded as job): its image key, its GPU time (clamped by
@@ -2766,17 +2772,24 @@ static int requeue(op_t *op, const char *id, int attempts_delta, int releases_de
     return rc;
 }
 
-static int mark_failed(op_t *op, const char *id, const char *message, int64_t now)
+/* Fails job id; *has_webhook (when not NULL) set when it has a webhook delivery. */
+static int mark_failed(op_t *op, const char *id, const char *message, int64_t now, int *has_webhook)
 {
     params_t p = {0};
     p_text(&p, id);
     p_text(&p, message ? message : "failed");
     p_i64(&p, now);
-    return exec(op, "failing job",
-                "UPDATE generation_jobs SET status = 'failed', error_message = $2,"
-                " completed_at = $3, credits_reserved = 0, lease_expires_at = NULL"
-                " WHERE id = $1",
-                &p);
+    PGresult *r = q(op, "failing job",
+                    "UPDATE generation_jobs SET status = 'failed', error_message = $2,"
+                    " completed_at = $3, credits_reserved = 0, lease_expires_at = NULL"
+                    " WHERE id = $1 RETURNING " HAS_WEBHOOK_COL,
+                    &p);
+    if (!r)
+        return STORE_ERR;
+    if (has_webhook)
+        *has_webhook = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return STORE_OK;
 }
 
 static int pg_job_fail(store_t *base, const char *id, const char *lease_id, const char *message,
@@ -2795,13 +2808,15 @@ static int pg_job_fail(store_t *base, const char *id, const char *lease_id, cons
     rc = leased_job(&op, id, lease_id, JOB_FAILED, out, &replay);
     if (rc != STORE_OK || replay)
         goto out;
+    int has_webhook = 0;
     if (store_rule_fail_requeues(out, retryable, max_attempts))
         rc = requeue(&op, id, 0, 0, message ? message : "failed");
     else
-        rc = mark_failed(&op, id, message, now);
+        rc = mark_failed(&op, id, message, now, &has_webhook);
     if (rc == STORE_OK) {
         job_clear(out);
         rc = load_job(&op, id, false, out, NULL);
+        out->has_webhook = has_webhook;
     }
 out:
     rc = op_end(&op, rc);
@@ -2876,7 +2891,7 @@ static int pg_reap(store_t *base, int max_attempts, int64_t worker_ttl_ms, int64
         if (fail_it) {
             char msg[96];
             snprintf(msg, sizeof msg, "lease expired %d times (worker lost)", attempts);
-            rc = mark_failed(&op, id, msg, now);
+            rc = mark_failed(&op, id, msg, now, NULL);
         } else {
             rc = requeue(&op, id, 0, 0, NULL);
         }

@@ -417,6 +417,7 @@ enum stmt_id {
     S_ROLLBACK_TO,
     S_WEBHOOK_INSERT,
     S_WEBHOOK_GET,
+    S_WEBHOOK_HAS,
     S_USER_JOB_GET,
     S_COUNT
 };
@@ -436,6 +437,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_ROLLBACK_TO] = "ROLLBACK TO create_one",
     [S_WEBHOOK_INSERT] = "INSERT INTO webhooks(job_id, url) VALUES (?1, ?2)",
     [S_WEBHOOK_GET] = "SELECT " WEBHOOK_COLS " FROM webhooks WHERE job_id = ?1",
+    [S_WEBHOOK_HAS] = "SELECT 1 FROM webhooks WHERE job_id = ?1",
     /* the user ?1 and its job ?2 in one read: JOB_COLS, WEBHOOK_COLS (NULLs without the job or
      * its webhook), then USER_COLS; no row without the user */
     [S_USER_JOB_GET] = "SELECT j.*, " WEBHOOK_COLS_OF("w.") ", " USER_COLS_OF(
@@ -799,6 +801,24 @@ static int load_job(sqlite_store_t *s, const char *id, job_t *out, char *lease)
 out:
     sqlite3_reset(stmt);
     return rc;
+}
+
+/* out (cleared first) reloaded after the job id ended in the open transaction, with
+ * has_webhook set when the job has a webhook delivery (job.h). */
+static int reload_ended(sqlite_store_t *s, const char *id, job_t *out)
+{
+    job_clear(out);
+    int rc = load_job(s, id, out, NULL);
+    sqlite3_stmt *stmt = rc == STORE_OK ? st(s, S_WEBHOOK_HAS) : NULL;
+    if (!stmt)
+        return rc == STORE_OK ? STORE_ERR : rc;
+    bind_text(stmt, 1, id);
+    int has = step_row(s, stmt, "looking up a webhook");
+    sqlite3_reset(stmt);
+    if (has < 0)
+        return has;
+    out->has_webhook = has == 1;
+    return STORE_OK;
 }
 
 /* ---- open, close, schema ---- */
@@ -1671,10 +1691,8 @@ static int sqlite_job_cancel(store_t *base, const char *user, const char *id, in
     bind_text(stmt, 1, id);
     sqlite3_bind_int64(stmt, 2, now);
     rc = run(s, stmt, "canceling job");
-    if (rc == STORE_OK) {
-        job_clear(out);
-        rc = load_job(s, id, out, NULL);
-    }
+    if (rc == STORE_OK)
+        rc = reload_ended(s, id, out);
 out:
     rc = finish(s, rc);
     if ((rc != STORE_OK && rc != STORE_CONFLICT) || out == &tmp)
@@ -1935,10 +1953,8 @@ static int complete_tx(sqlite_store_t *s, const char *id, const char *lease_id, 
         rc = set_balance(s, out->user, u.balance - charge);
     if (rc == STORE_OK)
         rc = add_ledger(s, out->user, id, "charge", -charge, u.balance - charge, now);
-    if (rc == STORE_OK) {
-        job_clear(out);
-        rc = load_job(s, id, out, NULL);
-    }
+    if (rc == STORE_OK)
+        rc = reload_ended(s, id, out);
     return rc;
 }
 
@@ -2022,10 +2038,8 @@ static int sqlite_job_fail(store_t *base, const char *id, const char *lease_id, 
         rc = requeue(s, id, 0, 0, message ? message : "failed");
     else
         rc = mark_failed(s, id, message, now);
-    if (rc == STORE_OK) {
-        job_clear(out);
-        rc = load_job(s, id, out, NULL);
-    }
+    if (rc == STORE_OK)
+        rc = reload_ended(s, id, out);
 out:
     rc = finish(s, rc);
     if (rc != STORE_OK || out == &tmp)

@@ -1032,6 +1032,72 @@ static void claim_one(store_t *s, const char *w, char *id, char *lease)
     job_clear(&j);
 }
 
+/* Creates a job of u (with a webhook when hook) and, when lease is not NULL, claims it. */
+static void hook_job(store_t *s, int hook, char *id, char *lease)
+{
+    job_params_t p = params(9);
+    p.webhook_url = hook ? "https://hooks.example.com/x" : NULL;
+    job_t j;
+    CHECK_INT(store_job_create(s, "u", &p, NULL, 1, 0, 0, T0, &j), STORE_OK);
+    snprintf(id, JOB_ID_SIZE, "%s", j.id);
+    CHECK_INT(j.has_webhook, 0); /* set only on the job an end returns */
+    job_clear(&j);
+    if (lease)
+        claim_one(s, "w1", id, lease);
+}
+
+/* has_webhook on the job a complete (batched and alone), a fail and a cancel return: set when
+ * the job has a webhook delivery (what the server kicks the webhook sender for), else 0. */
+static void test_ended_has_webhook(void)
+{
+    store_t *s = open_fresh();
+    char id[8][JOB_ID_SIZE], lease[8][JOB_ID_SIZE];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "u", "standard", 100, T0), STORE_OK);
+    for (int i = 0; i < 6; i++)
+        hook_job(s, i % 2, id[i], lease[i]);
+    for (int i = 6; i < 8; i++)
+        hook_job(s, i % 2, id[i], NULL);
+    store_complete_t c[2];
+    for (int i = 0; i < 2; i++)
+        c[i] = (store_complete_t){.id = id[i],
+                                  .lease_id = lease[i],
+                                  .image_key = "i.png",
+                                  .gpu_seconds = 1.0,
+                                  .credit_rate = 1.0,
+                                  .now = T0 + 20};
+    store_job_complete_many(s, c, 2);
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(c[i].rc, STORE_OK);
+        CHECK_INT(c[i].done.has_webhook, i % 2);
+        job_clear(&c[i].done);
+    }
+    job_t j;
+    for (int i = 2; i < 4; i++) {
+        CHECK_INT(store_job_complete(s, id[i], lease[i], 1.0, "i.png", 1.0, T0 + 20, &j), STORE_OK);
+        CHECK_INT(j.has_webhook, i % 2);
+        job_clear(&j);
+    }
+    for (int i = 4; i < 6; i++) {
+        CHECK_INT(store_job_fail(s, id[i], lease[i], "boom", false, 3, T0 + 20, &j), STORE_OK);
+        CHECK_INT(j.status, JOB_FAILED);
+        CHECK_INT(j.has_webhook, i % 2);
+        job_clear(&j);
+    }
+    for (int i = 6; i < 8; i++) {
+        CHECK_INT(store_job_cancel(s, "u", id[i], T0 + 20, &j), STORE_OK);
+        CHECK_INT(j.has_webhook, i % 2);
+        job_clear(&j);
+    }
+    /* a replayed complete ends nothing: its webhook was made due by the first */
+    CHECK_INT(store_job_complete(s, id[1], lease[1], 1.0, "i.png", 1.0, T0 + 30, &j), STORE_OK);
+    CHECK_INT(j.has_webhook, 0);
+    job_clear(&j);
+    close_fresh(s);
+}
+
 /* store_job_complete_many (the server's complete writer): in one batch, two users' completes,
  * a complete-and-claim, a stale lease, an unknown job, a job completed twice and one completed
  * before: each answer exactly as store_job_complete_claim's, each job charged once. */
@@ -2312,6 +2378,7 @@ static void test_throughput_report(void)
     X(test_lease_state_machine)                                                                    \
     X(test_requeue_order_several)                                                                  \
     X(test_complete_and_idempotent)                                                                \
+    X(test_ended_has_webhook)                                                                      \
     X(test_complete_many)                                                                          \
     X(test_complete_many_error)                                                                    \
     X(test_create_many)                                                                            \
