@@ -661,9 +661,9 @@ static void connect_failed(pg_store_t *s, PGconn *c)
 static int no_answer(pg_store_t *s, const char *what)
 {
     atomic_store(&s->stalled_at, clock_mono_ms());
-    return store_fail("postgresql %s: %s%sno answer within %lld ms (the database is stalled or "
+    return store_fail("postgresql %s: %s: no answer within %lld ms (the database is stalled or "
                       "unreachable; PINGVAS_PG_TIMEOUT)",
-                      s->where, what ? what : "cannot connect", ": ", (long long)s->timeout_ms);
+                      s->where, what ? what : "cannot connect", (long long)s->timeout_ms);
 }
 
 /* A new connection made by clock_mono_ms() deadline, or NULL with the message set. Caller owns
@@ -1852,10 +1852,15 @@ typedef struct batch_create {
     batch_user_t *u;
     params_t p;                /* CREATE_KEY_SQL, then its values in CREATE_SQL */
     int key;                   /* its CREATE_KEY_SQL's index in the first round trip, or -1 */
-    int ins;                   /* 0: admitted (a row of CREATE_SQL), or -1 */
     struct batch_create *same; /* an earlier create of the batch with its key (a replay of it) */
     char id[JOB_ID_SIZE];
 } batch_create_t;
+
+/* Whether e was admitted (create_admit): a row of the batch's CREATE_SQL. */
+static bool admitted(const batch_create_t *e)
+{
+    return e->c->rc == STORE_OK;
+}
 
 /* The first round trip: the batch's users locked (their rows in bu, *nu of them) and its keys
  * looked up; st holds the key lookups' results from index *nu (caller clears them). */
@@ -1905,7 +1910,7 @@ static int create_admit(batch_create_t *bc, batch_create_t *e, const stmt_t *st)
     if (e->key >= 0 && PQntuples(st[e->key].r) > 0)
         return row_to_job(st[e->key].r, 0, &c->out) == STORE_OK ? STORE_EXISTS : STORE_ERR;
     for (batch_create_t *o = bc; c->idem_key && o < e && !e->same; o++)
-        if (o->u == u && o->ins >= 0 && o->c->idem_key && strcmp(o->c->idem_key, c->idem_key) == 0)
+        if (o->u == u && admitted(o) && o->c->idem_key && strcmp(o->c->idem_key, c->idem_key) == 0)
             e->same = o;
     if (e->same)
         return STORE_EXISTS;
@@ -1979,7 +1984,7 @@ static int create_row(const PGresult *r, const char *id, int *next)
 static bool create_arrays(batch_create_t *bc, size_t n, pg_arr_t *a)
 {
     for (size_t k = 0; k < n; k++) {
-        if (bc[k].ins < 0)
+        if (!admitted(&bc[k]))
             continue;
         job_new_id(bc[k].id);
         create_params(&bc[k].p, bc[k].c, bc[k].id, bc[k].u->u.tier);
@@ -2017,8 +2022,8 @@ static int create_write(op_t *op, batch_create_t *bc, size_t n, batch_user_t *bu
     int next = 0;
     for (size_t k = 0; k < n && rc == STORE_OK; k++) {
         batch_create_t *e = bc[k].same ? bc[k].same : &bc[k];
-        int row = e->ins >= 0 ? create_row(st[0].r, e->id, &next) : -1;
-        if (e->ins >= 0 && (row < 0 || row_to_job(st[0].r, row, &bc[k].c->out) != STORE_OK))
+        int row = admitted(e) ? create_row(st[0].r, e->id, &next) : -1;
+        if (admitted(e) && (row < 0 || row_to_job(st[0].r, row, &bc[k].c->out) != STORE_OK))
             rc = row < 0 ? store_fail("postgresql %s: job %s: no row", op->s->where, e->id)
                          : STORE_ERR;
     }
@@ -2053,7 +2058,6 @@ static int create_run(pg_store_t *s, store_create_t *items, const size_t *order,
             rc = create_lock(&op, bc, n, bu, &nu, st);
         for (size_t k = 0; k < n; k++) {
             bc[k].c->rc = rc == STORE_OK ? create_admit(bc, &bc[k], st) : STORE_ERR;
-            bc[k].ins = bc[k].c->rc == STORE_OK ? 0 : -1;
             if (bc[k].key >= 0)
                 PQclear(st[bc[k].key].r);
             if (bc[k].c->rc == STORE_ERR)
