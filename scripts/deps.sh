@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git curl ca-certificates python3
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libpq-dev
-      libhiredis-dev libssl-dev libpng-dev libwebsockets-dev sqlite3)
+      libhiredis-dev libssl-dev libpng-dev zlib1g-dev libwebsockets-dev sqlite3)
 if [ "${1:-}" = "--test" ]; then
   # python3-yaml, openssl: the boot test of deploy/ (deploy/check/boot.py); chromium: the
   # dashboard's browser test (tests/integration/test_dashboard.py, driven by puppeteer-core);
