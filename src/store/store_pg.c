@@ -573,6 +573,17 @@ typedef struct op {
     bool answered;      /* the database answered this operation at least once */
 } op_t;
 
+/* Set when a statement of this thread's operation failed because the database chose its
+ * transaction as a deadlock's victim (40P01) or could not serialize it (40001): the transaction
+ * was rolled back whole, so the operation may run again (tx_again). Cleared by op_open. */
+static _Thread_local bool tx_conflict;
+
+/* Tries an operation gets when its transaction is rolled back by a conflict (tx_conflict). The
+ * store takes row locks in one order (users by name, after the jobs, job_totals last), so a
+ * conflict needs a writer outside that order (an older replica in a rolling upgrade, a manual
+ * UPDATE); the retry keeps it from becoming a 503. */
+#define TX_TRIES 4
+
 /* Text parameters of one statement. */
 typedef struct params {
     const char *v[MAX_PARAMS];
@@ -721,6 +732,7 @@ static int op_open(pg_store_t *s, op_t *op)
     memset(op, 0, sizeof *op);
     op->s = s;
     op->slot = -1;
+    tx_conflict = false;
     int64_t stalled = atomic_load(&s->stalled_at);
     if (stalled) {
         if (atomic_exchange(&s->probing, 1) != 0)
@@ -801,6 +813,8 @@ static int fail_res(op_t *op, const char *what, const PGresult *r)
     size_t n = strlen(buf);
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = '\0';
+    if (state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0))
+        tx_conflict = true;
     if (state && strcmp(state, "42P01") == 0)
         return store_fail("postgresql %s: %s: %s (run `pingvas migrate` to create the schema)",
                           op->s->where, what, buf);
@@ -895,7 +909,10 @@ typedef struct stmt {
 #define PREP_CREATE_ACCOUNT 11
 #define PREP_EVENTS_READ                                                                           \
     12 /* the event hub reads the log after every create batch, claim and complete */
-#define PREP_WEBHOOKS_DUE 13 /* the webhook sender looks after every job that ended */
+#define PREP_WEBHOOKS_DUE 13  /* the webhook sender looks after every job that ended */
+#define PREP_USERS_LOCK 14    /* a complete batch locks its users' rows in name order */
+#define PREP_CLAIMED_COUNT 15 /* the queued counts of the users whose jobs were claimed */
+#define PREP_TOTALS 16        /* the totals of a complete batch's jobs */
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -1158,6 +1175,25 @@ static int op_end(op_t *op, int rc)
     op_close(op);
     return rc;
 }
+
+/* Whether an operation that ended with rc runs again: its transaction was a conflict's victim
+ * (tx_conflict, rolled back whole) and it has tries left (*tries counts those made). */
+static bool tx_again(pg_store_t *s, int rc, int *tries)
+{
+    if (rc != STORE_ERR || !tx_conflict || ++*tries >= TX_TRIES)
+        return false;
+    log_info("event=store_retry store=\"%s\" reason=conflict try=%d", s->where, *tries + 1);
+    return true;
+}
+
+/* rc = call, run again while tx_again says so (call runs a whole transaction). */
+#define TX_RETRY(s, rc, call)                                                                      \
+    do {                                                                                           \
+        int tries_ = 0;                                                                            \
+        do                                                                                         \
+            (rc) = (call);                                                                         \
+        while (tx_again((s), (rc), &tries_));                                                      \
+    } while (0)
 
 /* ---- rows ---- */
 
@@ -1687,8 +1723,8 @@ out:
     return op_end(&op, rc);
 }
 
-static int pg_user_credit(store_t *base, const char *name, int64_t delta, int64_t now,
-                          int64_t *balance_out)
+static int user_credit_once(store_t *base, const char *name, int64_t delta, int64_t now,
+                            int64_t *balance_out)
 {
     pg_store_t *s = pgs(base);
     op_t op;
@@ -1710,6 +1746,15 @@ static int pg_user_credit(store_t *base, const char *name, int64_t delta, int64_
         *balance_out = balance;
 out:
     return op_end(&op, rc);
+}
+
+/* user_credit_once, run again when its transaction was a conflict's victim (TX_RETRY). */
+static int pg_user_credit(store_t *base, const char *name, int64_t delta, int64_t now,
+                          int64_t *balance_out)
+{
+    int rc;
+    TX_RETRY(pgs(base), rc, user_credit_once(base, name, delta, now, balance_out));
+    return rc;
 }
 
 static int pg_ledger(store_t *base, const char *name, int limit, ledger_entry_t **out, size_t *n)
@@ -2080,7 +2125,9 @@ static int create_run(pg_store_t *s, store_create_t *items, const size_t *order,
 static void create_alone(pg_store_t *s, store_create_t *c)
 {
     bool live;
-    if (create_run(s, c, NULL, 1, &live) != STORE_OK) {
+    int rc;
+    TX_RETRY(s, rc, create_run(s, c, NULL, 1, &live));
+    if (rc != STORE_OK) {
         job_clear(&c->out);
         c->rc = STORE_ERR;
         snprintf(c->err, sizeof c->err, "%s", store_fail_text());
@@ -2200,7 +2247,7 @@ out:
     return op_end(&op, rc);
 }
 
-static int pg_job_cancel(store_t *base, const char *user, const char *id, int64_t now, job_t *out)
+static int job_cancel_once(store_t *base, const char *user, const char *id, int64_t now, job_t *out)
 {
     pg_store_t *s = pgs(base);
     job_t tmp;
@@ -2240,6 +2287,14 @@ out:
     return rc;
 }
 
+/* job_cancel_once, run again when its transaction was a conflict's victim (TX_RETRY). */
+static int pg_job_cancel(store_t *base, const char *user, const char *id, int64_t now, job_t *out)
+{
+    int rc;
+    TX_RETRY(pgs(base), rc, job_cancel_once(base, user, id, now, out));
+    return rc;
+}
+
 #define WORKER_UPSERT "INSERT INTO workers(id, tier, state, last_seen) "
 #define WORKER_UPSERT_CONFLICT                                                                     \
     " ON CONFLICT (id) DO UPDATE SET tier = excluded.tier, state = excluded.state,"                \
@@ -2270,13 +2325,14 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     " UNION ALL"                                                                                   \
     " SELECT (SELECT user_id FROM job_queue WHERE tier = $1 AND user_id > u.name"                  \
     "   ORDER BY user_id LIMIT 1) FROM u WHERE u.name IS NOT NULL)"
-#define FAIR_PICK                                                                                  \
+#define FAIR_PICK_EXCEPT(except)                                                                   \
     "SELECT u.name,"                                                                               \
     "  (SELECT COUNT(*) FROM generation_jobs r WHERE r.tier = $1 AND r.user_id = u.name"           \
-    "    AND r.status = 'in_progress') AS running,"                                                \
+    "    AND r.status = 'in_progress' " except ") AS running,"                                     \
     "  (SELECT h.queue_pos FROM job_queue h WHERE h.tier = $1 AND h.user_id = u.name"              \
     "    ORDER BY h.queue_pos LIMIT 1) AS head"                                                    \
     " FROM u WHERE u.name IS NOT NULL ORDER BY running, head LIMIT 1"
+#define FAIR_PICK FAIR_PICK_EXCEPT("")
 #define PICK_USER_SQL FAIR_USERS " " FAIR_PICK
 
 /* The first queued job in tier $1 of the user named by the SQL expression `user`. */
@@ -2293,15 +2349,30 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
  * claim holds a queue row there, and anything else that takes a job out of the queue locks the
  * job's row first, then its queue row through the trigger; so a claim never waits for a job row,
  * and the two orders cannot deadlock), the job leased (c), in place of its UPDATE triggers
- * (schema_v12) its queue row deleted (dq), its user's queued count (uq) and its event (ev), and
- * the worker, if named, recorded busy (w). No row: nothing claimable. A queue row locked
+ * (schema_v12) its queue row deleted (dq) and its event (ev), and the worker, if named, recorded
+ * busy (w). Its user's queued count is not touched here: the claim adds the user's name to the
+ * transaction's CLAIMED_SETTING, and CLAIMED_COUNT_SQL, after the transaction's claims, takes the
+ * claims off their users' counts (a complete batch first locks every user row it writes in name
+ * order, USERS_LOCK_SQL: a claim that locked its user's row itself would lock it out of that
+ * order, after another's, and two such transactions and a create batch deadlocked; CI, issue 12).
+ * $6, an array of job ids, are jobs completing in the claim's transaction: the fair share does
+ * not count them as running. No row: nothing claimable. A queue row locked
  * here is one the job's row still matches: a change that takes the job out of the queue deletes the
  * row (which SKIP LOCKED then passes) in the same transaction. j and c find the job by its id alone
  * (with "AND status = 'queued'" too, statistics taken when little was queued made the planner
  * prefer a scan of a queued-jobs partial index to the primary key; issue 12, flat as it grows). */
+/* The users whose jobs the transaction claimed (CLAIM_SQL), a name for each claim, as a text
+ * array kept in a setting local to the transaction (gone at its end). */
+#define CLAIMED_SETTING "pingvas.claimed"
+#define CLAIMED_USERS                                                                              \
+    "COALESCE(NULLIF(current_setting('" CLAIMED_SETTING "', true), '')::TEXT[], '{}'::TEXT[])"
+/* The queued counts of the users of the transaction's claims (CLAIMED_USERS), after them. */
+#define CLAIMED_COUNT_SQL                                                                          \
+    "UPDATE users SET queued = users.queued - d.n FROM (SELECT name, COUNT(*) AS n FROM "          \
+    "unnest(" CLAIMED_USERS ") AS c(name) GROUP BY name) d WHERE users.name = d.name"
 /* clang-format off */
 #define CLAIM_SQL                                                                                  \
-    FAIR_USERS ", f AS (" FAIR_PICK "),"                                                           \
+    FAIR_USERS ", f AS (" FAIR_PICK_EXCEPT("AND r.id <> ALL($6::TEXT[])") "),"                    \
     " a AS (" JOB_HEAD_OF("(SELECT name FROM f)") " FOR UPDATE SKIP LOCKED),"                      \
     " b AS (SELECT job_id FROM job_queue WHERE " QUEUE_TIER " = $1 AND NOT EXISTS (SELECT 1 FROM a)" \
     "  ORDER BY queue_pos LIMIT 1 FOR UPDATE SKIP LOCKED),"                                        \
@@ -2313,11 +2384,11 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     "  accounted = accounted + 1 WHERE id = (SELECT id FROM j)"                                    \
     "  RETURNING " JOB_COLS "),"                                                                   \
     " dq AS (DELETE FROM job_queue WHERE job_id = (SELECT id FROM c)),"                            \
-    " uq AS (UPDATE users SET queued = queued - 1 WHERE name = (SELECT user_id FROM c)),"          \
     " ev AS (" JOB_EVENT_INSERT("c") "),"                                                          \
     " w AS (" WORKER_UPSERT "SELECT $3, $1, 'busy', $5::BIGINT FROM c WHERE $3 <> ''"             \
     WORKER_UPSERT_CONFLICT ")"                                                                     \
-    " SELECT * FROM c"
+    " SELECT c.*, set_config('" CLAIMED_SETTING "',"                                               \
+    "  array_append(" CLAIMED_USERS ", c.user_id)::TEXT, true) AS claimed FROM c"
 /* clang-format on */
 
 /* A claim's statement (CLAIM_SQL) with its parameters: the lease is made here. */
@@ -2327,8 +2398,9 @@ typedef struct claim_stmt {
     stmt_t st;
 } claim_stmt_t;
 
+/* The claim's statement; completing: CLAIM_SQL's $6 (an array literal, kept by the caller). */
 static void claim_stmt(claim_stmt_t *c, const char *tier, const char *worker_id, int64_t lease_ms,
-                       int64_t now)
+                       int64_t now, const char *completing)
 {
     memset(c, 0, sizeof *c);
     random_hex(c->lease, 16);
@@ -2337,7 +2409,14 @@ static void claim_stmt(claim_stmt_t *c, const char *tier, const char *worker_id,
     p_text(&c->p, worker_id);
     p_i64(&c->p, now + lease_ms);
     p_i64(&c->p, now);
+    p_text(&c->p, completing);
     c->st = (stmt_t){.sql = CLAIM_SQL, .p = &c->p, .prep = PREP_CLAIM};
+}
+
+/* CLAIMED_COUNT_SQL as a statement. */
+static stmt_t claimed_count_stmt(void)
+{
+    return (stmt_t){.sql = CLAIMED_COUNT_SQL, .prep = PREP_CLAIMED_COUNT};
 }
 
 /* The claimed job from a claim's result (cleared): STORE_OK with out filled, or STORE_EMPTY. */
@@ -2354,14 +2433,16 @@ static int claim_in(op_t *op, const char *tier, const char *worker_id, int64_t l
                     int64_t now, job_t *out)
 {
     claim_stmt_t c;
-    claim_stmt(&c, tier, worker_id, lease_ms, now);
-    if (pipe_run(op, "claiming job", &c.st, 1) != STORE_OK)
+    claim_stmt(&c, tier, worker_id, lease_ms, now, "{}");
+    stmt_t st[2] = {c.st, claimed_count_stmt()};
+    if (pipe_run(op, "claiming job", st, 2) != STORE_OK)
         return STORE_ERR;
-    return claim_answer(&c.st, out);
+    PQclear(st[1].r);
+    return claim_answer(&st[0], out);
 }
 
-static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
-                        int64_t now, job_t *out)
+static int job_claim_once(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
+                          int64_t now, job_t *out)
 {
     pg_store_t *s = pgs(base);
     job_t tmp;
@@ -2375,6 +2456,15 @@ static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, 
     rc = op_end(&op, rc);
     if (rc != STORE_OK || out == &tmp)
         job_clear(out);
+    return rc;
+}
+
+/* job_claim_once, run again when its transaction was a conflict's victim (TX_RETRY). */
+static int pg_job_claim(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
+                        int64_t now, job_t *out)
+{
+    int rc;
+    TX_RETRY(pgs(base), rc, job_claim_once(base, tier, worker_id, lease_ms, now, out));
     return rc;
 }
 
@@ -2502,9 +2592,11 @@ out:
  * cap, what the user can pay without touching the other jobs' reservations, balance - (reserved -
  * this job's reservation $7), between 0 and the balance, over the cost $5), the balance and the
  * job's reservation freed (b: one new version of the user's row), the job (j) and the ledger row
- * (l), then what the job's UPDATE triggers would have done (schema_v12): the totals of completed
- * jobs (t), its event (ev) and its webhook made due (wh). The user's row is thus locked only from
- * this statement to the COMMIT, not across the round trips before it. */
+ * (l), then what the job's UPDATE triggers would have done (schema_v12): its event (ev) and its
+ * webhook made due (wh); the totals of completed jobs are TOTALS_SQL's, once for all the
+ * transaction's completes after them (the one totals row is the last row a complete locks). The
+ * user's row is thus locked only from this statement (or the batch's USERS_LOCK_SQL) to the
+ * COMMIT, not across the round trips before it. */
 /* clang-format off */
 #define COMPLETE_SQL                                                                               \
     "WITH o AS (SELECT balance, reserved FROM users WHERE name = $6 FOR UPDATE),"                  \
@@ -2518,14 +2610,24 @@ out:
     "  accounted = accounted + 1 WHERE id = $1 RETURNING " JOB_COLS "),"                           \
     " l AS (INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after, created_at)"   \
     "  SELECT $6, $1, 'charge', -ch.charge, b.balance, $4::BIGINT FROM ch, b),"                    \
-    " t AS (UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = job_totals.gpu_seconds +"         \
-    "  j.gpu_seconds, credits_charged = job_totals.credits_charged + j.credits_charged FROM j"     \
-    "  WHERE job_totals.status = 'completed'),"                                                    \
     " ev AS (" JOB_EVENT_INSERT("j") "),"                                                          \
     " wh AS (UPDATE webhooks SET state = 'pending', next_at = " PG_NOW_MS ", ended_at = " PG_NOW_MS \
     "  WHERE job_id = $1 AND state = 'waiting')"                                                   \
     " SELECT j.*, " HAS_WEBHOOK_COL " FROM j"
 /* clang-format on */
+
+/* A complete batch's users' rows locked in name order before any of them is written: those of
+ * its completes ($1) and of its claims' jobs (CLAIMED_USERS). Creates lock theirs in name order
+ * too (create_order), so no two transactions wait for each other's user rows in a cycle. */
+#define USERS_LOCK_SQL                                                                             \
+    "SELECT name FROM users WHERE name = ANY($1::TEXT[] || " CLAIMED_USERS ") ORDER BY name"       \
+    " FOR UPDATE"
+/* The totals of completed jobs with those of the jobs $1 (completed by the transaction). */
+#define TOTALS_SQL                                                                                 \
+    "UPDATE job_totals SET jobs = jobs + d.n, gpu_seconds = job_totals.gpu_seconds + d.g,"         \
+    " credits_charged = job_totals.credits_charged + d.c FROM (SELECT COUNT(*) AS n,"              \
+    " COALESCE(SUM(gpu_seconds), 0) AS g, COALESCE(SUM(credits_charged), 0) AS c"                  \
+    " FROM generation_jobs WHERE id = ANY($1::TEXT[])) d WHERE job_totals.status = 'completed'"
 
 /* COMPLETE_SQL's parameters for job id (loaded as job): its image key, its GPU time (clamped by
  * store_rule_gpu_seconds) and the cost of it at credit_rate, completed at now. */
@@ -2542,101 +2644,36 @@ static void complete_params(params_t *p, const char *id, const char *image_key, 
     p_i64(p, job->credits_reserved);
 }
 
-/* The complete (store_job_complete) inside op's transaction: the job loaded and locked (one round
- * trip, with the BEGIN), its lease checked, then COMPLETE_SQL and `tail` if not NULL (the claim
- * of complete-and-claim) in a second. STORE_OK with out filled (and tail->r set: a replay runs
- * tail alone); a refusal runs neither. */
-static int complete_in(op_t *op, const char *id, const char *lease_id, double gpu_seconds,
-                       const char *image_key, double credit_rate, int64_t now, job_t *out,
-                       stmt_t *tail)
-{
-    bool replay = false;
-    char lease[JOB_ID_SIZE] = "";
-    params_t p = {0};
-    p_text(&p, id);
-    PGresult *r = q_pipe(op, "loading job", PREP_JOB_LOCK, SQL_JOB_GET " FOR UPDATE", &p);
-    if (!r)
-        return STORE_ERR;
-    int rc = job_from(r, out, lease);
-    PQclear(r);
-    if (rc == STORE_OK)
-        rc = store_rule_lease(out, lease, lease_id, JOB_COMPLETED, &replay);
-    if (rc != STORE_OK || (replay && !tail))
-        return rc;
-    if (replay)
-        return pipe_run(op, "claiming job", tail, 1);
-    params_t pc = {0};
-    complete_params(&pc, id, image_key, gpu_seconds, credit_rate, now, out);
-    stmt_t wr[2] = {{.sql = COMPLETE_SQL, .p = &pc, .prep = PREP_COMPLETE}};
-    if (tail)
-        wr[1] = *tail;
-    rc = pipe_run(op, "completing job", wr, tail ? 2 : 1);
-    job_clear(out);
-    if (rc != STORE_OK)
-        return rc;
-    if (tail)
-        tail->r = wr[1].r;
-    return one_job(op, wr[0].r, "completing job", out);
-}
-
-/* Complete c (complete-and-claim when c->tier) inside op's transaction: complete_in with the
- * claim as its tail. c->rc's code; STORE_ERR when the claim failed. */
-static int complete_claim_in(op_t *op, store_complete_t *c)
-{
-    claim_stmt_t cl;
-    if (c->tier)
-        claim_stmt(&cl, c->tier, c->worker_id, c->lease_ms, c->now);
-    int rc = complete_in(op, c->id, c->lease_id, c->gpu_seconds, c->image_key, c->credit_rate,
-                         c->now, &c->done, c->tier ? &cl.st : NULL);
-    if (rc == STORE_OK && c->tier) {
-        c->next_rc = claim_answer(&cl.st, &c->next);
-        if (c->next_rc == STORE_ERR)
-            rc = STORE_ERR;
-    }
-    if (c->tier)
-        PQclear(cl.st.r);
-    return rc;
-}
-
-/* Complete-and-claim (store.h) in one transaction: the claim goes out with the complete's writes
- * (complete_in), so both take three round trips with the COMMIT and one WAL flush. */
-static int pg_job_complete_claim(store_t *base, store_complete_t *c)
-{
-    op_t op;
-    int rc = op_begin(pgs(base), &op);
-    if (rc == STORE_OK)
-        rc = complete_claim_in(&op, c);
-    return op_end(&op, rc);
-}
-
 /* One complete of a batch (pg_job_complete_many) and the statements it runs. */
 typedef struct batch_complete {
     store_complete_t *c;
     params_t load;      /* its job loaded and locked (first round trip) */
     params_t write;     /* COMPLETE_SQL (second round trip) */
-    claim_stmt_t claim; /* the claim of complete-and-claim (second round trip, after the write) */
+    claim_stmt_t claim; /* the claim of complete-and-claim (second round trip) */
     char lease[JOB_ID_SIZE];
     int step; /* BC_ */
     int w;    /* the index of its COMPLETE_SQL in the second round trip, or -1 */
+    int cl;   /* the index of its claim there, or -1 */
 } batch_complete_t;
 #define BC_DONE 0   /* answered: refused, or a replay without a claim */
-#define BC_WRITE 1  /* to complete (COMPLETE_SQL, then its claim) */
+#define BC_WRITE 1  /* to complete (COMPLETE_SQL, and its claim) */
 #define BC_REPLAY 2 /* completed already under this lease: only its claim runs */
-#define BC_AGAIN 3  /* a second complete of a job earlier in the batch: runs alone, after */
+#define BC_AGAIN 3  /* a second complete of a job earlier in the batch: runs after the batch */
+
+/* Whether items[i] completes a job an earlier item of the batch completes (BC_AGAIN). */
+static bool complete_repeats(const store_complete_t *items, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(items[j].id, items[i].id) == 0)
+            return true;
+    return false;
+}
 
 /* Orders a batch's completes by job id (the order their job rows are locked in). */
 static int bc_id_order(const void *a, const void *b)
 {
     const batch_complete_t *x = *(batch_complete_t *const *)a, *y = *(batch_complete_t *const *)b;
     return strcmp(x->c->id, y->c->id);
-}
-
-/* Orders a batch's completes by user, then job id (the user and job rows they lock). */
-static int bc_user_order(const void *a, const void *b)
-{
-    const batch_complete_t *x = *(batch_complete_t *const *)a, *y = *(batch_complete_t *const *)b;
-    int d = strcmp(x->c->done.user, y->c->done.user);
-    return d ? d : bc_id_order(a, b);
 }
 
 /* The first round trip of a batch: every job of the batch loaded and locked, in job id order,
@@ -2646,10 +2683,7 @@ static int batch_load(op_t *op, batch_complete_t *b, batch_complete_t **ord, stm
 {
     int m = 0;
     for (size_t i = 0; i < n; i++) {
-        b[i].step = BC_WRITE;
-        for (size_t j = 0; j < i && b[i].step == BC_WRITE; j++)
-            if (strcmp(b[j].c->id, b[i].c->id) == 0)
-                b[i].step = BC_AGAIN;
+        b[i].step = complete_repeats(b[0].c, i) ? BC_AGAIN : BC_WRITE;
         if (b[i].step == BC_WRITE)
             ord[m++] = &b[i];
     }
@@ -2673,87 +2707,145 @@ static int batch_load(op_t *op, batch_complete_t *b, batch_complete_t **ord, stm
     return rc;
 }
 
-/* The statements of complete e in the second round trip (appended to st at *m): COMPLETE_SQL
- * unless it is a replay, then its claim. */
-static void batch_stmts(batch_complete_t *e, stmt_t *st, int *m)
+/* The second round trip's statements, in the order that keeps row locks in one order across
+ * transactions: the claims (CLAIM_SQL, which lock no user row), the rows of every user the batch
+ * writes locked in name order (USERS_LOCK_SQL, when there are two or more), the completes
+ * (COMPLETE_SQL), the claims' users' queued counts (CLAIMED_COUNT_SQL), the totals (TOTALS_SQL,
+ * the last row). a[0] gets the completed jobs' ids, a[1] their users (tail[] the parameters of
+ * the last two statements). *m counts the statements; false when out of memory. */
+static bool batch_stmts(batch_complete_t *b, size_t n, pg_arr_t *a, params_t *tail, stmt_t *st,
+                        int *m)
 {
-    store_complete_t *c = e->c;
-    e->w = -1;
-    if (e->step == BC_WRITE) {
-        complete_params(&e->write, c->id, c->image_key, c->gpu_seconds, c->credit_rate, c->now,
+    int writes = 0, claims = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i].step != BC_WRITE)
+            continue;
+        if (!arr_add(&a[0], b[i].c->id) || !arr_add(&a[1], b[i].c->done.user))
+            return false;
+        writes++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        store_complete_t *c = b[i].c;
+        b[i].w = b[i].cl = -1;
+        if ((b[i].step == BC_WRITE || b[i].step == BC_REPLAY) && c->tier) {
+            claim_stmt(&b[i].claim, c->tier, c->worker_id, c->lease_ms, c->now,
+                       a[0].s ? a[0].s : "{}");
+            b[i].cl = (*m)++;
+            st[b[i].cl] = b[i].claim.st;
+            claims++;
+        }
+    }
+    if (writes + claims > 1) {
+        p_text(&tail[0], a[1].s ? a[1].s : "{}");
+        st[(*m)++] = (stmt_t){.sql = USERS_LOCK_SQL, .p = &tail[0], .prep = PREP_USERS_LOCK};
+    }
+    for (size_t i = 0; i < n; i++) {
+        store_complete_t *c = b[i].c;
+        if (b[i].step != BC_WRITE)
+            continue;
+        complete_params(&b[i].write, c->id, c->image_key, c->gpu_seconds, c->credit_rate, c->now,
                         &c->done);
-        e->w = *m;
-        st[(*m)++] = (stmt_t){.sql = COMPLETE_SQL, .p = &e->write, .prep = PREP_COMPLETE};
+        b[i].w = (*m)++;
+        st[b[i].w] = (stmt_t){.sql = COMPLETE_SQL, .p = &b[i].write, .prep = PREP_COMPLETE};
     }
-    if (c->tier) {
-        claim_stmt(&e->claim, c->tier, c->worker_id, c->lease_ms, c->now);
-        st[(*m)++] = e->claim.st;
+    if (claims)
+        st[(*m)++] = claimed_count_stmt();
+    if (writes) {
+        p_text(&tail[1], a[0].s);
+        st[(*m)++] = (stmt_t){.sql = TOTALS_SQL, .p = &tail[1], .prep = PREP_TOTALS};
     }
+    return true;
 }
 
-/* The second round trip of a batch: the completes' writes and claims, in user order (so that
- * batches and creates lock user rows in one order), then their answers. */
-static int batch_write(op_t *op, batch_complete_t *b, batch_complete_t **ord, stmt_t *st, size_t n)
+/* The second round trip of a batch (batch_stmts), then the completes' and claims' answers. */
+static int batch_write(op_t *op, batch_complete_t *b, size_t n, stmt_t *st)
 {
-    int m = 0, k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (b[i].step == BC_WRITE || b[i].step == BC_REPLAY)
-            ord[k++] = &b[i];
-    qsort(ord, (size_t)k, sizeof *ord, bc_user_order);
-    for (int i = 0; i < k; i++)
-        batch_stmts(ord[i], st, &m);
-    int rc = m ? pipe_run(op, "completing jobs", st, m) : STORE_OK;
-    for (int i = 0, j = 0; i < k; i++) {
-        store_complete_t *c = ord[i]->c;
-        if (ord[i]->w >= 0) {
+    pg_arr_t a[2];
+    params_t tail[2];
+    memset(a, 0, sizeof a);
+    memset(tail, 0, sizeof tail);
+    int m = 0;
+    int rc = batch_stmts(b, n, a, tail, st, &m) ? STORE_OK : STORE_ERR;
+    if (rc != STORE_OK)
+        store_fail("postgresql %s: out of memory completing jobs", op->s->where);
+    else if (m)
+        rc = pipe_run(op, "completing jobs", st, m);
+    for (size_t i = 0; i < n; i++) {
+        store_complete_t *c = b[i].c;
+        if (b[i].step != BC_WRITE && b[i].step != BC_REPLAY)
+            continue;
+        if (b[i].w >= 0) {
             job_clear(&c->done);
-            PGresult *r = st[j++].r;
-            c->rc = rc == STORE_OK ? one_job(op, r, "completing job", &c->done) : STORE_ERR;
-            if (rc != STORE_OK)
-                PQclear(r);
+            c->rc =
+                rc == STORE_OK ? one_job(op, st[b[i].w].r, "completing job", &c->done) : STORE_ERR;
+            st[b[i].w].r = NULL;
         }
-        if (c->tier) {
-            stmt_t *cl = &st[j++];
-            c->next_rc = rc == STORE_OK ? claim_answer(cl, &c->next) : STORE_ERR;
-            PQclear(cl->r);
-        }
+        if (b[i].cl >= 0)
+            c->next_rc = rc == STORE_OK ? claim_answer(&st[b[i].cl], &c->next) : STORE_ERR;
         if (c->rc == STORE_ERR || c->next_rc == STORE_ERR)
             rc = STORE_ERR;
     }
+    for (int k = 0; k < m; k++)
+        PQclear(st[k].r); /* the locks', counts' and totals' */
+    free(a[0].s);
+    free(a[1].s);
     return rc;
 }
 
-/* store_job_complete_many: the batch in one transaction of three round trips whatever its size
- * (batch_load, batch_write, COMMIT), so one user's completes hold its row across one commit per
- * batch instead of one each; a job completed twice in the batch is completed again after the
- * others (complete_claim_in), as a replay or a refusal. */
-static void pg_job_complete_many(store_t *base, store_complete_t *items, size_t n)
+/* One try of pg_job_complete_many, its repeated completes (BC_AGAIN) left out: one transaction of
+ * three round trips whatever the batch's size (batch_load, batch_write, COMMIT), so one user's
+ * completes hold its row across one commit per batch instead of one each. */
+static int complete_batch(pg_store_t *s, store_complete_t *items, size_t n)
 {
     batch_complete_t *b = calloc(n, sizeof *b);
     batch_complete_t **ord = malloc(n * sizeof *ord);
-    stmt_t *st = malloc(2 * n * sizeof *st);
+    stmt_t *st = malloc((2 * n + 3) * sizeof *st);
     op_t op;
-    int rc = b && ord && st ? op_begin(pgs(base), &op) : STORE_ERR;
-    if (!(b && ord && st)) {
-        store_fail("postgresql %s: out of memory completing jobs", pgs(base)->where);
-    } else {
+    int rc = b && ord && st ? op_begin(s, &op)
+                            : store_fail("postgresql %s: out of memory completing jobs", s->where);
+    if (b && ord && st) {
         for (size_t i = 0; i < n; i++)
             b[i].c = &items[i];
         if (rc == STORE_OK)
             rc = batch_load(&op, b, ord, st, n);
         if (rc == STORE_OK)
-            rc = batch_write(&op, b, ord, st, n);
-        for (size_t i = 0; i < n && rc == STORE_OK; i++)
-            if (b[i].step == BC_AGAIN &&
-                (items[i].rc = complete_claim_in(&op, &items[i])) == STORE_ERR)
-                rc = STORE_ERR;
+            rc = batch_write(&op, b, n, st);
         rc = op_end(&op, rc);
     }
-    for (size_t i = 0; i < n && rc != STORE_OK; i++)
-        items[i].rc = STORE_ERR;
     free(b);
     free(ord);
     free(st);
+    return rc;
+}
+
+/* store_job_complete_many: complete_batch, run again when its transaction was a conflict's victim
+ * (tx_again); then each job the batch completed twice is completed again, alone, as a replay or
+ * a refusal. */
+static void pg_job_complete_many(store_t *base, store_complete_t *items, size_t n)
+{
+    int rc, tries = 0;
+    do {
+        for (size_t i = 0; i < n; i++) {
+            job_clear(&items[i].done);
+            job_clear(&items[i].next);
+            items[i].next_rc = STORE_EMPTY;
+            items[i].rc = STORE_ERR;
+        }
+        rc = complete_batch(pgs(base), items, n);
+    } while (tx_again(pgs(base), rc, &tries));
+    for (size_t i = 0; i < n; i++) {
+        if (rc != STORE_OK)
+            items[i].rc = STORE_ERR;
+        else if (complete_repeats(items, i))
+            pg_job_complete_many(base, &items[i], 1);
+    }
+}
+
+/* Complete-and-claim (store.h): a batch of one. */
+static int pg_job_complete_claim(store_t *base, store_complete_t *c)
+{
+    pg_job_complete_many(base, c, 1);
+    return c->rc;
 }
 
 /* Puts a job back at the front of its tier's queue, lease cleared, and wakes idle workers. */
@@ -2796,8 +2888,8 @@ static int mark_failed(op_t *op, const char *id, const char *message, int64_t no
     return STORE_OK;
 }
 
-static int pg_job_fail(store_t *base, const char *id, const char *lease_id, const char *message,
-                       bool retryable, int max_attempts, int64_t now, job_t *out)
+static int job_fail_once(store_t *base, const char *id, const char *lease_id, const char *message,
+                         bool retryable, int max_attempts, int64_t now, job_t *out)
 {
     pg_store_t *s = pgs(base);
     job_t tmp;
@@ -2829,8 +2921,18 @@ out:
     return rc;
 }
 
-static int pg_job_release(store_t *base, const char *id, const char *lease_id, int64_t now,
-                          job_t *out)
+/* job_fail_once, run again when its transaction was a conflict's victim (TX_RETRY). */
+static int pg_job_fail(store_t *base, const char *id, const char *lease_id, const char *message,
+                       bool retryable, int max_attempts, int64_t now, job_t *out)
+{
+    int rc;
+    TX_RETRY(pgs(base), rc,
+             job_fail_once(base, id, lease_id, message, retryable, max_attempts, now, out));
+    return rc;
+}
+
+static int job_release_once(store_t *base, const char *id, const char *lease_id, int64_t now,
+                            job_t *out)
 {
     pg_store_t *s = pgs(base);
     job_t tmp;
@@ -2856,6 +2958,15 @@ out:
     rc = op_end(&op, rc);
     if (rc != STORE_OK || out == &tmp)
         job_clear(out);
+    return rc;
+}
+
+/* job_release_once, run again when its transaction was a conflict's victim (TX_RETRY). */
+static int pg_job_release(store_t *base, const char *id, const char *lease_id, int64_t now,
+                          job_t *out)
+{
+    int rc;
+    TX_RETRY(pgs(base), rc, job_release_once(base, id, lease_id, now, out));
     return rc;
 }
 
@@ -3574,7 +3685,10 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
         {"purge_list", SQL_PURGE_LIST, 2, {"0", "100"}},
         {"ledger_list", SQL_LEDGER_LIST, 2, {"u", "10"}},
         {"usage", SQL_USAGE, 2, {"0", "1"}},
-        {"job_claim", CLAIM_SQL, 5, {"standard", "lease", "w1", "1", "1"}},
+        {"job_claim", CLAIM_SQL, 6, {"standard", "lease", "w1", "1", "1", "{x}"}},
+        {"claimed_count", CLAIMED_COUNT_SQL, 0, {NULL}},
+        {"users_lock", USERS_LOCK_SQL, 1, {"{u,v}"}},
+        {"job_totals", TOTALS_SQL, 1, {"{x,y}"}},
         {"job_heartbeat", HEARTBEAT_SQL, 6, {"x", "lease", "1", "0", "0", "1"}},
         {"job_create",
          CREATE_SQL,
