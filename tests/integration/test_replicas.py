@@ -1,6 +1,7 @@
 """Two `pingvas server` replicas on one PostgreSQL database, with workers attached to both:
 every job completes exactly once and is charged once, balances add up, and an idle worker on
-one replica is woken (LISTEN/NOTIFY) by a job submitted to the other.
+one replica is woken (LISTEN/NOTIFY) by a job submitted to the other, and the two replicas'
+transactions never deadlock (PostgreSQL's own count, pg_stat_database.deadlocks).
 
 PostgreSQL is what makes replicas possible, so this test runs on PostgreSQL on either stack:
 the production stack's database, or on the embedded stack a fresh database on
@@ -55,12 +56,7 @@ def test_two_replicas_complete_each_job_once(env):
     with ThreadPoolExecutor(8) as ex:
         jobs = list(ex.map(submit, range(JOBS)))
 
-    def all_done():
-        rows = pv_pg.psql(db, "SELECT status, COUNT(*) FROM generation_jobs GROUP BY status")
-        counts = dict(line.split("|") for line in rows.split())
-        return counts if counts.get("completed") == str(JOBS) else None
-
-    pv.wait_for(all_done, timeout=240, interval=0.2, what=f"{JOBS} jobs to complete")
+    wait_completed(db, JOBS)
     took = time.monotonic() - start
     print(f"  {JOBS} jobs through 2 replicas x 2 workers: {took:.1f}s "
           f"({JOBS / took:.0f} jobs/s incl. simulated GPU time)")
@@ -86,6 +82,109 @@ def test_two_replicas_complete_each_job_once(env):
     # Both replicas handed out work.
     for name in ("server-a.log", "server-b.log"):
         assert "event=job_claimed" in open_full(env, name), name
+
+
+def wait_completed(db, n):
+    """Waits until n jobs of database db are completed; returns the count of each status."""
+    def all_done():
+        rows = pv_pg.psql(db, "SELECT status, COUNT(*) FROM generation_jobs GROUP BY status")
+        counts = dict(line.split("|") for line in rows.split())
+        return counts if counts.get("completed") == str(n) else None
+    return pv.wait_for(all_done, timeout=240, interval=0.2, what=f"{n} jobs to complete")
+
+
+def deadlocks(db):
+    """PostgreSQL's count of deadlocks detected in database db (pg_stat_database)."""
+    return int(pv_pg.psql(db, "SELECT deadlocks FROM pg_stat_database"
+                              " WHERE datname = current_database()").strip())
+
+
+def stop_all_flushing_stats(env, db):
+    """Stops the workers, then the replicas, and waits until every backend the replicas had on
+    db has exited. A backend counts a deadlock in its own pending statistics and flushes them to
+    pg_stat_database when it next goes idle (at most once a second) or when it exits, before it
+    leaves pg_stat_activity (its flush is a before_shmem_exit callback, the removal from
+    pg_stat_activity an on_shmem_exit one): once no other backend is on db, every deadlock its
+    connections hit is counted. pg_stat_force_next_flush() flushes only the calling backend."""
+    for prefix in ("worker", "server-"):
+        for p in [p for p in env.procs if p.logname.startswith(prefix)]:
+            env.stop(p)
+    pv.wait_for(lambda: pv_pg.psql(db, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname ="
+                                       " current_database() AND pid <> pg_backend_pid()"
+                                       " AND backend_type = 'client backend'"
+                                   ).strip() == "0",
+                timeout=60, what="the replicas' PostgreSQL backends to exit")
+
+
+# Contention that made the lock orders of 511059a (a complete batch's claims lock user rows out of
+# user order) deadlock in each of 10 runs (4 workers, as in
+# test_two_replicas_complete_each_job_once, did in 1 run of 3): a replica's complete batch holds
+# at most one complete per worker attached to it, so 6 workers per replica make batches that
+# lock up to 12 user rows (6 completes, 6 claims); 8 users make their orders collide (16 users
+# spread them so thin that no run deadlocked).
+DEADLOCK_USERS = [f"u{k}" for k in range(8)]
+DEADLOCK_WORKERS = 12
+DEADLOCK_JOBS = 600
+
+
+def test_mixed_users_never_deadlock(env):
+    """Creates, completes and complete-and-claims of many users at once through two replicas:
+    each transaction that locks several user rows (a create batch, a complete batch with the
+    claims of its complete-and-claims) must lock them in one global order, or two replicas'
+    transactions wait on each other and PostgreSQL aborts one ("deadlock detected", 40P01: a 503
+    for the creates of a create batch). Asserts that PostgreSQL counted no deadlock in the
+    test's database, that every create got 201, and that each job completed and was charged
+    exactly once (ledger, balances, reservations)."""
+    db = pv_pg.provision_for(env)
+    before_deadlocks = deadlocks(db)
+    a = start_replica(env, "server-a")
+    b = start_replica(env, "server-b")
+    credits = 10_000_000
+    tokens = {u: env.add_user(u, credits=credits) for u in DEADLOCK_USERS}
+    for i in range(DEADLOCK_WORKERS):
+        start_worker_on(env, (a, b)[i % 2], f"w{i}")
+    n = len(DEADLOCK_USERS)
+
+    def submit(i):
+        # Each thread's consecutive creates go to different users, and the two replicas' create
+        # batches hold different sets of users at once.
+        user = DEADLOCK_USERS[(i * 3 + i // n) % n]
+        r = pv.http("POST", (a, b)[i % 2] + "/api/v1/generation/create",
+                    {"prompt": f"mix {i}", "steps": 1}, token=tokens[user])
+        return r.status, user, (r.json() or {}).get("id") if r.status == 201 else r.body[:200]
+
+    with ThreadPoolExecutor(12) as ex:
+        results = list(ex.map(submit, range(DEADLOCK_JOBS)))
+    accepted = [(u, jid) for status, u, jid in results if status == 201]
+    counts = wait_completed(db, len(accepted))
+    stop_all_flushing_stats(env, db)
+    seen = deadlocks(db) - before_deadlocks
+    refused = [(status, body) for status, _, body in results if status != 201]
+    assert seen == 0 and not refused, (
+        f"{seen} deadlock(s) detected by PostgreSQL (its log shows the cycles); "
+        f"{len(refused)} of {DEADLOCK_JOBS} creates refused: {refused[:5]}")
+    assert counts == {"completed": str(DEADLOCK_JOBS)}, counts
+
+    # Each job completed once (one lease), and charged once: one ledger charge per job whose
+    # amount is the job's credits_charged; each balance down by exactly its jobs' charges.
+    jobs = pv_pg.psql(db, "SELECT j.user_id, j.attempts, j.credits_charged, j.credits_reserved,"
+                          " COUNT(l.id), COALESCE(SUM(ABS(l.amount)), 0) FROM generation_jobs j"
+                          " LEFT JOIN credit_ledger l ON l.job_id = j.id AND l.kind = 'charge'"
+                          " GROUP BY j.id").split()
+    charged = dict.fromkeys(DEADLOCK_USERS, 0)
+    for row in jobs:
+        user, attempts, charge, reserved, entries, amount = row.split("|")
+        assert (attempts, entries, reserved) == ("1", "1", "0") and int(charge) > 0 and \
+            int(amount) == int(charge), row
+        charged[user] += int(charge)
+    assert len(jobs) == DEADLOCK_JOBS, len(jobs)
+    for row in pv_pg.psql(db, "SELECT name, balance, reserved, queued FROM users").split():
+        user, balance, reserved, queued = row.split("|")
+        assert (int(balance), reserved, queued) == (credits - charged[user], "0", "0"), \
+            (row, charged[user])
+    completed = re.findall(r"event=job_completed job=(\S+)", open_full(env, "server-a.log") +
+                           open_full(env, "server-b.log"))
+    assert sorted(completed) == sorted(jid for _, jid in accepted), len(completed)
 
 
 def test_concurrent_creates_never_overspend(env):
@@ -189,4 +288,5 @@ def iso_ms(s):
 
 if __name__ == "__main__":
     pv.main([test_two_replicas_complete_each_job_once, test_idle_worker_on_other_replica_is_woken,
-             test_concurrent_creates_never_overspend, test_lost_worker_reaped_once_by_two_reapers])
+             test_concurrent_creates_never_overspend, test_mixed_users_never_deadlock,
+             test_lost_worker_reaped_once_by_two_reapers])
