@@ -23,7 +23,7 @@
 #include "store/store.h"
 
 #ifdef PINGVAS_HAVE_PQ
-#include <libpq-fe.h>
+#include "t_pg.h"
 #endif
 
 #ifdef PINGVAS_HAVE_PQ
@@ -128,19 +128,6 @@ static void gate_stop(gate_t *g)
     close(g->lfd);
 }
 
-/* Runs sql on url. 0 or -1. */
-static int admin_exec(const char *url, const char *sql)
-{
-    PGconn *c = PQconnectdb(url);
-    PGresult *r = PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
-    int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        fprintf(stderr, "%s: %s", sql, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-    return ok ? 0 : -1;
-}
-
 /* The admin URL's host and port (into host, pgport), and the URL of database db with them
  * replaced by 127.0.0.1:port (into out; port 0: left as they are). 0 or -1. */
 static int gated_url(const char *admin, int port, const char *db, char *host, char *pgport,
@@ -191,12 +178,11 @@ static void test_stall_probe_and_recovery(void)
         CHECK(!req || strcmp(req, "1") != 0); /* required where the production stack is tested */
         return;
     }
-    char host[256], port[16], url[1024], err[256] = "", db[64], sql[128];
+    char host[256], port[16], url[1024], err[256] = "", db[64];
     gate_t g;
     snprintf(db, sizeof db, "pv_stall_%d", (int)getpid());
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
     CHECK(gated_url(admin, 0, "postgres", host, port, url, sizeof url) == 0);
-    CHECK(admin_exec(admin, sql) == 0);
+    CHECK(t_pg_create(admin, db, url, sizeof url) == 0);
     CHECK(gate_start(&g, host, port) == 0);
     CHECK(gated_url(admin, g.port, db, host, port, url, sizeof url) == 0);
     setenv("PINGVAS_PG_TIMEOUT", "1s", 1);
@@ -248,8 +234,7 @@ static void test_stall_probe_and_recovery(void)
     store_close(s);
     gate_stop(&g);
     unsetenv("PINGVAS_PG_TIMEOUT");
-    snprintf(sql, sizeof sql, "DROP DATABASE %s WITH (FORCE)", db);
-    CHECK(admin_exec(admin, sql) == 0);
+    CHECK(t_pg_drop(admin, db) == 0);
 }
 
 #define TESTS(X) X(test_stall_probe_and_recovery)

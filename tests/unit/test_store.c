@@ -6,7 +6,6 @@
  * state machine is driven by explicit `now` values: nothing sleeps. */
 #include "t.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -14,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef PINGVAS_HAVE_PQ
-#include <libpq-fe.h>
+#include "t_pg.h"
 #endif
 
 #include "store/store.h"
@@ -28,43 +27,6 @@ static char t_dir[64];
 static char t_path[128];
 static char t_url[1024]; /* the URL of the store the current test opened */
 static char t_db[64];    /* its PostgreSQL database */
-
-#ifdef PINGVAS_HAVE_PQ
-/* Runs sql on url; returns the first column of the first row as an integer (0 when none), or
- * -1 on failure. */
-static long long pg_exec(const char *url, const char *sql)
-{
-    long long v = -1;
-    PGconn *c = PQconnectdb(url);
-    PGresult *r = PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
-    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st == PGRES_TUPLES_OK)
-        v = PQntuples(r) > 0 ? atoll(PQgetvalue(r, 0, 0)) : 0;
-    else if (st == PGRES_COMMAND_OK)
-        v = 0;
-    else
-        fprintf(stderr, "postgresql: %s: %s", sql, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-    return v;
-}
-#endif
-
-/* t_admin with its database replaced by db, into t_url (libcurl's URL parser). */
-static int pg_url_for(const char *db)
-{
-    CURLU *u = curl_url();
-    char path[80], *out = NULL;
-    snprintf(path, sizeof path, "/%s", db);
-    int ok = u && curl_url_set(u, CURLUPART_URL, t_admin, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
-             curl_url_set(u, CURLUPART_PATH, path, 0) == CURLUE_OK &&
-             curl_url_get(u, CURLUPART_URL, &out, 0) == CURLUE_OK;
-    if (ok)
-        snprintf(t_url, sizeof t_url, "%s", out);
-    curl_free(out);
-    curl_url_cleanup(u);
-    return ok ? 0 : -1;
-}
 
 /* A new, empty place for a store: a temporary directory, or a fresh PostgreSQL database. */
 static int make_place(void)
@@ -81,12 +43,8 @@ static int make_place(void)
     }
 #ifdef PINGVAS_HAVE_PQ
     static int n;
-    char sql[128];
     snprintf(t_db, sizeof t_db, "pv_unit_%d_%d", (int)getpid(), n++);
-    snprintf(sql, sizeof sql, "CREATE DATABASE \"%s\"", t_db);
-    if (pg_url_for(t_db) != 0 || pg_exec(t_admin, sql) != 0)
-        return -1;
-    return 0;
+    return t_pg_create(t_admin, t_db, t_url, sizeof t_url);
 #else
     return -1;
 #endif
@@ -115,9 +73,7 @@ static void remove_db(void)
 {
     if (t_pg) {
 #ifdef PINGVAS_HAVE_PQ
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", t_db);
-        CHECK(pg_exec(t_admin, sql) == 0);
+        CHECK(t_pg_drop(t_admin, t_db) == 0);
 #endif
         return;
     }
@@ -156,8 +112,8 @@ static void check_derived(void)
     if (t_pg) {
         long long bad_queue = -1;
 #ifdef PINGVAS_HAVE_PQ
-        bad = pg_exec(t_url, sql);
-        bad_queue = pg_exec(t_url, queue_sql);
+        bad = t_pg_exec(t_url, sql);
+        bad_queue = t_pg_exec(t_url, queue_sql);
 #endif
         CHECK_INT(bad, 0);
         CHECK_INT(bad_queue, 0);
@@ -1788,7 +1744,7 @@ static int raw_exec(const char *sql)
 {
     if (t_pg) {
 #ifdef PINGVAS_HAVE_PQ
-        return pg_exec(t_url, sql) < 0 ? -1 : 0;
+        return t_pg_exec(t_url, sql) < 0 ? -1 : 0;
 #else
         return -1;
 #endif
@@ -2070,9 +2026,9 @@ static void test_migrate_drop_indexes(void)
             0);
         CHECK_INT(store_migrate(s), STORE_OK);
 #ifdef PINGVAS_HAVE_PQ
-        CHECK_INT(pg_exec(t_url, "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN"
-                                 " ('generation_jobs_claim', 'generation_jobs_completed',"
-                                 " 'generation_jobs_seq_key')"),
+        CHECK_INT(t_pg_exec(t_url, "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN"
+                                   " ('generation_jobs_claim', 'generation_jobs_completed',"
+                                   " 'generation_jobs_seq_key')"),
                   0);
 #endif
         CHECK_INT(store_explain(s, "usage", plan, sizeof plan), STORE_OK);
