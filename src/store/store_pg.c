@@ -912,7 +912,7 @@ typedef struct stmt {
 #define PREP_WEBHOOKS_DUE 13  /* the webhook sender looks after every job that ended */
 #define PREP_USERS_LOCK 14    /* a complete batch locks its users' rows in name order */
 #define PREP_CLAIMED_COUNT 15 /* the queued counts of the users whose jobs were claimed */
-#define PREP_TOTALS 16        /* the totals of a complete batch's jobs */
+#define PREP_CLAIM_ALONE 16   /* a claim in a transaction of its own (CLAIM_ALONE_SQL) */
 
 /* The queries of one pipeline in order: Q_BEGIN, Q_PREPARE + statement number (a statement's
  * prepare before its first use on the connection), statement numbers. */
@@ -2355,6 +2355,8 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
  * claims off their users' counts (a complete batch first locks every user row it writes in name
  * order, USERS_LOCK_SQL: a claim that locked its user's row itself would lock it out of that
  * order, after another's, and two such transactions and a create batch deadlocked; CI, issue 12).
+ * A claim in a transaction of its own locks no other user row, and counts its claim itself
+ * (CLAIM_ALONE_SQL).
  * $6, an array of job ids, are jobs completing in the claim's transaction: the fair share does
  * not count them as running. No row: nothing claimable. A queue row locked
  * here is one the job's row still matches: a change that takes the job out of the queue deletes the
@@ -2371,7 +2373,7 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     "UPDATE users SET queued = users.queued - d.n FROM (SELECT name, COUNT(*) AS n FROM "          \
     "unnest(" CLAIMED_USERS ") AS c(name) GROUP BY name) d WHERE users.name = d.name"
 /* clang-format off */
-#define CLAIM_SQL                                                                                  \
+#define CLAIM_CTES                                                                                 \
     FAIR_USERS ", f AS (" FAIR_PICK_EXCEPT("AND r.id <> ALL($6::TEXT[])") "),"                    \
     " a AS (" JOB_HEAD_OF("(SELECT name FROM f)") " FOR UPDATE SKIP LOCKED),"                      \
     " b AS (SELECT job_id FROM job_queue WHERE " QUEUE_TIER " = $1 AND NOT EXISTS (SELECT 1 FROM a)" \
@@ -2386,9 +2388,15 @@ static int worker_upsert(op_t *op, const char *worker_id, const char *tier, cons
     " dq AS (DELETE FROM job_queue WHERE job_id = (SELECT id FROM c)),"                            \
     " ev AS (" JOB_EVENT_INSERT("c") "),"                                                          \
     " w AS (" WORKER_UPSERT "SELECT $3, $1, 'busy', $5::BIGINT FROM c WHERE $3 <> ''"             \
-    WORKER_UPSERT_CONFLICT ")"                                                                     \
-    " SELECT c.*, set_config('" CLAIMED_SETTING "',"                                               \
+    WORKER_UPSERT_CONFLICT ")"
+#define CLAIM_SQL                                                                                  \
+    CLAIM_CTES " SELECT c.*, set_config('" CLAIMED_SETTING "',"                                    \
     "  array_append(" CLAIMED_USERS ", c.user_id)::TEXT, true) AS claimed FROM c"
+/* A claim in a transaction of its own (store_job_claim), where its user's row is the only one
+ * locked: the user's queued count in the statement (uq), one statement in all. */
+#define CLAIM_ALONE_SQL                                                                            \
+    CLAIM_CTES ", uq AS (UPDATE users SET queued = queued - 1 WHERE name = (SELECT user_id FROM c))" \
+    " SELECT * FROM c"
 /* clang-format on */
 
 /* A claim's statement (CLAIM_SQL) with its parameters: the lease is made here. */
@@ -2398,7 +2406,8 @@ typedef struct claim_stmt {
     stmt_t st;
 } claim_stmt_t;
 
-/* The claim's statement; completing: CLAIM_SQL's $6 (an array literal, kept by the caller). */
+/* The claim's statement: CLAIM_SQL with completing as its $6 (an array literal, kept by the
+ * caller), or CLAIM_ALONE_SQL when completing is NULL. */
 static void claim_stmt(claim_stmt_t *c, const char *tier, const char *worker_id, int64_t lease_ms,
                        int64_t now, const char *completing)
 {
@@ -2409,14 +2418,9 @@ static void claim_stmt(claim_stmt_t *c, const char *tier, const char *worker_id,
     p_text(&c->p, worker_id);
     p_i64(&c->p, now + lease_ms);
     p_i64(&c->p, now);
-    p_text(&c->p, completing);
-    c->st = (stmt_t){.sql = CLAIM_SQL, .p = &c->p, .prep = PREP_CLAIM};
-}
-
-/* CLAIMED_COUNT_SQL as a statement. */
-static stmt_t claimed_count_stmt(void)
-{
-    return (stmt_t){.sql = CLAIMED_COUNT_SQL, .prep = PREP_CLAIMED_COUNT};
+    p_text(&c->p, completing ? completing : "{}");
+    c->st = completing ? (stmt_t){.sql = CLAIM_SQL, .p = &c->p, .prep = PREP_CLAIM}
+                       : (stmt_t){.sql = CLAIM_ALONE_SQL, .p = &c->p, .prep = PREP_CLAIM_ALONE};
 }
 
 /* The claimed job from a claim's result (cleared): STORE_OK with out filled, or STORE_EMPTY. */
@@ -2433,12 +2437,10 @@ static int claim_in(op_t *op, const char *tier, const char *worker_id, int64_t l
                     int64_t now, job_t *out)
 {
     claim_stmt_t c;
-    claim_stmt(&c, tier, worker_id, lease_ms, now, "{}");
-    stmt_t st[2] = {c.st, claimed_count_stmt()};
-    if (pipe_run(op, "claiming job", st, 2) != STORE_OK)
+    claim_stmt(&c, tier, worker_id, lease_ms, now, NULL);
+    if (pipe_run(op, "claiming job", &c.st, 1) != STORE_OK)
         return STORE_ERR;
-    PQclear(st[1].r);
-    return claim_answer(&st[0], out);
+    return claim_answer(&c.st, out);
 }
 
 static int job_claim_once(store_t *base, const char *tier, const char *worker_id, int64_t lease_ms,
@@ -2592,9 +2594,9 @@ out:
  * cap, what the user can pay without touching the other jobs' reservations, balance - (reserved -
  * this job's reservation $7), between 0 and the balance, over the cost $5), the balance and the
  * job's reservation freed (b: one new version of the user's row), the job (j) and the ledger row
- * (l), then what the job's UPDATE triggers would have done (schema_v12): its event (ev) and its
- * webhook made due (wh); the totals of completed jobs are TOTALS_SQL's, once for all the
- * transaction's completes after them (the one totals row is the last row a complete locks). The
+ * (l), then what the job's UPDATE triggers would have done (schema_v12): the totals of completed
+ * jobs (t: the one totals row, locked after every user row of the transaction: the batch's
+ * USERS_LOCK_SQL runs before its completes), its event (ev) and its webhook made due (wh). The
  * user's row is thus locked only from this statement (or the batch's USERS_LOCK_SQL) to the
  * COMMIT, not across the round trips before it. */
 /* clang-format off */
@@ -2610,6 +2612,9 @@ out:
     "  accounted = accounted + 1 WHERE id = $1 RETURNING " JOB_COLS "),"                           \
     " l AS (INSERT INTO credit_ledger(user_id, job_id, kind, amount, balance_after, created_at)"   \
     "  SELECT $6, $1, 'charge', -ch.charge, b.balance, $4::BIGINT FROM ch, b),"                    \
+    " t AS (UPDATE job_totals SET jobs = jobs + 1, gpu_seconds = job_totals.gpu_seconds +"         \
+    "  j.gpu_seconds, credits_charged = job_totals.credits_charged + j.credits_charged FROM j"     \
+    "  WHERE job_totals.status = 'completed'),"                                                    \
     " ev AS (" JOB_EVENT_INSERT("j") "),"                                                          \
     " wh AS (UPDATE webhooks SET state = 'pending', next_at = " PG_NOW_MS ", ended_at = " PG_NOW_MS \
     "  WHERE job_id = $1 AND state = 'waiting')"                                                   \
@@ -2622,12 +2627,6 @@ out:
 #define USERS_LOCK_SQL                                                                             \
     "SELECT name FROM users WHERE name = ANY($1::TEXT[] || " CLAIMED_USERS ") ORDER BY name"       \
     " FOR UPDATE"
-/* The totals of completed jobs with those of the jobs $1 (completed by the transaction). */
-#define TOTALS_SQL                                                                                 \
-    "UPDATE job_totals SET jobs = jobs + d.n, gpu_seconds = job_totals.gpu_seconds + d.g,"         \
-    " credits_charged = job_totals.credits_charged + d.c FROM (SELECT COUNT(*) AS n,"              \
-    " COALESCE(SUM(gpu_seconds), 0) AS g, COALESCE(SUM(credits_charged), 0) AS c"                  \
-    " FROM generation_jobs WHERE id = ANY($1::TEXT[])) d WHERE job_totals.status = 'completed'"
 
 /* COMPLETE_SQL's parameters for job id (loaded as job): its image key, its GPU time (clamped by
  * store_rule_gpu_seconds) and the cost of it at credit_rate, completed at now. */
@@ -2710,10 +2709,10 @@ static int batch_load(op_t *op, batch_complete_t *b, batch_complete_t **ord, stm
 /* The second round trip's statements, in the order that keeps row locks in one order across
  * transactions: the claims (CLAIM_SQL, which lock no user row), the rows of every user the batch
  * writes locked in name order (USERS_LOCK_SQL, when there are two or more), the completes
- * (COMPLETE_SQL), the claims' users' queued counts (CLAIMED_COUNT_SQL), the totals (TOTALS_SQL,
- * the last row). a[0] gets the completed jobs' ids, a[1] their users (tail[] the parameters of
- * the last two statements). *m counts the statements; false when out of memory. */
-static bool batch_stmts(batch_complete_t *b, size_t n, pg_arr_t *a, params_t *tail, stmt_t *st,
+ * (COMPLETE_SQL, each then locking the totals row), the claims' users' queued counts
+ * (CLAIMED_COUNT_SQL). a[0] gets the completed jobs' ids, a[1] their users (lock the parameters
+ * of USERS_LOCK_SQL). *m counts the statements; false when out of memory. */
+static bool batch_stmts(batch_complete_t *b, size_t n, pg_arr_t *a, params_t *lock, stmt_t *st,
                         int *m)
 {
     int writes = 0, claims = 0;
@@ -2736,8 +2735,8 @@ static bool batch_stmts(batch_complete_t *b, size_t n, pg_arr_t *a, params_t *ta
         }
     }
     if (writes + claims > 1) {
-        p_text(&tail[0], a[1].s ? a[1].s : "{}");
-        st[(*m)++] = (stmt_t){.sql = USERS_LOCK_SQL, .p = &tail[0], .prep = PREP_USERS_LOCK};
+        p_text(lock, a[1].s ? a[1].s : "{}");
+        st[(*m)++] = (stmt_t){.sql = USERS_LOCK_SQL, .p = lock, .prep = PREP_USERS_LOCK};
     }
     for (size_t i = 0; i < n; i++) {
         store_complete_t *c = b[i].c;
@@ -2749,11 +2748,7 @@ static bool batch_stmts(batch_complete_t *b, size_t n, pg_arr_t *a, params_t *ta
         st[b[i].w] = (stmt_t){.sql = COMPLETE_SQL, .p = &b[i].write, .prep = PREP_COMPLETE};
     }
     if (claims)
-        st[(*m)++] = claimed_count_stmt();
-    if (writes) {
-        p_text(&tail[1], a[0].s);
-        st[(*m)++] = (stmt_t){.sql = TOTALS_SQL, .p = &tail[1], .prep = PREP_TOTALS};
-    }
+        st[(*m)++] = (stmt_t){.sql = CLAIMED_COUNT_SQL, .prep = PREP_CLAIMED_COUNT};
     return true;
 }
 
@@ -2761,11 +2756,10 @@ static bool batch_stmts(batch_complete_t *b, size_t n, pg_arr_t *a, params_t *ta
 static int batch_write(op_t *op, batch_complete_t *b, size_t n, stmt_t *st)
 {
     pg_arr_t a[2];
-    params_t tail[2];
+    params_t lock = {0};
     memset(a, 0, sizeof a);
-    memset(tail, 0, sizeof tail);
     int m = 0;
-    int rc = batch_stmts(b, n, a, tail, st, &m) ? STORE_OK : STORE_ERR;
+    int rc = batch_stmts(b, n, a, &lock, st, &m) ? STORE_OK : STORE_ERR;
     if (rc != STORE_OK)
         store_fail("postgresql %s: out of memory completing jobs", op->s->where);
     else if (m)
@@ -2786,7 +2780,7 @@ static int batch_write(op_t *op, batch_complete_t *b, size_t n, stmt_t *st)
             rc = STORE_ERR;
     }
     for (int k = 0; k < m; k++)
-        PQclear(st[k].r); /* the locks', counts' and totals' */
+        PQclear(st[k].r); /* the lock's and the counts' */
     free(a[0].s);
     free(a[1].s);
     return rc;
@@ -2799,7 +2793,7 @@ static int complete_batch(pg_store_t *s, store_complete_t *items, size_t n)
 {
     batch_complete_t *b = calloc(n, sizeof *b);
     batch_complete_t **ord = malloc(n * sizeof *ord);
-    stmt_t *st = malloc((2 * n + 3) * sizeof *st);
+    stmt_t *st = malloc((2 * n + 2) * sizeof *st);
     op_t op;
     int rc = b && ord && st ? op_begin(s, &op)
                             : store_fail("postgresql %s: out of memory completing jobs", s->where);
@@ -3686,9 +3680,9 @@ static int pg_explain(store_t *base, const char *name, char *out, size_t len)
         {"ledger_list", SQL_LEDGER_LIST, 2, {"u", "10"}},
         {"usage", SQL_USAGE, 2, {"0", "1"}},
         {"job_claim", CLAIM_SQL, 6, {"standard", "lease", "w1", "1", "1", "{x}"}},
+        {"job_claim_alone", CLAIM_ALONE_SQL, 6, {"standard", "lease", "w1", "1", "1", "{}"}},
         {"claimed_count", CLAIMED_COUNT_SQL, 0, {NULL}},
         {"users_lock", USERS_LOCK_SQL, 1, {"{u,v}"}},
-        {"job_totals", TOTALS_SQL, 1, {"{x,y}"}},
         {"job_heartbeat", HEARTBEAT_SQL, 6, {"x", "lease", "1", "0", "0", "1"}},
         {"job_create",
          CREATE_SQL,

@@ -1688,12 +1688,12 @@ static const struct {
      * index of the queued or running jobs (one statement each there; see store_pg.c); the claim
      * finds the fair-share user and its head job in the queue's index */
     {"job_claim", NULL, "generation_jobs_pkey&job_queue_fair&job_queue_order"},
+    {"job_claim_alone", NULL, "generation_jobs_pkey&job_queue_fair&job_queue_order&users_pkey"},
     {"job_heartbeat", NULL, "generation_jobs_pkey"},
-    /* PostgreSQL: a complete batch's user rows locked and counted by name, its jobs' totals from
-     * their rows by id (store_pg.c: USERS_LOCK_SQL, CLAIMED_COUNT_SQL, TOTALS_SQL) */
+    /* PostgreSQL: a complete batch's user rows locked and counted by name (store_pg.c:
+     * USERS_LOCK_SQL, CLAIMED_COUNT_SQL) */
     {"users_lock", NULL, "users_pkey"},
     {"claimed_count", NULL, "users_pkey"},
-    {"job_totals", NULL, "generation_jobs_pkey"},
     /* PostgreSQL: a create batch's inserts, one statement over its arrays (store_pg.c) */
     {"job_create", NULL, "Function Scan on d&Insert on generation_jobs&Insert on job_queue"},
 };
