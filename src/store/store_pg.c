@@ -631,6 +631,12 @@ static int64_t get_i64(const PGresult *r, int row, int col, int64_t dflt)
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+/* A BOOLEAN column: true when it is true (PostgreSQL's text "t"), false when false or NULL. */
+static bool get_bool(const PGresult *r, int row, int col)
+{
+    return strcmp(PQgetvalue(r, row, col), "t") == 0; /* "" for NULL */
+}
+
 static double get_f64(const PGresult *r, int row, int col, double dflt)
 {
     if (PQgetisnull(r, row, col))
@@ -1815,7 +1821,7 @@ static int one_job(op_t *op, PGresult *r, const char *what, job_t *out)
     int rc = PQntuples(r) == 1 ? row_to_job(r, 0, out)
                                : store_fail("postgresql %s: %s: no row", op->s->where, what);
     if (rc == STORE_OK && PQnfields(r) > COL_HAS_WEBHOOK)
-        out->has_webhook = strcmp(PQgetvalue(r, 0, COL_HAS_WEBHOOK), "t") == 0;
+        out->has_webhook = get_bool(r, 0, COL_HAS_WEBHOOK);
     PQclear(r);
     return rc;
 }
@@ -2877,7 +2883,7 @@ static int mark_failed(op_t *op, const char *id, const char *message, int64_t no
     if (!r)
         return STORE_ERR;
     if (has_webhook)
-        *has_webhook = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        *has_webhook = PQntuples(r) == 1 && get_bool(r, 0, 0);
     PQclear(r);
     return STORE_OK;
 }
@@ -3066,7 +3072,7 @@ static int pg_job_adopt(store_t *base, const char *id, double credit_rate, int64
         rc = STORE_NOT_FOUND;
         goto out;
     }
-    if (strcmp(PQgetvalue(r, 0, 1), "t") == 0) {
+    if (get_bool(r, 0, 1)) {
         rc = load_job(&op, id, false, out, NULL);
         rc = rc == STORE_OK ? STORE_EXISTS : rc;
         goto out;
