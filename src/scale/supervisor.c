@@ -104,7 +104,37 @@ static const char *const server_only_env[] = {
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 };
 
-/* Forks and execs one worker into slot; returns 0 or -1. Caller holds mu. */
+/* 1 when the environment entry e ("NAME=value") names one a worker must not inherit from the
+ * server or one spawn sets itself. */
+static int env_dropped(const char *e, int gpu)
+{
+    static const char *const set_here[] = {"PINGVAS_STATUS_FD", "PINGVAS_WORKER_TOKEN"};
+    size_t n = strcspn(e, "=");
+    for (size_t i = 0; i < sizeof server_only_env / sizeof server_only_env[0]; i++)
+        if (strlen(server_only_env[i]) == n && strncmp(e, server_only_env[i], n) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof set_here / sizeof set_here[0]; i++)
+        if (strlen(set_here[i]) == n && strncmp(e, set_here[i], n) == 0)
+            return 1;
+    return gpu >= 0 && n == strlen("CUDA_VISIBLE_DEVICES") &&
+           strncmp(e, "CUDA_VISIBLE_DEVICES", n) == 0;
+}
+
+/* "name=value", malloc'd, or NULL. */
+static char *env_entry(const char *name, const char *value)
+{
+    size_t n = strlen(name) + strlen(value) + 2;
+    char *e = malloc(n);
+    if (e)
+        snprintf(e, n, "%s=%s", name, value);
+    return e;
+}
+
+/* Forks and execs one worker into slot; returns 0 or -1. Caller holds mu.
+ * The server has threads, so the child calls only async-signal-safe functions between fork and
+ * exec (no malloc, no setenv: a lock another thread held at the fork would never be released in
+ * the child). Its environment is built here first: the server's, without what only the server
+ * needs, with the status pipe, the worker token and the GPU. */
 static int spawn(supervisor_t *s, slot_t *sl)
 {
     char *argv[MAX_ARGS + 12];
@@ -120,41 +150,67 @@ static int spawn(supervisor_t *s, slot_t *sl)
     for (int i = 0; i < s->nargs; i++)
         argv[n++] = s->args[i];
     argv[n] = NULL;
-    char gpu_env[32], fd_env[16];
-    snprintf(gpu_env, sizeof gpu_env, "%d", sl->info.gpu);
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0) {
         log_error("event=spawn_failed err=\"pipe: %s\"", strerror(errno));
         return -1;
     }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        log_error("event=spawn_failed err=\"%s\"", strerror(errno));
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    char **envp = calloc(nenv + 4, sizeof *envp);
+    char fd_s[16], gpu_s[16];
+    snprintf(fd_s, sizeof fd_s, "%d", pfd[1]);
+    snprintf(gpu_s, sizeof gpu_s, "%d", sl->info.gpu);
+    char *fd_env = env_entry("PINGVAS_STATUS_FD", fd_s);
+    char *token_env = env_entry("PINGVAS_WORKER_TOKEN", s->token);
+    char *gpu_env = sl->info.gpu >= 0 ? env_entry("CUDA_VISIBLE_DEVICES", gpu_s) : NULL;
+    if (!envp || !fd_env || !token_env || (sl->info.gpu >= 0 && !gpu_env)) {
+        log_error("event=spawn_failed err=\"out of memory\"");
+        free(envp);
+        free(fd_env);
+        free(token_env);
+        free(gpu_env);
         close(pfd[0]);
         close(pfd[1]);
         return -1;
     }
+    size_t ne = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (!env_dropped(environ[i], sl->info.gpu))
+            envp[ne++] = environ[i];
+    envp[ne++] = fd_env;
+    envp[ne++] = token_env;
+    if (gpu_env)
+        envp[ne++] = gpu_env;
+    envp[ne] = NULL;
+    pid_t parent = getpid();
+    pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
             _exit(1);
-        /* The write end survives exec; the worker reports its state through it. */
-        int wfd = fcntl(pfd[1], F_DUPFD, 10);
-        snprintf(fd_env, sizeof fd_env, "%d", wfd);
-        setenv("PINGVAS_STATUS_FD", fd_env, 1);
-        setenv("PINGVAS_WORKER_TOKEN", s->token, 1);
-        for (size_t i = 0; i < sizeof server_only_env / sizeof server_only_env[0]; i++)
-            unsetenv(server_only_env[i]);
-        if (sl->info.gpu >= 0)
-            setenv("CUDA_VISIBLE_DEVICES", gpu_env, 1);
+        /* The write end survives exec (under the number PINGVAS_STATUS_FD names); the worker
+         * reports its state through it. */
+        if (fcntl(pfd[1], F_SETFD, 0) != 0)
+            _exit(127);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(s->exe, argv);
+        execve(s->exe, argv, envp);
         _exit(127);
     }
+    int fork_errno = errno;
+    free(envp);
+    free(fd_env);
+    free(token_env);
+    free(gpu_env);
     close(pfd[1]);
+    if (pid < 0) {
+        log_error("event=spawn_failed err=\"%s\"", strerror(fork_errno));
+        close(pfd[0]);
+        return -1;
+    }
     fcntl(pfd[0], F_SETFL, O_NONBLOCK);
     if (sl->status_fd >= 0)
         close(sl->status_fd);
