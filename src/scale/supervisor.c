@@ -20,6 +20,7 @@
 typedef struct slot {
     int used;
     int status_fd; /* read end of the worker's status pipe, or -1 */
+    int heard;     /* a status byte came from this process (or it was killed for sending none) */
     char tier[16];
     sup_worker_info_t info;
     int restarts;
@@ -215,6 +216,7 @@ static int spawn(supervisor_t *s, slot_t *sl)
     if (sl->status_fd >= 0)
         close(sl->status_fd);
     sl->status_fd = pfd[0];
+    sl->heard = 0;
     sl->info.pid = pid;
     sl->info.started_ms = clock_mono_ms();
     sl->info.ready_ms = 0;
@@ -339,6 +341,7 @@ static void read_status(supervisor_t *s)
         while ((n = read(sl->status_fd, buf, sizeof buf)) > 0) {
             for (ssize_t k = 0; k < n; k++) {
                 char c = buf[k];
+                sl->heard = 1;
                 if (c != 'R' && c != 'I' && c != 'B')
                     continue;
                 int64_t now = clock_mono_ms();
@@ -442,6 +445,17 @@ void supervisor_tick(supervisor_t *s)
         }
     }
     int64_t now = clock_mono_ms();
+    for (int i = 0; i < SUP_MAX_SLOTS; i++) {
+        slot_t *sl = &s->slots[i];
+        if (sl->used && sl->info.pid > 0 && !sl->heard && !sl->info.stopping &&
+            now - sl->info.started_ms >= SUP_START_DEADLINE_MS) {
+            log_warn("event=worker_start_stuck worker=%s pid=%d waited_ms=%lld msg=\"no word from "
+                     "the process since its spawn; killed, to be restarted\"",
+                     sl->info.worker_id, (int)sl->info.pid, (long long)(now - sl->info.started_ms));
+            kill(sl->info.pid, SIGKILL);
+            sl->heard = 1; /* once: its exit is reaped and restarted as a crash's */
+        }
+    }
     for (int i = 0; i < SUP_MAX_SLOTS; i++) {
         slot_t *sl = &s->slots[i];
         if (sl->used && sl->info.pid == 0 && !sl->info.stopping && sl->restart_at &&

@@ -9,6 +9,12 @@
 
 #define SUP_MAX_SLOTS 64
 
+/* A worker process that has not said it started ('S' on its status pipe, its first act) this
+ * long after its spawn is killed and restarted like a crashed one: a child stuck before exec, or
+ * an exec'd process stuck before main, would otherwise hold its slot for ever, counted as a
+ * worker that never comes. */
+#define SUP_START_DEADLINE_MS 30000
+
 typedef struct supervisor supervisor_t;
 
 typedef struct sup_worker_info {
@@ -46,7 +52,8 @@ int supervisor_stop_worker(supervisor_t *s, const char *worker_id);
 int supervisor_count(supervisor_t *s, const char *tier);
 /* Copies up to max infos of live workers of tier. Returns the count. */
 int supervisor_list(supervisor_t *s, const char *tier, sup_worker_info_t *out, int max);
-/* Reaps exited children; restarts crashed ones (backoff 1 s doubling to 30 s). Call often. */
+/* Reaps exited children; restarts crashed ones (backoff 1 s doubling to 30 s) and kills those
+ * that did not start within SUP_START_DEADLINE_MS. Call often. */
 void supervisor_tick(supervisor_t *s);
 /* SIGTERM to all, wait up to timeout_ms, then SIGKILL. */
 void supervisor_stop_all(supervisor_t *s, int64_t timeout_ms);

@@ -60,7 +60,8 @@ static void on_retire(int sig)
 }
 
 /* Reports state changes to a local supervisor through the fd in PINGVAS_STATUS_FD:
- * one byte each, 'R' model loaded, 'I' idle (claiming), 'B' busy (running a job). */
+ * one byte each, 'S' started (the process runs; sent first, before the model loads), 'R' model
+ * loaded, 'I' idle (claiming), 'B' busy (running a job). */
 static int status_fd = -1;
 
 static void report(char state)
@@ -649,6 +650,7 @@ int worker_run(const worker_config_t *cfg)
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     mallopt(M_TRIM_THRESHOLD, 4 << 20);
     worker_signals();
+    report('S'); /* the supervisor stops waiting for this process to start */
     worker_id(cfg, wid, sizeof wid);
     backend_t *be = backend_create(&cfg->backend, err, sizeof err);
     if (!be) {
