@@ -905,9 +905,9 @@ def write_results(m, tbl):
         f"failures {b['failures_by_status'] or 'none'}. BullMQ: {bb['jobs']:,} jobs in "
         f"{bb['seconds']:.2f} s (adds done after {bb['submit_seconds']:.2f} s).",
         f"- PostgreSQL rows: the same (a) and (b) against `pingvas server` with "
-        f"DATABASE_URL on the loopback PostgreSQL 15 of scripts/services/postgres.sh (fsync off, "
-        f"as a throwaway test cluster: these rows do not include PostgreSQL's own disk "
-        f"flushes); (a) {r['a_pg']['requests']:,} requests, p50 "
+        f"DATABASE_URL on a loopback PostgreSQL 15 cluster of its own with PostgreSQL's default "
+        f"durability (scripts/services/postgres.sh with PINGVAS_PG_DURABLE=1: fsync, "
+        f"synchronous_commit and full_page_writes on); (a) {r['a_pg']['requests']:,} requests, p50 "
         f"{r['a_pg']['p50_ms']:.2f} ms / p99 {r['a_pg']['p99_ms']:.2f} ms; (b) "
         f"{r['b_pg']['completed']:,} of {r['b_pg']['jobs']:,} completed.",
         f"- (c) {r['c_pickup_ms']['n']} samples, mean {r['c_pickup_ms']['mean']:.2f} ms, max "

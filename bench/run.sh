@@ -36,9 +36,12 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# PostgreSQL for the (a) and (b) rows on the PostgreSQL store: the same throwaway loopback
-# cluster the tests use (scripts/services/postgres.sh prints PINGVAS_TEST_PG_URL).
-eval "$(bash scripts/services/postgres.sh)"
+# PostgreSQL for the rows on the PostgreSQL store: a loopback cluster of its own with
+# PostgreSQL's default durability (fsync, synchronous_commit, full_page_writes on), so that every
+# acknowledged create and charge there is on disk as with pingvas's defaults; not the tests'
+# cluster, which runs with fsync off.
+eval "$(PINGVAS_PG_DIR=/tmp/pingvas-pg-bench PINGVAS_PG_PORT=55433 PINGVAS_PG_DURABLE=1 \
+  bash scripts/services/postgres.sh)"
 export PINGVAS_TEST_PG_URL
 
 # Release build in its own directory.

@@ -5,6 +5,9 @@
 # Needs root (initdb and pg_ctl run as the `postgres` user). Progress goes to stderr.
 #   PINGVAS_PG_DIR   cluster directory   [/tmp/pingvas-pg]
 #   PINGVAS_PG_PORT  TCP port            [55432]
+#   PINGVAS_PG_DURABLE=1  PostgreSQL's own durability settings (fsync, synchronous_commit and
+#                    full_page_writes on) instead of the test cluster's off: bench/run.sh's
+#                    cluster, in its own PINGVAS_PG_DIR and PINGVAS_PG_PORT
 set -euo pipefail
 
 DIR=${PINGVAS_PG_DIR:-/tmp/pingvas-pg}
@@ -44,12 +47,14 @@ fi
 if as_pg "$BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
   say "already running on 127.0.0.1:$PORT"
 else
-  say "starting on 127.0.0.1:$PORT"
   # A throwaway test cluster: no fsync; enough connections for parallel tests (each pingvas
-  # server keeps a pool of up to 8 plus one LISTEN connection).
+  # server keeps a pool of up to 8 plus one LISTEN connection). A durable one keeps
+  # PostgreSQL's defaults: every commit flushed before it is acknowledged.
+  LAX="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${PINGVAS_PG_DURABLE:-}" = 1 ] && LAX=""
+  say "starting on 127.0.0.1:$PORT${LAX:+ (fsync off)}"
   as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 -o \
-    "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
--c full_page_writes=off -c max_connections=400" start >&2 || {
+    "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 $LAX -c max_connections=400" start >&2 || {
     say "pg_ctl start failed; log follows"; tail -n 30 "$DIR/server.log" >&2 || true; exit 1; }
 fi
 
