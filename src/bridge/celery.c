@@ -1416,7 +1416,7 @@ static int poll_once(celery_bridge_t *b)
 {
     char now_s[32], tag[40];
     snprintf(now_s, sizeof now_s, "%.3f", (double)clock_now_ms() / 1000.0);
-    job_new_id(tag);
+    job_new_id(tag, clock_now_ms());
     const char *argv[4 + NSTEPS + 2 + 3];
     size_t lens[4 + NSTEPS + 2 + 3];
     int a = 0;

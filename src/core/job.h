@@ -120,8 +120,9 @@ int64_t job_charge(double gpu_seconds, double rate, int64_t balance, int64_t use
  * on the user's row as it is when the charge is written). */
 int64_t job_cost(double gpu_seconds, double rate);
 
-/* Fills buf (JOB_ID_SIZE) with a random UUIDv4. */
-void job_new_id(char *buf);
+/* Fills buf (JOB_ID_SIZE) with a new UUIDv7 (RFC 9562): created_ms (ms since the epoch, the
+ * job's created_at) in its first 48 bits, then 74 random bits. */
+void job_new_id(char *buf, int64_t created_ms);
 /* Random hex token of 2*nbytes chars into buf (size >= 2*nbytes+1). */
 void random_hex(char *buf, int nbytes);
 

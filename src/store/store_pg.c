@@ -2037,7 +2037,7 @@ static bool create_arrays(batch_create_t *bc, size_t n, pg_arr_t *a)
     for (size_t k = 0; k < n; k++) {
         if (!admitted(&bc[k]))
             continue;
-        job_new_id(bc[k].id);
+        job_new_id(bc[k].id, bc[k].c->now);
         create_params(&bc[k].p, bc[k].c, bc[k].id, bc[k].u->u.tier);
         for (int i = 0; i < CREATE_COLS; i++)
             if (!arr_add(&a[i], bc[k].p.v[i]))

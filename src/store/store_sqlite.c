@@ -1430,7 +1430,7 @@ static int insert_job(sqlite_store_t *s, const store_create_t *q, const user_t *
     int rc = next_seq(s, &seq);
     if (rc != STORE_OK)
         return rc;
-    job_new_id(id);
+    job_new_id(id, q->now);
     sqlite3_stmt *stmt = st(s, S_JOB_INSERT);
     if (!stmt)
         return STORE_ERR;

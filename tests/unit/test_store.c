@@ -373,6 +373,37 @@ static void check_same_job(const job_t *a, const job_t *b)
 
 /* The job a create answers is the job a read finds, field for field; store_job_get_webhook gives
  * the job and its webhook (or none) as store_job_get and store_webhook_get do. */
+/* Job ids are UUIDv7 (RFC 9562): the create's time in the first 48 bits, version 7, the RFC's
+ * variant, random bits after; so ids sort in creation order and recent jobs share index pages. */
+static void test_job_ids_are_time_ordered_uuids(void)
+{
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ida", "standard", 0, T0), STORE_OK);
+    job_params_t p = params(-1);
+    char ids[4][JOB_ID_SIZE];
+    const int64_t at[4] = {T0, T0, T0 + 1, T0 + 86400000};
+    for (int i = 0; i < 4; i++) {
+        job_t j;
+        CHECK_INT(store_job_create(s, "ida", &p, NULL, 0, 0, 0, at[i], &j), STORE_OK);
+        snprintf(ids[i], sizeof ids[i], "%s", j.id);
+        job_clear(&j);
+        char ms[13];
+        snprintf(ms, sizeof ms, "%012" PRIx64, (uint64_t)at[i]);
+        CHECK_INT(strlen(ids[i]), 36);
+        CHECK(strncmp(ids[i], ms, 8) == 0 && strncmp(ids[i] + 9, ms + 8, 4) == 0);
+        CHECK(ids[i][8] == '-' && ids[i][13] == '-' && ids[i][18] == '-' && ids[i][23] == '-');
+        CHECK(ids[i][14] == '7');
+        CHECK(strchr("89ab", ids[i][19]) != NULL);
+    }
+    CHECK(strcmp(ids[0], ids[1]) != 0);           /* the same millisecond: still unique */
+    CHECK(strcmp(ids[0] + 14, ids[1] + 14) != 0); /* (the random part differs) */
+    CHECK(strcmp(ids[1], ids[2]) < 0 && strcmp(ids[2], ids[3]) < 0);
+    store_close(s);
+}
+
 static void test_create_answer_and_get_webhook(void)
 {
     store_t *s = open_fresh();
@@ -2329,6 +2360,7 @@ static void test_throughput_report(void)
     X(test_open_and_migrate)                                                                       \
     X(test_users_and_ledger)                                                                       \
     X(test_create_fields_and_seed)                                                                 \
+    X(test_job_ids_are_time_ordered_uuids)                                                         \
     X(test_create_answer_and_get_webhook)                                                          \
     X(test_user_job_get)                                                                           \
     X(test_reservations)                                                                           \
