@@ -614,6 +614,11 @@ class SizeRun:
         jid = ids[len(self.lat["get"]) % len(ids)]
         expect(self.c.call("GET", "/api/v1/generation/" + jid, self.token)[0], (200,), "GET job")
 
+    def get_recent(self):
+        # what a client polls: one of the jobs this run created, at every size alike
+        jid = self.created[len(self.lat["get_recent"]) % len(self.created)]
+        expect(self.c.call("GET", "/api/v1/generation/" + jid, self.token)[0], (200,), "GET job")
+
     def list(self):
         expect(self.c.call("GET", "/api/v1/generation?limit=20", self.token)[0], (200,), "list")
 
@@ -649,7 +654,8 @@ class SizeRun:
                 "cpu_us": self.cpu[name] / 1000 / len(v), "n": len(v)}
 
 
-SIZE_OPS = ["create", "get", "list", "list_status", "queue", "claim", "upload", "complete"]
+SIZE_OPS = ["create", "get", "get_recent", "list", "list_status", "queue", "claim", "upload",
+            "complete"]
 SIZE_ROUNDS = 5
 
 
@@ -675,7 +681,7 @@ def bench_sizes(pg=False):
             r.created.clear()
         per = SIZE_REQS // SIZE_ROUNDS
         log(f"size rows: {per * SIZE_ROUNDS} requests of each operation per size, 1 connection")
-        for ops in (["create"], ["get"], ["list"], ["list_status"], ["queue"],
+        for ops in (["create"], ["get"], ["get_recent"], ["list"], ["list_status"], ["queue"],
                     ["claim", "upload", "complete"]):
             for _ in range(SIZE_ROUNDS):
                 for r in runs:
@@ -710,6 +716,7 @@ def bench_sizes(pg=False):
 SIZE_NAMES = {
     "create": "create (POST /api/v1/generation/create)",
     "get": "GET /api/v1/generation/{id} (a random one of the user's jobs)",
+    "get_recent": "GET /api/v1/generation/{id} (one of the jobs created in this run)",
     "list": "list the user's jobs (GET /api/v1/generation?limit=20)",
     "list_status": "list the user's running jobs, none (?status=in_progress&limit=20)",
     "queue": "queue statistics (GET /api/v1/queue)",
