@@ -105,20 +105,22 @@ static const char *const server_only_env[] = {
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 };
 
+/* Whether environment entry e, whose name is its first n bytes, is named name. */
+static int env_named(const char *e, size_t n, const char *name)
+{
+    return strlen(name) == n && strncmp(e, name, n) == 0;
+}
+
 /* 1 when the environment entry e ("NAME=value") names one a worker must not inherit from the
- * server or one spawn sets itself. */
+ * server or one worker_env sets itself. */
 static int env_dropped(const char *e, int gpu)
 {
-    static const char *const set_here[] = {"PINGVAS_STATUS_FD", "PINGVAS_WORKER_TOKEN"};
     size_t n = strcspn(e, "=");
     for (size_t i = 0; i < sizeof server_only_env / sizeof server_only_env[0]; i++)
-        if (strlen(server_only_env[i]) == n && strncmp(e, server_only_env[i], n) == 0)
+        if (env_named(e, n, server_only_env[i]))
             return 1;
-    for (size_t i = 0; i < sizeof set_here / sizeof set_here[0]; i++)
-        if (strlen(set_here[i]) == n && strncmp(e, set_here[i], n) == 0)
-            return 1;
-    return gpu >= 0 && n == strlen("CUDA_VISIBLE_DEVICES") &&
-           strncmp(e, "CUDA_VISIBLE_DEVICES", n) == 0;
+    return env_named(e, n, "PINGVAS_STATUS_FD") || env_named(e, n, "PINGVAS_WORKER_TOKEN") ||
+           (gpu >= 0 && env_named(e, n, "CUDA_VISIBLE_DEVICES"));
 }
 
 /* "name=value", malloc'd, or NULL. */
@@ -131,11 +133,55 @@ static char *env_entry(const char *name, const char *value)
     return e;
 }
 
+/* A worker's environment: envp (execve's), the server's own entries and the ones made here. */
+typedef struct worker_env {
+    char **envp;
+    char *own[3]; /* PINGVAS_STATUS_FD, PINGVAS_WORKER_TOKEN, CUDA_VISIBLE_DEVICES (or NULL) */
+} worker_env_t;
+
+static void worker_env_free(worker_env_t *w)
+{
+    free(w->envp);
+    for (int i = 0; i < 3; i++)
+        free(w->own[i]);
+}
+
+/* The environment of the worker of slot sl: the server's, without what only the server needs,
+ * with status_fd (its status pipe), the worker token and the slot's GPU. 0, or -1 when out of
+ * memory. */
+static int worker_env(const supervisor_t *s, const slot_t *sl, int status_fd, worker_env_t *w)
+{
+    char fd_s[16], gpu_s[16];
+    snprintf(fd_s, sizeof fd_s, "%d", status_fd);
+    snprintf(gpu_s, sizeof gpu_s, "%d", sl->info.gpu);
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    memset(w, 0, sizeof *w);
+    w->envp = calloc(nenv + 4, sizeof *w->envp);
+    w->own[0] = env_entry("PINGVAS_STATUS_FD", fd_s);
+    w->own[1] = env_entry("PINGVAS_WORKER_TOKEN", s->token);
+    if (sl->info.gpu >= 0)
+        w->own[2] = env_entry("CUDA_VISIBLE_DEVICES", gpu_s);
+    if (!w->envp || !w->own[0] || !w->own[1] || (sl->info.gpu >= 0 && !w->own[2])) {
+        worker_env_free(w);
+        return -1;
+    }
+    size_t ne = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (!env_dropped(environ[i], sl->info.gpu))
+            w->envp[ne++] = environ[i];
+    for (int i = 0; i < 3; i++)
+        if (w->own[i])
+            w->envp[ne++] = w->own[i];
+    w->envp[ne] = NULL;
+    return 0;
+}
+
 /* Forks and execs one worker into slot; returns 0 or -1. Caller holds mu.
  * The server has threads, so the child calls only async-signal-safe functions between fork and
  * exec (no malloc, no setenv: a lock another thread held at the fork would never be released in
- * the child). Its environment is built here first: the server's, without what only the server
- * needs, with the status pipe, the worker token and the GPU. */
+ * the child); its environment is built before the fork (worker_env). */
 static int spawn(supervisor_t *s, slot_t *sl)
 {
     char *argv[MAX_ARGS + 12];
@@ -156,35 +202,13 @@ static int spawn(supervisor_t *s, slot_t *sl)
         log_error("event=spawn_failed err=\"pipe: %s\"", strerror(errno));
         return -1;
     }
-    size_t nenv = 0;
-    while (environ[nenv])
-        nenv++;
-    char **envp = calloc(nenv + 4, sizeof *envp);
-    char fd_s[16], gpu_s[16];
-    snprintf(fd_s, sizeof fd_s, "%d", pfd[1]);
-    snprintf(gpu_s, sizeof gpu_s, "%d", sl->info.gpu);
-    char *fd_env = env_entry("PINGVAS_STATUS_FD", fd_s);
-    char *token_env = env_entry("PINGVAS_WORKER_TOKEN", s->token);
-    char *gpu_env = sl->info.gpu >= 0 ? env_entry("CUDA_VISIBLE_DEVICES", gpu_s) : NULL;
-    if (!envp || !fd_env || !token_env || (sl->info.gpu >= 0 && !gpu_env)) {
+    worker_env_t env;
+    if (worker_env(s, sl, pfd[1], &env) != 0) {
         log_error("event=spawn_failed err=\"out of memory\"");
-        free(envp);
-        free(fd_env);
-        free(token_env);
-        free(gpu_env);
         close(pfd[0]);
         close(pfd[1]);
         return -1;
     }
-    size_t ne = 0;
-    for (size_t i = 0; i < nenv; i++)
-        if (!env_dropped(environ[i], sl->info.gpu))
-            envp[ne++] = environ[i];
-    envp[ne++] = fd_env;
-    envp[ne++] = token_env;
-    if (gpu_env)
-        envp[ne++] = gpu_env;
-    envp[ne] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -198,14 +222,11 @@ static int spawn(supervisor_t *s, slot_t *sl)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execve(s->exe, argv, envp);
+        execve(s->exe, argv, env.envp);
         _exit(127);
     }
     int fork_errno = errno;
-    free(envp);
-    free(fd_env);
-    free(token_env);
-    free(gpu_env);
+    worker_env_free(&env);
     close(pfd[1]);
     if (pid < 0) {
         log_error("event=spawn_failed err=\"%s\"", strerror(fork_errno));
