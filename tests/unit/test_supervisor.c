@@ -45,10 +45,13 @@ static void test_argv_copy_failure_is_an_error(void)
 }
 
 /* A stand-in worker: a shell script that ignores the worker's arguments, optionally says what a
- * worker says first on its status pipe, and then waits. Its path in buf. */
+ * worker says first on its status pipe, and then waits. Its path in buf: a directory of its own
+ * under the working directory (the build tree; /tmp may be mounted noexec). */
 static void fake_worker(char *buf, size_t size, const char *first_word)
 {
-    char dir[] = "/tmp/pingvas-sup-XXXXXX";
+    char cwd[512], dir[600];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(dir, sizeof dir, "%s/pingvas-sup-XXXXXX", cwd);
     CHECK(mkdtemp(dir) != NULL);
     snprintf(buf, size, "%s/worker.sh", dir);
     FILE *f = fopen(buf, "w");
@@ -61,6 +64,17 @@ static void fake_worker(char *buf, size_t size, const char *first_word)
     fprintf(f, "exec sleep 300\n");
     fclose(f);
     chmod(buf, 0700);
+}
+
+/* Removes fake_worker's script and its directory. */
+static void fake_worker_remove(char *exe)
+{
+    unlink(exe);
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+        *slash = '\0';
+        rmdir(exe);
+    }
 }
 
 /* The one live standard worker's info, after ticking until cond holds or 10 s of real time. */
@@ -94,7 +108,7 @@ static int ready(const sup_worker_info_t *w)
 
 static void test_silent_start_is_killed_and_restarted(void)
 {
-    char exe[256];
+    char exe[700];
     fake_worker(exe, sizeof exe, NULL);
     supervisor_t *s = supervisor_new(exe, "http://127.0.0.1:1", "t", NULL, NULL, 0);
     CHECK(s != NULL);
@@ -114,12 +128,12 @@ static void test_silent_start_is_killed_and_restarted(void)
     CHECK(w.pid > 0 && w.pid != first);
     supervisor_stop_all(s, 100);
     supervisor_free(s);
-    unlink(exe);
+    fake_worker_remove(exe);
 }
 
 static void test_started_worker_is_left_to_load(void)
 {
-    char exe[256];
+    char exe[700];
     fake_worker(exe, sizeof exe, "SR"); /* started, then its model loaded */
     supervisor_t *s = supervisor_new(exe, "http://127.0.0.1:1", "t", NULL, NULL, 0);
     CHECK(s != NULL);
@@ -135,7 +149,7 @@ static void test_started_worker_is_left_to_load(void)
     CHECK(kill(w.pid, 0) == 0);
     supervisor_stop_all(s, 100);
     supervisor_free(s);
-    unlink(exe);
+    fake_worker_remove(exe);
 }
 
 #define TESTS(X)                                                                                   \
