@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -162,6 +163,64 @@ def children(pid):
 JOB = {"prompt": "Test image", "model": "sd15", "width": 64, "height": 64, "steps": 1}
 
 
+# ---------- CPU per operation: what each process of a measurement spent ----------
+
+def run_ns(pid):
+    """CPU time of all of pid's threads, ns (schedstat: finer than /proc/PID/stat's ticks)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # gone
+        return 0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def pg_backends(pgdb):
+    """The pids of the client backends of database pgdb (the server's pool) on the loopback
+    cluster. Autovacuum workers and the cluster's own processes are left out."""
+    out = subprocess.run(["psql", os.environ["PINGVAS_TEST_PG_URL"], "-Atc",
+                          "SELECT pid FROM pg_stat_activity WHERE datname = "
+                          f"'{pgdb}' AND backend_type = 'client backend'"],
+                         capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out if os.path.exists(f"/proc/{p}")]
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """The CPU time (ms) a measurement cost: of named long-lived processes (schedstat), of the
+    PostgreSQL client backends of a stack's database, and of the child processes this script ran
+    and waited for meanwhile (getrusage: wrk, loadtest, node with its worker process), under the
+    name `child`. Start it right before the measured command, stop it right after."""
+
+    def __init__(self, procs, child, pgdb=None):
+        self.procs, self.child, self.pgdb = procs, child, pgdb
+        self.ns0 = {pid: run_ns(pid) for pids in procs.values() for pid in pids}
+        self.pg0 = {pid: run_ns(pid) for pid in pg_backends(pgdb)} if pgdb else {}
+        self.ru0 = children_cpu()
+
+    def stop(self, n):
+        """The CPU per operation (us) of each part, and their total, for n operations."""
+        child = (children_cpu() - self.ru0) * 1e6
+        parts = {name: sum(max(0, run_ns(p) - self.ns0.get(p, 0)) for p in pids) / 1e3
+                 for name, pids in self.procs.items()}
+        if self.pgdb:  # backends that came after the start count whole
+            parts["PostgreSQL"] = sum(max(0, run_ns(p) - self.pg0.get(p, 0))
+                                      for p in pg_backends(self.pgdb)) / 1e3
+        parts[self.child] = child
+        per = {k: v / max(n, 1) for k, v in parts.items()}
+        return {"n": n, "parts_us": per, "total_us": sum(per.values())}
+
+
 # ---------- (a) submissions/s at 64 connections ----------
 
 def run_wrk(url, token, get=False):
@@ -183,9 +242,11 @@ def bench_submit(pg=False):
         srv = st.start("server")
         token = st.user()
         log(f"(a) pingvas: wrk -t2 -c64 -d{SUBMIT_SECONDS}s POST /api/v1/generation/create")
+        meter = CpuMeter({"server": [srv.pid]}, "wrk", st.pgdb)
         w = run_wrk(st.url + "/api/v1/generation/create", token)
         key = "a_pg" if pg else "a_pingvas"
         results[key] = w
+        results["cpu_" + key] = meter.stop(w["requests"] - w["non2xx"])
         if not pg:
             results["server_hwm_kb_submit"] = hwm_kb(srv.pid)
         # count what the server really holds: every 201 must be a queued job
@@ -194,17 +255,21 @@ def bench_submit(pg=False):
         if not pg:
             jid = api(st.url, "/api/v1/generation?limit=1", token)["jobs"][0]["id"]
             log(f"GET job: wrk -t2 -c64 -d{SUBMIT_SECONDS}s GET /api/v1/generation/{{id}}")
-            results["get"] = run_wrk(st.url + "/api/v1/generation/" + jid, token, get=True)
+            meter = CpuMeter({"server": [srv.pid]}, "wrk")
+            results["get"] = g = run_wrk(st.url + "/api/v1/generation/" + jid, token, get=True)
+            results["cpu_get"] = meter.stop(g["requests"] - g["non2xx"])
     finally:
         st.close()
 
 
-def bench_submit_bullmq(port):
+def bench_submit_bullmq(port, redis_pid):
     log(f"(a) BullMQ: 64 concurrent Queue.add for {SUBMIT_SECONDS}s")
+    meter = CpuMeter({"redis-server": [redis_pid]}, "node")
     out = subprocess.run(["node", os.path.join(PEER, "bullmq-bench.js"), "add", str(port),
                           str(SUBMIT_SECONDS), "64"], capture_output=True, text=True, check=True,
                          cwd=PEER, timeout=SUBMIT_SECONDS + 120).stdout
-    results["a_bullmq"] = json.loads(out.strip().splitlines()[-1])
+    results["a_bullmq"] = a = json.loads(out.strip().splitlines()[-1])
+    results["cpu_a_bullmq"] = meter.stop(a["adds"])
 
 
 # ---------- (b) end-to-end jobs/s, 64x64, zero GPU time, 4 workers ----------
@@ -217,11 +282,14 @@ def bench_e2e(pg=False):
         ws = [st.worker("--time-scale", "0", "--worker-id", f"b{i}") for i in range(4)]
         time.sleep(1)
         log(f"(b) pingvas: loadtest --jobs {E2E_JOBS} --concurrency 64 through 4 workers")
+        meter = CpuMeter({"server": [srv.pid], "4 workers": [w.pid for w in ws]}, "loadtest",
+                         st.pgdb)
         out = subprocess.run([BIN, "loadtest", "--server", st.url, "--token", token, "--jobs",
                               str(E2E_JOBS), "--concurrency", "64", "--width", "64", "--height",
                               "64", "--steps", "1", "--poll", "1s", "--json"],
                              env=st.env, capture_output=True, text=True, timeout=600)
         rep = json.loads(out.stdout)
+        results["cpu_b_pg" if pg else "cpu_b_pingvas"] = meter.stop(rep["completed"])
         results["b_pg" if pg else "b_pingvas"] = {
             k: rep[k] for k in ("completed", "jobs", "jobs_per_second", "submits_per_second",
                                 "queue_wait_ms", "end_to_end_ms", "failures_by_status")}
@@ -232,12 +300,14 @@ def bench_e2e(pg=False):
         st.close()
 
 
-def bench_e2e_bullmq(port):
+def bench_e2e_bullmq(port, redis_pid):
     log(f"(b) BullMQ: {E2E_JOBS} adds at 64 concurrent, no-op worker at concurrency 50")
+    meter = CpuMeter({"redis-server": [redis_pid]}, "node")
     out = subprocess.run(["node", os.path.join(PEER, "bullmq-bench.js"), "e2e", str(port),
                           str(E2E_JOBS), "64", "50"], capture_output=True, text=True, check=True,
                          cwd=PEER, timeout=300).stdout
-    results["b_bullmq"] = json.loads(out.strip().splitlines()[-1])
+    results["b_bullmq"] = b = json.loads(out.strip().splitlines()[-1])
+    results["cpu_b_bullmq"] = meter.stop(b["jobs"])
 
 
 # ---------- (c) idle-worker pickup latency ----------
@@ -474,22 +544,6 @@ def _png():
 PNG = _png()
 
 
-def run_ns(pid):
-    """CPU time of all of pid's threads, ns (schedstat: finer than /proc/PID/stat's ticks)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:  # gone
-        return 0
-    for t in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            pass
-    return total
-
-
 class Conn:
     """One keep-alive HTTP connection; call() returns (status, parsed body or None)."""
 
@@ -581,12 +635,7 @@ class SizeRun:
         of the table, started by earlier batches' changes too) to that batch alone."""
         ns = run_ns(self.srv.pid)
         if self.pg:
-            pids = subprocess.run(["psql", os.environ["PINGVAS_TEST_PG_URL"], "-Atc",
-                                   "SELECT pid FROM pg_stat_activity WHERE datname = "
-                                   f"'{self.st.pgdb}' AND backend_type = 'client backend'"],
-                                  capture_output=True,
-                                  text=True).stdout.split()
-            ns += sum(run_ns(int(p)) for p in pids if os.path.exists(f"/proc/{p}"))
+            ns += sum(run_ns(p) for p in pg_backends(self.st.pgdb))
         return ns
 
     def batch(self, name, fn, count):
@@ -893,6 +942,37 @@ def table():
     return "\n".join(lines)
 
 
+def cpu_text(c):
+    if not c:
+        return "n/a"
+    parts = ", ".join(f"{k} {v:,.0f}" for k, v in c["parts_us"].items())
+    return f"{c['total_us']:,.0f} us ({parts})"
+
+
+def cpu_table(m):
+    """The CPU each operation cost, by process, beside what the machine's cores allow at that
+    cost and what the row's target leaves per operation: why a row misses, in numbers."""
+    r, cores = results, m["nproc"]
+    rows = [
+        ("(a) SQLite, per create", "cpu_a_pingvas", "cpu_a_bullmq", r["a_bullmq"]["per_second"]),
+        ("(a) PostgreSQL, per create", "cpu_a_pg", None, 10000),
+        ("GET job, per GET", "cpu_get", None, 80000),
+        ("(b) SQLite, per job", "cpu_b_pingvas", "cpu_b_bullmq",
+         0.5 * r["b_bullmq"]["jobs_per_second"]),
+        ("(b) PostgreSQL, per job", "cpu_b_pg", None, 2000),
+    ]
+    lines = [f"| row | pingvas: CPU per operation (by process, us) | at that cost {cores} cores "
+             "do at most | BullMQ: CPU per operation | the target leaves per operation |",
+             "|---|---|---|---|---|"]
+    for name, key, peer, target in rows:
+        c = r.get(key)
+        most = fmt(cores * 1e6 / c["total_us"], "/s") if c and c["total_us"] else "n/a"
+        lines.append(f"| {name} | {cpu_text(c)} | {most} | "
+                     f"{cpu_text(r.get(peer)) if peer else '-'} | "
+                     f"{cores * 1e6 / target:,.0f} us ({fmt(target, '/s')}) |")
+    return "\n".join(lines)
+
+
 def write_results(m, tbl):
     r = results
     a, ab, b, bb = r["a_pingvas"], r["a_bullmq"], r["b_pingvas"], r["b_bullmq"]
@@ -940,6 +1020,15 @@ def write_results(m, tbl):
         "",
         *detail,
         "",
+        "CPU per operation: what every process of the measurement spent (the server's and the "
+        "workers' threads from /proc/PID/task/*/schedstat, PostgreSQL's client backends of the "
+        "stack's database likewise, wrk, loadtest and the BullMQ node processes from getrusage; "
+        "redis-server from schedstat). Everything runs on this machine's cores, so a row cannot "
+        "go faster than the cores divided by its CPU per operation; the last column is the CPU "
+        "per operation the row's target leaves here.",
+        "",
+        cpu_table(m),
+        "",
         "<!-- bench:end -->",
     ])
     try:
@@ -963,9 +1052,9 @@ def main():
     redis, port, rdir = start_redis()
     try:
         bench_submit()
-        bench_submit_bullmq(port)
+        bench_submit_bullmq(port, redis.pid)
         bench_e2e()
-        bench_e2e_bullmq(port)
+        bench_e2e_bullmq(port, redis.pid)
         bench_submit(pg=True)
         bench_e2e(pg=True)
     finally:
