@@ -2275,9 +2275,19 @@ static int job_cancel_once(store_t *base, const char *user, const char *id, int6
         rc = STORE_CONFLICT;
         goto out;
     }
+    int queued = out->status == JOB_QUEUED;
     job_clear(out);
     params_t p = {0};
     p_text(&p, id);
+    /* A queued job's queue row before the UPDATE, whose triggers lock the user's row first
+     * (generation_jobs_sums) and delete the queue row after (job_queue_update). A claim on
+     * another connection may hold that queue row (CLAIM_SQL: it skips the job's row, ours) and,
+     * in a complete batch, go on to lock this user's row: waiting for the queue row while
+     * holding the user's was a deadlock (test_pg_conflict). */
+    if (queued &&
+        (rc = exec(&op, "locking the job's queue row",
+                   "SELECT job_id FROM job_queue WHERE job_id = $1 FOR UPDATE", &p)) != STORE_OK)
+        goto out;
     p_i64(&p, now);
     rc = one_job(&op,
                  q(&op, "canceling job",

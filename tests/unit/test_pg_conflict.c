@@ -15,7 +15,8 @@
  * Checked for a create batch (its creates then run alone, not through TX_RETRY), a complete batch
  * with a complete-and-claim, and a cancel: every answer STORE_OK, the rows and the users' counts
  * as if nothing had happened, one deadlock in pg_stat_database each, and one event=store_retry
- * log line where TX_RETRY ran the operation again. */
+ * log line where TX_RETRY ran the operation again. One more race must not deadlock at all: a
+ * cancel waiting for a claim's queue row (test_cancel_waits_for_a_claim_without_deadlock). */
 #include "t.h"
 
 #include <pthread.h>
@@ -430,8 +431,50 @@ static void test_cancel_deadlock(void)
     close_fresh(&r, 1);
 }
 
+/* A cancel racing a claim on another replica, without a deadlock. The claim's transaction (the
+ * test's session here) has locked the queue row of a's queued job j2 (a claim's pick locks the
+ * user's first queued row, then skips the job's row when someone holds it: CLAIM_SQL); it is a
+ * complete batch's, so it goes on to take a's row (CLAIMED_COUNT_SQL, for a job of a it claimed
+ * before). The cancel of j2 locks j2, then needs j2's queue row and waits for the claim's
+ * transaction. It must hold nothing the claim's transaction will ask for while it waits: when
+ * its UPDATE's triggers took a's row before they deleted the queue row, the claim's transaction
+ * waited for that row, a cycle, and PostgreSQL aborted the cancel after deadlock_timeout (1 s)
+ * and TX_RETRY ran it again. Now the cancel locks the queue row before it writes: the test's
+ * session gets a's row at once, commits, and the cancel goes through on its first try. */
+static void test_cancel_waits_for_a_claim_without_deadlock(void)
+{
+    race_t r;
+    if (!have_pg())
+        return;
+    char j1[JOB_ID_SIZE], j2[JOB_ID_SIZE], first[256];
+    store_t *s = open_fresh(&r);
+    CHECK(s != NULL);
+    if (s) {
+        create(s, "a", 4, j1);
+        create(s, "a", 4, j2);
+        cancel_arg_t a = {.id = j2, .rc = -1};
+        r.op = cancel_op;
+        r.arg = &a;
+        snprintf(first, sizeof first, "SELECT job_id FROM job_queue WHERE job_id = '%s' FOR UPDATE",
+                 j2);
+        race(&r, first, "UPDATE users SET queued = queued WHERE name = 'a'");
+        CHECK(r.victim); /* here: a's row was granted */
+        CHECK(r.again);  /* and the cancel still waited for the queue row */
+        CHECK_INT(r.retries, 0);
+        CHECK_INT(a.rc, STORE_OK);
+        CHECK_INT(status_of(s, j2), JOB_CANCELED);
+        CHECK_INT(status_of(s, j1), JOB_QUEUED);
+        CHECK_INT(db_int("SELECT reserved FROM users WHERE name = 'a'"), 4);
+        CHECK_INT(db_int("SELECT queued FROM users WHERE name = 'a'"), 1);
+        CHECK_INT(db_int("SELECT COUNT(*) FROM job_queue"), 1);
+    }
+    close_fresh(&r, 0);
+}
+
 #define TESTS(X)                                                                                   \
-    X(test_create_batch_deadlock) X(test_complete_batch_deadlock) X(test_cancel_deadlock)
+    X(test_create_batch_deadlock)                                                                  \
+    X(test_complete_batch_deadlock)                                                                \
+    X(test_cancel_deadlock) X(test_cancel_waits_for_a_claim_without_deadlock)
 #include "t_main.h"
 
 #else
