@@ -197,10 +197,10 @@ def children_cpu():
 
 
 class CpuMeter:
-    """The CPU time (ms) a measurement cost: of named long-lived processes (schedstat), of the
-    PostgreSQL client backends of a stack's database, and of the child processes this script ran
-    and waited for meanwhile (getrusage: wrk, loadtest, node with its worker process), under the
-    name `child`. Start it right before the measured command, stop it right after."""
+    """The CPU time a measurement cost per operation: of named long-lived processes (schedstat),
+    of the PostgreSQL client backends of a stack's database, and of the child processes this
+    script ran and waited for meanwhile (getrusage: wrk, loadtest, node with its worker process),
+    under the name `child`. Start it right before the measured command, stop it right after."""
 
     def __init__(self, procs, child, pgdb=None):
         self.procs, self.child, self.pgdb = procs, child, pgdb
