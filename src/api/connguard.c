@@ -1,8 +1,11 @@
 /* connguard.c: absolute deadlines for slow clients (see connguard.h). */
 #include "api/connguard.h"
 
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -17,6 +20,11 @@ typedef struct conn {
     enum phase phase;
     int64_t since_ms; /* when the current request began (connection start, or previous answer) */
     int shut;         /* shut down already */
+    /* bytes the connection had received (TCP_INFO) when it was last seen waiting for a request's
+     * headers with nothing of it sent yet: the same count at the deadline means it sent nothing,
+     * an idle keep-alive, not a slow client. 0 at the start, -1 until a sweep looks after an
+     * answer. */
+    long long idle_bytes;
     struct conn *prev, *next;
 } conn_t;
 
@@ -30,18 +38,42 @@ struct connguard {
     atomic_ullong closed;
 };
 
+/* The bytes the kernel has received on fd so far, or -1 (not TCP). */
+static long long received(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
+        return -1;
+    return (long long)ti.tcpi_bytes_received;
+}
+
 /* One pass: shuts down (both directions) every connection past its deadline. libmicrohttpd then
- * sees the socket end and closes the connection itself, and reports it closed. Caller holds mu. */
+ * sees the socket end and closes the connection itself, and reports it closed. A connection
+ * that sent nothing of a next request (idle keep-alive, or never a byte) is closed at the header
+ * deadline too, but it is not a slow client: logged at debug level as idle_connection_closed and
+ * not counted. "Nothing" is counted from the first sweep after the answer, so bytes a client
+ * sent within that sweep's 250 ms and then stalled on pass for idle: such a client is closed all
+ * the same, under the other name. Caller holds mu. */
 static void sweep(connguard_t *g, int64_t now)
 {
     for (conn_t *k = g->head; k; k = k->next) {
+        if (k->phase == WAIT_HEADERS && k->idle_bytes < 0 && !k->shut)
+            k->idle_bytes = received(k->fd); /* the first look since the answer (below) */
         int64_t limit = k->phase == WAIT_HEADERS ? g->header_ms
                         : k->phase == READ_BODY  ? g->request_ms
                                                  : 0;
         if (!limit || k->shut || now - k->since_ms <= limit)
             continue;
+        int idle =
+            k->phase == WAIT_HEADERS && k->idle_bytes >= 0 && received(k->fd) == k->idle_bytes;
         k->shut = 1;
         shutdown(k->fd, SHUT_RDWR);
+        if (idle) {
+            log_debug("event=idle_connection_closed held_ms=%lld", (long long)(now - k->since_ms));
+            continue;
+        }
         atomic_fetch_add(&g->closed, 1);
         log_info("event=slow_client_closed phase=%s held_ms=%lld",
                  k->phase == WAIT_HEADERS ? "headers" : "body", (long long)(now - k->since_ms));
@@ -146,8 +178,10 @@ static void set_phase(struct MHD_Connection *c, enum phase phase, int restart)
         return;
     pthread_mutex_lock(&k->g->mu);
     k->phase = phase;
-    if (restart)
+    if (restart) {
         k->since_ms = clock_mono_ms();
+        k->idle_bytes = -1; /* the next sweep counts what came before the next request */
+    }
     pthread_mutex_unlock(&k->g->mu);
 }
 

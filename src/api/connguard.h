@@ -5,7 +5,8 @@
  * not sent its whole header block within header_ms, or its whole request (headers and body)
  * within request_ms, counted from the connection's start or from the end of its previous
  * request. Once a request is received, the time its answer takes (a long-poll claim, a wait) is
- * not limited here. */
+ * not limited here. A connection closed at the header deadline that sent nothing of a request
+ * (idle keep-alive) is logged as idle_connection_closed (debug), not as a slow client. */
 #ifndef PINGVAS_CONNGUARD_H
 #define PINGVAS_CONNGUARD_H
 

@@ -463,6 +463,39 @@ def test_slow_clients_cannot_hold_the_server(env):
     assert "event=slow_client_closed" in env.log("server.log")
 
 
+def test_idle_connections_are_not_slow_clients(env):
+    """The header deadline closes idle connections too (--header-timeout: "idle keep-alive
+    included"), but a keep-alive connection that sent nothing after its answer, or a connection
+    that never sent a byte, is not a slow client: the log says idle_connection_closed (debug),
+    not slow_client_closed (info), which stays for clients that sent part of a request."""
+    env.start_server("--header-timeout", "1s", "--log-level", "debug")
+    u = urllib.parse.urlsplit(env.url)
+    kept = socket.create_connection((u.hostname, u.port))
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.settimeout(30)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = kept.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    quiet = socket.create_connection((u.hostname, u.port))
+    assert closed_by_server(kept), "an idle keep-alive connection was never closed"
+    assert closed_by_server(quiet), "a connection that sent nothing was never closed"
+    kept.close()
+    quiet.close()
+    pv.wait_for(lambda: env.log("server.log").count("event=idle_connection_closed") >= 2,
+                what="two idle_connection_closed lines")
+    assert "event=slow_client_closed" not in env.log("server.log")
+    # A client that sends part of a request and stalls is still a slow client.
+    s = socket.create_connection((u.hostname, u.port))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    assert closed_by_server(s)
+    s.close()
+    pv.wait_for(lambda: "event=slow_client_closed phase=headers" in env.log("server.log"),
+                what="the slow client's log line")
+
+
 def test_rate_limit_on_by_default_counts_cancels(env):
     """Finding 4: 1,500 create-cancel cycles in 2.9 s grew the database by 28.6 MB with the
     balance unchanged. A per-user rate limit is on by default, and cancels take from it too."""
@@ -529,6 +562,7 @@ if __name__ == "__main__":
         test_overrun_never_takes_other_jobs_reservations,
         test_fleet_views_for_operators_only,
         test_slow_clients_cannot_hold_the_server,
+        test_idle_connections_are_not_slow_clients,
         test_rate_limit_on_by_default_counts_cancels,
         test_stored_jobs_cap_and_retention,
     ]])
