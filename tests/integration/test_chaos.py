@@ -114,17 +114,22 @@ class Chaos:
             self.stopper = self.stopped = None
 
     def stop_past_lease(self, w):
-        """SIGSTOP w for lease + slack, SIGCONT it; if it held a job, its report is refused."""
+        """SIGSTOP w for lease + slack, SIGCONT it; if it held a job, its report is refused,
+        unless the server was killed meanwhile (below). What it held is read from its log once
+        it is stopped: read before the signal, the worker could finish that job in between."""
         log = os.path.join(self.env.dir, w.logname)
+        w.send_signal(signal.SIGSTOP)
+        self.counts["worker_sigstop"] += 1
+        stopped_at = time.monotonic()
+        kills = self.counts["server_kill9"]
         text = open(log, "rb").read().decode(errors="replace")
         starts = re.findall(r"event=job_start job=(\S+)", text)
         held = starts[-1] if starts and not re.search(
             r"event=(job_done|job_released|job_abandoned|complete_refused|upload_refused) job="
             + re.escape(starts[-1]), text) else None
         offset = len(text)
-        w.send_signal(signal.SIGSTOP)
-        self.counts["worker_sigstop"] += 1
-        time.sleep(2.0)  # lease 1 s + reaper 100 ms, with room to spare
+        # lease 1 s + reaper 100 ms, with room to spare
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - stopped_at)))
         w.send_signal(signal.SIGCONT)
         if not held:
             return
@@ -138,6 +143,11 @@ class Chaos:
             what = pv.wait_for(outcome, timeout=10, what=f"{w.worker_id} to report on {held}")
         except AssertionError:
             what = "silent"
+        if what == "job_done" and self.counts["server_kill9"] != kills:
+            # The server was killed meanwhile: the restarted one had not yet taken the expired
+            # lease back when the report came, so the lease was still the job's and the complete
+            # counted (docs/store.md, Leases). Not a refusal the run can expect.
+            what = "job_done_server_restarted"
         self.counts["late_" + what] += 1
 
 
@@ -276,7 +286,8 @@ def test_chaos(env):
     late = {k: v for k, v in chaos.counts.items() if k.startswith("late_")}
     refused = sum(v for k, v in late.items() if k in ("late_lease_gone", "late_complete_refused",
                                                        "late_upload_refused"))
-    if chaos.counts["worker_sigstop"] and sum(late.values()):
+    expected = sum(v for k, v in late.items() if k != "late_job_done_server_restarted")
+    if chaos.counts["worker_sigstop"] and expected:
         assert refused >= 1, late
     killed = (chaos.counts["worker_kill9"] + chaos.counts["worker_sigterm"]
               + chaos.counts["server_kill9"])
