@@ -146,6 +146,17 @@ def test_failed_job_image_deleted(env):
     assert not keys_of(env, jid), stored_keys(env)
 
 
+def read_head(s):
+    """Reads from socket s until the end of an answer's status line and headers (or the close)."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def raw_request(env, head, body_prefix=b""):
     """Sends a request head (and the first bytes of its body) and returns what the server
     answers before the rest of the body is sent (the status line and headers)."""
@@ -153,13 +164,7 @@ def raw_request(env, head, body_prefix=b""):
     s = socket.create_connection((u.hostname, u.port), timeout=30)
     try:
         s.sendall(head.encode() + body_prefix)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            got += chunk
-        return got
+        return read_head(s)
     finally:
         s.close()
 
@@ -473,12 +478,8 @@ def test_idle_connections_are_not_slow_clients(env):
     kept = socket.create_connection((u.hostname, u.port))
     kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     kept.settimeout(30)
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = kept.recv(4096)
-        assert chunk, answer
-        answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200"), answer
+    answer = read_head(kept)
+    assert answer.startswith(b"HTTP/1.1 200") and b"\r\n\r\n" in answer, answer
     quiet = socket.create_connection((u.hostname, u.port))
     assert closed_by_server(kept), "an idle keep-alive connection was never closed"
     assert closed_by_server(quiet), "a connection that sent nothing was never closed"
