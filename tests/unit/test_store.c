@@ -371,8 +371,6 @@ static void check_same_job(const job_t *a, const job_t *b)
     CHECK_INT(a->progress_steps, b->progress_steps);
 }
 
-/* The job a create answers is the job a read finds, field for field; store_job_get_webhook gives
- * the job and its webhook (or none) as store_job_get and store_webhook_get do. */
 /* Job ids are UUIDv7 (RFC 9562): the create's time in the first 48 bits, version 7, the RFC's
  * variant, random bits after; so ids sort in creation order and recent jobs share index pages. */
 static void test_job_ids_are_time_ordered_uuids(void)
@@ -404,6 +402,8 @@ static void test_job_ids_are_time_ordered_uuids(void)
     store_close(s);
 }
 
+/* The job a create answers is the job a read finds, field for field; store_job_get_webhook gives
+ * the job and its webhook (or none) as store_job_get and store_webhook_get do. */
 static void test_create_answer_and_get_webhook(void)
 {
     store_t *s = open_fresh();
