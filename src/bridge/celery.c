@@ -1415,8 +1415,9 @@ static void handle_message(celery_bridge_t *b, const char *list, const char *raw
 static int poll_once(celery_bridge_t *b)
 {
     char now_s[32], tag[40];
-    snprintf(now_s, sizeof now_s, "%.3f", (double)clock_now_ms() / 1000.0);
-    job_new_id(tag, clock_now_ms());
+    int64_t now = clock_now_ms();
+    snprintf(now_s, sizeof now_s, "%.3f", (double)now / 1000.0);
+    job_new_id(tag, now);
     const char *argv[4 + NSTEPS + 2 + 3];
     size_t lens[4 + NSTEPS + 2 + 3];
     int a = 0;
