@@ -1,5 +1,5 @@
 /* server.c: HTTP front of pingvas on libmicrohttpd, event-driven: a small pool of epoll threads
- * (MHD_USE_EPOLL_INTERNAL_THREAD, 16 x CPUs, at least 64) serves every connection; no thread per
+ * (MHD_USE_EPOLL_INTERNAL_THREAD; front_threads) serves every connection; no thread per
  * connection. Three kinds of request are parked (MHD_suspend_connection) instead of holding a
  * thread, and resumed with their answer:
  * - creates: parsed, authenticated and validated on the pool thread, then queued to the create
@@ -2435,15 +2435,27 @@ static int bind_addr(const char *bind, int port, struct sockaddr_storage *ss, in
     return -1;
 }
 
-/* The pool of epoll threads: 16 x online CPUs, at least 64. Creates and waiting claims are
- * parked, but a request that reads or writes the store in place (a get, a complete) holds its
- * thread for as long as the store takes, and the connections its thread accepted wait behind it:
- * with a stalled store (PINGVAS_PG_TIMEOUT) a thread holding several clients would answer the
- * last of them only after several timeouts. Many threads keep that rare; they cost their stacks
- * (256 KiB reserved each, little of it touched) and nothing while idle. */
-static unsigned front_threads(void)
+/* The pool of epoll threads. Creates and waiting claims are parked, but a request that reads or
+ * writes the store in place (a get, a heartbeat) holds its thread for as long as the store
+ * takes, and the connections its thread accepted wait behind it.
+ * - A remote store or image store (PostgreSQL, S3): 16 x online CPUs, at least 64. With a
+ *   stalled one (PINGVAS_PG_TIMEOUT) a thread holding several clients would answer the last of
+ *   them only after several timeouts; many threads keep that rare, and cost their stacks (256 KiB
+ *   reserved each, little of it touched) and nothing while idle.
+ * - The embedded stack (SQLite and the filesystem image store): nothing a request waits on is
+ *   remote, so 2 x online CPUs, at least 4. Every request of 64 connections then no longer wakes
+ *   a thread of its own: on 2 cores, 4 threads against 64 answered GET job at 94,000 to 101,000/s
+ *   against 77,000 to 84,000/s, and creates at 33,000 to 36,000/s against 26,000 to 30,000/s
+ *   (bench/ab.sh, interleaved; bench/RESULTS.md, seventh session). */
+static unsigned front_threads(const server_t *s)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    const char *images = s->cfg.storage_url;
+    if (strcmp(store_kind(s->store), "sqlite") == 0 &&
+        !(images && strncmp(images, "s3://", 5) == 0))
+        return n < 32 ? (unsigned)(n < 2 ? 4 : n * 2) : 64;
     return n > 4 && n < 64 ? (unsigned)n * 16 : 64;
 }
 
@@ -2466,7 +2478,7 @@ static struct MHD_Daemon *start_daemon(server_t *s, const char *bind, int port,
         MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
                          (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                          MHD_OPTION_NOTIFY_CONNECTION, connguard_notify, s->guard,
-                         MHD_OPTION_THREAD_POOL_SIZE, front_threads(), MHD_OPTION_CONNECTION_LIMIT,
+                         MHD_OPTION_THREAD_POOL_SIZE, front_threads(s), MHD_OPTION_CONNECTION_LIMIT,
                          (unsigned)(s->cfg.max_connections > 0 ? s->cfg.max_connections : 4096),
                          MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
                          (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
