@@ -82,6 +82,7 @@ static void sweep(connguard_t *g, int64_t now)
 
 static void *sweeper_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-connguard"); /* top -H, perf */
     connguard_t *g = arg;
     pthread_mutex_lock(&g->mu);
     while (!g->stopping) {

@@ -198,6 +198,7 @@ static int64_t next_wake(hub_t *h, int64_t now)
 
 static void *hub_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-events"); /* top -H, perf */
     hub_t *h = arg;
     while (!atomic_load(&h->stopping)) {
         hub_step(h);

@@ -713,6 +713,7 @@ static void fail_queued(server_t *s, const char *err)
  * transaction, resumes their connections. Runs until threads_stop with nothing queued. */
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-create"); /* top -H, perf */
     server_t *s = arg;
     store_create_t *items = calloc(CREATE_BATCH_MAX, sizeof *items);
     for (;;) {
@@ -814,6 +815,7 @@ static int64_t dispatch_round(server_t *s)
  * nearest deadline, and at least every 500 ms (work requeued by another replica's reaper). */
 static void *dispatcher_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-claims"); /* top -H, perf */
     server_t *s = arg;
     uint64_t gen = 0;
     while (!atomic_load(&s->threads_stop)) {
@@ -1754,6 +1756,7 @@ static void complete_commit(server_t *s, req_t *batch, store_complete_t *items)
 /* The image stage of the complete writer. Runs until threads_stop with nothing queued. */
 static void *image_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-images"); /* top -H, perf */
     server_t *s = arg;
     blob_item_t *imgs = calloc(COMPLETE_BATCH_MAX, sizeof *imgs);
     for (;;) {
@@ -1776,6 +1779,7 @@ static void *image_main(void *arg)
  * has stopped) with nothing queued. */
 static void *commit_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-complete"); /* top -H, perf */
     server_t *s = arg;
     store_complete_t *items = calloc(COMMIT_BATCH_MAX, sizeof *items);
     for (;;) {
@@ -2372,6 +2376,7 @@ static void purge_ended(server_t *s)
 
 static void *reaper_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-reaper"); /* top -H, perf */
     server_t *s = arg;
     const char *deferred = NULL; /* the reason logged for the deferral under way */
     while (!atomic_load(&s->stopping)) {

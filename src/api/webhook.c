@@ -216,6 +216,7 @@ static int deliver_batch(webhook_sender_t *w)
 
 static void *webhook_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-webhooks"); /* top -H, perf */
     webhook_sender_t *w = arg;
     while (!atomic_load(&w->stopping)) {
         if (deliver_batch(w) == WEBHOOK_BATCH)

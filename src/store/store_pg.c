@@ -3153,6 +3153,7 @@ static bool listen_exec(pg_store_t *s, PGconn **c, const char *sql)
  * disconnected are lost. Reconnects with backoff (100 ms doubling to 5 s). */
 static void *listen_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pv-pg-listen"); /* top -H, perf */
     pg_store_t *s = arg;
     int backoff = 100;
     bool warned = false;
