@@ -181,6 +181,25 @@ def run_ns(pid):
     return total
 
 
+def thread_ns(pid):
+    """CPU time of each of pid's threads, ns, by thread id: (name, ns). The server names its
+    threads (pv-create, pv-complete, ...); libmicrohttpd's front threads are MHD-worker."""
+    out = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                out[t] = (name, int(f.read().split()[0]))
+        except OSError:
+            pass
+    return out
+
+
 def pg_backends(pgdb):
     """The pids of the client backends of database pgdb (the server's pool) on the loopback
     cluster. Autovacuum workers and the cluster's own processes are left out."""
@@ -205,6 +224,7 @@ class CpuMeter:
     def __init__(self, procs, child, pgdb=None):
         self.procs, self.child, self.pgdb = procs, child, pgdb
         self.ns0 = {pid: run_ns(pid) for pids in procs.values() for pid in pids}
+        self.threads0 = {pid: thread_ns(pid) for pid in procs.get("server", [])}
         self.pg0 = {pid: run_ns(pid) for pid in pg_backends(pgdb)} if pgdb else {}
         self.ru0 = children_cpu()
 
@@ -218,7 +238,19 @@ class CpuMeter:
                                       for p in pg_backends(self.pgdb)) / 1e3
         parts[self.child] = child
         per = {k: v / max(n, 1) for k, v in parts.items()}
-        return {"n": n, "parts_us": per, "total_us": sum(per.values())}
+        return {"n": n, "parts_us": per, "total_us": sum(per.values()),
+                "server_threads_us": self.server_threads(n)}
+
+    def server_threads(self, n):
+        """The server's CPU per operation by thread name (us), largest first; the front threads
+        (libmicrohttpd's MHD-worker) summed as "front"."""
+        by = {}
+        for pid, before in self.threads0.items():
+            for tid, (name, ns) in thread_ns(pid).items():
+                name = "front" if name == "MHD-worker" else name
+                by[name] = by.get(name, 0) + max(0, ns - before.get(tid, (name, 0))[1])
+        return dict(sorted(((k, v / 1e3 / max(n, 1)) for k, v in by.items()),
+                           key=lambda kv: -kv[1]))
 
 
 # ---------- (a) submissions/s at 64 connections ----------
@@ -945,7 +977,12 @@ def table():
 def cpu_text(c):
     if not c:
         return "n/a"
-    parts = ", ".join(f"{k} {v:,.0f}" for k, v in c["parts_us"].items())
+    threads = c.get("server_threads_us") or {}
+    big = ", ".join(f"{k} {v:,.0f}" for k, v in threads.items() if v >= 1)
+
+    def part(k, v):
+        return f"{k} {v:,.0f}" + (f" [{big}]" if k == "server" and big else "")
+    parts = ", ".join(part(k, v) for k, v in c["parts_us"].items())
     return f"{c['total_us']:,.0f} us ({parts})"
 
 
@@ -961,7 +998,8 @@ def cpu_table(m):
          0.5 * r["b_bullmq"]["jobs_per_second"]),
         ("(b) PostgreSQL, per job", "cpu_b_pg", None, 2000),
     ]
-    lines = [f"| row | pingvas: CPU per operation (by process, us) | at that cost {cores} cores "
+    lines = [f"| row | pingvas: CPU per operation (by process, us; the server's threads in "
+             f"brackets) | at that cost {cores} cores "
              "do at most | BullMQ: CPU per operation | the target leaves per operation |",
              "|---|---|---|---|---|"]
     for name, key, peer, target in rows:
@@ -1023,7 +1061,11 @@ def write_results(m, tbl):
         "CPU per operation: what every process of the measurement spent (the server's and the "
         "workers' threads from /proc/PID/task/*/schedstat, PostgreSQL's client backends of the "
         "stack's database likewise, wrk, loadtest and the BullMQ node processes from getrusage; "
-        "redis-server from schedstat). Everything runs on this machine's cores, so a row cannot "
+        "redis-server from schedstat). In brackets, the server's CPU by thread: front "
+        "(libmicrohttpd's epoll threads: parsing, validation, reads, answers), pv-create (the "
+        "create writer's group commits), pv-images and pv-complete (the complete writer's two "
+        "stages), pv-claims (the claim dispatcher), pv-events (the event hub). "
+        "Everything runs on this machine's cores, so a row cannot "
         "go faster than the cores divided by its CPU per operation; the last column is the CPU "
         "per operation the row's target leaves here.",
         "",
