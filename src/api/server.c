@@ -2443,7 +2443,7 @@ static int bind_addr(const char *bind, int port, struct sockaddr_storage *ss, in
 /* The pool of epoll threads. Creates and waiting claims are parked, but a request that reads or
  * writes the store in place (a get, a heartbeat) holds its thread for as long as the store
  * takes, and the connections its thread accepted wait behind it.
- * - A remote store or image store (PostgreSQL, S3): 16 x online CPUs, at least 64. With a
+ * - A remote store or image store (PostgreSQL, S3): 64, or 16 x online CPUs with 5 to 63. With a
  *   stalled one (PINGVAS_PG_TIMEOUT) a thread holding several clients would answer the last of
  *   them only after several timeouts; many threads keep that rare, and cost their stacks (256 KiB
  *   reserved each, little of it touched) and nothing while idle.
