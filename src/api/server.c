@@ -1362,6 +1362,10 @@ static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
     APPEND("# HELP pingvas_leases_expired_total Leases taken back by the reaper\n# TYPE "
            "pingvas_leases_expired_total counter\npingvas_leases_expired_total %llu\n",
            (unsigned long long)atomic_load(&metrics.leases_expired));
+    APPEND("# HELP pingvas_slow_clients_closed_total Connections shut down for sending their "
+           "request too slowly (--header-timeout, --request-timeout)\n# TYPE "
+           "pingvas_slow_clients_closed_total counter\npingvas_slow_clients_closed_total %llu\n",
+           (unsigned long long)connguard_closed_total(s->guard));
     APPEND("# HELP pingvas_http_responses_total HTTP responses by status class\n# TYPE "
            "pingvas_http_responses_total counter\n");
     for (int i = 1; i <= 5; i++)

@@ -51,6 +51,14 @@ class Response:
         return f"<{self.status} {self.body[:300]!r}>"
 
 
+def metric(url, name):
+    """The value of the unlabelled metric name in url's /metrics (read with the worker token)."""
+    for line in http("GET", url + "/metrics", token=WORKER_TOKEN).body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {url}/metrics")
+
+
 def http(method, url, body=None, token=None, headers=None, timeout=30, raw=False):
     """One HTTP request; returns Response (never raises on HTTP status)."""
     h = dict(headers or {})

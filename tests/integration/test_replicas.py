@@ -213,13 +213,6 @@ def test_concurrent_creates_never_overspend(env):
     assert c["balance"] == n * cost and c["reserved"] == n * cost, c
 
 
-def metric(url, name):
-    for line in pv.http("GET", url + "/metrics", token=pv.WORKER_TOKEN).body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in {url}/metrics")
-
-
 def test_lost_worker_reaped_once_by_two_reapers(env):
     """Both replicas run their reaper on short leases; a worker killed mid-job has its lease
     taken back exactly once, and the job completes once on the other replica."""
@@ -241,8 +234,8 @@ def test_lost_worker_reaped_once_by_two_reapers(env):
         pv.http("GET", b + f"/api/v1/generation/{jid}", token=tok).json()), timeout=90,
         what="the job to complete on B's worker")
     assert j["attempts"] == 2 and j["releases"] == 0, j
-    assert metric(a, "pingvas_leases_expired_total") + \
-        metric(b, "pingvas_leases_expired_total") == 1
+    assert pv.metric(a, "pingvas_leases_expired_total") + \
+        pv.metric(b, "pingvas_leases_expired_total") == 1
     assert pv_pg.psql(env.extra_env["DATABASE_URL"],
                       "SELECT COUNT(*) FROM credit_ledger WHERE kind = 'charge'").strip() == "1"
 

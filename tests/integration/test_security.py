@@ -466,6 +466,8 @@ def test_slow_clients_cannot_hold_the_server(env):
                f"Content-Type: application/json\r\nAuthorization: Bearer {tok}\r\n\r\n").encode())
     assert closed_by_server(s, trickle=b" " * 60000)
     assert "event=slow_client_closed" in env.log("server.log")
+    # the 16 stalled, the header trickler and the body trickler (the ninth was refused)
+    assert pv.metric(env.url, "pingvas_slow_clients_closed_total") == 18
 
 
 def test_idle_connections_are_not_slow_clients(env):
@@ -488,6 +490,7 @@ def test_idle_connections_are_not_slow_clients(env):
     pv.wait_for(lambda: env.log("server.log").count("event=idle_connection_closed") >= 2,
                 what="two idle_connection_closed lines")
     assert "event=slow_client_closed" not in env.log("server.log")
+    assert pv.metric(env.url, "pingvas_slow_clients_closed_total") == 0
     # A client that sends part of a request and stalls is still a slow client.
     s = socket.create_connection((u.hostname, u.port))
     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -495,6 +498,7 @@ def test_idle_connections_are_not_slow_clients(env):
     s.close()
     pv.wait_for(lambda: "event=slow_client_closed phase=headers" in env.log("server.log"),
                 what="the slow client's log line")
+    assert pv.metric(env.url, "pingvas_slow_clients_closed_total") == 1
 
 
 def test_rate_limit_on_by_default_counts_cancels(env):
