@@ -1963,6 +1963,54 @@ static int raw_job_exec(const char *fmt, const char *id)
     return raw_exec(sql);
 }
 
+/* SQLite: a job the server creates (counted, schema_v10: its event and counts written by the create
+ * writer) and one another writer inserts (counted by the triggers) leave the same: the event's
+ * text, users' reserved, queued and stored, job_totals (check_derived, at close). */
+static void test_create_counted_like_triggers(void)
+{
+    if (t_pg)
+        return; /* PostgreSQL's creates count themselves in their statement (store_pg.c) */
+    store_t *s = open_fresh();
+    store_event_t *v = NULL;
+    size_t n = 0;
+    char id[JOB_ID_SIZE], want[256];
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
+    job_params_t p = params(1);
+    store_create_t c[2] = {{.user = "ann", .reserve = 3}, {.user = "ann", .reserve = 4}};
+    for (int i = 0; i < 2; i++) {
+        c[i].p = &p;
+        c[i].now = T0 + 1;
+    }
+    CHECK_INT(store_job_create_many(s, c, 2), STORE_OK);
+    snprintf(id, sizeof id, "%s", c[1].out.id);
+    for (int i = 0; i < 2; i++)
+        job_clear(&c[i].out);
+    CHECK_INT(raw_exec("INSERT INTO generation_jobs(id, user_id, status, prompt, seq, tier,"
+                       " created_at, credits_reserved, queue_pos) VALUES ('raw-1', 'ann',"
+                       " 'queued', 'x', 1000, 'standard', 1700000000002, 5, 1000)"),
+              0);
+    CHECK_INT(reserved(s, "ann"), 3 + 4 + 5);
+    CHECK_INT(store_events_read(s, 0, INT64_MAX, "ann", 100, &v, &n), STORE_OK);
+    CHECK_INT(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        const char *job = i == 1 ? id : i == 2 ? "raw-1" : NULL;
+        if (!job)
+            continue;
+        snprintf(want, sizeof want,
+                 "{\"id\":\"%s\",\"status\":\"queued\",\"tier\":\"standard\",\"attempts\":0,"
+                 "\"error_message\":null}",
+                 job);
+        CHECK_STR(v[i].data, want);
+        CHECK_STR(v[i].kind, "job");
+        CHECK_STR(v[i].user, "ann");
+    }
+    store_events_free(v, n);
+    close_fresh(s);
+}
+
 /* A claim and a complete keep their job's derived rows themselves (PostgreSQL's schema 12: the
  * queue row, the user's queued count and reservations, job_totals, the event, the webhook), and
  * every other writer of a job is still followed by the triggers: a store of version 11 with a job
@@ -2134,6 +2182,11 @@ static void test_migrate_worker_events(void)
     close_fresh(s);
 }
 
+/* SQLite's version 10 undone: the column its creates mark counted (its triggers first). */
+#define SQLITE_UNDO_COUNTED                                                                        \
+    "DROP TRIGGER generation_jobs_ai; DROP TRIGGER generation_jobs_stored_ai;"                     \
+    " DROP TRIGGER events_job_ai; ALTER TABLE generation_jobs DROP COLUMN counted;"
+
 /* A store of the previous schema version (no index of a user's jobs by status) gets the index
  * from `pingvas migrate`, and its jobs stay listed as before. */
 static void test_migrate_user_status_index(void)
@@ -2148,11 +2201,11 @@ static void test_migrate_user_status_index(void)
     CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
     CHECK_INT(create(s, "ann", 10, T0, id), STORE_OK);
     /* the index is SQLite's version 9, PostgreSQL's 8 (its 9 runs again: it is idempotent; its
-     * 10 and 11, the queue table, undone first) */
+     * 10 and 11, the queue table, undone first; SQLite's 10 likewise) */
     CHECK_INT(raw_exec(t_pg ? PG_UNDO_QUEUE "DROP INDEX generation_jobs_user_status;"
                                             " UPDATE schema_version SET version = 7"
-                            : "DROP INDEX generation_jobs_user_status;"
-                              " UPDATE schema_version SET version = 8"),
+                            : SQLITE_UNDO_COUNTED "DROP INDEX generation_jobs_user_status;"
+                                                  " UPDATE schema_version SET version = 8"),
               0);
     CHECK_INT(store_migrate(s), STORE_OK);
     CHECK_INT(store_explain(s, "job_list_status", plan, sizeof plan), STORE_OK);
@@ -2376,6 +2429,7 @@ static void test_throughput_report(void)
     X(test_complete_many_error)                                                                    \
     X(test_create_many)                                                                            \
     X(test_create_many_values)                                                                     \
+    X(test_create_counted_like_triggers)                                                           \
     X(test_charge_rounding_and_cap)                                                                \
     X(test_release)                                                                                \
     X(test_progress)                                                                               \
