@@ -1513,9 +1513,8 @@ static int batch_counts(sqlite_store_t *s, const batch_user_t *users, size_t n)
     return rc;
 }
 
-/* Inserts the job row (counted: its event row and, at the end of the batch, its user's and the
- * totals' counts are the writer's), and its webhook row, of an admitted create; out is the new
- * job. */
+/* Inserts the job row (counted: its event row here, its user's counts at the end of the batch,
+ * batch_counts) and its webhook row of an admitted create; out is the new job. */
 static int insert_job(sqlite_store_t *s, const store_create_t *q, const user_t *u, job_t *out)
 {
     const job_params_t *p = q->p;
