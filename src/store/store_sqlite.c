@@ -1821,7 +1821,7 @@ static int sqlite_job_adopt(store_t *base, const char *id, double credit_rate, i
     user_t u;
     job_params_t p;
     char user[USER_NAME_MAX + 1];
-    int64_t seq, reserve;
+    int64_t seq = 0, reserve = 0;
     int rc;
     if (!out)
         out = &tmp;
