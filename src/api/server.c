@@ -2461,9 +2461,7 @@ static unsigned front_threads(const server_t *s)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1)
         n = 1;
-    const char *images = s->cfg.storage_url;
-    if (strcmp(store_kind(s->store), "sqlite") == 0 &&
-        !(images && strncmp(images, "s3://", 5) == 0))
+    if (strcmp(store_kind(s->store), "sqlite") == 0 && !blob_url_is_s3(s->cfg.storage_url))
         return n < 32 ? (unsigned)(n < 2 ? 4 : n * 2) : 64;
     return n > 4 && n < 64 ? (unsigned)n * 16 : 64;
 }

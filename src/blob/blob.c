@@ -6,6 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 
+int blob_url_is_s3(const char *url)
+{
+    return url && strncmp(url, "s3://", 5) == 0;
+}
+
 /* "file:///dir", "file://localhost/dir" or a bare path open the filesystem store; "s3://" the S3
  * store (blob_s3.c, credentials from the environment). */
 blob_t *blob_open(const char *url, const char *public_base, const char *server_url, char *err,
@@ -26,7 +31,7 @@ blob_t *blob_open(const char *url, const char *public_base, const char *server_u
         }
         return blob_fs_open(path, public_base, server_url, err, errlen);
     }
-    if (strncmp(url, "s3://", 5) == 0)
+    if (blob_url_is_s3(url))
         return blob_s3_open(url, public_base, err, errlen);
     if (strstr(url, "://")) {
         snprintf(err, errlen,

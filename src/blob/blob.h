@@ -20,6 +20,8 @@ typedef struct upload_target {
 blob_t *blob_open(const char *url, const char *public_base, const char *server_url, char *err,
                   size_t errlen);
 void blob_close(blob_t *b);
+/* 1 when url (a STORAGE_URL, or NULL) names the S3 store that blob_open would open, else 0. */
+int blob_url_is_s3(const char *url);
 /* Stores data under key. 0 or -1; on -1, errno is ENOSPC (or EDQUOT) when the store is full. */
 int blob_put(blob_t *b, const char *key, const void *data, size_t len);
 /* One image of blob_put_many: key, data, len in; rc (0 or -1) and err (the errno of a -1) out. */
