@@ -167,18 +167,7 @@ JOB = {"prompt": "Test image", "model": "sd15", "width": 64, "height": 64, "step
 
 def run_ns(pid):
     """CPU time of all of pid's threads, ns (schedstat: finer than /proc/PID/stat's ticks)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:  # gone
-        return 0
-    for t in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            pass
-    return total
+    return sum(ns for _, ns in thread_ns(pid).values())
 
 
 def thread_ns(pid):
