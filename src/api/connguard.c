@@ -68,13 +68,14 @@ static void sweep(connguard_t *g, int64_t now)
             continue;
         int idle =
             k->phase == WAIT_HEADERS && k->idle_bytes >= 0 && received(k->fd) == k->idle_bytes;
+        if (!idle) /* counted before the shutdown, which the client may see at once */
+            atomic_fetch_add(&g->closed, 1);
         k->shut = 1;
         shutdown(k->fd, SHUT_RDWR);
         if (idle) {
             log_debug("event=idle_connection_closed held_ms=%lld", (long long)(now - k->since_ms));
             continue;
         }
-        atomic_fetch_add(&g->closed, 1);
         log_info("event=slow_client_closed phase=%s held_ms=%lld",
                  k->phase == WAIT_HEADERS ? "headers" : "body", (long long)(now - k->since_ms));
     }
