@@ -23,6 +23,7 @@
 #include "core/wire.h"
 #include "lib/clock.h"
 #include "lib/log.h"
+#include "lib/sqlmem.h"
 
 #define BLOB_KEY_MAX 512 /* bytes; keys are short ("jobs/<uuid>.png") */
 #define BLOB_URL_MAX 4096
@@ -535,14 +536,6 @@ static void fsync_dir(const char *dir)
     }
 }
 
-/* SQLite's process-wide settings, before its first use in a server whose store is not SQLite
- * (store_sqlite.c makes the same call): no memory statistics, whose global mutex every
- * allocation of every connection would take. Fails harmlessly once SQLite is in use. */
-static void sqlite_setup(void)
-{
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-}
-
 /* Opens c on path with the page cache cache_kib and the rest of setup (SQL run once). 0, or -1
  * with err. */
 static int conn_open(imgconn_t *c, const char *path, int flags, int cache_kib, const char *setup,
@@ -566,8 +559,7 @@ static int conn_open(imgconn_t *c, const char *path, int flags, int cache_kib, c
  * read connection. auto_vacuum must be chosen before the first table. 0, or -1 with err. */
 static int db_open(blob_fs_t *fs, char *err, size_t errlen)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, sqlite_setup);
+    sqlmem_setup();
     char path[PATH_MAX];
     int n = snprintf(path, sizeof path, "%s/%s", strcmp(fs->root, "/") ? fs->root : "", IMAGES_DB);
     if (n < 0 || (size_t)n >= sizeof path) {

@@ -305,15 +305,22 @@ char *(sqlite3_mprintf)(const char *fmt, ...)
     return s;
 }
 
-/* Only the options that take one int (SQLITE_CONFIG_MEMSTATUS) are forwarded. */
+/* Only the options pingvas sets are forwarded: SQLITE_CONFIG_MALLOC (a pointer to the methods,
+ * lib/sqlmem.c) and those that take one int (SQLITE_CONFIG_MEMSTATUS). */
 int(sqlite3_config)(int op, ...)
 {
     int (*fn)(int, ...) = (int (*)(int, ...))lazylib_fn(&sqlite_lib, LZ_sqlite3_config);
     va_list ap;
     va_start(ap, op);
-    int v = va_arg(ap, int);
+    int rc;
+    if (op == SQLITE_CONFIG_MALLOC) {
+        const sqlite3_mem_methods *m = va_arg(ap, const sqlite3_mem_methods *);
+        rc = fn(op, m);
+    } else {
+        rc = fn(op, va_arg(ap, int));
+    }
     va_end(ap);
-    return fn(op, v);
+    return rc;
 }
 
 #define LWS_FNS(X, XV, XH)                                                                         \

@@ -38,6 +38,7 @@
 #include "store/rules.h"
 #include "store/store.h"
 #include "lib/log.h"
+#include "lib/sqlmem.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -994,15 +995,6 @@ static void make_private(const char *path)
     }
 }
 
-/* SQLite's process-wide settings, before its first use: no memory statistics (pingvas reads
- * none; kept, every allocation and free of every connection takes one global mutex, which the
- * read connections of concurrent GETs queue on). Fails harmlessly (SQLITE_MISUSE) when SQLite was
- * already in use. */
-static void sqlite_setup(void)
-{
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-}
-
 /* Opens the database file at path ("file.db" or "file.db?synchronous=full|normal"). The parent
  * directory must exist. NULL on error with a message naming the path in err. Caller owns the
  * result (store_close). */
@@ -1036,8 +1028,7 @@ store_t *store_sqlite_open(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory opening the SQLite store");
         goto out;
     }
-    static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
-    pthread_once(&setup_once, sqlite_setup);
+    sqlmem_setup();
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gc_mu, NULL);
