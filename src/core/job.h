@@ -2,6 +2,7 @@
 #ifndef PINGVAS_JOB_H
 #define PINGVAS_JOB_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
 
@@ -123,7 +124,10 @@ int64_t job_cost(double gpu_seconds, double rate);
 /* Fills buf (JOB_ID_SIZE) with a new UUIDv7 (RFC 9562): created_ms (ms since the epoch, the
  * job's created_at) in its first 48 bits, then 74 random bits. */
 void job_new_id(char *buf, int64_t created_ms);
-/* Random hex token of 2*nbytes chars into buf (size >= 2*nbytes+1). */
+/* Random hex token of 2*nbytes chars (nbytes at most 64) into buf (size >= 2*nbytes+1). */
 void random_hex(char *buf, int nbytes);
+/* n bytes from OpenSSL's generator (RAND_bytes), drawn in blocks into a pool per thread; aborts
+ * when the generator fails (no entropy: nothing safe to do). */
+void random_bytes(unsigned char *out, size_t n);
 
 #endif

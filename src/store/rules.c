@@ -1,7 +1,6 @@
 /* rules.c: the job, lease and credit rules of rules.h. */
 #include "store/rules.h"
 
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +47,7 @@ int64_t store_rule_seed(int64_t requested)
     if (requested >= 0)
         return requested;
     unsigned char b[4];
-    if (RAND_bytes(b, sizeof b) != 1)
-        abort(); /* no entropy: nothing safe to do */
+    random_bytes(b, sizeof b);
     return (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]);
 }
 
