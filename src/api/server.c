@@ -1362,6 +1362,10 @@ static enum MHD_Result api_metrics(server_t *s, struct MHD_Connection *c)
     APPEND("# HELP pingvas_leases_expired_total Leases taken back by the reaper\n# TYPE "
            "pingvas_leases_expired_total counter\npingvas_leases_expired_total %llu\n",
            (unsigned long long)atomic_load(&metrics.leases_expired));
+    APPEND("# HELP pingvas_jobs_released_total Jobs given back to the queue by their worker "
+           "(a graceful stop) or for it (a worker that said bye with a lease it never read)\n"
+           "# TYPE pingvas_jobs_released_total counter\npingvas_jobs_released_total %llu\n",
+           (unsigned long long)atomic_load(&metrics.releases));
     APPEND("# HELP pingvas_slow_clients_closed_total Connections shut down for sending their "
            "request too slowly (--header-timeout, --request-timeout)\n# TYPE "
            "pingvas_slow_clients_closed_total counter\npingvas_slow_clients_closed_total %llu\n",
@@ -1949,6 +1953,37 @@ static enum MHD_Result internal_image(server_t *s, struct MHD_Connection *c, req
     return send_text(c, 200, "application/json", "{}", 2);
 }
 
+/* A worker that says bye holds no job: it finished, failed or released each job it knew of.
+ * A job still leased to it is one whose claim answer it never read: the server claimed the job
+ * as a SIGTERM (a spot notice, a drain) made the worker give up that claim request. Such jobs go
+ * back to the front of the queue as releases now, instead of waiting for their lease to expire
+ * and losing an attempt. */
+static void release_leases(server_t *s, const char *worker_id)
+{
+    store_lease_t *l = NULL;
+    size_t n = 0;
+    if (store_worker_leases(s->store, worker_id, &l, &n) != STORE_OK) {
+        log_warn("event=bye_leases_unread worker=%s err=\"%s\"", worker_id,
+                 store_last_error(s->store));
+        return;
+    }
+    int released = 0;
+    for (size_t i = 0; i < n; i++) {
+        job_t j = {0};
+        if (store_job_release(s->store, l[i].job_id, l[i].lease_id, clock_steady_ms(), &j) ==
+            STORE_OK) {
+            atomic_fetch_add(&metrics.releases, 1);
+            log_info("event=job_released job=%s worker=%s reason=worker_bye", l[i].job_id,
+                     worker_id);
+            released++;
+        }
+        job_clear(&j);
+    }
+    free(l);
+    if (released)
+        server_notify_work(s);
+}
+
 static enum MHD_Result internal_bye(server_t *s, struct MHD_Connection *c, req_t *r)
 {
     enum MHD_Result ret;
@@ -1958,8 +1993,10 @@ static enum MHD_Result internal_bye(server_t *s, struct MHD_Connection *c, req_t
     api_error_t e;
     if (wire_parse_bye(r->body, r->len, &b, &e) != 0)
         return send_error(c, &e);
-    if (b.worker_id[0])
+    if (b.worker_id[0]) {
+        release_leases(s, b.worker_id);
         store_worker_gone(s->store, b.worker_id);
+    }
     return send_text(c, 200, "application/json", "{}", 2);
 }
 

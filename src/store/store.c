@@ -354,6 +354,11 @@ int store_webhook_attempt(store_t *s, const char *job_id, bool delivered, const 
     return s->ops->webhook_attempt(s, job_id, delivered, error, next_at, give_up, now);
 }
 
+int store_worker_leases(store_t *s, const char *worker_id, store_lease_t **out, size_t *n)
+{
+    return s->ops->worker_leases(s, worker_id, out, n);
+}
+
 int store_workers_list(store_t *s, store_worker_t **out, size_t *n)
 {
     return s->ops->workers_list(s, out, n);

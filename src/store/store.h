@@ -235,6 +235,14 @@ int store_listen(store_t *s, void (*cb)(void *arg), void *arg);
 int store_worker_seen(store_t *s, const char *worker_id, const char *tier, const char *state,
                       int64_t now);
 int store_worker_gone(store_t *s, const char *worker_id);
+/* A running job leased to a worker (store_worker_leases). */
+typedef struct store_lease {
+    char job_id[JOB_ID_SIZE];
+    char lease_id[JOB_ID_SIZE];
+} store_lease_t;
+/* The running jobs leased to worker_id, with their leases, in job id order (a worker runs one job
+ * at a time: at most a few). *out is malloc'd (caller frees; NULL when none). */
+int store_worker_leases(store_t *s, const char *worker_id, store_lease_t **out, size_t *n);
 /* A worker as the presence table knows it (GET /api/v1/fleet). */
 typedef struct store_worker {
     char id[128];
@@ -377,6 +385,7 @@ struct store_ops {
     int (*worker_seen)(store_t *s, const char *worker_id, const char *tier, const char *state,
                        int64_t now);
     int (*worker_gone)(store_t *s, const char *worker_id);
+    int (*worker_leases)(store_t *s, const char *worker_id, store_lease_t **out, size_t *n);
     int (*queue_stats)(store_t *s, const char *tier, int64_t worker_ttl_ms, int64_t now,
                        queue_stats_t *out);
     int (*job_counts)(store_t *s, store_job_counts_t *out);

@@ -3579,6 +3579,24 @@ static int pg_workers_list(store_t *base, store_worker_t **out, size_t *n)
                    fill_worker, (void **)out, n);
 }
 
+static void fill_lease(void *row, const PGresult *r, int i)
+{
+    store_lease_t *l = row;
+    get_copy(r, i, 0, l->job_id, sizeof l->job_id);
+    get_copy(r, i, 1, l->lease_id, sizeof l->lease_id);
+}
+
+/* Through generation_jobs_reap, which holds the running jobs alone. */
+static int pg_worker_leases(store_t *base, const char *worker_id, store_lease_t **out, size_t *n)
+{
+    params_t p = {0};
+    p_text(&p, worker_id);
+    return pg_rows(pgs(base), "reading a worker's leases",
+                   "SELECT id, lease_id FROM generation_jobs WHERE status = 'in_progress'"
+                   " AND worker_id = $1 ORDER BY id",
+                   &p, sizeof **out, fill_lease, (void **)out, n);
+}
+
 static int pg_webhook_get(store_t *base, const char *job_id, store_webhook_t *out)
 {
     params_t p = {0};
@@ -3775,6 +3793,7 @@ static const struct store_ops pg_ops = {
     .events_trim = pg_events_trim,
     .webhook_get = pg_webhook_get,
     .workers_list = pg_workers_list,
+    .worker_leases = pg_worker_leases,
     .webhooks_due = pg_webhooks_due,
     .webhook_attempt = pg_webhook_attempt,
 };

@@ -440,6 +440,7 @@ enum stmt_id {
     S_LIFE_REPORT,
     S_LIFE_LIST,
     S_WORKER_LIST,
+    S_WORKER_LEASES,
     S_USAGE,
     S_PURGE_LIST,
     S_PURGE_LEDGER,
@@ -560,6 +561,9 @@ static const char *const stmt_sql[S_COUNT] = {
         " ended_at = COALESCE(worker_lifetimes.ended_at, excluded.ended_at),"
         " busy_ms = MAX(worker_lifetimes.busy_ms, excluded.busy_ms)",
     [S_WORKER_LIST] = "SELECT id, tier, state, last_seen FROM workers ORDER BY id",
+    /* the running jobs (through generation_jobs_reap, of the running jobs alone) of a worker */
+    [S_WORKER_LEASES] = "SELECT id, lease_id FROM generation_jobs WHERE status = 'in_progress'"
+                        " AND worker_id = ?1 ORDER BY id",
     [S_LIFE_LIST] = "SELECT id, tier, instance_type, capacity_type, zone, gpus, started_at,"
                     " COALESCE(loaded_at, 0), last_seen, COALESCE(ended_at, 0), busy_ms"
                     " FROM worker_lifetimes WHERE started_at < ?2"
@@ -2421,11 +2425,12 @@ out:
     return finish(s, rc);
 }
 
-/* Runs statement id with the int64 parameters b[0..nb) and hands each row to fill(row, stmt)
- * into a new array of elem-sized elements (*out, *n; caller frees). */
+/* Runs statement id with the int64 parameters b[0..nb) (then text, when not NULL, as parameter
+ * nb + 1) and hands each row to fill(row, stmt) into a new array of elem-sized elements (*out,
+ * *n; caller frees). */
 static int sqlite_rows(sqlite_store_t *s, enum stmt_id id, const int64_t *b, int nb,
-                       const char *what, size_t elem, void (*fill)(void *row, sqlite3_stmt *st),
-                       void **out, size_t *n)
+                       const char *text, const char *what, size_t elem,
+                       void (*fill)(void *row, sqlite3_stmt *st), void **out, size_t *n)
 {
     char *v = NULL;
     size_t count = 0, cap = 0;
@@ -2438,6 +2443,8 @@ static int sqlite_rows(sqlite_store_t *s, enum stmt_id id, const int64_t *b, int
         goto out;
     for (int i = 0; i < nb; i++)
         sqlite3_bind_int64(stmt, i + 1, b[i]);
+    if (text)
+        bind_text(stmt, nb + 1, text);
     while ((rc = step_row(s, stmt, what)) == 1) {
         if (count == cap) {
             size_t ncap = cap ? cap * 2 : 64;
@@ -2481,7 +2488,7 @@ static int sqlite_worker_lives(store_t *base, int64_t since, int64_t until, work
                                size_t *n)
 {
     int64_t b[4] = {since, until, STORE_LIFE_GRACE_MS, STORE_LIVES_MAX};
-    return sqlite_rows(sq(base), S_LIFE_LIST, b, 4, "reading worker lifetimes", sizeof **out,
+    return sqlite_rows(sq(base), S_LIFE_LIST, b, 4, NULL, "reading worker lifetimes", sizeof **out,
                        fill_life, (void **)out, n);
 }
 
@@ -2496,8 +2503,22 @@ static void fill_worker(void *row, sqlite3_stmt *stmt)
 
 static int sqlite_workers_list(store_t *base, store_worker_t **out, size_t *n)
 {
-    return sqlite_rows(sq(base), S_WORKER_LIST, NULL, 0, "listing workers", sizeof **out,
+    return sqlite_rows(sq(base), S_WORKER_LIST, NULL, 0, NULL, "listing workers", sizeof **out,
                        fill_worker, (void **)out, n);
+}
+
+static void fill_lease(void *row, sqlite3_stmt *stmt)
+{
+    store_lease_t *l = row;
+    col_copy(stmt, 0, l->job_id, sizeof l->job_id);
+    col_copy(stmt, 1, l->lease_id, sizeof l->lease_id);
+}
+
+static int sqlite_worker_leases(store_t *base, const char *worker_id, store_lease_t **out,
+                                size_t *n)
+{
+    return sqlite_rows(sq(base), S_WORKER_LEASES, NULL, 0, worker_id, "reading a worker's leases",
+                       sizeof **out, fill_lease, (void **)out, n);
 }
 
 static void fill_usage(void *row, sqlite3_stmt *stmt)
@@ -2513,7 +2534,7 @@ static void fill_usage(void *row, sqlite3_stmt *stmt)
 static int sqlite_usage(store_t *base, int64_t since, int64_t until, usage_row_t **out, size_t *n)
 {
     int64_t b[2] = {since, until};
-    return sqlite_rows(sq(base), S_USAGE, b, 2, "reading usage", sizeof **out, fill_usage,
+    return sqlite_rows(sq(base), S_USAGE, b, 2, NULL, "reading usage", sizeof **out, fill_usage,
                        (void **)out, n);
 }
 
@@ -2897,6 +2918,7 @@ static const struct store_ops sqlite_ops = {
     .reap = sqlite_reap,
     .worker_seen = sqlite_worker_seen,
     .worker_gone = sqlite_worker_gone,
+    .worker_leases = sqlite_worker_leases,
     .worker_report = sqlite_worker_report,
     .worker_lives = sqlite_worker_lives,
     .usage = sqlite_usage,

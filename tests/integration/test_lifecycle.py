@@ -59,7 +59,11 @@ def test_sigterm_short_drain_releases(env):
     tok = env.add_user("u3")
     a = env.start_worker("--time-scale", "0.5", "--drain-timeout", "500ms")
     jid = env.create(tok, LONG_JOB).json()["id"]
-    env.wait_status(tok, jid, "in_progress")
+    # Mid-job for the worker itself: "in_progress" alone is set as the server claims, before the
+    # worker has read the claim's answer (a SIGTERM then makes it give up that claim, and its
+    # bye releases the job: test_protocol's test_bye_releases_unread_claims).
+    pv.wait_for(lambda: f"event=job_start job={jid}" in env.log(f"worker-{a.worker_id}.log"),
+                what="the worker to start the job")
     assert env.stop(a, signal.SIGTERM) == 0
     assert "event=drain_release" in env.log(f"worker-{a.worker_id}.log")  # released, not finished
     j = env.job(tok, jid)

@@ -206,7 +206,40 @@ def test_draining_worker_gets_no_next_job(env):
     assert j["status"] == "queued" and j["attempts"] == 0, j
 
 
+def test_bye_releases_unread_claims(env):
+    """A worker that says bye holds no job. A job still leased to it is one whose claim answer it
+    never read (SIGTERM made it give up the claim request as the server claimed): the bye gives
+    that job back to the front of the queue as a release (no attempt lost), not when its lease
+    expires. Another worker's job, and a lease the worker no longer holds, are left alone."""
+    env.start_server()
+    tok = env.add_user("gina")
+    ids = [env.create(tok, {"prompt": f"job {i}", "steps": 2}).json()["id"] for i in range(2)]
+    mine = claim(env)  # worker "raw": the answer a stopping worker would never read
+    other = env.api("POST", "/internal/v1/claim", {"worker_id": "other", "tier": "standard",
+                                                   "wait_ms": 5000}, token=pv.WORKER_TOKEN).json()
+    assert [mine["job"]["id"], other["job"]["id"]] == ids
+    before = pv.metric(env.url, "pingvas_jobs_released_total")
+    r = env.api("POST", "/internal/v1/bye", {"worker_id": "raw"}, token=pv.WORKER_TOKEN)
+    assert r.status == 200, r
+    j = env.job(tok, ids[0])
+    assert j["status"] == "queued" and j["attempts"] == 0 and j["releases"] == 1, j
+    assert env.job(tok, ids[1])["status"] == "in_progress"
+    assert pv.metric(env.url, "pingvas_jobs_released_total") == before + 1
+    assert "reason=worker_bye" in env.log("server.log")
+    # the old lease is gone: its complete is refused; a new claim runs the job to the end
+    assert op(env, mine, "complete", gpu_seconds=1.0).status == 409
+    again = claim(env)
+    assert again["job"]["id"] == ids[0] and again["lease_id"] != mine["lease_id"]
+    upload(env, again)
+    assert op(env, again, "complete", gpu_seconds=1.0).status == 200
+    assert charges(env, tok) == [ids[0]]
+    # a second bye finds nothing of "raw" and leaves "other"'s job running
+    env.api("POST", "/internal/v1/bye", {"worker_id": "raw"}, token=pv.WORKER_TOKEN)
+    assert env.job(tok, ids[1])["status"] == "in_progress"
+
+
 if __name__ == "__main__":
     pv.main([test_complete_and_claim, test_refused_complete_claims_nothing,
              test_complete_next_waits_for_work, test_image_in_complete,
-             test_worker_one_request_per_job, test_draining_worker_gets_no_next_job])
+             test_worker_one_request_per_job, test_draining_worker_gets_no_next_job,
+             test_bye_releases_unread_claims])
