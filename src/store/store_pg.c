@@ -3586,7 +3586,8 @@ static void fill_lease(void *row, const PGresult *r, int i)
     get_copy(r, i, 1, l->lease_id, sizeof l->lease_id);
 }
 
-/* Through generation_jobs_reap, which holds the running jobs alone. */
+/* Through one of the partial indexes of the running jobs alone (the planner picks
+ * generation_jobs_running or generation_jobs_reap), whatever the history holds. */
 static int pg_worker_leases(store_t *base, const char *worker_id, store_lease_t **out, size_t *n)
 {
     params_t p = {0};
