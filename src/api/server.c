@@ -2503,6 +2503,14 @@ static unsigned front_threads(const server_t *s)
     return n > 4 && n < 64 ? (unsigned)n * 16 : 64;
 }
 
+/* Each connection's memory in libmicrohttpd: its read buffer (half of it at the start of each
+ * request; a request's whole header block must fit, with libmicrohttpd's own header records) and
+ * the answer's status line and headers. libmicrohttpd's default is 32 KiB, and it zeroes the
+ * whole block at the end of every request of a keep-alive connection: 6 % of the server's CPU in a
+ * `GET /api/v1/generation/{id}` run (bench/RESULTS.md, ninth session). 16 KiB still takes a 12 KiB
+ * header block (test_badinput's test_header_block_limit); a larger one is a 431. */
+#define CONNECTION_MEMORY (16 * 1024)
+
 /* Starts one libmicrohttpd daemon on bind:port answering with handler: the connection limit,
  * the per-IP limit (0: none), the idle timeout, and the guard's deadlines. A port another process
  * holds, a second pingvas included, is an error: no SO_REUSEPORT. Sets *bound to the port bound
@@ -2518,15 +2526,15 @@ static struct MHD_Daemon *start_daemon(server_t *s, const char *bind, int port,
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      (*v6 ? MHD_USE_IPv6 : 0);
-    struct MHD_Daemon *d =
-        MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                         MHD_OPTION_NOTIFY_CONNECTION, connguard_notify, s->guard,
-                         MHD_OPTION_THREAD_POOL_SIZE, front_threads(s), MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)(s->cfg.max_connections > 0 ? s->cfg.max_connections : 4096),
-                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-                         (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
-                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        connguard_notify, s->guard, MHD_OPTION_THREAD_POOL_SIZE, front_threads(s),
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(s->cfg.max_connections > 0 ? s->cfg.max_connections : 4096),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONNECTION_MEMORY, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!d) {
         snprintf(err, errlen, "cannot listen on %s%s%s:%d: %s (is another server using the port?)",
                  *v6 ? "[" : "", bind, *v6 ? "]" : "", port, strerror(errno));

@@ -342,6 +342,34 @@ def test_tokens_table(env):
     print(f"bad tokens tried: {tried}")
 
 
+def test_header_block_limit(env):
+    """A request's header block of up to 12 KiB is read (libmicrohttpd's memory per connection is
+    16 KiB, src/api/server.c's CONNECTION_MEMORY); a larger one is refused with a 4xx and
+    nothing else: the server goes on serving, on new connections and on kept-alive ones."""
+    env.start_server(*FAST)
+    tok = env.add_user("erin", credits=1000)
+    auth = {"Authorization": "Bearer " + tok}
+    for size in (1024, 8 * 1024, 12 * 1024):
+        st, _, out = raw_request(env, "GET", "/api/v1/credits", {**auth, "X-Pad": "a" * size})
+        assert st == 200, (size, st, out[:200])
+        assert json.loads(out)["balance"] == 1000
+    # the same spread over many headers (libmicrohttpd keeps a record of each in the same memory)
+    many = {**auth, **{f"X-Pad-{i}": "b" * 100 for i in range(60)}}
+    st, _, _ = raw_request(env, "GET", "/api/v1/credits", many)
+    assert st == 200, st
+    for size in (20 * 1024, 64 * 1024):
+        st, _, _ = raw_request(env, "GET", "/api/v1/credits", {**auth, "X-Pad": "a" * size})
+        assert 400 <= st < 500 and st != 401, (size, st)
+    # a create with a 12 KiB header block still goes through and is stored once
+    st, _, out = raw_request(env, "POST", "/api/v1/generation/create",
+                             {**auth, "Content-Type": "application/json", "X-Pad": "c" * 12288},
+                             b'{"prompt":"header block"}')
+    assert st == 201, (st, out[:200])
+    job = json.loads(out)["id"]
+    assert env.api("GET", f"/api/v1/generation/{job}", token=tok).status == 200
+    assert env.api("GET", "/healthz").status == 200
+
+
 # ---------- other users' jobs, paths, query parameters ----------
 
 def test_foreign_jobs_paths_and_queries(env):
@@ -561,6 +589,7 @@ if __name__ == "__main__":
     pv.main([
         pv.clean_exit(test_create_body_table),
         pv.clean_exit(test_tokens_table),
+        pv.clean_exit(test_header_block_limit),
         pv.clean_exit(test_foreign_jobs_paths_and_queries),
         pv.clean_exit(test_forged_worker_protocol),
         pv.clean_exit(test_trickle_and_idle_connections),
