@@ -1,6 +1,7 @@
 """`pingvas loadtest` against the real binary: the seed's load test (100 jobs, 10 concurrent)
 passes against `pingvas up`, its report carries the figures it promises, `--no-wait` returns
-after submitting, bad flags exit 2, and a 402 is counted under failures by status code.
+after submitting, bad flags exit 2, a 402 is counted under failures by status code, and a job
+that ends out of order while its polls stop at the queue's front is still counted.
 
 No wall-clock figure is asserted here: these are checks of behaviour, not benchmarks (bench/)."""
 import json
@@ -142,6 +143,32 @@ def test_no_wait_returns_after_submitting(env):
     assert rep["failures_by_status"] == {"timed_out": 2}, rep
 
 
+def test_polls_stop_at_the_queue_and_look_again_at_the_end(env):
+    """A poll round goes oldest first and starts no more polls once a job is still queued (the
+    jobs behind it are queued too; bench (b) counts the requests this saves). So that a job that
+    ended out of order is not missed, every unfinished job is looked at once more before the
+    report: here the newest is canceled while the oldest still waits, and with one poll in
+    flight no round ever reaches it."""
+    import subprocess
+    env.start_server()  # no workers: the queue does not move
+    token = env.add_user("order", credits=100000)
+    e = env.env()
+    e["PINGVAS_TOKEN"] = token
+    p = subprocess.Popen([pv.BIN, "loadtest", "--server", env.url, "--jobs", "6", "--concurrency",
+                          "1", "--poll", "100ms", "--timeout", "3s", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=e)
+    jobs = []
+    while len(jobs) < 6:
+        jobs = all_jobs(env, token)
+    newest = max(jobs, key=lambda j: j["created_at"])
+    r = env.api("POST", f"/api/v1/generation/{newest['id']}/cancel", token=token)
+    assert r.status == 200, r
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 1, out  # five timed out
+    rep = json.loads(out)
+    assert rep["accepted"] == 6 and rep["canceled"] == 1 and rep["unfinished"] == 5, rep
+
+
 def test_bad_flags_exit_2(env):
     env.start_server()
     token = env.add_user("flags")
@@ -184,4 +211,5 @@ def test_402_counted_by_status(env):
 
 if __name__ == "__main__":
     pv.main([test_terminal_shows_progress, test_seed_load_test_against_up, test_no_wait_returns_after_submitting,
-             test_bad_flags_exit_2, test_402_counted_by_status])
+             test_bad_flags_exit_2, test_402_counted_by_status,
+             test_polls_stop_at_the_queue_and_look_again_at_the_end])
