@@ -9,18 +9,10 @@ set -euo pipefail
 BIN=$1
 MODE=${2:-create}
 HERE=$(cd "$(dirname "$0")" && pwd)
-D=$(mktemp -d)
-trap 'kill $P 2>/dev/null; wait $P 2>/dev/null; rm -rf "$D"' EXIT
-export PINGVAS_RATE_LIMIT=0 JWT_SECRET=ab-secret-0123456789abcdef0123456789
-export PINGVAS_WORKER_TOKEN=ab-worker-token-0123456789abcdef
-mkdir -p "$D/data"
-"$BIN" user add u --credits 1000000000 --data "$D/data" >/dev/null
-PINGVAS_TOKEN=$("$BIN" token u --data "$D/data")
-export PINGVAS_TOKEN
-"$BIN" server --port 0 --data "$D/data" --log-level warn --max-queued-per-user 0 --max-jobs-per-user 0 >"$D/out" 2>"$D/err" &
-P=$!
-for _ in $(seq 100); do grep -q "listening on " "$D/out" && break; sleep 0.1; done
-URL=$(grep -o "http://[0-9.:]*" "$D/out" | head -1)
+. "$HERE/ab_lib.sh"
+trap ab_stop EXIT
+ab_start "$BIN"
+export PINGVAS_TOKEN=$TOKEN
 TARGET=$URL/api/v1/generation/create
 GET=0
 if [ "$MODE" = get ]; then

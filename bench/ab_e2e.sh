@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/ab_e2e.sh BIN [LOADTEST_BIN]: one A/B sample of a small (b) for bench/RESULTS.md. Starts a
-# fresh `BIN server` (one user, no rate limit, no caps) and 4 `BIN worker --time-scale 0`, runs
+# fresh `BIN server` (bench/ab_lib.sh) and 4 `BIN worker --time-scale 0`, runs
 # `LOADTEST_BIN loadtest` (default BIN) for 10,000 64x64 one-step jobs at 64 concurrent with
 # `--poll 1s` as bench/run.sh's (b) does, and prints jobs/s, the server's CPU (utime + stime from
 # /proc) and the loadtest's (getrusage) per completed job, and the server's 2xx answers.
@@ -8,24 +8,13 @@
 set -euo pipefail
 BIN=$1
 LT=${2:-$1}
-D=$(mktemp -d)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$D"' EXIT
-export PINGVAS_RATE_LIMIT=0 JWT_SECRET=ab-secret-0123456789abcdef0123456789
-export PINGVAS_WORKER_TOKEN=ab-worker-token-0123456789abcdef
-mkdir -p "$D/data"
-"$BIN" user add u --credits 2000000000 --data "$D/data" >/dev/null
-TOKEN=$("$BIN" token u --data "$D/data")
-"$BIN" server --port 0 --data "$D/data" --log-level warn --max-queued-per-user 0 \
-  --max-jobs-per-user 1000000000 >"$D/out" 2>"$D/err" &
-P=$!
-PIDS+=("$P")
-for _ in $(seq 100); do grep -q "listening on " "$D/out" && break; sleep 0.1; done
-URL=$(grep -o "http://[0-9.:]*" "$D/out" | head -1)
+. "$(cd "$(dirname "$0")" && pwd)/ab_lib.sh"
+trap ab_stop EXIT
+ab_start "$BIN"
 for i in 1 2 3 4; do
   "$BIN" worker --server "$URL" --log-level warn --imds-url off --time-scale 0 \
     --worker-id "ab$i" 2>/dev/null &
-  PIDS+=("$!")
+  AB_PIDS+=("$!")
 done
 sleep 1
 T0=$(awk '{print $14 + $15}' "/proc/$P/stat")
