@@ -6,8 +6,9 @@
  * the worker-count timeline. A poll round goes oldest first and starts no more polls once one
  * answers that its job is still queued: the queue runs a user's jobs in order, so the jobs after
  * it are queued too, and polling them would only take the server's CPU from the jobs measured
- * (in bench (b) they were about half the server's requests). A round over every unfinished job
- * comes before the report if --timeout passes, so a job that ended out of order is counted.
+ * (in bench (b) they were about half the server's requests). If --timeout passes, a round over
+ * the unfinished jobs (up to LT_POLL_WINDOW) comes before the report, so that a job that ended
+ * out of order is counted.
  * Latencies that happen on the server (queue wait, end to end) come from the job's own timestamps,
  * so the polling rate does not distort them; submit latency is the client-side transfer time of
  * each POST. */
@@ -607,7 +608,8 @@ static void poll_round(lt_t *lt, size_t *scan_from, size_t window, int stop_at_q
 }
 
 /* Polls unfinished jobs, oldest first, until all ended, the deadline passed or SIGINT; then, if
- * some have not ended, looks at each of them once more. */
+ * some have not ended, looks once more at the oldest LT_POLL_WINDOW of them (the jobs every round
+ * looked at before rounds stopped at the queue's front). */
 static void wait_all(lt_t *lt, int64_t deadline)
 {
     size_t scan_from = 0; /* jobs before this index have all ended */
@@ -622,7 +624,7 @@ static void wait_all(lt_t *lt, int64_t deadline)
         }
     }
     if (lt->ended < lt->accepted && !lt_interrupted)
-        poll_round(lt, &scan_from, lt->njobs, 0);
+        poll_round(lt, &scan_from, LT_POLL_WINDOW, 0);
 }
 
 /* ---------- report ---------- */
