@@ -146,9 +146,9 @@ def test_no_wait_returns_after_submitting(env):
 def test_polls_stop_at_the_queue_and_look_again_at_the_end(env):
     """A poll round goes oldest first and starts no more polls once a job is still queued (the
     jobs behind it are queued too; bench (b) counts the requests this saves). So that a job that
-    ended out of order is not missed, every unfinished job is looked at once more before the
-    report: here the newest is canceled while the oldest still waits, and with one poll in
-    flight no round ever reaches it."""
+    ended out of order is not missed, the unfinished jobs (the oldest 2,000) are looked at once
+    more before the report: here the newest is canceled while the oldest still waits, and with
+    one poll in flight no round ever reaches it."""
     import subprocess
     env.start_server()  # no workers: the queue does not move
     token = env.add_user("order", credits=100000)
