@@ -38,7 +38,8 @@ class SSE:
         cur = {}
         try:
             while True:
-                line = self.resp.fp.readline()
+                # the decoded body: a chunk of the chunked encoding may end inside a line
+                line = self.resp.readline()
                 if not line:
                     break
                 line = line.decode().rstrip("\n")
