@@ -2506,9 +2506,10 @@ static unsigned front_threads(const server_t *s)
 /* Each connection's memory in libmicrohttpd: its read buffer (half of it at the start of each
  * request; a request's whole header block must fit, with libmicrohttpd's own header records) and
  * the answer's status line and headers. libmicrohttpd's default is 32 KiB, and it zeroes the
- * whole block at the end of every request of a keep-alive connection: 6 % of the server's CPU in a
- * `GET /api/v1/generation/{id}` run (bench/RESULTS.md, ninth session). 16 KiB still takes a 12 KiB
- * header block (test_badinput's test_header_block_limit); a larger one is a 431. */
+ * whole block at the end of every request of a keep-alive connection: about 5 % of the server's
+ * CPU in a GET or create run (bench/RESULTS.md, ninth session). 16 KiB still takes a 12 KiB
+ * header block (test_badinput's test_header_block_limit); a larger one is a 431. A long answer of
+ * unknown length (an event stream) goes out in smaller chunks. */
 #define CONNECTION_MEMORY (16 * 1024)
 
 /* Starts one libmicrohttpd daemon on bind:port answering with handler: the connection limit,
