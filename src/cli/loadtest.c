@@ -581,20 +581,25 @@ static int submit_all(lt_t *lt)
     return 0;
 }
 
+/* The first job from i on that was accepted and has not ended (lt->njobs when none). */
+static size_t next_unfinished(const lt_t *lt, size_t i)
+{
+    while (i < lt->njobs && (!lt->jobs[i].id[0] || is_terminal(lt->jobs[i].state)))
+        i++;
+    return i;
+}
+
 /* One poll round over the unfinished jobs from *scan_from on (at most `window` of them, oldest
  * first); with stop_at_queued, no poll starts after one found its job queued. */
 static void poll_round(lt_t *lt, size_t *scan_from, size_t window, int stop_at_queued)
 {
-    while (*scan_from < lt->njobs &&
-           (!lt->jobs[*scan_from].id[0] || is_terminal(lt->jobs[*scan_from].state)))
-        (*scan_from)++;
+    *scan_from = next_unfinished(lt, *scan_from);
     lt->round_queued = 0;
     size_t i = *scan_from, started = 0;
     while ((started < window || lt->busy) && !lt_interrupted) {
         lt_xfer_t *x;
         while (started < window && !(stop_at_queued && lt->round_queued) && (x = idle_slot(lt))) {
-            while (i < lt->njobs && (!lt->jobs[i].id[0] || is_terminal(lt->jobs[i].state)))
-                i++;
+            i = next_unfinished(lt, i);
             if (i >= lt->njobs || start_poll(lt, x, i++) != 0) {
                 window = started;
                 break;
