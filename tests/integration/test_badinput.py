@@ -345,7 +345,7 @@ def test_tokens_table(env):
 def test_header_block_limit(env):
     """A request's header block of up to 12 KiB is read (libmicrohttpd's memory per connection is
     16 KiB, src/api/server.c's CONNECTION_MEMORY); a larger one is refused with a 4xx and
-    nothing else: the server goes on serving, on new connections and on kept-alive ones."""
+    nothing else: the server goes on serving new connections."""
     env.start_server(*FAST)
     tok = env.add_user("erin", credits=1000)
     auth = {"Authorization": "Bearer " + tok}
