@@ -67,6 +67,15 @@ class Chaos:
         """Live workers that are not the one currently stopped."""
         return [w for w in self.live_workers() if w is not self.stopped]
 
+    def started(self, w):
+        """Whether w has set up its signal handling: it logs its first line (worker_placement)
+        only after that. Between exec and that point a SIGTERM ends any process by the signal's
+        default action, as it would a pod's container; the drain contract starts there."""
+        try:
+            return os.path.getsize(os.path.join(self.env.dir, w.logname)) > 0
+        except OSError:
+            return False
+
     def restart_server(self):
         env = self.env
         env.kill9(env.server)
@@ -92,8 +101,8 @@ class Chaos:
             w = self.rng.choice(live)
             self.env.kill9(w)
             self.counts["worker_kill9"] += 1
-        elif roll < 0.85 and live:
-            w = self.rng.choice(live)
+        elif roll < 0.85 and [w for w in live if self.started(w)]:
+            w = self.rng.choice([w for w in live if self.started(w)])
             rc = self.env.stop(w, signal.SIGTERM, timeout=60)
             assert rc == 0, f"worker {w.worker_id} exited {rc} on SIGTERM"
             self.counts["worker_sigterm"] += 1
