@@ -1714,7 +1714,9 @@ static const struct {
     {"purge_list", "generation_jobs_ended", "generation_jobs_ended"},
     {"purge_ledger", "sqlite_autoindex_credit_ledger_1", NULL},
     {"ledger_list", "credit_ledger_user", "credit_ledger_user"},
-    {"usage", "generation_jobs_completed", "generation_jobs_ended"}, /* PostgreSQL: schema_v13 */
+    /* PostgreSQL: schema_v13; SQLite: either index of ended jobs by completed_at (schema_v11
+     * made generation_jobs_ended's predicate one that `status = 'completed'` implies) */
+    {"usage", "generation_jobs_completed|generation_jobs_ended", "generation_jobs_ended"},
     /* PostgreSQL: the job leased or renewed by its primary key, not by a scan of the partial
      * index of the queued or running jobs (one statement each there; see store_pg.c); the claim
      * finds the fair-share user and its head job in the queue's index */
@@ -1961,6 +1963,96 @@ static int raw_job_exec(const char *fmt, const char *id)
     char sql[1024];
     snprintf(sql, sizeof sql, fmt, id);
     return raw_exec(sql);
+}
+
+/* SQLite: how many in-memory B-trees (OpenEphemeral) the program of sql builds, through a second
+ * connection; -1 when it does not compile. */
+static int raw_ephemerals(const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    char explain[1024];
+    int n = -1;
+    snprintf(explain, sizeof explain, "EXPLAIN %s", sql);
+    if (sqlite3_open_v2(t_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, explain, -1, &stmt, NULL) == SQLITE_OK) {
+        n = 0;
+        while (sqlite3_step(stmt) == SQLITE_ROW)
+            n += strcmp((const char *)sqlite3_column_text(stmt, 1), "OpenEphemeral") == 0;
+    }
+    if (n < 0)
+        fprintf(stderr, "sqlite: %s: %s\n", explain, sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return n;
+}
+
+/* What schema_v11 put back as it was in a store of version 10: the CHECKs of a job's status and
+ * a webhook's state, the predicate of generation_jobs_ended and the WHEN of webhooks_job_end as
+ * IN lists. */
+#define SQLITE_UNDO_V11                                                                            \
+    "BEGIN; PRAGMA writable_schema = ON;"                                                          \
+    " UPDATE sqlite_schema SET sql = replace(sql, 'status = ''pending'' OR status = ''queued'' OR" \
+    " status = ''in_progress'' OR status = ''completed'' OR status = ''failed'' OR status ="       \
+    " ''canceled''', 'status IN     (''pending'',''queued'',''in_progress'',''completed'',"        \
+    "''failed'',''canceled'')') WHERE name = 'generation_jobs';"                                  \
+    " UPDATE sqlite_schema SET sql = replace(sql, 'state = ''waiting'' OR state = ''pending'' OR"  \
+    " state = ''delivered'' OR state = ''failed''', 'state IN    (''waiting'',''pending'',"        \
+    "''delivered'',''failed'')') WHERE name = 'webhooks';"                                        \
+    " PRAGMA schema_version = 1000; PRAGMA writable_schema = OFF;"                                 \
+    " DROP INDEX generation_jobs_ended; CREATE INDEX generation_jobs_ended ON"                     \
+    " generation_jobs(completed_at) WHERE status IN ('completed','failed','canceled');"            \
+    " DROP TRIGGER webhooks_job_end; CREATE TRIGGER webhooks_job_end AFTER UPDATE OF status ON"    \
+    " generation_jobs WHEN NEW.status IN ('completed','failed','canceled') AND OLD.status IS NOT"  \
+    " NEW.status BEGIN UPDATE webhooks SET state = 'pending' WHERE job_id = NEW.id AND state ="    \
+    " 'waiting'; END; UPDATE schema_version SET version = 10; COMMIT;"
+
+#define T_INSERT_SQL                                                                               \
+    "INSERT INTO generation_jobs(id, user_id, status, prompt, seq, queue_pos, counted)"            \
+    " VALUES ('j-raw', 'ann', 'queued', 'p', 1000, 1000, 1)"
+#define T_END_SQL "UPDATE generation_jobs SET status = 'completed', completed_at = 5 WHERE id = 'x'"
+
+/* SQLite (schema_v11): a job's insert and the update that ends it build no in-memory B-tree (an
+ * IN list of three or more constants in a CHECK, a partial index's predicate or a trigger's
+ * WHEN builds one each time), in a new store and in one migrated from version 10; the CHECK still
+ * refuses a status that is not one of the six, and an ended job's webhook is still made due. */
+static void test_job_writes_build_no_temp_btree(void)
+{
+    if (t_pg)
+        return;
+    store_t *s = open_fresh();
+    job_params_t p = params(3);
+    p.webhook_url = "https://hooks.example.com/x";
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 1000, T0), STORE_OK);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) { /* a store of version 10, migrated by this pingvas */
+            CHECK_INT(raw_ephemerals(T_INSERT_SQL), 2);
+            CHECK_INT(raw_ephemerals(T_END_SQL), 5);
+            CHECK_INT(store_migrate(s), STORE_OK);
+        }
+        CHECK_INT(raw_ephemerals(T_INSERT_SQL), 0);
+        CHECK_INT(raw_ephemerals(T_END_SQL), 0);
+        CHECK(raw_exec("INSERT INTO generation_jobs(id, user_id, status, prompt, seq, queue_pos)"
+                       " VALUES ('bad', 'ann', 'done', 'p', 2000, 2000)") != 0);
+        job_t j;
+        char id[JOB_ID_SIZE];
+        store_webhook_t w;
+        CHECK_INT(create(s, "ann", 1, T0 + 1, NULL), STORE_OK);
+        CHECK_INT(store_job_create(s, "ann", &p, NULL, 1, 0, 0, T0 + 1, &j), STORE_OK);
+        snprintf(id, sizeof id, "%s", j.id);
+        job_clear(&j);
+        CHECK_INT(store_job_cancel(s, "ann", id, T0 + 2, &j), STORE_OK);
+        job_clear(&j);
+        CHECK_INT(store_webhook_get(s, id, &w), STORE_OK);
+        CHECK_STR(w.state, "pending");
+        CHECK(raw_exec("UPDATE webhooks SET state = 'sent'") != 0); /* the CHECK holds */
+        if (round == 0)
+            CHECK_INT(raw_exec(SQLITE_UNDO_V11), 0);
+    }
+    close_fresh(s);
 }
 
 /* SQLite: a job the server creates (counted, schema_v10: its event and counts written by the create
@@ -2293,6 +2385,59 @@ static void test_complete_many_error(void)
     close_fresh(s);
 }
 
+#define REFUSE_BOOM_SQLITE                                                                         \
+    "CREATE TRIGGER refuse_boom BEFORE INSERT ON generation_jobs WHEN NEW.prompt = 'boom'"         \
+    " BEGIN SELECT RAISE(ABORT, 'boom refused by the test'); END"
+
+/* A write that fails for one create of a batch (SQLite): that create alone is STORE_ERR with the
+ * store's message; the others before and after it are created (the writer runs the batch again,
+ * each create under a savepoint), with their users' counts and distinct, growing seqs. */
+static void test_create_many_write_error(void)
+{
+    if (t_pg)
+        return; /* PostgreSQL writes a batch in one statement: all or nothing */
+    store_t *s = open_fresh();
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    CHECK_INT(store_user_add(s, "ann", "standard", 100, T0), STORE_OK);
+    CHECK_INT(store_user_add(s, "bob", "standard", 100, T0), STORE_OK);
+    CHECK_INT(raw_exec(REFUSE_BOOM_SQLITE), 0);
+    job_params_t p = params(3), boom = params(3);
+    boom.prompt = (char *)"boom";
+    store_create_t c[4] = {{.user = "ann", .reserve = 5, .p = &p},
+                           {.user = "ann", .reserve = 7, .p = &boom},
+                           {.user = "bob", .reserve = 2, .p = &p, .idem_key = "kb"},
+                           {.user = "ann", .reserve = 1, .p = &p}};
+    for (int i = 0; i < 4; i++)
+        c[i].now = T0 + 1;
+    CHECK_INT(store_job_create_many(s, c, 4), STORE_OK);
+    int want[4] = {STORE_OK, STORE_ERR, STORE_OK, STORE_OK};
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(c[i].rc, want[i]);
+    if (!strstr(c[1].err, "boom refused by the test"))
+        CHECK_STR(c[1].err, "(the trigger's message)");
+    CHECK(c[0].out.seq > 0 && c[0].out.seq < c[2].out.seq && c[2].out.seq < c[3].out.seq);
+    for (int i = 0; i < 4; i++) {
+        job_t j;
+        if (i == 1)
+            continue;
+        CHECK_INT(store_job_get(s, c[i].out.id, &j), STORE_OK);
+        CHECK_INT(j.seq, c[i].out.seq);
+        job_clear(&j);
+    }
+    for (int i = 0; i < 4; i++)
+        job_clear(&c[i].out);
+    CHECK_INT(reserved(s, "ann"), 5 + 1);
+    CHECK_INT(reserved(s, "bob"), 2);
+    CHECK_INT(count_jobs(s, "ann", -1), 2);
+    CHECK_INT(count_jobs(s, "bob", -1), 1);
+    user_t u;
+    CHECK_INT(store_user_get(s, "ann", &u), STORE_OK);
+    CHECK_INT(u.stored, 2);
+    close_fresh(s);
+}
+
 /* The event log: triggers write a "job" event per status change and a "worker" event per
  * worker change, in the same transaction; reads filter by user; seq only grows. */
 static void test_event_log(void)
@@ -2427,6 +2572,8 @@ static void test_throughput_report(void)
     X(test_ended_has_webhook)                                                                      \
     X(test_complete_many)                                                                          \
     X(test_complete_many_error)                                                                    \
+    X(test_create_many_write_error)                                                                \
+    X(test_job_writes_build_no_temp_btree)                                                         \
     X(test_create_many)                                                                            \
     X(test_create_many_values)                                                                     \
     X(test_create_counted_like_triggers)                                                           \
