@@ -375,17 +375,18 @@ static const char schema_v10[] =
  * membership test of a new in-memory B-tree filled with the list, built again each time it
  * runs: the status CHECK of generation_jobs, the predicate of generation_jobs_ended (on every
  * insert, and on every update of status), the WHEN of webhooks_job_end (on every update of
- * status) and the state CHECK of webhooks (on every change of a webhook's state). Two per create were about a third of the instructions a create cost in the
- * writer (callgrind). Written as ORs of equalities they are plain comparisons. The index and the
- * trigger are made again here; the CHECKs, which no ALTER TABLE changes, are rewritten in the
- * schema table (relax_checks), the procedure SQLite documents for a change that leaves
- * every stored row as it is. ENDED_STATUS is also the purge's filter, word for word: SQLite
- * uses a partial index only for a query whose WHERE implies the index's, and an IN list does
- * not imply an OR of equalities. */
+ * status) and the state CHECK of webhooks (on every change of a webhook's state). Two per create
+ * were about a third of the instructions a create cost in the writer (callgrind). Written as ORs of
+ * equalities they are plain comparisons. The index and the trigger are made again here; the CHECKs,
+ * which no ALTER TABLE changes, are rewritten in the schema table (relax_checks), the procedure
+ * SQLite documents for a change that leaves every stored row as it is. ENDED_STATUS is also the
+ * purge's filter, word for word: SQLite uses a partial index only for a query whose WHERE implies
+ * the index's, and an IN list does not imply an OR of equalities. */
 #define ENDED_STATUS(c) "(" c " = 'completed' OR " c " = 'failed' OR " c " = 'canceled')"
-#define STATUS_CHECK_V2 "status IN     ('pending','queued','in_progress','completed','failed','canceled')"
+#define STATUS_CHECK_V2                                                                            \
+    "status IN     ('pending','queued','in_progress','completed','failed','canceled')"
 #define STATUS_CHECK_V11                                                                           \
-    "status = 'pending' OR status = 'queued' OR status = 'in_progress' OR status = 'completed'"   \
+    "status = 'pending' OR status = 'queued' OR status = 'in_progress' OR status = 'completed'"    \
     " OR status = 'failed' OR status = 'canceled'"
 #define STATE_CHECK_V8 "state IN    ('waiting','pending','delivered','failed')"
 #define STATE_CHECK_V11                                                                            \
@@ -402,9 +403,9 @@ static const char schema_v11[] =
     EVENTS_NOW_MS " WHERE job_id = NEW.id AND state = 'waiting'; END;";
 /* clang-format on */
 
-static const char *const migrations[SCHEMA_VERSION] = {
-    schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6,
-    schema_v7, schema_v8, schema_v9, schema_v10, schema_v11};
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2,  schema_v3, schema_v4,
+                                                       schema_v5, schema_v6,  schema_v7, schema_v8,
+                                                       schema_v9, schema_v10, schema_v11};
 
 /* The webhooks columns read by webhook_cols, in this order, of table t ("" or "webhooks."). */
 #define WEBHOOK_COLS_OF(t)                                                                         \
@@ -494,8 +495,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COMMIT] = "COMMIT",
     [S_PING] = "SELECT COUNT(*) FROM schema_version",
     [S_USER_GET] = "SELECT " USER_COLS_OF("") " FROM users WHERE name = ?1",
-    [S_PURGE_LIST] = "SELECT id FROM generation_jobs WHERE " ENDED_STATUS("status")
-                     " AND completed_at < ?1 ORDER BY completed_at LIMIT ?2",
+    [S_PURGE_LIST] = "SELECT id FROM generation_jobs WHERE " ENDED_STATUS(
+        "status") " AND completed_at < ?1 ORDER BY completed_at LIMIT ?2",
     [S_PURGE_LEDGER] = "UPDATE credit_ledger SET job_id = NULL WHERE job_id = ?1",
     [S_PURGE_JOB] = "DELETE FROM generation_jobs WHERE id = ?1",
     /* one create of a group commit (create_one) */
@@ -1559,7 +1560,6 @@ typedef struct batch_user {
     int64_t queued;
 } batch_user_t;
 
-
 /* The batch's entry of user, added when absent (users has room for every create of the batch);
  * NULL only without room. */
 static batch_user_t *batch_user(batch_user_t *users, size_t *n, size_t cap, const char *user)
@@ -1595,8 +1595,8 @@ static int batch_counts(sqlite_store_t *s, const batch_user_t *users, size_t n)
 
 /* Inserts the job row (counted: its event row here, its user's counts at the end of the batch,
  * batch_counts) and its webhook row of an admitted create; out is the new job. */
-static int insert_job(sqlite_store_t *s, const store_create_t *q, const user_t *u,
-                      int64_t *next, job_t *out)
+static int insert_job(sqlite_store_t *s, const store_create_t *q, const user_t *u, int64_t *next,
+                      job_t *out)
 {
     const job_params_t *p = q->p;
     int64_t seed = store_rule_seed(p->seed);

@@ -1995,10 +1995,10 @@ static int raw_ephemerals(const char *sql)
     " UPDATE sqlite_schema SET sql = replace(sql, 'status = ''pending'' OR status = ''queued'' OR" \
     " status = ''in_progress'' OR status = ''completed'' OR status = ''failed'' OR status ="       \
     " ''canceled''', 'status IN     (''pending'',''queued'',''in_progress'',''completed'',"        \
-    "''failed'',''canceled'')') WHERE name = 'generation_jobs';"                                  \
+    "''failed'',''canceled'')') WHERE name = 'generation_jobs';"                                   \
     " UPDATE sqlite_schema SET sql = replace(sql, 'state = ''waiting'' OR state = ''pending'' OR"  \
     " state = ''delivered'' OR state = ''failed''', 'state IN    (''waiting'',''pending'',"        \
-    "''delivered'',''failed'')') WHERE name = 'webhooks';"                                        \
+    "''delivered'',''failed'')') WHERE name = 'webhooks';"                                         \
     " PRAGMA schema_version = 1000; PRAGMA writable_schema = OFF;"                                 \
     " DROP INDEX generation_jobs_ended; CREATE INDEX generation_jobs_ended ON"                     \
     " generation_jobs(completed_at) WHERE status IN ('completed','failed','canceled');"            \
