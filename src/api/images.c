@@ -1,25 +1,26 @@
 /* images.c: the keys of job images (see images.h). */
 #include "api/images.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "lib/hmac.h"
 
 #define TAG_BYTES 16 /* 128 bits of HMAC in the key */
 #define ID_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 
 int image_key(const char *secret, const char *job_id, char *buf, size_t size)
 {
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mlen = 0;
+    static const char digits[] = "0123456789abcdef";
+    unsigned char mac[HMAC_SHA256_LEN];
     char tag[2 * TAG_BYTES + 1];
-    if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)job_id,
-              strlen(job_id), mac, &mlen) ||
-        mlen < TAG_BYTES)
+    if (hmac_sha256(secret, strlen(secret), job_id, strlen(job_id), mac) != 0)
         return -1;
-    for (int i = 0; i < TAG_BYTES; i++)
-        snprintf(tag + 2 * i, 3, "%02x", mac[i]);
+    for (int i = 0; i < TAG_BYTES; i++) {
+        tag[2 * i] = digits[mac[i] >> 4];
+        tag[2 * i + 1] = digits[mac[i] & 15];
+    }
+    tag[2 * TAG_BYTES] = '\0';
     int n = snprintf(buf, size, "jobs/%s-%s.png", job_id, tag);
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }

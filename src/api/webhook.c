@@ -2,7 +2,6 @@
 #include "api/webhook.h"
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,6 +12,7 @@
 
 #include "lib/b64.h"
 #include "lib/clock.h"
+#include "lib/hmac.h"
 #include "lib/httpc.h"
 #include "lib/log.h"
 #include "lib/netguard.h"
@@ -71,20 +71,18 @@ int webhook_sign(const unsigned char *key, size_t keylen, const char *id, int64_
     int hl = snprintf(head, sizeof head, "%s.%lld.", id, (long long)ts);
     if (hl < 0 || (size_t)hl >= sizeof head || outlen < 64)
         return -1;
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
+    unsigned char mac[HMAC_SHA256_LEN];
     char *msg = malloc((size_t)hl + len + 1);
     if (!msg)
         return -1;
     memcpy(msg, head, (size_t)hl);
     memcpy(msg + hl, body, len);
-    int ok = HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, (size_t)hl + len, mac,
-                  &maclen) != NULL;
+    int ok = hmac_sha256(key, keylen, msg, (size_t)hl + len, mac) == 0;
     free(msg);
     if (!ok)
         return -1;
     memcpy(out, "v1,", 3);
-    EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)maclen);
+    EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)sizeof mac);
     return 0;
 }
 

@@ -1,15 +1,16 @@
-/* sigv4.c: AWS Signature Version 4 with OpenSSL's HMAC and SHA-256. See sigv4.h; the steps and
+/* sigv4.c: AWS Signature Version 4 with HMAC-SHA256 (lib/hmac.h) and OpenSSL's SHA-256. See sigv4.h; the steps and
  * names follow AWS's "Signature Version 4 signing process": canonical request, string to sign,
  * signing key, signature. */
 #include "blob/sigv4.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include "lib/hmac.h"
 
 #define SIGV4_CANON_MAX 16384 /* bytes; cap on a canonical request (our requests are < 1 KiB) */
 #define SIGV4_SCOPE_MAX 256
@@ -47,16 +48,6 @@ void sigv4_sha256_hex(const void *data, size_t len, char out[65])
     to_hex(md, sizeof md, out);
 }
 
-static int hmac256(const void *key, size_t klen, const char *msg, size_t mlen,
-                   unsigned char out[32])
-{
-    unsigned int olen = 0;
-    if (!HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)msg, mlen, out, &olen) ||
-        olen != 32)
-        return -1;
-    return 0;
-}
-
 int sigv4_signing_key(const char *secret, const char *date, const char *region, const char *service,
                       unsigned char out[32])
 {
@@ -68,10 +59,10 @@ int sigv4_signing_key(const char *secret, const char *date, const char *region, 
         return -1;
     unsigned char a[32], b[32];
     int rc = -1;
-    if (hmac256(k, (size_t)n, date, strlen(date), a) != 0 ||
-        hmac256(a, 32, region, strlen(region), b) != 0 ||
-        hmac256(b, 32, service, strlen(service), a) != 0 ||
-        hmac256(a, 32, "aws4_request", 12, out) != 0)
+    if (hmac_sha256(k, (size_t)n, date, strlen(date), a) != 0 ||
+        hmac_sha256(a, 32, region, strlen(region), b) != 0 ||
+        hmac_sha256(b, 32, service, strlen(service), a) != 0 ||
+        hmac_sha256(a, 32, "aws4_request", 12, out) != 0)
         goto out;
     rc = 0;
 out:
@@ -155,7 +146,7 @@ static int sign_canonical(const sigv4_signer_t *sg, const char *amz_date, const 
     unsigned char key[32], mac[32];
     int rc = -1;
     if (sigv4_signing_key(sg->secret_key, date, sg->region, sg->service, key) != 0 ||
-        hmac256(key, sizeof key, sts, (size_t)n, mac) != 0)
+        hmac_sha256(key, sizeof key, sts, (size_t)n, mac) != 0)
         goto out;
     to_hex(mac, sizeof mac, sig);
     rc = 0;

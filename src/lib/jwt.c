@@ -9,25 +9,15 @@
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define HS256_LEN 32
+#include "lib/hmac.h"
+
+#define HS256_LEN HMAC_SHA256_LEN
 
 /* The one header we mint. Verification does not depend on its exact bytes. */
 static const char jwt_header_json[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-
-/* HMAC-SHA256 of data into mac (HS256_LEN bytes). Returns 0 or -1. */
-static int hs256(const char *secret, size_t secret_len, const char *data, size_t len,
-                 unsigned char *mac)
-{
-    unsigned int mac_len = 0;
-    if (!HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)data, len, mac,
-              &mac_len))
-        return -1;
-    return mac_len == HS256_LEN ? 0 : -1;
-}
 
 char *jwt_sign_hs256(const char *secret, size_t secret_len, const char *sub, int64_t now_s,
                      int64_t ttl_s)
@@ -70,7 +60,7 @@ char *jwt_sign_hs256_role(const char *secret, size_t secret_len, const char *sub
     memcpy(buf + hl + 1, p64, pl);
     buf[signing_len] = '\0';
     unsigned char mac[HS256_LEN];
-    if (hs256(secret, secret_len, buf, signing_len, mac) != 0) {
+    if (hmac_sha256(secret, secret_len, buf, signing_len, mac) != 0) {
         free(buf);
         goto out;
     }
@@ -196,7 +186,7 @@ static int check_signature(const char *token, size_t signed_len, const unsigned 
 {
     unsigned char mac[HS256_LEN];
     if (!secret || secret_len == 0 || secret_len > INT32_MAX ||
-        hs256(secret, secret_len, token, signed_len, mac) != 0)
+        hmac_sha256(secret, secret_len, token, signed_len, mac) != 0)
         return JWT_BAD_SIG;
     int same = sig_len == HS256_LEN && CRYPTO_memcmp(mac, sig, HS256_LEN) == 0;
     OPENSSL_cleanse(mac, sizeof mac);
