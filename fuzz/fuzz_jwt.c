@@ -1,7 +1,9 @@
 /* fuzz_jwt.c: libFuzzer target for jwt_verify_hs256 and the base64url decoder.
  *
  *   clang -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc fuzz/fuzz_jwt.c \
- *       src/jwt.c -ljansson -lcrypto -o fuzz_jwt && ./fuzz_jwt
+ *       src/lib/jwt.c src/lib/hmac.c src/lib/b64.c -ljansson -lcrypto -o fuzz_jwt && ./fuzz_jwt
+ *
+ * (scripts/fuzz.sh jwt builds and runs it the same way.)
  *
  * Invariants: no crash, no leak; a token accepted under the fixed key yields a non-empty
  * subject; decoding then re-encoding base64url gives back the input (canonical encoding). */
