@@ -1,6 +1,6 @@
-/* sigv4.c: AWS Signature Version 4 with HMAC-SHA256 (lib/hmac.h) and OpenSSL's SHA-256. See sigv4.h; the steps and
- * names follow AWS's "Signature Version 4 signing process": canonical request, string to sign,
- * signing key, signature. */
+/* sigv4.c: AWS Signature Version 4 with HMAC-SHA256 (lib/hmac.h) and OpenSSL's SHA-256. See
+ * sigv4.h; the steps and names follow AWS's "Signature Version 4 signing process": canonical
+ * request, string to sign, signing key, signature. */
 #include "blob/sigv4.h"
 
 #include <openssl/crypto.h>
