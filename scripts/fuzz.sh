@@ -39,14 +39,14 @@ FLAGS=(-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
 
 # target: sources and libraries it links (beside fuzz/fuzz_<target>.c)
 declare -A SRCS=(
-  [create_body]="src/core/validate.c src/core/apierr.c src/core/job.c src/lib/jsonw.c src/lib/clock.c src/lib/log.c src/lib/netguard.c"
+  [create_body]="src/core/validate.c src/core/apierr.c src/core/job.c src/lib/b64.c src/lib/jsonw.c src/lib/clock.c src/lib/log.c src/lib/netguard.c"
   [jwt]="src/lib/jwt.c src/lib/hmac.c src/lib/b64.c"
-  [wire]="src/core/wire.c src/core/apierr.c src/core/job.c src/lib/jsonw.c src/lib/clock.c"
+  [wire]="src/core/wire.c src/core/apierr.c src/core/job.c src/lib/b64.c src/lib/jsonw.c src/lib/clock.c"
   [route]="src/api/route.c"
   [celery]="src/bridge/celery.c src/core/job.c src/lib/jsonw.c src/lib/b64.c src/lib/clock.c src/lib/log.c src/lib/url.c"
   [comfyui]="src/backend/comfyui_proto.c"
   [a1111]="src/backend/a1111_proto.c src/lib/b64.c"
-  [aws]="src/blob/awscreds.c src/blob/sigv4.c src/lib/hmac.c src/worker/imds.c src/lib/httpc.c src/lib/http1.c src/lib/clock.c src/lib/log.c"
+  [aws]="src/blob/awscreds.c src/blob/sigv4.c src/lib/hmac.c src/lib/b64.c src/worker/imds.c src/lib/httpc.c src/lib/http1.c src/lib/clock.c src/lib/log.c"
   [url]="src/lib/url.c src/lib/log.c src/lib/clock.c"
 )
 declare -A LIBS=(

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/b64.h"
 #include "lib/hmac.h"
 
 #define TAG_BYTES 16 /* 128 bits of HMAC in the key */
@@ -11,16 +12,11 @@
 
 int image_key(const char *secret, const char *job_id, char *buf, size_t size)
 {
-    static const char digits[] = "0123456789abcdef";
     unsigned char mac[HMAC_SHA256_LEN];
     char tag[2 * TAG_BYTES + 1];
     if (hmac_sha256(secret, strlen(secret), job_id, strlen(job_id), mac) != 0)
         return -1;
-    for (int i = 0; i < TAG_BYTES; i++) {
-        tag[2 * i] = digits[mac[i] >> 4];
-        tag[2 * i + 1] = digits[mac[i] & 15];
-    }
-    tag[2 * TAG_BYTES] = '\0';
+    hex_encode(mac, TAG_BYTES, tag);
     int n = snprintf(buf, size, "jobs/%s-%s.png", job_id, tag);
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }

@@ -10,21 +10,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/b64.h"
 #include "lib/hmac.h"
 
 #define SIGV4_CANON_MAX 16384 /* bytes; cap on a canonical request (our requests are < 1 KiB) */
 #define SIGV4_SCOPE_MAX 256
-
-static const char hexdig[] = "0123456789abcdef";
-
-static void to_hex(const unsigned char *in, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hexdig[in[i] >> 4];
-        out[2 * i + 1] = hexdig[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
 
 int sigv4_format_time(int64_t t, char amz_date[17], char date[9])
 {
@@ -45,7 +35,7 @@ void sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
     SHA256(len ? data : (const void *)"", len, md);
-    to_hex(md, sizeof md, out);
+    hex_encode(md, sizeof md, out);
 }
 
 int sigv4_signing_key(const char *secret, const char *date, const char *region, const char *service,
@@ -148,7 +138,7 @@ static int sign_canonical(const sigv4_signer_t *sg, const char *amz_date, const 
     if (sigv4_signing_key(sg->secret_key, date, sg->region, sg->service, key) != 0 ||
         hmac_sha256(key, sizeof key, sts, (size_t)n, mac) != 0)
         goto out;
-    to_hex(mac, sizeof mac, sig);
+    hex_encode(mac, sizeof mac, sig);
     rc = 0;
 out:
     OPENSSL_cleanse(key, sizeof key);

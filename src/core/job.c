@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/b64.h"
 #include "lib/clock.h"
 
 static const char *status_names[] = {"queued", "in_progress", "completed", "failed", "canceled"};
@@ -247,11 +248,7 @@ void random_hex(char *buf, int nbytes)
     if (nbytes < 0)
         nbytes = 0;
     random_bytes(raw, (size_t)nbytes);
-    for (int i = 0; i < nbytes; i++) {
-        buf[2 * i] = hex_digits[raw[i] >> 4];
-        buf[2 * i + 1] = hex_digits[raw[i] & 15];
-    }
-    buf[2 * nbytes] = '\0';
+    hex_encode(raw, (size_t)nbytes, buf);
     OPENSSL_cleanse(raw, sizeof raw);
 }
 

@@ -1,4 +1,4 @@
-/* b64.c: the base64 codecs of b64.h (one alphabet table for both). */
+/* b64.c: the base64 codecs of b64.h (one alphabet table for both), and its hex encoder. */
 #include "lib/b64.h"
 
 #include <ctype.h>
@@ -141,4 +141,14 @@ unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len)
 bad:
     free(out);
     return NULL;
+}
+
+void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
 }

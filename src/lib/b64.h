@@ -1,5 +1,5 @@
-/* b64.h: base64 (RFC 4648): the standard alphabet's decoder for message bodies and images, and
- * the strict base64url codec of JWTs. */
+/* b64.h: bytes as text: base64 (RFC 4648), the standard alphabet's decoder for message bodies
+ * and images and the strict base64url codec of JWTs; and lowercase hex. */
 #ifndef PINGVAS_B64_H
 #define PINGVAS_B64_H
 
@@ -21,5 +21,8 @@ unsigned char *b64_decode(const char *s, size_t len, int flags, size_t max, size
  * for invalid input. */
 char *b64url_encode(const unsigned char *data, size_t len);
 unsigned char *b64url_decode(const char *s, size_t len, size_t *out_len);
+
+/* The n bytes of in as 2n lowercase hex digits and a NUL, into out (2n + 1 bytes). */
+void hex_encode(const unsigned char *in, size_t n, char *out);
 
 #endif

@@ -16,7 +16,7 @@ static void fetch_sha256(void)
     sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
-/* H(pad ^ k0 || a || b) into out, in ctx. */
+/* SHA-256 of (k0 ^ pad) || a into out, in ctx. */
 static int hash_padded(EVP_MD_CTX *ctx, const unsigned char k0[BLOCK], unsigned char pad,
                        const void *a, size_t alen, unsigned char out[HMAC_SHA256_LEN])
 {

@@ -62,5 +62,18 @@ static void test_rejects(void)
     check_decode("Zm9vYmFy", 0, 6, "foobar");
 }
 
-#define TESTS(X) X(test_rfc4648_vectors) X(test_strict_and_lenient) X(test_rejects)
+/* hex_encode: two lowercase digits a byte, high nibble first, then a NUL; nothing for none. */
+static void test_hex_encode(void)
+{
+    const unsigned char in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
+    char out[2 * sizeof in + 1];
+    memset(out, 'x', sizeof out);
+    hex_encode(in, sizeof in, out);
+    CHECK_STR(out, "000fa5ff10");
+    hex_encode(in, 0, out);
+    CHECK_STR(out, "");
+}
+
+#define TESTS(X)                                                                                   \
+    X(test_rfc4648_vectors) X(test_strict_and_lenient) X(test_rejects) X(test_hex_encode)
 #include "t_main.h"

@@ -6,20 +6,15 @@
 #include <openssl/hmac.h>
 #include <pthread.h>
 
+#include "lib/b64.h"
 #include "lib/hmac.h"
-
-static void hex(const unsigned char *b, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
 
 static void check_case(const void *key, size_t klen, const char *msg, size_t mlen, const char *want)
 {
     unsigned char mac[HMAC_SHA256_LEN];
     char got[2 * HMAC_SHA256_LEN + 1];
     CHECK_INT(hmac_sha256(key, klen, msg, mlen, mac), 0);
-    hex(mac, sizeof mac, got);
+    hex_encode(mac, sizeof mac, got);
     CHECK_STR(got, want);
 }
 
