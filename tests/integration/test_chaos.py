@@ -94,6 +94,7 @@ class Chaos:
     # ---- one chaos action ----
     def act(self):
         live = self.targets()
+        ready = [w for w in live if self.started(w)]  # may be SIGTERMed
         roll = self.rng.random()
         if roll < 0.12:
             self.restart_server()
@@ -101,8 +102,8 @@ class Chaos:
             w = self.rng.choice(live)
             self.env.kill9(w)
             self.counts["worker_kill9"] += 1
-        elif roll < 0.85 and [w for w in live if self.started(w)]:
-            w = self.rng.choice([w for w in live if self.started(w)])
+        elif roll < 0.85 and ready:
+            w = self.rng.choice(ready)
             rc = self.env.stop(w, signal.SIGTERM, timeout=60)
             assert rc == 0, f"worker {w.worker_id} exited {rc} on SIGTERM"
             self.counts["worker_sigterm"] += 1
