@@ -1052,8 +1052,8 @@ def write_results(m, tbl):
         "stack's database likewise, wrk, loadtest and the BullMQ node processes from getrusage; "
         "redis-server from schedstat). In brackets, the server's CPU by thread: front "
         "(libmicrohttpd's epoll threads: parsing, validation, reads, answers), pv-create (the "
-        "create writer's group commits), pv-images and pv-complete (the complete writer's two "
-        "stages), pv-claims (the claim dispatcher), pv-events (the event hub). "
+        "create writer's group commits), pv-complete (the complete writer; on PostgreSQL its "
+        "image stage is pv-images), pv-claims (the claim dispatcher), pv-events (the event hub). "
         "Everything runs on this machine's cores, so a row cannot "
         "go faster than the cores divided by its CPU per operation; the last column is the CPU "
         "per operation the row's target leaves here.",

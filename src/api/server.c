@@ -126,6 +126,7 @@ struct server {
     struct req *imaged, *imaged_tail;       /* images stored: queued for the commit stage */
     pthread_t completer, committer;         /* the image stage and the commit stage */
     int completer_started, committer_started;
+    int complete_stages; /* 1: the image stage also commits (SQLite); 2: a pipeline (PostgreSQL) */
     atomic_int imager_done;  /* set once the image stage has stopped: the commit stage drains */
     atomic_int suspended;    /* connections parked right now */
     atomic_int threads_stop; /* set once the daemons are stopped */
@@ -159,9 +160,9 @@ typedef struct req {
     int64_t deadline_mono, seen_mono;
     int claim_rc;
     job_t job;
-    /* a complete-and-claim parked for its next job: the completed job's answer, sent with the
-     * claim's outcome as its "next" (claim_finish) */
-    json_t *done;
+    /* a complete-and-claim parked for its next job: 1 once complete_finish has the completed job
+     * (in sc.done), answered with the claim's outcome as its "next" (claim_finish) */
+    int done;
     /* a complete (op_complete): its report, the PNG it carries (in body, or NULL) and whether
      * to store it at key (put, img), then its outcome (sc) */
     wire_report_t report;
@@ -1489,13 +1490,13 @@ static int upload_for(server_t *s, const char *id, upload_target_t *up)
     return 0;
 }
 
-/* The claim answer (wire.h) for r->job, leased to r->claim.worker_id: its lease and where to
- * upload the image. 0 with *out set (NULL when out of memory), or -1 when the upload target could
- * not be prepared (the job was given back untouched rather than stranded). */
-static int claim_answer_json(server_t *s, req_t *r, json_t **out)
+/* Writes the claim answer (wire.h) for r->job, leased to r->claim.worker_id, into w as member
+ * key (NULL: the whole document): its lease and where to upload the image. 0, or -1 with nothing
+ * written when the upload target could not be prepared (the job was given back untouched rather
+ * than stranded). */
+static int claim_answer_write(server_t *s, req_t *r, jsonw_t *w, const char *key)
 {
     job_t *j = &r->job;
-    *out = NULL;
     atomic_fetch_add(&metrics.claims, 1);
     if (j->attempts == 1 && j->releases == 0 && j->started_at >= j->created_at)
         histogram_observe(&metrics.queue_wait, (double)(j->started_at - j->created_at) / 1000.0);
@@ -1510,36 +1511,53 @@ static int claim_answer_json(server_t *s, req_t *r, json_t **out)
     log_info("event=job_claimed job=%s worker=%s attempt=%d", j->id, r->claim.worker_id,
              j->attempts);
     hub_kick(s->hub);
-    *out = wire_claim_answer_json(j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
-                                  up.needs_lease);
+    wire_claim_answer_write(w, key, j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
+                            up.needs_lease);
     return 0;
+}
+
+/* Sends the text jw holds (taken). */
+static enum MHD_Result send_jsonw(struct MHD_Connection *c, int status, jsonw_t *jw)
+{
+    size_t len;
+    char *text = jsonw_take(jw, &len);
+    return send_json_text(c, status, text, len, NULL, NULL);
 }
 
 /* The answer to a claim that got r->job. */
 static enum MHD_Result claim_answer(server_t *s, struct MHD_Connection *c, req_t *r)
 {
-    json_t *a;
-    if (claim_answer_json(s, r, &a) != 0)
+    jsonw_t jw = {0};
+    if (claim_answer_write(s, r, &jw, NULL) != 0)
         return fail(c, 503, "unavailable", NULL, "could not prepare the image upload");
-    if (!a)
-        return fail(c, 500, "internal", NULL, "out of memory");
-    return send_json(c, 200, a);
+    return send_jsonw(c, 200, &jw);
 }
 
-/* The answer to a complete-and-claim (r->done, taken): the completed job with "next", the claim
- * answer of r->job when the claim got one (claim_rc STORE_OK), else null. The completion is
- * committed whatever the claim's outcome, so a claim that failed is answered with no next job,
- * never with an error. */
+/* The answer to a worker's operation on job j: the job's JSON, without its image URL. */
+static enum MHD_Result send_worker_job(struct MHD_Connection *c, const job_t *j)
+{
+    jsonw_t jw = {0};
+    jsonw_open(&jw);
+    job_json_members(&jw, j, NULL);
+    jsonw_close(&jw);
+    return send_jsonw(c, 200, &jw);
+}
+
+/* The answer to a complete-and-claim (r->done: the completed job in r->sc.done): the completed
+ * job with "next", the claim answer of r->job when the claim got one (claim_rc STORE_OK), else
+ * null. The completion is committed whatever the claim's outcome, so a claim that failed is
+ * answered with no next job, never with an error. */
 static enum MHD_Result done_answer(server_t *s, struct MHD_Connection *c, req_t *r)
 {
-    json_t *done = r->done, *next = NULL;
-    r->done = NULL;
-    if (r->claim_rc == STORE_OK && claim_answer_json(s, r, &next) == 0 && !next) {
-        json_decref(done);
-        return fail(c, 500, "internal", NULL, "out of memory");
-    }
-    json_object_set_new(done, "next", next ? next : json_null());
-    return send_json(c, 200, done);
+    jsonw_t jw = {0};
+    r->done = 0;
+    jsonw_open(&jw);
+    job_json_members(&jw, &r->sc.done, NULL);
+    job_clear(&r->sc.done);
+    if (r->claim_rc != STORE_OK || claim_answer_write(s, r, &jw, "next") != 0)
+        jsonw_null(&jw, "next");
+    jsonw_close(&jw);
+    return send_jsonw(c, 200, &jw);
 }
 
 /* The answer to an image the store could not take (err: its errno): 507 storage_full when the
@@ -1641,18 +1659,17 @@ static enum MHD_Result complete_finish(server_t *s, struct MHD_Connection *c, re
                  (long long)r->sc.done.credits_charged);
     }
     job_ended(s, &r->sc.done);
-    json_t *done = job_to_json(&r->sc.done, NULL);
-    job_clear(&r->sc.done);
-    if (!w->has_next)
-        return send_json(c, 200, done);
-    r->done = done;
+    if (!w->has_next) {
+        enum MHD_Result ret = send_worker_job(c, &r->sc.done);
+        job_clear(&r->sc.done);
+        return ret;
+    }
+    r->done = 1;
     r->claim = w->next;
     r->claim_rc = r->sc.next_rc == STORE_OK ? STORE_OK : STORE_EMPTY;
     job_clear(&r->job);
     r->job = r->sc.next; /* owned by r from here (on_completed) */
     memset(&r->sc.next, 0, sizeof r->sc.next);
-    if (!done)
-        return fail(c, 500, "internal", NULL, "out of memory");
     if (r->claim_rc == STORE_EMPTY && w->next.wait_ms > 0 && !atomic_load(&s->stopping)) {
         r->deadline_mono = clock_mono_ms() + w->next.wait_ms;
         r->seen_mono = 0; /* the first try records the worker idle */
@@ -1708,13 +1725,16 @@ static enum MHD_Result op_complete(server_t *s, struct MHD_Connection *c, req_t 
 #define COMPLETE_BATCH_MAX 64
 #define COMMIT_BATCH_MAX (4 * COMPLETE_BATCH_MAX)
 
-/* The complete writer is a pipeline of two threads, so that the images of batch k+1 are stored
- * while batch k commits:
+/* The complete writer. On PostgreSQL it is a pipeline of two threads, so that the images of
+ * batch k+1 are stored while batch k commits (a commit there mostly waits on the database):
  * - the image stage (image_main) takes every queued complete (up to COMPLETE_BATCH_MAX), stores
  *   the images they carry, all made durable together (blob_put_many), and hands the batch on;
  * - the commit stage (commit_main) takes every batch handed on (up to COMMIT_BATCH_MAX
  *   completes), commits those whose image is stored in one store transaction
  *   (store_job_complete_many) and resumes every connection of them, refused ones included.
+ * On SQLite, where a commit is this process's own CPU and one fsync, the image stage commits its
+ * batch itself (complete_stages 1): with two stages each took batches of about one complete in
+ * bench/run.sh's (b), and one thread takes larger ones for less CPU a job (bench/RESULTS.md).
  * No complete is committed before its image is durable, none whose image failed is committed
  * (complete_finish answers the image error), and none is answered before its commit. */
 
@@ -1761,12 +1781,15 @@ static void complete_commit(server_t *s, req_t *batch, store_complete_t *items)
             r->sc = items[n++];
 }
 
-/* The image stage of the complete writer. Runs until threads_stop with nothing queued. */
+/* The image stage of the complete writer, which with complete_stages 1 also commits. Runs until
+ * threads_stop with nothing queued. */
 static void *image_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "pv-images"); /* top -H, perf */
     server_t *s = arg;
+    pthread_setname_np(pthread_self(), s->complete_stages == 1 ? "pv-complete" : "pv-images");
     blob_item_t *imgs = calloc(COMPLETE_BATCH_MAX, sizeof *imgs);
+    store_complete_t *items =
+        s->complete_stages == 1 ? calloc(COMPLETE_BATCH_MAX, sizeof *items) : NULL;
     for (;;) {
         size_t n;
         req_t *batch = take_batch(s, &s->completes, &s->completes_tail, &s->complete_cv,
@@ -1774,12 +1797,18 @@ static void *image_main(void *arg)
         if (!batch)
             break;
         complete_images(s, batch, imgs);
+        if (s->complete_stages == 1) {
+            complete_commit(s, batch, items);
+            resume_all(batch);
+            continue;
+        }
         pthread_mutex_lock(&s->park_mu);
         queue_append(&s->imaged, &s->imaged_tail, batch);
         pthread_cond_signal(&s->commit_cv);
         pthread_mutex_unlock(&s->park_mu);
     }
     free(imgs);
+    free(items);
     return NULL;
 }
 
@@ -1916,7 +1945,7 @@ static enum MHD_Result internal_job_op(server_t *s, struct MHD_Connection *c, re
     } else {
         return fail(c, 404, "not_found", NULL, "unknown worker operation");
     }
-    ret = send_json(c, 200, job_to_json(&j, NULL));
+    ret = send_worker_job(c, &j);
     job_clear(&j);
     return ret;
 }
@@ -2378,7 +2407,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     job_clear(&r->job);
     job_clear(&r->sc.done);
     job_clear(&r->sc.next);
-    json_decref(r->done);
     free(r);
     *con_cls = NULL;
 }
@@ -2708,17 +2736,21 @@ server_t *server_start(const server_config_t *cfg, char *err, size_t errlen)
 
     if (server_open_store(s, cfg, err, errlen) != 0)
         goto fail;
-    int want = strcmp(store_kind(s->store), "sqlite") == 0 ? 1 : WRITERS_MAX;
+    int sqlite = strcmp(store_kind(s->store), "sqlite") == 0;
+    int want = sqlite ? 1 : WRITERS_MAX;
     while (s->nwriters < want &&
            pthread_create(&s->writers[s->nwriters], NULL, writer_main, s) == 0)
         s->nwriters++;
     s->dispatcher_started = pthread_create(&s->dispatcher, NULL, dispatcher_main, s) == 0;
+    s->complete_stages = sqlite ? 1 : 2;
     if (store_batches_completes(s->store)) {
         s->completer_started = pthread_create(&s->completer, NULL, image_main, s) == 0;
-        s->committer_started = pthread_create(&s->committer, NULL, commit_main, s) == 0;
+        if (s->complete_stages == 2)
+            s->committer_started = pthread_create(&s->committer, NULL, commit_main, s) == 0;
     }
     if (s->nwriters < want || !s->dispatcher_started ||
-        (store_batches_completes(s->store) && !(s->completer_started && s->committer_started))) {
+        (store_batches_completes(s->store) &&
+         !(s->completer_started && (s->committer_started || s->complete_stages == 1)))) {
         snprintf(err, errlen, "cannot start the create writer and claim dispatcher threads");
         goto fail;
     }

@@ -269,20 +269,28 @@ char *wire_release_body(const char *lease_id)
 char *wire_claim_answer(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
                         const char *up_method, const char *up_url, int up_needs_lease)
 {
-    return dump(
-        wire_claim_answer_json(j, lease_ms, heartbeat_ms, up_method, up_url, up_needs_lease));
+    jsonw_t w = {0};
+    wire_claim_answer_write(&w, NULL, j, lease_ms, heartbeat_ms, up_method, up_url, up_needs_lease);
+    return jsonw_take(&w, NULL);
 }
 
-json_t *wire_claim_answer_json(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
-                               const char *up_method, const char *up_url, int up_needs_lease)
+void wire_claim_answer_write(jsonw_t *w, const char *key, const job_t *j, int64_t lease_ms,
+                             int64_t heartbeat_ms, const char *up_method, const char *up_url,
+                             int up_needs_lease)
 {
-    json_t *job = job_to_json(j, NULL);
-    if (!job)
-        return NULL;
-    return (json_pack("{s:o, s:s, s:I, s:I, s:{s:s, s:s, s:b}}", "job", job, "lease_id",
-                      j->lease_id, "lease_ms", (json_int_t)lease_ms, "heartbeat_ms",
-                      (json_int_t)heartbeat_ms, "upload", "method", up_method, "url", up_url,
-                      "needs_lease", up_needs_lease));
+    jsonw_open_key(w, key);
+    jsonw_open_key(w, "job");
+    job_json_members(w, j, NULL);
+    jsonw_close(w);
+    jsonw_str(w, "lease_id", j->lease_id);
+    jsonw_int(w, "lease_ms", lease_ms);
+    jsonw_int(w, "heartbeat_ms", heartbeat_ms);
+    jsonw_open_key(w, "upload");
+    jsonw_str(w, "method", up_method);
+    jsonw_str(w, "url", up_url);
+    jsonw_bool(w, "needs_lease", up_needs_lease);
+    jsonw_close(w);
+    jsonw_close(w);
 }
 
 void wire_job_clear(wire_job_t *j)

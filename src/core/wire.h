@@ -134,10 +134,11 @@ char *wire_claim_answer(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
 int wire_parse_job(const char *body, size_t len, wire_job_t *out, char *err, size_t errlen);
 void wire_job_clear(wire_job_t *j);
 
-/* The claim answer as a JSON object (wire_claim_answer's text; the complete answer's "next").
- * NULL when out of memory; the caller json_decref()s it. */
-json_t *wire_claim_answer_json(const job_t *j, int64_t lease_ms, int64_t heartbeat_ms,
-                               const char *up_method, const char *up_url, int up_needs_lease);
+/* Writes the claim answer (wire_claim_answer's text) into w: as the member key of the object w
+ * is in (the complete answer's "next"), or with key NULL as the whole document. */
+void wire_claim_answer_write(jsonw_t *w, const char *key, const job_t *j, int64_t lease_ms,
+                             int64_t heartbeat_ms, const char *up_method, const char *up_url,
+                             int up_needs_lease);
 /* The answer to a complete (the completed job's JSON) and its "next": 1 with next filled
  * (wire_job_clear) when it carries a claim answer that wire_parse_job accepts, 0 when it has
  * none ("next" null or absent), -1 with err when the body or the next job is malformed. */

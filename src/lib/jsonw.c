@@ -186,6 +186,15 @@ void jsonw_null(jsonw_t *w, const char *key)
     put(w, "null", 4);
 }
 
+void jsonw_bool(jsonw_t *w, const char *key, int v)
+{
+    member(w, key);
+    if (v)
+        put(w, "true", 4);
+    else
+        put(w, "false", 5);
+}
+
 char *jsonw_take(jsonw_t *w, size_t *len)
 {
     char *text = w->err || !w->buf ? NULL : w->buf;

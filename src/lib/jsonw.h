@@ -31,11 +31,12 @@ static inline void jsonw_open(jsonw_t *w)
     jsonw_open_key(w, NULL);
 }
 void jsonw_close(jsonw_t *w);
-/* Members: a string (NULL writes null), an integer, a real, null. */
+/* Members: a string (NULL writes null), an integer, a real, null, a boolean (v != 0: true). */
 void jsonw_str(jsonw_t *w, const char *key, const char *v);
 void jsonw_int(jsonw_t *w, const char *key, int64_t v);
 void jsonw_real(jsonw_t *w, const char *key, double v);
 void jsonw_null(jsonw_t *w, const char *key);
+void jsonw_bool(jsonw_t *w, const char *key, int v);
 /* The text written (NUL-terminated, caller frees) and its length; NULL after an error (the
  * buffer is freed either way). */
 char *jsonw_take(jsonw_t *w, size_t *len);

@@ -177,9 +177,12 @@ static void test_nesting_and_errors(void)
     jsonw_close(&w);
     jsonw_open_key(&w, "e");
     jsonw_close(&w);
+    jsonw_bool(&w, "f", 1);
+    jsonw_bool(&w, "g", 0);
     jsonw_close(&w);
     char *t = jsonw_take(&w, NULL);
-    CHECK_STR(t, "{\"a\":null,\"b\":{\"c\":-9223372036854775808,\"d\":null},\"e\":{}}");
+    CHECK_STR(t, "{\"a\":null,\"b\":{\"c\":-9223372036854775808,\"d\":null},\"e\":{},"
+                 "\"f\":true,\"g\":false}");
     free(t);
     /* deeper than JSONW_DEPTH: an error, no text */
     for (int i = 0; i <= JSONW_DEPTH; i++)

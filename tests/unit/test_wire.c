@@ -53,6 +53,29 @@ static void test_claim_answer_round_trip(void)
     free(text);
 }
 
+/* The claim answer is written without a document tree, in the very text jansson gives for the
+ * same members (what the server sent before, and what every worker parses). */
+static void test_claim_answer_text_is_janssons(void)
+{
+    job_t j = leased_job();
+    for (int lease = 0; lease < 2; lease++) {
+        char *text = wire_claim_answer(&j, 30000, 2500, lease ? "PUT" : "POST",
+                                       "http://127.0.0.1:1/x?a=\"b\"", lease);
+        json_t *want =
+            json_pack("{s:o, s:s, s:I, s:I, s:{s:s, s:s, s:b}}", "job", job_to_json(&j, NULL),
+                      "lease_id", j.lease_id, "lease_ms", (json_int_t)30000, "heartbeat_ms",
+                      (json_int_t)2500, "upload", "method", lease ? "PUT" : "POST", "url",
+                      "http://127.0.0.1:1/x?a=\"b\"", "needs_lease", lease);
+        char *want_text = json_dumps(want, JSON_COMPACT);
+        CHECK(text != NULL && want_text != NULL);
+        if (text && want_text)
+            CHECK_STR(text, want_text);
+        free(text);
+        free(want_text);
+        json_decref(want);
+    }
+}
+
 /* Each broken answer is refused, naming what is wrong, and leaves nothing to free. */
 static void test_claim_answer_checked(void)
 {
@@ -175,9 +198,14 @@ static void test_complete_and_claim(void)
     CHECK_INT(r.has_next, 0);
 
     job_t j = leased_job();
-    json_t *done = json_pack("{s:s, s:o}", "id", "done-1", "next",
-                             wire_claim_answer_json(&j, 30000, 2500, "PUT", "http://h:1/x", 1));
-    char *text = json_dumps(done, JSON_COMPACT);
+    jsonw_t jw = {0};
+    jsonw_open(&jw);
+    jsonw_str(&jw, "id", "done-1");
+    wire_claim_answer_write(&jw, "next", &j, 30000, 2500, "PUT", "http://h:1/x", 1);
+    jsonw_close(&jw);
+    char *text = jsonw_take(&jw, NULL);
+    json_t *done = json_loads(text, 0, NULL);
+    CHECK(done != NULL);
     wire_job_t w;
     char err[128];
     CHECK_INT(wire_parse_complete_answer(text, strlen(text), &w, err, sizeof err), 1);
@@ -199,6 +227,7 @@ static void test_complete_and_claim(void)
 
 #define TESTS(X)                                                                                   \
     X(test_claim_answer_round_trip)                                                                \
+    X(test_claim_answer_text_is_janssons)                                                          \
     X(test_complete_and_claim)                                                                     \
     X(test_claim_answer_checked)                                                                   \
     X(test_worker_bodies_parse)                                                                    \
