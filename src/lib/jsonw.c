@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Room for n more bytes (and the NUL); 0 or -1 with err set. */
+/* Room for n more bytes (and the NUL jsonw_take writes); 0 or -1 with err set. */
 static int reserve(jsonw_t *w, size_t n)
 {
     if (w->err)
@@ -27,75 +27,127 @@ static int reserve(jsonw_t *w, size_t n)
     return 0;
 }
 
-static void put(jsonw_t *w, const char *s, size_t n)
+/* Appends n bytes that reserve made room for. */
+static inline void append(jsonw_t *w, const char *s, size_t n)
 {
-    if (reserve(w, n) != 0)
-        return;
     memcpy(w->buf + w->len, s, n);
     w->len += n;
-    w->buf[w->len] = '\0';
+}
+
+static void put(jsonw_t *w, const char *s, size_t n)
+{
+    if (reserve(w, n) == 0)
+        append(w, s, n);
+}
+
+/* 1 for the bytes a JSON string escapes: '"', '\\' and the control characters. */
+static const unsigned char needs_escape[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1,
+    [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1,
+    [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
+    [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1,
+    [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, ['"'] = 1,  ['\\'] = 1};
+
+/* The length of s and whether any of its bytes needs escaping (*plain 1: none does). */
+static size_t scan(const char *s, int *plain)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    unsigned char any = 0;
+    for (; *p; p++)
+        any |= needs_escape[*p];
+    *plain = !any;
+    return (size_t)(p - (const unsigned char *)s);
+}
+
+/* The escape of c (a byte needs_escape marks) into esc; returns its length. */
+static size_t escape(unsigned char c, char esc[6])
+{
+    static const char hex[] = "0123456789ABCDEF"; /* as jansson writes \u001F */
+    esc[0] = '\\';
+    switch (c) {
+    case '"':
+        esc[1] = '"';
+        return 2;
+    case '\\':
+        esc[1] = '\\';
+        return 2;
+    case '\b':
+        esc[1] = 'b';
+        return 2;
+    case '\f':
+        esc[1] = 'f';
+        return 2;
+    case '\n':
+        esc[1] = 'n';
+        return 2;
+    case '\r':
+        esc[1] = 'r';
+        return 2;
+    case '\t':
+        esc[1] = 't';
+        return 2;
+    default:
+        memcpy(esc + 1, "u00", 3);
+        esc[4] = hex[c >> 4];
+        esc[5] = hex[c & 15];
+        return 6;
+    }
+}
+
+/* s (len bytes, some needing escapes) as a JSON string. */
+static void put_escaped(jsonw_t *w, const char *s, size_t len)
+{
+    put(w, "\"", 1);
+    const char *run = s;
+    for (const unsigned char *p = (const unsigned char *)s; p < (const unsigned char *)s + len;
+         p++) {
+        if (!needs_escape[*p])
+            continue;
+        char esc[6];
+        put(w, run, (size_t)((const char *)p - run));
+        put(w, esc, escape(*p, esc));
+        run = (const char *)p + 1;
+    }
+    put(w, run, (size_t)(s + len - run));
+    put(w, "\"", 1);
 }
 
 /* s as a JSON string: '"', '\\' and control characters escaped, everything else as is (valid
- * UTF-8 stays UTF-8, as jansson writes it without JSON_ENSURE_ASCII). */
-static void put_string(jsonw_t *w, const char *s)
+ * UTF-8 stays UTF-8, as jansson writes it without JSON_ENSURE_ASCII), after the prefix of
+ * prefix_len bytes (a member's comma, or nothing). A string with nothing to escape (nearly all)
+ * is one copy. */
+static void put_string(jsonw_t *w, const char *prefix, size_t prefix_len, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
-    put(w, "\"", 1);
-    const char *run = s;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p >= 0x20 && *p != '"' && *p != '\\')
-            continue;
-        put(w, run, (size_t)((const char *)p - run));
-        run = (const char *)p + 1;
-        char esc[6] = {'\\', 0};
-        size_t n = 2;
-        switch (*p) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[*p >> 4];
-            esc[5] = hex[*p & 15];
-            n = 6;
-        }
-        put(w, esc, n);
+    int plain;
+    size_t len = scan(s, &plain);
+    if (!plain) {
+        put(w, prefix, prefix_len);
+        put_escaped(w, s, len);
+        return;
     }
-    put(w, run, strlen(run));
-    put(w, "\"", 1);
+    if (reserve(w, prefix_len + len + 2) != 0)
+        return;
+    append(w, prefix, prefix_len);
+    w->buf[w->len++] = '"';
+    append(w, s, len);
+    w->buf[w->len++] = '"';
 }
 
 /* The comma before a member (not before the first of its object) and its key. */
 static void member(jsonw_t *w, const char *key)
 {
+    int comma = 0;
     if (w->depth > 0) {
-        if (!w->first[w->depth - 1])
-            put(w, ",", 1);
+        comma = !w->first[w->depth - 1];
         w->first[w->depth - 1] = 0;
     }
-    if (key) {
-        put_string(w, key);
-        put(w, ":", 1);
+    if (!key) {
+        if (comma)
+            put(w, ",", 1);
+        return;
     }
+    put_string(w, ",", (size_t)comma, key);
+    put(w, ":", 1);
 }
 
 void jsonw_open_key(jsonw_t *w, const char *key)
@@ -120,7 +172,7 @@ void jsonw_str(jsonw_t *w, const char *key, const char *v)
 {
     member(w, key);
     if (v)
-        put_string(w, v);
+        put_string(w, "", 0, v);
     else
         put(w, "null", 4);
 }
@@ -197,6 +249,8 @@ void jsonw_bool(jsonw_t *w, const char *key, int v)
 
 char *jsonw_take(jsonw_t *w, size_t *len)
 {
+    if (!w->err && w->buf)
+        w->buf[w->len] = '\0'; /* reserve kept room for it */
     char *text = w->err || !w->buf ? NULL : w->buf;
     if (!text)
         free(w->buf);

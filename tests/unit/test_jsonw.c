@@ -200,5 +200,76 @@ static void test_nesting_and_errors(void)
     free(big);
 }
 
-#define TESTS(X) X(test_job_json_documented) X(test_job_json_numbers) X(test_nesting_and_errors)
+/* Appends the UTF-8 of code point c to s at *n. */
+static void put_utf8(char *s, size_t *n, unsigned c)
+{
+    if (c < 0x80) {
+        s[(*n)++] = (char)c;
+    } else if (c < 0x800) {
+        s[(*n)++] = (char)(0xc0 | c >> 6);
+        s[(*n)++] = (char)(0x80 | (c & 0x3f));
+    } else if (c < 0x10000) {
+        s[(*n)++] = (char)(0xe0 | c >> 12);
+        s[(*n)++] = (char)(0x80 | (c >> 6 & 0x3f));
+        s[(*n)++] = (char)(0x80 | (c & 0x3f));
+    } else {
+        s[(*n)++] = (char)(0xf0 | c >> 18);
+        s[(*n)++] = (char)(0x80 | (c >> 12 & 0x3f));
+        s[(*n)++] = (char)(0x80 | (c >> 6 & 0x3f));
+        s[(*n)++] = (char)(0x80 | (c & 0x3f));
+    }
+}
+
+/* Random strings (every ASCII byte but NUL, quotes, backslashes, control characters, and
+ * characters of 2 to 4 UTF-8 bytes, runs of each) as keys and values, nested: the same text as
+ * jansson's, whether a string has nothing to escape (written in one copy) or escapes anywhere. */
+static void test_strings_match_jansson(void)
+{
+    static const unsigned picks[] = {'"',  '\\', '\n', '\t',   0x01,   0x1f,
+                                     0x7f, 'a',  0xe9, 0x20ac, 0x1f600};
+    unsigned seed = 12345;
+    for (int round = 0; round < 2000; round++) {
+        jsonw_t w = {0};
+        json_t *want = json_object(), *inner = json_object();
+        jsonw_open(&w);
+        for (int m = 0; m < 6; m++) {
+            char key[64], val[200];
+            size_t nk = 0, nv = 0;
+            seed = seed * 1103515245u + 12345u;
+            int klen = (int)(seed >> 16) % 8, vlen = (int)(seed >> 8) % 40;
+            for (int i = 0; i < klen; i++) {
+                seed = seed * 1103515245u + 12345u;
+                put_utf8(key, &nk,
+                         (seed >> 16) % 4 ? 'a' + (seed >> 8) % 26 : picks[(seed >> 4) % 11]);
+            }
+            for (int i = 0; i < vlen; i++) {
+                seed = seed * 1103515245u + 12345u;
+                unsigned c = (seed >> 16) % 3 ? 0x20 + (seed >> 8) % 95 : picks[(seed >> 4) % 11];
+                put_utf8(val, &nv, c);
+            }
+            snprintf(key + nk, sizeof key - nk, "%d", m); /* distinct keys */
+            val[nv] = '\0';
+            if (m == 3)
+                jsonw_open_key(&w, "in");
+            jsonw_str(&w, key, val);
+            json_object_set_new(m >= 3 ? inner : want, key, json_string(val));
+        }
+        jsonw_close(&w);
+        jsonw_close(&w);
+        json_object_set_new(want, "in", inner);
+        char *got = jsonw_take(&w, NULL), *exp = json_dumps(want, JSON_COMPACT);
+        CHECK(got != NULL && exp != NULL);
+        if (got && exp && strcmp(got, exp) != 0) {
+            CHECK_STR(got, exp);
+            round = 2000;
+        }
+        free(got);
+        free(exp);
+        json_decref(want);
+    }
+}
+
+#define TESTS(X)                                                                                   \
+    X(test_job_json_documented)                                                                    \
+    X(test_job_json_numbers) X(test_nesting_and_errors) X(test_strings_match_jansson)
 #include "t_main.h"
