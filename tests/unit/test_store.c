@@ -1714,9 +1714,9 @@ static const struct {
     {"purge_list", "generation_jobs_ended", "generation_jobs_ended"},
     {"purge_ledger", "sqlite_autoindex_credit_ledger_1", NULL},
     {"ledger_list", "credit_ledger_user", "credit_ledger_user"},
-    /* PostgreSQL: schema_v13; SQLite: either index of ended jobs by completed_at (schema_v11
-     * made generation_jobs_ended's predicate one that `status = 'completed'` implies) */
-    {"usage", "generation_jobs_completed|generation_jobs_ended", "generation_jobs_ended"},
+    /* the ended jobs by completed_at (PostgreSQL: schema_v13; SQLite: schema_v12, after
+     * schema_v11 made generation_jobs_ended's predicate one that `status = 'completed'` implies) */
+    {"usage", "generation_jobs_ended", "generation_jobs_ended"},
     /* PostgreSQL: the job leased or renewed by its primary key, not by a scan of the partial
      * index of the queued or running jobs (one statement each there; see store_pg.c); the claim
      * finds the fair-share user and its head job in the queue's index */
@@ -1987,9 +1987,9 @@ static int raw_ephemerals(const char *sql)
     return n;
 }
 
-/* What schema_v11 put back as it was in a store of version 10: the CHECKs of a job's status and
- * a webhook's state, the predicate of generation_jobs_ended and the WHEN of webhooks_job_end as
- * IN lists. */
+/* What schema_v11 and schema_v12 changed, put back as it was in a store of version 10: the
+ * CHECKs of a job's status and a webhook's state, the predicate of generation_jobs_ended and the
+ * WHEN of webhooks_job_end as IN lists, and generation_jobs_completed. */
 #define SQLITE_UNDO_V11                                                                            \
     "BEGIN; PRAGMA writable_schema = ON;"                                                          \
     " UPDATE sqlite_schema SET sql = replace(sql, 'status = ''pending'' OR status = ''queued'' OR" \
@@ -2005,7 +2005,8 @@ static int raw_ephemerals(const char *sql)
     " DROP TRIGGER webhooks_job_end; CREATE TRIGGER webhooks_job_end AFTER UPDATE OF status ON"    \
     " generation_jobs WHEN NEW.status IN ('completed','failed','canceled') AND OLD.status IS NOT"  \
     " NEW.status BEGIN UPDATE webhooks SET state = 'pending' WHERE job_id = NEW.id AND state ="    \
-    " 'waiting'; END; UPDATE schema_version SET version = 10; COMMIT;"
+    " 'waiting'; END; CREATE INDEX generation_jobs_completed ON generation_jobs(completed_at)"     \
+    " WHERE status = 'completed'; UPDATE schema_version SET version = 10; COMMIT;"
 
 #define T_INSERT_SQL                                                                               \
     "INSERT INTO generation_jobs(id, user_id, status, prompt, seq, queue_pos, counted)"            \
@@ -2015,7 +2016,8 @@ static int raw_ephemerals(const char *sql)
 /* SQLite (schema_v11): a job's insert and the update that ends it build no in-memory B-tree (an
  * IN list of three or more constants in a CHECK, a partial index's predicate or a trigger's
  * WHEN builds one each time), in a new store and in one migrated from version 10; the CHECK still
- * refuses a status that is not one of the six, and an ended job's webhook is still made due. */
+ * refuses a status that is not one of the six, and an ended job's webhook is still made due.
+ * schema_v12: neither store has generation_jobs_completed. */
 static void test_job_writes_build_no_temp_btree(void)
 {
     if (t_pg)
@@ -2035,6 +2037,7 @@ static void test_job_writes_build_no_temp_btree(void)
         }
         CHECK_INT(raw_ephemerals(T_INSERT_SQL), 0);
         CHECK_INT(raw_ephemerals(T_END_SQL), 0);
+        CHECK(raw_exec("DROP INDEX generation_jobs_completed") != 0); /* no such index */
         CHECK(raw_exec("INSERT INTO generation_jobs(id, user_id, status, prompt, seq, queue_pos)"
                        " VALUES ('bad', 'ann', 'done', 'p', 2000, 2000)") != 0);
         job_t j;
