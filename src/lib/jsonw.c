@@ -63,35 +63,18 @@ static size_t scan(const char *s, int *plain)
 static size_t escape(unsigned char c, char esc[6])
 {
     static const char hex[] = "0123456789ABCDEF"; /* as jansson writes \u001F */
+    /* the characters with a two-character escape, and the letter after the backslash */
+    static const char two[256] = {['"'] = '"',  ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
+                                  ['\n'] = 'n', ['\r'] = 'r',  ['\t'] = 't'};
     esc[0] = '\\';
-    switch (c) {
-    case '"':
-        esc[1] = '"';
+    if (two[c]) {
+        esc[1] = two[c];
         return 2;
-    case '\\':
-        esc[1] = '\\';
-        return 2;
-    case '\b':
-        esc[1] = 'b';
-        return 2;
-    case '\f':
-        esc[1] = 'f';
-        return 2;
-    case '\n':
-        esc[1] = 'n';
-        return 2;
-    case '\r':
-        esc[1] = 'r';
-        return 2;
-    case '\t':
-        esc[1] = 't';
-        return 2;
-    default:
-        memcpy(esc + 1, "u00", 3);
-        esc[4] = hex[c >> 4];
-        esc[5] = hex[c & 15];
-        return 6;
     }
+    memcpy(esc + 1, "u00", 3);
+    esc[4] = hex[c >> 4];
+    esc[5] = hex[c & 15];
+    return 6;
 }
 
 /* s (len bytes, some needing escapes) as a JSON string. */

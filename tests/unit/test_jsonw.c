@@ -225,8 +225,9 @@ static void put_utf8(char *s, size_t *n, unsigned c)
  * jansson's, whether a string has nothing to escape (written in one copy) or escapes anywhere. */
 static void test_strings_match_jansson(void)
 {
-    static const unsigned picks[] = {'"',  '\\', '\n', '\t',   0x01,   0x1f,
-                                     0x7f, 'a',  0xe9, 0x20ac, 0x1f600};
+    static const unsigned picks[] = {'"',  '\\', '\n', '\t', '\b', '\f',   '\r',
+                                     0x01, 0x1f, 0x7f, 'a',  0xe9, 0x20ac, 0x1f600};
+    const unsigned npicks = sizeof picks / sizeof picks[0];
     unsigned seed = 12345;
     for (int round = 0; round < 2000; round++) {
         jsonw_t w = {0};
@@ -240,11 +241,12 @@ static void test_strings_match_jansson(void)
             for (int i = 0; i < klen; i++) {
                 seed = seed * 1103515245u + 12345u;
                 put_utf8(key, &nk,
-                         (seed >> 16) % 4 ? 'a' + (seed >> 8) % 26 : picks[(seed >> 4) % 11]);
+                         (seed >> 16) % 4 ? 'a' + (seed >> 8) % 26 : picks[(seed >> 4) % npicks]);
             }
             for (int i = 0; i < vlen; i++) {
                 seed = seed * 1103515245u + 12345u;
-                unsigned c = (seed >> 16) % 3 ? 0x20 + (seed >> 8) % 95 : picks[(seed >> 4) % 11];
+                unsigned c =
+                    (seed >> 16) % 3 ? 0x20 + (seed >> 8) % 95 : picks[(seed >> 4) % npicks];
                 put_utf8(val, &nv, c);
             }
             snprintf(key + nk, sizeof key - nk, "%d", m); /* distinct keys */
