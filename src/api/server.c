@@ -356,6 +356,14 @@ static json_t *job_json(server_t *s, const job_t *j)
     return o;
 }
 
+/* Sends the text jw holds (taken). */
+static enum MHD_Result send_jsonw(struct MHD_Connection *c, int status, jsonw_t *jw)
+{
+    size_t len;
+    char *text = jsonw_take(jw, &len);
+    return send_json_text(c, status, text, len, NULL, NULL);
+}
+
 /* Sends a job's JSON (job_to_json's text, written without a tree: the answer of every create
  * and GET) with its webhook delivery w when not NULL: url, id (the webhook-id), state (waiting
  * until the job ends, then pending, delivered or failed), attempts, last_error, delivered_at. */
@@ -381,9 +389,7 @@ static enum MHD_Result send_job(server_t *s, struct MHD_Connection *c, int statu
         jsonw_close(&jw);
     }
     jsonw_close(&jw);
-    size_t len = 0;
-    char *text = jsonw_take(&jw, &len);
-    return send_json_text(c, status, text, len, NULL, NULL);
+    return send_jsonw(c, status, &jw);
 }
 
 /* Sends a job's JSON with its webhook delivery, read from the store, when it has one. */
@@ -1514,14 +1520,6 @@ static int claim_answer_write(server_t *s, req_t *r, jsonw_t *w, const char *key
     wire_claim_answer_write(w, key, j, s->cfg.lease_ms, s->cfg.heartbeat_ms, up.method, up.url,
                             up.needs_lease);
     return 0;
-}
-
-/* Sends the text jw holds (taken). */
-static enum MHD_Result send_jsonw(struct MHD_Connection *c, int status, jsonw_t *jw)
-{
-    size_t len;
-    char *text = jsonw_take(jw, &len);
-    return send_json_text(c, status, text, len, NULL, NULL);
 }
 
 /* The answer to a claim that got r->job. */

@@ -238,8 +238,6 @@ void random_bytes(unsigned char *out, size_t n)
     pool.left -= n;
 }
 
-static const char hex_digits[] = "0123456789abcdef";
-
 void random_hex(char *buf, int nbytes)
 {
     unsigned char raw[64];
@@ -265,14 +263,16 @@ void job_new_id(char *buf, int64_t created_ms)
         r[i] = (unsigned char)(ms >> (40 - 8 * i));
     r[6] = (unsigned char)((r[6] & 0x0f) | 0x70);
     r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-    char *p = buf; /* 8-4-4-4-12 hex digits */
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
+    static const size_t groups[] = {4, 2, 2, 2, 6}; /* bytes: 8-4-4-4-12 hex digits */
+    char *p = buf;
+    const unsigned char *in = r;
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        if (g > 0)
             *p++ = '-';
-        *p++ = hex_digits[r[i] >> 4];
-        *p++ = hex_digits[r[i] & 15];
+        hex_encode(in, groups[g], p); /* and a NUL, overwritten by the next group's dash */
+        p += 2 * groups[g];
+        in += groups[g];
     }
-    *p = '\0';
 }
 
 int64_t job_cost(double gpu_seconds, double rate)

@@ -1,6 +1,6 @@
 /* test_random.c: random_bytes' per-thread pool (core/job.h): draws that cross the pool's refills
- * never repeat, draws larger than the pool, random_hex's text, and a forked child that never
- * hands out the bytes its parent hands out next. */
+ * never repeat, draws larger than the pool, random_hex's text, job_new_id's UUIDs, and a forked
+ * child that never hands out the bytes its parent hands out next. */
 #include "t.h"
 
 #include <sys/wait.h>
@@ -36,6 +36,23 @@ static void test_random_hex(void)
     CHECK_STR(a, "");
 }
 
+/* job_new_id: a UUID version 7 as 8-4-4-4-12 lowercase hex digits, its first 48 bits the
+ * creation time in milliseconds, version 7, variant 10; two ids differ. */
+static void test_job_new_id(void)
+{
+    char a[JOB_ID_SIZE], b[JOB_ID_SIZE];
+    job_new_id(a, INT64_C(0x0123456789ab));
+    job_new_id(b, INT64_C(0x0123456789ab));
+    CHECK_INT(strlen(a), 36);
+    CHECK(strncmp(a, "01234567-89ab-7", 15) == 0);
+    CHECK(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+    CHECK(strchr("89ab", a[19]) != NULL);
+    for (int i = 0; i < 36; i++)
+        if (i != 8 && i != 13 && i != 18 && i != 23)
+            CHECK(strchr("0123456789abcdef", a[i]) != NULL && a[i] != '\0');
+    CHECK(strcmp(a, b) != 0);
+}
+
 /* Without the fork handler, the child's first draw would be the bytes its parent draws next (both
  * start from the same copy of the pool). */
 static void test_fork_child_draws_other_bytes(void)
@@ -61,5 +78,7 @@ static void test_fork_child_draws_other_bytes(void)
     close(fd[1]);
 }
 
-#define TESTS(X) X(test_draws_do_not_repeat) X(test_random_hex) X(test_fork_child_draws_other_bytes)
+#define TESTS(X)                                                                                   \
+    X(test_draws_do_not_repeat)                                                                    \
+    X(test_random_hex) X(test_job_new_id) X(test_fork_child_draws_other_bytes)
 #include "t_main.h"
