@@ -1503,17 +1503,17 @@ static int upload_for(server_t *s, const char *id, upload_target_t *up)
 static int claim_answer_write(server_t *s, req_t *r, jsonw_t *w, const char *key)
 {
     job_t *j = &r->job;
-    atomic_fetch_add(&metrics.claims, 1);
-    if (j->attempts == 1 && j->releases == 0 && j->started_at >= j->created_at)
-        histogram_observe(&metrics.queue_wait, (double)(j->started_at - j->created_at) / 1000.0);
     upload_target_t up;
     if (upload_for(s, j->id, &up) != 0) {
         log_error("event=upload_target_failed job=%s", j->id);
         job_t tmp = {0};
         store_job_release(s->store, j->id, j->lease_id, clock_steady_ms(), &tmp);
         job_clear(&tmp);
-        return -1;
+        return -1; /* not a claim: the dispatcher's next round (500 ms at most) offers it again */
     }
+    atomic_fetch_add(&metrics.claims, 1);
+    if (j->attempts == 1 && j->releases == 0 && j->started_at >= j->created_at)
+        histogram_observe(&metrics.queue_wait, (double)(j->started_at - j->created_at) / 1000.0);
     log_info("event=job_claimed job=%s worker=%s attempt=%d", j->id, r->claim.worker_id,
              j->attempts);
     hub_kick(s->hub);
