@@ -189,6 +189,21 @@ def thread_ns(pid):
     return out
 
 
+def steal_ticks():
+    """(steal, all) clock ticks of this machine's CPUs from /proc/stat: steal is the time the
+    hypervisor gave this virtual machine's cores to something else. Neither schedstat nor
+    getrusage counts it as a process's CPU, but the cores cannot run the measurement meanwhile."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]  # user .. steal; guest is in user
+    return (v[7] if len(v) > 7 else 0), sum(v)
+
+
+def steal_pct(t0):
+    """The share of the cores' time the hypervisor took since steal_ticks() gave t0, %."""
+    s1, a1 = steal_ticks()
+    return 100.0 * (s1 - t0[0]) / max(1, a1 - t0[1])
+
+
 def pg_backends(pgdb):
     """The pids of the client backends of database pgdb (the server's pool) on the loopback
     cluster. Autovacuum workers and the cluster's own processes are left out."""
@@ -216,6 +231,7 @@ class CpuMeter:
         self.threads0 = {pid: thread_ns(pid) for pid in procs.get("server", [])}
         self.pg0 = {pid: run_ns(pid) for pid in pg_backends(pgdb)} if pgdb else {}
         self.ru0 = children_cpu()
+        self.steal0 = steal_ticks()
 
     def stop(self, n):
         """The CPU per operation (us) of each part, and their total, for n operations."""
@@ -228,7 +244,7 @@ class CpuMeter:
         parts[self.child] = child
         per = {k: v / max(n, 1) for k, v in parts.items()}
         return {"n": n, "parts_us": per, "total_us": sum(per.values()),
-                "server_threads_us": self.server_threads(n)}
+                "server_threads_us": self.server_threads(n), "steal_pct": steal_pct(self.steal0)}
 
     def server_threads(self, n):
         """The server's CPU per operation by thread name (us), largest first; the front threads
@@ -989,12 +1005,16 @@ def cpu_table(m):
     ]
     lines = [f"| row | pingvas: CPU per operation (by process, us; the server's threads in "
              f"brackets) | at that cost {cores} cores "
-             "do at most | BullMQ: CPU per operation | the target leaves per operation |",
-             "|---|---|---|---|---|"]
+             "do at most | hypervisor steal during the row (what the cores had left) | BullMQ: "
+             "CPU per operation | the target leaves per operation |",
+             "|---|---|---|---|---|---|"]
     for name, key, peer, target in rows:
         c = r.get(key)
         most = fmt(cores * 1e6 / c["total_us"], "/s") if c and c["total_us"] else "n/a"
-        lines.append(f"| {name} | {cpu_text(c)} | {most} | "
+        st = c.get("steal_pct") if c else None
+        left = (f"{st:.0f} % ({cores * (100 - st) / 100:.2f} cores)" if st is not None
+                else "n/a")
+        lines.append(f"| {name} | {cpu_text(c)} | {most} | {left} | "
                      f"{cpu_text(r.get(peer)) if peer else '-'} | "
                      f"{cores * 1e6 / target:,.0f} us ({fmt(target, '/s')}) |")
     return "\n".join(lines)
@@ -1041,7 +1061,9 @@ def write_results(m, tbl):
         f"Measured {m['date']} with `{CMDLINE}`",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['memory']} memory, Linux {m['kernel']}; "
-        f"node {m['node']}, redis-server {m['redis']}, BullMQ {m['bullmq']}.",
+        f"node {m['node']}, redis-server {m['redis']}, BullMQ {m['bullmq']}. The hypervisor "
+        f"took {r['steal_pct_run']:.0f} % of the cores' time over the whole run (steal, "
+        f"/proc/stat).",
         "",
         tbl,
         "",
@@ -1056,7 +1078,9 @@ def write_results(m, tbl):
         "image stage is pv-images), pv-claims (the claim dispatcher), pv-events (the event hub). "
         "Everything runs on this machine's cores, so a row cannot "
         "go faster than the cores divided by its CPU per operation; the last column is the CPU "
-        "per operation the row's target leaves here.",
+        "per operation the row's target leaves here. This machine is a virtual one: the "
+        "steal column is the share of its cores' time the hypervisor gave to something else "
+        "during the row (/proc/stat), time no process here was charged for and none could use.",
         "",
         cpu_table(m),
         "",
@@ -1079,6 +1103,7 @@ def write_results(m, tbl):
 
 def main():
     t0 = time.monotonic()
+    steal0 = steal_ticks()
     m = machine()
     redis, port, rdir = start_redis()
     try:
@@ -1097,6 +1122,7 @@ def main():
     bench_idle_cpu()
     bench_sizes()
     bench_sizes(pg=True)
+    results["steal_pct_run"] = steal_pct(steal0)
     tbl = table()
     print(tbl)
     with open(os.path.join(os.path.dirname(BIN), "bench-last-run.json"), "w") as f:

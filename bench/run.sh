@@ -8,6 +8,9 @@
 #                           1,000,000 stored jobs, SQLite and PostgreSQL, a few minutes); rewrites
 #                           only their block of bench/RESULTS.md
 #
+# PostgreSQL rows run on a durable loopback cluster in /tmp/pingvas-pg-bench (port 55433), stopped
+# at the end unless it was already running.
+#
 # Needs (Debian 12): cmake, a C compiler and pingvas's -dev packages (scripts/deps.sh), wrk,
 # redis-server, nodejs + npm, python3. Missing wrk/redis-server/npm are installed with apt-get
 # when running as root.
@@ -40,7 +43,21 @@ fi
 # PostgreSQL's default durability (fsync, synchronous_commit, full_page_writes on), so that every
 # acknowledged create and charge there is on disk as with pingvas's defaults; not the tests'
 # cluster, which runs with fsync off.
-eval "$(PINGVAS_PG_DIR=/tmp/pingvas-pg-bench PINGVAS_PG_PORT=55433 PINGVAS_PG_DURABLE=1 \
+# Stopped again at the end when this run started it (its data directory stays for the next run).
+PG_BENCH=/tmp/pingvas-pg-bench
+pg_ctl_bin() { ls -d /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -n 1; }
+pg_was_up=0
+if [ -n "$(pg_ctl_bin)" ] && [ -s "$PG_BENCH/data/PG_VERSION" ] &&
+   runuser -u postgres -- "$(pg_ctl_bin)" -D "$PG_BENCH/data" status >/dev/null 2>&1; then
+  pg_was_up=1
+fi
+stop_bench_pg() {
+  if [ $pg_was_up = 0 ] && [ -n "$(pg_ctl_bin)" ]; then
+    runuser -u postgres -- "$(pg_ctl_bin)" -D "$PG_BENCH/data" stop -m fast >/dev/null 2>&1 || true
+  fi
+}
+trap stop_bench_pg EXIT
+eval "$(PINGVAS_PG_DIR=$PG_BENCH PINGVAS_PG_PORT=55433 PINGVAS_PG_DURABLE=1 \
   bash scripts/services/postgres.sh)"
 export PINGVAS_TEST_PG_URL
 
@@ -59,5 +76,5 @@ if [ $SIZE_ONLY = 0 ]; then
   (cd bench/peer && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
-exec python3 bench/bench.py "$ROOT/build-bench/pingvas" "$ROOT/bench/peer" \
+python3 bench/bench.py "$ROOT/build-bench/pingvas" "$ROOT/bench/peer" \
   "$ROOT/bench/RESULTS.md" "$CMDLINE"
