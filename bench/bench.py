@@ -623,7 +623,7 @@ class SizeRun:
     def __init__(self, n, pg):
         self.n, self.pg = n, pg
         self.st = Stack(f"size-{n}-pg" if pg else f"size-{n}", pg=pg)
-        self.lat, self.cpu, self.rounds = {}, {}, {}
+        self.lat, self.rounds = {}, {}  # rounds: an operation's batches, (CPU ns, requests)
         self.created, self.claimed = [], []
 
     def fill(self):
@@ -684,9 +684,7 @@ class SizeRun:
             t0 = time.perf_counter()
             fn()
             lat.append((time.perf_counter() - t0) * 1000)
-        ns = self.cpu_ns() - cpu0
-        self.cpu[name] = self.cpu.get(name, 0) + ns
-        self.rounds.setdefault(name, []).append(ns / 1000 / max(count, 1))
+        self.rounds.setdefault(name, []).append((self.cpu_ns() - cpu0, count))
 
     def create(self):
         # every other create is SIZE_USER's (it lists and GETs its own), the others in turn
@@ -741,10 +739,11 @@ class SizeRun:
         # The CPU per request is the median over the operation's rounds (batches): a round that
         # a burst of other work on the machine (hypervisor steal, a writeback, a timer) hit
         # does not weigh on its size alone. The mean over every request stays beside it.
+        per = [ns / 1000 / max(count, 1) for ns, count in self.rounds[name]]
+        total_ns = sum(ns for ns, _ in self.rounds[name])
         return {"p50_ms": statistics.median(v), "p99_ms": pct(v, 99),
-                "cpu_us": statistics.median(self.rounds[name]),
-                "cpu_us_mean": self.cpu[name] / 1000 / len(v),
-                "cpu_us_rounds": self.rounds[name], "n": len(v)}
+                "cpu_us": statistics.median(per), "cpu_us_mean": total_ns / 1000 / len(v),
+                "cpu_us_rounds": per, "n": len(v)}
 
 
 SIZE_OPS = ["create", "get", "get_recent", "list", "list_status", "queue", "claim", "upload",
@@ -770,7 +769,6 @@ def bench_sizes(pg=False):
                 r.list()
                 r.queue()
             r.lat.clear()
-            r.cpu.clear()
             r.rounds.clear()
             r.created.clear()
         per = SIZE_REQS // SIZE_ROUNDS
