@@ -44,21 +44,10 @@ fi
 # acknowledged create and charge there is on disk as with pingvas's defaults; not the tests'
 # cluster, which runs with fsync off.
 # Stopped again at the end when this run started it (its data directory stays for the next run).
-PG_BENCH=/tmp/pingvas-pg-bench
-pg_ctl_bin() { ls -d /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -n 1; }
-pg_was_up=0
-if [ -n "$(pg_ctl_bin)" ] && [ -s "$PG_BENCH/data/PG_VERSION" ] &&
-   runuser -u postgres -- "$(pg_ctl_bin)" -D "$PG_BENCH/data" status >/dev/null 2>&1; then
-  pg_was_up=1
-fi
-stop_bench_pg() {
-  if [ $pg_was_up = 0 ] && [ -n "$(pg_ctl_bin)" ]; then
-    runuser -u postgres -- "$(pg_ctl_bin)" -D "$PG_BENCH/data" stop -m fast >/dev/null 2>&1 || true
-  fi
-}
-trap stop_bench_pg EXIT
-eval "$(PINGVAS_PG_DIR=$PG_BENCH PINGVAS_PG_PORT=55433 PINGVAS_PG_DURABLE=1 \
-  bash scripts/services/postgres.sh)"
+bench_pg() { PINGVAS_PG_DIR=/tmp/pingvas-pg-bench PINGVAS_PG_PORT=55433 PINGVAS_PG_DURABLE=1 \
+  bash scripts/services/postgres.sh "$@"; }
+bench_pg status || trap 'bench_pg stop || true' EXIT
+eval "$(bench_pg)"
 export PINGVAS_TEST_PG_URL
 
 # Release build in its own directory.

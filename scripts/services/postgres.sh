@@ -8,6 +8,8 @@
 #   PINGVAS_PG_DURABLE=1  PostgreSQL's own durability settings (fsync, synchronous_commit and
 #                    full_page_writes on) instead of the test cluster's off: bench/run.sh's
 #                    cluster, in its own PINGVAS_PG_DIR and PINGVAS_PG_PORT
+# `postgres.sh status` exits 0 when the cluster in PINGVAS_PG_DIR runs, 1 otherwise;
+# `postgres.sh stop` stops it (nothing when it does not run). Neither installs anything.
 set -euo pipefail
 
 DIR=${PINGVAS_PG_DIR:-/tmp/pingvas-pg}
@@ -23,7 +25,26 @@ bindir() {
   [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
 }
 
+as_pg() { runuser -u postgres -- "$@"; }
+
 BIN=$(bindir || true)
+case "${1:-}" in
+  status)
+    if [ -n "$BIN" ] && [ -s "$DIR/data/PG_VERSION" ] &&
+       as_pg "$BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
+      exit 0
+    fi
+    exit 1 ;;
+  stop)
+    if [ -n "$BIN" ] && [ -s "$DIR/data/PG_VERSION" ] &&
+       as_pg "$BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
+      say "stopping the cluster in $DIR"
+      as_pg "$BIN/pg_ctl" -D "$DIR/data" stop -m fast >&2
+    fi
+    exit 0 ;;
+  "") ;;
+  *) say "unknown argument '$1' (none to start, or status, or stop)"; exit 2 ;;
+esac
 if [ -z "$BIN" ] || ! command -v psql >/dev/null 2>&1; then
   say "installing postgresql"
   apt-get update -qq >&2
@@ -31,8 +52,6 @@ if [ -z "$BIN" ] || ! command -v psql >/dev/null 2>&1; then
   BIN=$(bindir)
 fi
 id postgres >/dev/null 2>&1 || { say "no 'postgres' user after installing postgresql"; exit 1; }
-
-as_pg() { runuser -u postgres -- "$@"; }
 
 mkdir -p "$DIR"
 chown postgres:postgres "$DIR"
