@@ -5,9 +5,11 @@
 
 const $ = (id) => document.getElementById(id);
 const FINAL = new Set(["completed", "failed", "canceled"]);
+// live: what the event stream last said of each job (applyLive). reads: each job's read in
+// flight (refreshJob), by the number of the read.
 const st = { token: null, sub: "", admin: false, user: false, jobs: new Map(), order: [],
-  abort: null, points: [], scaling: [], workerState: new Map(), fleetTimer: null,
-  creditsTimer: null, costTimer: null, tab: "user" };
+  live: new Map(), reads: new Map(), nreads: 0, abort: null, points: [], scaling: [],
+  workerState: new Map(), fleetTimer: null, creditsTimer: null, costTimer: null, tab: "user" };
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -66,7 +68,7 @@ async function signIn(token) {
 function signOut(msg) {
   sessionStorage.removeItem("pingvas-token");
   if (st.abort) st.abort.abort();
-  st.token = null; st.jobs.clear(); st.order = [];
+  st.token = null; st.jobs.clear(); st.order = []; st.live.clear(); st.reads.clear();
   $("jobs").replaceChildren();
   for (const id of ["user-view", "ops-view", "who", "tabs"]) $(id).hidden = true;
   $("signin").hidden = false; $("signin-error").textContent = msg || "";
@@ -157,29 +159,51 @@ async function loadJobs() {
   const r = await api("GET", "/api/v1/generation?limit=50");
   if (r.status !== 200) return;
   st.jobs.clear(); st.order = [];
-  for (const j of r.data.jobs) { st.jobs.set(j.id, j); st.order.push(j.id); }
+  for (const j of r.data.jobs) { st.jobs.set(j.id, applyLive(j)); st.order.push(j.id); }
   renderJobs();
 }
 
-async function refreshJob(id) {
-  const r = await api("GET", "/api/v1/generation/" + encodeURIComponent(id));
-  if (r.status !== 200) return;
+// Reads job id and shows it. The answer may have left the server before events the stream has
+// delivered since (a job claimed while its create's answer was on its way): applyLive keeps
+// what those said, so a stale answer never takes a job back to "queued" and hides its progress.
+// One read at a time shows a job; with again, a new read supersedes the one in flight.
+async function refreshJob(id, again) {
+  if (st.reads.has(id) && !again) return;
+  const n = ++st.nreads;
+  st.reads.set(id, n);
+  let r = null;
+  try { r = await api("GET", "/api/v1/generation/" + encodeURIComponent(id)); } catch (e) { r = null; }
+  if (st.reads.get(id) !== n) return; // superseded
+  st.reads.delete(id);
+  if (!r || r.status !== 200) return;
   if (!st.jobs.has(id)) st.order.unshift(id);
-  st.jobs.set(id, r.data);
+  st.jobs.set(id, applyLive(r.data));
   renderJob(r.data);
 }
 
+// Job j as the event stream last described it (its status, attempts, error and progress); j.
+function applyLive(j) {
+  const l = st.live.get(j.id);
+  if (l) Object.assign(j, l);
+  return j;
+}
+
+// Records what event d says of its job, then shows the job, or reads it when it is not shown yet.
 function userEvent(kind, d) {
+  const l = st.live.get(d.id) || {};
+  if (kind === "progress") {
+    if (l.status !== undefined && l.status !== "in_progress") return; // a late one
+    l.status = "in_progress";
+    l.progress = { step: d.step, steps: d.steps };
+  } else {
+    l.status = d.status; l.attempts = d.attempts; l.error_message = d.error_message;
+    if (d.status !== "in_progress") l.progress = null;
+  }
+  st.live.set(d.id, l);
   const j = st.jobs.get(d.id);
   if (!j) { refreshJob(d.id); return; }
-  if (kind === "progress") {
-    if (j.status === "in_progress") { j.progress = { step: d.step, steps: d.steps }; renderJob(j); }
-    return;
-  }
-  j.status = d.status; j.attempts = d.attempts; j.error_message = d.error_message;
-  if (d.status !== "in_progress") j.progress = null;
-  renderJob(j);
-  if (FINAL.has(d.status)) { refreshJob(d.id); scheduleCredits(); }
+  renderJob(applyLive(j));
+  if (kind === "job" && FINAL.has(d.status)) { refreshJob(d.id, true); scheduleCredits(); }
 }
 
 function scheduleCredits() {
@@ -263,7 +287,10 @@ async function submitJob(ev) {
   try {
     const r = await api("POST", "/api/v1/generation/create", formBody(form));
     if (r.status !== 201 && r.status !== 200) { $("create-error").textContent = errText(r); return; }
-    if (!st.jobs.has(r.data.id)) { st.order.unshift(r.data.id); st.jobs.set(r.data.id, r.data); }
+    if (!st.jobs.has(r.data.id)) {
+      st.order.unshift(r.data.id);
+      st.jobs.set(r.data.id, applyLive(r.data));
+    }
     renderJobs();
     scheduleCredits();
   } finally { $("submit").disabled = false; }
