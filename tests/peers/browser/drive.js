@@ -50,28 +50,32 @@ async function userFlow(page, out) {
   await page.type("#f-prompt", "a lighthouse at dawn, from the dashboard");
   await page.$eval("#f-steps", (e) => { e.value = ""; });
   await page.type("#f-steps", "30");
-  await page.click("#submit");
-  await page.waitForSelector("li.job", { timeout: TIMEOUT });
-  out.job_id = await page.$eval("li.job", (e) => e.dataset.id);
-  // Every value the progress bar shows until the image is there (recorded in the page, so no
-  // value between two looks is lost).
-  await page.evaluate((id) => {
-    window.__seen = [];
+  // Every value each job's progress bar shows until its image is there, by job id, recorded in
+  // the page from before the submit: no value between two looks is lost, and none shown before
+  // this script learns the job's id either (on a loaded machine the job can run its 1.5 s
+  // before the id is read back).
+  await page.evaluate(() => {
+    window.__seen = {};
     const look = () => {
-      const li = document.querySelector(`li[data-id="${id}"]`);
-      const p = li && li.querySelector("progress");
-      if (p && p.value > 0) window.__seen.push(p.value);
+      for (const li of document.querySelectorAll("#jobs li[data-id]")) {
+        const p = li.querySelector("progress");
+        if (p && p.value > 0) (window.__seen[li.dataset.id] ||= []).push(p.value);
+      }
     };
     new MutationObserver(look).observe(document.getElementById("jobs"),
       { subtree: true, childList: true, attributes: true });
-  }, out.job_id);
-  await page.waitForFunction(() => window.__seen.some((v) => v > 0 && v < 100), { timeout: TIMEOUT });
+  });
+  await page.click("#submit");
+  await page.waitForSelector("li.job", { timeout: TIMEOUT });
+  out.job_id = await page.$eval("li.job", (e) => e.dataset.id);
+  await page.waitForFunction((id) => (window.__seen[id] || []).some((v) => v > 0 && v < 100),
+    { timeout: TIMEOUT }, out.job_id);
   await shot(page, "user-progress.png", out.screenshots);
   await page.waitForFunction((id) => {
     const img = document.querySelector(`li[data-id="${id}"] img`);
     return img && img.complete && img.naturalWidth > 0;
   }, { timeout: TIMEOUT }, out.job_id);
-  out.progress_seen = await page.evaluate(() => window.__seen);
+  out.progress_seen = await page.evaluate((id) => window.__seen[id] || [], out.job_id);
   out.status = await page.$eval(`li[data-id="${out.job_id}"]`, (e) => e.dataset.status);
   out.image_width = await page.$eval(`li[data-id="${out.job_id}"] img`, (e) => e.naturalWidth);
   await page.waitForFunction(() => [...document.querySelectorAll("#ledger td")]
